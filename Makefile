@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make up` and `make test`.
+# Each bootstraps .venv from pyproject.toml (exact versions from requirements.lock).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole embedded stack (Tansu broker, OTLP receiver, processors, chDB, SQL endpoint) with demo traffic.
+up: install
+	$(BIN)/llmops up --demo
+
+## Run the test suite (unit + integration on real parts). pytest's exit code 5 (no tests collected) is a failure.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+bench: install
+	$(BIN)/python benchmarks/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) .llmops .pytest_cache

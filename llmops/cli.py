@@ -1,0 +1,169 @@
+"""`llmops` command line. Every flag maps to a setting (see llmops.config); flags beat env beats TOML."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmops.config import Settings, load_settings
+from llmops.logs import setup_logging
+
+__all__ = ["main", "build_parser"]
+
+# flag, settings key, type, help. Help text comes from the settings model's field descriptions.
+_COMMON = [
+    ("--data-dir", "data_dir", Path),
+    ("--log-level", "log_level", str),
+    ("--kafka", "kafka.bootstrap", str),
+    ("--clickhouse", "clickhouse.dsn", str),
+    ("--database", "clickhouse.database", str),
+]
+_SERVING = [
+    ("--listen", "receiver.listen", str),
+    ("--otlp-grpc-port", "receiver.grpc_port", int),
+    ("--otlp-http-port", "receiver.http_port", int),
+    ("--sql-port", "sql.port", int),
+    ("--partitions", "kafka.partitions", int),
+    ("--topic", "kafka.topic", str),
+    ("--dead-letter-topic", "kafka.dead_letter_topic", str),
+    ("--group-id", "kafka.group_id", str),
+    ("--session-timeout", "kafka.session_timeout_s", float),
+    ("--heartbeat-interval", "kafka.heartbeat_interval_s", float),
+    ("--max-request-bytes", "receiver.max_request_bytes", int),
+    ("--batch-max-records", "processor.batch_max_records", int),
+    ("--batch-max-wait", "processor.batch_max_wait_s", float),
+    ("--pricing-file", "processor.pricing_file", Path),
+]
+
+
+def _describe(dotted: str) -> str:
+    model: Any = Settings
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    field = model.model_fields[leaf]
+    env = "LLMOPS_" + "__".join(p.upper() for p in dotted.split("."))
+    default = field.default if field.default is not None else "unset"
+    return f"{field.description} [env {env}; default {default}]"
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, table: list[tuple[str, str, type]]) -> None:
+    for flag, key, kind in table:
+        parser.add_argument(flag, dest=f"set:{key}", type=kind, default=argparse.SUPPRESS, help=_describe(key))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmops",
+        description="Streaming telemetry for LLM applications: OTLP -> Kafka -> processors -> ClickHouse -> Grafana.",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="TOML settings file [env LLMOPS_CONFIG].")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="Run the whole stack in the foreground until Ctrl-C.")
+    _add_settings_flags(up, _COMMON + _SERVING)
+    up.add_argument("--demo", action="store_true", help="Also send demo traffic and show a live summary.")
+    up.add_argument("--demo-rate", type=float, default=20.0, help="Demo LLM calls per second (default 20).")
+
+    receive = commands.add_parser("receive", help="Run the OTLP receiver (HTTP + gRPC) writing to Kafka.")
+    _add_settings_flags(receive, _COMMON + _SERVING)
+
+    worker = commands.add_parser("worker", help="Run a processor worker (Kafka -> ClickHouse).")
+    _add_settings_flags(worker, _COMMON + _SERVING)
+
+    migrate = commands.add_parser("migrate", help="Apply ClickHouse migrations (idempotent).")
+    _add_settings_flags(migrate, _COMMON)
+
+    loadgen = commands.add_parser("loadgen", help="Send realistic GenAI traffic through the OpenTelemetry SDK.")
+    _add_settings_flags(loadgen, [("--log-level", "log_level", str)])
+    loadgen.add_argument("--endpoint", default=None, help="OTLP endpoint (default http://127.0.0.1:4318, or 127.0.0.1:4317 with --protocol grpc).")
+    loadgen.add_argument("--protocol", choices=["http/protobuf", "grpc"], default="http/protobuf", help="OTLP transport.")
+    loadgen.add_argument("--count", type=int, default=None, help="LLM calls to send as fast as possible.")
+    loadgen.add_argument("--rate", type=float, default=None, help="LLM calls per second (with --duration).")
+    loadgen.add_argument("--duration", type=float, default=None, help="Seconds to run at --rate.")
+    loadgen.add_argument("--seed", type=int, default=0, help="Random seed (same seed, same traffic).")
+    loadgen.add_argument("--scenario", choices=["mixed", "drift"], default="mixed", help="Traffic scenario.")
+    loadgen.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    loadgen.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+    report = commands.add_parser("report", help="Summarise what is stored (works while `up` runs and after).")
+    _add_settings_flags(report, _COMMON + [("--sql-port", "sql.port", int)])
+    report.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
+
+    sql = commands.add_parser("sql", help="Run one read-only SQL query against the store.")
+    _add_settings_flags(sql, _COMMON + [("--sql-port", "sql.port", int)])
+    sql.add_argument("query", help="The SQL (SELECT/WITH/SHOW/DESCRIBE/EXPLAIN).")
+    sql.add_argument("--format", default="PrettyCompactMonoBlock", help="ClickHouse output format.")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
+    overrides = {k[len("set:"):]: v for k, v in vars(args).items() if k.startswith("set:")}
+    return load_settings(overrides, args.config), overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings, overrides = _settings(args)
+    except Exception as exc:  # configuration errors are the user's to fix: say what, exit 2
+        print(f"llmops: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+
+    if args.command == "up":
+        from llmops.stack import run_stack
+
+        return run_stack(settings, overrides, config_file=args.config, demo=args.demo, demo_rate=args.demo_rate)
+    if args.command == "receive":
+        from collector.service import run_receiver
+
+        return run_receiver(settings, _require_kafka(settings))
+    if args.command == "worker":
+        from processors.worker import run_worker
+
+        run_worker(settings, _require_kafka(settings))
+        return 0
+    if args.command == "migrate":
+        from sinks.clickhouse.client import connect
+        from sinks.clickhouse.migrations import apply_migrations
+
+        client = connect(settings.clickhouse_dsn, settings.clickhouse.database, create_database=True)
+        applied = apply_migrations(client, settings.clickhouse.database)
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        return 0
+    if args.command == "loadgen":
+        from llmops.loadgen_cli import run_loadgen_command
+
+        return run_loadgen_command(args)
+    if args.command == "report":
+        from llmops.report import build_report, render_report
+        from llmops.store import open_reader
+
+        report = build_report(open_reader(settings))
+        print(json.dumps(report, indent=2, default=str) if args.json else render_report(report))
+        return 0
+    if args.command == "sql":
+        from llmops.store import open_reader
+        from llmops.sql_endpoint import is_read_only_statement
+
+        if not is_read_only_statement(args.query):
+            print("llmops sql: only one read-only statement (SELECT/WITH/SHOW/DESCRIBE/EXPLAIN/EXISTS)", file=sys.stderr)
+            return 2
+        reader = open_reader(settings)
+        sys.stdout.write(reader.raw_query(args.query, fmt=args.format).decode())
+        return 0
+    return 2
+
+
+def _require_kafka(settings: Settings) -> str:
+    if not settings.kafka.bootstrap:
+        raise SystemExit("llmops: --kafka (or LLMOPS_KAFKA__BOOTSTRAP) is required here; `llmops up` starts an embedded broker")
+    return settings.kafka.bootstrap
+
+
+if __name__ == "__main__":
+    sys.exit(main())

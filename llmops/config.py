@@ -1,0 +1,174 @@
+"""One typed settings model for every command.
+
+Precedence: command-line flags > LLMOPS_* environment variables > TOML file
+(`--config`, or LLMOPS_CONFIG) > defaults. Nested keys use `__` in the
+environment (LLMOPS_KAFKA__BOOTSTRAP) and tables in TOML ([kafka] bootstrap).
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "KafkaSettings",
+    "ReceiverSettings",
+    "ProcessorSettings",
+    "ClickHouseSettings",
+    "SqlEndpointSettings",
+    "Settings",
+    "load_settings",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap: str | None = Field(
+        None,
+        description="Kafka bootstrap servers host:port[,host:port]. Unset: `llmops up` starts the embedded Tansu broker.",
+    )
+    topic: str = Field("otlp_spans", description="Topic holding OTLP trace batches (otlp_proto encoding).")
+    dead_letter_topic: str = Field("otlp_spans_dlq", description="Topic receiving records that cannot be decoded or stored.")
+    partitions: int = Field(4, ge=1, description="Partitions for topics the pipeline creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor for topics the pipeline creates.")
+    group_id: str = Field("llmops-processors", description="Consumer group of the processor workers.")
+    session_timeout_s: float = Field(
+        6.0,
+        ge=1.0,
+        description="Consumer session timeout. Tansu holds a group join for about half of it, so keep it low there.",
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval; must stay below the session timeout.")
+
+    @field_validator("heartbeat_interval_s")
+    @classmethod
+    def _heartbeat_below_session(cls, value: float, info: Any) -> float:
+        session = info.data.get("session_timeout_s")
+        if session is not None and value >= session:
+            raise ValueError("heartbeat_interval_s must be below session_timeout_s")
+        return value
+
+
+class ReceiverSettings(_Section):
+    listen: str = Field("127.0.0.1", description="Address the OTLP receiver and the SQL endpoint bind to.")
+    grpc_port: int = Field(4317, ge=0, le=65535, description="OTLP/gRPC port (0 = pick a free port).")
+    http_port: int = Field(4318, ge=0, le=65535, description="OTLP/HTTP port (0 = pick a free port).")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest accepted request body, after decompression (HTTP 413 above)."
+    )
+    max_record_bytes: int = Field(
+        900_000,
+        ge=10_000,
+        description="Largest Kafka record written; bigger requests are split by resource/scope/span (Kafka's default message.max.bytes is 1 MB).",
+    )
+    producer_queue_max_kbytes: int = Field(
+        262_144, ge=1024, description="Producer buffer; when full the receiver answers 429 / UNAVAILABLE."
+    )
+    producer_linger_ms: float = Field(5.0, ge=0, description="How long the producer waits to fill a batch.")
+    delivery_timeout_s: float = Field(30.0, gt=0, description="Time limit for Kafka to acknowledge a request's records.")
+
+
+class ProcessorSettings(_Section):
+    batch_max_records: int = Field(64, ge=1, description="Kafka records per processing batch (one ClickHouse insert per table).")
+    batch_max_wait_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch before processing what there is.")
+    pricing_file: Path | None = Field(None, description="Extra pricing catalog YAML; its entries override the built-in ones.")
+
+
+class ClickHouseSettings(_Section):
+    dsn: str | None = Field(
+        None,
+        description="clickhouse-connect DSN, e.g. http://user:pass@host:8123. Unset: embedded chDB under <data_dir>/clickhouse.",
+    )
+    database: str = Field("llmops", description="Database holding the pipeline's tables.")
+    insert_retries: int = Field(8, ge=0, description="Retries of a transient insert failure before the worker stops.")
+
+
+class SqlEndpointSettings(_Section):
+    port: int = Field(8123, ge=0, le=65535, description="Read-only ClickHouse-HTTP endpoint over the embedded store (0 = free port).")
+    enabled: bool = Field(True, description="Serve the endpoint from the worker when the store is embedded chDB.")
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the defaults of the embedded stack."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLMOPS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path(".llmops"), description="Where the embedded store (chDB) and run files live.")
+    log_level: str = Field("WARNING", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
+    processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    sql: SqlEndpointSettings = Field(default_factory=SqlEndpointSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The DSN in use: the configured one, or the embedded chDB store under data_dir."""
+        if self.clickhouse.dsn:
+            return self.clickhouse.dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def embedded_store(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb://")
+
+
+def load_settings(overrides: dict[str, Any] | None = None, config_file: Path | None = None) -> Settings:
+    """Build Settings from flags (`overrides`, dotted keys allowed), env and an optional TOML file."""
+    if config_file is None and os.environ.get("LLMOPS_CONFIG"):
+        config_file = Path(os.environ["LLMOPS_CONFIG"])
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        settings_cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+    base = settings_cls()
+    if not overrides:
+        return base
+    data = base.model_dump()
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return Settings.model_validate(data)

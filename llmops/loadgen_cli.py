@@ -1,0 +1,39 @@
+"""`llmops loadgen`: flags to LoadgenOptions, a progress bar, and the summary of what was sent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tqdm import tqdm
+
+from llmops.loadgen import LoadgenOptions, render_summary, run_loadgen
+
+__all__ = ["run_loadgen_command"]
+
+
+def run_loadgen_command(args: argparse.Namespace) -> int:
+    endpoint = args.endpoint or ("127.0.0.1:4317" if args.protocol == "grpc" else "http://127.0.0.1:4318")
+    fields = {"endpoint": endpoint, "protocol": args.protocol, "seed": args.seed, "scenario": args.scenario}
+    if args.rate is not None or args.duration is not None:
+        fields.update(rate=args.rate, duration_s=args.duration)
+    else:
+        fields["count"] = args.count
+    try:
+        options = LoadgenOptions(**{k: v for k, v in fields.items() if v is not None})
+    except ValueError as exc:
+        print(f"llmops loadgen: {exc}", file=sys.stderr)
+        return 2
+    bar = None if args.quiet else tqdm(total=options.total_calls, unit="call", desc="loadgen", file=sys.stderr)
+
+    def progress(sent: int, total: int) -> None:
+        if bar is not None:
+            bar.update(sent - bar.n)
+
+    summary = run_loadgen(options, progress)
+    if bar is not None:
+        bar.update(summary.calls_sent - bar.n)
+        bar.close()
+    print(json.dumps(summary.to_dict(), indent=2, default=str) if args.json else render_summary(summary))
+    return 0 if summary.complete else 1

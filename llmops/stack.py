@@ -1,0 +1,147 @@
+"""`llmops up`: broker (embedded unless --kafka), topics, worker and receiver processes, optional demo.
+
+Each part is the same process a production deployment runs (`llmops worker`,
+`llmops receive`); this module only starts, watches and stops them. Shutdown
+order keeps what was accepted: receiver first (it flushes to Kafka), then wait
+until the workers committed everything, then the workers, then the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from llmops.broker import EmbeddedBroker
+from llmops.config import Settings
+from llmops.store import endpoint_alive
+from llmops.topics import consumer_lag, ensure_topics
+
+__all__ = ["run_stack", "child_env"]
+
+log = logging.getLogger(__name__)
+
+
+def child_env(overrides: dict[str, Any], bootstrap: str) -> dict[str, str]:
+    """The parent's flags become the children's LLMOPS_* variables (flags > env, so nothing is lost)."""
+    env = dict(os.environ)
+    for dotted, value in overrides.items():
+        env["LLMOPS_" + "__".join(part.upper() for part in dotted.split("."))] = str(value)
+    env["LLMOPS_KAFKA__BOOTSTRAP"] = bootstrap
+    return env
+
+
+def _spawn(command: str, env: dict[str, str], config_file: Path | None) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "llmops"] + (["--config", str(config_file)] if config_file else []) + [command]
+    # A session of its own: Ctrl-C reaches only the supervisor, which stops children in order.
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+
+
+def _wait_line(proc: subprocess.Popen[str], prefix: str, timeout_s: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(prefix):
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+            return line.strip()
+        if not line and proc.poll() is not None:
+            break
+    raise RuntimeError(f"child did not report '{prefix}' (exit code {proc.poll()})")
+
+
+def _wait_until(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[str] | None, timeout_s: float = 60.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Path | None, demo: bool, demo_rate: float) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    broker = None
+    receiver = worker = None
+    demo_thread = None
+    exit_code = 0
+    try:
+        bootstrap = settings.kafka.bootstrap
+        if not bootstrap:
+            broker = EmbeddedBroker("127.0.0.1").start()
+            bootstrap = broker.bootstrap
+        ensure_topics(bootstrap, settings.kafka)
+        env = child_env(overrides, bootstrap)
+        worker = _spawn("worker", env, config_file)
+        host = "127.0.0.1" if settings.receiver.listen in ("0.0.0.0", "::") else settings.receiver.listen
+        if settings.embedded_store and settings.sql.enabled:
+            _wait_until(lambda: endpoint_alive(host, settings.sql.port), 120, "the worker's SQL endpoint", worker)
+        receiver = _spawn("receive", env, config_file)
+        ready = _wait_line(receiver, "receiver ready", 60)
+        print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)
+        print(f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})")
+        if settings.embedded_store:
+            print(f"  SQL (read-only ClickHouse HTTP) http://{host}:{settings.sql.port}/?query=SELECT+count()+FROM+llmops.otel_traces")
+        print("  Ctrl-C to stop.", flush=True)
+        if demo:
+            from llmops.demo import DemoTraffic
+
+            demo_thread = DemoTraffic(settings, host, demo_rate, stop)
+            demo_thread.start()
+        while not stop.wait(0.5):
+            for name, proc in (("worker", worker), ("receiver", receiver)):
+                if proc.poll() is not None:
+                    log.error("%s exited with code %s; stopping the stack", name, proc.returncode)
+                    exit_code = 1
+                    stop.set()
+    except Exception as exc:
+        log.error("llmops up failed: %s", exc)
+        exit_code = 1
+    finally:
+        stop.set()
+        if demo_thread is not None:
+            demo_thread.join(timeout=30)
+        _stop(receiver)
+        if worker is not None and worker.poll() is None and broker is not None:
+            _drain(bootstrap, settings)
+        _stop(worker)
+        if broker is not None:
+            broker.stop()
+    return exit_code
+
+
+def _drain(bootstrap: str, settings: Settings, timeout_s: float = 120.0) -> None:
+    """Wait until the workers committed every record Kafka holds: the embedded broker forgets on stop."""
+    deadline = time.monotonic() + timeout_s
+    lag = -1
+    while time.monotonic() < deadline:
+        try:
+            lag = consumer_lag(bootstrap, settings.kafka.group_id, settings.kafka.topic)
+        except Exception as exc:  # the broker may be slow to answer during shutdown: keep asking
+            log.warning("could not read consumer lag: %s", exc)
+        if lag == 0:
+            return
+        time.sleep(0.2)
+    log.error("stopping with %d records not yet processed", lag)

@@ -1,0 +1,108 @@
+"""The faust app: a thin wire from the `otlp_spans` topic to BatchHandler.
+
+Acknowledgement is the whole point of this module: `take_events` acks a batch
+when the loop body returns, and faust commits only acknowledged offsets. If a
+write cannot complete (store misconfigured, retries exhausted) the process
+exits at once without acknowledging, so the batch is redelivered on restart
+and the sink's fences make that redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import faust
+
+from llmops.config import Settings
+from processors.batch_handler import BatchHandler
+from processors.kafka_sources import TopicIds
+from processors.pipeline import Poison, SourceRecord
+from processors.stages import build_call_stages
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.errors import SinkError
+from sinks.clickhouse.migrations import apply_migrations
+from sinks.clickhouse.writer import ClickHouseSink
+
+__all__ = ["create_app", "EXIT_SINK_FAILED"]
+
+log = logging.getLogger(__name__)
+EXIT_SINK_FAILED = 70
+
+
+def create_app(settings: Settings, bootstrap: str) -> faust.App:
+    """Build the worker app. The store is migrated before the consumer joins its group."""
+    kafka = settings.kafka
+    app = faust.App(
+        kafka.group_id,  # the app id is the consumer group
+        broker=f"kafka://{bootstrap.replace(',', ';kafka://')}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+        datadir=str(settings.data_dir / "faust"),
+    )
+    client = connect(settings.clickhouse_dsn, settings.clickhouse.database, create_database=True)
+    apply_migrations(client, settings.clickhouse.database)
+    sink = ClickHouseSink(client, settings.clickhouse.database, retries=settings.clickhouse.insert_retries)
+    topic_ids = TopicIds(bootstrap)
+    dlq = app.topic(kafka.dead_letter_topic, value_serializer="raw", key_serializer="raw")
+
+    async def dead_letter(item: Poison) -> None:
+        record = item.record
+        headers = {
+            "llmops.error": item.reason.encode()[:1000],
+            "llmops.source.topic": record.topic.encode(),
+            "llmops.source.partition": str(record.partition).encode(),
+            "llmops.source.offset": str(record.offset).encode(),
+        }
+        fut = await dlq.send(value=record.value, headers=headers)
+        await fut
+
+    handler = BatchHandler(sink, build_call_stages(settings), dead_letter)
+    app.llmops_handler = handler  # type: ignore[attr-defined]
+    app.llmops_sink = sink  # type: ignore[attr-defined]
+    spans_topic = app.topic(kafka.topic, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(spans_topic, name="otlp_spans_to_clickhouse")
+    async def process(stream: Any) -> None:
+        async for events in stream.take_events(settings.processor.batch_max_records, within=settings.processor.batch_max_wait_s):
+            records = [
+                SourceRecord(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    value=bytes(e.value or b""),
+                    source=topic_ids.source(e.message.topic, e.message.partition),
+                )
+                for e in events
+            ]
+            try:
+                await handler.handle(records)
+            except SinkError as exc:
+                _die(f"clickhouse write failed, exiting without committing: {exc}")
+            except BaseException as exc:  # cancellation mid-write included: never ack what was not written
+                if not isinstance(exc, Exception):
+                    _die("worker stopped in the middle of a write; the batch will be redelivered")
+                _die(f"unexpected error, exiting without committing: {exc!r}")
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        sink.forget_fences()
+        topic_ids.forget()
+
+    return app
+
+
+def _die(message: str) -> None:
+    log.critical(message)
+    logging.shutdown()
+    os._exit(EXIT_SINK_FAILED)

@@ -1,0 +1,119 @@
+"""What the agent does with one batch of Kafka records, in order:
+
+decode -> dead-letter poison -> read fences -> build rows -> insert per table.
+
+The agent acknowledges the batch only after `handle` returns, so offsets are
+committed only after ClickHouse holds every row (or the record went to the
+dead-letter topic). A row set ClickHouse rejects as bad data is bisected down
+to the record(s) that cause it; those are dead-lettered, the rest is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from processors.pipeline import (
+    CallStages,
+    DecodedRecord,
+    Poison,
+    SourceRecord,
+    build_tables,
+    decode_records,
+    poison_rows,
+)
+from sinks.clickhouse.batches import TableRows
+from sinks.clickhouse.errors import PermanentSinkError
+from sinks.clickhouse.writer import ClickHouseSink
+
+__all__ = ["BatchHandler", "HandlerStats", "DeadLetter"]
+
+log = logging.getLogger(__name__)
+
+# Sends one record to the dead-letter topic and returns once Kafka acknowledged it.
+DeadLetter = Callable[[Poison], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class HandlerStats:
+    records: int = 0
+    spans: int = 0
+    calls: int = 0
+    dead_lettered: int = 0
+    skipped_records: int = 0  # already stored (redelivery after a restart)
+    last_batch_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _token(table: str, records: Sequence[SourceRecord], stage: str = "") -> str:
+    """Same records, same token: a retried insert is deduplicated by ClickHouse."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{table}|{stage}".encode())
+    for record in sorted(records, key=lambda r: (r.source, r.offset)):
+        digest.update(f"|{record.source}:{record.offset}".encode())
+    return f"{table}:{digest.hexdigest()}"
+
+
+class BatchHandler:
+    def __init__(self, sink: ClickHouseSink, stages: CallStages, dead_letter: DeadLetter) -> None:
+        self._sink = sink
+        self._stages = stages
+        self._dead_letter = dead_letter
+        self.stats = HandlerStats()
+
+    async def handle(self, records: Sequence[SourceRecord]) -> None:
+        started = time.perf_counter()
+        decoded, poison = await asyncio.to_thread(decode_records, records, self._stages)
+        tables = ["otel_traces", "llm_calls", "ingest_errors", *self._stages.aggregators]
+        sources = {r.source for r in records}
+        fences = {table: await asyncio.to_thread(self._sink.fences, table, sources) for table in tables}
+        for item in poison:
+            await self._dead_letter(item)
+        if poison:
+            self.stats.dead_lettered += len(poison)
+            log.warning("dead-lettered %d undecodable record(s)", len(poison), extra={"reason": poison[0].reason[:200]})
+        self.stats.skipped_records += sum(
+            1 for d in decoded if all(d.record.offset <= fences[t].get(d.record.source, -1) for t in tables)
+        )
+        for rows in build_tables(decoded, fences, self._stages):
+            if rows.table == "ingest_errors" and poison:
+                rows.extend(_unstored(poison_rows(poison, int(time.time() * 1000)), fences["ingest_errors"]))
+            await self._insert(rows, decoded, fences)
+        self.stats.records += len(records)
+        self.stats.spans += sum(len(d.spans) for d in decoded)
+        self.stats.calls += sum(len(d.calls) for d in decoded)
+        self.stats.last_batch_s = time.perf_counter() - started
+
+    async def _insert(self, rows: TableRows, decoded: Sequence[DecodedRecord], fences: dict[str, dict[str, int]]) -> None:
+        try:
+            await asyncio.to_thread(self._sink.write, rows, _token(rows.table, [d.record for d in decoded]))
+        except PermanentSinkError as exc:
+            if len(decoded) <= 1:
+                await self._reject_after_sink(decoded, rows.table, str(exc), fences)
+                return
+            half = len(decoded) // 2
+            for part in (decoded[:half], decoded[half:]):
+                for part_rows in build_tables(part, fences, self._stages, only=rows.table):
+                    await self._insert(part_rows, part, fences)
+
+    async def _reject_after_sink(
+        self, decoded: Sequence[DecodedRecord], table: str, reason: str, fences: dict[str, dict[str, int]]
+    ) -> None:
+        """A record ClickHouse refuses on its own: dead-letter it and say why in ingest_errors."""
+        poison = [Poison(d.record, f"{table}: {reason}"[:2000]) for d in decoded]
+        for item in poison:
+            await self._dead_letter(item)
+        rows = _unstored(poison_rows(poison, int(time.time() * 1000), stage="sink"), fences["ingest_errors"])
+        await asyncio.to_thread(self._sink.write, rows, _token("ingest_errors", [p.record for p in poison], "sink"))
+        self.stats.dead_lettered += len(poison)
+        log.warning("dead-lettered %d record(s) rejected by ClickHouse", len(poison), extra={"table": table, "reason": reason[:200]})
+
+
+def _unstored(rows: TableRows, fence: dict[str, int]) -> TableRows:
+    sources = rows.column("_ingest_source")
+    offsets = rows.column("_ingest_offset")
+    return rows.select([i for i, (s, o) in enumerate(zip(sources, offsets)) if o > fence.get(s, -1)])

@@ -1,0 +1,64 @@
+"""OTLP AnyValue/KeyValue to Python values and to the strings ClickHouse maps hold.
+
+Hot path: called for every attribute of every span, so it dispatches on the
+oneof name once and avoids generic reflection.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from numpy import format_float_positional
+
+__all__ = ["any_value", "attributes_dict", "value_to_string"]
+
+
+def any_value(value: Any) -> Any:
+    """Decode one opentelemetry.proto.common.v1.AnyValue into a Python value."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value
+    return None
+
+
+def attributes_dict(key_values: Iterable[Any]) -> dict[str, Any]:
+    """Repeated KeyValue -> dict; a repeated key keeps its last value (as the Collector does)."""
+    return {kv.key: any_value(kv.value) for kv in key_values}
+
+
+def value_to_string(value: Any) -> str:
+    """String form used in Map(String, String) columns, matching pcommon.Value.AsString()."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_float_positional(value, trim="-")
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"unsupported attribute value {type(value).__name__}")

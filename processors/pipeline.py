@@ -1,0 +1,190 @@
+"""The pure step between Kafka and ClickHouse: records in, table rows out.
+
+`decode_records` turns Kafka records into decoded spans and LLM calls (poison
+records are returned, not raised). `build_tables` turns what is not yet stored
+(offset above the table's fence) into one TableRows per table, each row tagged
+with its source and offset so the sink can guard against double counting.
+Nothing here does I/O: the agent wires it to Kafka, the sink to ClickHouse.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from processors.decode import MalformedPayload, SpanProblem, decode_request
+from processors.normalize import NormalizeOptions, normalize_call
+from processors.records import LLMCall, SpanView
+from processors.rows import INGEST_ERRORS_COLUMNS, call_rows, trace_rows
+from sinks.clickhouse.batches import TableRows
+
+__all__ = [
+    "SourceRecord",
+    "DecodedRecord",
+    "Poison",
+    "CallStages",
+    "decode_records",
+    "build_tables",
+    "poison_rows",
+    "RAW_TABLES",
+]
+
+RAW_TABLES = ("otel_traces", "llm_calls", "ingest_errors")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One Kafka record; `source` names its log ('<topic id>/<partition>') for fences."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    source: str
+
+
+@dataclass(slots=True)
+class DecodedRecord:
+    record: SourceRecord
+    spans: list[SpanView]
+    calls: list[LLMCall]
+    problems: list[SpanProblem]
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    record: SourceRecord
+    reason: str
+
+
+# A per-call enrichment (TTFT, cost) applied after normalisation.
+CallEnricher = Callable[[SpanView, LLMCall], None]
+# Builds rows for an aggregate table from the calls of one source's records.
+Aggregator = Callable[[Sequence[LLMCall]], TableRows]
+
+
+@dataclass(slots=True)
+class CallStages:
+    """What turns a span into a priced, timed LLM call, and which tables aggregate calls."""
+
+    normalize_options: NormalizeOptions = field(default_factory=NormalizeOptions)
+    enrichers: list[CallEnricher] = field(default_factory=list)
+    aggregators: dict[str, Aggregator] = field(default_factory=dict)
+
+    def calls_from(self, spans: Sequence[SpanView]) -> list[LLMCall]:
+        calls = []
+        options = self.normalize_options
+        enrichers = self.enrichers
+        for span in spans:
+            call = normalize_call(span, options)
+            if call is None:
+                continue
+            for enrich in enrichers:
+                enrich(span, call)
+            calls.append(call)
+        return calls
+
+
+def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple[list[DecodedRecord], list[Poison]]:
+    decoded: list[DecodedRecord] = []
+    poison: list[Poison] = []
+    for record in records:
+        try:
+            request = decode_request(record.value)
+        except MalformedPayload as exc:
+            poison.append(Poison(record, str(exc)))
+            continue
+        decoded.append(DecodedRecord(record, request.spans, stages.calls_from(request.spans), request.problems))
+    return decoded, poison
+
+
+def _tag(rows: TableRows, sources: list[str], offsets: list[int]) -> TableRows:
+    rows.column_names.extend(["_ingest_source", "_ingest_offset"])
+    rows.columns.extend([sources, offsets])
+    return rows
+
+
+def _per_record(table: str, kept: Sequence[DecodedRecord], rows: TableRows, counts: list[int]) -> TableRows:
+    sources: list[str] = []
+    offsets: list[int] = []
+    for item, count in zip(kept, counts):
+        sources.extend([item.record.source] * count)
+        offsets.extend([item.record.offset] * count)
+    return _tag(rows, sources, offsets)
+
+
+def problem_rows(kept: Sequence[DecodedRecord], now_ms: int) -> tuple[TableRows, list[int]]:
+    rows = TableRows("ingest_errors", list(INGEST_ERRORS_COLUMNS))
+    counts = []
+    for item in kept:
+        record = item.record
+        for problem in item.problems:
+            values = [now_ms, "span", problem.reason, problem.service, problem.trace_id, problem.span_id,
+                      record.topic, record.partition, record.offset, 0, False]
+            for column, value in zip(rows.columns, values):
+                column.append(value)
+        counts.append(len(item.problems))
+    return rows, counts
+
+
+def poison_rows(poison: Sequence[Poison], now_ms: int, stage: str = "decode") -> TableRows:
+    """ingest_errors rows for dead-lettered records."""
+    rows = TableRows("ingest_errors", list(INGEST_ERRORS_COLUMNS))
+    for item in poison:
+        record = item.record
+        values = [now_ms, stage, item.reason, "", "", "", record.topic, record.partition, record.offset, len(record.value), True]
+        for column, value in zip(rows.columns, values):
+            column.append(value)
+    return _tag(rows, [p.record.source for p in poison], [p.record.offset for p in poison])
+
+
+def build_tables(
+    decoded: Sequence[DecodedRecord],
+    fences: Mapping[str, Mapping[str, int]],
+    stages: CallStages,
+    now_ms: int | None = None,
+    only: str | None = None,
+) -> list[TableRows]:
+    """One TableRows per table (or just `only`) from the records each table has not stored yet."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    out: list[TableRows] = []
+
+    def unstored(table: str) -> list[DecodedRecord]:
+        fence = fences.get(table, {})
+        return [d for d in decoded if d.record.offset > fence.get(d.record.source, -1)]
+
+    def wanted(table: str) -> bool:
+        return only is None or only == table
+
+    if wanted("otel_traces"):
+        kept = unstored("otel_traces")
+        spans = [span for item in kept for span in item.spans]
+        out.append(_per_record("otel_traces", kept, trace_rows(spans), [len(item.spans) for item in kept]))
+    if wanted("llm_calls"):
+        kept = unstored("llm_calls")
+        calls = [call for item in kept for call in item.calls]
+        out.append(_per_record("llm_calls", kept, call_rows(calls), [len(item.calls) for item in kept]))
+    if wanted("ingest_errors"):
+        kept = unstored("ingest_errors")
+        rows, counts = problem_rows(kept, now_ms)
+        out.append(_per_record("ingest_errors", kept, rows, counts))
+
+    for table, aggregate in stages.aggregators.items():
+        if not wanted(table):
+            continue
+        by_source: dict[str, list[DecodedRecord]] = {}
+        for item in unstored(table):
+            by_source.setdefault(item.record.source, []).append(item)
+        merged: TableRows | None = None
+        for source, items in by_source.items():
+            rows = aggregate([call for item in items for call in item.calls])
+            top = max(item.record.offset for item in items)
+            _tag(rows, [source] * len(rows), [top] * len(rows))
+            if merged is None:
+                merged = rows
+            else:
+                merged.extend(rows)
+        if merged is not None:
+            out.append(merged)
+    return out

@@ -1,0 +1,34 @@
+"""`llmops worker`: run the faust app in the foreground, with the SQL endpoint when the store is embedded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faust.worker import Worker
+
+from llmops.config import Settings
+from processors.app import create_app
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, bootstrap: str) -> None:
+    app = create_app(settings, bootstrap)
+    if settings.embedded_store and settings.sql.enabled:
+        from llmops.sql_endpoint import SqlEndpoint
+
+        endpoint = SqlEndpoint(settings.clickhouse_dsn, settings.clickhouse.database, settings.receiver.listen, settings.sql.port)
+
+        @app.task
+        async def _start_sql_endpoint() -> None:
+            await endpoint.start()
+
+        @app.on_before_shutdown.connect
+        async def _stop_sql_endpoint(*_: Any, **__: Any) -> None:
+            await endpoint.stop()
+
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.execute_from_commandline()

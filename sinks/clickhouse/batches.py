@@ -1,0 +1,39 @@
+"""A columnar batch of rows for one table: what every row builder returns and the sink writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TableRows"]
+
+
+@dataclass(slots=True)
+class TableRows:
+    """Columns in `column_names` order; all columns have the same length."""
+
+    table: str
+    column_names: list[str]
+    columns: list[list[Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            self.columns = [[] for _ in self.column_names]
+        if len(self.columns) != len(self.column_names):
+            raise ValueError(f"{self.table}: {len(self.columns)} columns for {len(self.column_names)} names")
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def extend(self, other: "TableRows") -> None:
+        if other.column_names != self.column_names:
+            raise ValueError(f"{self.table}: column mismatch")
+        for mine, theirs in zip(self.columns, other.columns):
+            mine.extend(theirs)
+
+    def column(self, name: str) -> list[Any]:
+        return self.columns[self.column_names.index(name)]
+
+    def select(self, keep: list[int]) -> "TableRows":
+        """A copy holding only the rows at the given indexes."""
+        return TableRows(self.table, list(self.column_names), [[col[i] for i in keep] for col in self.columns])

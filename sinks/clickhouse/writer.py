@@ -1,0 +1,120 @@
+"""The ClickHouse sink: exactly-once inserts of TableRows.
+
+Two guards make a write idempotent:
+- fences: every row carries (_ingest_source, _ingest_offset); after a restart
+  or rebalance the sink reads max(_ingest_offset) per source and table, and the
+  caller drops records at or below it (they are already stored);
+- insert_deduplication_token: a retried insert whose first attempt did land is
+  dropped by ClickHouse itself (non_replicated_deduplication_window, or the
+  replicated dedup log on a cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from clickhouse_connect.driver.client import Client
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from sinks.clickhouse.batches import TableRows
+from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkError, SinkError, classify
+
+__all__ = ["ClickHouseSink", "TransientSinkError"]
+
+log = logging.getLogger(__name__)
+
+
+class TransientSinkError(SinkError):
+    """Retries ran out on an error that might pass; stop without acknowledging."""
+
+
+class ClickHouseSink:
+    def __init__(self, client: Client, database: str, *, retries: int = 8, max_backoff_s: float = 30.0) -> None:
+        self._client = client
+        self._database = database
+        self._retries = retries
+        self._max_backoff_s = max_backoff_s
+        self._fences: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self.rows_written: dict[str, int] = {}
+
+    # -- fences ---------------------------------------------------------
+    def forget_fences(self) -> None:
+        """Call on partition assignment: another worker may have written since."""
+        with self._lock:
+            self._fences.clear()
+
+    def fences(self, table: str, sources: Iterable[str]) -> dict[str, int]:
+        """Highest stored offset per source for `table` (-1 when nothing is stored)."""
+        wanted = set(sources)
+        with self._lock:
+            missing = [s for s in wanted if (table, s) not in self._fences]
+        if missing:
+            found = dict.fromkeys(missing, -1)
+            result = self._retrying(
+                lambda: self._client.query(
+                    f"SELECT _ingest_source, max(_ingest_offset) FROM `{self._database}`.`{table}` "
+                    "WHERE _ingest_source IN {sources:Array(String)} GROUP BY _ingest_source",
+                    parameters={"sources": missing},
+                )
+            )
+            for source, offset in result.result_rows:
+                found[source] = int(offset)
+            with self._lock:
+                for source, offset in found.items():
+                    self._fences[(table, source)] = offset
+        with self._lock:
+            return {s: self._fences[(table, s)] for s in wanted}
+
+    def _advance(self, rows: TableRows) -> None:
+        if "_ingest_source" not in rows.column_names or not len(rows):
+            return
+        sources = rows.column("_ingest_source")
+        offsets = rows.column("_ingest_offset")
+        with self._lock:
+            for source, offset in zip(sources, offsets):
+                key = (rows.table, source)
+                if offset > self._fences.get(key, -1):
+                    self._fences[key] = offset
+
+    # -- writes ---------------------------------------------------------
+    def write(self, rows: TableRows, token: str) -> None:
+        """Insert all rows in one block, or raise Permanent/Fatal/TransientSinkError."""
+        if not len(rows):
+            return
+        settings = {"insert_deduplication_token": token}
+        self._retrying(
+            lambda: self._client.insert(
+                f"`{self._database}`.`{rows.table}`",
+                rows.columns,
+                column_names=rows.column_names,
+                column_oriented=True,
+                settings=settings,
+            )
+        )
+        self._advance(rows)
+        self.rows_written[rows.table] = self.rows_written.get(rows.table, 0) + len(rows)
+
+    def _retrying(self, call):  # type: ignore[no-untyped-def]
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: classify(exc) == ErrorClass.TRANSIENT),
+            stop=stop_after_attempt(self._retries + 1),
+            wait=wait_exponential_jitter(initial=0.2, max=self._max_backoff_s),
+            before_sleep=lambda state: log.warning(
+                "clickhouse call failed, retrying", extra={"attempt": state.attempt_number, "error": str(state.outcome.exception())[:300]}
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(call)
+        except SinkError:
+            raise
+        except Exception as exc:  # classified below; nothing is swallowed
+            kind = classify(exc)
+            if kind == ErrorClass.PERMANENT:
+                raise PermanentSinkError(str(exc)[:2000]) from exc
+            if kind == ErrorClass.FATAL:
+                raise FatalSinkError(str(exc)[:2000]) from exc
+            raise TransientSinkError(str(exc)[:2000]) from exc
