@@ -1,0 +1,463 @@
+"""Turn one decoded span into one `LLMCall`, whichever GenAI convention produced it.
+
+Why a table-driven stage: the same call arrives as OTel GenAI, OpenLLMetry or
+OpenInference attributes, with different names *and* different token
+semantics. Each convention is a precomputed tuple of candidate attribute names
+per field, looked up with `dict.get` (no scans over the attribute dict), and the
+token counts are rewritten into OTel GenAI semantics:
+
+- ``input_tokens`` includes cache reads and cache writes;
+- ``output_tokens`` includes reasoning tokens.
+
+Convention precedence when a span carries several (first match wins):
+
+1. ``openinference`` when ``openinference.span.kind`` is present (its value
+   decides whether the span is an LLM call: ``LLM`` or ``EMBEDDING``);
+2. ``openllmetry`` when ``llm.request.type`` is present, or any name only
+   OpenLLMetry writes (``gen_ai.usage.cache_read_input_tokens``,
+   ``gen_ai.usage.cache_creation_input_tokens``, ``gen_ai.usage.reasoning_tokens``,
+   ``llm.usage.total_tokens``, ``gen_ai.usage.total_tokens``, ``gen_ai.is_streaming``,
+   ``traceloop.workflow.name``);
+3. ``otel_genai`` when ``gen_ai.operation.name``, ``gen_ai.provider.name`` or the
+   deprecated ``gen_ai.system`` is present.
+
+Within the chosen convention every field still falls back to the other
+conventions' names (e.g. an OpenLLMetry span that already uses the current
+``gen_ai.usage.input_tokens``), current names before deprecated ones.
+
+Token semantics per source (checked against the instrumentations' code): OpenLLMetry
+(since traceloop/openllmetry#2175, 2024-10) and OpenInference (since
+Arize-ai/openinference#1429, 2025-03) already add Anthropic's cache reads and
+writes into the input count, like OTel GenAI. Older Anthropic instrumentations
+copied Anthropic's `input_tokens` (cache excluded); when a span's input count
+is smaller than its cache reads + writes it cannot be inclusive, so the cache
+is added. `NormalizeOptions.cache_exclusive_input_scopes` forces this for
+named instrumentation scopes whose counts are exclusive but not provably so.
+
+Spans that are not LLM calls (tools, agents, workflows, HTTP, DB …) give None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
+from typing import Any, Final, Mapping
+
+from processors.records import LLMCall, SpanView
+
+__all__ = [
+    "NormalizeOptions",
+    "normalize_call",
+    "normalize_provider",
+    "CONVENTION_OTEL_GENAI",
+    "CONVENTION_OPENLLMETRY",
+    "CONVENTION_OPENINFERENCE",
+]
+
+CONVENTION_OTEL_GENAI: Final = "otel_genai"
+CONVENTION_OPENLLMETRY: Final = "openllmetry"
+CONVENTION_OPENINFERENCE: Final = "openinference"
+
+_ERROR: Final = 2  # OTLP Status.StatusCode ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeOptions:
+    """Which attributes feed the configurable attribution dimensions.
+
+    Span attributes are tried before resource attributes; the first non-empty
+    value wins.
+    """
+
+    # Team: set on the resource by most deployments (the loadgen sets `team`).
+    team_span_keys: tuple[str, ...] = ("llmops.team", "team")
+    team_resource_keys: tuple[str, ...] = ("team", "team.name", "llmops.team")
+    # Prompt name / version: the conventions' own names, then our own.
+    prompt_name_span_keys: tuple[str, ...] = (
+        "gen_ai.prompt.name",
+        "llm.prompt_template.name",
+        "traceloop.prompt.key",
+        "llmops.prompt.name",
+    )
+    prompt_name_resource_keys: tuple[str, ...] = ()
+    prompt_version_span_keys: tuple[str, ...] = (
+        "gen_ai.prompt.version",
+        "llm.prompt_template.version",
+        "traceloop.prompt.version",
+        "llmops.prompt.version",
+    )
+    prompt_version_resource_keys: tuple[str, ...] = ("llmops.prompt.version",)
+    # OTel GenAI operations that are model calls (agent/tool spans would double count tokens).
+    llm_operations: frozenset[str] = frozenset(
+        {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding", "rerank"}
+    )
+    # OpenInference span kinds that are model calls.
+    openinference_kinds: frozenset[str] = frozenset({"LLM", "EMBEDDING"})
+    # Providers whose raw `input_tokens` exclude cache reads/writes (Anthropic's API), when the
+    # instrumentation copies them verbatim: (instrumentation scope name prefix, provider).
+    # Empty scope prefix means "any scope". See `_input_excludes_cache`.
+    cache_exclusive_input_scopes: tuple[tuple[str, str], ...] = ()
+
+
+_DEFAULT_OPTIONS: Final = NormalizeOptions()
+
+# Provider spellings seen in the field -> OTel GenAI `gen_ai.provider.name` well-known values.
+_PROVIDER_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "openai": "openai",
+        "anthropic": "anthropic",
+        "aws.bedrock": "aws.bedrock",
+        "bedrock": "aws.bedrock",
+        "aws": "aws.bedrock",
+        "amazon_bedrock": "aws.bedrock",
+        "azure.ai.openai": "azure.ai.openai",
+        "azure": "azure.ai.openai",
+        "azure_openai": "azure.ai.openai",
+        "azureopenai": "azure.ai.openai",
+        "az.ai.openai": "azure.ai.openai",
+        "azure.ai.inference": "azure.ai.inference",
+        "az.ai.inference": "azure.ai.inference",
+        "gcp.vertex_ai": "gcp.vertex_ai",
+        "vertex_ai": "gcp.vertex_ai",
+        "vertexai": "gcp.vertex_ai",
+        "vertex": "gcp.vertex_ai",
+        "gcp.gemini": "gcp.gemini",
+        "gemini": "gcp.gemini",
+        "google": "gcp.gemini",
+        "google_genai": "gcp.gemini",
+        "gcp.gen_ai": "gcp.gen_ai",
+        "mistral_ai": "mistral_ai",
+        "mistralai": "mistral_ai",
+        "mistral": "mistral_ai",
+        "cohere": "cohere",
+        "deepseek": "deepseek",
+        "x_ai": "x_ai",
+        "xai": "x_ai",
+        "groq": "groq",
+        "perplexity": "perplexity",
+        "ibm.watsonx.ai": "ibm.watsonx.ai",
+        "watsonx": "ibm.watsonx.ai",
+        "ollama": "ollama",
+        "together": "together",
+        "together_ai": "together",
+        "fireworks": "fireworks",
+        "openrouter": "openrouter",
+    }
+)
+
+
+def normalize_provider(raw: str) -> str:
+    """Canonical provider name (OTel GenAI values), unknown names lower-cased as-is."""
+    low = raw.strip().lower()
+    return _PROVIDER_ALIASES.get(low, low)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """Candidate attribute names per field for one convention, in precedence order."""
+
+    provider: tuple[str, ...]
+    operation: tuple[str, ...]
+    request_model: tuple[str, ...]
+    response_model: tuple[str, ...]
+    input_tokens: tuple[str, ...]
+    output_tokens: tuple[str, ...]
+    total_tokens: tuple[str, ...]
+    cache_read: tuple[str, ...]
+    cache_write: tuple[str, ...]
+    reasoning: tuple[str, ...]
+    finish_reasons: tuple[str, ...]
+    agent: tuple[str, ...]
+    conversation: tuple[str, ...]
+    reported_cost: tuple[str, ...]
+
+    def ordered(self) -> tuple[tuple[str, ...], ...]:
+        """All candidate tuples in `_FIELDS` order, for one pass of lookups per span."""
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+
+_FIELDS: Final = (
+    "provider", "request_model", "response_model", "input_tokens", "output_tokens", "total_tokens",
+    "cache_read", "cache_write", "reasoning", "finish_reasons", "agent", "conversation", "reported_cost",
+)
+
+
+_COST_KEYS: Final = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.usage.cost_usd", "llm.usage.cost")
+
+_OTEL_KEYS: Final = _Keys(
+    provider=("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    operation=("gen_ai.operation.name", "llm.request.type"),
+    request_model=("gen_ai.request.model", "llm.request.model"),
+    response_model=("gen_ai.response.model", "llm.response.model"),
+    input_tokens=("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
+    output_tokens=("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
+    total_tokens=("gen_ai.usage.total_tokens", "llm.usage.total_tokens"),
+    cache_read=("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"),
+    cache_write=("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens"),
+    reasoning=("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens"),
+    finish_reasons=("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason"),
+    agent=("gen_ai.agent.name", "agent.name"),
+    conversation=("gen_ai.conversation.id", "session.id"),
+    reported_cost=_COST_KEYS,
+)
+
+_OPENLLMETRY_KEYS: Final = _Keys(
+    provider=("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    operation=("gen_ai.operation.name", "llm.request.type"),
+    request_model=("gen_ai.request.model", "llm.request.model"),
+    response_model=("gen_ai.response.model", "llm.response.model"),
+    input_tokens=("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens"),
+    output_tokens=("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens"),
+    total_tokens=("llm.usage.total_tokens", "gen_ai.usage.total_tokens"),
+    cache_read=("gen_ai.usage.cache_read_input_tokens", "gen_ai.usage.cache_read.input_tokens"),
+    cache_write=("gen_ai.usage.cache_creation_input_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+    reasoning=("gen_ai.usage.reasoning_tokens", "gen_ai.usage.reasoning.output_tokens", "llm.usage.reasoning_tokens"),
+    finish_reasons=(
+        "gen_ai.response.finish_reasons",
+        "gen_ai.response.finish_reason",
+        "gen_ai.completion.0.finish_reason",
+        "llm.response.finish_reason",
+    ),
+    agent=("gen_ai.agent.name", "traceloop.agent.name", "traceloop.entity.name", "traceloop.workflow.name"),
+    conversation=("gen_ai.conversation.id", "traceloop.association.properties.session_id", "session.id"),
+    reported_cost=_COST_KEYS,
+)
+
+_OPENINFERENCE_KEYS: Final = _Keys(
+    provider=("llm.provider", "llm.system", "gen_ai.provider.name", "gen_ai.system"),
+    operation=("gen_ai.operation.name",),
+    request_model=("llm.request.model_name", "gen_ai.request.model", "llm.model_name"),
+    response_model=("llm.response.model_name", "llm.model_name", "gen_ai.response.model", "embedding.model_name"),
+    input_tokens=("llm.token_count.prompt", "gen_ai.usage.input_tokens"),
+    output_tokens=("llm.token_count.completion", "gen_ai.usage.output_tokens"),
+    total_tokens=("llm.token_count.total",),
+    cache_read=("llm.token_count.prompt_details.cache_read", "gen_ai.usage.cache_read.input_tokens"),
+    cache_write=("llm.token_count.prompt_details.cache_write", "gen_ai.usage.cache_creation.input_tokens"),
+    reasoning=("llm.token_count.completion_details.reasoning", "gen_ai.usage.reasoning.output_tokens"),
+    finish_reasons=("llm.finish_reason", "gen_ai.response.finish_reasons"),
+    agent=("agent.name", "gen_ai.agent.name", "graph.node.name"),
+    conversation=("session.id", "gen_ai.conversation.id"),
+    reported_cost=("llm.cost.total", "gen_ai.usage.cost"),
+)
+
+_ORDERED: Final[Mapping[str, tuple[tuple[str, ...], ...]]] = MappingProxyType(
+    {
+        CONVENTION_OTEL_GENAI: _OTEL_KEYS.ordered(),
+        CONVENTION_OPENLLMETRY: _OPENLLMETRY_KEYS.ordered(),
+        CONVENTION_OPENINFERENCE: _OPENINFERENCE_KEYS.ordered(),
+    }
+)
+
+_OPENLLMETRY_MARKERS: Final = (
+    "llm.request.type",
+    "llm.usage.total_tokens",
+    "gen_ai.usage.total_tokens",
+    "gen_ai.is_streaming",
+    "traceloop.workflow.name",
+    "gen_ai.usage.cache_read_input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+    "gen_ai.usage.reasoning_tokens",
+)
+_OTEL_MARKERS: Final = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system")
+_OPENINFERENCE_OPERATION: Final[Mapping[str, str]] = MappingProxyType({"LLM": "chat", "EMBEDDING": "embeddings"})
+# OpenLLMetry's `llm.request.type` values -> OTel GenAI operation names.
+_OPENLLMETRY_OPERATION: Final[Mapping[str, str]] = MappingProxyType(
+    {"chat": "chat", "completion": "text_completion", "embedding": "embeddings", "rerank": "rerank"}
+)
+
+
+def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """First present, non-empty value among `keys`, else None."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _lookup_all(attrs: Mapping[str, Any], ordered: tuple[tuple[str, ...], ...]) -> list[Any]:
+    """`_first` for every field in one call (per-span Python call overhead is the cost)."""
+    get = attrs.get
+    out: list[Any] = []
+    append = out.append
+    for keys in ordered:
+        found = None
+        for key in keys:
+            value = get(key)
+            if value is not None and value != "":
+                found = value
+                break
+        append(found)
+    return out
+
+
+def _as_str(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _first_str(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    value = _first(attrs, keys)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value: Any) -> int:
+    """Token count from an attribute value (int, float or numeric string); 0 when absent or bad."""
+    if value is None:
+        return 0
+    if type(value) is int:
+        return value if value > 0 else 0
+    try:
+        number = int(value) if not isinstance(value, str) else int(Decimal(value))
+    except (ValueError, TypeError, InvalidOperation, OverflowError):
+        return 0
+    return number if number > 0 else 0
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """Exact Decimal from the value's string repr (shortest float repr, never binary arithmetic)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        result = Decimal(value if isinstance(value, (str, int)) else repr(value))
+    except (InvalidOperation, ValueError, TypeError):
+        return None
+    return result if result.is_finite() else None
+
+
+def _finish_reason(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return str(value[0]) if value else ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _detect(attrs: Mapping[str, Any], options: NormalizeOptions) -> tuple[str, _Keys, str] | None:
+    """(convention, key table, operation) for an LLM-call span, None for anything else."""
+    kind = attrs.get("openinference.span.kind")
+    if kind is not None:
+        kind_s = str(kind).upper()
+        if kind_s not in options.openinference_kinds:
+            return None
+        operation = _first_str(attrs, _OPENINFERENCE_KEYS.operation) or _OPENINFERENCE_OPERATION.get(kind_s, "chat")
+        return CONVENTION_OPENINFERENCE, _OPENINFERENCE_KEYS, operation
+    if "traceloop.span.kind" in attrs:
+        return None  # OpenLLMetry workflow/task/agent/tool span: its LLM calls are child spans
+    for marker in _OPENLLMETRY_MARKERS:
+        if marker in attrs:
+            if (
+                "gen_ai.request.model" not in attrs
+                and "gen_ai.response.model" not in attrs
+                and "llm.request.type" not in attrs
+                and "gen_ai.operation.name" not in attrs
+            ):
+                return None  # propagated association properties only, no model call
+            operation = _first_str(attrs, ("gen_ai.operation.name",))
+            if not operation:
+                request_type = _first_str(attrs, ("llm.request.type",))
+                operation = _OPENLLMETRY_OPERATION.get(request_type, request_type)
+            if operation and operation not in options.llm_operations:
+                return None
+            return CONVENTION_OPENLLMETRY, _OPENLLMETRY_KEYS, operation or "chat"
+    for marker in _OTEL_MARKERS:
+        if marker in attrs:
+            operation = _first_str(attrs, ("gen_ai.operation.name",))
+            if operation:
+                if operation not in options.llm_operations:
+                    return None
+            elif "gen_ai.request.model" not in attrs and "gen_ai.response.model" not in attrs:
+                return None  # a bare `gen_ai.system` without a model is not a model call
+            return CONVENTION_OTEL_GENAI, _OTEL_KEYS, operation or "chat"
+    return None
+
+
+def _input_excludes_cache(span: SpanView, provider: str, options: NormalizeOptions) -> bool:
+    """Whether this span's input token count follows Anthropic's API (cache tokens excluded)."""
+    for scope_prefix, scope_provider in options.cache_exclusive_input_scopes:
+        if scope_provider == provider and span.scope_name.startswith(scope_prefix):
+            return True
+    return False
+
+
+def _dimension(
+    attrs: Mapping[str, Any], resource: Mapping[str, Any], span_keys: tuple[str, ...], resource_keys: tuple[str, ...]
+) -> str:
+    value = _first_str(attrs, span_keys) if span_keys else ""
+    if not value and resource_keys:
+        value = _first_str(resource, resource_keys)
+    return value
+
+
+def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> LLMCall | None:
+    """One `LLMCall` (tokens in OTel GenAI semantics, cost unset) for an LLM span, else None."""
+    opts = options if options is not None else _DEFAULT_OPTIONS
+    attrs = span.attributes
+    detected = _detect(attrs, opts)
+    if detected is None:
+        return None
+    convention, keys, operation = detected
+    resource = span.resource
+    (provider_raw, request_model, response_model, input_raw, output_raw, total_raw, cache_read_raw,
+     cache_write_raw, reasoning_raw, finish_raw, agent, conversation, cost_raw) = _lookup_all(attrs, _ORDERED[convention])
+    provider = normalize_provider(provider_raw) if isinstance(provider_raw, str) else ""
+
+    cache_read = _int(cache_read_raw)
+    cache_write = _int(cache_write_raw)
+    reasoning = _int(reasoning_raw)
+    input_tokens = _int(input_raw)
+    output_tokens = _int(output_raw)
+    if input_raw is None and output_raw is not None:
+        total = _int(total_raw)
+        if total > output_tokens:
+            input_tokens = total - output_tokens
+    elif output_raw is None and input_raw is not None:
+        total = _int(total_raw)
+        if total > input_tokens:
+            output_tokens = total - input_tokens
+    if cache_read or cache_write:
+        if _input_excludes_cache(span, provider, opts) or input_tokens < cache_read + cache_write:
+            # Anthropic-style count (cache excluded): an inclusive count can never be smaller.
+            input_tokens += cache_read + cache_write
+    if reasoning > output_tokens:
+        output_tokens += reasoning  # reasoning reported apart from output: fold it in
+
+    status_error = span.status_code == _ERROR
+    error_type = _first_str(attrs, ("error.type",)) if status_error else ""
+    if status_error and not error_type:
+        error_type = "_OTHER"
+
+    environment = resource.get("deployment.environment.name") or resource.get("deployment.environment") or ""
+    service = resource.get("service.name") or ""
+
+    return LLMCall(
+        ts_ns=span.start_ns,
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        service=service if isinstance(service, str) else str(service),
+        environment=environment if isinstance(environment, str) else str(environment),
+        team=_dimension(attrs, resource, opts.team_span_keys, opts.team_resource_keys),
+        provider=provider,
+        request_model=_as_str(request_model),
+        response_model=_as_str(response_model),
+        operation=operation,
+        prompt_name=_dimension(attrs, resource, opts.prompt_name_span_keys, opts.prompt_name_resource_keys),
+        prompt_version=_dimension(attrs, resource, opts.prompt_version_span_keys, opts.prompt_version_resource_keys),
+        agent=_as_str(agent),
+        conversation_id=_as_str(conversation),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+        reported_cost=None if cost_raw is None else _decimal(cost_raw),
+        duration_ms=(span.end_ns - span.start_ns) / 1e6 if span.end_ns >= span.start_ns else 0.0,
+        status="error" if status_error else "ok",
+        error_type=error_type,
+        finish_reason=_finish_reason(finish_raw),
+        convention=convention,
+    )

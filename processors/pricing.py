@@ -1,0 +1,485 @@
+"""Exact per-call cost from a versioned price catalog.
+
+Why integers: prices are per 1M tokens with at most 6 decimals, so a price is
+an integer number of micro-USD per 1M tokens, i.e. pico-USD (1e-12 USD) per
+token. A call's cost is then an exact integer of pico-USD, turned into a
+Decimal with 12 decimal places: the ClickHouse column Decimal(38, 12). No
+float ever touches money.
+
+Billing rule (OTel GenAI token semantics: input includes cache reads and
+writes, output includes reasoning):
+
+    input billed   = input - cache_read - cache_write        at `input`
+    cache reads                                               at `cache_read`  (default: input price)
+    cache writes                                              at `cache_write` (default: input price)
+    output billed  = output - reasoning  if the entry prices `reasoning`, else output   at `output`
+    reasoning      (only when priced separately)              at `reasoning`
+
+The tier is chosen by the call's input tokens (cache included): the highest
+tier whose `above_input_tokens` is exceeded replaces all base prices.
+
+Entry selection for a (model, provider, time): entries whose patterns match
+the model id (raw lower-case, or canonical form), whose `platforms` (if any)
+contain the call's provider and whose [effective_from, effective_to) contains
+the call's day. Among those, the best rank wins: user files over the package
+catalog, platform-specific over generic, exact ids over globs, longer patterns
+over shorter. `PricingCatalog.check` explains a decision.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+
+from processors.normalize import normalize_provider
+from processors.records import LLMCall, SpanView
+
+__all__ = [
+    "PricingError",
+    "Tier",
+    "PriceEntry",
+    "PricingCatalog",
+    "MatchExplanation",
+    "canonical_model",
+    "compute_cost",
+    "load_catalog_file",
+    "DEFAULT_CATALOG",
+]
+
+DEFAULT_CATALOG: Final = "catalog.yaml"  # inside the schemas.pricing package
+_NS_PER_DAY: Final = 86_400 * 10**9
+_PRICE_RE: Final = re.compile(r"^\d+(\.\d{1,6})?$")
+_FAR_FUTURE_NS: Final = 2**63 - 1
+_Q12: Final = Decimal(1).scaleb(-12)
+
+# Bedrock ids: optional cross-region inference prefix, vendor prefix, version suffix.
+_BEDROCK_REGION_RE: Final = re.compile(r"^(?:us|eu|apac|ap|global|us-gov|jp|au|ca)\.")
+_BEDROCK_VENDOR_RE: Final = re.compile(
+    r"^(?:anthropic|meta|mistral|cohere|amazon|ai21|deepseek|openai|writer|qwen|google|xai)\."
+)
+_BEDROCK_VERSION_RE: Final = re.compile(r"-v\d+(?::\d+)?$|:\d+$")
+
+
+class PricingError(ValueError):
+    """A catalog file is malformed (bad price, unknown key, duplicate id); fail at start-up."""
+
+
+def _check_price(value: Any) -> str:
+    """Prices are quoted decimal strings: YAML floats would already be inexact."""
+    if not isinstance(value, str):
+        raise ValueError(f"price {value!r} must be a quoted decimal string, not a YAML number (floats are inexact)")
+    value = value.strip()
+    if not _PRICE_RE.match(value):
+        raise ValueError(f"price {value!r}: need a decimal string with at most 6 decimals (USD per 1M tokens)")
+    return value
+
+
+PriceStr = Annotated[str, BeforeValidator(_check_price)]
+
+
+class Tier(BaseModel):
+    """Long-context tier: above this many input tokens, these prices apply to the whole call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    above_input_tokens: int = Field(gt=0)
+    input: PriceStr
+    output: PriceStr
+    cache_read: PriceStr | None = None
+    cache_write: PriceStr | None = None
+    reasoning: PriceStr | None = None
+
+
+class PriceEntry(BaseModel):
+    """One catalog entry: which models it prices, when, and at what rates (USD per 1M tokens)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(min_length=1)]
+    provider: Annotated[str, StringConstraints(min_length=1)]
+    match: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    platforms: list[str] = Field(default_factory=list)
+    effective_from: date
+    effective_to: date | None = None
+    input: PriceStr
+    output: PriceStr
+    cache_read: PriceStr | None = None
+    cache_write: PriceStr | None = None
+    reasoning: PriceStr | None = None
+    tiers: list[Tier] = Field(default_factory=list)
+    source: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")]
+    checked: date
+
+    @field_validator("match")
+    @classmethod
+    def _lower_patterns(cls, patterns: list[str]) -> list[str]:
+        return [p.strip().lower() for p in patterns]
+
+    @field_validator("platforms")
+    @classmethod
+    def _canonical_platforms(cls, platforms: list[str]) -> list[str]:
+        return [normalize_provider(p) for p in platforms]
+
+
+class _CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = ""
+    # Exact model-id aliases (e.g. Azure deployment names) -> a model id the entries match.
+    aliases: dict[str, str] = Field(default_factory=dict)
+    entries: list[PriceEntry] = Field(default_factory=list)
+
+
+def _micro(price: str | None, fallback: int) -> int:
+    """Price per 1M tokens as integer micro-USD (exact: at most 6 decimals, validated)."""
+    if price is None:
+        return fallback
+    return int(Decimal(price).scaleb(6))
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """Integer micro-USD per 1M tokens == pico-USD per token."""
+
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+    reasoning: int | None  # None: reasoning billed as output
+
+
+def _rates(input: str, output: str, cache_read: str | None, cache_write: str | None, reasoning: str | None) -> _Rates:
+    inp = _micro(input, 0)
+    return _Rates(
+        input=inp,
+        output=_micro(output, 0),
+        cache_read=_micro(cache_read, inp),
+        cache_write=_micro(cache_write, inp),
+        reasoning=None if reasoning is None else _micro(reasoning, 0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A compiled entry: window in Unix ns, base rates, tiers (threshold, rates) high to low, rank."""
+
+    entry: PriceEntry
+    from_ns: int
+    to_ns: int
+    base: _Rates
+    tiers: tuple[tuple[int, _Rates], ...]
+    rank: tuple[int, ...]  # (user file index, platform-specific, -order); the matched pattern's rank goes between
+    user: bool
+
+    def rates_for(self, input_tokens: int) -> _Rates:
+        for threshold, rates in self.tiers:
+            if input_tokens > threshold:
+                return rates
+        return self.base
+
+
+def _day_ns(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) * 10**9
+
+
+def _pattern_rank(pattern: str) -> tuple[int, int]:
+    is_glob = any(ch in pattern for ch in "*?[")
+    literal = sum(1 for ch in pattern if ch not in "*?[]")
+    return (0 if is_glob else 1, literal)
+
+
+def canonical_model(model: str) -> str:
+    """Model id without provider/path prefixes, Bedrock region/vendor/version parts; Vertex '@' -> '-'."""
+    name = model.strip().lower()
+    if "/" in name:
+        name = name.rsplit("/", 1)[1]
+    if "@" in name:
+        name = name.replace("@", "-")
+    if "." in name:
+        name = _BEDROCK_REGION_RE.sub("", name, count=1)
+        name = _BEDROCK_VENDOR_RE.sub("", name, count=1)
+    if ":" in name:
+        name = _BEDROCK_VERSION_RE.sub("", name, count=1)
+    return name
+
+
+def _cost_pico(rates: _Rates, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int, reasoning: int) -> int:
+    uncached = input_tokens - cache_read - cache_write
+    if uncached < 0:
+        uncached = 0
+    total = uncached * rates.input + cache_read * rates.cache_read + cache_write * rates.cache_write
+    if rates.reasoning is None:
+        total += output_tokens * rates.output
+    else:
+        visible = output_tokens - reasoning
+        total += (visible if visible > 0 else 0) * rates.output + reasoning * rates.reasoning
+    return total
+
+
+def _pico_to_usd(pico: int) -> Decimal:
+    return Decimal(pico).scaleb(-12)
+
+
+def compute_cost(
+    entry: PriceEntry,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> Decimal:
+    """Exact USD cost of one call under `entry` (12 decimal places)."""
+    rule = _compile(entry, user=False, order=0)
+    rates = rule.rates_for(input_tokens)
+    pico = _cost_pico(rates, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens)
+    return _pico_to_usd(pico).quantize(_Q12)
+
+
+def _compile(entry: PriceEntry, user: bool, order: int) -> _Rule:
+    base = _rates(entry.input, entry.output, entry.cache_read, entry.cache_write, entry.reasoning)
+    tiers = tuple(
+        sorted(
+            (
+                (t.above_input_tokens, _rates(t.input, t.output, t.cache_read, t.cache_write, t.reasoning))
+                for t in entry.tiers
+            ),
+            key=lambda item: -item[0],
+        )
+    )
+    return _Rule(
+        entry=entry,
+        from_ns=_day_ns(entry.effective_from),
+        to_ns=_day_ns(entry.effective_to) if entry.effective_to else _FAR_FUTURE_NS,
+        base=base,
+        tiers=tiers,
+        rank=(1 if user else 0, 1 if entry.platforms else 0, -order),
+        user=user,
+    )
+
+
+def load_catalog_file(path: Path | str | None = None) -> _CatalogFile:
+    """Parse one catalog YAML (the packaged one when `path` is None); raise PricingError on any problem."""
+    try:
+        if path is None:
+            text = files("schemas.pricing").joinpath(DEFAULT_CATALOG).read_text(encoding="utf-8")
+            where = f"schemas/pricing/{DEFAULT_CATALOG}"
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+            where = str(path)
+        data = yaml.safe_load(text) or {}
+        parsed = _CatalogFile.model_validate(data)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise PricingError(f"pricing catalog {path or DEFAULT_CATALOG}: {exc}") from exc
+    ids = [e.id for e in parsed.entries]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise PricingError(f"pricing catalog {where}: duplicate entry ids {duplicates}")
+    for entry in parsed.entries:
+        if entry.effective_to is not None and entry.effective_to <= entry.effective_from:
+            raise PricingError(f"pricing catalog {where}: entry {entry.id}: effective_to must be after effective_from")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class MatchExplanation:
+    """Why a model id resolves to an entry (or to none): for `llmops pricing check MODEL`."""
+
+    model: str
+    provider: str
+    at: datetime
+    candidates: tuple[str, ...]  # the ids tried: raw lower-case, alias target, canonical
+    matched: tuple[tuple[str, str, str], ...]  # (entry id, pattern that matched, why it was (not) chosen)
+    chosen: PriceEntry | None
+
+    def render(self) -> str:
+        lines = [f"model {self.model!r} provider {self.provider!r} at {self.at.isoformat()}"]
+        lines.append("  ids tried: " + ", ".join(repr(c) for c in self.candidates))
+        for entry_id, pattern, why in self.matched:
+            lines.append(f"  {entry_id}: pattern {pattern!r}: {why}")
+        if self.chosen is None:
+            lines.append("  -> unpriced: cost is NULL")
+        else:
+            e = self.chosen
+            lines.append(
+                f"  -> {e.id} (input {e.input}, output {e.output}, cache_read {e.cache_read or e.input}, "
+                f"cache_write {e.cache_write or e.input} USD/1M tokens; source {e.source}, checked {e.checked})"
+            )
+        return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class PricingCatalog:
+    """Compiled entries (package catalog + user files) with a per-(provider, model) lookup cache.
+
+    The cache is owned by this object (one per stage worker), keyed by the raw
+    strings seen on spans, so each distinct model id is resolved once.
+    """
+
+    rules: list[_Rule]
+    aliases: dict[str, str] = field(default_factory=dict)
+    version: str = ""
+    _cache: dict[tuple[str, str], tuple[_Rule, ...]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, user_files: Sequence[Path | str] = (), include_default: bool = True) -> PricingCatalog:
+        """The packaged catalog plus user files; later user files win over earlier ones."""
+        rules: list[_Rule] = []
+        aliases: dict[str, str] = {}
+        version = ""
+        order = 0
+        sources: list[tuple[_CatalogFile, bool]] = []
+        if include_default:
+            sources.append((load_catalog_file(None), False))
+        for path in user_files:
+            sources.append((load_catalog_file(path), True))
+        for index, (parsed, user) in enumerate(sources):
+            if not user:
+                version = parsed.version
+            for alias, target in parsed.aliases.items():
+                aliases[alias.strip().lower()] = target.strip().lower()
+            for entry in parsed.entries:
+                # Later files rank above earlier ones: fold the file index into the user flag.
+                rule = _compile(entry, user=user, order=order)
+                rank = (index + 1 if user else 0, *rule.rank[1:])
+                rules.append(
+                    _Rule(rule.entry, rule.from_ns, rule.to_ns, rule.base, rule.tiers, rank, user)
+                )
+                order += 1
+        return cls(rules=rules, aliases=aliases, version=version)
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[PriceEntry], aliases: dict[str, str] | None = None) -> PricingCatalog:
+        """A catalog from entries already built in code (tests, embedding)."""
+        rules = [_compile(entry, user=False, order=i) for i, entry in enumerate(entries)]
+        return cls(rules=rules, aliases={k.lower(): v.lower() for k, v in (aliases or {}).items()})
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def _candidates(self, model: str) -> tuple[str, ...]:
+        raw = model.strip().lower()
+        out = [raw]
+        alias = self.aliases.get(raw)
+        if alias:
+            out.append(alias)
+        for name in list(out):
+            canon = canonical_model(name)
+            if canon not in out:
+                out.append(canon)
+            alias = self.aliases.get(canon)
+            if alias and alias not in out:
+                out.append(alias)
+                canon2 = canonical_model(alias)
+                if canon2 not in out:
+                    out.append(canon2)
+        return tuple(out)
+
+    def _matching(self, model: str, provider: str) -> tuple[_Rule, ...]:
+        key = (provider, model)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        platform = normalize_provider(provider) if provider else ""
+        candidates = self._candidates(model)
+        ranked: list[tuple[tuple[int, ...], _Rule]] = []
+        for rule in self.rules:
+            if rule.entry.platforms and platform not in rule.entry.platforms:
+                continue
+            hits = [_pattern_rank(p) for p in rule.entry.match if any(fnmatchcase(n, p) for n in candidates)]
+            if hits:
+                ranked.append(((rule.rank[0], rule.rank[1], *max(hits), rule.rank[2]), rule))
+        ranked.sort(key=lambda item: item[0], reverse=True)
+        result = tuple(rule for _, rule in ranked)
+        self._cache[key] = result
+        return result
+
+    def lookup(self, model: str, provider: str, at_ns: int) -> PriceEntry | None:
+        """The entry pricing `model` (called through `provider`) at Unix time `at_ns`, or None."""
+        rule = self._rule(model, provider, at_ns)
+        return rule.entry if rule is not None else None
+
+    def _rule(self, model: str, provider: str, at_ns: int) -> _Rule | None:
+        if not model:
+            return None
+        for rule in self._matching(model, provider):
+            if rule.from_ns <= at_ns < rule.to_ns:
+                return rule
+        return None
+
+    def price(self, call: LLMCall) -> None:
+        """Set `call.cost` and `call.pricing_entry` (cost None and entry '' when unpriced)."""
+        rule = None
+        if call.response_model:
+            rule = self._rule(call.response_model, call.provider, call.ts_ns)
+        if rule is None and call.request_model and call.request_model != call.response_model:
+            rule = self._rule(call.request_model, call.provider, call.ts_ns)
+        if rule is None:
+            call.cost = None
+            call.pricing_entry = ""
+            return
+        input_tokens = call.input_tokens
+        rates = rule.rates_for(input_tokens) if rule.tiers else rule.base
+        pico = _cost_pico(
+            rates, input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens
+        )
+        call.cost = Decimal(pico).scaleb(-12)
+        call.pricing_entry = rule.entry.id
+
+    def enrich(self, span: SpanView, call: LLMCall) -> None:
+        """`CallEnricher` signature for processors.pipeline.CallStages.enrichers."""
+        self.price(call)
+
+    # -- explanation --------------------------------------------------------------------------
+
+    def check(self, model: str, provider: str = "", at: datetime | date | None = None) -> MatchExplanation:
+        """Which entry prices `model` at `at` (default: now, UTC) and why the others do not."""
+        if at is None:
+            when = datetime.now(timezone.utc)
+        elif isinstance(at, datetime):
+            when = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        else:
+            when = datetime(at.year, at.month, at.day, tzinfo=timezone.utc)
+        at_ns = int(when.timestamp()) * 10**9
+        platform = normalize_provider(provider) if provider else ""
+        candidates = self._candidates(model)
+        chosen = self._rule(model, provider, at_ns)
+        matched: list[tuple[str, str, str]] = []
+        for rule in self.rules:
+            pattern = next(
+                (p for p in rule.entry.match for name in candidates if fnmatchcase(name, p)),
+                None,
+            )
+            if pattern is None:
+                continue
+            entry = rule.entry
+            if entry.platforms and platform not in entry.platforms:
+                why = f"not used: only for platforms {entry.platforms}"
+            elif not rule.from_ns <= at_ns < rule.to_ns:
+                why = f"not used: effective {entry.effective_from} .. {entry.effective_to or 'now'}"
+            elif chosen is not None and rule is chosen:
+                why = "CHOSEN: " + ("user file, " if rule.user else "package catalog, ") + (
+                    "platform-specific, " if entry.platforms else ""
+                ) + ("exact id" if _pattern_rank(pattern)[0] else "glob pattern")
+            else:
+                why = "not used: outranked by " + (chosen.entry.id if chosen else "?")
+            matched.append((entry.id, pattern, why))
+        return MatchExplanation(
+            model=model,
+            provider=provider,
+            at=when,
+            candidates=candidates,
+            matched=tuple(matched),
+            chosen=chosen.entry if chosen else None,
+        )
+
+    def entries(self) -> list[PriceEntry]:
+        return [rule.entry for rule in self.rules]

@@ -1,0 +1,176 @@
+"""Additive usage and cost partials per 1-minute event-time window and key (`llm_usage_1m`).
+
+Why partials: a batch of calls (including late ones) becomes one row per
+(window, key) holding sums only. Any number of rows for the same window and
+key add up to the same totals, whatever the arrival order or batch split, so
+late spans land as one more row and a restart that replays nothing already
+stored (the sink's offset fence) never counts twice. Readers sum (the
+`llm_usage_totals` view does it). Cost sums are exact Decimals; unpriced
+calls are counted in `unpriced_calls` and contribute nothing to `cost`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final, NamedTuple
+
+from processors.records import LLMCall
+from sinks.clickhouse.batches import TableRows
+
+__all__ = [
+    "WINDOW_NS",
+    "USAGE_TABLE",
+    "USAGE_KEY_COLUMNS",
+    "USAGE_VALUE_COLUMNS",
+    "USAGE_COLUMNS",
+    "UsageKey",
+    "UsagePartial",
+    "usage_partials",
+    "usage_rows",
+    "usage_columns",
+    "merge_partials",
+    "window_start_s",
+]
+
+WINDOW_NS: Final = 60 * 10**9
+USAGE_TABLE: Final = "llm_usage_1m"
+_ZERO: Final = Decimal(0).scaleb(-12)
+
+
+class UsageKey(NamedTuple):
+    """One row's key: window start (Unix seconds, UTC) and the attribution dimensions."""
+
+    window_start: int
+    service: str
+    environment: str
+    team: str
+    provider: str
+    model: str
+    operation: str
+    agent: str
+    prompt_name: str
+    prompt_version: str
+
+
+@dataclass(slots=True)
+class UsagePartial:
+    """Additive sums for one key; `merge` is associative and commutative."""
+
+    calls: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    priced_calls: int = 0
+    unpriced_calls: int = 0
+    cost: Decimal = _ZERO
+    reported_cost_calls: int = 0
+    reported_cost: Decimal = _ZERO
+
+    def add(self, call: LLMCall) -> None:
+        self.calls += 1
+        if call.status == "error":
+            self.errors += 1
+        self.input_tokens += call.input_tokens
+        self.output_tokens += call.output_tokens
+        self.cache_read_tokens += call.cache_read_tokens
+        self.cache_write_tokens += call.cache_write_tokens
+        self.reasoning_tokens += call.reasoning_tokens
+        if call.cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.priced_calls += 1
+            self.cost += call.cost
+        if call.reported_cost is not None:
+            self.reported_cost_calls += 1
+            self.reported_cost += call.reported_cost
+
+    def merge(self, other: UsagePartial) -> None:
+        for name in _INT_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost += other.cost
+        self.reported_cost += other.reported_cost
+
+
+_INT_FIELDS: Final = (
+    "calls",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "priced_calls",
+    "unpriced_calls",
+    "reported_cost_calls",
+)
+
+USAGE_KEY_COLUMNS: Final = UsageKey._fields
+USAGE_VALUE_COLUMNS: Final = (*_INT_FIELDS[:9], "cost", "reported_cost_calls", "reported_cost")
+# Column order of llm_usage_1m without the sink's delivery columns (_ingest_source, _ingest_offset).
+USAGE_COLUMNS: Final = (*USAGE_KEY_COLUMNS, *USAGE_VALUE_COLUMNS)
+
+
+def window_start_s(ts_ns: int) -> int:
+    """Start of the 1-minute tumbling window holding `ts_ns`, in Unix seconds (event time)."""
+    return (ts_ns // WINDOW_NS) * 60
+
+
+def usage_partials(calls: Iterable[LLMCall]) -> dict[UsageKey, UsagePartial]:
+    """Sum calls per (window, key)."""
+    out: dict[UsageKey, UsagePartial] = {}
+    for call in calls:
+        key = UsageKey(
+            window_start_s(call.ts_ns),
+            call.service,
+            call.environment,
+            call.team,
+            call.provider,
+            call.response_model or call.request_model,
+            call.operation,
+            call.agent,
+            call.prompt_name,
+            call.prompt_version,
+        )
+        partial = out.get(key)
+        if partial is None:
+            partial = out[key] = UsagePartial()
+        partial.add(call)
+    return out
+
+
+def merge_partials(parts: Iterable[dict[UsageKey, UsagePartial]]) -> dict[UsageKey, UsagePartial]:
+    """Totals per key over several partial sets (what the totals view computes)."""
+    out: dict[UsageKey, UsagePartial] = {}
+    for part in parts:
+        for key, partial in part.items():
+            total = out.get(key)
+            if total is None:
+                total = out[key] = UsagePartial()
+            total.merge(partial)
+    return out
+
+
+def usage_columns(calls: Sequence[LLMCall]) -> tuple[dict[str, list], list[str]]:
+    """Columnar partial rows: {column: values} and the column order for
+    `client.insert(table, data, column_names=..., column_oriented=True)`."""
+    partials = usage_partials(calls)
+    data: dict[str, list] = {name: [] for name in USAGE_COLUMNS}
+    key_lists = [data[name] for name in USAGE_KEY_COLUMNS]
+    value_lists = [data[name] for name in USAGE_VALUE_COLUMNS]
+    for key, partial in partials.items():
+        for column, value in zip(key_lists, key):
+            column.append(value)
+        for column, name in zip(value_lists, USAGE_VALUE_COLUMNS):
+            column.append(getattr(partial, name))
+    return data, list(USAGE_COLUMNS)
+
+
+def usage_rows(calls: Sequence[LLMCall]) -> TableRows:
+    """`Aggregator` for processors.pipeline.CallStages: llm_usage_1m rows (delivery columns added by the caller)."""
+    data, names = usage_columns(calls)
+    return TableRows(USAGE_TABLE, names, [data[name] for name in names])

@@ -1,0 +1,1 @@
+"""Versioned LLM price catalog (catalog.yaml), read with importlib.resources."""

@@ -1,0 +1,102 @@
+"""Budgets file parsing and status computation, against hand computations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from processors.budgets import BudgetError, budget_status, budget_status_rows, load_budgets, period_bounds, spend_by_budget
+from processors.records import LLMCall
+
+FILE = """
+budgets:
+  - id: search-team
+    scope: {team: search}
+    per_day: "50.00"
+    per_month: "1000.00"
+    warn_fraction: "0.8"
+  - id: prod
+    scope: {environment: prod}
+    per_month: "300"
+  - id: gpt4o
+    scope: {model: gpt-4o}
+    per_day: "10"
+"""
+
+
+@pytest.fixture()
+def budgets(tmp_path: Path):
+    path = tmp_path / "budgets.yaml"
+    path.write_text(FILE)
+    return load_budgets(path)
+
+
+def test_status_projection_and_thresholds(budgets) -> None:
+    now = datetime(2026, 11, 10, 6, 0, tzinfo=timezone.utc)  # 1/4 of the day, 9.25 of 30 days of November
+    spend = {("search-team", "day"): Decimal("12.5"), ("search-team", "month"): Decimal("850"),
+             ("prod", "month"): Decimal("60"), ("gpt4o", "day"): Decimal("10")}
+    rows = {(s.budget_id, s.period): s for s in budget_status(budgets, spend, now)}
+    day = rows[("search-team", "day")]
+    assert (day.period_start, day.period_end) == (datetime(2026, 11, 10, tzinfo=timezone.utc), datetime(2026, 11, 11, tzinfo=timezone.utc))
+    assert day.projected == Decimal(50) and day.status == "ok"  # 12.5 * 4 == 50, not above the amount
+    assert day.fraction == 0.25
+    month = rows[("search-team", "month")]
+    assert month.status == "warn"  # 850 >= 0.8 * 1000
+    assert month.projected == (Decimal(850) * 30 * 24 / (9 * 24 + 6)).quantize(Decimal("1e-12"))
+    prod = rows[("prod", "month")]
+    assert prod.projected == (Decimal(60) * 720 / 222).quantize(Decimal("1e-12"))  # 194.59... < 300
+    assert prod.status == "ok"
+    assert rows[("gpt4o", "day")].status == "exceeded"
+    assert len(budget_status_rows(list(rows.values()))) == 4
+
+
+def test_projection_warns_only_after_min_elapsed(budgets) -> None:
+    early = datetime(2026, 11, 10, 0, 30, tzinfo=timezone.utc)  # 2% of the day
+    later = datetime(2026, 11, 10, 4, 0, tzinfo=timezone.utc)  # 1/6 of the day
+    spend = {("gpt4o", "day"): Decimal("2")}
+    assert {s.status for s in budget_status(budgets, spend, early) if s.budget_id == "gpt4o"} == {"ok"}
+    [s] = [s for s in budget_status(budgets, spend, later) if s.budget_id == "gpt4o"]
+    assert s.projected == Decimal(12) and s.status == "warn"
+
+
+def test_spend_from_calls_respects_scope_period_and_unpriced(budgets) -> None:
+    now = datetime(2026, 11, 10, 12, tzinfo=timezone.utc)
+    ts = int(datetime(2026, 11, 10, 1, tzinfo=timezone.utc).timestamp()) * 10**9
+    old = int(datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()) * 10**9
+    calls = [
+        LLMCall(ts_ns=ts, trace_id="t", span_id="1", team="search", environment="prod", response_model="gpt-4o", cost=Decimal("1.25")),
+        LLMCall(ts_ns=ts, trace_id="t", span_id="2", team="search", response_model="x", cost=None),
+        LLMCall(ts_ns=old, trace_id="t", span_id="3", team="search", environment="prod", request_model="gpt-4o", cost=Decimal("2")),
+        LLMCall(ts_ns=ts, trace_id="t", span_id="4", team="ads", environment="dev", response_model="gpt-4o", cost=Decimal("0.5")),
+    ]
+    spend = spend_by_budget(budgets, calls, now)
+    assert spend[("search-team", "day")] == Decimal("1.25")
+    assert spend[("search-team", "month")] == Decimal("3.25")
+    assert spend[("prod", "month")] == Decimal("3.25")
+    assert spend[("gpt4o", "day")] == Decimal("1.75")
+
+
+def test_period_bounds_december() -> None:
+    start, end = period_bounds("month", datetime(2026, 12, 31, 23, tzinfo=timezone.utc))
+    assert (start, end) == (datetime(2026, 12, 1, tzinfo=timezone.utc), datetime(2027, 1, 1, tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "budgets: [{id: a, scope: {team: x}, per_day: 5.0}]",  # float amount
+        "budgets: [{id: a, scope: {team: x}}]",  # no amount
+        "budgets: [{id: a, scope: {region: x}, per_day: '1'}]",  # unknown scope
+        "budgets: [{id: a, scope: {team: x, model: y}, per_day: '1'}]",  # two scopes
+        "budgets: [{id: a, scope: {team: x}, per_day: '1', colour: red}]",  # unknown key
+        "budgets: [{id: a, scope: {team: x}, per_day: '1'}, {id: a, scope: {team: y}, per_day: '1'}]",
+    ],
+)
+def test_bad_files_fail(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(text)
+    with pytest.raises(BudgetError):
+        load_budgets(path)
