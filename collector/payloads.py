@@ -9,7 +9,6 @@ resource/scope/span boundaries, never inside a span.
 from __future__ import annotations
 
 import json
-import zlib
 from base64 import b64encode
 from typing import Any
 
@@ -21,7 +20,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 __all__ = [
     "BadRequest",
     "TooLarge",
-    "decompress",
     "parse_protobuf",
     "parse_json",
     "span_count",
@@ -35,25 +33,6 @@ class BadRequest(ValueError):
 
 class TooLarge(ValueError):
     """The body exceeds the configured limit (HTTP 413 / RESOURCE_EXHAUSTED)."""
-
-
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undo Content-Encoding, refusing to inflate past `limit` bytes (zip bombs)."""
-    encoding = (encoding or "identity").strip().lower()
-    if encoding in ("", "identity"):
-        if len(body) > limit:
-            raise TooLarge(f"request body of {len(body)} bytes exceeds the limit of {limit}")
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise BadRequest(f"unsupported Content-Encoding {encoding!r} (gzip, deflate or identity)")
-    inflater = zlib.decompressobj(wbits=47 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid {encoding}: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise TooLarge(f"decompressed request exceeds the limit of {limit} bytes")
-    return out
 
 
 def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:

@@ -18,7 +18,7 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from collector.kafka_writer import DeliveryFailed, KafkaWriter, QueueFull
-from collector.payloads import BadRequest, TooLarge, decompress, parse_json, parse_protobuf, span_count, split_into_records
+from collector.payloads import BadRequest, TooLarge, parse_json, parse_protobuf, span_count, split_into_records
 from llmops.config import ReceiverSettings
 
 __all__ = ["OtlpReceiver", "ReceiverStats"]
@@ -72,8 +72,9 @@ class OtlpReceiver:
             self.stats.reject("unsupported_media_type")
             return _status_response(415, f"unsupported Content-Type {content_type!r}", _JSON)
         try:
-            raw = await request.read()
-            body = decompress(raw, request.headers.get("Content-Encoding", ""), self._settings.max_request_bytes)
+            # aiohttp has already undone Content-Encoding (gzip, deflate) and enforced
+            # client_max_size on the inflated body while reading it.
+            body = await request.read()
             if content_type == _PROTOBUF:
                 parsed, wire = parse_protobuf(body), body
             else:

@@ -23,7 +23,7 @@ from llmops.config import Settings
 from llmops.store import endpoint_alive
 from llmops.topics import consumer_lag, ensure_topics
 
-__all__ = ["run_stack", "child_env"]
+__all__ = ["run_stack", "child_env", "spawn_component", "wait_for_line", "stop_process"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def child_env(overrides: dict[str, Any], bootstrap: str) -> dict[str, str]:
     return env
 
 
-def _spawn(command: str, env: dict[str, str], config_file: Path | None) -> subprocess.Popen[str]:
+def spawn_component(command: str, env: dict[str, str], config_file: Path | None) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "llmops"] + (["--config", str(config_file)] if config_file else []) + [command]
     # A session of its own: Ctrl-C reaches only the supervisor, which stops children in order.
     return subprocess.Popen(
@@ -45,7 +45,7 @@ def _spawn(command: str, env: dict[str, str], config_file: Path | None) -> subpr
     )
 
 
-def _wait_line(proc: subprocess.Popen[str], prefix: str, timeout_s: float) -> str:
+def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout_s: float) -> str:
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -68,7 +68,7 @@ def _wait_until(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[
         time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen[str] | None, timeout_s: float = 60.0) -> None:
+def stop_process(proc: subprocess.Popen[str] | None, timeout_s: float = 60.0) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -94,12 +94,12 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
             bootstrap = broker.bootstrap
         ensure_topics(bootstrap, settings.kafka)
         env = child_env(overrides, bootstrap)
-        worker = _spawn("worker", env, config_file)
+        worker = spawn_component("worker", env, config_file)
         host = "127.0.0.1" if settings.receiver.listen in ("0.0.0.0", "::") else settings.receiver.listen
         if settings.embedded_store and settings.sql.enabled:
             _wait_until(lambda: endpoint_alive(host, settings.sql.port), 120, "the worker's SQL endpoint", worker)
-        receiver = _spawn("receive", env, config_file)
-        ready = _wait_line(receiver, "receiver ready", 60)
+        receiver = spawn_component("receive", env, config_file)
+        ready = wait_for_line(receiver, "receiver ready", 60)
         print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)
         print(f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})")
         if settings.embedded_store:
@@ -123,10 +123,10 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
         stop.set()
         if demo_thread is not None:
             demo_thread.join(timeout=30)
-        _stop(receiver)
+        stop_process(receiver)
         if worker is not None and worker.poll() is None and broker is not None:
             _drain(bootstrap, settings)
-        _stop(worker)
+        stop_process(worker)
         if broker is not None:
             broker.stop()
     return exit_code

@@ -1,0 +1,131 @@
+"""Shared fixtures for integration tests: one real Tansu broker per session, real worker/receiver processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+
+from llmops.broker import EmbeddedBroker, free_port
+from llmops.config import KafkaSettings
+from llmops.stack import spawn_component, stop_process, wait_for_line
+from llmops.store import endpoint_alive
+from llmops.topics import ensure_topics
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition", interval_s: float = 0.1) -> None:
+    """Poll a readiness check (never a blind sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker("127.0.0.1") as running:
+        yield running
+
+
+@dataclass
+class Stack:
+    """A receiver and a worker process on their own topics, group and chDB store."""
+
+    bootstrap: str
+    data_dir: Path
+    env_overrides: dict[str, str]
+    topic: str
+    dead_letter_topic: str
+    group_id: str
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    sql_port: int = field(default_factory=free_port)
+    worker: subprocess.Popen[str] | None = None
+    receiver: subprocess.Popen[str] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "LLMOPS_KAFKA__BOOTSTRAP": self.bootstrap,
+                "LLMOPS_KAFKA__TOPIC": self.topic,
+                "LLMOPS_KAFKA__DEAD_LETTER_TOPIC": self.dead_letter_topic,
+                "LLMOPS_KAFKA__GROUP_ID": self.group_id,
+                "LLMOPS_DATA_DIR": str(self.data_dir),
+                "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),
+                "LLMOPS_RECEIVER__GRPC_PORT": str(self.grpc_port),
+                "LLMOPS_SQL__PORT": str(self.sql_port),
+                "LLMOPS_LOG_LEVEL": "WARNING",
+            }
+        )
+        env.update(self.env_overrides)
+        return env
+
+    def start_worker(self) -> None:
+        self.worker = spawn_component("worker", self.env(), None)
+        wait_until(lambda: endpoint_alive("127.0.0.1", self.sql_port) or self.worker.poll() is not None, 90, "worker SQL endpoint")
+        assert self.worker.poll() is None, f"worker exited with {self.worker.returncode}"
+
+    def start_receiver(self) -> None:
+        self.receiver = spawn_component("receive", self.env(), None)
+        wait_for_line(self.receiver, "receiver ready", 60)
+
+    def stop_worker(self, kill: bool = False) -> None:
+        if self.worker is None:
+            return
+        if kill:
+            self.worker.kill()
+            self.worker.wait()
+        else:
+            stop_process(self.worker)
+        self.worker = None
+
+    def stop(self) -> None:
+        stop_process(self.receiver)
+        self.stop_worker()
+
+    def reader(self):  # type: ignore[no-untyped-def]
+        """clickhouse-connect's HTTP client against the worker's read-only endpoint."""
+        return clickhouse_connect.get_client(host="127.0.0.1", port=self.sql_port, database="llmops", compress=False)
+
+    def count(self, sql: str) -> int:
+        client = self.reader()
+        try:
+            return int(client.query(sql).result_rows[0][0])
+        finally:
+            client.close()
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+@pytest.fixture
+def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def factory(partitions: int = 2, **env_overrides: str) -> Stack:
+        name = uuid.uuid4().hex[:8]
+        stack = Stack(
+            bootstrap=broker.bootstrap,
+            data_dir=tmp_path_factory.mktemp(f"stack-{name}"),
+            env_overrides=env_overrides,
+            topic=f"otlp_spans_{name}",
+            dead_letter_topic=f"otlp_spans_dlq_{name}",
+            group_id=f"llmops-{name}",
+        )
+        ensure_topics(broker.bootstrap, KafkaSettings(topic=stack.topic, dead_letter_topic=stack.dead_letter_topic, partitions=partitions))
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    for stack in stacks:
+        stack.stop()
