@@ -36,6 +36,7 @@ _SERVING = [
     ("--batch-max-records", "processor.batch_max_records", int),
     ("--batch-max-wait", "processor.batch_max_wait_s", float),
     ("--pricing-file", "processor.pricing_file", Path),
+    ("--budgets-file", "processor.budgets_file", Path),
 ]
 
 
@@ -93,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(report, _COMMON + [("--sql-port", "sql.port", int)])
     report.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
 
+    pricing = commands.add_parser("pricing", help="Explain catalog prices; list unpriced models seen.")
+    pricing_commands = pricing.add_subparsers(dest="pricing_command", required=True, metavar="SUBCOMMAND")
+    check = pricing_commands.add_parser("check", help="Which catalog entry prices MODEL, and why.")
+    _add_settings_flags(check, [("--pricing-file", "processor.pricing_file", Path)])
+    check.add_argument("model", help="Model id as spans carry it (e.g. gpt-4o-2024-08-06, anthropic.claude-sonnet-4-...).")
+    check.add_argument("--provider", default=None, help="Provider name (gen_ai.provider.name), to disambiguate.")
+    check.add_argument("--at", default=None, help="Date (YYYY-MM-DD) the price applies to; default today.")
+    unpriced = pricing_commands.add_parser("unpriced", help="Models seen without a price, with their token volumes.")
+    _add_settings_flags(unpriced, _COMMON + [("--sql-port", "sql.port", int)])
+    unpriced.add_argument("--json", action="store_true", help="Print JSON.")
+
+    budgets = commands.add_parser("budgets", help="Budget status: spend so far, fraction, projected end of period.")
+    _add_settings_flags(budgets, _COMMON + [("--sql-port", "sql.port", int)])
+    budgets.add_argument("--budgets", type=Path, default=None, help="Budgets YAML (default: LLMOPS_PROCESSOR__BUDGETS_FILE).")
+    budgets.add_argument("--json", action="store_true", help="Print JSON.")
+
     sql = commands.add_parser("sql", help="Run one read-only SQL query against the store.")
     _add_settings_flags(sql, _COMMON + [("--sql-port", "sql.port", int)])
     sql.add_argument("query", help="The SQL (SELECT/WITH/SHOW/DESCRIBE/EXPLAIN).")
@@ -145,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
 
         report = build_report(open_reader(settings))
         print(json.dumps(report, indent=2, default=str) if args.json else render_report(report))
+        return 0
+    if args.command == "pricing":
+        from llmops.pricing_cli import pricing_check, pricing_unpriced
+
+        print(pricing_check(settings, args) if args.pricing_command == "check" else pricing_unpriced(settings, args.json))
+        return 0
+    if args.command == "budgets":
+        from llmops.pricing_cli import budgets_report
+
+        print(budgets_report(settings, args.budgets, args.json))
         return 0
     if args.command == "sql":
         from llmops.store import open_reader

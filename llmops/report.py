@@ -24,23 +24,31 @@ REPORT_QUERIES: dict[str, str] = {
         SELECT provider, model, count() AS calls, countIf(status = 'error') AS errors,
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                sum(cache_read_tokens) AS cache_read_tokens, sum(reasoning_tokens) AS reasoning_tokens,
-               toString(sum(cost)) AS cost_usd, countIf(cost IS NULL) AS unpriced_calls
+               toString(sum(cost)) AS cost_usd, countIf(cost IS NULL AND status = 'ok') AS unpriced_calls,
+               toString(sum(reported_cost)) AS reported_cost_usd
         FROM llm_calls GROUP BY provider, model ORDER BY calls DESC, model
+    """,
+    "by_team": """
+        SELECT team, count() AS calls, toString(sum(cost)) AS cost_usd, countIf(cost IS NULL AND status = 'ok') AS unpriced_calls
+        FROM llm_calls GROUP BY team ORDER BY calls DESC, team
     """,
     "by_service": """
         SELECT service, environment, team, count() AS calls, sum(input_tokens) AS input_tokens,
                sum(output_tokens) AS output_tokens, toString(sum(cost)) AS cost_usd
         FROM llm_calls GROUP BY service, environment, team ORDER BY calls DESC, service
     """,
+    # Percentiles come from the per-window sketches merged in ClickHouse (1% relative accuracy).
     "latency_by_model": """
-        SELECT model, count() AS calls,
-               round(quantile(0.5)(duration_ms), 1) AS p50_duration_ms,
-               round(quantile(0.95)(duration_ms), 1) AS p95_duration_ms,
-               countIf(ttft_ms IS NOT NULL) AS streamed,
-               round(quantileIf(0.5)(ttft_ms, ttft_ms IS NOT NULL), 1) AS p50_ttft_ms,
-               round(quantileIf(0.95)(ttft_ms, ttft_ms IS NOT NULL), 1) AS p95_ttft_ms,
-               round(quantileIf(0.99)(ttft_ms, ttft_ms IS NOT NULL), 1) AS p99_ttft_ms
-        FROM llm_calls GROUP BY model ORDER BY calls DESC, model
+        SELECT model,
+               sumIf(count, metric = 'duration_ms') AS calls,
+               round(sketch_quantile(sumMapIf(sketch, metric = 'duration_ms'), 0.50), 1) AS p50_duration_ms,
+               round(sketch_quantile(sumMapIf(sketch, metric = 'duration_ms'), 0.95), 1) AS p95_duration_ms,
+               round(sketch_quantile(sumMapIf(sketch, metric = 'duration_ms'), 0.99), 1) AS p99_duration_ms,
+               sumIf(count, metric = 'ttft_ms') AS streamed,
+               round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.50), 1) AS p50_ttft_ms,
+               round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.95), 1) AS p95_ttft_ms,
+               round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.99), 1) AS p99_ttft_ms
+        FROM llm_latency_1m GROUP BY model ORDER BY calls DESC, model
     """,
     "ingest_errors": """
         SELECT stage, reason, count() AS n FROM ingest_errors GROUP BY stage, reason ORDER BY n DESC LIMIT 20
@@ -74,6 +82,7 @@ def render_report(report: dict[str, Any]) -> str:
     totals = report.get("totals", {})
     parts = ["Totals\n" + "".join(f"  {k}: {v}\n" for k, v in totals.items())]
     parts.append(_table("LLM calls by model", report["by_model"]))
+    parts.append(_table("Spend by team", report["by_team"]))
     parts.append(_table("LLM calls by service", report["by_service"]))
     parts.append(_table("Latency by model (ms)", report["latency_by_model"]))
     parts.append(_table("Ingest errors", report["ingest_errors"]))

@@ -94,12 +94,35 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     _die("worker stopped in the middle of a write; the batch will be redelivered")
                 _die(f"unexpected error, exiting without committing: {exc!r}")
 
+    if settings.processor.budgets_file is not None:
+        _add_budget_timer(app, settings, client, sink)
+
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         sink.forget_fences()
         topic_ids.forget()
 
     return app
+
+
+def _add_budget_timer(app: faust.App, settings: Settings, client: Any, sink: ClickHouseSink) -> None:
+    """Recompute budget status on a timer; a failed round is logged and retried next round."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from processors.budget_monitor import compute_status
+    from processors.budgets import budget_status_rows, load_budgets
+
+    budgets = load_budgets(settings.processor.budgets_file)  # fail fast at start-up on a bad file
+
+    @app.timer(settings.processor.budget_interval_s)
+    async def _budget_status() -> None:
+        now = datetime.now(timezone.utc)
+        try:
+            statuses = await asyncio.to_thread(compute_status, client, budgets, now)
+            await asyncio.to_thread(sink.write, budget_status_rows(statuses), f"budget_status:{now.isoformat()}")
+        except Exception as exc:  # budget status is advisory; the stream must not stop for it
+            log.warning("budget status not updated: %s", exc)
 
 
 def _die(message: str) -> None:

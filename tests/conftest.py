@@ -108,7 +108,7 @@ class Stack:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
