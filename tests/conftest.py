@@ -93,7 +93,11 @@ class Stack:
         self.stop_worker()
 
     def reader(self):  # type: ignore[no-untyped-def]
-        """clickhouse-connect's HTTP client against the worker's read-only endpoint."""
+        """clickhouse-connect's HTTP client against the worker's read-only endpoint, or the store itself once the worker stopped."""
+        if self.worker is None:
+            from sinks.clickhouse.client import connect
+
+            return connect(f"chdb://{self.data_dir.resolve() / 'clickhouse'}", "llmops", readonly=True)
         return clickhouse_connect.get_client(host="127.0.0.1", port=self.sql_port, database="llmops", compress=False)
 
     def count(self, sql: str) -> int:

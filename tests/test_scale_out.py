@@ -1,0 +1,85 @@
+"""Scale-out on real parts: worker processes in one consumer group share the partitions.
+
+chDB is in-process, so each worker here writes its own store; the union of the
+stores must equal what a single worker stores from the same traffic, with no
+lost or duplicated rows, including when one worker leaves mid-stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from llmops.broker import free_port
+from llmops.loadgen import LoadgenOptions, run_loadgen
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+START_NS = 1_764_000_000_000_000_000  # fixed timeline: same seed and start give identical spans and ids
+
+
+def _traffic(stack, seed: int, count: int):  # type: ignore[no-untyped-def]
+    summary = run_loadgen(LoadgenOptions(endpoint=stack.http_url, count=count, seed=seed, start_ns=START_NS, max_export_batch_size=64))
+    assert summary.complete
+    return summary
+
+
+def _contents(stacks) -> tuple[Counter, Counter, dict]:  # type: ignore[no-untyped-def]
+    spans: Counter = Counter()
+    calls: Counter = Counter()
+    usage: dict = {}
+    for stack in stacks:
+        client = stack.reader()
+        spans.update(row[0] for row in client.query("SELECT SpanId FROM otel_traces").result_rows)
+        calls.update(client.query("SELECT span_id, model, input_tokens, output_tokens, toString(cost) FROM llm_calls").result_rows)
+        for key, n, cost in client.query(
+            "SELECT (window_start, service, model, prompt_version), sum(calls), toString(sum(cost)) FROM llm_usage_1m GROUP BY 1"
+        ).result_rows:
+            prev = usage.get(key, (0, Decimal(0)))
+            usage[key] = (prev[0] + n, prev[1] + Decimal(cost))
+        client.close()
+    return spans, calls, usage
+
+
+def _total(stacks, sql: str) -> int:  # type: ignore[no-untyped-def]
+    return sum(stack.count(sql) for stack in stacks)
+
+
+PHASES = ((21, 1200), (22, 1300))  # (seed, LLM calls): different seeds, different trace and span ids
+
+
+def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:  # type: ignore[no-untyped-def]
+    baseline = make_stack(partitions=4)
+    baseline.start_worker()
+    baseline.start_receiver()
+    sent = sum(_traffic(baseline, seed, count).spans_acknowledged for seed, count in PHASES)
+    wait_until(lambda: baseline.count("SELECT count() FROM otel_traces") == sent, 120, "baseline stored")
+    want_spans, want_calls, want_usage = _contents([baseline])
+    assert sum(want_spans.values()) == sent and max(want_spans.values()) == 1
+
+    first = make_stack(partitions=4, LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="4")
+    second = dataclasses.replace(first, data_dir=first.data_dir.with_name(first.data_dir.name + "-b"), sql_port=free_port())
+    second.data_dir.mkdir()
+    stacks = [first, second]
+    try:
+        first.start_worker()
+        second.start_worker()
+        first.start_receiver()
+        _traffic(first, *PHASES[0])
+        # Both workers share the partitions; once both have stored rows the second leaves
+        # (graceful: it commits what it wrote) while the next phase streams in: a rebalance.
+        wait_until(lambda: all(s.count("SELECT count() FROM otel_traces") > 0 for s in stacks), 60, "both workers storing")
+        second.stop_worker()
+        stored_by_second = second.count("SELECT count() FROM otel_traces")  # its store is final now
+        _traffic(first, *PHASES[1])
+        wait_until(lambda: first.count("SELECT count() FROM otel_traces") + stored_by_second >= sent, 120, "all stored")
+        got_spans, got_calls, got_usage = _contents(stacks)
+    finally:
+        second.stop_worker()
+    assert got_spans == want_spans  # same span ids, each exactly once across the stores
+    assert got_calls == want_calls  # same calls with the same tokens and exact cost
+    assert got_usage == want_usage  # additive windows sum to the same totals per key
