@@ -25,6 +25,7 @@ __all__ = [
     "ReceiverSettings",
     "ProcessorSettings",
     "ClickHouseSettings",
+    "DriftSettings",
     "SqlEndpointSettings",
     "Settings",
     "load_settings",
@@ -42,6 +43,7 @@ class KafkaSettings(_Section):
     )
     topic: str = Field("otlp_spans", description="Topic holding OTLP trace batches (otlp_proto encoding).")
     dead_letter_topic: str = Field("otlp_spans_dlq", description="Topic receiving records that cannot be decoded or stored.")
+    drift_topic: str = Field("llm_drift_signals", description="Keyed topic (by service) carrying drift signals to the drift stage.")
     partitions: int = Field(4, ge=1, description="Partitions for topics the pipeline creates.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for topics the pipeline creates.")
     group_id: str = Field("llmops-processors", description="Consumer group of the processor workers.")
@@ -88,6 +90,16 @@ class ProcessorSettings(_Section):
     budget_interval_s: float = Field(60.0, gt=0, description="How often the worker recomputes budget status.")
 
 
+class DriftSettings(_Section):
+    enabled: bool = Field(True, description="Run the drift stage (repartitioned by service through Kafka).")
+    window_s: int = Field(900, ge=10, description="Drift window length in event-time seconds.")
+    lateness_s: float = Field(60.0, ge=0, description="The watermark trails the newest event time by this much.")
+    idle_close_s: float = Field(30.0, gt=0, description="With no events for this long, wall-clock time advances the watermark.")
+    reservoir_size: int = Field(1000, ge=50, description="Calls sampled per key and window (uniform reservoir).")
+    max_keys: int = Field(10_000, ge=1, description="Live drift keys kept; least recently used are evicted (counted).")
+    history_windows: int = Field(96, ge=1, description="Closed windows per key merged into its reference (96 x 15 min = 24 h).")
+
+
 class ClickHouseSettings(_Section):
     dsn: str | None = Field(
         None,
@@ -117,6 +129,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     sql: SqlEndpointSettings = Field(default_factory=SqlEndpointSettings)
 

@@ -50,6 +50,14 @@ REPORT_QUERIES: dict[str, str] = {
                round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.99), 1) AS p99_ttft_ms
         FROM llm_latency_1m GROUP BY model ORDER BY calls DESC, model
     """,
+    "drifted": """
+        SELECT service, model, prompt_name, prompt_version, window_start, signal, statistic, round(value, 4) AS value,
+               p_value, reference
+        FROM llm_drift WHERE drifted ORDER BY window_start DESC, service, model, signal, statistic LIMIT 30
+    """,
+    "change_events": """
+        SELECT ts, service, kind, old_value, new_value, model, prompt_name FROM change_events ORDER BY ts DESC LIMIT 20
+    """,
     "ingest_errors": """
         SELECT stage, reason, count() AS n FROM ingest_errors GROUP BY stage, reason ORDER BY n DESC LIMIT 20
     """,
@@ -85,5 +93,7 @@ def render_report(report: dict[str, Any]) -> str:
     parts.append(_table("Spend by team", report["by_team"]))
     parts.append(_table("LLM calls by service", report["by_service"]))
     parts.append(_table("Latency by model (ms)", report["latency_by_model"]))
+    parts.append(_table("Drifted keys (latest windows)", report["drifted"]))
+    parts.append(_table("Change events", report["change_events"]))
     parts.append(_table("Ingest errors", report["ingest_errors"]))
     return "\n".join(parts)

@@ -67,7 +67,14 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         fut = await dlq.send(value=record.value, headers=headers)
         await fut
 
-    handler = BatchHandler(sink, build_call_stages(settings), dead_letter)
+    drift_topic = app.topic(kafka.drift_topic, value_serializer="raw", key_serializer="raw")
+
+    async def publish_drift(payloads: dict[str, bytes]) -> None:
+        futures = [await drift_topic.send(key=service.encode(), value=value) for service, value in payloads.items()]
+        for fut in futures:
+            await fut
+
+    handler = BatchHandler(sink, build_call_stages(settings), dead_letter, publish_drift if settings.drift.enabled else None)
     app.llmops_handler = handler  # type: ignore[attr-defined]
     app.llmops_sink = sink  # type: ignore[attr-defined]
     spans_topic = app.topic(kafka.topic, value_serializer="raw", key_serializer="raw")
@@ -94,6 +101,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     _die("worker stopped in the middle of a write; the batch will be redelivered")
                 _die(f"unexpected error, exiting without committing: {exc!r}")
 
+    if settings.drift.enabled:
+        _add_drift_stage(app, settings, drift_topic, sink)
+
     if settings.processor.budgets_file is not None:
         _add_budget_timer(app, settings, client, sink)
 
@@ -103,6 +113,33 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_ids.forget()
 
     return app
+
+
+def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink: ClickHouseSink) -> None:
+    """Second stage: drift records arrive keyed by service, so one worker owns each service's windows."""
+    from processors.drift.stage import DriftStage
+    from processors.drift.stream import DriftStageConfig, DriftTracker
+
+    d = settings.drift
+    config = DriftStageConfig(window_s=d.window_s, lateness_s=d.lateness_s, idle_close_s=d.idle_close_s,
+                              reservoir_size=d.reservoir_size, max_keys=d.max_keys, history_windows=d.history_windows)  # fmt: skip
+    stage = DriftStage(DriftTracker(config), sink)
+    app.llmops_drift = stage  # type: ignore[attr-defined]
+
+    @app.agent(drift_topic, name="drift_windows")
+    async def drift_windows(stream: Any) -> None:
+        async for events in stream.take_events(256, within=settings.processor.batch_max_wait_s):
+            try:
+                await stage.consume([bytes(e.value or b"") for e in events])
+            except SinkError as exc:
+                _die(f"drift rows could not be written, exiting without committing: {exc}")
+
+    @app.timer(max(1.0, d.idle_close_s / 2))
+    async def _close_idle_windows() -> None:
+        try:
+            await stage.flush()
+        except SinkError as exc:
+            _die(f"drift rows could not be written: {exc}")
 
 
 def _add_budget_timer(app: faust.App, settings: Settings, client: Any, sink: ClickHouseSink) -> None:

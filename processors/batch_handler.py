@@ -26,16 +26,19 @@ from processors.pipeline import (
     decode_records,
     poison_rows,
 )
+from processors.drift.wire import drift_payloads
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.errors import PermanentSinkError
 from sinks.clickhouse.writer import ClickHouseSink
 
-__all__ = ["BatchHandler", "HandlerStats", "DeadLetter"]
+__all__ = ["BatchHandler", "HandlerStats", "DeadLetter", "Publish"]
 
 log = logging.getLogger(__name__)
 
 # Sends one record to the dead-letter topic and returns once Kafka acknowledged it.
 DeadLetter = Callable[[Poison], Awaitable[None]]
+# Sends keyed records (key -> value) to the drift topic and returns once Kafka acknowledged them.
+Publish = Callable[[dict[str, bytes]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -59,10 +62,11 @@ def _token(table: str, records: Sequence[SourceRecord], stage: str = "") -> str:
 
 
 class BatchHandler:
-    def __init__(self, sink: ClickHouseSink, stages: CallStages, dead_letter: DeadLetter) -> None:
+    def __init__(self, sink: ClickHouseSink, stages: CallStages, dead_letter: DeadLetter, publish_drift: Publish | None = None) -> None:
         self._sink = sink
         self._stages = stages
         self._dead_letter = dead_letter
+        self._publish_drift = publish_drift
         self.stats = HandlerStats()
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
@@ -79,6 +83,12 @@ class BatchHandler:
         self.stats.skipped_records += sum(
             1 for d in decoded if all(d.record.offset <= fences[t].get(d.record.source, -1) for t in tables)
         )
+        if self._publish_drift is not None:
+            # Before any write, so before the acknowledgement: at least once into the drift stage.
+            fresh = [d for d in decoded if d.record.offset > fences["llm_calls"].get(d.record.source, -1)]
+            payloads = drift_payloads([c for d in fresh for c in d.calls], [s for d in fresh for s in d.call_spans])
+            if payloads:
+                await self._publish_drift(payloads)
         for rows in build_tables(decoded, fences, self._stages):
             if rows.table == "ingest_errors" and poison:
                 rows.extend(_unstored(poison_rows(poison, int(time.time() * 1000)), fences["ingest_errors"]))

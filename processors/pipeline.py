@@ -50,6 +50,7 @@ class DecodedRecord:
     spans: list[SpanView]
     calls: list[LLMCall]
     problems: list[SpanProblem]
+    call_spans: list[SpanView] = field(default_factory=list)  # call_spans[i] is the span of calls[i]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,10 @@ class CallStages:
     enrichers: list[CallEnricher] = field(default_factory=list)
     aggregators: dict[str, Aggregator] = field(default_factory=dict)
 
-    def calls_from(self, spans: Sequence[SpanView]) -> list[LLMCall]:
+    def calls_from(self, spans: Sequence[SpanView]) -> tuple[list[LLMCall], list[SpanView]]:
+        """The LLM calls among `spans`, with the span each came from."""
         calls = []
+        sources = []
         options = self.normalize_options
         enrichers = self.enrichers
         for span in spans:
@@ -83,7 +86,8 @@ class CallStages:
             for enrich in enrichers:
                 enrich(span, call)
             calls.append(call)
-        return calls
+            sources.append(span)
+        return calls, sources
 
 
 def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple[list[DecodedRecord], list[Poison]]:
@@ -95,7 +99,8 @@ def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple
         except MalformedPayload as exc:
             poison.append(Poison(record, str(exc)))
             continue
-        decoded.append(DecodedRecord(record, request.spans, stages.calls_from(request.spans), request.problems))
+        calls, call_spans = stages.calls_from(request.spans)
+        decoded.append(DecodedRecord(record, request.spans, calls, request.problems, call_spans))
     return decoded, poison
 
 

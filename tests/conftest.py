@@ -44,6 +44,7 @@ class Stack:
     env_overrides: dict[str, str]
     topic: str
     dead_letter_topic: str
+    drift_topic: str
     group_id: str
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
@@ -58,6 +59,7 @@ class Stack:
                 "LLMOPS_KAFKA__BOOTSTRAP": self.bootstrap,
                 "LLMOPS_KAFKA__TOPIC": self.topic,
                 "LLMOPS_KAFKA__DEAD_LETTER_TOPIC": self.dead_letter_topic,
+                "LLMOPS_KAFKA__DRIFT_TOPIC": self.drift_topic,
                 "LLMOPS_KAFKA__GROUP_ID": self.group_id,
                 "LLMOPS_DATA_DIR": str(self.data_dir),
                 "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),
@@ -124,9 +126,12 @@ def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory)
             env_overrides=env_overrides,
             topic=f"otlp_spans_{name}",
             dead_letter_topic=f"otlp_spans_dlq_{name}",
+            drift_topic=f"llm_drift_signals_{name}",
             group_id=f"llmops-{name}",
         )
-        ensure_topics(broker.bootstrap, KafkaSettings(topic=stack.topic, dead_letter_topic=stack.dead_letter_topic, partitions=partitions))
+        ensure_topics(broker.bootstrap, KafkaSettings(
+                topic=stack.topic, dead_letter_topic=stack.dead_letter_topic, drift_topic=stack.drift_topic, partitions=partitions
+            ))
         stacks.append(stack)
         return stack
 

@@ -1,0 +1,252 @@
+"""Drift windows on the stream: per-key reservoirs, a watermark, references, change events.
+
+A pure state machine the drift agent feeds (no I/O): `add` takes decoded
+drift records of one service; `close` returns llm_drift and change_events rows
+for every window the watermark passed. Memory is bounded: a reservoir of at
+most `reservoir_size` calls per live key and window, at most `max_keys` live
+keys (least recently used evicted, counted), and `history_windows` closed
+reservoirs per key for the reference.
+
+Reference of a closed window, in order:
+1. a pinned reference for the key, if one was set (`pin`);
+2. the key's own closed windows of the last `history_windows` (24 h by default),
+   merged into one uniform reservoir;
+3. for a new prompt version or model with no history yet: the previous
+   version's last closed window of the same service, model and prompt, so the
+   dashboard can say "answers drifted after prompt v12".
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from processors.drift.reservoir import KeyRegistry, Reservoir
+from processors.drift.signals import CallSignals, SignalOptions, extract_signals
+from processors.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
+from sinks.clickhouse.batches import TableRows
+
+__all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS"]
+
+DRIFT_COLUMNS = [
+    "window_start", "window_end", "service", "model", "prompt_name", "prompt_version", "signal", "statistic",
+    "value", "p_value", "threshold", "drifted", "n_ref", "n_cur", "reference",
+]  # fmt: skip
+CHANGE_COLUMNS = ["ts", "service", "kind", "old_value", "new_value", "model", "prompt_name", "trace_id", "span_id"]
+
+
+class DriftKey(NamedTuple):
+    service: str
+    model: str
+    prompt_name: str
+    prompt_version: str
+
+    @property
+    def lineage(self) -> tuple[str, str, str]:
+        """The same prompt of the same model in the same service, whatever its version."""
+        return (self.service, self.model, self.prompt_name)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftStageConfig:
+    window_s: int = 900
+    lateness_s: float = 60.0
+    idle_close_s: float = 30.0  # with no new events for this long, the wall clock advances the watermark
+    reservoir_size: int = 1000
+    max_keys: int = 10_000
+    history_windows: int = 96  # closed windows kept per key for the reference (96 x 15 min = 24 h)
+    statistics: DriftConfig = field(default_factory=DriftConfig)
+    signals: SignalOptions = field(default_factory=SignalOptions)
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class _Sampled:
+    signals: CallSignals
+    output_tokens: int
+    ttft_ms: float | None
+
+
+@dataclass(slots=True)
+class _KeyState:
+    open: dict[int, Reservoir[_Sampled]] = field(default_factory=dict)  # window start (s) -> reservoir
+    history: deque[tuple[int, Reservoir[_Sampled]]] = field(default_factory=deque)
+
+
+class DriftTracker:
+    def __init__(self, config: DriftStageConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config or DriftStageConfig()
+        self._clock = clock
+        self._keys: KeyRegistry[DriftKey, _KeyState] = KeyRegistry(self.config.max_keys)
+        self._rng = np.random.default_rng(self.config.seed)
+        self._max_event_s = 0.0
+        self._last_event_wall = clock()
+        self._latest: dict[tuple[str, str, str], str] = {}  # (service, kind, scope) -> latest value
+        self._seen: dict[tuple[str, str, str], set[str]] = {}  # bounded by the distinct versions/models a service uses
+        self._last_closed: dict[tuple[str, str, str], tuple[str, Reservoir[_Sampled]]] = {}  # lineage -> (version, window)
+        self._pinned: dict[DriftKey, Reservoir[_Sampled]] = {}
+        self._changes = TableRows("change_events", list(CHANGE_COLUMNS))
+        self.calls_seen = 0
+        self.late_calls = 0  # arrived after their window closed: counted, not sampled
+
+    @property
+    def evicted_keys(self) -> int:
+        return self._keys.evicted
+
+    @property
+    def live_keys(self) -> int:
+        return len(self._keys)
+
+    def watermark_s(self) -> float:
+        mark = self._max_event_s - self.config.lateness_s
+        if self._clock() - self._last_event_wall >= self.config.idle_close_s:
+            mark = max(mark, self._clock() - self.config.lateness_s)
+        return mark
+
+    # -- input ------------------------------------------------------------
+    def add(self, service: str, calls: Sequence[dict[str, Any]]) -> None:
+        window = self.config.window_s
+        for call in calls:
+            self.calls_seen += 1
+            ts_s = call["ts_ns"] / 1e9
+            key = DriftKey(service, call["model"], call["prompt_name"], call["prompt_version"])
+            self._note_changes(key, call)
+            start = int(ts_s // window) * window
+            if start + window <= self.watermark_s():
+                self.late_calls += 1
+                continue
+            state, _evicted = self._keys.get_or_create(key, _KeyState)
+            reservoir = state.open.get(start)
+            if reservoir is None:
+                reservoir = state.open[start] = Reservoir(self.config.reservoir_size, self._rng)
+            reservoir.offer_lazy(lambda c=call: self._sample(c))
+            if ts_s > self._max_event_s:
+                self._max_event_s = ts_s
+        if calls:
+            self._last_event_wall = self._clock()
+
+    def _sample(self, call: dict[str, Any]) -> _Sampled:
+        """Signal extraction (the answer embedding included) only for calls the reservoir keeps."""
+        attributes = dict(call["attributes"])
+        if call.get("finish_reason") and "gen_ai.response.finish_reasons" not in attributes:
+            attributes["gen_ai.response.finish_reasons"] = [call["finish_reason"]]
+        return _Sampled(extract_signals(attributes, self.config.signals), int(call["output_tokens"]), call.get("ttft_ms"))
+
+    def _note_changes(self, key: DriftKey, call: dict[str, Any]) -> None:
+        """First sighting of a new prompt version, response model or embedding model in a service.
+
+        Scopes: a prompt version per model and prompt, a response model per prompt, an
+        embedding model per service. The first value a scope shows is its baseline, not
+        a change; a value seen before is not new again (alternating models are normal).
+        """
+        embedding_model = str(call["attributes"].get("embedding.model_name", ""))
+        for kind, scope, value in (
+            ("prompt_version", f"{key.model}/{key.prompt_name}", key.prompt_version),
+            ("response_model", key.prompt_name, key.model),
+            ("embedding_model", "", embedding_model),
+        ):
+            if not value:
+                continue
+            slot = (key.service, kind, scope)
+            seen = self._seen.setdefault(slot, set())
+            if value in seen:
+                self._latest[slot] = value
+                continue
+            previous = self._latest.get(slot)
+            seen.add(value)
+            self._latest[slot] = value
+            if previous is None:
+                continue
+            for column, item in zip(self._changes.columns, (call["ts_ns"], key.service, kind, previous, value, key.model,
+                                                             key.prompt_name, call.get("trace_id", ""), call.get("span_id", ""))):  # fmt: skip
+                column.append(item)
+
+    def pin(self, key: DriftKey, window_start_s: int) -> bool:
+        """Use one closed window of `key` as its reference from now on."""
+        state = self._keys.get(key)
+        for start, reservoir in state.history if state else ():
+            if start == window_start_s:
+                self._pinned[key] = reservoir
+                return True
+        return False
+
+    # -- output -----------------------------------------------------------
+    def close(self) -> tuple[TableRows, TableRows]:
+        """Rows for every window the watermark passed, and change events noted since the last call."""
+        mark = self.watermark_s()
+        window = self.config.window_s
+        closing: list[tuple[DriftKey, int, Reservoir[_Sampled]]] = []
+        for key in self._keys.keys():
+            state = self._keys.get(key)
+            assert state is not None
+            for start in sorted(s for s in state.open if s + window <= mark):
+                closing.append((key, start, state.open.pop(start)))
+        results: dict[tuple[DriftKey, int], tuple[list[DriftResult], str]] = {}
+        for key, start, current in sorted(closing, key=lambda item: item[1]):
+            state = self._keys.get(key)
+            assert state is not None
+            reference, description = self._reference(key, state)
+            if reference is not None and len(current):
+                sample_ref, sample_cur = _window_sample(reference.items), _window_sample(current.items)
+                results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), description)
+            state.history.append((start, current))
+            while len(state.history) > self.config.history_windows:
+                state.history.popleft()
+            self._last_closed[key.lineage] = (key.prompt_version, current)
+        rows = TableRows("llm_drift", list(DRIFT_COLUMNS))
+        for start in sorted({s for _, s in results}):
+            same_window = {k: r for (k, s), (r, _) in results.items() if s == start}
+            controlled = control_across_keys(same_window, self.config.statistics.cross_key_fdr)
+            for key, decided in controlled.items():
+                description = results[(key, start)][1]
+                for result in decided:
+                    for column, item in zip(rows.columns, (start * 1000, (start + window) * 1000, key.service, key.model,
+                                                           key.prompt_name, key.prompt_version, result.signal, result.statistic,
+                                                           float(result.value), result.p_value, float(result.threshold),
+                                                           bool(result.drifted), result.n_ref, result.n_cur, description)):  # fmt: skip
+                        column.append(item)
+        changes, self._changes = self._changes, TableRows("change_events", list(CHANGE_COLUMNS))
+        return rows, changes
+
+    def _reference(self, key: DriftKey, state: _KeyState) -> tuple[Reservoir[_Sampled] | None, str]:
+        if key in self._pinned:
+            return self._pinned[key], "pinned window"
+        if state.history:
+            merged = Reservoir.merge([r for _, r in state.history], self.config.reservoir_size, self._rng)
+            first = state.history[0][0]
+            return merged, f"own history: {len(state.history)} window(s) from {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))}"
+        previous = self._last_closed.get(key.lineage)
+        if previous is not None and previous[0] != key.prompt_version:
+            return previous[1], f"previous version {previous[0]}: last window"
+        return None, ""
+
+
+def _window_sample(items: Sequence[_Sampled]) -> WindowSample:
+    """Arrays per signal; calls without a value contribute NaN (scalars) or nothing (vectors)."""
+    answers = [s.signals.answer_embedding for s in items if s.signals.answer_embedding is not None]
+    vectors = [s.signals.span_embedding for s in items if s.signals.span_embedding is not None]
+
+    def scalar(get: Callable[[_Sampled], Any]) -> np.ndarray:
+        return np.array([np.nan if (v := get(s)) is None else float(v) for s in items], dtype=np.float64)
+
+    categoricals = {
+        "finish_reason": np.array([s.signals.finish_reason or "none" for s in items]),
+        "refusal": np.array([str(s.signals.refusal).lower() for s in items if s.signals.refusal is not None]),
+        "retrieval_empty": np.array([str(s.signals.retrieval_empty).lower() for s in items if s.signals.retrieval_empty is not None]),
+    }
+    return WindowSample(
+        answer_embeddings=np.vstack(answers) if answers else None,
+        query_embeddings=np.vstack(vectors) if len({v.shape for v in vectors}) == 1 and vectors else None,
+        scalars={
+            "answer_length": scalar(lambda s: s.signals.answer_length),
+            "output_tokens": scalar(lambda s: s.output_tokens),
+            "retrieval_score": scalar(lambda s: s.signals.retrieval_score_mean),
+            "ttft_ms": scalar(lambda s: s.ttft_ms),
+        },
+        categoricals={name: values for name, values in categoricals.items() if values.size},
+    )

@@ -1,0 +1,67 @@
+"""The record a worker sends to the keyed drift topic: one per service and batch, JSON.
+
+Only what drift needs travels: the call's key and scalars, and the span
+attributes the signal extractor reads (answer text, vectors, retrieval
+scores). Keyed by service, so one drift worker owns a service: it sees every
+prompt version and model of that service, which change detection needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from processors.records import LLMCall, SpanView
+
+__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "drift_payloads", "decode_payload"]
+
+DRIFT_ATTRIBUTE_PREFIXES = (
+    "gen_ai.output.messages",
+    "gen_ai.completion.",
+    "output.value",
+    "embedding.",
+    "retrieval.documents.",
+    "gen_ai.response.finish_reasons",
+)
+_MAX_TEXT = 8192  # answer text beyond this adds nothing to the statistics but bytes to Kafka
+
+
+def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in attributes.items():
+        if key.startswith(DRIFT_ATTRIBUTE_PREFIXES):
+            if isinstance(value, str) and len(value) > _MAX_TEXT:
+                value = value[:_MAX_TEXT]
+            elif isinstance(value, bytes):
+                continue
+            out[key] = value
+    return out
+
+
+def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView]) -> dict[str, bytes]:
+    """Service -> one JSON record holding that service's calls (`calls[i]` came from `spans[i]`)."""
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for call, span in zip(calls, spans):
+        if call.status != "ok" or call.operation in ("embeddings", "embedding"):
+            continue
+        by_service.setdefault(call.service, []).append(
+            {
+                "ts_ns": call.ts_ns,
+                "span_id": call.span_id,
+                "trace_id": call.trace_id,
+                "model": call.model,
+                "prompt_name": call.prompt_name,
+                "prompt_version": call.prompt_version,
+                "output_tokens": call.output_tokens,
+                "ttft_ms": call.ttft_ms,
+                "finish_reason": call.finish_reason,
+                "attributes": _drift_attributes(span.attributes),
+            }
+        )
+    return {service: json.dumps({"service": service, "calls": items}, separators=(",", ":")).encode() for service, items in by_service.items()}
+
+
+def decode_payload(value: bytes) -> tuple[str, list[dict[str, Any]]]:
+    document = json.loads(value)
+    return str(document["service"]), list(document["calls"])

@@ -1,0 +1,59 @@
+"""Drift end to end: loadgen's drift scenario through the receiver, both worker stages and chDB."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmops.loadgen import LoadgenOptions, run_loadgen
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+WINDOW_S = 60
+START_NS = (1_764_000_000 // WINDOW_S) * WINDOW_S * 10**9  # drift windows start on a boundary
+
+
+def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack(
+        partitions=2,
+        LLMOPS_DRIFT__WINDOW_S=str(WINDOW_S),
+        LLMOPS_DRIFT__LATENESS_S="1",
+        LLMOPS_DRIFT__IDLE_CLOSE_S="2",
+    )
+    stack.start_worker()
+    stack.start_receiver()
+    # 9,000 calls 20 ms apart: three 60 s windows; fewer than 1,000 calls per key and window,
+    # so every reservoir holds its whole window and the statistics do not depend on arrival order.
+    summary = run_loadgen(LoadgenOptions(endpoint=stack.http_url, count=9000, seed=5, scenario="drift",
+                                         start_ns=START_NS, time_step_ns=20_000_000))  # fmt: skip
+    assert summary.complete and summary.drift is not None
+    key = summary.drift
+    wait_until(lambda: stack.count("SELECT count() FROM llm_calls") == summary.llm_spans_acknowledged, 120, "calls stored")
+    wait_until(lambda: stack.count("SELECT uniqExact(window_start) FROM llm_drift") >= 2, 120, "drift windows closed")
+
+    client = stack.reader()
+    events = client.query("SELECT service, kind, old_value, new_value, prompt_name FROM change_events WHERE kind = 'prompt_version'").result_rows
+    assert events == [(key.service, "prompt_version", key.from_version, key.to_version, key.prompt_name)]
+    drifted = client.query(
+        "SELECT DISTINCT service, prompt_name, prompt_version, reference FROM llm_drift WHERE drifted"
+    ).result_rows
+    assert drifted, "the switched key must drift"
+    for service, prompt_name, version, reference in drifted:
+        assert (service, prompt_name, version) == (key.service, key.prompt_name, key.to_version), drifted
+    assert any(ref.startswith(f"previous version {key.from_version}") for *_, ref in drifted)
+    signals = {row[0] for row in client.query("SELECT DISTINCT signal FROM llm_drift WHERE drifted").result_rows}
+    assert "answer_length" in signals
+    untouched = client.query("SELECT count() FROM llm_drift WHERE NOT (service = {s:String} AND prompt_name = {p:String})",
+                             parameters={"s": key.service, "p": key.prompt_name}).result_rows[0][0]  # fmt: skip
+    assert untouched > 0  # the other keys were evaluated, and none of them drifted (above)
+    client.close()
+
+    out = subprocess.run([sys.executable, "-m", "llmops", "report", "--json", "--sql-port", str(stack.sql_port)],
+                         env=stack.env(), capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    report = json.loads(out)
+    assert [e["new_value"] for e in report["change_events"] if e["kind"] == "prompt_version"] == [key.to_version]
+    assert {row["prompt_version"] for row in report["drifted"]} == {key.to_version}

@@ -1,0 +1,115 @@
+"""The drift tracker as a pure state machine: windows, watermark, references, change events, bounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from processors.drift.stream import DriftStageConfig, DriftTracker
+
+WINDOW = 60
+T0 = 1_764_000_000 // WINDOW * WINDOW  # a window boundary, in seconds
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = float(T0)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _answer(words: int, rng: np.random.Generator, refusal: bool = False) -> str:
+    vocab = "order refund shipping account policy delivery status help update details summary options".split()
+    text = " ".join(rng.choice(vocab, size=words))
+    if refusal:
+        text = "I'm sorry, but I can't help with that request. " + text
+    return json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}])
+
+
+def _calls(rng: np.random.Generator, start_s: float, n: int, version: str, words: float, model: str = "m1") -> list[dict]:
+    return [
+        {
+            "ts_ns": int((start_s + i * (WINDOW / n)) * 1e9),
+            "span_id": f"{i:016x}",
+            "trace_id": f"{i:032x}",
+            "model": model,
+            "prompt_name": "answer",
+            "prompt_version": version,
+            "output_tokens": int(rng.poisson(words * 1.3)),
+            "ttft_ms": float(rng.lognormal(5, 0.3)),
+            "finish_reason": "stop",
+            "attributes": {"gen_ai.output.messages": _answer(max(1, int(rng.normal(words, words * 0.2))), rng)},
+        }
+        for i in range(n)
+    ]
+
+
+def _tracker(clock: Clock, **overrides) -> DriftTracker:  # type: ignore[no-untyped-def]
+    return DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=400, **overrides), clock=clock)
+
+
+def test_version_switch_gives_change_event_and_drift_against_previous_version() -> None:
+    rng = np.random.default_rng(1)
+    clock = Clock()
+    tracker = _tracker(clock)
+    tracker.add("bot", _calls(rng, T0, 300, "v3", 40))
+    tracker.add("bot", _calls(rng, T0 + WINDOW, 300, "v3", 40, model="m2"))  # another key, unchanged
+    tracker.add("bot", _calls(rng, T0 + WINDOW, 300, "v4", 100))  # new version, longer answers
+    tracker.add("bot", _calls(rng, T0 + 2 * WINDOW + 10, 5, "v4", 100))  # moves the watermark past window 2
+    drift, changes = tracker.close()
+    events = list(zip(*changes.columns))
+    kinds = {(e[2], e[3], e[4]) for e in events}
+    assert ("prompt_version", "v3", "v4") in kinds
+    assert ("response_model", "m1", "m2") in kinds  # the same prompt served by a new model
+    tracker.add("bot", _calls(rng, T0 + 2 * WINDOW + 20, 5, "v3", 40))  # back to v3: seen before, not new
+    assert len(tracker.close()[1]) == 0
+    rows = [dict(zip(drift.column_names, row)) for row in zip(*drift.columns)]
+    v4 = [r for r in rows if r["prompt_version"] == "v4"]
+    assert v4 and any(r["drifted"] for r in v4 if r["signal"] == "answer_length")
+    assert all(r["reference"].startswith("previous version v3") for r in v4)
+    assert {r["n_cur"] for r in v4 if r["signal"] == "answer_length"} == {300}
+    # The first window of a key with no history and no previous version has no reference: no rows.
+    assert not [r for r in rows if r["model"] == "m2"]
+
+
+def test_same_distribution_does_not_drift_and_reference_is_own_history() -> None:
+    rng = np.random.default_rng(2)
+    clock = Clock()
+    tracker = _tracker(clock)
+    for w in range(4):
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 300, "v1", 40))
+    tracker.add("bot", _calls(rng, T0 + 4 * WINDOW + 10, 1, "v1", 40))
+    drift, changes = tracker.close()
+    rows = [dict(zip(drift.column_names, row)) for row in zip(*drift.columns)]
+    assert len(changes) == 0
+    assert rows and not any(r["drifted"] for r in rows)
+    assert {r["window_start"] for r in rows} == {(T0 + w * WINDOW) * 1000 for w in (1, 2, 3)}
+    assert all(r["reference"].startswith("own history") for r in rows)
+
+
+def test_late_calls_are_counted_and_idle_clock_closes_windows() -> None:
+    rng = np.random.default_rng(3)
+    clock = Clock()
+    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=30, reservoir_size=100), clock=clock)
+    tracker.add("bot", _calls(rng, T0, 50, "v1", 20))
+    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 50, "v1", 20))
+    before = tracker.calls_seen
+    tracker.add("bot", _calls(rng, T0, 10, "v1", 20))  # window 0 already closed by the watermark
+    assert tracker.late_calls == 10 and tracker.calls_seen == before + 10
+    clock.now = T0 + 10 * WINDOW  # nothing arrives: after idle_close_s the wall clock closes window 3
+    tracker.close()
+    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 1, "v1", 20))
+    assert tracker.late_calls == 11
+
+
+def test_memory_is_bounded_per_key_and_in_key_count() -> None:
+    rng = np.random.default_rng(4)
+    clock = Clock()
+    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=50, max_keys=3), clock=clock)
+    for k in range(5):
+        tracker.add("bot", _calls(rng, T0, 500, f"v{k}", 10))
+    assert tracker.live_keys == 3 and tracker.evicted_keys == 2
+    state = tracker._keys.get(next(iter(tracker._keys.keys())))
+    assert state is not None and all(len(r) == 50 and r.seen == 500 for r in state.open.values())
