@@ -53,7 +53,8 @@ def _describe(dotted: str) -> str:
 
 def _add_settings_flags(parser: argparse.ArgumentParser, table: list[tuple[str, str, type]]) -> None:
     for flag, key, kind in table:
-        parser.add_argument(flag, dest=f"set:{key}", type=kind, default=argparse.SUPPRESS, help=_describe(key))
+        metavar = flag.lstrip("-").upper().replace("-", "_")
+        parser.add_argument(flag, dest=f"set:{key}", type=kind, default=argparse.SUPPRESS, metavar=metavar, help=_describe(key))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(budgets, _COMMON + [("--sql-port", "sql.port", int)])
     budgets.add_argument("--budgets", type=Path, default=None, help="Budgets YAML (default: LLMOPS_PROCESSOR__BUDGETS_FILE).")
     budgets.add_argument("--json", action="store_true", help="Print JSON.")
+
+    drift = commands.add_parser("drift", help="Drift stage controls.")
+    drift_commands = drift.add_subparsers(dest="drift_command", required=True, metavar="SUBCOMMAND")
+    pin = drift_commands.add_parser("pin", help="Use one closed drift window as a key's reference from now on.")
+    _add_settings_flags(pin, [("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)])
+    pin.add_argument("--service", required=True, help="service.name of the key.")
+    pin.add_argument("--model", required=True, help="Response model of the key.")
+    pin.add_argument("--prompt-name", default="", help="Prompt name of the key.")
+    pin.add_argument("--prompt-version", default="", help="Prompt version of the key.")
+    pin.add_argument("--window-start", required=True, help="Start of the closed window to pin (ISO 8601, UTC), as in llm_drift.window_start.")
 
     sql = commands.add_parser("sql", help="Run one read-only SQL query against the store.")
     _add_settings_flags(sql, _COMMON + [("--sql-port", "sql.port", int)])
@@ -172,6 +183,23 @@ def main(argv: list[str] | None = None) -> int:
         from llmops.pricing_cli import budgets_report
 
         print(budgets_report(settings, args.budgets, args.json))
+        return 0
+    if args.command == "drift":
+        from datetime import datetime, timezone
+
+        from confluent_kafka import Producer
+
+        from processors.drift.wire import pin_payload
+
+        start = datetime.fromisoformat(args.window_start)
+        start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+        producer = Producer({"bootstrap.servers": _require_kafka(settings), "enable.idempotence": True})
+        value = pin_payload(args.service, args.model, args.prompt_name, args.prompt_version, int(start.timestamp()))
+        producer.produce(settings.kafka.drift_topic, key=args.service.encode(), value=value)
+        if producer.flush(30):
+            print("llmops drift pin: Kafka did not acknowledge the pin", file=sys.stderr)
+            return 1
+        print(f"pinned {args.service}/{args.model}/{args.prompt_name}/{args.prompt_version} window {start.isoformat()}")
         return 0
     if args.command == "sql":
         from llmops.store import open_reader

@@ -113,3 +113,23 @@ def test_memory_is_bounded_per_key_and_in_key_count() -> None:
     assert tracker.live_keys == 3 and tracker.evicted_keys == 2
     state = tracker._keys.get(next(iter(tracker._keys.keys())))
     assert state is not None and all(len(r) == 50 and r.seen == 500 for r in state.open.values())
+
+
+def test_pinned_window_becomes_the_reference() -> None:
+    rng = np.random.default_rng(6)
+    clock = Clock()
+    tracker = _tracker(clock)
+    for w in range(3):
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 200, "v1", 40))
+    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW + 10, 1, "v1", 40))
+    tracker.close()
+    from processors.drift.stream import DriftKey
+
+    key = DriftKey("bot", "m1", "answer", "v1")
+    assert tracker.pin(key, T0 + WINDOW)
+    assert not tracker.pin(key, T0 - 10 * WINDOW)  # not in history
+    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 200, "v1", 40))
+    tracker.add("bot", _calls(rng, T0 + 5 * WINDOW, 1, "v1", 40))
+    drift, _ = tracker.close()
+    rows = [dict(zip(drift.column_names, row)) for row in zip(*drift.columns)]
+    assert rows and {r["reference"] for r in rows} == {"pinned window"}

@@ -14,7 +14,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 
-from processors.drift.stream import DriftTracker
+from processors.drift.stream import DriftKey, DriftTracker
 from processors.drift.wire import decode_payload
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.writer import ClickHouseSink
@@ -42,12 +42,16 @@ class DriftStage:
         async with self._lock:
             for value in values:
                 try:
-                    service, calls = decode_payload(value)
+                    service, calls, pin = decode_payload(value)
                 except (ValueError, KeyError, TypeError) as exc:  # written by our own workers: a bug, not data
                     self.malformed += 1
                     log.error("undecodable drift record skipped: %s", exc)
                     continue
                 self.tracker.add(service, calls)
+                if pin is not None:
+                    key = DriftKey(service, pin["model"], pin["prompt_name"], pin["prompt_version"])
+                    if not self.tracker.pin(key, int(pin["window_start_s"])):
+                        log.warning("cannot pin: window %s of %s is not in this worker's history", pin["window_start_s"], key)
         await self.flush()
 
     async def flush(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from processors.records import LLMCall, SpanView
 
-__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "drift_payloads", "decode_payload"]
+__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "drift_payloads", "decode_payload", "pin_payload"]
 
 DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.output.messages",
@@ -62,6 +62,13 @@ def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView]) -> dict[
     return {service: json.dumps({"service": service, "calls": items}, separators=(",", ":")).encode() for service, items in by_service.items()}
 
 
-def decode_payload(value: bytes) -> tuple[str, list[dict[str, Any]]]:
+def pin_payload(service: str, model: str, prompt_name: str, prompt_version: str, window_start_s: int) -> bytes:
+    """A control record: pin one closed window as the key's reference. Keyed by service like the calls,
+    so it reaches the worker that owns the key's windows."""
+    pin = {"model": model, "prompt_name": prompt_name, "prompt_version": prompt_version, "window_start_s": window_start_s}
+    return json.dumps({"service": service, "calls": [], "pin": pin}).encode()
+
+
+def decode_payload(value: bytes) -> tuple[str, list[dict[str, Any]], dict[str, Any] | None]:
     document = json.loads(value)
-    return str(document["service"]), list(document["calls"])
+    return str(document["service"]), list(document["calls"]), document.get("pin")
