@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     budgets.add_argument("--budgets", type=Path, default=None, help="Budgets YAML (default: LLMOPS_PROCESSOR__BUDGETS_FILE).")
     budgets.add_argument("--json", action="store_true", help="Print JSON.")
 
+    config = commands.add_parser("config", help="Show the effective settings, or the settings reference.")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    show = config_commands.add_parser("show", help="The effective settings after flags, env and file, as JSON.")
+    _add_settings_flags(show, _COMMON + _SERVING)
+    config_commands.add_parser("docs", help="The settings reference as Markdown (docs/configuration.md).")
+
     drift = commands.add_parser("drift", help="Drift stage controls.")
     drift_commands = drift.add_subparsers(dest="drift_command", required=True, metavar="SUBCOMMAND")
     pin = drift_commands.add_parser("pin", help="Use one closed drift window as a key's reference from now on.")
@@ -183,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         from llmops.pricing_cli import budgets_report
 
         print(budgets_report(settings, args.budgets, args.json))
+        return 0
+    if args.command == "config":
+        if args.config_command == "docs":
+            from llmops.config_docs import render_reference
+
+            sys.stdout.write(render_reference())
+        else:
+            print(settings.model_dump_json(indent=2))
         return 0
     if args.command == "drift":
         from datetime import datetime, timezone
