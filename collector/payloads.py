@@ -13,9 +13,10 @@ from base64 import b64encode
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+
+from processors.decode import MalformedPayload, parse_request
 
 __all__ = [
     "BadRequest",
@@ -36,12 +37,10 @@ class TooLarge(ValueError):
 
 
 def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
     try:
-        request.ParseFromString(body)
-    except DecodeError as exc:
-        raise BadRequest(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
-    return request
+        return parse_request(body)
+    except MalformedPayload as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
