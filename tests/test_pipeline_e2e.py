@@ -194,3 +194,21 @@ def test_killed_worker_restarts_without_loss_or_duplicates(make_stack) -> None: 
     usage_calls = client.query("SELECT sum(calls) FROM llm_usage_1m").result_rows[0][0]
     assert usage_calls == summary.llm_spans_acknowledged
     client.close()
+
+
+def test_sql_endpoint_speaks_clickhouse_http_and_refuses_writes(running) -> None:  # type: ignore[no-untyped-def]
+    base = f"http://127.0.0.1:{running.sql_port}/"
+    answer = requests.get(base, params={"query": "SELECT 1 AS one, 'a' AS s FORMAT JSONEachRow"}, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"one": 1, "s": "a"}
+    answer = requests.post(base, params={"default_format": "CSV"}, data="SELECT count() FROM llmops.otel_traces", timeout=10)
+    assert answer.status_code == 200 and answer.text.strip().isdigit()
+    answer = requests.get(base, params={"query": "SELECT {n:UInt8} + 1", "param_n": "41"}, timeout=10)
+    assert answer.text.strip() == "42"
+    for statement in ("DROP TABLE llmops.otel_traces", "INSERT INTO llmops.ingest_errors (stage) VALUES ('x')",
+                      "SELECT 1; DROP TABLE llmops.otel_traces"):  # fmt: skip
+        refused = requests.post(base, data=statement, timeout=10)
+        assert refused.status_code == 403 and "read-only" in refused.text
+    # The engine itself refuses writes hidden in a read statement (table functions need write rights).
+    refused = requests.get(base, params={"query": "SELECT * FROM file('/etc/hostname')"}, timeout=10)
+    assert refused.status_code >= 400 and "READONLY" in refused.text
+    assert running.count("SELECT count() FROM system.tables WHERE database = 'llmops' AND name = 'otel_traces'") == 1
