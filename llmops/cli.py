@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     pin.add_argument("--prompt-version", default="", help="Prompt version of the key.")
     pin.add_argument("--window-start", required=True, help="Start of the closed window to pin (ISO 8601, UTC), as in llm_drift.window_start.")
 
+    from llmops.grafana_sync import add_cli as add_grafana_cli
+
+    add_grafana_cli(commands)
+
     sql = commands.add_parser("sql", help="Run one read-only SQL query against the store.")
     _add_settings_flags(sql, _COMMON + [("--sql-port", "sql.port", int)])
     sql.add_argument("query", help="The SQL (SELECT/WITH/SHOW/DESCRIBE/EXPLAIN).")
@@ -215,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"pinned {args.service}/{args.model}/{args.prompt_name}/{args.prompt_version} window {start.isoformat()}")
         return 0
+    if args.command == "grafana":
+        from llmops.grafana_sync import run_command
+
+        return run_command(args)
     if args.command == "sql":
         from llmops.store import open_reader
         from llmops.sql_endpoint import is_read_only_statement

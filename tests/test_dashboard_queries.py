@@ -1,0 +1,490 @@
+"""Every dashboard query and every alert rule, executed against chDB loaded by the real pipeline.
+
+The store holds loadgen traffic sent through the OpenTelemetry SDK to a local OTLP/HTTP sink
+and fed through the pipeline's own decode/normalise/aggregate code and ClickHouse sink
+(no Kafka). Tables the stream does not fill yet (budget_status, llm_drift, change_events)
+and the alert scenarios get hand-made rows. Queries are expanded with dashboards.macros the
+way Grafana and the ClickHouse plugin expand them.
+
+Timeline (UTC): window 1 is 2026-03-02 10:00 (all services, budgets over, drift, poison
+records, one key with slow TTFT); window 2 is one day later (one service whose models are all
+priced, budgets fine, drift null). Alert rules are evaluated at the end of a window: the fire
+scenario must fire for exactly the expected instances, the quiet one for none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from dashboards.macros import ALL, TimeRange, Variable, render_alert_query, render_panel_query
+from llmops.config import Settings
+from llmops.loadgen import LoadgenOptions, run_loadgen
+from processors.latency import metric_rows
+from processors.pipeline import SourceRecord, build_tables, decode_records, poison_rows
+from processors.stages import build_call_stages
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.migrations import apply_migrations
+from sinks.clickhouse.writer import ClickHouseSink
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARDS = sorted((ROOT / "dashboards" / "json").glob("*.json"))
+RULES_FILE = ROOT / "dashboards" / "provisioning" / "alerting" / "rules.yaml"
+
+W1 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+W2 = W1 + timedelta(days=1)
+W1_CALLS, W2_CALLS = 400, 150
+STEP = timedelta(milliseconds=750)
+W1_END = W1 + W1_CALLS * STEP
+W2_END = W2 + W2_CALLS * STEP
+SLOW = ("slow-svc", "production", "anthropic", "claude-sonnet-4-slow", "chat")
+
+# Columns each panel must return, in order (what the panel's field overrides and legends rely on).
+EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
+    ("llmops-latency", "Call rate by model"): ["time", "model", "calls_per_s"],
+    ("llmops-latency", "Duration p50 / p95 / p99 by model"): ["time", "model", "p50", "p95", "p99"],
+    ("llmops-latency", "Duration p95 by provider"): ["time", "provider", "p95"],
+    ("llmops-latency", "Error rate by model"): ["time", "model", "error_rate"],
+    ("llmops-latency", "Percentiles over the range"): ["metric", "provider", "model", "samples", "p50", "p90", "p95", "p99", "max_ms"],
+    ("llmops-latency", "TTFT p50 / p95 / p99 by model"): ["time", "model", "p50", "p95", "p99"],
+    ("llmops-latency", "TTFT p95 by provider"): ["time", "provider", "p95"],
+    ("llmops-latency", "Time per output token p50 / p95 by model"): ["time", "model", "p50", "p95"],
+    ("llmops-pipeline", "Dead-lettered records"): ["dead_lettered"],
+    ("llmops-pipeline", "End-to-end freshness"): ["seconds_behind"],
+    ("llmops-pipeline", "Freshness by service"): ["service", "newest_span", "seconds_behind"],
+    ("llmops-pipeline", "Ingest errors"): ["errors"],
+    ("llmops-pipeline", "Ingest errors by stage"): ["time", "stage", "errors"],
+    ("llmops-pipeline", "Ingest rate (spans/s) by service"): ["time", "service", "spans_per_s"],
+    ("llmops-pipeline", "LLM calls stored per second"): ["time", "service", "calls_per_s"],
+    ("llmops-pipeline", "Recent ingest errors"): [
+        "ts", "stage", "reason", "service", "kafka_topic", "kafka_partition", "kafka_offset", "payload_bytes", "dead_lettered"],
+    ("llmops-quality", "Change events"): ["ts", "service", "kind", "old_value", "new_value", "model", "prompt_name"],
+    ("llmops-quality", "Currently drifted keys"): [
+        "service", "model", "prompt_name", "prompt_version", "signal", "statistic", "value", "p_value", "threshold",
+        "n_ref", "n_cur", "reference", "window_start", "window_end"],
+    ("llmops-quality", "Drift effect sizes (value / threshold)"): ["time", "series", "value_over_threshold"],
+    ("llmops-quality", "Drift test p-values (Holm-adjusted)"): ["time", "series", "p_value"],
+    ("llmops-quality", "Drifted statistics per signal"): ["time", "signal", "drifted_statistics"],
+    ("llmops-quality", "Finish-reason mix"): ["time", "finish_reason", "calls"],
+    ("llmops-quality", "Refusal rate"): ["time", "service", "refusal_rate"],
+    ("llmops-quality", "Retrieval score trend"): ["time", "service", "mean_score", "p10_score"],
+    ("llmops-spend", "Budget status"): [
+        "budget_id", "scope_kind", "scope_value", "period", "period_start", "budget_usd", "spend_usd", "fraction", "status", "computed_at"],
+    ("llmops-spend", "Cost by environment"): ["time", "environment", "cost_usd"],
+    ("llmops-spend", "Cost by model"): ["time", "model", "cost_usd"],
+    ("llmops-spend", "Cost by service"): ["time", "service", "cost_usd"],
+    ("llmops-spend", "Cost by team"): ["time", "team", "cost_usd"],
+    ("llmops-spend", "Projected end-of-period spend"): ["budget", "projected_fraction"],
+    ("llmops-spend", "Tokens by kind"): ["time", "input_uncached", "input_cached", "output_visible", "output_reasoning"],
+    ("llmops-spend", "Top spenders"): ["service", "team", "model", "prompt_name", "calls", "tokens", "cost_usd"],
+    ("llmops-spend", "Unpriced calls"): ["time", "model", "unpriced_calls"],
+    ("llmops-spend", "Unpriced models"): ["provider", "model", "unpriced_calls", "input_tokens", "output_tokens", "first_seen", "last_seen"],
+}
+
+
+def _load_dashboards() -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in DASHBOARDS]
+
+
+def _panel_queries() -> list[tuple[str, str, str]]:
+    out = []
+    for dash in _load_dashboards():
+        for panel in dash["panels"]:
+            for target in panel.get("targets", []):
+                out.append((dash["uid"], panel["title"], target["rawSql"]))
+    return out
+
+
+PANEL_QUERIES = _panel_queries()
+RULES: list[dict[str, Any]] = [rule for group in yaml.safe_load(RULES_FILE.read_text())["groups"] for rule in group["rules"]]
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+@contextmanager
+def _otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
+    """OTLP/HTTP endpoint that keeps each request body (a serialized ExportTraceServiceRequest)."""
+    bodies: list[bytes] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                bodies.append(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _ns(t: datetime) -> int:
+    return int(t.timestamp()) * 1_000_000_000
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp()) * 1000
+
+
+class _Feeder:
+    """Runs loadgen traffic and poison records through the real pipeline into the sink."""
+
+    def __init__(self, sink: ClickHouseSink) -> None:
+        self.sink = sink
+        self.stages = build_call_stages(Settings())
+        self.offset = 0
+        self.writes = 0
+
+    def _records(self, values: list[bytes]) -> list[SourceRecord]:
+        records = [SourceRecord("otlp_spans", 0, self.offset + i, v, "test/0") for i, v in enumerate(values)]
+        self.offset += len(values)
+        return records
+
+    def _write(self, rows: Any) -> None:
+        self.writes += 1
+        self.sink.write(rows, token=f"{rows.table}:{self.writes}")
+
+    def loadgen(self, start: datetime, count: int, seed: int, services: tuple[str, ...] | None = None) -> None:
+        extra = {"services": services} if services else {}
+        with _otlp_sink() as (endpoint, bodies):
+            summary = run_loadgen(
+                LoadgenOptions(endpoint=endpoint, count=count, seed=seed, start_ns=_ns(start), time_step_ns=int(STEP.total_seconds() * 1e9), **extra)
+            )
+        assert summary.complete and bodies
+        decoded, poison = decode_records(self._records(bodies), self.stages)
+        assert not poison
+        for rows in build_tables(decoded, {}, self.stages, now_ms=_ms(start)):
+            self._write(rows)
+
+    def poison(self, at: datetime, count: int) -> None:
+        decoded, poison = decode_records(self._records([b"\xff\x00 not protobuf"] * count), self.stages)
+        assert len(poison) == count and not decoded
+        self._write(poison_rows(poison, _ms(at)))
+
+
+def _insert(client: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    names = list(rows[0])
+    client.insert(table, [[row[n] for n in names] for row in rows], column_names=names)
+
+
+def _budget(budget_id: str, kind: str, value: str, at: datetime, amount: str, spend: str, projected: str, status: str) -> dict[str, Any]:
+    start = datetime(at.year, at.month, at.day, tzinfo=timezone.utc)
+    return {
+        "computed_at": at, "budget_id": budget_id, "scope_kind": kind, "scope_value": value, "period": "day",
+        "period_start": start, "period_end": start + timedelta(days=1), "amount": Decimal(amount), "spend": Decimal(spend),
+        "fraction": float(Decimal(spend) / Decimal(amount)), "projected": Decimal(projected), "warn_fraction": 0.8, "status": status,
+    }
+
+
+def _drift(key: tuple[str, str, str, str], end: datetime, signal: str, statistic: str, value: float, p: float | None,
+           threshold: float, drifted: bool) -> dict[str, Any]:
+    service, model, prompt_name, prompt_version = key
+    return {
+        "window_start": end - timedelta(minutes=15), "window_end": end, "service": service, "model": model,
+        "prompt_name": prompt_name, "prompt_version": prompt_version, "signal": signal, "statistic": statistic,
+        "value": value, "p_value": p, "threshold": threshold, "drifted": drifted, "n_ref": 500, "n_cur": 480,
+        "reference": "trailing 24h",
+    }
+
+
+CHECKOUT = ("checkout-assistant", "gpt-4o-mini-2024-07-18", "checkout-help", "v7")
+SUPPORT = ("support-bot", "claude-sonnet-4-20250514", "support-answer", "v3")
+
+
+def _hand_made_rows(client: Any) -> None:
+    # Budgets: window 1 has one exceeded budget and one whose burn rate overshoots; window 2 is fine.
+    at1, at2 = W1_END, W2_END
+    _insert(client, "budget_status", [
+        _budget("commerce-daily", "team", "commerce", at1, "10", "12.5", "30", "exceeded"),
+        _budget("care-daily", "team", "customer-care", at1, "50", "30", "72", "warn"),
+        _budget("search-daily", "team", "search", at1, "100", "5", "12", "ok"),
+        _budget("commerce-daily", "team", "commerce", at2, "10", "1", "2.4", "ok"),
+        _budget("care-daily", "team", "customer-care", at2, "50", "10", "24", "ok"),
+        _budget("search-daily", "team", "search", at2, "100", "5", "12", "ok"),
+    ])
+    # Drift: window 1 -- CHECKOUT drifted in its last window; SUPPORT drifted earlier but not in its last window.
+    e1, e0 = W1 + timedelta(minutes=5), W1 - timedelta(minutes=10)
+    e2 = W2 + timedelta(minutes=2)
+    _insert(client, "llm_drift", [
+        _drift(CHECKOUT, e1, "answer_length", "ks", 0.31, 1e-9, 0.005, True),
+        _drift(CHECKOUT, e1, "answer_length", "wasserstein_norm", 0.42, None, 0.1, True),
+        _drift(CHECKOUT, e1, "finish_reason", "jensen_shannon", 0.01, None, 0.05, False),
+        _drift(SUPPORT, e0, "refusal", "chi2", 40.0, 1e-7, 0.005, True),
+        _drift(SUPPORT, e1, "refusal", "chi2", 0.4, 0.52, 0.005, False),
+        _drift(SUPPORT, e1, "retrieval_score", "psi", 0.05, None, 0.2, False),
+        _drift(CHECKOUT, e2, "answer_length", "ks", 0.03, 0.7, 0.005, False),
+        _drift(CHECKOUT, e2, "answer_length", "wasserstein_norm", 0.02, None, 0.1, False),
+    ])
+    _insert(client, "change_events", [
+        {"ts": W1 + timedelta(minutes=1), "service": "checkout-assistant", "kind": "prompt_version", "old_value": "v6",
+         "new_value": "v7", "model": CHECKOUT[1], "prompt_name": "checkout-help", "trace_id": "ab" * 16, "span_id": "cd" * 8},
+        {"ts": W1 + timedelta(minutes=3), "service": "support-bot", "kind": "response_model", "old_value": "claude-sonnet-4-20250301",
+         "new_value": SUPPORT[1], "model": SUPPORT[1], "prompt_name": "", "trace_id": "ef" * 16, "span_id": "01" * 8},
+    ])
+    # Retrieval spans with OpenInference document scores (loadgen's retrieval spans carry none).
+    spans = []
+    for i in range(20):
+        attrs = {"openinference.span.kind": "RETRIEVER", f"retrieval.documents.0.document.score": str(0.9 - i * 0.01),
+                 "retrieval.documents.1.document.score": str(0.7 - i * 0.01), "retrieval.documents.1.document.id": "doc-7"}
+        spans.append({"Timestamp": W1 + timedelta(seconds=15 * i), "TraceId": f"{i:032x}", "SpanId": f"{i:016x}",
+                      "SpanName": "retrieve", "SpanKind": "Internal", "ServiceName": "search-rag", "SpanAttributes": attrs,
+                      "Duration": 40_000_000, "StatusCode": "Ok", "_ingest_source": "hand/0", "_ingest_offset": i})
+    _insert(client, "otel_traces", spans)
+    # A key whose TTFT is far over its SLO (9-11 s against 4 s), in window 1 only.
+    rng = np.random.default_rng(3)
+    values = rng.uniform(9000.0, 11000.0, 60)
+    starts = np.full(60, int(W1_END.timestamp()) // 60 * 60 - 60, dtype=np.int64)
+    rows = metric_rows(starts, np.zeros(60, dtype=np.int64), [SLOW], "ttft_ms", values)
+    client.insert("llm_latency_1m", rows.column_data(), column_names=list(rows.column_names), column_oriented=True)
+
+
+@pytest.fixture(scope="module")
+def dash_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One chDB store for the module (a process opens one chDB path at a time)."""
+    client = connect(f"chdb://{tmp_path_factory.mktemp('dash-chdb')}", "llmops", create_database=True)
+    try:
+        apply_migrations(client, "llmops")
+        feeder = _Feeder(ClickHouseSink(client, "llmops"))
+        feeder.loadgen(W1, W1_CALLS, seed=11)
+        feeder.loadgen(W2, W2_CALLS, seed=12, services=("checkout-assistant",))
+        feeder.poison(W1 + timedelta(minutes=4), 15)
+        _hand_made_rows(client)
+        yield client
+    finally:
+        client.close()
+
+
+# ----------------------------------------------------------------------------- dashboards
+
+
+def _variables(selection: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Variable]:
+    selection = selection or {}
+    return {name: Variable(name, selection.get(name, (ALL,))) for name in ("service", "environment", "team", "model")}
+
+
+RANGE_W1 = TimeRange(W1 - timedelta(minutes=30), W1_END + timedelta(minutes=5), timedelta(minutes=1))
+
+
+def _run(client: Any, sql: str) -> Any:
+    return client.query(sql)
+
+
+def _columns(client: Any, sql: str) -> list[tuple[str, str]]:
+    """Names and types of a query's result, also when it has no rows (DESCRIBE of the subquery)."""
+    return [(r[0], r[1]) for r in client.query(f"DESCRIBE ({sql})").result_rows]
+
+
+def test_store_holds_both_windows_of_loadgen_traffic(dash_store: Any) -> None:
+    rows = dash_store.query(
+        "SELECT toDate(ts) AS d, count(), uniqExact(service) FROM llm_calls GROUP BY d ORDER BY d"
+    ).result_rows
+    assert [(r[1], r[2]) for r in rows] == [(W1_CALLS, 3), (W2_CALLS, 1)]
+
+
+@pytest.mark.parametrize(("uid", "title", "sql"), PANEL_QUERIES, ids=[f"{u}:{t}" for u, t, _ in PANEL_QUERIES])
+def test_panel_query_runs_with_all_selected(dash_store: Any, uid: str, title: str, sql: str) -> None:
+    rendered = render_panel_query(sql, _variables(), RANGE_W1)
+    assert [name for name, _ in _columns(dash_store, rendered)] == EXPECTED_COLUMNS[(uid, title)]
+    assert _run(dash_store, rendered).result_rows, f"{uid} / {title}: no rows although window 1 has data for it"
+
+
+SELECTION = {"service": ("support-bot",), "environment": ("production",), "team": ("customer-care",), "model": ("claude-sonnet-4-20250514", "gemini-2.5-flash")}
+
+
+@pytest.mark.parametrize(("uid", "title", "sql"), PANEL_QUERIES, ids=[f"{u}:{t}" for u, t, _ in PANEL_QUERIES])
+def test_panel_query_runs_with_a_selection(dash_store: Any, uid: str, title: str, sql: str) -> None:
+    rendered = render_panel_query(sql, _variables(SELECTION), RANGE_W1)
+    assert "'claude-sonnet-4-20250514','gemini-2.5-flash'" in rendered
+    _run(dash_store, rendered)
+    assert [name for name, _ in _columns(dash_store, rendered)] == EXPECTED_COLUMNS[(uid, title)]
+
+
+def test_selection_filters_what_the_panels_show(dash_store: Any) -> None:
+    """Cost by service with support-bot selected equals support-bot's cost in llm_calls, to the cent fraction."""
+    sql = next(s for u, t, s in PANEL_QUERIES if (u, t) == ("llmops-spend", "Cost by service"))
+    variables = _variables({"service": ("support-bot",)})
+    rows = _run(dash_store, render_panel_query(sql, variables, RANGE_W1)).result_rows
+    assert {r[1] for r in rows} == {"support-bot"}
+    expected = dash_store.query(
+        "SELECT sum(cost) FROM llm_calls WHERE service = 'support-bot' AND toDate(ts) = '2026-03-02'"
+    ).result_rows[0][0]
+    assert sum((Decimal(r[2]) for r in rows), Decimal(0)) == Decimal(expected)
+
+
+def test_latency_panel_percentiles_come_from_merged_sketches(dash_store: Any) -> None:
+    """The range table's TTFT p95 per model is within the sketch's 1 % of numpy's p95 of llm_calls.ttft_ms."""
+    sql = next(s for u, t, s in PANEL_QUERIES if (u, t) == ("llmops-latency", "Percentiles over the range"))
+    rows = _run(dash_store, render_panel_query(sql, _variables(), RANGE_W1)).named_results()
+    checked = 0
+    for row in rows:
+        if row["metric"] != "ttft_ms" or row["model"] == SLOW[3] or row["samples"] < 30:
+            continue
+        values = [v for (v,) in dash_store.query(
+            "SELECT ttft_ms FROM llm_calls WHERE model = {m:String} AND ttft_ms IS NOT NULL AND toDate(ts) = '2026-03-02'",
+            parameters={"m": row["model"]}).result_rows]
+        assert len(values) == row["samples"]
+        reference = float(np.quantile(values, 0.95, method="lower"))
+        assert abs(row["p95"] - reference) <= 0.0101 * reference
+        checked += 1
+    assert checked >= 2
+
+
+def test_variable_and_annotation_queries_run(dash_store: Any) -> None:
+    for dash in _load_dashboards():
+        for var in dash["templating"]["list"]:
+            rows = _run(dash_store, render_panel_query(var["query"]["rawSql"], _variables(), RANGE_W1)).result_rows
+            assert rows, f"{dash['uid']}: variable {var['name']} offers nothing"
+        for annotation in dash["annotations"]["list"]:
+            if "target" not in annotation:
+                continue
+            result = _run(dash_store, render_panel_query(annotation["target"]["rawSql"], _variables(), RANGE_W1))
+            assert list(result.column_names) == ["time", "text", "tags"]
+            assert len(result.result_rows) == 2
+    teams = {r[0] for r in _run(dash_store, render_panel_query(
+        _load_dashboards()[0]["templating"]["list"][2]["query"]["rawSql"], _variables(), RANGE_W1)).result_rows}
+    assert teams == {"commerce", "customer-care", "search"}
+
+
+# ----------------------------------------------------------------------------- alert rules
+
+
+_NUMERIC = re.compile(r"^(Nullable\()?(U?Int\d+|Float\d+|Decimal.*)\)?$")
+_LABEL_TEMPLATE = re.compile(r'^\{\{ or \$labels\.(\w+) "([^"]*)" \}\}$')
+
+
+def _provisioned_label(value: str) -> str:
+    """What file provisioning leaves of a label: $$ escapes a literal dollar sign."""
+    return value.replace("$$", "$")
+
+
+def _instance_labels(rule: dict[str, Any], query_labels: dict[str, str]) -> dict[str, str]:
+    """Rule labels rendered over the query's labels (only the template form the rules use)."""
+    out = dict(query_labels)
+    for key, raw in rule["labels"].items():
+        value = _provisioned_label(raw)
+        match = _LABEL_TEMPLATE.match(value)
+        out[key] = (query_labels.get(match.group(1)) or match.group(2)) if match else value
+    return out
+
+
+def evaluate(client: Any, rule: dict[str, Any], now: datetime) -> tuple[dict[frozenset[tuple[str, str]], float], bool]:
+    """Grafana's query -> reduce -> threshold chain. Returns (value per alert instance, firing?) with
+    instances keyed by their final labels; NoData is reported as firing iff noDataState is Alerting."""
+    nodes = {node["refId"]: node for node in rule["data"]}
+    query = nodes["A"]
+    window = query["relativeTimeRange"]
+    sql = render_alert_query(query["model"]["rawSql"], TimeRange.relative(now, window["from"], window["to"]))
+    result = client.query(sql)
+    columns = _columns(client, sql)
+    names, types = [n for n, _ in columns], [t for _, t in columns]
+    numeric = [i for i, t in enumerate(types) if _NUMERIC.match(t)]
+    strings = [i for i, t in enumerate(types) if "String" in t]
+    assert len(numeric) == 1 and len(numeric) + len(strings) == len(types), f"{rule['uid']}: {types}"
+    reduce_node, threshold_node = nodes["B"]["model"], nodes["C"]["model"]
+    assert reduce_node == {"refId": "B", "type": "reduce", "expression": "A", "reducer": "last", "settings": {"mode": "dropNN"}}
+    assert threshold_node["expression"] == "B" and rule["condition"] == "C"
+    evaluator = threshold_node["conditions"][0]["evaluator"]
+    instances: dict[frozenset[tuple[str, str]], float] = {}
+    firing: dict[frozenset[tuple[str, str]], float] = {}
+    for row in result.result_rows:
+        value = row[numeric[0]]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue  # dropNN
+        labels = _instance_labels(rule, {names[i]: str(row[i]) for i in strings if row[i] != ""})
+        key = frozenset(labels.items())
+        assert key not in instances, f"{rule['uid']}: two rows give the same labels {labels}"
+        instances[key] = float(value)
+        limit = evaluator["params"][0]
+        if (evaluator["type"] == "gt" and value > limit) or (evaluator["type"] == "lt" and value < limit):
+            firing[key] = float(value)
+    if not instances:
+        return {}, rule["noDataState"] == "Alerting"
+    return firing, bool(firing)
+
+
+def _rule(uid: str) -> dict[str, Any]:
+    return next(r for r in RULES if r["uid"] == uid)
+
+
+def _firing_labels(firing: dict[frozenset[tuple[str, str]], float], *keys: str) -> set[tuple[str, ...]]:
+    return {tuple(dict(labels)[k] for k in keys) for labels in firing}
+
+
+# uid -> (fire time, expected firing instances as label tuples, label names, quiet time)
+SCENARIOS: dict[str, tuple[datetime, set[tuple[str, ...]], tuple[str, ...], datetime]] = {
+    "llmops-budget-exceeded": (W1_END + timedelta(minutes=2), {("commerce-daily", "commerce", "critical")},
+                               ("budget_id", "team", "severity"), W2_END + timedelta(minutes=2)),
+    "llmops-budget-burn-rate": (W1_END + timedelta(minutes=2), {("care-daily", "customer-care", "warning")},
+                                ("budget_id", "team", "severity"), W2_END + timedelta(minutes=2)),
+    "llmops-unpriced-models": (W1_END + timedelta(minutes=2), {("support-bot", "customer-care", "acme-llama-ft-v3")},
+                               ("service", "team", "model"), W2_END + timedelta(minutes=2)),
+    "llmops-ttft-p95-slo": (W1_END + timedelta(minutes=1), {("slow-svc", "platform", SLOW[3])},
+                            ("service", "team", "model"), W2_END + timedelta(minutes=1)),
+    "llmops-drift-detected": (W1 + timedelta(minutes=20), {("checkout-assistant", "commerce", CHECKOUT[1], "v7")},
+                              ("service", "team", "model", "prompt_version"), W2 + timedelta(minutes=20)),
+    "llmops-data-freshness": (W2_END + timedelta(hours=1), {("checkout-assistant", "commerce", "all")},
+                              ("service", "team", "model"), W2_END + timedelta(minutes=1)),
+    "llmops-ingest-errors": (W1 + timedelta(minutes=8), {("decode", "platform", "warning")},
+                             ("stage", "team", "severity"), W2 + timedelta(minutes=8)),
+    "llmops-dead-letters": (W1 + timedelta(minutes=8), {("otlp_spans", "platform", "critical")},
+                            ("topic", "team", "severity"), W2 + timedelta(minutes=8)),
+}
+
+
+def test_every_rule_has_a_scenario() -> None:
+    assert {r["uid"] for r in RULES} == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("uid", sorted(SCENARIOS))
+def test_alert_rule_fires_in_its_scenario_and_not_in_the_quiet_one(dash_store: Any, uid: str) -> None:
+    rule = _rule(uid)
+    fire_at, expected, keys, quiet_at = SCENARIOS[uid]
+    firing, fired = evaluate(dash_store, rule, fire_at)
+    assert fired and _firing_labels(firing, *keys) == expected
+    for labels in firing:
+        names = dict(labels)
+        assert all(names.get(k) for k in ("team", "service", "model", "severity")), names
+    quiet, quiet_fired = evaluate(dash_store, rule, quiet_at)
+    assert not quiet_fired and not quiet
+
+
+def test_freshness_pages_when_nothing_arrives_at_all(dash_store: Any) -> None:
+    """No span in the rule's 6-hour range is NoData, and NoData pages for this rule only."""
+    _, fired = evaluate(dash_store, _rule("llmops-data-freshness"), W2_END + timedelta(hours=7))
+    assert fired
+    _, fired = evaluate(dash_store, _rule("llmops-dead-letters"), W2_END + timedelta(hours=7))
+    assert not fired
+
+
+def test_ttft_values_are_p95_over_slo(dash_store: Any) -> None:
+    """The slow key's value is its sketch p95 over the 4 s Claude SLO: numpy's p95 of the same values within 1 %."""
+    firing, _ = evaluate(dash_store, _rule("llmops-ttft-p95-slo"), W1_END + timedelta(minutes=1))
+    (value,) = firing.values()
+    reference = float(np.quantile(np.random.default_rng(3).uniform(9000.0, 11000.0, 60), 0.95, method="lower")) / 4000
+    assert abs(value - reference) <= 0.0101 * reference
