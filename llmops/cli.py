@@ -119,13 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     drift = commands.add_parser("drift", help="Drift stage controls.")
     drift_commands = drift.add_subparsers(dest="drift_command", required=True, metavar="SUBCOMMAND")
-    pin = drift_commands.add_parser("pin", help="Use one closed drift window as a key's reference from now on.")
+    pin = drift_commands.add_parser("pin", help="Freeze a key's current reference (its last 24 h) for future windows.")
     _add_settings_flags(pin, [("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)])
     pin.add_argument("--service", required=True, help="service.name of the key.")
     pin.add_argument("--model", required=True, help="Response model of the key.")
     pin.add_argument("--prompt-name", default="", help="Prompt name of the key.")
     pin.add_argument("--prompt-version", default="", help="Prompt version of the key.")
-    pin.add_argument("--window-start", required=True, help="Start of the closed window to pin (ISO 8601, UTC), as in llm_drift.window_start.")
 
     from llmops.grafana_sync import add_cli as add_grafana_cli
 
@@ -203,21 +202,17 @@ def main(argv: list[str] | None = None) -> int:
             print(settings.model_dump_json(indent=2))
         return 0
     if args.command == "drift":
-        from datetime import datetime, timezone
-
         from confluent_kafka import Producer
 
         from processors.drift.wire import pin_payload
 
-        start = datetime.fromisoformat(args.window_start)
-        start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
         producer = Producer({"bootstrap.servers": _require_kafka(settings), "enable.idempotence": True})
-        value = pin_payload(args.service, args.model, args.prompt_name, args.prompt_version, int(start.timestamp()))
+        value = pin_payload(args.service, args.model, args.prompt_name, args.prompt_version)
         producer.produce(settings.kafka.drift_topic, key=args.service.encode(), value=value)
         if producer.flush(30):
             print("llmops drift pin: Kafka did not acknowledge the pin", file=sys.stderr)
             return 1
-        print(f"pinned {args.service}/{args.model}/{args.prompt_name}/{args.prompt_version} window {start.isoformat()}")
+        print(f"pinned the current reference of {args.service}/{args.model}/{args.prompt_name}/{args.prompt_version}")
         return 0
     if args.command == "grafana":
         from llmops.grafana_sync import run_command

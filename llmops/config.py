@@ -96,7 +96,9 @@ class DriftSettings(_Section):
     lateness_s: float = Field(60.0, ge=0, description="The watermark trails the newest event time by this much.")
     idle_close_s: float = Field(30.0, gt=0, description="With no events for this long, wall-clock time advances the watermark.")
     reservoir_size: int = Field(1000, ge=50, description="Calls sampled per key and window (uniform reservoir).")
-    max_keys: int = Field(10_000, ge=1, description="Live drift keys kept; least recently used are evicted (counted).")
+    max_keys: int = Field(
+        512, ge=1, description="Live drift keys kept; least recently used are evicted (counted). Memory: ~3 KB x reservoir_size per key."
+    )
     history_windows: int = Field(96, ge=1, description="Closed windows per key merged into its reference (96 x 15 min = 24 h).")
 
 

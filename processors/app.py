@@ -69,8 +69,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     drift_topic = app.topic(kafka.drift_topic, value_serializer="raw", key_serializer="raw")
 
-    async def publish_drift(payloads: dict[str, bytes]) -> None:
-        futures = [await drift_topic.send(key=service.encode(), value=value) for service, value in payloads.items()]
+    async def publish_drift(payloads: list[tuple[str, bytes]]) -> None:
+        futures = [await drift_topic.send(key=service.encode(), value=value) for service, value in payloads]
         for fut in futures:
             await fut
 

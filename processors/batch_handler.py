@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 # Sends one record to the dead-letter topic and returns once Kafka acknowledged it.
 DeadLetter = Callable[[Poison], Awaitable[None]]
-# Sends keyed records (key -> value) to the drift topic and returns once Kafka acknowledged them.
-Publish = Callable[[dict[str, bytes]], Awaitable[None]]
+# Sends keyed records (key, value) to the drift topic and returns once Kafka acknowledged them.
+Publish = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
 
 
 @dataclass(slots=True)

@@ -126,10 +126,43 @@ def test_pinned_window_becomes_the_reference() -> None:
     from processors.drift.stream import DriftKey
 
     key = DriftKey("bot", "m1", "answer", "v1")
-    assert tracker.pin(key, T0 + WINDOW)
-    assert not tracker.pin(key, T0 - 10 * WINDOW)  # not in history
+    assert tracker.pin(key)
+    assert not tracker.pin(DriftKey("bot", "m1", "answer", "v9"))  # no closed window yet
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 200, "v1", 40))
     tracker.add("bot", _calls(rng, T0 + 5 * WINDOW, 1, "v1", 40))
     drift, _ = tracker.close()
     rows = [dict(zip(drift.column_names, row)) for row in zip(*drift.columns)]
-    assert rows and {r["reference"] for r in rows} == {"pinned window"}
+    assert rows and {r["reference"] for r in rows} == {"pinned reference"}
+
+
+def test_history_is_trimmed_to_twice_the_reservoir() -> None:
+    rng = np.random.default_rng(7)
+    clock = Clock()
+    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=100, history_windows=8), clock=clock)
+    for w in range(12):
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 150, "v1", 20))
+        tracker.close()
+    from processors.drift.stream import DriftKey
+
+    state = tracker._keys.get(DriftKey("bot", "m1", "answer", "v1"))
+    assert state is not None and len(state.history) == 8
+    assert sum(len(w.sample) for w in state.history) <= 200
+    assert all(w.seen == 150 for w in state.history)
+
+
+def test_drift_records_are_split_under_the_size_limit_and_decode_back() -> None:
+    from processors.drift.wire import decode_payload, drift_payloads
+    from processors.records import LLMCall, SpanView
+
+    spans, calls = [], []
+    for i in range(300):
+        attrs = {"gen_ai.output.messages": "x" * 3000, "gen_ai.request.model": "m", "unrelated.attr": "dropped"}
+        spans.append(SpanView(f"{i:032x}", f"{i:016x}", "", "chat m", 3, i, i + 1, 0, "", attrs, {"service.name": "s"}))
+        calls.append(LLMCall(ts_ns=i, trace_id=f"{i:032x}", span_id=f"{i:016x}", service="s" if i % 2 else "t", response_model="m"))
+    records = drift_payloads(calls, spans, max_bytes=100_000)
+    assert all(len(value) <= 100_000 for _, value in records) and len(records) > 2
+    decoded = [decode_payload(value) for _, value in records]
+    assert all(service == key for (key, _), (service, _, _) in zip(records, decoded))
+    ids = sorted(call["span_id"] for _, batch, _ in decoded for call in batch)
+    assert ids == sorted(c.span_id for c in calls)
+    assert all(set(call["attributes"]) == {"gen_ai.output.messages"} for _, batch, _ in decoded for call in batch)

@@ -52,8 +52,8 @@ class DriftStage:
                 self.tracker.add(service, calls)
                 if pin is not None:
                     key = DriftKey(service, pin["model"], pin["prompt_name"], pin["prompt_version"])
-                    if not self.tracker.pin(key, int(pin["window_start_s"])):
-                        log.warning("cannot pin: window %s of %s is not in this worker's history", pin["window_start_s"], key)
+                    if not self.tracker.pin(key):
+                        log.warning("cannot pin %s: this worker has no closed window of it yet", key)
         await self.flush()
 
     def _close(self) -> tuple[TableRows, TableRows]:

@@ -8,9 +8,10 @@ keys (least recently used evicted, counted), and `history_windows` closed
 reservoirs per key for the reference.
 
 Reference of a closed window, in order:
-1. a pinned reference for the key, if one was set (`pin`);
+1. a pinned reference for the key, if one was set (`pin` freezes the key's
+   reference as it is at that moment);
 2. the key's own closed windows of the last `history_windows` (24 h by default),
-   merged into one uniform reservoir;
+   merged into one sample, each window weighted by its number of calls;
 3. for a new prompt version or model with no history yet: the previous
    version's last closed window of the same service, model and prompt, so the
    dashboard can say "answers drifted after prompt v12".
@@ -21,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -58,8 +59,9 @@ class DriftStageConfig:
     lateness_s: float = 60.0
     idle_close_s: float = 30.0  # with no new events for this long, the wall clock advances the watermark
     reservoir_size: int = 1000
-    max_keys: int = 10_000
+    max_keys: int = 512
     history_windows: int = 96  # closed windows kept per key for the reference (96 x 15 min = 24 h)
+    max_lineages: int = 10_000  # (service, model, prompt) whose last window is kept for version changes
     statistics: DriftConfig = field(default_factory=DriftConfig)
     signals: SignalOptions = field(default_factory=SignalOptions)
     seed: int = 0
@@ -73,9 +75,16 @@ class _Sampled:
 
 
 @dataclass(slots=True)
+class _Closed:
+    start: int  # window start, s
+    seen: int  # calls the window had
+    sample: list[_Sampled]  # uniform subsample kept for the reference
+
+
+@dataclass(slots=True)
 class _KeyState:
     open: dict[int, Reservoir[_Sampled]] = field(default_factory=dict)  # window start (s) -> reservoir
-    history: deque[tuple[int, Reservoir[_Sampled]]] = field(default_factory=deque)
+    history: deque[_Closed] = field(default_factory=deque)
 
 
 class DriftTracker:
@@ -88,8 +97,8 @@ class DriftTracker:
         self._last_event_wall = clock()
         self._latest: dict[tuple[str, str, str], str] = {}  # (service, kind, scope) -> latest value
         self._seen: dict[tuple[str, str, str], set[str]] = {}  # bounded by the distinct versions/models a service uses
-        self._last_closed: dict[tuple[str, str, str], tuple[str, Reservoir[_Sampled]]] = {}  # lineage -> (version, window)
-        self._pinned: dict[DriftKey, Reservoir[_Sampled]] = {}
+        self._last_closed: KeyRegistry[tuple[str, str, str], tuple[str, list[_Sampled]]] = KeyRegistry(self.config.max_lineages)
+        self._pinned: dict[DriftKey, list[_Sampled]] = {}
         self._changes = TableRows("change_events", list(CHANGE_COLUMNS))
         self.calls_seen = 0
         self.late_calls = 0  # arrived after their window closed: counted, not sampled
@@ -135,7 +144,10 @@ class DriftTracker:
         attributes = dict(call["attributes"])
         if call.get("finish_reason") and "gen_ai.response.finish_reasons" not in attributes:
             attributes["gen_ai.response.finish_reasons"] = [call["finish_reason"]]
-        return _Sampled(extract_signals(attributes, self.config.signals), int(call["output_tokens"]), call.get("ttft_ms"))
+        signals = extract_signals(attributes, self.config.signals)
+        if signals.answer_embedding is not None:
+            signals = replace(signals, answer_embedding=signals.answer_embedding.astype(np.float16))
+        return _Sampled(signals, int(call["output_tokens"]), call.get("ttft_ms"))
 
     def _note_changes(self, key: DriftKey, call: dict[str, Any]) -> None:
         """First sighting of a new prompt version, response model or embedding model in a service.
@@ -166,14 +178,13 @@ class DriftTracker:
                                                              key.prompt_name, call.get("trace_id", ""), call.get("span_id", ""))):  # fmt: skip
                 column.append(item)
 
-    def pin(self, key: DriftKey, window_start_s: int) -> bool:
-        """Use one closed window of `key` as its reference from now on."""
+    def pin(self, key: DriftKey) -> bool:
+        """Freeze the key's current reference (its merged history); False when it has none yet."""
         state = self._keys.get(key)
-        for start, reservoir in state.history if state else ():
-            if start == window_start_s:
-                self._pinned[key] = reservoir
-                return True
-        return False
+        if state is None or not state.history:
+            return False
+        self._pinned[key] = self._merge_history(state.history)
+        return True
 
     # -- output -----------------------------------------------------------
     def close(self) -> tuple[TableRows, TableRows]:
@@ -191,13 +202,13 @@ class DriftTracker:
             state = self._keys.get(key)
             assert state is not None
             reference, description = self._reference(key, state)
-            if reference is not None and len(current):
-                sample_ref, sample_cur = _window_sample(reference.items), _window_sample(current.items)
+            items = list(current.items)
+            if reference and items:
+                sample_ref, sample_cur = _window_sample(reference), _window_sample(items)
                 results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), description)
-            state.history.append((start, current))
-            while len(state.history) > self.config.history_windows:
-                state.history.popleft()
-            self._last_closed[key.lineage] = (key.prompt_version, current)
+            self._remember(state, _Closed(start, current.seen, items))
+            self._last_closed.pop(key.lineage)
+            self._last_closed.get_or_create(key.lineage, lambda v=key.prompt_version, i=items: (v, i))
         rows = TableRows("llm_drift", list(DRIFT_COLUMNS))
         for start in sorted({s for _, s in results}):
             same_window = {k: r for (k, s), (r, _) in results.items() if s == start}
@@ -213,13 +224,37 @@ class DriftTracker:
         changes, self._changes = self._changes, TableRows("change_events", list(CHANGE_COLUMNS))
         return rows, changes
 
-    def _reference(self, key: DriftKey, state: _KeyState) -> tuple[Reservoir[_Sampled] | None, str]:
+    def _remember(self, state: _KeyState, closed: _Closed) -> None:
+        """Append a closed window; trim every kept window so the history holds at most 2 x reservoir_size calls."""
+        state.history.append(closed)
+        while len(state.history) > self.config.history_windows:
+            state.history.popleft()
+        per_window = max(1, 2 * self.config.reservoir_size // len(state.history))
+        for window in state.history:
+            if len(window.sample) > per_window:
+                keep = self._rng.choice(len(window.sample), size=per_window, replace=False)
+                window.sample = [window.sample[int(i)] for i in keep]
+
+    def _merge_history(self, history: Sequence[_Closed]) -> list[_Sampled]:
+        """One sample of the history, each window contributing in proportion to its calls."""
+        seen = np.array([w.seen for w in history], dtype=np.int64)
+        size = int(min(self.config.reservoir_size, seen.sum()))
+        counts = self._rng.multivariate_hypergeometric(seen, size) if len(history) > 1 else np.array([size])
+        merged: list[_Sampled] = []
+        for window, count in zip(history, counts.tolist()):
+            take = min(count, len(window.sample))  # a window far busier than the others may give fewer
+            chosen = self._rng.choice(len(window.sample), size=take, replace=False) if take else []
+            merged.extend(window.sample[int(i)] for i in chosen)
+        return merged
+
+    def _reference(self, key: DriftKey, state: _KeyState) -> tuple[list[_Sampled] | None, str]:
         if key in self._pinned:
-            return self._pinned[key], "pinned window"
+            return self._pinned[key], "pinned reference"
         if state.history:
-            merged = Reservoir.merge([r for _, r in state.history], self.config.reservoir_size, self._rng)
-            first = state.history[0][0]
-            return merged, f"own history: {len(state.history)} window(s) from {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))}"
+            first = state.history[0].start
+            return self._merge_history(state.history), (
+                f"own history: {len(state.history)} window(s) from {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))}"
+            )
         previous = self._last_closed.get(key.lineage)
         if previous is not None and previous[0] != key.prompt_version:
             return previous[1], f"previous version {previous[0]}: last window"

@@ -39,33 +39,46 @@ def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView]) -> dict[str, bytes]:
-    """Service -> one JSON record holding that service's calls (`calls[i]` came from `spans[i]`)."""
-    by_service: dict[str, list[dict[str, Any]]] = {}
+def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView], max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
+    """(service, JSON record) pairs holding the calls (`calls[i]` came from `spans[i]`), each record
+    under `max_bytes` so it fits a Kafka message whatever the answers weigh."""
+    by_service: dict[str, list[str]] = {}
     for call, span in zip(calls, spans):
         if call.status != "ok" or call.operation in ("embeddings", "embedding"):
             continue
-        by_service.setdefault(call.service, []).append(
-            {
-                "ts_ns": call.ts_ns,
-                "span_id": call.span_id,
-                "trace_id": call.trace_id,
-                "model": call.model,
-                "prompt_name": call.prompt_name,
-                "prompt_version": call.prompt_version,
-                "output_tokens": call.output_tokens,
-                "ttft_ms": call.ttft_ms,
-                "finish_reason": call.finish_reason,
-                "attributes": _drift_attributes(span.attributes),
-            }
-        )
-    return {service: json.dumps({"service": service, "calls": items}, separators=(",", ":")).encode() for service, items in by_service.items()}
+        item = {
+            "ts_ns": call.ts_ns,
+            "span_id": call.span_id,
+            "trace_id": call.trace_id,
+            "model": call.model,
+            "prompt_name": call.prompt_name,
+            "prompt_version": call.prompt_version,
+            "output_tokens": call.output_tokens,
+            "ttft_ms": call.ttft_ms,
+            "finish_reason": call.finish_reason,
+            "attributes": _drift_attributes(span.attributes),
+        }
+        by_service.setdefault(call.service, []).append(json.dumps(item, separators=(",", ":")))
+    records: list[tuple[str, bytes]] = []
+    for service, items in by_service.items():
+        head = json.dumps({"service": service})[:-1] + ',"calls":['
+        chunk: list[str] = []
+        size = len(head)
+        for item in items:
+            if chunk and size + len(item) + 2 > max_bytes:
+                records.append((service, (head + ",".join(chunk) + "]}").encode()))
+                chunk, size = [], len(head)
+            chunk.append(item)
+            size += len(item) + 1
+        if chunk:
+            records.append((service, (head + ",".join(chunk) + "]}").encode()))
+    return records
 
 
-def pin_payload(service: str, model: str, prompt_name: str, prompt_version: str, window_start_s: int) -> bytes:
-    """A control record: pin one closed window as the key's reference. Keyed by service like the calls,
+def pin_payload(service: str, model: str, prompt_name: str, prompt_version: str) -> bytes:
+    """A control record: freeze the key's current reference. Keyed by service like the calls,
     so it reaches the worker that owns the key's windows."""
-    pin = {"model": model, "prompt_name": prompt_name, "prompt_version": prompt_version, "window_start_s": window_start_s}
+    pin = {"model": model, "prompt_name": prompt_name, "prompt_version": prompt_version}
     return json.dumps({"service": service, "calls": [], "pin": pin}).encode()
 
 
