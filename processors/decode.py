@@ -71,9 +71,11 @@ def decode_request(payload: bytes | ExportTraceServiceRequest) -> DecodedRequest
                 if span.start_time_unix_nano == 0:
                     decoded.problems.append(SpanProblem("missing start_time_unix_nano", service, trace_id.hex(), span_id.hex()))
                     continue
-                events = [
-                    SpanEvent(event.time_unix_nano, event.name, attributes_dict(event.attributes)) for event in span.events
-                ]
+                events = (
+                    [SpanEvent(event.time_unix_nano, event.name, attributes_dict(event.attributes)) for event in span.events]
+                    if span.events
+                    else []
+                )
                 spans_out.append(
                     SpanView(
                         trace_id=trace_id.hex(),
@@ -94,7 +96,9 @@ def decode_request(payload: bytes | ExportTraceServiceRequest) -> DecodedRequest
                         links=[
                             SpanLink(link.trace_id.hex(), link.span_id.hex(), link.trace_state, attributes_dict(link.attributes))
                             for link in span.links
-                        ],
+                        ]
+                        if span.links
+                        else [],
                     )
                 )
     return decoded

@@ -38,7 +38,22 @@ def any_value(value: Any) -> Any:
 
 def attributes_dict(key_values: Iterable[Any]) -> dict[str, Any]:
     """Repeated KeyValue -> dict; a repeated key keeps its last value (as the Collector does)."""
-    return {kv.key: any_value(kv.value) for kv in key_values}
+    out: dict[str, Any] = {}
+    for kv in key_values:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # Scalars inline: one Python call per attribute is most of the decode cost.
+        if kind == "string_value":
+            out[kv.key] = value.string_value
+        elif kind == "int_value":
+            out[kv.key] = value.int_value
+        elif kind == "bool_value":
+            out[kv.key] = value.bool_value
+        elif kind == "double_value":
+            out[kv.key] = value.double_value
+        else:
+            out[kv.key] = any_value(value)
+    return out
 
 
 def value_to_string(value: Any) -> str:
@@ -55,10 +70,14 @@ def value_to_string(value: Any) -> str:
         return base64.b64encode(value).decode("ascii")
     if value is None:
         return ""
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
+    return _JSON.encode(value)
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     raise TypeError(f"unsupported attribute value {type(value).__name__}")
+
+
+# One encoder for all calls: json.dumps with options builds a new encoder each time.
+_JSON = json.JSONEncoder(separators=(",", ":"), default=_json_default)

@@ -107,7 +107,7 @@ INGEST_ERRORS_COLUMNS = [
 
 
 def _string_map(attributes: dict) -> dict[str, str]:
-    return {key: value_to_string(value) for key, value in attributes.items()}
+    return {key: value if type(value) is str else value_to_string(value) for key, value in attributes.items()}
 
 
 def trace_rows(spans: Sequence[SpanView]) -> TableRows:
@@ -138,13 +138,26 @@ def trace_rows(spans: Sequence[SpanView]) -> TableRows:
         duration.append(max(span.end_ns - span.start_ns, 0))
         status.append(status_names[span.status_code] if 0 <= span.status_code < 3 else "")
         status_msg.append(span.status_message)
-        ev_ts.append([e.time_ns for e in span.events])
-        ev_name.append([e.name for e in span.events])
-        ev_attrs.append([_string_map(e.attributes) for e in span.events])
-        ln_trace.append([link.trace_id for link in span.links])
-        ln_span.append([link.span_id for link in span.links])
-        ln_state.append([link.trace_state for link in span.links])
-        ln_attrs.append([_string_map(link.attributes) for link in span.links])
+        events = span.events
+        if events:  # most spans have none: skip building empty comprehensions
+            ev_ts.append([e.time_ns for e in events])
+            ev_name.append([e.name for e in events])
+            ev_attrs.append([_string_map(e.attributes) for e in events])
+        else:
+            ev_ts.append([])
+            ev_name.append([])
+            ev_attrs.append([])
+        links = span.links
+        if links:
+            ln_trace.append([link.trace_id for link in links])
+            ln_span.append([link.span_id for link in links])
+            ln_state.append([link.trace_state for link in links])
+            ln_attrs.append([_string_map(link.attributes) for link in links])
+        else:
+            ln_trace.append([])
+            ln_span.append([])
+            ln_state.append([])
+            ln_attrs.append([])
     return rows
 
 
