@@ -83,11 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(loadgen, [("--log-level", "log_level", str)])
     loadgen.add_argument("--endpoint", default=None, help="OTLP endpoint (default http://127.0.0.1:4318, or 127.0.0.1:4317 with --protocol grpc).")
     loadgen.add_argument("--protocol", choices=["http/protobuf", "grpc"], default="http/protobuf", help="OTLP transport.")
-    loadgen.add_argument("--count", type=int, default=None, help="LLM calls to send as fast as possible.")
+    loadgen.add_argument("--count", type=int, default=None, help="LLM calls to send as fast as possible (default 1000; 6000 for --scenario drift).")
     loadgen.add_argument("--rate", type=float, default=None, help="LLM calls per second (with --duration).")
     loadgen.add_argument("--duration", type=float, default=None, help="Seconds to run at --rate.")
     loadgen.add_argument("--seed", type=int, default=0, help="Random seed (same seed, same traffic).")
-    loadgen.add_argument("--scenario", choices=["mixed", "drift"], default="mixed", help="Traffic scenario.")
+    loadgen.add_argument(
+        "--scenario",
+        choices=["mixed", "drift"],
+        default="mixed",
+        help="mixed: steady traffic. drift: one key switches prompt version halfway and its answers change; "
+        "the calls span 4 drift windows of event time (drift.window_s) ending now, so `llmops report` shows the result.",
+    )
     loadgen.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     loadgen.add_argument("--quiet", action="store_true", help="No progress bar.")
 

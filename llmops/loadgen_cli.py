@@ -8,9 +8,12 @@ import sys
 
 from tqdm import tqdm
 
+from llmops.config import load_settings
 from llmops.loadgen import LoadgenOptions, render_summary, run_loadgen
 
 __all__ = ["run_loadgen_command"]
+
+DRIFT_WINDOWS = 4
 
 
 def run_loadgen_command(args: argparse.Namespace) -> int:
@@ -20,6 +23,12 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
         fields.update(rate=args.rate, duration_s=args.duration)
     else:
         fields["count"] = args.count
+        if args.scenario == "drift":
+            # Spread the calls over DRIFT_WINDOWS drift windows of event time, ending just before
+            # now, so the drift stage closes them and compares the switched key right after the run.
+            count = args.count or 6000
+            window_s = load_settings({}, args.config).drift.window_s
+            fields.update(count=count, time_step_ns=DRIFT_WINDOWS * window_s * 10**9 // count)
     try:
         options = LoadgenOptions(**{k: v for k, v in fields.items() if v is not None})
     except ValueError as exc:

@@ -45,7 +45,8 @@ def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 1
         for tp in partitions:
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
             done = offsets.get(tp.partition, -1)
-            lag += high - (done if done >= 0 else low)
+            # Tansu can report a high watermark below a committed offset; never count that as negative lag.
+            lag += max(0, high - (done if done >= 0 else low))
         return lag
     finally:
         consumer.close()

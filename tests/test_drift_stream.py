@@ -13,8 +13,10 @@ T0 = 1_764_000_000 // WINDOW * WINDOW  # a window boundary, in seconds
 
 
 class Clock:
+    """Wall clock for the tracker: well after the synthetic event times unless a test moves it."""
+
     def __init__(self) -> None:
-        self.now = float(T0)
+        self.now = float(T0 + 10_000 * WINDOW)
 
     def __call__(self) -> float:
         return self.now
@@ -98,7 +100,7 @@ def test_late_calls_are_counted_and_idle_clock_closes_windows() -> None:
     before = tracker.calls_seen
     tracker.add("bot", _calls(rng, T0, 10, "v1", 20))  # window 0 already closed by the watermark
     assert tracker.late_calls == 10 and tracker.calls_seen == before + 10
-    clock.now = T0 + 10 * WINDOW  # nothing arrives: after idle_close_s the wall clock closes window 3
+    clock.now += 60  # nothing arrives: after idle_close_s the wall clock closes window 3
     tracker.close()
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 1, "v1", 20))
     assert tracker.late_calls == 11
@@ -166,3 +168,17 @@ def test_drift_records_are_split_under_the_size_limit_and_decode_back() -> None:
     ids = sorted(call["span_id"] for _, batch, _ in decoded for call in batch)
     assert ids == sorted(c.span_id for c in calls)
     assert all(set(call["attributes"]) == {"gen_ai.output.messages"} for _, batch, _ in decoded for call in batch)
+
+
+def test_watermarks_are_per_key_and_future_clocks_do_not_close_windows() -> None:
+    rng = np.random.default_rng(8)
+    clock = Clock()
+    clock.now = float(T0 + 2 * WINDOW)
+    tracker = _tracker(clock)
+    tracker.add("bot", _calls(rng, T0 + WINDOW, 50, "v1", 20))  # key A is at window 1
+    tracker.add("bot", _calls(rng, T0, 50, "v2", 20))  # key B's older calls are not late: B has its own watermark
+    assert tracker.late_calls == 0
+    future = _calls(rng, T0 + 50 * WINDOW, 1, "v1", 20)  # a skewed clock, far ahead of the wall clock
+    tracker.add("bot", future)
+    tracker.add("bot", _calls(rng, T0 + WINDOW, 10, "v1", 20))  # still accepted for key A
+    assert tracker.late_calls == 0

@@ -1,6 +1,10 @@
 """Drift windows on the stream: per-key reservoirs, a watermark, references, change events.
 
-A pure state machine the drift agent feeds (no I/O): `add` takes decoded
+A pure state machine the drift agent feeds (no I/O). Each key has its own
+watermark (its newest event time, capped at the wall clock, minus the allowed
+lateness; after `idle_close_s` without calls, the wall clock minus the
+lateness), so one service's backlog or skewed clock never makes another's
+calls late. `add` takes decoded
 drift records of one service; `close` returns llm_drift and change_events rows
 for every window the watermark passed. Memory is bounded: a reservoir of at
 most `reservoir_size` calls per live key and window, at most `max_keys` live
@@ -85,6 +89,8 @@ class _Closed:
 class _KeyState:
     open: dict[int, Reservoir[_Sampled]] = field(default_factory=dict)  # window start (s) -> reservoir
     history: deque[_Closed] = field(default_factory=deque)
+    max_event_s: float = 0.0  # newest event time of the key (capped at the wall clock)
+    last_event_wall: float = 0.0  # wall-clock time of the key's newest arrival
 
 
 class DriftTracker:
@@ -93,8 +99,6 @@ class DriftTracker:
         self._clock = clock
         self._keys: KeyRegistry[DriftKey, _KeyState] = KeyRegistry(self.config.max_keys)
         self._rng = np.random.default_rng(self.config.seed)
-        self._max_event_s = 0.0
-        self._last_event_wall = clock()
         self._latest: dict[tuple[str, str, str], str] = {}  # (service, kind, scope) -> latest value
         self._seen: dict[tuple[str, str, str], set[str]] = {}  # bounded by the distinct versions/models a service uses
         self._last_closed: KeyRegistry[tuple[str, str, str], tuple[str, list[_Sampled]]] = KeyRegistry(self.config.max_lineages)
@@ -111,10 +115,16 @@ class DriftTracker:
     def live_keys(self) -> int:
         return len(self._keys)
 
-    def watermark_s(self) -> float:
-        mark = self._max_event_s - self.config.lateness_s
-        if self._clock() - self._last_event_wall >= self.config.idle_close_s:
-            mark = max(mark, self._clock() - self.config.lateness_s)
+    def watermark_s(self, key: DriftKey) -> float:
+        """Per key, so one service's clock or backlog never makes another's calls late."""
+        state = self._keys.get(key)
+        return self._watermark(state) if state is not None else float("-inf")
+
+    def _watermark(self, state: _KeyState) -> float:
+        mark = state.max_event_s - self.config.lateness_s
+        now = self._clock()
+        if now - state.last_event_wall >= self.config.idle_close_s:
+            mark = max(mark, now - self.config.lateness_s)
         return mark
 
     # -- input ------------------------------------------------------------
@@ -126,18 +136,18 @@ class DriftTracker:
             key = DriftKey(service, call["model"], call["prompt_name"], call["prompt_version"])
             self._note_changes(key, call)
             start = int(ts_s // window) * window
-            if start + window <= self.watermark_s():
+            state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=self._clock()))
+            if start + window <= self._watermark(state):
                 self.late_calls += 1
                 continue
-            state, _evicted = self._keys.get_or_create(key, _KeyState)
             reservoir = state.open.get(start)
             if reservoir is None:
                 reservoir = state.open[start] = Reservoir(self.config.reservoir_size, self._rng)
             reservoir.offer_lazy(lambda c=call: self._sample(c))
-            if ts_s > self._max_event_s:
-                self._max_event_s = ts_s
-        if calls:
-            self._last_event_wall = self._clock()
+            now = self._clock()
+            # A span from a clock running ahead must not close windows before their time.
+            state.max_event_s = max(state.max_event_s, min(ts_s, now))
+            state.last_event_wall = now
 
     def _sample(self, call: dict[str, Any]) -> _Sampled:
         """Signal extraction (the answer embedding included) only for calls the reservoir keeps."""
@@ -189,19 +199,19 @@ class DriftTracker:
     # -- output -----------------------------------------------------------
     def close(self) -> tuple[TableRows, TableRows]:
         """Rows for every window the watermark passed, and change events noted since the last call."""
-        mark = self.watermark_s()
         window = self.config.window_s
         closing: list[tuple[DriftKey, int, Reservoir[_Sampled]]] = []
         for key in self._keys.keys():
             state = self._keys.get(key)
             assert state is not None
+            mark = self._watermark(state)
             for start in sorted(s for s in state.open if s + window <= mark):
                 closing.append((key, start, state.open.pop(start)))
         results: dict[tuple[DriftKey, int], tuple[list[DriftResult], str]] = {}
         for key, start, current in sorted(closing, key=lambda item: item[1]):
             state = self._keys.get(key)
             assert state is not None
-            reference, description = self._reference(key, state)
+            reference, description = self._reference(key, state, start)
             items = list(current.items)
             if reference and items:
                 sample_ref, sample_cur = _window_sample(reference), _window_sample(items)
@@ -247,18 +257,50 @@ class DriftTracker:
             merged.extend(window.sample[int(i)] for i in chosen)
         return merged
 
-    def _reference(self, key: DriftKey, state: _KeyState) -> tuple[list[_Sampled] | None, str]:
+    def _reference(self, key: DriftKey, state: _KeyState, start: int) -> tuple[list[_Sampled] | None, str]:
         if key in self._pinned:
             return self._pinned[key], "pinned reference"
-        if state.history:
+        enough = sum(w.seen for w in state.history) >= self.config.statistics.min_samples
+        if state.history and enough:
             first = state.history[0].start
             return self._merge_history(state.history), (
-                f"own history: {len(state.history)} window(s) from {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))}"
+                f"own history: {len(state.history)} window(s) from {_iso(first)}"
             )
-        previous = self._last_closed.get(key.lineage)
-        if previous is not None and previous[0] != key.prompt_version:
-            return previous[1], f"previous version {previous[0]}: last window"
-        return None, ""
+        previous = self._previous_version(key, start)
+        if previous[0] is None and state.history:
+            return self._merge_history(state.history), f"own history: {len(state.history)} window(s) from {_iso(state.history[0].start)}"
+        return previous
+
+    def _previous_version(self, key: DriftKey, start: int) -> tuple[list[_Sampled] | None, str]:
+        """The window of another version of the same prompt and model that the new version replaced:
+        the latest one (closed or still open) that started no later than this one, else the
+        earliest later one (the old version may only have live traffic, e.g. a backfill)."""
+        best: tuple[int, str, list[_Sampled]] | None = None
+        after: tuple[int, str, list[_Sampled]] | None = None
+        for other in self._keys.keys():
+            if other.lineage != key.lineage or other == key:
+                continue
+            state = self._keys.get(other)
+            assert state is not None
+            windows = [(w.start, w.sample) for w in state.history] + [(s, list(r.items)) for s, r in state.open.items()]
+            for window_start, items in windows:
+                if not items:
+                    continue
+                if window_start <= start and (best is None or window_start > best[0]):
+                    best = (window_start, other.prompt_version, items)
+                elif window_start > start and (after is None or window_start < after[0]):
+                    after = (window_start, other.prompt_version, items)
+        best = best or after
+        if best is None:
+            previous = self._last_closed.get(key.lineage)  # the sibling key itself may have been evicted
+            if previous is not None and previous[0] != key.prompt_version:
+                return previous[1], f"previous version {previous[0]}: last window"
+            return None, ""
+        return best[2], f"previous version {best[1]}: window {_iso(best[0])}"
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _window_sample(items: Sequence[_Sampled]) -> WindowSample:
