@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import timezone
 from decimal import Decimal
 
 import numpy as np

@@ -22,12 +22,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
 import yaml
 
 from dashboards.macros import ALL, TimeRange, Variable, render_alert_query, render_panel_query
@@ -39,6 +39,7 @@ from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
+from tests.otlp_sink import otlp_http_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "dashboards" / "json").glob("*.json"))
@@ -121,27 +122,12 @@ def _otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
     bodies: list[bytes] = []
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
-                bodies.append(body)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def keep(body: bytes) -> None:
+        with lock:
+            bodies.append(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
+    with otlp_http_sink(keep) as url:
+        yield url, bodies
 
 
 def _ns(t: datetime) -> int:
@@ -250,7 +236,7 @@ def _hand_made_rows(client: Any) -> None:
     # Retrieval spans with OpenInference document scores (loadgen's retrieval spans carry none).
     spans = []
     for i in range(20):
-        attrs = {"openinference.span.kind": "RETRIEVER", f"retrieval.documents.0.document.score": str(0.9 - i * 0.01),
+        attrs = {"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.score": str(0.9 - i * 0.01),
                  "retrieval.documents.1.document.score": str(0.7 - i * 0.01), "retrieval.documents.1.document.id": "doc-7"}
         spans.append({"Timestamp": W1 + timedelta(seconds=15 * i), "TraceId": f"{i:032x}", "SpanId": f"{i:016x}",
                       "SpanName": "retrieve", "SpanKind": "Internal", "ServiceName": "search-rag", "SpanAttributes": attrs,

@@ -6,7 +6,6 @@ number in the summary is recomputed here from the received spans.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import threading
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -27,6 +25,7 @@ from pydantic import ValidationError
 from scipy import stats
 
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, UsageTotals, render_summary, run_loadgen
+from tests.otlp_sink import otlp_http_sink
 
 MINUTE_NS = 60_000_000_000
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z, a minute boundary
@@ -53,33 +52,8 @@ class _Received:
 def http_sink(status: int = 200) -> Iterator[tuple[str, _Received]]:
     """OTLP/HTTP sink; any status other than 200 rejects the request (400 is not retried by the exporter)."""
     received = _Received()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            assert self.path == "/v1/traces"
-            if status == 200:
-                received.add(body)
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with otlp_http_sink(received.add, status) as url:
+        yield url, received
 
 
 @contextmanager
