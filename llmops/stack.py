@@ -51,11 +51,17 @@ def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout_s: float) ->
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if line.startswith(prefix):
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+            # Keep reading the child's stdout so a full pipe never blocks it.
+            threading.Thread(target=_discard, args=(proc.stdout,), daemon=True).start()
             return line.strip()
         if not line and proc.poll() is not None:
             break
     raise RuntimeError(f"child did not report '{prefix}' (exit code {proc.poll()})")
+
+
+def _discard(stream: Any) -> None:
+    for _ in stream:
+        pass
 
 
 def _wait_until(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[str] | None = None) -> None:
