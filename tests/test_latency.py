@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
-import clickhouse_connect
 import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.migrations import apply_migrations
 from processors.latency import (
     KEY_COLUMNS,
     LATENCY_COLUMNS,
@@ -25,7 +25,6 @@ from processors.latency import (
 from processors.records import LLMCall, SpanEvent, SpanView
 from processors.sketch import Sketch, gamma_for
 
-MIGRATION = Path(__file__).resolve().parents[1] / "schemas" / "migrations" / "003_llm_latency_1m.sql"
 MINUTE_NS = 60_000_000_000
 T0_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z
 EPS = 1e-9
@@ -160,20 +159,11 @@ def test_relative_accuracy_is_configurable() -> None:
 # ---------------------------------------------------------------- partial rows merge in ClickHouse
 
 
-def apply_migration(client: Client) -> None:
-    for statement in MIGRATION.read_text().split(";\n"):
-        if statement.strip():
-            client.command(statement)
-
-
 @pytest.fixture(scope="module")
 def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    path = tmp_path_factory.mktemp("chdb_latency")
-    boot = clickhouse_connect.get_client(dsn=f"chdb://{path}")
-    boot.command("CREATE DATABASE IF NOT EXISTS llmops")
-    boot.close()
-    client = clickhouse_connect.get_client(dsn=f"chdb://{path}", database="llmops")
-    apply_migration(client)
+    """A chDB store with the project's migrations applied by the project's own runner."""
+    client = connect(f"chdb://{tmp_path_factory.mktemp('chdb_latency')}", "llmops", create_database=True)
+    apply_migrations(client, "llmops")
     yield client
     client.close()
 

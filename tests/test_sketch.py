@@ -7,15 +7,15 @@ which is numpy's ``method="lower"``; the estimate must be within the relative ac
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import clickhouse_connect
 import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.migrations import apply_migrations
 from processors.latency import LatencyRows, metric_rows
 from processors.sketch import (
     GroupedSketches,
@@ -26,7 +26,6 @@ from processors.sketch import (
     gamma_for,
 )
 
-MIGRATION = Path(__file__).resolve().parents[1] / "schemas" / "migrations" / "003_llm_latency_1m.sql"
 QS = (0.5, 0.9, 0.95, 0.99, 0.999)
 N = 1_200_000
 WINDOWS = 60
@@ -48,22 +47,12 @@ def _samples(name: str, rng: np.random.Generator) -> np.ndarray:
     return np.where(rng.random(N) < 0.7, fast, slow)
 
 
-def apply_migration(client: Client) -> None:
-    """Run the migration the way the runner does: split on ';' at line end."""
-    for statement in MIGRATION.read_text().split(";\n"):
-        if statement.strip():
-            client.command(statement)
-
-
 @pytest.fixture(scope="module")
 def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    path = tmp_path_factory.mktemp("chdb_sketch")
-    boot = clickhouse_connect.get_client(dsn=f"chdb://{path}")
-    boot.command("CREATE DATABASE IF NOT EXISTS llmops")
-    boot.close()
-    client = clickhouse_connect.get_client(dsn=f"chdb://{path}", database="llmops")
-    apply_migration(client)
-    apply_migration(client)  # idempotent: IF NOT EXISTS everywhere
+    """A chDB store with the project's migrations applied by the project's own runner."""
+    client = connect(f"chdb://{tmp_path_factory.mktemp('chdb_sketch')}", "llmops", create_database=True)
+    apply_migrations(client, "llmops")
+    assert apply_migrations(client, "llmops") == []  # idempotent: a second run applies nothing
     yield client
     client.close()
 
