@@ -182,3 +182,20 @@ def test_watermarks_are_per_key_and_future_clocks_do_not_close_windows() -> None
     tracker.add("bot", future)
     tracker.add("bot", _calls(rng, T0 + WINDOW, 10, "v1", 20))  # still accepted for key A
     assert tracker.late_calls == 0
+
+
+def test_an_older_version_is_never_compared_with_its_successor() -> None:
+    rng = np.random.default_rng(9)
+    clock = Clock()
+    tracker = _tracker(clock)
+    tracker.add("bot", _calls(rng, T0, 10, "v3", 40))  # v3 first; too few calls to be its own reference
+    tracker.add("bot", _calls(rng, T0 + WINDOW, 100, "v4", 100))
+    tracker.add("bot", _calls(rng, T0 + WINDOW, 100, "v3", 40))  # v3 still running after v4 appeared
+    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 1, "v4", 100))  # v4's windows close first
+    first, _ = tracker.close()
+    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 1, "v3", 40))  # then v3's
+    second, _ = tracker.close()
+    rows = [dict(zip(d.column_names, row)) for d in (first, second) for row in zip(*d.columns)]
+    references = {(r["prompt_version"], r["reference"].split(":")[0]) for r in rows}
+    assert ("v4", "previous version v3") in references
+    assert not [ref for version, ref in references if version == "v3" and ref.startswith("previous version")]

@@ -100,7 +100,8 @@ class DriftTracker:
         self._keys: KeyRegistry[DriftKey, _KeyState] = KeyRegistry(self.config.max_keys)
         self._rng = np.random.default_rng(self.config.seed)
         self._latest: dict[tuple[str, str, str], str] = {}  # (service, kind, scope) -> latest value
-        self._seen: dict[tuple[str, str, str], set[str]] = {}  # bounded by the distinct versions/models a service uses
+        # (service, kind, scope) -> value -> order of first sighting; bounded by the versions/models a service uses
+        self._seen: dict[tuple[str, str, str], dict[str, int]] = {}
         self._last_closed: KeyRegistry[tuple[str, str, str], tuple[str, list[_Sampled]]] = KeyRegistry(self.config.max_lineages)
         self._pinned: dict[DriftKey, list[_Sampled]] = {}
         self._changes = TableRows("change_events", list(CHANGE_COLUMNS))
@@ -175,12 +176,12 @@ class DriftTracker:
             if not value:
                 continue
             slot = (key.service, kind, scope)
-            seen = self._seen.setdefault(slot, set())
+            seen = self._seen.setdefault(slot, {})
             if value in seen:
                 self._latest[slot] = value
                 continue
             previous = self._latest.get(slot)
-            seen.add(value)
+            seen[value] = len(seen)
             self._latest[slot] = value
             if previous is None:
                 continue
@@ -277,9 +278,11 @@ class DriftTracker:
         earliest later one (the old version may only have live traffic, e.g. a backfill)."""
         best: tuple[int, str, list[_Sampled]] | None = None
         after: tuple[int, str, list[_Sampled]] | None = None
+        order = self._seen.get((key.service, "prompt_version", f"{key.model}/{key.prompt_name}"), {})
+        mine = order.get(key.prompt_version, -1)
         for other in self._keys.keys():
-            if other.lineage != key.lineage or other == key:
-                continue
+            if other.lineage != key.lineage or other == key or order.get(other.prompt_version, mine) >= mine:
+                continue  # only versions first seen before this one are what it replaced
             state = self._keys.get(other)
             assert state is not None
             windows = [(w.start, w.sample) for w in state.history] + [(s, list(r.items)) for s, r in state.open.items()]
@@ -293,7 +296,7 @@ class DriftTracker:
         best = best or after
         if best is None:
             previous = self._last_closed.get(key.lineage)  # the sibling key itself may have been evicted
-            if previous is not None and previous[0] != key.prompt_version:
+            if previous is not None and order.get(previous[0], mine) < mine:
                 return previous[1], f"previous version {previous[0]}: last window"
             return None, ""
         return best[2], f"previous version {best[1]}: window {_iso(best[0])}"
