@@ -100,6 +100,18 @@ class DriftSettings(_Section):
         256, ge=1, description="Live drift keys kept; least recently used are evicted (counted). Memory: about 4 MiB per key at reservoir_size 1000."
     )
     history_windows: int = Field(96, ge=1, description="Closed windows per key merged into its reference (96 x 15 min = 24 h).")
+    key_fields: list[str] = Field(
+        ["model", "prompt_name", "prompt_version"],
+        description="What splits drift keys besides the service: any of model, prompt_name, prompt_version.",
+    )
+
+    @field_validator("key_fields")
+    @classmethod
+    def _known_key_fields(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"model", "prompt_name", "prompt_version"}
+        if unknown:
+            raise ValueError(f"unknown drift key fields {sorted(unknown)}")
+        return value
 
 
 class ClickHouseSettings(_Section):

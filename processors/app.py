@@ -122,7 +122,8 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
 
     d = settings.drift
     config = DriftStageConfig(window_s=d.window_s, lateness_s=d.lateness_s, idle_close_s=d.idle_close_s,
-                              reservoir_size=d.reservoir_size, max_keys=d.max_keys, history_windows=d.history_windows)  # fmt: skip
+                              reservoir_size=d.reservoir_size, max_keys=d.max_keys, history_windows=d.history_windows,
+                              key_fields=tuple(d.key_fields))  # fmt: skip
     stage = DriftStage(DriftTracker(config), sink)
     app.llmops_drift = stage  # type: ignore[attr-defined]
 

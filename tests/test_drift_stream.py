@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from processors.drift.stream import DriftStageConfig, DriftTracker
 
@@ -199,3 +200,14 @@ def test_an_older_version_is_never_compared_with_its_successor() -> None:
     references = {(r["prompt_version"], r["reference"].split(":")[0]) for r in rows}
     assert ("v4", "previous version v3") in references
     assert not [ref for version, ref in references if version == "v3" and ref.startswith("previous version")]
+
+
+def test_key_fields_are_configurable() -> None:
+    rng = np.random.default_rng(10)
+    clock = Clock()
+    coarse = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, key_fields=("model",)), clock=clock)
+    coarse.add("bot", _calls(rng, T0, 50, "v1", 20) + _calls(rng, T0, 50, "v2", 20))
+    assert coarse.live_keys == 1  # versions share one key
+    assert len(coarse.close()[1]) == 1  # the version change is still a change event
+    with pytest.raises(ValueError):
+        DriftTracker(DriftStageConfig(key_fields=("team",)))

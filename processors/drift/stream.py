@@ -36,13 +36,16 @@ from processors.drift.signals import CallSignals, SignalOptions, extract_signals
 from processors.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
 from sinks.clickhouse.batches import TableRows
 
-__all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS"]
+__all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]
 
 DRIFT_COLUMNS = [
     "window_start", "window_end", "service", "model", "prompt_name", "prompt_version", "signal", "statistic",
     "value", "p_value", "threshold", "drifted", "n_ref", "n_cur", "reference",
 ]  # fmt: skip
 CHANGE_COLUMNS = ["ts", "service", "kind", "old_value", "new_value", "model", "prompt_name", "trace_id", "span_id"]
+
+
+KEY_FIELDS = ("model", "prompt_name", "prompt_version")
 
 
 class DriftKey(NamedTuple):
@@ -66,6 +69,7 @@ class DriftStageConfig:
     max_keys: int = 256
     history_windows: int = 96  # closed windows kept per key for the reference (96 x 15 min = 24 h)
     max_lineages: int = 10_000  # (service, model, prompt) whose last window is kept for version changes
+    key_fields: tuple[str, ...] = KEY_FIELDS  # which of model, prompt_name, prompt_version split keys (service always)
     statistics: DriftConfig = field(default_factory=DriftConfig)
     signals: SignalOptions = field(default_factory=SignalOptions)
     seed: int = 0
@@ -96,6 +100,9 @@ class _KeyState:
 class DriftTracker:
     def __init__(self, config: DriftStageConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config or DriftStageConfig()
+        unknown = set(self.config.key_fields) - set(KEY_FIELDS)
+        if unknown:
+            raise ValueError(f"drift key fields must be among {KEY_FIELDS}, not {sorted(unknown)}")
         self._clock = clock
         self._keys: KeyRegistry[DriftKey, _KeyState] = KeyRegistry(self.config.max_keys)
         self._rng = np.random.default_rng(self.config.seed)
@@ -134,8 +141,9 @@ class DriftTracker:
         for call in calls:
             self.calls_seen += 1
             ts_s = call["ts_ns"] / 1e9
-            key = DriftKey(service, call["model"], call["prompt_name"], call["prompt_version"])
-            self._note_changes(key, call)
+            self._note_changes(DriftKey(service, call["model"], call["prompt_name"], call["prompt_version"]), call)
+            fields = self.config.key_fields
+            key = DriftKey(service, *(call[name] if name in fields else "" for name in KEY_FIELDS))
             start = int(ts_s // window) * window
             state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=self._clock()))
             if start + window <= self._watermark(state):
