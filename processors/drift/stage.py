@@ -39,6 +39,7 @@ class DriftStage:
         self._sink = sink
         self._lock = asyncio.Lock()
         self.malformed = 0
+        self._reported = (0, 0)  # (evicted keys, late calls) already logged
 
     async def consume(self, values: Sequence[bytes]) -> None:
         async with self._lock:
@@ -69,3 +70,15 @@ class DriftStage:
             for rows in (change_rows, drift_rows):
                 if len(rows):
                     await asyncio.to_thread(self._sink.write, rows, _token(rows))
+            self._report_losses()
+
+    def _report_losses(self) -> None:
+        """Evicted keys and late calls are counted; say so whenever the counts grow."""
+        counts = (self.tracker.evicted_keys, self.tracker.late_calls)
+        if counts != self._reported:
+            log.warning(
+                "drift stage dropped state or calls",
+                extra={"evicted_keys_total": counts[0], "late_calls_total": counts[1], "live_keys": self.tracker.live_keys,
+                       "max_keys": self.tracker.config.max_keys},  # fmt: skip
+            )
+            self._reported = counts
