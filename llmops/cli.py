@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin.add_argument("--prompt-name", default="", help="Prompt name of the key.")
     pin.add_argument("--prompt-version", default="", help="Prompt version of the key.")
 
-    from llmops.grafana_sync import add_cli as add_grafana_cli
+    from llmops.grafana_cli import add_cli as add_grafana_cli
 
     add_grafana_cli(commands)
 

@@ -32,6 +32,8 @@ from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaU
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmops.grafana_cli import DEFAULT_ROOT, add_cli
+
 __all__ = [
     "Action",
     "Change",
@@ -46,7 +48,6 @@ __all__ = [
     "DEFAULT_ROOT",
 ]
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "dashboards"
 Action = Literal["create", "update", "unchanged"]
 _ENV = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
 
@@ -311,17 +312,6 @@ def sync(url: str, token: str, root: Path, dry_run: bool, *, environ: Mapping[st
     except (GrafanaException, niquests.exceptions.RequestException) as exc:
         raise _friendly(exc, url) from exc
     return report
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """`llmops grafana sync [--url] [--token] [--root] [--dry-run]`."""
-    grafana = subparsers.add_parser("grafana", help="Work with a running Grafana.")
-    commands = grafana.add_subparsers(dest="grafana_command", required=True, metavar="COMMAND")
-    sync_parser = commands.add_parser("sync", help="Push datasource, dashboards, alert rules, contact points and policy (idempotent).")
-    sync_parser.add_argument("--url", default=None, help="Grafana base URL [env GRAFANA_URL; default http://127.0.0.1:3000].")
-    sync_parser.add_argument("--token", default=None, help="Service account token with the Admin role [env GRAFANA_TOKEN].")
-    sync_parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"Provisioning tree [default {DEFAULT_ROOT}].")
-    sync_parser.add_argument("--dry-run", action="store_true", help="Only show what would change.")
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from llmops.config import Settings
+from llmops.report import render_table
 from llmops.store import open_reader
 from processors.budget_monitor import compute_status
 from processors.budgets import load_budgets
@@ -39,10 +40,7 @@ def pricing_unpriced(settings: Settings, as_json: bool) -> str:
         return json.dumps(rows, indent=2, default=str)
     if not rows:
         return "every model seen has a price"
-    lines = [f"{'provider':<14} {'model':<34} {'calls':>8} {'input tokens':>14} {'output tokens':>14}"]
-    lines += [f"{r['provider']:<14} {r['model']:<34} {r['calls']:>8,} {r['input_tokens']:>14,} {r['output_tokens']:>14,}" for r in rows]
-    lines.append("Add prices for these in a pricing file (--pricing-file / LLMOPS_PROCESSOR__PRICING_FILE).")
-    return "\n".join(lines)
+    return render_table("Unpriced models seen", rows) + "Add prices for these in a pricing file (--pricing-file / LLMOPS_PROCESSOR__PRICING_FILE)."
 
 
 def budgets_report(settings: Settings, budgets_file: Path | None, as_json: bool) -> str:

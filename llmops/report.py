@@ -6,7 +6,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["build_report", "render_report", "REPORT_QUERIES"]
+__all__ = ["build_report", "render_report", "render_table", "REPORT_QUERIES"]
 
 # name -> SQL; each query is also what a Grafana panel would run (without the time filter).
 REPORT_QUERIES: dict[str, str] = {
@@ -75,7 +75,7 @@ def build_report(client: Client) -> dict[str, Any]:
     return report
 
 
-def _table(title: str, rows: list[dict[str, Any]]) -> str:
+def render_table(title: str, rows: list[dict[str, Any]]) -> str:
     if not rows:
         return f"{title}\n  (none)\n"
     headers = list(rows[0])
@@ -89,11 +89,11 @@ def _table(title: str, rows: list[dict[str, Any]]) -> str:
 def render_report(report: dict[str, Any]) -> str:
     totals = report.get("totals", {})
     parts = ["Totals\n" + "".join(f"  {k}: {v}\n" for k, v in totals.items())]
-    parts.append(_table("LLM calls by model", report["by_model"]))
-    parts.append(_table("Spend by team", report["by_team"]))
-    parts.append(_table("LLM calls by service", report["by_service"]))
-    parts.append(_table("Latency by model (ms)", report["latency_by_model"]))
-    parts.append(_table("Drifted keys (latest windows)", report["drifted"]))
-    parts.append(_table("Change events", report["change_events"]))
-    parts.append(_table("Ingest errors", report["ingest_errors"]))
+    parts.append(render_table("LLM calls by model", report["by_model"]))
+    parts.append(render_table("Spend by team", report["by_team"]))
+    parts.append(render_table("LLM calls by service", report["by_service"]))
+    parts.append(render_table("Latency by model (ms)", report["latency_by_model"]))
+    parts.append(render_table("Drifted keys (latest windows)", report["drifted"]))
+    parts.append(render_table("Change events", report["change_events"]))
+    parts.append(render_table("Ingest errors", report["ingest_errors"]))
     return "\n".join(parts)

@@ -20,7 +20,7 @@ from typing import Any
 
 from llmops.broker import EmbeddedBroker
 from llmops.config import Settings
-from llmops.store import endpoint_alive
+from llmops.store import endpoint_alive, local_host
 from llmops.topics import consumer_lag, ensure_topics
 
 __all__ = ["run_stack", "child_env", "spawn_component", "wait_for_line", "stop_process"]
@@ -101,7 +101,7 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
         ensure_topics(bootstrap, settings.kafka)
         env = child_env(overrides, bootstrap)
         worker = spawn_component("worker", env, config_file)
-        host = "127.0.0.1" if settings.receiver.listen in ("0.0.0.0", "::") else settings.receiver.listen
+        host = local_host(settings.receiver.listen)
         if settings.embedded_store and settings.sql.enabled:
             _wait_until(lambda: endpoint_alive(host, settings.sql.port), 120, "the worker's SQL endpoint", worker)
         receiver = spawn_component("receive", env, config_file)

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from llmops.config import Settings
 from sinks.clickhouse.client import connect
 
-__all__ = ["open_reader", "endpoint_alive"]
+__all__ = ["open_reader", "endpoint_alive", "local_host"]
 
 
 def endpoint_alive(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -26,10 +26,15 @@ def endpoint_alive(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def local_host(listen: str) -> str:
+    """Where a local client reaches a server bound to `listen` (a wildcard bind is reached on loopback)."""
+    return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+
+
 def open_reader(settings: Settings) -> Client:
     if not settings.embedded_store:
         return connect(settings.clickhouse_dsn, settings.clickhouse.database)
-    host = "127.0.0.1" if settings.receiver.listen in ("0.0.0.0", "::") else settings.receiver.listen
+    host = local_host(settings.receiver.listen)
     if endpoint_alive(host, settings.sql.port):
         return clickhouse_connect.get_client(
             host=host, port=settings.sql.port, database=settings.clickhouse.database, compress=False, autogenerate_session_id=False

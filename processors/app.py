@@ -75,8 +75,6 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             await fut
 
     handler = BatchHandler(sink, build_call_stages(settings), dead_letter, publish_drift if settings.drift.enabled else None)
-    app.llmops_handler = handler  # type: ignore[attr-defined]
-    app.llmops_sink = sink  # type: ignore[attr-defined]
     spans_topic = app.topic(kafka.topic, value_serializer="raw", key_serializer="raw")
 
     @app.agent(spans_topic, name="otlp_spans_to_clickhouse")
@@ -107,6 +105,15 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     if settings.processor.budgets_file is not None:
         _add_budget_timer(app, settings, client, sink)
 
+    @app.on_before_shutdown.connect
+    async def _report(*_: Any, **__: Any) -> None:
+        stats = handler.stats
+        log.info(
+            "worker stopping",
+            extra={"records": stats.records, "spans": stats.spans, "calls": stats.calls, "dead_lettered": stats.dead_lettered,
+                   "already_stored_records": stats.skipped_records, "rows_written": sink.rows_written},  # fmt: skip
+        )
+
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         sink.forget_fences()
@@ -125,7 +132,6 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
                               reservoir_size=d.reservoir_size, max_keys=d.max_keys, history_windows=d.history_windows,
                               key_fields=tuple(d.key_fields))  # fmt: skip
     stage = DriftStage(DriftTracker(config), sink)
-    app.llmops_drift = stage  # type: ignore[attr-defined]
 
     @app.agent(drift_topic, name="drift_windows")
     async def drift_windows(stream: Any) -> None:

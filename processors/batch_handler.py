@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from processors.pipeline import (
     CallStages,
@@ -48,8 +48,6 @@ class HandlerStats:
     calls: int = 0
     dead_lettered: int = 0
     skipped_records: int = 0  # already stored (redelivery after a restart)
-    last_batch_s: float = 0.0
-    started: float = field(default_factory=time.monotonic)
 
 
 def _token(table: str, records: Sequence[SourceRecord], stage: str = "") -> str:
@@ -70,7 +68,6 @@ class BatchHandler:
         self.stats = HandlerStats()
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
-        started = time.perf_counter()
         decoded, poison = await asyncio.to_thread(decode_records, records, self._stages)
         tables = ["otel_traces", "llm_calls", "ingest_errors", *self._stages.aggregators]
         sources = {r.source for r in records}
@@ -96,7 +93,6 @@ class BatchHandler:
         self.stats.records += len(records)
         self.stats.spans += sum(len(d.spans) for d in decoded)
         self.stats.calls += sum(len(d.calls) for d in decoded)
-        self.stats.last_batch_s = time.perf_counter() - started
 
     async def _insert(self, rows: TableRows, decoded: Sequence[DecodedRecord], fences: dict[str, dict[str, int]]) -> None:
         try:

@@ -27,10 +27,7 @@ __all__ = [
     "decode_records",
     "build_tables",
     "poison_rows",
-    "RAW_TABLES",
 ]
-
-RAW_TABLES = ("otel_traces", "llm_calls", "ingest_errors")
 
 
 @dataclass(frozen=True, slots=True)
