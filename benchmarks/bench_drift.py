@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 import time
 import tracemalloc
@@ -25,6 +24,8 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_seconds  # noqa: E402
 
 from processors.drift import (  # noqa: E402
     CallSignals,
@@ -59,16 +60,6 @@ def _window(rng: np.random.Generator, n: int, factor: np.ndarray, mean: np.ndarr
     )
 
 
-def _median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_window(n: int, repeat: int) -> None:
     rng = np.random.default_rng(0)
     basis, _ = np.linalg.qr(rng.standard_normal((DIM, DIM)))
@@ -90,7 +81,7 @@ def bench_window(n: int, repeat: int) -> None:
         with threadpool_limits(limits=limit, user_api="blas"):
             print(f" {label}:")
             for name, fn in parts.items():
-                print(f"  {name:<48} {1000 * _median_seconds(fn, repeat):8.1f} ms")
+                print(f"  {name:<48} {1000 * median_seconds(fn, repeat, warmup=True):8.1f} ms")
 
 
 def bench_memory(capacity: int) -> None:

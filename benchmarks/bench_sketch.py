@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import median_seconds  # noqa: E402
+
 from processors.latency import metric_rows  # noqa: E402
 from processors.sketch import GroupedSketches  # noqa: E402
 
@@ -33,28 +34,19 @@ MIGRATION = Path(__file__).resolve().parents[1] / "schemas" / "migrations" / "00
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
-def _timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_update(rng: np.random.Generator) -> list[tuple[str, str, str]]:
     out = []
     for size, groups in ((10_000, 150), (100_000, 150), (1_000_000, 3_000)):
         values = rng.lognormal(np.log(400.0), 0.9, size)
         ids = rng.integers(0, groups, size)
-        t = _timed(lambda: GroupedSketches.from_batch(ids, values, groups), repeat=max(3, 2_000_000 // size))
+        t = median_seconds(lambda: GroupedSketches.from_batch(ids, values, groups), repeat=max(3, 2_000_000 // size))
         out.append((f"from_batch  {size:>9,} values, {groups:>5} groups", f"{size / t / 1e6:8.1f} M values/s", f"{t * 1e3:8.2f} ms"))
     for size, keys in ((10_000, 50), (100_000, 50)):
         values = rng.lognormal(np.log(400.0), 0.9, size)
         windows = T0 + 60 * rng.integers(0, 3, size)
         key_ids = rng.integers(0, keys, size)
         names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", "chat") for k in range(keys)]
-        t = _timed(lambda: metric_rows(windows, key_ids, names, "ttft_ms", values), repeat=max(3, 1_000_000 // size))
+        t = median_seconds(lambda: metric_rows(windows, key_ids, names, "ttft_ms", values), repeat=max(3, 1_000_000 // size))
         out.append((f"metric_rows {size:>9,} values, {keys:>5} keys x 3 min", f"{size / t / 1e6:8.1f} M values/s", f"{t * 1e3:8.2f} ms"))
     return out
 
@@ -104,7 +96,7 @@ def bench_query(client, days: int) -> list[tuple[str, str, str]]:
         start = time.perf_counter()
         client.query(sql)
         first = time.perf_counter() - start
-        warm = _timed(lambda: client.query(sql), repeat=5)
+        warm = median_seconds(lambda: client.query(sql), repeat=5)
         out.append((f"query {name}", f"first {first * 1e3:7.0f} ms", f"median {warm * 1e3:7.0f} ms"))
     return out
 
