@@ -29,6 +29,7 @@ from processors.pipeline import (
 from processors.drift.wire import drift_payloads
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.errors import PermanentSinkError
+from sinks.clickhouse.otlp_ingest import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 
 __all__ = ["BatchHandler", "HandlerStats", "DeadLetter", "Publish"]
@@ -91,10 +92,10 @@ class BatchHandler:
                 rows.extend(_unstored(poison_rows(poison, int(time.time() * 1000)), fences["ingest_errors"]))
             await self._insert(rows, decoded, fences)
         self.stats.records += len(records)
-        self.stats.spans += sum(len(d.spans) for d in decoded)
+        self.stats.spans += sum(d.span_count for d in decoded)
         self.stats.calls += sum(len(d.calls) for d in decoded)
 
-    async def _insert(self, rows: TableRows, decoded: Sequence[DecodedRecord], fences: dict[str, dict[str, int]]) -> None:
+    async def _insert(self, rows: TableRows | OtlpRecords, decoded: Sequence[DecodedRecord], fences: dict[str, dict[str, int]]) -> None:
         try:
             await asyncio.to_thread(self._sink.write, rows, _token(rows.table, [d.record for d in decoded]))
         except PermanentSinkError as exc:

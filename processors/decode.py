@@ -7,7 +7,9 @@ and the rest of the record proceeds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -15,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from processors.otlp_values import attributes_dict
 from processors.records import SpanEvent, SpanLink, SpanView
 
-__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "decode_request", "parse_request"]
+__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request"]
 
 
 class MalformedPayload(ValueError):
@@ -34,8 +36,13 @@ class SpanProblem:
 
 @dataclass(slots=True)
 class DecodedRequest:
-    spans: list[SpanView] = field(default_factory=list)
+    spans: list[SpanView] = field(default_factory=list)  # the valid spans `keep` chose
     problems: list[SpanProblem] = field(default_factory=list)
+    span_count: int = 0  # every valid span, kept or not (what otel_traces stores)
+
+
+# Chooses, from the raw protobuf Span, which spans become SpanViews.
+SpanFilter = Callable[[Any], bool]
 
 
 def parse_request(payload: bytes) -> ExportTraceServiceRequest:
@@ -48,57 +55,64 @@ def parse_request(payload: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def decode_request(payload: bytes | ExportTraceServiceRequest) -> DecodedRequest:
-    """Flatten resource/scope/span nesting into SpanViews, checking each span."""
+def decode_request(payload: bytes | ExportTraceServiceRequest, keep: SpanFilter | None = None) -> DecodedRequest:
+    """Check every span; flatten resource/scope/span nesting into SpanViews for those `keep` accepts.
+
+    Without `keep` every valid span becomes a SpanView. The worker passes a filter
+    because only LLM spans need one: ClickHouse stores all spans from the raw bytes.
+    """
     request = parse_request(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
     decoded = DecodedRequest()
     spans_out = decoded.spans
+    valid = 0
     for resource_spans in request.resource_spans:
-        resource = attributes_dict(resource_spans.resource.attributes)
-        service = str(resource.get("service.name", ""))
+        resource: dict[str, Any] | None = None  # built on first need: most spans never need it
         for scope_spans in resource_spans.scope_spans:
-            scope_name = scope_spans.scope.name
-            scope_version = scope_spans.scope.version
+            scope = scope_spans.scope
             for span in scope_spans.spans:
                 trace_id = span.trace_id
                 span_id = span.span_id
+                problem = None
                 if len(trace_id) != 16 or not any(trace_id):
-                    decoded.problems.append(SpanProblem("invalid trace_id (need 16 non-zero bytes)", service, trace_id.hex(), span_id.hex()))
+                    problem = "invalid trace_id (need 16 non-zero bytes)"
+                elif len(span_id) != 8 or not any(span_id):
+                    problem = "invalid span_id (need 8 non-zero bytes)"
+                elif span.start_time_unix_nano == 0:
+                    problem = "missing start_time_unix_nano"
+                if problem is None:
+                    valid += 1
+                    if keep is not None and not keep(span):
+                        continue
+                if resource is None:
+                    resource = attributes_dict(resource_spans.resource.attributes)
+                if problem is not None:
+                    decoded.problems.append(SpanProblem(problem, str(resource.get("service.name", "")), trace_id.hex(), span_id.hex()))
                     continue
-                if len(span_id) != 8 or not any(span_id):
-                    decoded.problems.append(SpanProblem("invalid span_id (need 8 non-zero bytes)", service, trace_id.hex(), span_id.hex()))
-                    continue
-                if span.start_time_unix_nano == 0:
-                    decoded.problems.append(SpanProblem("missing start_time_unix_nano", service, trace_id.hex(), span_id.hex()))
-                    continue
-                events = (
-                    [SpanEvent(event.time_unix_nano, event.name, attributes_dict(event.attributes)) for event in span.events]
-                    if span.events
-                    else []
-                )
-                spans_out.append(
-                    SpanView(
-                        trace_id=trace_id.hex(),
-                        span_id=span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex(),
-                        name=span.name,
-                        kind=span.kind,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status_code=span.status.code,
-                        status_message=span.status.message,
-                        attributes=attributes_dict(span.attributes),
-                        resource=resource,
-                        events=events,
-                        scope_name=scope_name,
-                        scope_version=scope_version,
-                        trace_state=span.trace_state,
-                        links=[
-                            SpanLink(link.trace_id.hex(), link.span_id.hex(), link.trace_state, attributes_dict(link.attributes))
-                            for link in span.links
-                        ]
-                        if span.links
-                        else [],
-                    )
-                )
+                spans_out.append(_span_view(span, resource, scope.name, scope.version))
+    decoded.span_count = valid
     return decoded
+
+
+def _span_view(span: Any, resource: dict[str, Any], scope_name: str, scope_version: str) -> SpanView:
+    events = span.events
+    links = span.links
+    return SpanView(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=span.parent_span_id.hex(),
+        name=span.name,
+        kind=span.kind,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        status_code=span.status.code,
+        status_message=span.status.message,
+        attributes=attributes_dict(span.attributes),
+        resource=resource,
+        events=[SpanEvent(event.time_unix_nano, event.name, attributes_dict(event.attributes)) for event in events] if events else [],
+        scope_name=scope_name,
+        scope_version=scope_version,
+        trace_state=span.trace_state,
+        links=[SpanLink(link.trace_id.hex(), link.span_id.hex(), link.trace_state, attributes_dict(link.attributes)) for link in links]
+        if links
+        else [],
+    )

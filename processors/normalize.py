@@ -48,6 +48,7 @@ from processors.records import LLMCall, SpanView
 
 __all__ = [
     "NormalizeOptions",
+    "LLM_MARKER_KEYS",
     "normalize_call",
     "normalize_provider",
     "CONVENTION_OTEL_GENAI",
@@ -260,6 +261,9 @@ _OPENLLMETRY_MARKERS: Final = (
     "gen_ai.usage.reasoning_tokens",
 )
 _OTEL_MARKERS: Final = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system")
+# A span without any of these attribute keys is never an LLM call (`_detect` needs one):
+# the decode stage builds SpanViews only for spans that carry one.
+LLM_MARKER_KEYS: Final = frozenset(("openinference.span.kind", *_OPENLLMETRY_MARKERS, *_OTEL_MARKERS))
 _OPENINFERENCE_OPERATION: Final[Mapping[str, str]] = MappingProxyType({"LLM": "chat", "EMBEDDING": "embeddings"})
 # OpenLLMetry's `llm.request.type` values -> OTel GenAI operation names.
 _OPENLLMETRY_OPERATION: Final[Mapping[str, str]] = MappingProxyType(

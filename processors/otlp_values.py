@@ -1,4 +1,4 @@
-"""OTLP AnyValue/KeyValue to Python values and to the strings ClickHouse maps hold.
+"""OTLP AnyValue/KeyValue to Python values.
 
 Hot path: called for every attribute of every span, so it dispatches on the
 oneof name once and avoids generic reflection.
@@ -6,14 +6,10 @@ oneof name once and avoids generic reflection.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from numpy import format_float_positional
-
-__all__ = ["any_value", "attributes_dict", "value_to_string"]
+__all__ = ["any_value", "attributes_dict"]
 
 
 def any_value(value: Any) -> Any:
@@ -54,30 +50,3 @@ def attributes_dict(key_values: Iterable[Any]) -> dict[str, Any]:
         else:
             out[kv.key] = any_value(value)
     return out
-
-
-def value_to_string(value: Any) -> str:
-    """String form used in Map(String, String) columns, matching pcommon.Value.AsString()."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return format_float_positional(value, trim="-")
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if value is None:
-        return ""
-    return _JSON.encode(value)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"unsupported attribute value {type(value).__name__}")
-
-
-# One encoder for all calls: json.dumps with options builds a new encoder each time.
-_JSON = json.JSONEncoder(separators=(",", ":"), default=_json_default)

@@ -1,9 +1,12 @@
 """The pure step between Kafka and ClickHouse: records in, table rows out.
 
-`decode_records` turns Kafka records into decoded spans and LLM calls (poison
+`decode_records` turns Kafka records into LLM calls and span problems (poison
 records are returned, not raised). `build_tables` turns what is not yet stored
-(offset above the table's fence) into one TableRows per table, each row tagged
+(offset above the table's fence) into one batch per table, each row tagged
 with its source and offset so the sink can guard against double counting.
+otel_traces is the exception to row building: its batch is the records' raw
+OTLP bytes, which ClickHouse flattens itself (sinks/clickhouse/otlp_ingest.py),
+so only spans that may be LLM calls become Python objects.
 Nothing here does I/O: the agent wires it to Kafka, the sink to ClickHouse.
 """
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from processors.decode import MalformedPayload, SpanProblem, decode_request
-from processors.normalize import NormalizeOptions, normalize_call
+from processors.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.records import LLMCall, SpanView
-from processors.rows import INGEST_ERRORS_COLUMNS, call_rows, trace_rows
+from processors.rows import INGEST_ERRORS_COLUMNS, call_rows
 from sinks.clickhouse.batches import TableRows
+from sinks.clickhouse.otlp_ingest import OtlpRecords
 
 __all__ = [
     "SourceRecord",
@@ -25,6 +30,7 @@ __all__ = [
     "Poison",
     "CallStages",
     "decode_records",
+    "may_be_llm_call",
     "build_tables",
     "poison_rows",
 ]
@@ -44,7 +50,7 @@ class SourceRecord:
 @dataclass(slots=True)
 class DecodedRecord:
     record: SourceRecord
-    spans: list[SpanView]
+    span_count: int  # valid spans: the rows otel_traces gets from this record
     calls: list[LLMCall]
     problems: list[SpanProblem]
     call_spans: list[SpanView] = field(default_factory=list)  # call_spans[i] is the span of calls[i]
@@ -87,17 +93,26 @@ class CallStages:
         return calls, sources
 
 
+def may_be_llm_call(span: Any) -> bool:
+    """Whether a protobuf Span carries an attribute without which `normalize_call` gives None."""
+    markers = LLM_MARKER_KEYS
+    for kv in span.attributes:
+        if kv.key in markers:
+            return True
+    return False
+
+
 def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple[list[DecodedRecord], list[Poison]]:
     decoded: list[DecodedRecord] = []
     poison: list[Poison] = []
     for record in records:
         try:
-            request = decode_request(record.value)
+            request = decode_request(record.value, keep=may_be_llm_call)
         except MalformedPayload as exc:
             poison.append(Poison(record, str(exc)))
             continue
         calls, call_spans = stages.calls_from(request.spans)
-        decoded.append(DecodedRecord(record, request.spans, calls, request.problems, call_spans))
+        decoded.append(DecodedRecord(record, request.span_count, calls, request.problems, call_spans))
     return decoded, poison
 
 
@@ -147,10 +162,10 @@ def build_tables(
     stages: CallStages,
     now_ms: int | None = None,
     only: str | None = None,
-) -> list[TableRows]:
-    """One TableRows per table (or just `only`) from the records each table has not stored yet."""
+) -> list[TableRows | OtlpRecords]:
+    """One batch per table (or just `only`) from the records each table has not stored yet."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    out: list[TableRows] = []
+    out: list[TableRows | OtlpRecords] = []
 
     def unstored(table: str) -> list[DecodedRecord]:
         fence = fences.get(table, {})
@@ -160,9 +175,10 @@ def build_tables(
         return only is None or only == table
 
     if wanted("otel_traces"):
-        kept = unstored("otel_traces")
-        spans = [span for item in kept for span in item.spans]
-        out.append(_per_record("otel_traces", kept, trace_rows(spans), [len(item.spans) for item in kept]))
+        raw = OtlpRecords("otel_traces")
+        for item in unstored("otel_traces"):
+            raw.append(item.record.value, item.record.source, item.record.offset, item.span_count)
+        out.append(raw)
     if wanted("llm_calls"):
         kept = unstored("llm_calls")
         calls = [call for item in kept for call in item.calls]

@@ -30,7 +30,7 @@ DIST_DB = "llmops_dist_check"
 _ON_CLUSTER = re.compile(r"\s+ON CLUSTER '\{cluster\}'")
 _REPLICATED = re.compile(r"ENGINE = Replicated(\w*MergeTree)\('(?P<path>[^']*)', '\{replica\}'(?P<rest>(?:, [^)]*)?)\)")
 _DISTRIBUTED = re.compile(r"ENGINE = Distributed\('\{cluster\}', currentDatabase\(\), (?P<local>\w+), (?P<key>.+)\)\s*$", re.S)
-_CREATED = re.compile(r"^CREATE (TABLE|VIEW|FUNCTION) IF NOT EXISTS (\w+)")
+_CREATED = re.compile(r"^CREATE (TABLE|VIEW|MATERIALIZED VIEW|FUNCTION) IF NOT EXISTS (\w+)")
 # The partition-number sharding key used for every fenced table.
 PARTITION_KEY = "toUInt64OrZero(splitByChar('/', toString(_ingest_source))[-1])"
 # Tables whose sink inserts carry fences (_ingest_source = '<topic id>/<partition>').
@@ -129,11 +129,27 @@ def test_cluster_ddl_covers_every_object_of_the_single_node_migrations(client: C
     created = {m.group(2) for s in _statements(CLUSTER) if (m := _CREATED.match(s))}
     tables = _contract_tables(client)
     assert set(tables) >= {"otel_traces", "llm_calls", "ingest_errors", "llm_usage_1m", "budget_status", "llm_latency_1m", "llm_drift", "change_events"}
-    views = [r[0] for r in client.query("SELECT name FROM system.tables WHERE database = {db:String} AND engine = 'View'", parameters={"db": DB}).result_rows]
+    views = [
+        r[0]
+        for r in client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine IN ('View', 'MaterializedView', 'Null')", parameters={"db": DB}
+        ).result_rows
+    ]
+    assert {"otlp_ingest", "otlp_ingest_to_otel_traces"} <= set(views)
     single_node_functions = {m.group(2) for s in _statements(ROOT / "migrations") if (m := _CREATED.match(s)) and m.group(1) == "FUNCTION"}
     assert {"sketch_quantile", "sketch_quantile_gamma"} <= single_node_functions
     expected = {*tables, *(f"{t}_local" for t in tables), *views, *single_node_functions, "schema_migrations"}
     assert created == expected
+
+
+def test_otlp_ingest_statements_equal_the_single_node_ones_plus_on_cluster() -> None:
+    """The raw-OTLP path (Null table, view into the Distributed otel_traces, functions) has no per-node variant."""
+    def otlp_objects(directory: Path) -> list[str]:
+        return [s for s in _statements(directory) if (m := _CREATED.match(s)) and m.group(2).startswith("otlp")]
+
+    single, cluster = otlp_objects(ROOT / "migrations"), otlp_objects(CLUSTER)
+    assert len(single) == len(cluster) == 6
+    assert [_ON_CLUSTER.sub("", s, count=1) for s in cluster] == single
 
 
 def test_local_tables_match_the_single_node_tables(client: Client, local_tables: list[str]) -> None:

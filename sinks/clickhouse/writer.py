@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkError, SinkError, classify
+from sinks.clickhouse.otlp_ingest import INGEST_TABLE, OtlpRecords, frame_records, insert_settings
 
 __all__ = ["ClickHouseSink", "TransientSinkError"]
 
@@ -68,11 +69,13 @@ class ClickHouseSink:
         with self._lock:
             return {s: self._fences[(table, s)] for s in wanted}
 
-    def _advance(self, rows: TableRows) -> None:
-        if "_ingest_source" not in rows.column_names or not len(rows):
+    def _advance(self, rows: TableRows | OtlpRecords) -> None:
+        if isinstance(rows, OtlpRecords):
+            sources, offsets = rows.sources, rows.offsets
+        elif "_ingest_source" in rows.column_names and len(rows):
+            sources, offsets = rows.column("_ingest_source"), rows.column("_ingest_offset")
+        else:
             return
-        sources = rows.column("_ingest_source")
-        offsets = rows.column("_ingest_offset")
         with self._lock:
             for source, offset in zip(sources, offsets):
                 key = (rows.table, source)
@@ -80,8 +83,11 @@ class ClickHouseSink:
                     self._fences[key] = offset
 
     # -- writes ---------------------------------------------------------
-    def write(self, rows: TableRows, token: str) -> None:
+    def write(self, rows: TableRows | OtlpRecords, token: str) -> None:
         """Insert all rows in one block, or raise Permanent/Fatal/TransientSinkError."""
+        if isinstance(rows, OtlpRecords):
+            self._write_otlp(rows, token)
+            return
         if not len(rows):
             return
         settings = {"insert_deduplication_token": token}
@@ -96,6 +102,18 @@ class ClickHouseSink:
         )
         self._advance(rows)
         self.rows_written[rows.table] = self.rows_written.get(rows.table, 0) + len(rows)
+
+    def _write_otlp(self, records: OtlpRecords, token: str) -> None:
+        """One Protobuf insert into otlp_ingest; its materialized view writes `records.table`."""
+        if not records.values:
+            return
+        data = frame_records(records.values, records.sources, records.offsets)
+        settings = {**insert_settings(), "insert_deduplication_token": token}
+        self._retrying(
+            lambda: self._client.raw_insert(f"`{self._database}`.`{INGEST_TABLE}`", None, data, settings=settings, fmt="Protobuf")
+        )
+        self._advance(records)
+        self.rows_written[records.table] = self.rows_written.get(records.table, 0) + len(records)
 
     def _retrying(self, call):  # type: ignore[no-untyped-def]
         retrying = Retrying(

@@ -1,0 +1,254 @@
+"""otel_traces as ClickHouse fills it from raw OTLP bytes (migration 005, sinks/clickhouse/otlp_ingest.py).
+
+Requests are built with the OTLP protobuf classes, written through the real ClickHouseSink into chDB,
+and read back. The expected strings are the Collector clickhouseexporter's (pcommon Value.AsString()):
+scalars as text, arrays and maps as JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
+
+import processors.normalize as normalize_module
+from processors.decode import decode_request
+from processors.normalize import LLM_MARKER_KEYS, normalize_call
+from processors.pipeline import may_be_llm_call
+from processors.records import SpanView
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.migrations import apply_migrations
+from sinks.clickhouse.otlp_ingest import OtlpRecords
+from sinks.clickhouse.writer import ClickHouseSink
+
+START = 1_764_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    path = Path(tempfile.mkdtemp(prefix="llmops_ingest_"))
+    ch = connect(f"chdb://{path}", "llmops", create_database=True)
+    try:
+        apply_migrations(ch, "llmops")
+        yield ch
+    finally:
+        ch.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_counter = iter(range(1, 1 << 30))
+
+
+def _ids() -> tuple[bytes, bytes]:
+    n = next(_counter)
+    return n.to_bytes(16, "big"), n.to_bytes(8, "big")
+
+
+def _set(target: AnyValue, value: Any) -> None:
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, bytes):
+        target.bytes_value = value
+    elif isinstance(value, list):
+        target.array_value.SetInParent()
+        for item in value:
+            _set(target.array_value.values.add(), item)
+    elif isinstance(value, dict):
+        target.kvlist_value.SetInParent()
+        for key, item in value.items():
+            _set(target.kvlist_value.values.add(key=key).value, item)
+    else:
+        raise TypeError(value)
+
+
+def _request(service: str, spans: list[dict[str, Any]], resource: dict[str, Any] | None = None) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    for key, value in {"service.name": service, **(resource or {})}.items():
+        _set(rs.resource.attributes.add(key=key).value, value)
+    ss = rs.scope_spans.add()
+    ss.scope.name, ss.scope.version = "tests.scope", "1.2.3"
+    for fields in spans:
+        trace_id, span_id = _ids()
+        span = ss.spans.add(trace_id=fields.get("trace_id", trace_id), span_id=fields.get("span_id", span_id),
+                            name=fields.get("name", "op"), kind=fields.get("kind", 1),
+                            start_time_unix_nano=fields.get("start", START), end_time_unix_nano=fields.get("end", START + 5_000_000))
+        for key, value in fields.get("attributes", []):
+            _set(span.attributes.add(key=key).value, value)
+    return request
+
+
+def _write(client: Client, *requests: ExportTraceServiceRequest, source: str = "test/0", first_offset: int = 0, token: str | None = None) -> None:
+    sink = ClickHouseSink(client, "llmops")
+    batch = OtlpRecords("otel_traces")
+    for offset, request in enumerate(requests, start=first_offset):
+        batch.append(request.SerializeToString(), source, offset, decode_request(request).span_count)
+    sink.write(batch, token or f"otel_traces:test-{next(_counter)}")
+
+
+def _attributes(client: Client, service: str) -> list[dict[str, str]]:
+    return [r[0] for r in client.query("SELECT SpanAttributes FROM otel_traces WHERE ServiceName = {s:String} ORDER BY SpanId",
+                                       parameters={"s": service}).result_rows]
+
+
+def test_every_value_kind_is_stored_as_the_collector_strings(client: Client) -> None:
+    attributes = [
+        ("s", "héllo \"quoted\" / line\nbreak"), ("empty", ""), ("i", -42), ("zero", 0), ("big", 2**63 - 1),
+        ("t", True), ("f", False), ("d", 1.5), ("tenth", 0.1), ("huge", 1e20), ("raw", b"\x00\xff\x10"),
+        ("finish_reasons", ["stop", "length"]), ("mixed", ["a/b", 3, True, 2.5, b"\x01"]), ("no_items", []),
+        ("kv", {"x": 0.1, "y": "z", "n": 7}),
+    ]
+    _write(client, _request("svc-kinds", [{"attributes": attributes}]))
+    [stored] = _attributes(client, "svc-kinds")
+    assert stored["s"] == "héllo \"quoted\" / line\nbreak"
+    assert (stored["empty"], stored["i"], stored["zero"], stored["big"]) == ("", "-42", "0", str(2**63 - 1))
+    assert (stored["t"], stored["f"]) == ("true", "false")
+    assert (stored["d"], stored["tenth"], stored["huge"]) == ("1.5", "0.1", "100000000000000000000")
+    assert stored["raw"] == base64.b64encode(b"\x00\xff\x10").decode()
+    assert stored["finish_reasons"] == '["stop","length"]'
+    assert json.loads(stored["mixed"]) == ["a/b", 3, True, 2.5, base64.b64encode(b"\x01").decode()]
+    assert stored["no_items"] == "[]"
+    assert json.loads(stored["kv"]) == {"x": 0.1, "y": "z", "n": 7}
+
+
+def test_values_nested_deeper_than_one_level_are_kept_as_their_raw_bytes(client: Client) -> None:
+    _write(client, _request("svc-deep", [{"attributes": [("matrix", [[1, 2], "x"]), ("tree", {"leaf": {"k": "v"}})]}]))
+    [stored] = _attributes(client, "svc-deep")
+    inner, scalar = json.loads(stored["matrix"])
+    assert scalar == "x"
+    assert [v.int_value for v in ArrayValue.FromString(base64.b64decode(inner)).values] == [1, 2]
+    leaf = json.loads(stored["tree"])["leaf"]
+    assert base64.b64decode(leaf)  # the raw KeyValueList bytes, not lost
+
+
+def test_a_repeated_key_keeps_its_last_value(client: Client) -> None:
+    _write(client, _request("svc-repeat", [{"attributes": [("k", "first"), ("other", 1), ("k", "last")]}, {"attributes": [("a", 1), ("b", 2)]}]))
+    stored = _attributes(client, "svc-repeat")
+    assert {"k": "last", "other": "1"} in stored and {"a": "1", "b": "2"} in stored
+
+
+def test_span_fields_resource_scope_events_and_links(client: Client) -> None:
+    request = _request("svc-fields", [], resource={"team": "search", "replicas": 3})
+    ss = request.resource_spans[0].scope_spans[0]
+    trace_id, span_id = _ids()
+    parent = (99).to_bytes(8, "big")
+    span = ss.spans.add(trace_id=trace_id, span_id=span_id, parent_span_id=parent, trace_state="k=v", name="chat gpt-4o", kind=3,
+                        start_time_unix_nano=START, end_time_unix_nano=START + 1_250_000_000)
+    span.status.code, span.status.message = 2, "upstream 500"
+    event = span.events.add(time_unix_nano=START + 300_000_000, name="gen_ai.content.completion")
+    _set(event.attributes.add(key="chunk").value, 1)
+    link = span.links.add(trace_id=(7).to_bytes(16, "big"), span_id=(8).to_bytes(8, "big"), trace_state="a=b")
+    _set(link.attributes.add(key="why").value, "retry")
+    # Odd values the exporter still writes: unknown kind and status code, end before start.
+    ss.spans.add(trace_id=_ids()[0], span_id=_ids()[1], name="odd", kind=9, start_time_unix_nano=START, end_time_unix_nano=START - 1).status.code = 7
+    # A second resource in the same request keeps its own service name.
+    second = _request("svc-fields-2", [{"name": "other"}]).resource_spans[0]
+    request.resource_spans.append(second)
+    _write(client, request)
+
+    rows = client.query(
+        "SELECT toUnixTimestamp64Nano(Timestamp), TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, "
+        "ResourceAttributes, ScopeName, ScopeVersion, Duration, StatusCode, StatusMessage, "
+        "arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp), Events.Name, Events.Attributes, "
+        "Links.TraceId, Links.SpanId, Links.TraceState, Links.Attributes, _ingest_source, _ingest_offset "
+        "FROM otel_traces WHERE ServiceName LIKE 'svc-fields%' ORDER BY SpanName"
+    ).result_rows
+    by_name = {row[5]: row for row in rows}
+    assert set(by_name) == {"chat gpt-4o", "odd", "other"}
+    assert by_name["chat gpt-4o"] == (
+        START, trace_id.hex(), span_id.hex(), parent.hex(), "k=v", "chat gpt-4o", "SPAN_KIND_CLIENT", "svc-fields",
+        {"service.name": "svc-fields", "team": "search", "replicas": "3"}, "tests.scope", "1.2.3", 1_250_000_000,
+        "STATUS_CODE_ERROR", "upstream 500", [START + 300_000_000], ["gen_ai.content.completion"], [{"chunk": "1"}],
+        [(7).to_bytes(16, "big").hex()], [(8).to_bytes(8, "big").hex()], ["a=b"], [{"why": "retry"}], "test/0", 0,
+    )
+    odd = by_name["odd"]
+    assert (odd[3], odd[6], odd[11], odd[12]) == ("", "", 0, "")
+    assert by_name["other"][7] == "svc-fields-2"
+
+
+def test_spans_decode_reports_as_problems_are_not_stored(client: Client) -> None:
+    good = {"name": "good"}
+    bad = [{"name": "zero-trace", "trace_id": bytes(16)}, {"name": "short-span", "span_id": b"\x01\x02"}, {"name": "no-start", "start": 0}]
+    request = _request("svc-bad", [good, *bad, good])
+    decoded = decode_request(request)
+    _write(client, request)
+    stored = client.query("SELECT SpanName FROM otel_traces WHERE ServiceName = 'svc-bad'").result_rows
+    assert len(stored) == decoded.span_count == 2 and {r[0] for r in stored} == {"good"}
+    assert len(decoded.problems) == 3
+
+
+def test_retried_insert_is_dropped_and_fences_follow_the_records(client: Client) -> None:
+    requests = [_request("svc-retry", [{"name": f"s{i}"} for i in range(3)]) for _ in range(4)]
+    for _ in range(3):  # the same records with the same token: a retry after a lost reply
+        _write(client, *requests, source="retry/2", first_offset=40, token="otel_traces:retry-token")
+    assert client.query("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-retry'").result_rows[0][0] == 12
+    assert ClickHouseSink(client, "llmops").fences("otel_traces", ["retry/2", "never/0"]) == {"retry/2": 43, "never/0": -1}
+
+
+_SCALARS = st.one_of(
+    st.text(max_size=40),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.one_of(_SCALARS, st.lists(_SCALARS, max_size=5)), min_size=1, max_size=12))
+def test_stored_strings_decode_back_to_the_sent_values(client: Client, values: list[Any]) -> None:
+    service = f"svc-prop-{next(_counter)}"
+    _write(client, _request(service, [{"attributes": [(f"k{i}", v) for i, v in enumerate(values)]}]))
+    [stored] = _attributes(client, service)
+    for i, value in enumerate(values):
+        text = stored[f"k{i}"]
+        if isinstance(value, list):
+            assert _same(json.loads(text), value), (text, value)
+        elif isinstance(value, bool):
+            assert text == ("true" if value else "false")
+        elif isinstance(value, float):
+            assert float(text) == value
+        else:
+            assert text == str(value)
+
+
+def _same(decoded: Any, sent: Any) -> bool:
+    if isinstance(sent, list):
+        return isinstance(decoded, list) and len(decoded) == len(sent) and all(_same(d, s) for d, s in zip(decoded, sent))
+    if isinstance(sent, float):
+        return not isinstance(decoded, (bool, str)) and float(decoded) == sent  # 1.0 arrives as 1
+    return decoded == sent and type(decoded) is type(sent)
+
+
+# Every dotted attribute name normalize.py knows, marker or not.
+_KNOWN_KEYS = sorted(set(re.findall(r'"([a-z_]+(?:\.[a-z_0-9]+)+)"', Path(normalize_module.__file__).read_text())))
+
+
+@settings(max_examples=300, deadline=None)
+@given(attributes=st.dictionaries(st.sampled_from(_KNOWN_KEYS), st.one_of(st.text(max_size=8), st.integers(0, 10**6), st.sampled_from(["chat", "LLM", "gpt-4o"]))))
+def test_spans_the_decoder_skips_are_never_llm_calls(attributes: dict[str, Any]) -> None:
+    """The worker builds SpanViews only for spans with a marker key; without one normalize_call is always None."""
+    view = SpanView(trace_id="ab" * 16, span_id="cd" * 8, parent_span_id="", name="x", kind=3, start_ns=START, end_ns=START + 1,
+                    status_code=0, status_message="", attributes=attributes, resource={"service.name": "s"})
+    request = _request("svc-filter", [{"attributes": list(attributes.items())}])
+    marked = may_be_llm_call(request.resource_spans[0].scope_spans[0].spans[0])
+    assert marked == bool(LLM_MARKER_KEYS & attributes.keys())
+    if not marked:
+        assert normalize_call(view) is None
