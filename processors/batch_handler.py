@@ -1,6 +1,8 @@
 """What the agent does with one batch of Kafka records, in order:
 
-decode -> dead-letter poison -> read fences -> build rows -> insert per table.
+parse -> read fences -> dead-letter poison -> insert otel_traces from the raw
+bytes while decoding the LLM spans -> publish drift records -> insert the
+other tables.
 
 The agent acknowledges the batch only after `handle` returns, so offsets are
 committed only after ClickHouse holds every row (or the record went to the
@@ -20,11 +22,14 @@ from dataclasses import dataclass
 from processors.pipeline import (
     CallStages,
     DecodedRecord,
+    ParsedRecord,
     Poison,
     SourceRecord,
     build_tables,
-    decode_records,
+    decode_parsed,
+    parse_records,
     poison_rows,
+    traces_batch,
 )
 from processors.drift.wire import drift_payloads
 from sinks.clickhouse.batches import TableRows
@@ -40,6 +45,9 @@ log = logging.getLogger(__name__)
 DeadLetter = Callable[[Poison], Awaitable[None]]
 # Sends keyed records (key, value) to the drift topic and returns once Kafka acknowledged them.
 Publish = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
+# What a batch is built from, and how to rebuild it for a subset of those records.
+Item = ParsedRecord | DecodedRecord
+Rebuild = Callable[[Sequence[Item]], list[TableRows | OtlpRecords]]
 
 
 @dataclass(slots=True)
@@ -69,7 +77,7 @@ class BatchHandler:
         self.stats = HandlerStats()
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
-        decoded, poison = await asyncio.to_thread(decode_records, records, self._stages)
+        parsed, poison = await asyncio.to_thread(parse_records, records)
         tables = ["otel_traces", "llm_calls", "ingest_errors", *self._stages.aggregators]
         sources = {r.source for r in records}
         fences = {table: await asyncio.to_thread(self._sink.fences, table, sources) for table in tables}
@@ -78,43 +86,53 @@ class BatchHandler:
         if poison:
             self.stats.dead_lettered += len(poison)
             log.warning("dead-lettered %d undecodable record(s)", len(poison), extra={"reason": poison[0].reason[:200]})
+        # otel_traces needs only the raw bytes: ClickHouse flattens them (C++, GIL released)
+        # while this process decodes the LLM spans, so the two use both cores.
+        traces = asyncio.ensure_future(
+            self._insert(traces_batch(parsed, fences["otel_traces"]), parsed, lambda part: [traces_batch(part, fences["otel_traces"])])
+        )
+        try:
+            decoded = await asyncio.to_thread(decode_parsed, parsed, self._stages)
+        finally:
+            await traces
         self.stats.skipped_records += sum(
             1 for d in decoded if all(d.record.offset <= fences[t].get(d.record.source, -1) for t in tables)
         )
         if self._publish_drift is not None:
-            # Before any write, so before the acknowledgement: at least once into the drift stage.
+            # Before llm_calls is written, so before the acknowledgement: at least once into the drift stage.
             fresh = [d for d in decoded if d.record.offset > fences["llm_calls"].get(d.record.source, -1)]
             payloads = drift_payloads([c for d in fresh for c in d.calls], [s for d in fresh for s in d.call_spans])
             if payloads:
                 await self._publish_drift(payloads)
-        for rows in build_tables(decoded, fences, self._stages):
+        for rows in build_tables(decoded, fences, self._stages, skip=("otel_traces",)):
             if rows.table == "ingest_errors" and poison:
                 rows.extend(_unstored(poison_rows(poison, int(time.time() * 1000)), fences["ingest_errors"]))
-            await self._insert(rows, decoded, fences)
+            table = rows.table
+            await self._insert(rows, decoded, lambda part, table=table: build_tables(part, fences, self._stages, only=table))
         self.stats.records += len(records)
         self.stats.spans += sum(d.span_count for d in decoded)
         self.stats.calls += sum(len(d.calls) for d in decoded)
 
-    async def _insert(self, rows: TableRows | OtlpRecords, decoded: Sequence[DecodedRecord], fences: dict[str, dict[str, int]]) -> None:
+    async def _insert(self, rows: TableRows | OtlpRecords, items: Sequence[Item], rebuild: Rebuild) -> None:
+        """Write `rows` (built from `items`); if ClickHouse refuses the data, bisect to the records it refuses."""
         try:
-            await asyncio.to_thread(self._sink.write, rows, _token(rows.table, [d.record for d in decoded]))
+            await asyncio.to_thread(self._sink.write, rows, _token(rows.table, [item.record for item in items]))
         except PermanentSinkError as exc:
-            if len(decoded) <= 1:
-                await self._reject_after_sink(decoded, rows.table, str(exc), fences)
+            if len(items) <= 1:
+                await self._reject_after_sink(items, rows.table, str(exc))
                 return
-            half = len(decoded) // 2
-            for part in (decoded[:half], decoded[half:]):
-                for part_rows in build_tables(part, fences, self._stages, only=rows.table):
-                    await self._insert(part_rows, part, fences)
+            half = len(items) // 2
+            for part in (items[:half], items[half:]):
+                for part_rows in rebuild(part):
+                    await self._insert(part_rows, part, rebuild)
 
-    async def _reject_after_sink(
-        self, decoded: Sequence[DecodedRecord], table: str, reason: str, fences: dict[str, dict[str, int]]
-    ) -> None:
+    async def _reject_after_sink(self, items: Sequence[Item], table: str, reason: str) -> None:
         """A record ClickHouse refuses on its own: dead-letter it and say why in ingest_errors."""
-        poison = [Poison(d.record, f"{table}: {reason}"[:2000]) for d in decoded]
+        poison = [Poison(item.record, f"{table}: {reason}"[:2000]) for item in items]
         for item in poison:
             await self._dead_letter(item)
-        rows = _unstored(poison_rows(poison, int(time.time() * 1000), stage="sink"), fences["ingest_errors"])
+        fence = await asyncio.to_thread(self._sink.fences, "ingest_errors", {p.record.source for p in poison})
+        rows = _unstored(poison_rows(poison, int(time.time() * 1000), stage="sink"), fence)
         await asyncio.to_thread(self._sink.write, rows, _token("ingest_errors", [p.record for p in poison], "sink"))
         self.stats.dead_lettered += len(poison)
         log.warning("dead-lettered %d record(s) rejected by ClickHouse", len(poison), extra={"table": table, "reason": reason[:200]})

@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.decode import MalformedPayload, SpanProblem, decode_request
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from processors.decode import MalformedPayload, SpanProblem, decode_request, parse_request
 from processors.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.records import LLMCall, SpanView
 from processors.rows import INGEST_ERRORS_COLUMNS, call_rows
@@ -26,10 +28,14 @@ from sinks.clickhouse.otlp_ingest import OtlpRecords
 
 __all__ = [
     "SourceRecord",
+    "ParsedRecord",
     "DecodedRecord",
     "Poison",
     "CallStages",
+    "parse_records",
+    "decode_parsed",
     "decode_records",
+    "traces_batch",
     "may_be_llm_call",
     "build_tables",
     "poison_rows",
@@ -45,6 +51,18 @@ class SourceRecord:
     offset: int
     value: bytes
     source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRecord:
+    """A record whose bytes parsed as an ExportTraceServiceRequest (so ClickHouse may read them too)."""
+
+    record: SourceRecord
+    request: ExportTraceServiceRequest
+
+    @property
+    def span_count(self) -> int:
+        return sum(len(scope.spans) for resource in self.request.resource_spans for scope in resource.scope_spans)
 
 
 @dataclass(slots=True)
@@ -102,18 +120,41 @@ def may_be_llm_call(span: Any) -> bool:
     return False
 
 
-def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple[list[DecodedRecord], list[Poison]]:
-    decoded: list[DecodedRecord] = []
+def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], list[Poison]]:
+    """Parse every record (C speed); the ones that do not parse are poison."""
+    parsed: list[ParsedRecord] = []
     poison: list[Poison] = []
     for record in records:
         try:
-            request = decode_request(record.value, keep=may_be_llm_call)
+            parsed.append(ParsedRecord(record, parse_request(record.value)))
         except MalformedPayload as exc:
             poison.append(Poison(record, str(exc)))
-            continue
+    return parsed, poison
+
+
+def decode_parsed(parsed: Sequence[ParsedRecord], stages: CallStages) -> list[DecodedRecord]:
+    """Check every span and turn the LLM spans into calls; other spans stay protobuf."""
+    decoded: list[DecodedRecord] = []
+    for item in parsed:
+        request = decode_request(item.request, keep=may_be_llm_call)
         calls, call_spans = stages.calls_from(request.spans)
-        decoded.append(DecodedRecord(record, request.span_count, calls, request.problems, call_spans))
-    return decoded, poison
+        decoded.append(DecodedRecord(item.record, request.span_count, calls, request.problems, call_spans))
+    return decoded
+
+
+def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple[list[DecodedRecord], list[Poison]]:
+    parsed, poison = parse_records(records)
+    return decode_parsed(parsed, stages), poison
+
+
+def traces_batch(items: Sequence[ParsedRecord | DecodedRecord], fence: Mapping[str, int]) -> OtlpRecords:
+    """The otel_traces batch: raw bytes of the records above the table's fence."""
+    batch = OtlpRecords("otel_traces")
+    for item in items:
+        record = item.record
+        if record.offset > fence.get(record.source, -1):
+            batch.append(record.value, record.source, record.offset, item.span_count)
+    return batch
 
 
 def _tag(rows: TableRows, sources: list[str], offsets: list[int]) -> TableRows:
@@ -162,8 +203,9 @@ def build_tables(
     stages: CallStages,
     now_ms: int | None = None,
     only: str | None = None,
+    skip: tuple[str, ...] = (),
 ) -> list[TableRows | OtlpRecords]:
-    """One batch per table (or just `only`) from the records each table has not stored yet."""
+    """One batch per table (or just `only`; never those in `skip`) from the records each table has not stored yet."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out: list[TableRows | OtlpRecords] = []
 
@@ -172,13 +214,10 @@ def build_tables(
         return [d for d in decoded if d.record.offset > fence.get(d.record.source, -1)]
 
     def wanted(table: str) -> bool:
-        return only is None or only == table
+        return (only is None or only == table) and table not in skip
 
     if wanted("otel_traces"):
-        raw = OtlpRecords("otel_traces")
-        for item in unstored("otel_traces"):
-            raw.append(item.record.value, item.record.source, item.record.offset, item.span_count)
-        out.append(raw)
+        out.append(traces_batch(decoded, fences.get("otel_traces", {})))
     if wanted("llm_calls"):
         kept = unstored("llm_calls")
         calls = [call for item in kept for call in item.calls]

@@ -174,6 +174,40 @@ def test_poison_record_is_dead_lettered_and_processing_continues(running) -> Non
     assert headers["llmops.source.topic"] == running.topic.encode() and b"ExportTraceServiceRequest" in headers["llmops.error"]
 
 
+def test_record_clickhouse_refuses_is_bisected_out_and_dead_lettered(running) -> None:  # type: ignore[no-untyped-def]
+    """Python's parser accepts an unknown *group* field; ClickHouse's Protobuf reader does not (code 444).
+
+    The batch insert fails as bad data, is bisected down to that record, which goes to the dead-letter
+    topic and to ingest_errors (stage 'sink'); its neighbours in the same partition are stored.
+    """
+    refused = _request_with_spans("svc-refused", 2).SerializeToString() + b"\xa3\x01\x08\x01\xa4\x01"  # field 20 as a group
+    ExportTraceServiceRequest.FromString(refused)  # the worker's own parser accepts it
+    producer = Producer({"bootstrap.servers": running.bootstrap})
+    for value in (_request_with_spans("svc-beside-refused", 3).SerializeToString(), refused,
+                  _request_with_spans("svc-beside-refused-2", 4).SerializeToString()):
+        producer.produce(running.topic, value=value, partition=1)
+    assert producer.flush(10) == 0
+    wait_until(lambda: running.count("SELECT count() FROM ingest_errors WHERE stage = 'sink'") == 1, 60, "refused record recorded")
+    wait_until(lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName LIKE 'svc-beside-refused%'") == 7, 60, "neighbours")
+    assert running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-refused'") == 0
+    client = running.reader()
+    [(reason, partition, dead_lettered, size)] = client.query(
+        "SELECT reason, kafka_partition, dead_lettered, payload_bytes FROM ingest_errors WHERE stage = 'sink'").result_rows
+    client.close()
+    assert reason.startswith("otel_traces: ") and "444" in reason and (partition, dead_lettered, size) == (1, True, len(refused))
+    consumer = Consumer({"bootstrap.servers": running.bootstrap, "group.id": "dlq-check-sink", "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer.subscribe([running.dead_letter_topic])
+    values = []
+    for _ in range(100):
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+            if refused in values:
+                break
+    consumer.close()
+    assert refused in values
+
+
 def test_killed_worker_restarts_without_loss_or_duplicates(make_stack) -> None:  # type: ignore[no-untyped-def]
     stack = make_stack(partitions=3, LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="2")
     stack.start_worker()

@@ -28,6 +28,7 @@ _DATA_ERROR_CODES = frozenset(
         130,  # CANNOT_READ_ARRAY_FROM_TEXT
         190,  # SIZES_OF_ARRAYS_DONT_MATCH
         407,  # DECIMAL_OVERFLOW
+        444,  # UNKNOWN_PROTOBUF_FORMAT: a record ClickHouse's Protobuf reader refuses
     }
 )
 _FATAL_CODES = frozenset(
@@ -36,6 +37,10 @@ _FATAL_CODES = frozenset(
         60,  # UNKNOWN_TABLE
         81,  # UNKNOWN_DATABASE
         164,  # READONLY
+        434,  # CANNOT_PARSE_PROTOBUF_SCHEMA: trace_ingest.proto and the server disagree
+        435,  # NO_COLUMN_SERIALIZED_TO_REQUIRED_PROTOBUF_FIELD
+        436,  # PROTOBUF_BAD_CAST: otlp_ingest columns do not fit the schema
+        570,  # DATA_TYPE_INCOMPATIBLE_WITH_PROTOBUF_FIELD
         192,  # UNKNOWN_USER
         193,  # WRONG_PASSWORD
         497,  # ACCESS_DENIED
