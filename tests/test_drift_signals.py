@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -114,8 +114,14 @@ def _hashed_by_hand(text: str, dim: int) -> np.ndarray:
     words = text.lower().split()
     features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
     vector = np.zeros(dim)
+    mask = (1 << 64) - 1
     for f in features:
-        h = int.from_bytes(hashlib.blake2b(f.encode(), digest_size=8).digest(), "little")
+        h = zlib.crc32(f.encode())  # then MurmurHash3's fmix64, in plain integers
+        h ^= h >> 33
+        h = (h * 0xFF51AFD7ED558CCD) & mask
+        h ^= h >> 33
+        h = (h * 0xC4CEB9FE1A85EC53) & mask
+        h ^= h >> 33
         vector[h % dim] += 1.0 if h >> 63 == 0 else -1.0
     return vector / np.linalg.norm(vector)
 

@@ -7,7 +7,9 @@ lateness), so one service's backlog or skewed clock never makes another's
 calls late. `add` takes decoded
 drift records of one service; `close` returns llm_drift and change_events rows
 for every window the watermark passed. Memory is bounded: a reservoir of at
-most `reservoir_size` calls per live key and window, at most `max_keys` live
+most `reservoir_size` raw calls per live key and window (their signals, the
+answer embedding included, are extracted when the window closes, so a busy key
+costs no more CPU than a quiet one), at most `max_keys` live
 keys (least recently used evicted, counted), and `history_windows` closed
 reservoirs per key for the reference.
 
@@ -91,7 +93,9 @@ class _Closed:
 
 @dataclass(slots=True)
 class _KeyState:
-    open: dict[int, Reservoir[_Sampled]] = field(default_factory=dict)  # window start (s) -> reservoir
+    # window start (s) -> reservoir of raw calls; signals are extracted when the window closes,
+    # so only the ~reservoir_size calls that survive are ever hashed, however busy the key.
+    open: dict[int, Reservoir[dict[str, Any]]] = field(default_factory=dict)
     history: deque[_Closed] = field(default_factory=deque)
     max_event_s: float = 0.0  # newest event time of the key (capped at the wall clock)
     last_event_wall: float = 0.0  # wall-clock time of the key's newest arrival
@@ -152,14 +156,14 @@ class DriftTracker:
             reservoir = state.open.get(start)
             if reservoir is None:
                 reservoir = state.open[start] = Reservoir(self.config.reservoir_size, self._rng)
-            reservoir.offer_lazy(lambda c=call: self._sample(c))
+            reservoir.offer(call)
             now = self._clock()
             # A span from a clock running ahead must not close windows before their time.
             state.max_event_s = max(state.max_event_s, min(ts_s, now))
             state.last_event_wall = now
 
     def _sample(self, call: dict[str, Any]) -> _Sampled:
-        """Signal extraction (the answer embedding included) only for calls the reservoir keeps."""
+        """Signal extraction (the answer embedding included), for calls a closing window kept."""
         attributes = dict(call["attributes"])
         if call.get("finish_reason") and "gen_ai.response.finish_reasons" not in attributes:
             attributes["gen_ai.response.finish_reasons"] = [call["finish_reason"]]
@@ -209,7 +213,7 @@ class DriftTracker:
     def close(self) -> tuple[TableRows, TableRows]:
         """Rows for every window the watermark passed, and change events noted since the last call."""
         window = self.config.window_s
-        closing: list[tuple[DriftKey, int, Reservoir[_Sampled]]] = []
+        closing: list[tuple[DriftKey, int, Reservoir[dict[str, Any]]]] = []
         for key in self._keys.keys():
             state = self._keys.get(key)
             assert state is not None
@@ -221,7 +225,7 @@ class DriftTracker:
             state = self._keys.get(key)
             assert state is not None
             reference, description = self._reference(key, state, start)
-            items = list(current.items)
+            items = [self._sample(call) for call in current.items]
             if reference and items:
                 sample_ref, sample_cur = _window_sample(reference), _window_sample(items)
                 results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), description)
@@ -293,7 +297,7 @@ class DriftTracker:
                 continue  # only versions first seen before this one are what it replaced
             state = self._keys.get(other)
             assert state is not None
-            windows = [(w.start, w.sample) for w in state.history] + [(s, list(r.items)) for s, r in state.open.items()]
+            windows = [(w.start, w.sample) for w in state.history] + [(s, [self._sample(c) for c in r.items]) for s, r in state.open.items()]
             for window_start, items in windows:
                 if not items:
                     continue

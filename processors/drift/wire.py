@@ -25,6 +25,8 @@ DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.response.finish_reasons",
 )
 _MAX_TEXT = 8192  # answer text beyond this adds nothing to the statistics but bytes to Kafka
+# One encoder for all calls: json.dumps with options builds a new encoder each time.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +60,7 @@ def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView], max_byte
             "finish_reason": call.finish_reason,
             "attributes": _drift_attributes(span.attributes),
         }
-        by_service.setdefault(call.service, []).append(json.dumps(item, separators=(",", ":")))
+        by_service.setdefault(call.service, []).append(_ENCODE(item))
     records: list[tuple[str, bytes]] = []
     for service, items in by_service.items():
         head = json.dumps({"service": service})[:-1] + ',"calls":['
