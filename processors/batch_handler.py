@@ -1,8 +1,8 @@
 """What the agent does with one batch of Kafka records, in order:
 
 parse -> read fences -> dead-letter poison -> insert otel_traces from the raw
-bytes while decoding the LLM spans -> publish drift records -> insert the
-other tables.
+bytes while processors/prepare.py decodes the LLM spans into rows and drift
+records -> publish drift records -> insert the other tables.
 
 The agent acknowledges the batch only after `handle` returns, so offsets are
 committed only after ClickHouse holds every row (or the record went to the
@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from processors.pipeline import (
     poison_rows,
     traces_batch,
 )
-from processors.drift.wire import drift_payloads
+from processors.prepare import prepare_batch
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.errors import PermanentSinkError
 from sinks.clickhouse.otlp_ingest import OtlpRecords
@@ -87,31 +88,32 @@ class BatchHandler:
             self.stats.dead_lettered += len(poison)
             log.warning("dead-lettered %d undecodable record(s)", len(poison), extra={"reason": poison[0].reason[:200]})
         # otel_traces needs only the raw bytes: ClickHouse flattens them (C++, GIL released)
-        # while this process decodes the LLM spans, so the two use both cores.
+        # while this process decodes the LLM spans into rows.
         traces = asyncio.ensure_future(
             self._insert(traces_batch(parsed, fences["otel_traces"]), parsed, lambda part: [traces_batch(part, fences["otel_traces"])])
         )
         try:
-            decoded = await asyncio.to_thread(decode_parsed, parsed, self._stages)
+            prepared = await asyncio.to_thread(
+                prepare_batch, parsed, fences, self._stages, self._publish_drift is not None
+            )
         finally:
             await traces
-        self.stats.skipped_records += sum(
-            1 for d in decoded if all(d.record.offset <= fences[t].get(d.record.source, -1) for t in tables)
-        )
-        if self._publish_drift is not None:
+        if self._publish_drift is not None and prepared.drift:
             # Before llm_calls is written, so before the acknowledgement: at least once into the drift stage.
-            fresh = [d for d in decoded if d.record.offset > fences["llm_calls"].get(d.record.source, -1)]
-            payloads = drift_payloads([c for d in fresh for c in d.calls], [s for d in fresh for s in d.call_spans])
-            if payloads:
-                await self._publish_drift(payloads)
-        for rows in build_tables(decoded, fences, self._stages, skip=("otel_traces",)):
+            await self._publish_drift(prepared.drift)
+        for rows in prepared.tables:
             if rows.table == "ingest_errors" and poison:
                 rows.extend(_unstored(poison_rows(poison, int(time.time() * 1000)), fences["ingest_errors"]))
-            table = rows.table
-            await self._insert(rows, decoded, lambda part, table=table: build_tables(part, fences, self._stages, only=table))
+            await self._insert(rows, parsed, partial(self._rebuild, table=rows.table, fences=fences))
         self.stats.records += len(records)
-        self.stats.spans += sum(d.span_count for d in decoded)
-        self.stats.calls += sum(len(d.calls) for d in decoded)
+        self.stats.spans += prepared.spans
+        self.stats.calls += prepared.calls
+        self.stats.skipped_records += prepared.skipped_records
+
+    def _rebuild(self, part: Sequence[Item], *, table: str, fences: dict[str, dict[str, int]]) -> list[TableRows | OtlpRecords]:
+        """Rows of `table` for some of the batch's records (bisecting a refused insert: rare, so in-process)."""
+        parsed = [item for item in part if isinstance(item, ParsedRecord)]
+        return build_tables(decode_parsed(parsed, self._stages), fences, self._stages, only=table)
 
     async def _insert(self, rows: TableRows | OtlpRecords, items: Sequence[Item], rebuild: Rebuild) -> None:
         """Write `rows` (built from `items`); if ClickHouse refuses the data, bisect to the records it refuses."""

@@ -141,6 +141,8 @@ def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running
     mixed = _request_with_spans("svc-mixed", 10, bad_span_at=3).SerializeToString()
     assert requests.post(url, data=mixed, headers={"Content-Type": "application/x-protobuf"}, timeout=10).status_code == 200
     wait_until(lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-mixed'") == 9, 60, "mixed batch")
+    # otel_traces is written while the other tables' rows are built: the error row follows shortly.
+    wait_until(lambda: running.count("SELECT count() FROM ingest_errors WHERE service = 'svc-mixed'") >= 1, 60, "mixed batch error")
     assert running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-gzip'") == 20
     client = running.reader()
     json_row = client.query("SELECT TraceId, SpanId, SpanKind, Duration, SpanAttributes['http.method'] FROM otel_traces WHERE ServiceName = 'svc-json'").result_rows
@@ -156,6 +158,7 @@ def test_poison_record_is_dead_lettered_and_processing_continues(running) -> Non
     producer.produce(running.topic, value=_request_with_spans("svc-after-poison", 5).SerializeToString(), partition=0)
     assert producer.flush(10) == 0
     wait_until(lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-after-poison'") == 5, 60, "spans after poison")
+    wait_until(lambda: running.count("SELECT count() FROM ingest_errors WHERE stage = 'decode'") >= 1, 60, "poison recorded")
     client = running.reader()
     rows = client.query("SELECT stage, kafka_partition, dead_lettered, payload_bytes FROM ingest_errors WHERE stage = 'decode'").result_rows
     assert rows == [("decode", 0, True, len(b"\xff\xfe this is not protobuf"))]
@@ -219,6 +222,8 @@ def test_killed_worker_restarts_without_loss_or_duplicates(make_stack) -> None: 
     stack.stop_worker(kill=True)
     stack.start_worker()
     wait_until(lambda: stack.count("SELECT count() FROM otel_traces") >= summary.spans_acknowledged, 120, "all spans after restart")
+    wait_until(lambda: stack.count("SELECT count() FROM llm_calls") >= summary.llm_spans_acknowledged, 60, "all calls after restart")
+    wait_until(lambda: stack.count("SELECT sum(calls) FROM llm_usage_1m") >= summary.llm_spans_acknowledged, 60, "all usage after restart")
     client = stack.reader()
     total, unique = client.query("SELECT count(), uniqExact(SpanId) FROM otel_traces").result_rows[0]
     assert total == unique == summary.spans_acknowledged

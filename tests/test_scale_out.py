@@ -56,8 +56,12 @@ def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:  # t
     baseline = make_stack(partitions=4)
     baseline.start_worker()
     baseline.start_receiver()
-    sent = sum(_traffic(baseline, seed, count).spans_acknowledged for seed, count in PHASES)
+    summaries = [_traffic(baseline, seed, count) for seed, count in PHASES]
+    sent = sum(s.spans_acknowledged for s in summaries)
+    sent_calls = sum(s.llm_spans_acknowledged for s in summaries)
     wait_until(lambda: baseline.count("SELECT count() FROM otel_traces") == sent, 120, "baseline stored")
+    # otel_traces is written while the other tables' rows are built: wait for the last table too.
+    wait_until(lambda: baseline.count("SELECT sum(calls) FROM llm_usage_1m") == sent_calls, 60, "baseline usage stored")
     want_spans, want_calls, want_usage = _contents([baseline])
     assert sum(want_spans.values()) == sent and max(want_spans.values()) == 1
 
@@ -76,7 +80,9 @@ def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:  # t
         second.stop_worker()
         stored_by_second = second.count("SELECT count() FROM otel_traces")  # its store is final now
         _traffic(first, *PHASES[1])
+        calls_by_second = second.count("SELECT sum(calls) FROM llm_usage_1m")
         wait_until(lambda: first.count("SELECT count() FROM otel_traces") + stored_by_second >= sent, 120, "all stored")
+        wait_until(lambda: first.count("SELECT sum(calls) FROM llm_usage_1m") + calls_by_second >= sent_calls, 60, "all usage stored")
         got_spans, got_calls, got_usage = _contents(stacks)
     finally:
         second.stop_worker()

@@ -8,7 +8,7 @@ prompt version and model of that service, which change detection needs.
 
 from __future__ import annotations
 
-import json
+import orjson
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +25,6 @@ DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.response.finish_reasons",
 )
 _MAX_TEXT = 8192  # answer text beyond this adds nothing to the statistics but bytes to Kafka
-# One encoder for all calls: json.dumps with options builds a new encoder each time.
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView], max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
     """(service, JSON record) pairs holding the calls (`calls[i]` came from `spans[i]`), each record
     under `max_bytes` so it fits a Kafka message whatever the answers weigh."""
-    by_service: dict[str, list[str]] = {}
+    by_service: dict[str, list[bytes]] = {}
     for call, span in zip(calls, spans):
         if call.status != "ok" or call.operation in ("embeddings", "embedding"):
             continue
@@ -60,20 +58,20 @@ def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView], max_byte
             "finish_reason": call.finish_reason,
             "attributes": _drift_attributes(span.attributes),
         }
-        by_service.setdefault(call.service, []).append(_ENCODE(item))
+        by_service.setdefault(call.service, []).append(orjson.dumps(item))
     records: list[tuple[str, bytes]] = []
     for service, items in by_service.items():
-        head = json.dumps({"service": service})[:-1] + ',"calls":['
-        chunk: list[str] = []
+        head = orjson.dumps({"service": service})[:-1] + b',"calls":['
+        chunk: list[bytes] = []
         size = len(head)
         for item in items:
             if chunk and size + len(item) + 2 > max_bytes:
-                records.append((service, (head + ",".join(chunk) + "]}").encode()))
+                records.append((service, head + b",".join(chunk) + b"]}"))
                 chunk, size = [], len(head)
             chunk.append(item)
             size += len(item) + 1
         if chunk:
-            records.append((service, (head + ",".join(chunk) + "]}").encode()))
+            records.append((service, head + b",".join(chunk) + b"]}"))
     return records
 
 
@@ -81,9 +79,9 @@ def pin_payload(service: str, model: str, prompt_name: str, prompt_version: str)
     """A control record: freeze the key's current reference. Keyed by service like the calls,
     so it reaches the worker that owns the key's windows."""
     pin = {"model": model, "prompt_name": prompt_name, "prompt_version": prompt_version}
-    return json.dumps({"service": service, "calls": [], "pin": pin}).encode()
+    return orjson.dumps({"service": service, "calls": [], "pin": pin})
 
 
 def decode_payload(value: bytes) -> tuple[str, list[dict[str, Any]], dict[str, Any] | None]:
-    document = json.loads(value)
+    document = orjson.loads(value)
     return str(document["service"]), list(document["calls"]), document.get("pin")

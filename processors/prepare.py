@@ -1,0 +1,47 @@
+"""A batch's CPU work as one pure function: records and fences in, rows and drift records out.
+
+Everything between Kafka and the sink that is pure Python (decoding LLM spans,
+normalising, pricing, building rows and drift records) happens here, so the
+handler only sequences I/O. Running it in a spawned child process was measured
+(benchmarks/results, BENCHMARKS.md) and gave no gain on 2 cores: the child's
+pickling and the extra process ate what the second core offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from processors.drift.wire import drift_payloads
+from processors.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed
+from sinks.clickhouse.batches import TableRows
+
+__all__ = ["PreparedBatch", "prepare_batch"]
+
+Fences = Mapping[str, Mapping[str, int]]
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """What one batch writes besides otel_traces, ready for the sink."""
+
+    tables: list[TableRows]
+    drift: list[tuple[str, bytes]]  # (service, record) for the drift topic
+    spans: int
+    calls: int
+    skipped_records: int  # already stored in every table (redelivery)
+
+
+def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallStages, with_drift: bool) -> PreparedBatch:
+    """Decode parsed records into the rows of every table but otel_traces, and drift records."""
+    decoded = decode_parsed(parsed, stages)
+    tables = ["otel_traces", "llm_calls", "ingest_errors", *stages.aggregators]
+    skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in tables))
+    drift: list[tuple[str, bytes]] = []
+    if with_drift:
+        # Calls whose llm_calls rows are not stored yet: the drift stage sees each call at least once.
+        fence = fences.get("llm_calls", {})
+        fresh = [d for d in decoded if d.record.offset > fence.get(d.record.source, -1)]
+        drift = drift_payloads([c for d in fresh for c in d.calls], [s for d in fresh for s in d.call_spans])
+    rows = [r for r in build_tables(decoded, fences, stages, skip=("otel_traces",)) if isinstance(r, TableRows)]
+    return PreparedBatch(rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped)
