@@ -35,7 +35,11 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
     assert summary.complete and summary.drift is not None
     key = summary.drift
     wait_until(lambda: stack.count("SELECT count() FROM llm_calls") == summary.llm_spans_acknowledged, 120, "calls stored")
+    # Windows close per key as their watermarks pass (idle close here): wait for the switched key's
+    # verdict, not just for the first keys to close (the first window has no reference: no rows).
     wait_until(lambda: stack.count("SELECT uniqExact(window_start) FROM llm_drift") >= 2, 120, "drift windows closed")
+    wait_until(lambda: stack.count(f"SELECT count() FROM llm_drift WHERE drifted AND prompt_version = '{key.to_version}'") > 0,
+               120, "switched key evaluated")  # fmt: skip
 
     client = stack.reader()
     events = client.query("SELECT service, kind, old_value, new_value, prompt_name FROM change_events WHERE kind = 'prompt_version'").result_rows
