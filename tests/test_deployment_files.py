@@ -530,7 +530,8 @@ def test_clickhouse_init_script_creates_both_users(tmp_path: Path, example_env: 
     sql = (tmp_path / "statements.sql").read_text(encoding="utf-8")
     statements = [" ".join(s.split()) for s in sql.split(";") if s.strip()]
     writer, reader = users["CLICKHOUSE_PIPELINE_USER"], users["CLICKHOUSE_GRAFANA_USER"]
-    grants = {s.rsplit(" TO ", 1)[1]: s for s in statements if s.startswith("GRANT ") and "CREATE DATABASE" not in s}
+    grants = {s.rsplit(" TO ", 1)[1]: s for s in statements if s.startswith("GRANT ") and "CREATE DATABASE" not in s and "FUNCTION" not in s}
+    assert f"GRANT CREATE FUNCTION ON *.* TO {users['CLICKHOUSE_PIPELINE_USER']}" in statements  # the migrations' SQL functions
     assert "INSERT" in grants[writer] and "CREATE TABLE" in grants[writer] and " ON llmops.* " in grants[writer]
     assert "INSERT" not in grants[reader] and grants[reader].startswith("GRANT SELECT")
     assert any(s.startswith(f"CREATE USER IF NOT EXISTS {reader} ") and "llmops_grafana_readonly" in s for s in statements)

@@ -9,7 +9,8 @@
 # effect on the next `docker compose up`.
 #
 #   pipeline user (CLICKHOUSE_PIPELINE_USER): writes; creates and alters tables in the
-#       pipeline database (`llmops migrate` runs with it), nothing outside that database.
+#       pipeline database (`llmops migrate` runs with it), nothing outside that database
+#       except SQL functions (sketch_quantile, otlp_*), which ClickHouse keeps globally.
 #   Grafana user  (CLICKHOUSE_GRAFANA_USER): readonly=1, SELECT on the pipeline database;
 #       may still change max_execution_time, which the Grafana plugin's client sets on
 #       every query (the constraint CHANGEABLE_IN_READONLY the plugin's docs ask for).
@@ -54,6 +55,7 @@ ALTER USER ${writer} IDENTIFIED WITH sha256_password BY $(quote "$writer_passwor
 GRANT SELECT, INSERT, ALTER, CREATE TABLE, CREATE VIEW, DROP TABLE, DROP VIEW, TRUNCATE, OPTIMIZE, SHOW TABLES
     ON ${db}.* TO ${writer};
 GRANT CREATE DATABASE ON ${db}.* TO ${writer};
+GRANT CREATE FUNCTION ON *.* TO ${writer};
 
 CREATE USER IF NOT EXISTS ${reader} IDENTIFIED WITH sha256_password BY $(quote "$reader_password")
     SETTINGS PROFILE 'llmops_grafana_readonly';
