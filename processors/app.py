@@ -48,9 +48,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
         broker_commit_interval=1.0,
         stream_wait_empty=True,
-        # Prefetch at most two batches: OTLP records are ~200 KB each, and faust's default
-        # (4,096 events) let a busy worker buffer most of a GiB ahead of itself.
-        stream_buffer_maxsize=8 * settings.processor.batch_max_records,
+        # Prefetch at most four batches: OTLP records are ~200 KB each, and faust's default
+        # (4,096 events) lets a busy worker buffer most of a GiB ahead of itself.
+        stream_buffer_maxsize=4 * settings.processor.batch_max_records,
         datadir=str(settings.data_dir / "faust"),
     )
     client = connect(settings.clickhouse_dsn, settings.clickhouse.database, create_database=True)

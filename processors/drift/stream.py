@@ -77,6 +77,15 @@ class DriftStageConfig:
     seed: int = 0
 
 
+class _RawCall(NamedTuple):
+    """What an open window keeps of a call until it closes: only what `_sample` reads."""
+
+    attributes: dict[str, Any]
+    finish_reason: str
+    output_tokens: int
+    ttft_ms: float | None
+
+
 @dataclass(slots=True)
 class _Sampled:
     signals: CallSignals
@@ -95,7 +104,7 @@ class _Closed:
 class _KeyState:
     # window start (s) -> reservoir of raw calls; signals are extracted when the window closes,
     # so only the ~reservoir_size calls that survive are ever hashed, however busy the key.
-    open: dict[int, Reservoir[dict[str, Any]]] = field(default_factory=dict)
+    open: dict[int, Reservoir[_RawCall]] = field(default_factory=dict)
     history: deque[_Closed] = field(default_factory=deque)
     max_event_s: float = 0.0  # newest event time of the key (capped at the wall clock)
     last_event_wall: float = 0.0  # wall-clock time of the key's newest arrival
@@ -156,21 +165,21 @@ class DriftTracker:
             reservoir = state.open.get(start)
             if reservoir is None:
                 reservoir = state.open[start] = Reservoir(self.config.reservoir_size, self._rng)
-            reservoir.offer(call)
+            reservoir.offer(_RawCall(call["attributes"], call.get("finish_reason") or "", int(call["output_tokens"]), call.get("ttft_ms")))
             now = self._clock()
             # A span from a clock running ahead must not close windows before their time.
             state.max_event_s = max(state.max_event_s, min(ts_s, now))
             state.last_event_wall = now
 
-    def _sample(self, call: dict[str, Any]) -> _Sampled:
+    def _sample(self, call: _RawCall) -> _Sampled:
         """Signal extraction (the answer embedding included), for calls a closing window kept."""
-        attributes = dict(call["attributes"])
-        if call.get("finish_reason") and "gen_ai.response.finish_reasons" not in attributes:
-            attributes["gen_ai.response.finish_reasons"] = [call["finish_reason"]]
+        attributes = call.attributes
+        if call.finish_reason and "gen_ai.response.finish_reasons" not in attributes:
+            attributes = {**attributes, "gen_ai.response.finish_reasons": [call.finish_reason]}
         signals = extract_signals(attributes, self.config.signals)
         if signals.answer_embedding is not None:
             signals = replace(signals, answer_embedding=signals.answer_embedding.astype(np.float16))
-        return _Sampled(signals, int(call["output_tokens"]), call.get("ttft_ms"))
+        return _Sampled(signals, call.output_tokens, call.ttft_ms)
 
     def _note_changes(self, key: DriftKey, call: dict[str, Any]) -> None:
         """First sighting of a new prompt version, response model or embedding model in a service.
@@ -213,7 +222,7 @@ class DriftTracker:
     def close(self) -> tuple[TableRows, TableRows]:
         """Rows for every window the watermark passed, and change events noted since the last call."""
         window = self.config.window_s
-        closing: list[tuple[DriftKey, int, Reservoir[dict[str, Any]]]] = []
+        closing: list[tuple[DriftKey, int, Reservoir[_RawCall]]] = []
         for key in self._keys.keys():
             state = self._keys.get(key)
             assert state is not None

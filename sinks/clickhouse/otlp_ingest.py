@@ -83,6 +83,9 @@ def _schema_settings() -> tuple[tuple[str, str | int], ...]:
         ("format_schema", ingest_schema()),
         ("format_schema_message_name", "IngestRecord"),
         ("input_format_protobuf_oneof_presence", 1),
+        # The view works block by block: 16 records (~8k spans) per block bounds its memory
+        # (measured ~90 MiB less peak RSS in chDB than one block per batch, at the same speed).
+        ("max_insert_block_size", 16),
     )
 
 
