@@ -97,7 +97,7 @@ class DriftSettings(_Section):
     idle_close_s: float = Field(30.0, gt=0, description="With no events for this long, wall-clock time advances the watermark.")
     reservoir_size: int = Field(1000, ge=50, description="Calls sampled per key and window (uniform reservoir).")
     max_keys: int = Field(
-        256, ge=1, description="Live drift keys kept; least recently used are evicted (counted). Memory: about 4 MiB per key at reservoir_size 1000."
+        128, ge=1, description="Live drift keys kept; least recently used are evicted (counted). Memory: about 7 MiB per key at reservoir_size 1000."
     )
     history_windows: int = Field(96, ge=1, description="Closed windows per key merged into its reference (96 x 15 min = 24 h).")
     key_fields: list[str] = Field(

@@ -68,7 +68,7 @@ class DriftStageConfig:
     lateness_s: float = 60.0
     idle_close_s: float = 30.0  # with no new events for this long, the wall clock advances the watermark
     reservoir_size: int = 1000
-    max_keys: int = 256
+    max_keys: int = 128
     history_windows: int = 96  # closed windows kept per key for the reference (96 x 15 min = 24 h)
     max_lineages: int = 10_000  # (service, model, prompt) whose last window is kept for version changes
     key_fields: tuple[str, ...] = KEY_FIELDS  # which of model, prompt_name, prompt_version split keys (service always)
