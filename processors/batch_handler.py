@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from processors.pipeline import (
     CallStages,
-    DecodedRecord,
     ParsedRecord,
     Poison,
     SourceRecord,
@@ -46,9 +45,8 @@ log = logging.getLogger(__name__)
 DeadLetter = Callable[[Poison], Awaitable[None]]
 # Sends keyed records (key, value) to the drift topic and returns once Kafka acknowledged them.
 Publish = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
-# What a batch is built from, and how to rebuild it for a subset of those records.
-Item = ParsedRecord | DecodedRecord
-Rebuild = Callable[[Sequence[Item]], list[TableRows | OtlpRecords]]
+# Rebuilds a table's batch for some of the batch's records.
+Rebuild = Callable[[Sequence[ParsedRecord]], list[TableRows | OtlpRecords]]
 
 
 @dataclass(slots=True)
@@ -93,9 +91,7 @@ class BatchHandler:
             self._insert(traces_batch(parsed, fences["otel_traces"]), parsed, lambda part: [traces_batch(part, fences["otel_traces"])])
         )
         try:
-            prepared = await asyncio.to_thread(
-                prepare_batch, parsed, fences, self._stages, self._publish_drift is not None
-            )
+            prepared = await asyncio.to_thread(prepare_batch, parsed, fences, self._stages, self._publish_drift is not None)
         finally:
             await traces
         if self._publish_drift is not None and prepared.drift:
@@ -110,12 +106,11 @@ class BatchHandler:
         self.stats.calls += prepared.calls
         self.stats.skipped_records += prepared.skipped_records
 
-    def _rebuild(self, part: Sequence[Item], *, table: str, fences: dict[str, dict[str, int]]) -> list[TableRows | OtlpRecords]:
-        """Rows of `table` for some of the batch's records (bisecting a refused insert: rare, so in-process)."""
-        parsed = [item for item in part if isinstance(item, ParsedRecord)]
-        return build_tables(decode_parsed(parsed, self._stages), fences, self._stages, only=table)
+    def _rebuild(self, part: Sequence[ParsedRecord], *, table: str, fences: dict[str, dict[str, int]]) -> list[TableRows | OtlpRecords]:
+        """Rows of `table` for some of the batch's records: bisecting an insert ClickHouse refused."""
+        return build_tables(decode_parsed(part, self._stages), fences, self._stages, only=table)
 
-    async def _insert(self, rows: TableRows | OtlpRecords, items: Sequence[Item], rebuild: Rebuild) -> None:
+    async def _insert(self, rows: TableRows | OtlpRecords, items: Sequence[ParsedRecord], rebuild: Rebuild) -> None:
         """Write `rows` (built from `items`); if ClickHouse refuses the data, bisect to the records it refuses."""
         try:
             await asyncio.to_thread(self._sink.write, rows, _token(rows.table, [item.record for item in items]))
@@ -128,7 +123,7 @@ class BatchHandler:
                 for part_rows in rebuild(part):
                     await self._insert(part_rows, part, rebuild)
 
-    async def _reject_after_sink(self, items: Sequence[Item], table: str, reason: str) -> None:
+    async def _reject_after_sink(self, items: Sequence[ParsedRecord], table: str, reason: str) -> None:
         """A record ClickHouse refuses on its own: dead-letter it and say why in ingest_errors."""
         poison = [Poison(item.record, f"{table}: {reason}"[:2000]) for item in items]
         for item in poison:

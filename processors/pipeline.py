@@ -163,7 +163,8 @@ def _tag(rows: TableRows, sources: list[str], offsets: list[int]) -> TableRows:
     return rows
 
 
-def _per_record(table: str, kept: Sequence[DecodedRecord], rows: TableRows, counts: list[int]) -> TableRows:
+def _per_record(kept: Sequence[DecodedRecord], rows: TableRows, counts: list[int]) -> TableRows:
+    """Tag each row with its record's source and offset (`counts[i]` rows came from `kept[i]`)."""
     sources: list[str] = []
     offsets: list[int] = []
     for item, count in zip(kept, counts):
@@ -221,11 +222,11 @@ def build_tables(
     if wanted("llm_calls"):
         kept = unstored("llm_calls")
         calls = [call for item in kept for call in item.calls]
-        out.append(_per_record("llm_calls", kept, call_rows(calls), [len(item.calls) for item in kept]))
+        out.append(_per_record(kept, call_rows(calls), [len(item.calls) for item in kept]))
     if wanted("ingest_errors"):
         kept = unstored("ingest_errors")
         rows, counts = problem_rows(kept, now_ms)
-        out.append(_per_record("ingest_errors", kept, rows, counts))
+        out.append(_per_record(kept, rows, counts))
 
     for table, aggregate in stages.aggregators.items():
         if not wanted(table):
