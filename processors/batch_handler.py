@@ -77,9 +77,8 @@ class BatchHandler:
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
         parsed, poison = await asyncio.to_thread(parse_records, records)
-        tables = ["otel_traces", "llm_calls", "ingest_errors", *self._stages.aggregators]
         sources = {r.source for r in records}
-        fences = {table: await asyncio.to_thread(self._sink.fences, table, sources) for table in tables}
+        fences = {table: await asyncio.to_thread(self._sink.fences, table, sources) for table in self._stages.tables}
         for item in poison:
             await self._dead_letter(item)
         if poison:

@@ -94,6 +94,11 @@ class CallStages:
     enrichers: list[CallEnricher] = field(default_factory=list)
     aggregators: dict[str, Aggregator] = field(default_factory=dict)
 
+    @property
+    def tables(self) -> list[str]:
+        """Every table a batch writes (each with its own fence)."""
+        return ["otel_traces", "llm_calls", "ingest_errors", *self.aggregators]
+
     def calls_from(self, spans: Sequence[SpanView]) -> tuple[list[LLMCall], list[SpanView]]:
         """The LLM calls among `spans`, with the span each came from."""
         calls = []

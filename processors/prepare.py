@@ -35,8 +35,7 @@ class PreparedBatch:
 def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallStages, with_drift: bool) -> PreparedBatch:
     """Decode parsed records into the rows of every table but otel_traces, and drift records."""
     decoded = decode_parsed(parsed, stages)
-    tables = ["otel_traces", "llm_calls", "ingest_errors", *stages.aggregators]
-    skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in tables))
+    skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables))
     drift: list[tuple[str, bytes]] = []
     if with_drift:
         # Calls whose llm_calls rows are not stored yet: the drift stage sees each call at least once.

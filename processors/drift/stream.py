@@ -297,8 +297,10 @@ class DriftTracker:
         """The window of another version of the same prompt and model that the new version replaced:
         the latest one (closed or still open) that started no later than this one, else the
         earliest later one (the old version may only have live traffic, e.g. a backfill)."""
-        best: tuple[int, str, list[_Sampled]] | None = None
-        after: tuple[int, str, list[_Sampled]] | None = None
+        # Candidates hold what the window keeps: _Sampled when closed, raw calls when still open;
+        # only the chosen one is extracted.
+        best: tuple[int, str, Sequence[_Sampled | _RawCall]] | None = None
+        after: tuple[int, str, Sequence[_Sampled | _RawCall]] | None = None
         order = self._seen.get((key.service, "prompt_version", f"{key.model}/{key.prompt_name}"), {})
         mine = order.get(key.prompt_version, -1)
         for other in self._keys.keys():
@@ -306,7 +308,8 @@ class DriftTracker:
                 continue  # only versions first seen before this one are what it replaced
             state = self._keys.get(other)
             assert state is not None
-            windows = [(w.start, w.sample) for w in state.history] + [(s, [self._sample(c) for c in r.items]) for s, r in state.open.items()]
+            windows: list[tuple[int, Sequence[_Sampled | _RawCall]]] = [(w.start, w.sample) for w in state.history]
+            windows += [(s, r.items) for s, r in state.open.items()]
             for window_start, items in windows:
                 if not items:
                     continue
@@ -320,7 +323,8 @@ class DriftTracker:
             if previous is not None and order.get(previous[0], mine) < mine:
                 return previous[1], f"previous version {previous[0]}: last window"
             return None, ""
-        return best[2], f"previous version {best[1]}: window {_iso(best[0])}"
+        sample = [self._sample(item) if isinstance(item, _RawCall) else item for item in best[2]]
+        return sample, f"previous version {best[1]}: window {_iso(best[0])}"
 
 
 def _iso(seconds: int) -> str:

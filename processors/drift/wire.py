@@ -8,9 +8,10 @@ prompt version and model of that service, which change detection needs.
 
 from __future__ import annotations
 
-import orjson
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from processors.records import LLMCall, SpanView
 

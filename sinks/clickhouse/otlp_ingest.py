@@ -33,7 +33,7 @@ class OtlpRecords:
     values: list[bytes] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-    spans: int = 0  # rows the view will write (spans that pass the decode checks)
+    spans: int = 0  # spans in the records, for the sink's row counts (the view drops the few invalid ones)
 
     def __len__(self) -> int:
         return self.spans
