@@ -24,7 +24,9 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
         # The run compresses 3 minutes of event time into ~3 s of sending, so the two partitions
         # can be a minute of event time apart: lateness covers that, and windows close by idle time.
         LLMOPS_DRIFT__LATENESS_S="600",
-        LLMOPS_DRIFT__IDLE_CLOSE_S="2",
+        # Idle close at 5 s, not less: a close extracts every kept call's signals, and on a loaded
+        # CI machine a shorter idle time closed keys while their later calls were still queued.
+        LLMOPS_DRIFT__IDLE_CLOSE_S="5",
     )
     stack.start_worker()
     stack.start_receiver()
@@ -40,6 +42,8 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
     wait_until(lambda: stack.count("SELECT uniqExact(window_start) FROM llm_drift") >= 2, 120, "drift windows closed")
     wait_until(lambda: stack.count(f"SELECT count() FROM llm_drift WHERE drifted AND prompt_version = '{key.to_version}'") > 0,
                120, "switched key evaluated")  # fmt: skip
+    others = (f"SELECT count() FROM llm_drift WHERE NOT (service = '{key.service}' AND prompt_name = '{key.prompt_name}')")
+    wait_until(lambda: stack.count(others) > 0, 120, "other keys evaluated")
 
     client = stack.reader()
     events = client.query("SELECT service, kind, old_value, new_value, prompt_name FROM change_events WHERE kind = 'prompt_version'").result_rows
