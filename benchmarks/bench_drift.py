@@ -4,7 +4,7 @@
     plus 4 scalar and 3 categorical signals, default ``DriftConfig`` (200 MMD permutations);
     also each embedding statistic alone. Median of ``--repeat`` runs, with BLAS at its default
     thread count and held to 1 thread (threadpoolctl).
-(2) Memory of one live key: a ``Reservoir`` of 1,000 ``CallSignals`` holding a 384-dim float32
+(2) Memory of one live key: a ``BottomK`` sample of 1,000 ``CallSignals`` holding a 384-dim float32
     answer embedding each, measured with tracemalloc (Python objects and numpy buffers).
 
 Run: ``.venv/bin/python benchmarks/bench_drift.py`` (``--repeat 3`` for a quick run).
@@ -30,8 +30,9 @@ from benchmarks.timing import median_seconds  # noqa: E402
 from processors.drift import (  # noqa: E402
     CallSignals,
     DriftConfig,
-    Reservoir,
+    BottomK,
     WindowSample,
+    call_priority,
     cosine_centroid_distance,
     drifted_component_share,
     evaluate_window,
@@ -105,9 +106,9 @@ def bench_memory(capacity: int) -> None:
 
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    reservoir: Reservoir[CallSignals] = Reservoir(capacity, np.random.default_rng(2))
-    for _ in range(capacity):
-        reservoir.offer_lazy(make)  # transient text is freed; what stays is what the key holds
+    reservoir: BottomK[CallSignals] = BottomK(capacity)
+    for i in range(capacity):
+        reservoir.offer(call_priority("t", str(i)), make())  # transient text is freed; what stays is what the key holds
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
@@ -117,12 +118,12 @@ def bench_memory(capacity: int) -> None:
     print(f"  traced: {held / 1e6:.2f} MB ({held / capacity:.0f} B per call; embedding payload {raw / 1e6:.2f} MB)")
 
     start = time.perf_counter()
-    r: Reservoir[int] = Reservoir(capacity, np.random.default_rng(3))
+    r: BottomK[int] = BottomK(capacity)
     offered = 1_000_000
     for i in range(offered):
-        r.offer(i)
+        r.offer(call_priority("trace", str(i)), i)
     took = time.perf_counter() - start
-    print(f"  offer(): {offered / took / 1e6:.2f} M calls/s on one core ({offered:,} offers, {capacity} kept)")
+    print(f"  call_priority + offer(): {offered / took / 1e6:.2f} M calls/s on one core ({offered:,} offers, {capacity} kept)")
 
 
 def main() -> None:

@@ -182,6 +182,20 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
+def _thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed): who in a process spends the CPU,
+    e.g. the Python main thread against chDB's query pipeline and librdkafka's threads."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name, rest = task.joinpath("stat").read_text().split("(", 1)[1].rsplit(")", 1)
+        except OSError:  # the thread ended between listing and reading
+            continue
+        fields = rest.split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
 def _host_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, for the machine's utilisation during the run."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -315,6 +329,7 @@ async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Se
         base_calls = await _count(session, stack.sql_url, "llm_calls")
         pids = stack.pids()
         cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+        worker_threads0 = _thread_cpu_s(pids["worker"])
         client_cpu0 = time.process_time()
         host0 = _host_cpu()
         load0 = os.getloadavg()
@@ -374,6 +389,7 @@ async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Se
         end = traces_done_at
         host1 = _host_cpu()
         cpu1 = {name: _cpu_s(pid) for name, pid in pids.items()}
+        worker_threads1 = _thread_cpu_s(pids["worker"])
         client_cpu = time.process_time() - client_cpu0
         load1 = os.getloadavg()
         peak = {name: _status_kib(pid, "VmHWM") for name, pid in pids.items()}
@@ -398,6 +414,10 @@ async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Se
         "peak_rss_mib": {name: kib / 1024 for name, kib in peak.items()},
         "peak_rss_sampled_during_run_mib": {name: kib / 1024 for name, kib in rss_samples.items()},
         "cpu_s": {**{name: cpu1[name] - cpu0[name] for name in pids}, "bench_client": client_cpu},
+        # Threads that ended during the run are missing here, so the sum can be below cpu_s["worker"].
+        "worker_cpu_s_by_thread": {name: round(cpu - worker_threads0.get(name, 0.0), 2)
+                                   for name, cpu in sorted(worker_threads1.items(), key=lambda kv: -kv[1])
+                                   if cpu - worker_threads0.get(name, 0.0) >= 0.05},  # fmt: skip
         "host_cpu_busy_share": (host1[0] - host0[0]) / max(1, host1[1] - host0[1]),
         "loadavg_before": load0,
         "loadavg_after": load1,
@@ -421,14 +441,16 @@ def parse_ceiling(bodies: Sequence[bytes], spans: int, repeat: int = 3) -> dict[
 def replay_stages(bodies: Sequence[bytes], batch_records: int, chdb_dir: Path) -> dict[str, Any]:
     """The worker's stage functions, batch by batch, on the same bodies (no Kafka, no faust)."""
     from processors.decode import decode_request
-    from processors.drift.wire import drift_payloads
+    from processors.drift.wire import DriftSender
     from processors.pipeline import SourceRecord, build_tables, decode_records, may_be_llm_call
     from processors.stages import build_call_stages
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.migrations import apply_migrations
     from sinks.clickhouse.writer import ClickHouseSink
 
-    stages = build_call_stages(Settings())
+    settings = Settings()
+    stages = build_call_stages(settings)
+    drift_sender = DriftSender(settings.drift.window_s, settings.drift.reservoir_size, 2 * settings.drift.max_keys)
     client = connect(f"chdb://{chdb_dir}", "llmops", create_database=True)
     apply_migrations(client, "llmops")
     sink = ClickHouseSink(client, "llmops")
@@ -447,7 +469,7 @@ def replay_stages(bodies: Sequence[bytes], batch_records: int, chdb_dir: Path) -
         t2 = time.perf_counter()
         tables = build_tables(decoded, {}, stages)
         t3 = time.perf_counter()
-        drift_payloads([c for d in decoded for c in d.calls], [s for d in decoded for s in d.call_spans])
+        drift_sender.payloads([c for d in decoded for c in d.calls], [s for d in decoded for s in d.call_spans])
         t4 = time.perf_counter()
         times["decode"] += t1 - t0
         times["decode_normalise"] += t2 - t1
@@ -474,6 +496,9 @@ def replay_stages(bodies: Sequence[bytes], batch_records: int, chdb_dir: Path) -
         "insert_rows_per_s": {t: rows[t] / s for t, s in insert_s.items() if s and rows[t]},
         "insert_rows": rows,
         "serial_worker_spans_per_s": spans / worker_s,
+        # Calls the drift sieve let through to the drift topic, of those it counted.
+        "drift_calls_sent": drift_sender.calls_sent,
+        "drift_calls_tallied": drift_sender.calls_tallied,
         "share_of_serial_worker_time": {
             **{k: times[k] / worker_s for k in ("decode_normalise", "build_tables", "drift_payloads")},
             **{f"insert_{t}": s / worker_s for t, s in insert_s.items()},
@@ -500,7 +525,8 @@ def _table(result: dict[str, Any]) -> str:
         f"{'decode_request (parse, check, flatten LLM spans)':<44}{replay['spans_per_s']['decode']:>12,.0f} sp/s  in-process",
         f"{'decode_records (decode + normalise + enrich)':<44}{replay['spans_per_s']['decode_normalise']:>12,.0f} sp/s  in-process",
         f"{'build_tables (llm_calls rows + aggregates)':<44}{replay['spans_per_s']['build_tables']:>12,.0f} sp/s  in-process",
-        f"{'drift_payloads':<44}{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process",
+        f"{'drift payloads (tally + sieve + encode)':<44}{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process"
+        f" ({replay['drift_calls_sent']:,} of {replay['drift_calls_tallied']:,} calls sent)",
     ]
     for table, rate in replay["insert_rows_per_s"].items():
         lines.append(f"{'ClickHouse insert ' + table:<44}{rate:>12,.0f} rows/s in-process ({replay['insert_rows'][table]:,} rows)")
@@ -514,6 +540,7 @@ def _table(result: dict[str, Any]) -> str:
         + f"  (limit 1024 MiB each: {'ok' if max(live['peak_rss_mib'].values()) <= 1024 else 'EXCEEDED'})",
         "CPU seconds during the run: " + ", ".join(f"{k} {v:.1f}" for k, v in live["cpu_s"].items())
         + f"  (wall {live['e2e_s']:.1f} s)",
+        "worker CPU seconds by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in live["worker_cpu_s_by_thread"].items()),
         f"request latency p50 {live['request_latency_ms']['p50']:.0f} ms, p99 {live['request_latency_ms']['p99']:.0f} ms; "
         f"429/503 retries {live['http_retries']}; stored llm_calls {live['stored_llm_calls']:,} (replay found {replay['llm_calls']:,})",
     ]
@@ -529,9 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-max-records", type=int, default=64, help="Worker batch size (also used by the replay).")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--drift", choices=["off", "on"], default="off",
-                        help="Run the worker's drift stage (LLMOPS_DRIFT__ENABLED). 'on' currently kills the worker: with "
-                             "content-capturing services one batch's drift record exceeds Kafka's 1 MB request limit.")
+    parser.add_argument("--drift", choices=["off", "on"], default="on",
+                        help="Run the worker's drift stage (LLMOPS_DRIFT__ENABLED).")
     parser.add_argument("--child-gc-threshold", default=None, metavar="G0,G1,G2",
                         help="Experiment: gc.set_threshold(G0,G1,G2) in the worker/receiver (a temporary sitecustomize on PYTHONPATH).")
     parser.add_argument("--code-root", type=Path, default=None,

@@ -1,14 +1,19 @@
 """The faust app: a thin wire from the `otlp_spans` topic to BatchHandler.
 
-Acknowledgement is the whole point of this module: `take_events` acks a batch
-when the loop body returns, and faust commits only acknowledged offsets. If a
-write cannot complete (store misconfigured, retries exhausted) the process
-exits at once without acknowledging, so the batch is redelivered on restart
-and the sink's fences make that redelivery harmless.
+Acknowledgement is the whole point of this module. faust commits only
+acknowledged offsets, and `take_events` acks a batch when the loop body
+returns; the body holds one more reference on each message, released only once
+the batch's rows are stored, so that the write of batch N can run while batch
+N+1 is prepared (`BatchHandler`: prepare, then write, writes in batch order).
+faust waits for held messages before a rebalance or shutdown completes
+(`stream_wait_empty`). If a write cannot complete (store misconfigured, retries
+exhausted) the process exits at once without acknowledging, so the batch is
+redelivered on restart and the sink's fences make that redelivery harmless.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -16,7 +21,8 @@ from typing import Any
 import faust
 
 from llmops.config import Settings
-from processors.batch_handler import BatchHandler
+from processors.batch_handler import BatchHandler, ReadyBatch
+from processors.drift.wire import DriftSender
 from processors.kafka_sources import TopicIds
 from processors.pipeline import Poison, SourceRecord
 from processors.stages import build_call_stages
@@ -77,11 +83,27 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         for fut in futures:
             await fut
 
-    handler = BatchHandler(sink, build_call_stages(settings), dead_letter, publish_drift if settings.drift.enabled else None)
+    d = settings.drift
+    # Remembers what it sent for two windows per live key: enough to filter, bounded in memory.
+    sender = DriftSender(d.window_s, d.reservoir_size, max_windows=2 * d.max_keys)
+    handler = BatchHandler(sink, build_call_stages(settings), dead_letter, (sender, publish_drift) if d.enabled else None)
     spans_topic = app.topic(kafka.topic, value_serializer="raw", key_serializer="raw")
+
+    async def write_then_ack(ready: ReadyBatch, events: list[Any]) -> None:
+        try:
+            await handler.write(ready)
+        except SinkError as exc:
+            _die(f"clickhouse write failed, exiting without committing: {exc}")
+        except BaseException as exc:  # cancellation mid-write included: never ack what was not written
+            if not isinstance(exc, Exception):
+                _die("worker stopped in the middle of a write; the batch will be redelivered")
+            _die(f"unexpected error, exiting without committing: {exc!r}")
+        for event in events:
+            event.ack()  # the reference taken below: now faust may commit the offset
 
     @app.agent(spans_topic, name="otlp_spans_to_clickhouse")
     async def process(stream: Any) -> None:
+        writing: asyncio.Future[None] | None = None
         async for events in stream.take_events(settings.processor.batch_max_records, within=settings.processor.batch_max_wait_s):
             records = [
                 SourceRecord(
@@ -94,13 +116,18 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 for e in events
             ]
             try:
-                await handler.handle(records)
+                ready = await handler.prepare(records)  # while the previous batch is written
+                if writing is not None:
+                    await writing  # writes in batch order: a fence never passes an unwritten batch
             except SinkError as exc:
-                _die(f"clickhouse write failed, exiting without committing: {exc}")
-            except BaseException as exc:  # cancellation mid-write included: never ack what was not written
+                _die(f"clickhouse read failed, exiting without committing: {exc}")
+            except BaseException as exc:
                 if not isinstance(exc, Exception):
-                    _die("worker stopped in the middle of a write; the batch will be redelivered")
+                    _die("worker stopped in the middle of a batch; it will be redelivered")
                 _die(f"unexpected error, exiting without committing: {exc!r}")
+            for event in events:
+                event.message.incref()  # take_events' ack releases the other reference
+            writing = asyncio.ensure_future(write_then_ack(ready, events))
 
     if settings.drift.enabled:
         _add_drift_stage(app, settings, drift_topic, sink)

@@ -1,13 +1,17 @@
-"""What the agent does with one batch of Kafka records, in order:
+"""What the agent does with one batch of Kafka records, in two steps:
 
-parse -> read fences -> dead-letter poison -> insert otel_traces from the raw
-bytes while processors/prepare.py decodes the LLM spans into rows and drift
-records -> publish drift records -> insert the other tables.
+1. `prepare`: parse -> read fences -> dead-letter poison -> processors/prepare.py
+   decodes the LLM spans into rows and drift records (Python, holds the GIL).
+2. `write`: insert otel_traces from the raw bytes (ClickHouse flattens them)
+   while publishing drift records and inserting the other tables.
 
-The agent acknowledges the batch only after `handle` returns, so offsets are
-committed only after ClickHouse holds every row (or the record went to the
-dead-letter topic). A row set ClickHouse rejects as bad data is bisected down
-to the record(s) that cause it; those are dead-lettered, the rest is written.
+The agent runs one batch's `write` while it prepares the next, and acknowledges
+a batch only after its `write` returned, so offsets are committed only after
+ClickHouse holds every row (or the record went to the dead-letter topic).
+Writes stay in batch order: a batch's rows never land before an earlier
+batch's, so a fence (highest stored offset) never passes a batch that is not
+stored. A row set ClickHouse rejects as bad data is bisected down to the
+record(s) that cause it; those are dead-lettered, the rest is written.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from processors.pipeline import (
     poison_rows,
     traces_batch,
 )
-from processors.prepare import prepare_batch
+from processors.drift.wire import DriftSender
+from processors.prepare import PreparedBatch, prepare_batch
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.errors import PermanentSinkError
 from sinks.clickhouse.otlp_ingest import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 
-__all__ = ["BatchHandler", "HandlerStats", "DeadLetter", "Publish"]
+__all__ = ["BatchHandler", "HandlerStats", "DeadLetter", "Publish", "ReadyBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,17 @@ class HandlerStats:
     skipped_records: int = 0  # already stored (redelivery after a restart)
 
 
+@dataclass(slots=True)
+class ReadyBatch:
+    """A prepared batch waiting for its writes."""
+
+    records: Sequence[SourceRecord]
+    parsed: list[ParsedRecord]
+    poison: list[Poison]
+    fences: dict[str, dict[str, int]]
+    prepared: PreparedBatch
+
+
 def _token(table: str, records: Sequence[SourceRecord], stage: str = "") -> str:
     """Same records, same token: a retried insert is deduplicated by ClickHouse."""
     digest = hashlib.blake2b(digest_size=16)
@@ -68,14 +84,20 @@ def _token(table: str, records: Sequence[SourceRecord], stage: str = "") -> str:
 
 
 class BatchHandler:
-    def __init__(self, sink: ClickHouseSink, stages: CallStages, dead_letter: DeadLetter, publish_drift: Publish | None = None) -> None:
+    def __init__(self, sink: ClickHouseSink, stages: CallStages, dead_letter: DeadLetter,
+                 drift: tuple[DriftSender, Publish] | None = None) -> None:  # fmt: skip
         self._sink = sink
         self._stages = stages
         self._dead_letter = dead_letter
-        self._publish_drift = publish_drift
+        self._drift_sender, self._publish_drift = drift if drift is not None else (None, None)
         self.stats = HandlerStats()
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
+        """Prepare and write one batch."""
+        await self.write(await self.prepare(records))
+
+    async def prepare(self, records: Sequence[SourceRecord]) -> ReadyBatch:
+        """Decode a batch into rows; poison records go to the dead-letter topic now."""
         parsed, poison = await asyncio.to_thread(parse_records, records)
         sources = {r.source for r in records}
         fences = {table: await asyncio.to_thread(self._sink.fences, table, sources) for table in self._stages.tables}
@@ -84,23 +106,28 @@ class BatchHandler:
         if poison:
             self.stats.dead_lettered += len(poison)
             log.warning("dead-lettered %d undecodable record(s)", len(poison), extra={"reason": poison[0].reason[:200]})
+        prepared = await asyncio.to_thread(prepare_batch, parsed, fences, self._stages, self._drift_sender)
+        return ReadyBatch(records, parsed, poison, fences, prepared)
+
+    async def write(self, batch: ReadyBatch) -> None:
+        """Store a prepared batch; returns once every table holds its rows."""
+        parsed, fences, prepared = batch.parsed, batch.fences, batch.prepared
         # otel_traces needs only the raw bytes: ClickHouse flattens them (C++, GIL released)
-        # while this process decodes the LLM spans into rows.
+        # while the other tables are written.
         traces = asyncio.ensure_future(
             self._insert(traces_batch(parsed, fences["otel_traces"]), parsed, lambda part: [traces_batch(part, fences["otel_traces"])])
         )
         try:
-            prepared = await asyncio.to_thread(prepare_batch, parsed, fences, self._stages, self._publish_drift is not None)
+            if self._publish_drift is not None and prepared.drift:
+                # Before llm_calls is written, so before the acknowledgement: at least once into the drift stage.
+                await self._publish_drift(prepared.drift)
+            for rows in prepared.tables:
+                if rows.table == "ingest_errors" and batch.poison:
+                    rows.extend(_unstored(poison_rows(batch.poison, int(time.time() * 1000)), fences["ingest_errors"]))
+                await self._insert(rows, parsed, partial(self._rebuild, table=rows.table, fences=fences))
         finally:
             await traces
-        if self._publish_drift is not None and prepared.drift:
-            # Before llm_calls is written, so before the acknowledgement: at least once into the drift stage.
-            await self._publish_drift(prepared.drift)
-        for rows in prepared.tables:
-            if rows.table == "ingest_errors" and poison:
-                rows.extend(_unstored(poison_rows(poison, int(time.time() * 1000)), fences["ingest_errors"]))
-            await self._insert(rows, parsed, partial(self._rebuild, table=rows.table, fences=fences))
-        self.stats.records += len(records)
+        self.stats.records += len(batch.records)
         self.stats.spans += prepared.spans
         self.stats.calls += prepared.calls
         self.stats.skipped_records += prepared.skipped_records

@@ -1,8 +1,9 @@
-"""A batch's CPU work as one pure function: records and fences in, rows and drift records out.
+"""A batch's CPU work as one function: records and fences in, rows and drift records out.
 
 Everything between Kafka and the sink that is pure Python (decoding LLM spans,
 normalising, pricing, building rows and drift records) happens here, so the
-handler only sequences I/O. Running it in a spawned child process was measured
+handler only sequences I/O. Its one piece of state is the drift sender's memory of
+what it already sent (see processors/drift/wire.py). Running it in a spawned child process was measured
 (benchmarks/results, BENCHMARKS.md) and gave no gain on 2 cores: the child's
 pickling and the extra process ate what the second core offered.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from processors.drift.wire import drift_payloads
+from processors.drift.wire import DriftSender
 from processors.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed
 from sinks.clickhouse.batches import TableRows
 
@@ -32,15 +33,24 @@ class PreparedBatch:
     skipped_records: int  # already stored in every table (redelivery)
 
 
-def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallStages, with_drift: bool) -> PreparedBatch:
-    """Decode parsed records into the rows of every table but otel_traces, and drift records."""
-    decoded = decode_parsed(parsed, stages)
-    skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables))
-    drift: list[tuple[str, bytes]] = []
-    if with_drift:
+def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallStages, drift_sender: DriftSender | None) -> PreparedBatch:
+    """Decode parsed records into the rows of every table but otel_traces, and drift records.
+
+    Record by record: a record's parsed message and spans (attribute dicts, answer texts) are
+    dropped once its calls are built and its drift items encoded, so a batch never holds all
+    of them at once.
+    """
+    llm_fence = fences.get("llm_calls", {})
+    decoded = []
+    for item in parsed:
+        (record,) = decode_parsed([item], stages)
+        item.release()
         # Calls whose llm_calls rows are not stored yet: the drift stage sees each call at least once.
-        fence = fences.get("llm_calls", {})
-        fresh = [d for d in decoded if d.record.offset > fence.get(d.record.source, -1)]
-        drift = drift_payloads([c for d in fresh for c in d.calls], [s for d in fresh for s in d.call_spans])
+        if drift_sender is not None and record.record.offset > llm_fence.get(record.record.source, -1):
+            drift_sender.add(record.calls, record.call_spans)
+        record.call_spans = []
+        decoded.append(record)
+    drift = drift_sender.take() if drift_sender is not None else []
+    skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables))
     rows = [r for r in build_tables(decoded, fences, stages, skip=("otel_traces",)) if isinstance(r, TableRows)]
     return PreparedBatch(rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped)

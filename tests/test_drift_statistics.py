@@ -1,4 +1,4 @@
-"""Drift statistics against scipy / hand computations, the window decision rule, and the reservoirs."""
+"""Drift statistics against scipy / hand computations, and the window decision rule."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from scipy.spatial import distance
 from processors.drift import (
     DriftConfig,
     DriftResult,
-    KeyRegistry,
-    Reservoir,
     WindowSample,
     chi2_test,
     control_across_keys,
@@ -275,76 +273,3 @@ def test_config_validation() -> None:
         DriftConfig(alpha=0.0)
     with pytest.raises(ValueError):
         DriftConfig(psi_bins=1)
-
-
-# ------------------------------------------------------------------------------------ reservoirs
-
-
-def test_reservoir_is_uniform() -> None:
-    n, k, runs = 50, 10, 4000
-    counts = np.zeros(n)
-    for seed in range(runs):
-        res: Reservoir[int] = Reservoir(k, np.random.default_rng(seed))
-        for i in range(n):
-            res.offer(i)
-        assert len(res) == k and res.seen == n
-        counts[list(res)] += 1
-    # every item is kept with probability k/n
-    chi2 = stats.chisquare(counts, np.full(n, runs * k / n))
-    assert chi2.pvalue > 1e-3
-
-
-def test_reservoir_lazy_offer_builds_only_taken_items() -> None:
-    built = 0
-
-    def make() -> int:
-        nonlocal built
-        built += 1
-        return built
-
-    res: Reservoir[int] = Reservoir(100, 1)
-    taken = sum(res.offer_lazy(make) for _ in range(100_000))
-    assert built == taken and len(res) == 100
-    # Algorithm L takes about k (1 + ln(n / k)) items
-    assert 100 * (1 + np.log(1000)) * 0.7 < taken < 100 * (1 + np.log(1000)) * 1.3
-
-
-def test_reservoir_merge_is_uniform() -> None:
-    # streams of 30 and 90 items, reservoirs of 12: merged sample must be uniform over the 120
-    runs, counts = 3000, np.zeros(120)
-    for seed in range(runs):
-        gen = np.random.default_rng(seed)
-        a: Reservoir[int] = Reservoir(12, gen)
-        b: Reservoir[int] = Reservoir(12, gen)
-        for i in range(30):
-            a.offer(i)
-        for i in range(30, 120):
-            b.offer(i)
-        merged = Reservoir.merge([a, b], rng=gen)
-        assert len(merged) == 12 and merged.seen == 120
-        counts[list(merged)] += 1
-    assert stats.chisquare(counts, np.full(120, runs * 12 / 120)).pvalue > 1e-3
-    # and it keeps sampling uniformly afterwards
-    more = np.zeros(240)
-    for seed in range(runs):
-        gen = np.random.default_rng(10_000 + seed)
-        a = Reservoir(12, gen)
-        for i in range(120):
-            a.offer(i)
-        merged = Reservoir.merge([a], rng=gen)
-        for i in range(120, 240):
-            merged.offer(i)
-        more[list(merged)] += 1
-    assert stats.chisquare(more, np.full(240, runs * 12 / 240)).pvalue > 1e-3
-
-
-def test_key_registry_lru_eviction() -> None:
-    reg: KeyRegistry[str, list[int]] = KeyRegistry(2)
-    a, ev = reg.get_or_create("a", list)
-    assert ev is None
-    reg.get_or_create("b", list)
-    assert reg.get("a") is a  # "a" becomes most recent
-    _, ev = reg.get_or_create("c", list)
-    assert ev is not None and ev[0] == "b"
-    assert reg.evicted == 1 and len(reg) == 2 and reg.keys() == ["a", "c"]
-    assert reg.pop("a") is a and reg.evicted == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from processors.drift.stream import DriftStageConfig, DriftTracker
 
 WINDOW = 60
 T0 = 1_764_000_000 // WINDOW * WINDOW  # a window boundary, in seconds
+_ids = itertools.count()  # every synthetic call is a distinct span, as real ones are
 
 
 class Clock:
@@ -32,11 +34,12 @@ def _answer(words: int, rng: np.random.Generator, refusal: bool = False) -> str:
 
 
 def _calls(rng: np.random.Generator, start_s: float, n: int, version: str, words: float, model: str = "m1") -> list[dict]:
+    ids = [next(_ids) for _ in range(n)]
     return [
         {
             "ts_ns": int((start_s + i * (WINDOW / n)) * 1e9),
-            "span_id": f"{i:016x}",
-            "trace_id": f"{i:032x}",
+            "span_id": f"{ids[i]:016x}",
+            "trace_id": f"{ids[i]:032x}",
             "model": model,
             "prompt_name": "answer",
             "prompt_version": version,
@@ -115,7 +118,7 @@ def test_memory_is_bounded_per_key_and_in_key_count() -> None:
         tracker.add("bot", _calls(rng, T0, 500, f"v{k}", 10))
     assert tracker.live_keys == 3 and tracker.evicted_keys == 2
     state = tracker._keys.get(next(iter(tracker._keys.keys())))
-    assert state is not None and all(len(r) == 50 and r.seen == 500 for r in state.open.values())
+    assert state is not None and all(len(w.sample) == 50 and w.seen == 500 for w in state.open.values())
 
 
 def test_pinned_window_becomes_the_reference() -> None:
@@ -153,22 +156,70 @@ def test_history_is_trimmed_to_twice_the_reservoir() -> None:
     assert all(w.seen == 150 for w in state.history)
 
 
-def test_drift_records_are_split_under_the_size_limit_and_decode_back() -> None:
-    from processors.drift.wire import decode_payload, drift_payloads
+def _llm_spans(n: int, services: tuple[str, ...], text: str = "x" * 3000) -> tuple[list, list]:  # type: ignore[type-arg]
     from processors.records import LLMCall, SpanView
 
     spans, calls = [], []
-    for i in range(300):
-        attrs = {"gen_ai.output.messages": "x" * 3000, "gen_ai.request.model": "m", "unrelated.attr": "dropped"}
+    for i in range(n):
+        attrs = {"gen_ai.output.messages": text, "gen_ai.request.model": "m", "unrelated.attr": "dropped"}
         spans.append(SpanView(f"{i:032x}", f"{i:016x}", "", "chat m", 3, i, i + 1, 0, "", attrs, {"service.name": "s"}))
-        calls.append(LLMCall(ts_ns=i, trace_id=f"{i:032x}", span_id=f"{i:016x}", service="s" if i % 2 else "t", response_model="m"))
-    records = drift_payloads(calls, spans, max_bytes=100_000)
+        calls.append(LLMCall(ts_ns=T0 * 10**9 + i, trace_id=f"{i:032x}", span_id=f"{i:016x}", service=services[i % len(services)],
+                             response_model="m"))  # fmt: skip
+    return calls, spans
+
+
+def test_drift_records_are_split_under_the_size_limit_and_decode_back() -> None:
+    from processors.drift.wire import DriftSender, decode_payload
+
+    calls, spans = _llm_spans(300, ("t", "s"))
+    records = DriftSender(WINDOW, sample_size=1000, max_windows=8).payloads(calls, spans, max_bytes=100_000)
     assert all(len(value) <= 100_000 for _, value in records) and len(records) > 2
     decoded = [decode_payload(value) for _, value in records]
-    assert all(service == key for (key, _), (service, _, _) in zip(records, decoded))
-    ids = sorted(call["span_id"] for _, batch, _ in decoded for call in batch)
-    assert ids == sorted(c.span_id for c in calls)
-    assert all(set(call["attributes"]) == {"gen_ai.output.messages"} for _, batch, _ in decoded for call in batch)
+    assert all(service == record.service for (service, _), record in zip(records, decoded))
+    ids = sorted(call["span_id"] for record in decoded for call in record.calls)
+    assert ids == sorted(c.span_id for c in calls)  # fewer calls than the sample size: all are sent
+    assert all(set(call["attributes"]) == {"gen_ai.output.messages"} for record in decoded for call in record.calls)
+    assert sorted((r.service, t.count) for r in decoded for t in r.tallies) == [("s", 150), ("t", 150)]
+
+
+def test_sieved_records_give_the_tracker_the_same_windows_as_every_call() -> None:
+    """Two decoding workers send only what their sieves pass; the drift worker ends with the same
+    samples, counts and change events as a tracker fed every call."""
+    from processors.drift.stream import DriftKey
+    from processors.drift.wire import DriftSender, decode_payload
+    from processors.records import LLMCall, SpanView
+
+    rng = np.random.default_rng(11)
+    everything = [c for v, words in (("v1", 20), ("v2", 60)) for w in range(2) for c in _calls(rng, T0 + w * WINDOW, 3000, v, words)]
+    order = rng.permutation(len(everything))
+    calls = [everything[i] for i in order]
+    config = DriftStageConfig(window_s=WINDOW, lateness_s=10 * WINDOW, idle_close_s=1e9, reservoir_size=400)  # shuffled: nothing late
+    direct, sieved = DriftTracker(config, clock=Clock()), DriftTracker(config, clock=Clock())
+    senders = [DriftSender(WINDOW, sample_size=400, max_windows=8) for _ in range(2)]
+    sent = 0
+    for start in range(0, len(calls), 500):  # batches, alternating between the two workers
+        batch = calls[start:start + 500]
+        direct.add("bot", batch)
+        llm_calls = [LLMCall(ts_ns=c["ts_ns"], trace_id=c["trace_id"], span_id=c["span_id"], service="bot", response_model=c["model"],
+                             prompt_name=c["prompt_name"], prompt_version=c["prompt_version"], output_tokens=c["output_tokens"],
+                             ttft_ms=c["ttft_ms"], finish_reason=c["finish_reason"]) for c in batch]  # fmt: skip
+        spans = [SpanView(c["trace_id"], c["span_id"], "", "chat", 3, 0, 1, 0, "", c["attributes"], {}) for c in batch]
+        for _, value in senders[(start // 500) % 2].payloads(llm_calls, spans):
+            record = decode_payload(value)
+            sent += len(record.calls)
+            sieved.add(record.service, record.calls, record.tallies)
+    # each worker sees 1,500 calls per key and window and sends about k (1 + ln(1500 / k)) of them
+    assert sent < 1.2 * 2 * 4 * 400 * (1 + np.log(1500 / 400)) < 0.75 * len(calls)
+    for version, start in itertools.product(("v1", "v2"), (T0, T0 + WINDOW)):
+        key = DriftKey("bot", "m1", "answer", version)
+        a, b = direct._keys.get(key), sieved._keys.get(key)
+        assert a is not None and b is not None
+        assert a.open[start].seen == b.open[start].seen == 3000
+        assert sorted(c.output_tokens for c in a.open[start].sample.items) == sorted(c.output_tokens for c in b.open[start].sample.items)
+        assert sorted(a.open[start].sample._items) == sorted(b.open[start].sample._items)  # the same calls, by priority
+    assert direct.calls_seen == sieved.calls_seen == len(calls)
+    a_changes, b_changes = direct.close()[1], sieved.close()[1]
+    assert len(a_changes) == len(b_changes) == 1 and a_changes.columns == b_changes.columns
 
 
 def test_watermarks_are_per_key_and_future_clocks_do_not_close_windows() -> None:

@@ -1,6 +1,6 @@
 """Drift statistics, per-call drift signals and bounded reservoirs (pure functions and data structures)."""
 
-from processors.drift.reservoir import KeyRegistry, Reservoir
+from processors.drift.sampling import BottomK, KeyRegistry, PrioritySieve, call_priority
 from processors.drift.signals import CallSignals, SignalOptions, extract_signals, hashing_embedding, output_text
 from processors.drift.statistics import (
     P_VALUE_THRESHOLD_STATISTICS,
@@ -25,14 +25,16 @@ from processors.drift.statistics import (
 )
 
 __all__ = [
+    "BottomK",
     "CallSignals",
     "DriftConfig",
     "DriftResult",
     "KeyRegistry",
     "P_VALUE_THRESHOLD_STATISTICS",
-    "Reservoir",
+    "PrioritySieve",
     "SignalOptions",
     "WindowSample",
+    "call_priority",
     "chi2_test",
     "control_across_keys",
     "cosine_centroid_distance",

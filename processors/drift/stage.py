@@ -1,7 +1,7 @@
 """The drift stage as the agent drives it: feed the tracker, close windows, write rows.
 
 State lives in the tracker (memory). A batch is acknowledged once its calls are
-in the reservoirs, so a worker restart loses the windows still open (their
+counted and offered to the samples, so a worker restart loses the windows still open (their
 calls are counted in `calls_seen` and the loss is logged); closed windows are
 in ClickHouse. Rows are written with a content token, so a retried insert is
 not stored twice.
@@ -43,19 +43,24 @@ class DriftStage:
 
     async def consume(self, values: Sequence[bytes]) -> None:
         async with self._lock:
-            for value in values:
-                try:
-                    service, calls, pin = decode_payload(value)
-                except (ValueError, KeyError, TypeError) as exc:  # written by our own workers: a bug, not data
-                    self.malformed += 1
-                    log.error("undecodable drift record skipped: %s", exc)
-                    continue
-                self.tracker.add(service, calls)
-                if pin is not None:
-                    key = DriftKey(service, pin["model"], pin["prompt_name"], pin["prompt_version"])
-                    if not self.tracker.pin(key):
-                        log.warning("cannot pin %s: this worker has no closed window of it yet", key)
+            # Off the event loop: a busy service's records take tens of milliseconds to count.
+            await asyncio.to_thread(self._add, values)
         await self.flush()
+
+    def _add(self, values: Sequence[bytes]) -> None:
+        for value in values:
+            try:
+                record = decode_payload(value)
+            except (ValueError, KeyError, TypeError) as exc:  # written by our own workers: a bug, not data
+                self.malformed += 1
+                log.error("undecodable drift record skipped: %s", exc)
+                continue
+            self.tracker.add(record.service, record.calls, record.tallies)
+            if record.pin is not None:
+                pin = record.pin
+                key = DriftKey(record.service, pin["model"], pin["prompt_name"], pin["prompt_version"])
+                if not self.tracker.pin(key):
+                    log.warning("cannot pin %s: this worker has no closed window of it yet", key)
 
     def _close(self) -> tuple[TableRows, TableRows]:
         # One BLAS thread: the statistics are many small matrix products, and two OpenBLAS

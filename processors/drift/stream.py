@@ -5,8 +5,10 @@ watermark (its newest event time, capped at the wall clock, minus the allowed
 lateness; after `idle_close_s` without calls, the wall clock minus the
 lateness), so one service's backlog or skewed clock never makes another's
 calls late. `add` takes decoded
-drift records of one service; `close` returns llm_drift and change_events rows
-for every window the watermark passed. Memory is bounded: a reservoir of at
+drift records of one service: tallies that count every call (for the watermark,
+window sizes and change events) and the calls that may belong to a window's
+sample; `close` returns llm_drift and change_events rows for every window the
+watermark passed. Memory is bounded: a bottom-k sample (`sampling.BottomK`) of at
 most `reservoir_size` raw calls per live key and window (their signals, the
 answer embedding included, are extracted when the window closes, so a busy key
 costs no more CPU than a quiet one), at most `max_keys` live
@@ -33,9 +35,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from processors.drift.reservoir import KeyRegistry, Reservoir
+from processors.drift.sampling import BottomK, KeyRegistry, call_priority
 from processors.drift.signals import CallSignals, SignalOptions, extract_signals
 from processors.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
+from processors.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls
 from sinks.clickhouse.batches import TableRows
 
 __all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]
@@ -101,10 +104,16 @@ class _Closed:
 
 
 @dataclass(slots=True)
+class _OpenWindow:
+    sample: BottomK[_RawCall]
+    seen: int = 0  # calls tallied into the window (the population the sample stands for)
+
+
+@dataclass(slots=True)
 class _KeyState:
-    # window start (s) -> reservoir of raw calls; signals are extracted when the window closes,
+    # window start (s) -> sample of raw calls; signals are extracted when the window closes,
     # so only the ~reservoir_size calls that survive are ever hashed, however busy the key.
-    open: dict[int, Reservoir[_RawCall]] = field(default_factory=dict)
+    open: dict[int, _OpenWindow] = field(default_factory=dict)
     history: deque[_Closed] = field(default_factory=deque)
     max_event_s: float = 0.0  # newest event time of the key (capped at the wall clock)
     last_event_wall: float = 0.0  # wall-clock time of the key's newest arrival
@@ -149,27 +158,50 @@ class DriftTracker:
         return mark
 
     # -- input ------------------------------------------------------------
-    def add(self, service: str, calls: Sequence[dict[str, Any]]) -> None:
+    def add(self, service: str, calls: Sequence[dict[str, Any]], tallies: Sequence[Tally] | None = None) -> None:
+        """Count the `tallies` (every call of a batch), then offer `calls` to their windows' samples.
+
+        Without `tallies`, `calls` are all the calls and are tallied here. A call whose window
+        is not open (its tally was late) is skipped: the tally already counted it.
+        """
         window = self.config.window_s
-        for call in calls:
-            self.calls_seen += 1
-            ts_s = call["ts_ns"] / 1e9
-            self._note_changes(DriftKey(service, call["model"], call["prompt_name"], call["prompt_version"]), call)
-            fields = self.config.key_fields
-            key = DriftKey(service, *(call[name] if name in fields else "" for name in KEY_FIELDS))
+        if tallies is None:
+            tallies = tally_calls(((c["ts_ns"], c["model"], c["prompt_name"], c["prompt_version"],
+                                    str(c["attributes"].get(EMBEDDING_MODEL_ATTRIBUTE, "")), c.get("trace_id", ""),
+                                    c.get("span_id", "")) for c in calls), window)  # fmt: skip
+        now = self._clock()
+        for tally in tallies:
+            self.calls_seen += tally.count
+            self._note_changes(DriftKey(service, tally.model, tally.prompt_name, tally.prompt_version), tally)
+            key = self._key(service, tally.model, tally.prompt_name, tally.prompt_version)
+            ts_s = tally.max_ts_ns / 1e9
             start = int(ts_s // window) * window
-            state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=self._clock()))
+            state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=now))
             if start + window <= self._watermark(state):
-                self.late_calls += 1
+                self.late_calls += tally.count
                 continue
-            reservoir = state.open.get(start)
-            if reservoir is None:
-                reservoir = state.open[start] = Reservoir(self.config.reservoir_size, self._rng)
-            reservoir.offer(_RawCall(call["attributes"], call.get("finish_reason") or "", int(call["output_tokens"]), call.get("ttft_ms")))
-            now = self._clock()
+            opened = state.open.get(start)
+            if opened is None:
+                opened = state.open[start] = _OpenWindow(BottomK(self.config.reservoir_size))
+            opened.seen += tally.count
             # A span from a clock running ahead must not close windows before their time.
             state.max_event_s = max(state.max_event_s, min(ts_s, now))
             state.last_event_wall = now
+        for call in calls:
+            state = self._keys.get(self._key(service, call["model"], call["prompt_name"], call["prompt_version"]))
+            opened = state.open.get(int(call["ts_ns"] / 1e9 // window) * window) if state is not None else None
+            if opened is None:
+                continue
+            priority = call.get("priority") or call_priority(call.get("trace_id", ""), call.get("span_id", ""))
+            if opened.sample.admits(priority):
+                opened.sample.offer(priority, _RawCall(call["attributes"], call.get("finish_reason") or "",
+                                                       int(call["output_tokens"]), call.get("ttft_ms")))  # fmt: skip
+
+    def _key(self, service: str, model: str, prompt_name: str, prompt_version: str) -> DriftKey:
+        """The window key: the service, and of model, prompt and version those `key_fields` name."""
+        fields = self.config.key_fields
+        values = (model, prompt_name, prompt_version)
+        return DriftKey(service, *(value if name in fields else "" for name, value in zip(KEY_FIELDS, values)))
 
     def _sample(self, call: _RawCall) -> _Sampled:
         """Signal extraction (the answer embedding included), for calls a closing window kept."""
@@ -181,18 +213,19 @@ class DriftTracker:
             signals = replace(signals, answer_embedding=signals.answer_embedding.astype(np.float16))
         return _Sampled(signals, call.output_tokens, call.ttft_ms)
 
-    def _note_changes(self, key: DriftKey, call: dict[str, Any]) -> None:
+    def _note_changes(self, key: DriftKey, tally: Tally) -> None:
         """First sighting of a new prompt version, response model or embedding model in a service.
 
         Scopes: a prompt version per model and prompt, a response model per prompt, an
         embedding model per service. The first value a scope shows is its baseline, not
         a change; a value seen before is not new again (alternating models are normal).
+        Tallies come in the order of their first call, so "previous" is the value the scope
+        showed last, to the resolution of a batch; the event names the tally's first call.
         """
-        embedding_model = str(call["attributes"].get("embedding.model_name", ""))
         for kind, scope, value in (
             ("prompt_version", f"{key.model}/{key.prompt_name}", key.prompt_version),
             ("response_model", key.prompt_name, key.model),
-            ("embedding_model", "", embedding_model),
+            ("embedding_model", "", tally.embedding_model),
         ):
             if not value:
                 continue
@@ -206,8 +239,8 @@ class DriftTracker:
             self._latest[slot] = value
             if previous is None:
                 continue
-            for column, item in zip(self._changes.columns, (call["ts_ns"], key.service, kind, previous, value, key.model,
-                                                             key.prompt_name, call.get("trace_id", ""), call.get("span_id", ""))):  # fmt: skip
+            for column, item in zip(self._changes.columns, (tally.first_ts_ns, key.service, kind, previous, value, key.model,
+                                                             key.prompt_name, tally.first_trace_id, tally.first_span_id)):  # fmt: skip
                 column.append(item)
 
     def pin(self, key: DriftKey) -> bool:
@@ -222,7 +255,7 @@ class DriftTracker:
     def close(self) -> tuple[TableRows, TableRows]:
         """Rows for every window the watermark passed, and change events noted since the last call."""
         window = self.config.window_s
-        closing: list[tuple[DriftKey, int, Reservoir[_RawCall]]] = []
+        closing: list[tuple[DriftKey, int, _OpenWindow]] = []
         for key in self._keys.keys():
             state = self._keys.get(key)
             assert state is not None
@@ -234,7 +267,7 @@ class DriftTracker:
             state = self._keys.get(key)
             assert state is not None
             reference, description = self._reference(key, state, start)
-            items = [self._sample(call) for call in current.items]
+            items = [self._sample(call) for call in current.sample.items]
             if reference and items:
                 sample_ref, sample_cur = _window_sample(reference), _window_sample(items)
                 results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), description)
@@ -309,7 +342,7 @@ class DriftTracker:
             state = self._keys.get(other)
             assert state is not None
             windows: list[tuple[int, Sequence[_Sampled | _RawCall]]] = [(w.start, w.sample) for w in state.history]
-            windows += [(s, r.items) for s, r in state.open.items()]
+            windows += [(s, w.sample.items) for s, w in state.open.items()]
             for window_start, items in windows:
                 if not items:
                     continue

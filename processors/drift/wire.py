@@ -1,21 +1,30 @@
 """The record a worker sends to the keyed drift topic: one per service and batch, JSON.
 
-Only what drift needs travels: the call's key and scalars, and the span
-attributes the signal extractor reads (answer text, vectors, retrieval
-scores). Keyed by service, so one drift worker owns a service: it sees every
-prompt version and model of that service, which change detection needs.
+Keyed by service, so one drift worker owns a service: it sees every prompt version
+and model of that service, which change detection needs. A record holds:
+
+- ``tallies``: every call of the batch, counted per drift key, embedding model and
+  window, with the newest event time and the first call (for change events and the
+  watermark). A tally is a few dozen bytes however many calls it stands for.
+- ``calls``: only the calls that can still be in their window's bottom-k sample
+  (`processors.drift.sampling`), with their priority, and of each only what drift
+  reads: the key, a few scalars and the span attributes the signal extractor reads
+  (answer text, vectors, retrieval scores).
+
+`DriftSender` is the decoding worker's side; `decode_payload` the drift worker's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
+from processors.drift.sampling import PrioritySieve, call_priority
 from processors.records import LLMCall, SpanView
 
-__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "drift_payloads", "decode_payload", "pin_payload"]
+__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls"]
 
 DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.output.messages",
@@ -25,7 +34,41 @@ DRIFT_ATTRIBUTE_PREFIXES = (
     "retrieval.documents.",
     "gen_ai.response.finish_reasons",
 )
+EMBEDDING_MODEL_ATTRIBUTE = "embedding.model_name"
 _MAX_TEXT = 8192  # answer text beyond this adds nothing to the statistics but bytes to Kafka
+
+
+class Tally(NamedTuple):
+    """Calls of one service, key, embedding model and window, in a batch."""
+
+    model: str
+    prompt_name: str
+    prompt_version: str
+    embedding_model: str
+    count: int
+    max_ts_ns: int
+    first_ts_ns: int  # the first call of the batch with these values: a change event names it
+    first_trace_id: str
+    first_span_id: str
+
+
+# What a tally reads of a call: (ts_ns, model, prompt_name, prompt_version, embedding_model, trace_id, span_id).
+TallyInput = tuple[int, str, str, str, str, str, str]
+
+
+def tally_calls(calls: Iterable[TallyInput], window_s: int) -> list[Tally]:
+    """Tallies in the order their first call appears."""
+    open_: dict[tuple[str, str, str, str, int], list[Any]] = {}  # slot -> [count, max_ts_ns, first ts, trace, span]
+    for ts_ns, model, prompt_name, prompt_version, embedding_model, trace_id, span_id in calls:
+        slot = (model, prompt_name, prompt_version, embedding_model, ts_ns // 1_000_000_000 // window_s)
+        entry = open_.get(slot)
+        if entry is None:
+            open_[slot] = [1, ts_ns, ts_ns, trace_id, span_id]
+        else:
+            entry[0] += 1
+            if ts_ns > entry[1]:
+                entry[1] = ts_ns
+    return [Tally(*slot[:4], *entry) for slot, entry in open_.items()]
 
 
 def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -40,39 +83,87 @@ def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def drift_payloads(calls: Sequence[LLMCall], spans: Sequence[SpanView], max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
-    """(service, JSON record) pairs holding the calls (`calls[i]` came from `spans[i]`), each record
-    under `max_bytes` so it fits a Kafka message whatever the answers weigh."""
-    by_service: dict[str, list[bytes]] = {}
-    for call, span in zip(calls, spans):
-        if call.status != "ok" or call.operation in ("embeddings", "embedding"):
-            continue
-        item = {
-            "ts_ns": call.ts_ns,
-            "span_id": call.span_id,
-            "trace_id": call.trace_id,
-            "model": call.model,
-            "prompt_name": call.prompt_name,
-            "prompt_version": call.prompt_version,
-            "output_tokens": call.output_tokens,
-            "ttft_ms": call.ttft_ms,
-            "finish_reason": call.finish_reason,
-            "attributes": _drift_attributes(span.attributes),
-        }
-        by_service.setdefault(call.service, []).append(orjson.dumps(item))
+class DriftSender:
+    """Builds a batch's drift records; remembers per key and window what it already sent.
+
+    The sieve is keyed by the full (service, model, prompt, version) whatever
+    `drift.key_fields` says: the bottom-k of a coarser key is contained in the union of
+    its finer keys' bottom-k, so the filter stays exact for any key choice.
+    """
+
+    def __init__(self, window_s: int, sample_size: int, max_windows: int) -> None:
+        self._window_s = window_s
+        self._sieve: PrioritySieve[tuple[str, str, str, str, int]] = PrioritySieve(sample_size, max_windows)
+        self._tally_inputs: dict[str, list[TallyInput]] = {}
+        self._items: dict[str, list[bytes]] = {}
+        self.calls_tallied = 0
+        self.calls_sent = 0
+
+    def add(self, calls: Sequence[LLMCall], spans: Sequence[SpanView]) -> None:
+        """Tally the calls (`calls[i]` came from `spans[i]`) and encode those the sieve passes.
+        Nothing keeps a reference to the spans, so a caller can drop them record by record."""
+        window = self._window_s
+        for call, span in zip(calls, spans):
+            if call.status != "ok" or call.operation in ("embeddings", "embedding"):
+                continue
+            service, model = call.service, call.model
+            embedding_model = str(span.attributes.get(EMBEDDING_MODEL_ATTRIBUTE, ""))
+            self._tally_inputs.setdefault(service, []).append(
+                (call.ts_ns, model, call.prompt_name, call.prompt_version, embedding_model, call.trace_id, call.span_id)
+            )
+            priority = call_priority(call.trace_id, call.span_id)
+            slot = (service, model, call.prompt_name, call.prompt_version, call.ts_ns // 1_000_000_000 // window)
+            if not self._sieve.passes(slot, priority):
+                continue
+            item = {
+                "priority": priority,
+                "ts_ns": call.ts_ns,
+                "span_id": call.span_id,
+                "trace_id": call.trace_id,
+                "model": model,
+                "prompt_name": call.prompt_name,
+                "prompt_version": call.prompt_version,
+                "output_tokens": call.output_tokens,
+                "ttft_ms": call.ttft_ms,
+                "finish_reason": call.finish_reason,
+                "attributes": _drift_attributes(span.attributes),
+            }
+            self._items.setdefault(service, []).append(orjson.dumps(item))
+
+    def take(self, max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
+        """(service, JSON record) pairs for what `add` got since the last `take`, each record under
+        `max_bytes` so it fits a Kafka message whatever the answers weigh."""
+        records: list[tuple[str, bytes]] = []
+        for service, inputs in self._tally_inputs.items():
+            items = self._items.get(service, [])
+            self.calls_tallied += len(inputs)
+            self.calls_sent += len(items)
+            tallies = orjson.dumps([list(t) for t in tally_calls(inputs, self._window_s)])
+            records += _chunks(service, tallies, items, max_bytes)
+        self._tally_inputs, self._items = {}, {}
+        return records
+
+    def payloads(self, calls: Sequence[LLMCall], spans: Sequence[SpanView], max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
+        """`add` then `take`: the records for one batch of calls."""
+        self.add(calls, spans)
+        return self.take(max_bytes)
+
+
+def _chunks(service: str, tallies: bytes, items: list[bytes], max_bytes: int) -> list[tuple[str, bytes]]:
+    """The tallies ride in the first record; calls fill records up to `max_bytes`."""
+    head = orjson.dumps({"service": service})[:-1]
     records: list[tuple[str, bytes]] = []
-    for service, items in by_service.items():
-        head = orjson.dumps({"service": service})[:-1] + b',"calls":['
-        chunk: list[bytes] = []
-        size = len(head)
-        for item in items:
-            if chunk and size + len(item) + 2 > max_bytes:
-                records.append((service, head + b",".join(chunk) + b"]}"))
-                chunk, size = [], len(head)
-            chunk.append(item)
-            size += len(item) + 1
-        if chunk:
-            records.append((service, head + b",".join(chunk) + b"]}"))
+    chunk: list[bytes] = []
+    prefix = head + b',"tallies":' + tallies + b',"calls":['
+    size = len(prefix)
+    for item in items:
+        if chunk and size + len(item) + 2 > max_bytes:
+            records.append((service, prefix + b",".join(chunk) + b"]}"))
+            prefix = head + b',"tallies":[],"calls":['
+            chunk, size = [], len(prefix)
+        chunk.append(item)
+        size += len(item) + 1
+    records.append((service, prefix + b",".join(chunk) + b"]}"))
     return records
 
 
@@ -80,9 +171,17 @@ def pin_payload(service: str, model: str, prompt_name: str, prompt_version: str)
     """A control record: freeze the key's current reference. Keyed by service like the calls,
     so it reaches the worker that owns the key's windows."""
     pin = {"model": model, "prompt_name": prompt_name, "prompt_version": prompt_version}
-    return orjson.dumps({"service": service, "calls": [], "pin": pin})
+    return orjson.dumps({"service": service, "tallies": [], "calls": [], "pin": pin})
 
 
-def decode_payload(value: bytes) -> tuple[str, list[dict[str, Any]], dict[str, Any] | None]:
+class DriftRecord(NamedTuple):
+    service: str
+    calls: list[dict[str, Any]]
+    tallies: list[Tally]
+    pin: dict[str, Any] | None
+
+
+def decode_payload(value: bytes) -> DriftRecord:
     document = orjson.loads(value)
-    return str(document["service"]), list(document["calls"]), document.get("pin")
+    tallies = [Tally(*t) for t in document["tallies"]]
+    return DriftRecord(str(document["service"]), list(document["calls"]), tallies, document.get("pin"))
