@@ -554,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spans-per-request", type=int, default=512)
     parser.add_argument("--senders", type=int, default=8, help="Concurrent HTTP requests in flight.")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch-max-records", type=int, default=64, help="Worker batch size (also used by the replay).")
+    parser.add_argument("--batch-max-records", type=int, default=Settings().processor.batch_max_records,
+                        help="Worker batch size (also used by the replay); default: the worker's default.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--drift", choices=["off", "on"], default="on",
                         help="Run the worker's drift stage (LLMOPS_DRIFT__ENABLED).")

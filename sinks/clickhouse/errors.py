@@ -37,6 +37,8 @@ _FATAL_CODES = frozenset(
         60,  # UNKNOWN_TABLE
         81,  # UNKNOWN_DATABASE
         164,  # READONLY
+        115,  # UNKNOWN_SETTING: the server is older than the settings the sink sends
+        452,  # SETTING_CONSTRAINT_VIOLATION: the user's profile forbids a setting the sink sends
         434,  # CANNOT_PARSE_PROTOBUF_SCHEMA: trace_ingest.proto and the server disagree
         435,  # NO_COLUMN_SERIALIZED_TO_REQUIRED_PROTOBUF_FIELD
         436,  # PROTOBUF_BAD_CAST: otlp_ingest columns do not fit the schema

@@ -83,8 +83,10 @@ def _schema_settings() -> tuple[tuple[str, str | int], ...]:
         ("format_schema", ingest_schema()),
         ("format_schema_message_name", "IngestRecord"),
         ("input_format_protobuf_oneof_presence", 1),
-        # The view works block by block: 16 records (~8k spans) per block bounds its memory
-        # (measured ~90 MiB less peak RSS in chDB than one block per batch, at the same speed).
+        # A server parses the insert body 16 records (~8k spans) at a time, so the view's memory
+        # is bounded by the block, not the batch. chDB reads clickhouse-connect's INSERT ... FROM
+        # INFILE as one block whatever this says (measured: a view counting rows per block sees
+        # one block per insert), so there the batch size bounds it (BENCHMARKS.md).
         ("max_insert_block_size", 16),
     )
 
