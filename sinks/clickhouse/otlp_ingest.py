@@ -88,6 +88,9 @@ def _schema_settings() -> tuple[tuple[str, str | int], ...]:
         # INFILE as one block whatever this says (measured: a view counting rows per block sees
         # one block per insert), so there the batch size bounds it (BENCHMARKS.md).
         ("max_insert_block_size", 16),
+        # Every insert plans the view again; this analyzer pass costs ~40 ms of the ~110 ms it
+        # takes to plan the view's SELECT (chDB 26.9), and the view has no comparison chains.
+        ("optimize_and_compare_chain", 0),
     )
 
 
