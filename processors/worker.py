@@ -37,6 +37,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         async def _stop_sql_endpoint(*_: Any, **__: Any) -> None:
             await endpoint.stop()
 
+    # What start-up built lives as long as the process: keep it out of every later collection.
+    gc.freeze()
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
 
