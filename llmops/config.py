@@ -95,9 +95,9 @@ class DriftSettings(_Section):
     window_s: int = Field(900, ge=10, description="Drift window length in event-time seconds.")
     lateness_s: float = Field(60.0, ge=0, description="The watermark trails the newest event time by this much.")
     idle_close_s: float = Field(30.0, gt=0, description="With no events for this long, wall-clock time advances the watermark.")
-    reservoir_size: int = Field(1000, ge=50, description="Calls sampled per key and window (uniform reservoir).")
+    reservoir_size: int = Field(1000, ge=50, description="Calls sampled per key and window (uniform bottom-k sample by call hash).")
     max_keys: int = Field(
-        128, ge=1, description="Live drift keys kept; least recently used are evicted (counted). Memory: about 7 MiB per key at reservoir_size 1000."
+        128, ge=1, description="Live drift keys kept; least recently used are evicted (counted). Memory: about 8 MiB per key at reservoir_size 1000."
     )
     history_windows: int = Field(96, ge=1, description="Closed windows per key merged into its reference (96 x 15 min = 24 h).")
     key_fields: list[str] = Field(

@@ -175,7 +175,7 @@ class DriftTracker:
             self._note_changes(DriftKey(service, tally.model, tally.prompt_name, tally.prompt_version), tally)
             key = self._key(service, tally.model, tally.prompt_name, tally.prompt_version)
             ts_s = tally.max_ts_ns / 1e9
-            start = int(ts_s // window) * window
+            start = _window_start(tally.max_ts_ns, window)
             state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=now))
             if start + window <= self._watermark(state):
                 self.late_calls += tally.count
@@ -189,7 +189,7 @@ class DriftTracker:
             state.last_event_wall = now
         for call in calls:
             state = self._keys.get(self._key(service, call["model"], call["prompt_name"], call["prompt_version"]))
-            opened = state.open.get(int(call["ts_ns"] / 1e9 // window) * window) if state is not None else None
+            opened = state.open.get(_window_start(int(call["ts_ns"]), window)) if state is not None else None
             if opened is None:
                 continue
             priority = call.get("priority") or call_priority(call.get("trace_id", ""), call.get("span_id", ""))
@@ -358,6 +358,11 @@ class DriftTracker:
             return None, ""
         sample = [self._sample(item) if isinstance(item, _RawCall) else item for item in best[2]]
         return sample, f"previous version {best[1]}: window {_iso(best[0])}"
+
+
+def _window_start(ts_ns: int, window_s: int) -> int:
+    """In integers, as the sender's tallies: a float would put a call 1 ns before a boundary after it."""
+    return ts_ns // 1_000_000_000 // window_s * window_s
 
 
 def _iso(seconds: int) -> str:
