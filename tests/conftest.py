@@ -1,4 +1,5 @@
-"""Shared fixtures for integration tests: one real Tansu broker per session, real worker/receiver processes."""
+"""Shared fixtures for integration tests: one real Tansu broker per session, real worker/receiver processes,
+and a migrated chDB store per module."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from llmops.config import KafkaSettings
 from llmops.stack import spawn_component, stop_process, wait_for_line
 from llmops.store import endpoint_alive
 from llmops.topics import ensure_topics
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.migrations import apply_migrations
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition", interval_s: float = 0.1) -> None:
@@ -138,3 +141,14 @@ def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory)
     yield factory
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clickhouse_connect.driver.client.Client]:
+    """One chDB store per module with the project's migrations (a process opens one chDB path at a time)."""
+    client = connect(f"chdb://{tmp_path_factory.mktemp('chdb')}", "llmops", create_database=True)
+    try:
+        apply_migrations(client, "llmops")
+        yield client
+    finally:
+        client.close()

@@ -5,12 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from clickhouse_connect.driver.client import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -18,23 +13,11 @@ from llmops.config import Settings
 from processors.batch_handler import BatchHandler
 from processors.pipeline import Poison, SourceRecord
 from processors.stages import build_call_stages
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
 
 START = 1_764_000_000_000_000_000
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    path = Path(tempfile.mkdtemp(prefix="llmops_handler_"))
-    ch = connect(f"chdb://{path}", "llmops", create_database=True)
-    try:
-        apply_migrations(ch, "llmops")
-        yield ch
-    finally:
-        ch.close()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _record(offset: int, spans: int = 20) -> SourceRecord:
@@ -52,7 +35,7 @@ def _record(offset: int, spans: int = 20) -> SourceRecord:
     return SourceRecord("otlp_spans", 0, offset, request.SerializeToString(), "handler-test/0")
 
 
-def test_a_written_batch_leaves_no_insert_context_behind(client: Client) -> None:
+def test_a_written_batch_leaves_no_insert_context_behind(chdb_client: Client) -> None:
     """clickhouse-connect's insert contexts form reference cycles holding the inserted columns;
     under the worker's GC thresholds they would outlive the batch and pile up."""
     dead: list[Poison] = []
@@ -60,7 +43,7 @@ def test_a_written_batch_leaves_no_insert_context_behind(client: Client) -> None
     async def dead_letter(item: Poison) -> None:
         dead.append(item)
 
-    handler = BatchHandler(ClickHouseSink(client, "llmops"), build_call_stages(Settings()), dead_letter)
+    handler = BatchHandler(ClickHouseSink(chdb_client, "llmops"), build_call_stages(Settings()), dead_letter)
     thresholds = gc.get_threshold()
     gc.collect()
     gc.set_threshold(100_000, 50, 100)  # as processors/worker.py sets them
@@ -70,5 +53,5 @@ def test_a_written_batch_leaves_no_insert_context_behind(client: Client) -> None
     finally:
         gc.set_threshold(*thresholds)
     assert not dead and handler.stats.calls == 80
-    assert int(client.query("SELECT count() FROM llmops.llm_calls WHERE service = 'handler-test'").result_rows[0][0]) == 80
+    assert int(chdb_client.query("SELECT count() FROM llmops.llm_calls WHERE service = 'handler-test'").result_rows[0][0]) == 80
     assert contexts == []

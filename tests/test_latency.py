@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.migrations import apply_migrations
 from processors.latency import (
     KEY_COLUMNS,
     LATENCY_COLUMNS,
@@ -159,20 +156,11 @@ def test_relative_accuracy_is_configurable() -> None:
 # ---------------------------------------------------------------- partial rows merge in ClickHouse
 
 
-@pytest.fixture(scope="module")
-def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """A chDB store with the project's migrations applied by the project's own runner."""
-    client = connect(f"chdb://{tmp_path_factory.mktemp('chdb_latency')}", "llmops", create_database=True)
-    apply_migrations(client, "llmops")
-    yield client
-    client.close()
-
-
 def insert(client: Client, rows: LatencyRows) -> None:
     client.insert("llm_latency_1m", rows.column_data(), column_names=list(rows.column_names), column_oriented=True)
 
 
-def test_partial_rows_from_several_batches_merge_to_the_whole(ch: Client) -> None:
+def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Client) -> None:
     rng = np.random.default_rng(21)
     n, windows = 60_000, 60
     models = rng.choice(["m-fast", "m-slow"], size=n)
@@ -188,10 +176,10 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(ch: Client) -> Non
     # arrival order is not event order: batches hold random mixes of windows (late data included)
     order = rng.permutation(n)
     for part in np.array_split(order, 7):
-        insert(ch, latency_rows([calls[i] for i in part]))
+        insert(chdb_client, latency_rows([calls[i] for i in part]))
 
     whole = latency_rows(calls)
-    merged = ch.query(
+    merged = chdb_client.query(
         "SELECT metric, model, toUnixTimestamp(window_start), sum(count), min(min), max(max), sumMap(sketch), sum(nonpositive_count), count()"
         " FROM llm_latency_1m WHERE service = 'merge-test'"
         " GROUP BY metric, model, window_start"
@@ -207,7 +195,7 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(ch: Client) -> Non
     assert partials > len(merged)  # several partial rows per window and key really happened
 
     # quantiles over the whole hour and per model, merged inside ClickHouse, against numpy
-    got = ch.query(
+    got = chdb_client.query(
         "SELECT model, sketch_quantile(sumMap(sketch), 0.5), sketch_quantile(sumMap(sketch), 0.95), sketch_quantile(sumMap(sketch), 0.99)"
         " FROM llm_latency_1m WHERE service = 'merge-test' AND metric = 'ttft_ms'"
         " AND window_start >= %(lo)s AND window_start < %(hi)s GROUP BY model ORDER BY model",
@@ -219,7 +207,7 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(ch: Client) -> Non
         assert np.all(np.abs(np.array(qs) - truth) / truth <= 0.01 + EPS), (model, qs, truth)
 
     # the parametrised view gives the same, per key, over the first 30 minutes only
-    view = ch.query(
+    view = chdb_client.query(
         "SELECT model, samples, p50, p99 FROM llm_latency_merged(from_ts = '2026-01-01 00:00:00', to_ts = '2026-01-01 00:30:00')"
         " WHERE service = 'merge-test' AND metric = 'duration_ms' ORDER BY model"
     ).result_rows
@@ -231,9 +219,9 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(ch: Client) -> Non
         assert np.all(np.abs(np.array([p50, p99]) - truth) / truth <= 0.01 + EPS)
 
 
-def test_insert_without_ingest_columns_uses_defaults(ch: Client) -> None:
-    insert(ch, latency_rows([call(T0_NS, 42.0, service="defaults-test")]))
-    assert ch.query("SELECT _ingest_source, _ingest_offset FROM llm_latency_1m WHERE service = 'defaults-test'").result_rows == [("", 0)]
+def test_insert_without_ingest_columns_uses_defaults(chdb_client: Client) -> None:
+    insert(chdb_client, latency_rows([call(T0_NS, 42.0, service="defaults-test")]))
+    assert chdb_client.query("SELECT _ingest_source, _ingest_offset FROM llm_latency_1m WHERE service = 'defaults-test'").result_rows == [("", 0)]
 
 
 # ---------------------------------------------------------------- TTFT from spans

@@ -10,13 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,24 +24,12 @@ from processors.decode import decode_request
 from processors.normalize import LLM_MARKER_KEYS, normalize_call
 from processors.pipeline import may_be_llm_call
 from processors.records import SpanView
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.otlp_ingest import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 
 START = 1_764_000_000_000_000_000
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    path = Path(tempfile.mkdtemp(prefix="llmops_ingest_"))
-    ch = connect(f"chdb://{path}", "llmops", create_database=True)
-    try:
-        apply_migrations(ch, "llmops")
-        yield ch
-    finally:
-        ch.close()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 _counter = iter(range(1, 1 << 30))
@@ -96,28 +80,28 @@ def _request(service: str, spans: list[dict[str, Any]], resource: dict[str, Any]
     return request
 
 
-def _write(client: Client, *requests: ExportTraceServiceRequest, source: str = "test/0", first_offset: int = 0, token: str | None = None) -> None:
-    sink = ClickHouseSink(client, "llmops")
+def _write(chdb_client: Client, *requests: ExportTraceServiceRequest, source: str = "test/0", first_offset: int = 0, token: str | None = None) -> None:
+    sink = ClickHouseSink(chdb_client, "llmops")
     batch = OtlpRecords("otel_traces")
     for offset, request in enumerate(requests, start=first_offset):
         batch.append(request.SerializeToString(), source, offset, decode_request(request).span_count)
     sink.write(batch, token or f"otel_traces:test-{next(_counter)}")
 
 
-def _attributes(client: Client, service: str) -> list[dict[str, str]]:
-    return [r[0] for r in client.query("SELECT SpanAttributes FROM otel_traces WHERE ServiceName = {s:String} ORDER BY SpanId",
+def _attributes(chdb_client: Client, service: str) -> list[dict[str, str]]:
+    return [r[0] for r in chdb_client.query("SELECT SpanAttributes FROM otel_traces WHERE ServiceName = {s:String} ORDER BY SpanId",
                                        parameters={"s": service}).result_rows]
 
 
-def test_every_value_kind_is_stored_as_the_collector_strings(client: Client) -> None:
+def test_every_value_kind_is_stored_as_the_collector_strings(chdb_client: Client) -> None:
     attributes = [
         ("s", "héllo \"quoted\" / line\nbreak"), ("empty", ""), ("i", -42), ("zero", 0), ("big", 2**63 - 1),
         ("t", True), ("f", False), ("d", 1.5), ("tenth", 0.1), ("huge", 1e20), ("raw", b"\x00\xff\x10"),
         ("finish_reasons", ["stop", "length"]), ("mixed", ["a/b", 3, True, 2.5, b"\x01"]), ("no_items", []),
         ("kv", {"x": 0.1, "y": "z", "n": 7}),
     ]
-    _write(client, _request("svc-kinds", [{"attributes": attributes}]))
-    [stored] = _attributes(client, "svc-kinds")
+    _write(chdb_client, _request("svc-kinds", [{"attributes": attributes}]))
+    [stored] = _attributes(chdb_client, "svc-kinds")
     assert stored["s"] == "héllo \"quoted\" / line\nbreak"
     assert (stored["empty"], stored["i"], stored["zero"], stored["big"]) == ("", "-42", "0", str(2**63 - 1))
     assert (stored["t"], stored["f"]) == ("true", "false")
@@ -129,9 +113,9 @@ def test_every_value_kind_is_stored_as_the_collector_strings(client: Client) -> 
     assert json.loads(stored["kv"]) == {"x": 0.1, "y": "z", "n": 7}
 
 
-def test_values_nested_deeper_than_one_level_are_kept_as_their_raw_bytes(client: Client) -> None:
-    _write(client, _request("svc-deep", [{"attributes": [("matrix", [[1, 2], "x"]), ("tree", {"leaf": {"k": "v"}})]}]))
-    [stored] = _attributes(client, "svc-deep")
+def test_values_nested_deeper_than_one_level_are_kept_as_their_raw_bytes(chdb_client: Client) -> None:
+    _write(chdb_client, _request("svc-deep", [{"attributes": [("matrix", [[1, 2], "x"]), ("tree", {"leaf": {"k": "v"}})]}]))
+    [stored] = _attributes(chdb_client, "svc-deep")
     inner, scalar = json.loads(stored["matrix"])
     assert scalar == "x"
     assert [v.int_value for v in ArrayValue.FromString(base64.b64decode(inner)).values] == [1, 2]
@@ -139,13 +123,13 @@ def test_values_nested_deeper_than_one_level_are_kept_as_their_raw_bytes(client:
     assert base64.b64decode(leaf)  # the raw KeyValueList bytes, not lost
 
 
-def test_a_repeated_key_keeps_its_last_value(client: Client) -> None:
-    _write(client, _request("svc-repeat", [{"attributes": [("k", "first"), ("other", 1), ("k", "last")]}, {"attributes": [("a", 1), ("b", 2)]}]))
-    stored = _attributes(client, "svc-repeat")
+def test_a_repeated_key_keeps_its_last_value(chdb_client: Client) -> None:
+    _write(chdb_client, _request("svc-repeat", [{"attributes": [("k", "first"), ("other", 1), ("k", "last")]}, {"attributes": [("a", 1), ("b", 2)]}]))
+    stored = _attributes(chdb_client, "svc-repeat")
     assert {"k": "last", "other": "1"} in stored and {"a": "1", "b": "2"} in stored
 
 
-def test_span_fields_resource_scope_events_and_links(client: Client) -> None:
+def test_span_fields_resource_scope_events_and_links(chdb_client: Client) -> None:
     request = _request("svc-fields", [], resource={"team": "search", "replicas": 3})
     ss = request.resource_spans[0].scope_spans[0]
     trace_id, span_id = _ids()
@@ -162,9 +146,9 @@ def test_span_fields_resource_scope_events_and_links(client: Client) -> None:
     # A second resource in the same request keeps its own service name.
     second = _request("svc-fields-2", [{"name": "other"}]).resource_spans[0]
     request.resource_spans.append(second)
-    _write(client, request)
+    _write(chdb_client, request)
 
-    rows = client.query(
+    rows = chdb_client.query(
         "SELECT toUnixTimestamp64Nano(Timestamp), TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, "
         "ResourceAttributes, ScopeName, ScopeVersion, Duration, StatusCode, StatusMessage, "
         "arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp), Events.Name, Events.Attributes, "
@@ -184,23 +168,23 @@ def test_span_fields_resource_scope_events_and_links(client: Client) -> None:
     assert by_name["other"][7] == "svc-fields-2"
 
 
-def test_spans_decode_reports_as_problems_are_not_stored(client: Client) -> None:
+def test_spans_decode_reports_as_problems_are_not_stored(chdb_client: Client) -> None:
     good = {"name": "good"}
     bad = [{"name": "zero-trace", "trace_id": bytes(16)}, {"name": "short-span", "span_id": b"\x01\x02"}, {"name": "no-start", "start": 0}]
     request = _request("svc-bad", [good, *bad, good])
     decoded = decode_request(request)
-    _write(client, request)
-    stored = client.query("SELECT SpanName FROM otel_traces WHERE ServiceName = 'svc-bad'").result_rows
+    _write(chdb_client, request)
+    stored = chdb_client.query("SELECT SpanName FROM otel_traces WHERE ServiceName = 'svc-bad'").result_rows
     assert len(stored) == decoded.span_count == 2 and {r[0] for r in stored} == {"good"}
     assert len(decoded.problems) == 3
 
 
-def test_retried_insert_is_dropped_and_fences_follow_the_records(client: Client) -> None:
+def test_retried_insert_is_dropped_and_fences_follow_the_records(chdb_client: Client) -> None:
     requests = [_request("svc-retry", [{"name": f"s{i}"} for i in range(3)]) for _ in range(4)]
     for _ in range(3):  # the same records with the same token: a retry after a lost reply
-        _write(client, *requests, source="retry/2", first_offset=40, token="otel_traces:retry-token")
-    assert client.query("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-retry'").result_rows[0][0] == 12
-    assert ClickHouseSink(client, "llmops").fences("otel_traces", ["retry/2", "never/0"]) == {"retry/2": 43, "never/0": -1}
+        _write(chdb_client, *requests, source="retry/2", first_offset=40, token="otel_traces:retry-token")
+    assert chdb_client.query("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-retry'").result_rows[0][0] == 12
+    assert ClickHouseSink(chdb_client, "llmops").fences("otel_traces", ["retry/2", "never/0"]) == {"retry/2": 43, "never/0": -1}
 
 
 _SCALARS = st.one_of(
@@ -213,10 +197,10 @@ _SCALARS = st.one_of(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(st.one_of(_SCALARS, st.lists(_SCALARS, max_size=5)), min_size=1, max_size=12))
-def test_stored_strings_decode_back_to_the_sent_values(client: Client, values: list[Any]) -> None:
+def test_stored_strings_decode_back_to_the_sent_values(chdb_client: Client, values: list[Any]) -> None:
     service = f"svc-prop-{next(_counter)}"
-    _write(client, _request(service, [{"attributes": [(f"k{i}", v) for i, v in enumerate(values)]}]))
-    [stored] = _attributes(client, service)
+    _write(chdb_client, _request(service, [{"attributes": [(f"k{i}", v) for i, v in enumerate(values)]}]))
+    [stored] = _attributes(chdb_client, service)
     for i, value in enumerate(values):
         text = stored[f"k{i}"]
         if isinstance(value, list):

@@ -7,37 +7,21 @@ retried forever is a crash loop. Errors here come from the real engine (chDB).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from sinks.clickhouse.batches import TableRows
-from sinks.clickhouse.client import connect
 from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkError, classify
-from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.otlp_ingest import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    path = Path(tempfile.mkdtemp(prefix="llmops_sink_errors_"))
-    ch = connect(f"chdb://{path}", "llmops", create_database=True)
-    try:
-        apply_migrations(ch, "llmops")
-        yield ch
-    finally:
-        ch.close()
-        shutil.rmtree(path, ignore_errors=True)
 
 
-def _error(client: Client, sql: str) -> Exception:
+def _error(chdb_client: Client, sql: str) -> Exception:
     with pytest.raises(Exception) as caught:
-        client.command(sql)
+        chdb_client.command(sql)
     return caught.value
 
 
@@ -49,20 +33,20 @@ def _error(client: Client, sql: str) -> Exception:
         "SELECT * FROM llmops.no_such_table",  # UNKNOWN_TABLE (60)
     ],
 )
-def test_configuration_errors_are_fatal(client: Client, sql: str) -> None:
-    assert classify(_error(client, sql)) == ErrorClass.FATAL
+def test_configuration_errors_are_fatal(chdb_client: Client, sql: str) -> None:
+    assert classify(_error(chdb_client, sql)) == ErrorClass.FATAL
 
 
-def test_a_missing_table_stops_the_write_without_retrying(client: Client, caplog: pytest.LogCaptureFixture) -> None:
-    sink = ClickHouseSink(client, "llmops", retries=3)
+def test_a_missing_table_stops_the_write_without_retrying(chdb_client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    sink = ClickHouseSink(chdb_client, "llmops", retries=3)
     rows = TableRows("no_such_table", ["x"], [[1]])
     with caplog.at_level(logging.WARNING), pytest.raises(FatalSinkError):
         sink.write(rows, "token")
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
-def test_records_the_protobuf_reader_refuses_are_permanent(client: Client, caplog: pytest.LogCaptureFixture) -> None:
-    sink = ClickHouseSink(client, "llmops", retries=3)
+def test_records_the_protobuf_reader_refuses_are_permanent(chdb_client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    sink = ClickHouseSink(chdb_client, "llmops", retries=3)
     records = OtlpRecords("otel_traces")
     # An unknown field encoded as a group: Python's OTLP parser skips it, ClickHouse's reader refuses it (444).
     records.append(b"\xa3\x01\x08\x01\xa4\x01", "test/0", 0, 0)
