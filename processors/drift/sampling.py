@@ -56,10 +56,6 @@ class BottomK(Generic[T]):
         self._items: dict[int, T] = {}
 
     @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
     def items(self) -> Sequence[T]:
         """The current sample (a read-only view; order carries no meaning)."""
         return tuple(self._items.values())
@@ -119,19 +115,12 @@ class KeyRegistry(Generic[K, V]):
         self._evicted = 0
 
     @property
-    def max_keys(self) -> int:
-        return self._max_keys
-
-    @property
     def evicted(self) -> int:
         """Keys evicted so far to respect ``max_keys``."""
         return self._evicted
 
     def __len__(self) -> int:
         return len(self._values)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._values
 
     def get(self, key: K) -> V | None:
         """The value of a live key (marks it recently used), else None."""
