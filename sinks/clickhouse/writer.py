@@ -1,5 +1,14 @@
 """The ClickHouse sink: exactly-once inserts of TableRows.
 
+Rows go through one reusable clickhouse-connect insert context per table
+(its documented way to insert repeatedly into one table): a fresh context per
+insert costs a DESCRIBE and leaves a reference cycle holding the inserted
+columns, which under the worker's GC thresholds piled up (BENCHMARKS.md). A
+reused context holds at most its table's last columns. The
+contexts declare LowCardinality columns as their plain type: clickhouse-connect
+builds LowCardinality dictionaries in pure Python (about half of an llm_calls
+insert's CPU), while ClickHouse converts a plain Native column on insert itself.
+
 Two guards make a write idempotent:
 - fences: every row carries (_ingest_source, _ingest_offset); after a restart
   or rebalance the sink reads max(_ingest_offset) per source and table, and the
@@ -12,10 +21,14 @@ Two guards make a write idempotent:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable
 
+from clickhouse_connect.datatypes.base import ClickHouseType
+from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.insert import InsertContext
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from sinks.clickhouse.batches import TableRows
@@ -39,6 +52,7 @@ class ClickHouseSink:
         self._max_backoff_s = max_backoff_s
         self._fences: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._contexts: dict[tuple[str, tuple[str, ...]], tuple[InsertContext, threading.Lock]] = {}
         self.rows_written: dict[str, int] = {}
 
     # -- fences ---------------------------------------------------------
@@ -90,18 +104,34 @@ class ClickHouseSink:
             return
         if not len(rows):
             return
-        settings = {"insert_deduplication_token": token}
-        self._retrying(
-            lambda: self._client.insert(
-                f"`{self._database}`.`{rows.table}`",
-                rows.columns,
-                column_names=rows.column_names,
-                column_oriented=True,
-                settings=settings,
-            )
-        )
+        context, context_lock = self._insert_context(rows.table, tuple(rows.column_names))
+
+        def insert() -> None:
+            context.settings["insert_deduplication_token"] = token
+            context.data = rows.columns
+            try:
+                self._client.data_insert(context)
+            finally:
+                context.data = None
+
+        with context_lock:
+            self._retrying(insert)
         self._advance(rows)
         self.rows_written[rows.table] = self.rows_written.get(rows.table, 0) + len(rows)
+
+    def _insert_context(self, table: str, column_names: tuple[str, ...]) -> tuple[InsertContext, threading.Lock]:
+        """The table's reusable insert context (and the lock that serialises its use)."""
+        key = (table, column_names)
+        with self._lock:
+            found = self._contexts.get(key)
+        if found is not None:
+            return found
+        described = self._retrying(
+            lambda: self._client.create_insert_context(f"`{self._database}`.`{table}`", list(column_names), column_oriented=True)
+        )
+        described.column_types = [_without_low_cardinality(t) for t in described.column_types]
+        with self._lock:
+            return self._contexts.setdefault(key, (described, threading.Lock()))
 
     def _write_otlp(self, records: OtlpRecords, token: str) -> None:
         """One Protobuf insert into otlp_ingest; its materialized view writes `records.table`."""
@@ -136,3 +166,11 @@ class ClickHouseSink:
             if kind == ErrorClass.FATAL:
                 raise FatalSinkError(str(exc)[:2000]) from exc
             raise TransientSinkError(str(exc)[:2000]) from exc
+
+
+def _without_low_cardinality(column_type: ClickHouseType) -> ClickHouseType:
+    """LowCardinality(T) -> T, recursively through Array/Map/Tuple: ClickHouse converts on insert."""
+    name = column_type.name
+    if "LowCardinality(" not in name:
+        return column_type
+    return get_from_name(re.sub(r"LowCardinality\((.*?)\)(?=[,)]|$)", r"\1", name))
