@@ -144,11 +144,11 @@ def test_cluster_ddl_covers_every_object_of_the_single_node_migrations(client: C
 
 def test_otlp_ingest_statements_equal_the_single_node_ones_plus_on_cluster() -> None:
     """The raw-OTLP path (Null table, view into the Distributed otel_traces, functions) has no per-node variant."""
-    def otlp_objects(directory: Path) -> list[str]:
-        return [s for s in _statements(directory) if (m := _CREATED.match(s)) and m.group(2).startswith("otlp")]
+    def otlp_statements(directory: Path) -> list[str]:
+        return [s for path in sorted(directory.glob("00[56]_otlp_*.sql")) for s in Migration(0, path.name, path.read_text()).statements()]
 
-    single, cluster = otlp_objects(ROOT / "migrations"), otlp_objects(CLUSTER)
-    assert len(single) == len(cluster) == 6
+    single, cluster = otlp_statements(ROOT / "migrations"), otlp_statements(CLUSTER)
+    assert len(single) == len(cluster) == 9
     assert [_ON_CLUSTER.sub("", s, count=1) for s in cluster] == single
 
 

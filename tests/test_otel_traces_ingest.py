@@ -168,6 +168,39 @@ def test_span_fields_resource_scope_events_and_links(chdb_client: Client) -> Non
     assert by_name["other"][7] == "svc-fields-2"
 
 
+def test_attributes_of_several_events_and_links_stay_with_their_owner(chdb_client: Client) -> None:
+    """The view converts a span's, its events' and its links' attributes in one pass and slices them apart."""
+    request = _request("svc-slices", [])
+    ss = request.resource_spans[0].scope_spans[0]
+    trace_id, span_id = _ids()
+    span = ss.spans.add(trace_id=trace_id, span_id=span_id, name="sliced", start_time_unix_nano=START, end_time_unix_nano=START + 10)
+    _set(span.attributes.add(key="own").value, "span")
+    for i, attrs in enumerate([[("e", 0)], [], [("e", 2), ("dup", "x"), ("dup", "y")]]):
+        event = span.events.add(time_unix_nano=START + i, name=f"event-{i}")
+        for key, value in attrs:
+            _set(event.attributes.add(key=key).value, value)
+    for i, attrs in enumerate([[("l", "zero")], [("l", "one"), ("n", 1)]]):
+        link = span.links.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"))
+        for key, value in attrs:
+            _set(link.attributes.add(key=key).value, value)
+    bare_trace, bare_span = _ids()
+    ss.spans.add(trace_id=bare_trace, span_id=bare_span, name="bare", start_time_unix_nano=START, end_time_unix_nano=START + 10)
+    _write(chdb_client, request)
+    rows = dict(
+        (row[0], row[1:])
+        for row in chdb_client.query(
+            "SELECT SpanName, SpanAttributes, Events.Name, Events.Attributes, Links.Attributes FROM otel_traces WHERE ServiceName = 'svc-slices'"
+        ).result_rows
+    )
+    assert rows["sliced"] == (
+        {"own": "span"},
+        ["event-0", "event-1", "event-2"],
+        [{"e": "0"}, {}, {"e": "2", "dup": "y"}],
+        [{"l": "zero"}, {"l": "one", "n": "1"}],
+    )
+    assert rows["bare"] == ({}, [], [], [])
+
+
 def test_spans_decode_reports_as_problems_are_not_stored(chdb_client: Client) -> None:
     good = {"name": "good"}
     bad = [{"name": "zero-trace", "trace_id": bytes(16)}, {"name": "short-span", "span_id": b"\x01\x02"}, {"name": "no-start", "start": 0}]
