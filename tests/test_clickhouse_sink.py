@@ -1,0 +1,57 @@
+"""ClickHouseSink's row inserts on chDB: retried tokens, reused contexts, LowCardinality columns."""
+
+from __future__ import annotations
+
+import threading
+
+from clickhouse_connect.driver.client import Client
+
+from sinks.clickhouse.batches import TableRows
+from sinks.clickhouse.writer import ClickHouseSink
+
+COLUMNS = ["ts", "stage", "reason", "service", "trace_id", "span_id", "kafka_topic", "kafka_partition", "kafka_offset",
+           "payload_bytes", "dead_lettered", "_ingest_source", "_ingest_offset"]  # fmt: skip
+
+
+def _errors(source: str, offsets: range, service: str = "svc") -> TableRows:
+    rows = TableRows("ingest_errors", list(COLUMNS))
+    for offset in offsets:
+        values = [1_764_000_000_000, "decode", f"bad {offset}", service, "", "", "otlp_spans", 0, offset, 10, 1, source, offset]
+        for column, value in zip(rows.columns, values):
+            column.append(value)
+    return rows
+
+
+def _stored(client: Client, source: str) -> list[tuple]:
+    return client.query(
+        "SELECT kafka_offset, stage, service, toTypeName(service) FROM llmops.ingest_errors WHERE _ingest_source = {s:String} ORDER BY kafka_offset",
+        parameters={"s": source},
+    ).result_rows
+
+
+def test_a_retried_insert_with_the_same_token_is_stored_once(chdb_client: Client) -> None:
+    sink = ClickHouseSink(chdb_client, "llmops")
+    for _ in range(3):
+        sink.write(_errors("sink-retry/0", range(5)), "ingest_errors:same-token")
+    sink.write(_errors("sink-retry/0", range(5, 8)), "ingest_errors:next-token")
+    assert [row[0] for row in _stored(chdb_client, "sink-retry/0")] == list(range(8))
+    assert sink.fences("ingest_errors", ["sink-retry/0"]) == {"sink-retry/0": 7}
+
+
+def test_low_cardinality_columns_sent_as_strings_keep_their_values_and_type(chdb_client: Client) -> None:
+    sink = ClickHouseSink(chdb_client, "llmops")
+    sink.write(_errors("sink-lc/0", range(3), service="checkout-ü"), "ingest_errors:lc")
+    assert _stored(chdb_client, "sink-lc/0") == [(i, "decode", "checkout-ü", "LowCardinality(String)") for i in range(3)]
+
+
+def test_concurrent_writes_to_one_table_share_its_context_safely(chdb_client: Client) -> None:
+    sink = ClickHouseSink(chdb_client, "llmops")
+    threads = [
+        threading.Thread(target=sink.write, args=(_errors(f"sink-threads/{n}", range(200)), f"ingest_errors:threads-{n}")) for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for n in range(4):
+        assert [row[0] for row in _stored(chdb_client, f"sink-threads/{n}")] == list(range(200))
