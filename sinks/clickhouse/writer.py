@@ -1,13 +1,13 @@
 """The ClickHouse sink: exactly-once inserts of TableRows.
 
-Rows go through one reusable clickhouse-connect insert context per table
-(its documented way to insert repeatedly into one table): a fresh context per
-insert costs a DESCRIBE and leaves a reference cycle holding the inserted
-columns, which under the worker's GC thresholds piled up (BENCHMARKS.md). A
-reused context holds at most its table's last columns. The
-contexts declare LowCardinality columns as their plain type: clickhouse-connect
-builds LowCardinality dictionaries in pure Python (about half of an llm_calls
-insert's CPU), while ClickHouse converts a plain Native column on insert itself.
+Rows go through one reusable clickhouse-connect insert context per table (its
+documented way to insert repeatedly into one table). A fresh context per insert
+costs a DESCRIBE and leaves a reference cycle holding the inserted columns,
+which under the worker's GC thresholds piled up (BENCHMARKS.md); a reused one
+holds at most its table's last columns. The contexts declare LowCardinality
+columns as their plain type: clickhouse-connect builds LowCardinality
+dictionaries in pure Python (about half of an llm_calls insert's CPU), while
+ClickHouse converts a plain Native column on insert itself.
 
 Two guards make a write idempotent:
 - fences: every row carries (_ingest_source, _ingest_offset); after a restart
