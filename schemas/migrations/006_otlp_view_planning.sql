@@ -20,6 +20,7 @@ CREATE OR REPLACE FUNCTION otlp_map_last_wins AS (keys, vals) -> otlp_masked_map
        arrayWithConstant(length(keys), 1),
        arrayMap((k, i) -> indexOf(arrayReverse(keys), k) = length(keys) - i + 1, keys, arrayEnumerate(keys))));
 
+-- Swaps the view's query in place: inserts never see a missing view.
 ALTER TABLE otlp_ingest_to_otel_traces MODIFY QUERY
 SELECT
     fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano)) AS Timestamp,
