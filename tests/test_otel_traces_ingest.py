@@ -1,4 +1,4 @@
-"""otel_traces as ClickHouse fills it from raw OTLP bytes (migration 005, sinks/clickhouse/otlp_ingest.py).
+"""otel_traces as ClickHouse fills it from raw OTLP bytes (migrations 005 and 006, sinks/clickhouse/otlp_ingest.py).
 
 Requests are built with the OTLP protobuf classes, written through the real ClickHouseSink into chDB,
 and read back. The expected strings are the Collector clickhouseexporter's (pcommon Value.AsString()):
@@ -19,12 +19,15 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
+import pytest
+
 import processors.normalize as normalize_module
 from processors.decode import decode_request
 from processors.normalize import LLM_MARKER_KEYS, normalize_call
 from processors.pipeline import may_be_llm_call
 from processors.records import SpanView
-from sinks.clickhouse.otlp_ingest import OtlpRecords
+from sinks.clickhouse.migrations import Migration, available_migrations
+from sinks.clickhouse.otlp_ingest import OtlpRecords, frame_records, insert_settings
 from sinks.clickhouse.writer import ClickHouseSink
 
 START = 1_764_000_000_000_000_000
@@ -269,3 +272,56 @@ def test_spans_the_decoder_skips_are_never_llm_calls(attributes: dict[str, Any])
     assert marked == bool(LLM_MARKER_KEYS & attributes.keys())
     if not marked:
         assert normalize_call(view) is None
+
+
+@pytest.fixture(scope="module")
+def view_005(chdb_client: Client) -> str:
+    """Migration 005's view as first written (with its own otlp_map_last_wins body), into a copy of
+    otel_traces fed from a copy of otlp_ingest: the reference migration 006 must match row for row."""
+    [m005] = [m for m in available_migrations() if m.version == 5]
+    statements = Migration(5, m005.name, m005.sql).statements()
+    last_wins = next(s for s in statements if "FUNCTION IF NOT EXISTS otlp_map_last_wins" in s)
+    attributes = next(s for s in statements if "FUNCTION IF NOT EXISTS otlp_attributes" in s)
+    view = next(s for s in statements if s.startswith("CREATE MATERIALIZED VIEW"))
+    for statement in (last_wins.replace("otlp_map_last_wins", "otlp_map_last_wins_005"),
+                      attributes.replace("otlp_map_last_wins", "otlp_map_last_wins_005").replace("otlp_attributes AS", "otlp_attributes_005 AS")):  # fmt: skip
+        chdb_client.command(statement)
+    chdb_client.command("CREATE TABLE IF NOT EXISTS llmops.otlp_ingest_005 AS llmops.otlp_ingest")
+    chdb_client.command("CREATE TABLE IF NOT EXISTS llmops.otel_traces_005 AS llmops.otel_traces")
+    select = view.split(" AS\n", 1)[1].replace("otlp_attributes(", "otlp_attributes_005(").replace("FROM otlp_ingest", "FROM llmops.otlp_ingest_005")
+    chdb_client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS llmops.view_005 TO llmops.otel_traces_005 AS {select}")
+    return "otlp_ingest_005"
+
+
+_KEYS = st.sampled_from(["a", "b", "gen_ai.system", "dup", "x.y"])
+_ATTRS = st.lists(st.tuples(_KEYS, st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3), st.dictionaries(st.sampled_from("pq"), _SCALARS, max_size=2))),
+                  max_size=6)  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spans=st.lists(st.tuples(_ATTRS, st.lists(_ATTRS, max_size=3), st.lists(_ATTRS, max_size=3)), min_size=1, max_size=4))
+def test_migration_006_view_writes_the_rows_of_005(chdb_client: Client, view_005: str, spans: list[Any]) -> None:
+    """Spans with repeated keys, nested values, and any number of events and links."""
+    service = f"svc-006-{next(_counter)}"
+    request = _request(service, [])
+    ss = request.resource_spans[0].scope_spans[0]
+    for span_attrs, events, links in spans:
+        trace_id, span_id = _ids()
+        span = ss.spans.add(trace_id=trace_id, span_id=span_id, name="s", start_time_unix_nano=START, end_time_unix_nano=START + 1)
+        for key, value in span_attrs:
+            _set(span.attributes.add(key=key).value, value)
+        for i, event_attrs in enumerate(events):
+            event = span.events.add(time_unix_nano=START + i, name=f"e{i}")
+            for key, value in event_attrs:
+                _set(event.attributes.add(key=key).value, value)
+        for i, link_attrs in enumerate(links):
+            link = span.links.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"))
+            for key, value in link_attrs:
+                _set(link.attributes.add(key=key).value, value)
+    _write(chdb_client, request)
+    data = frame_records([request.SerializeToString()], ["test/0"], [0])
+    chdb_client.raw_insert(f"llmops.{view_005}", None, data, settings=insert_settings(), fmt="Protobuf")
+    query = "SELECT * EXCEPT (_ingest_offset) FROM llmops.{t:Identifier} WHERE ServiceName = {s:String} ORDER BY SpanId"
+    new = chdb_client.query(query, parameters={"t": "otel_traces", "s": service}).result_rows
+    old = chdb_client.query(query, parameters={"t": "otel_traces_005", "s": service}).result_rows
+    assert len(new) == len(spans) and new == old
