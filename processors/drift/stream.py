@@ -38,7 +38,7 @@ import numpy as np
 from processors.drift.sampling import BottomK, KeyRegistry, call_priority
 from processors.drift.signals import CallSignals, SignalOptions, extract_signals
 from processors.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
-from processors.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls
+from processors.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, window_index
 from sinks.clickhouse.batches import TableRows
 
 __all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]
@@ -361,8 +361,7 @@ class DriftTracker:
 
 
 def _window_start(ts_ns: int, window_s: int) -> int:
-    """In integers, as the sender's tallies: a float would put a call 1 ns before a boundary after it."""
-    return ts_ns // 1_000_000_000 // window_s * window_s
+    return window_index(ts_ns, window_s) * window_s
 
 
 def _iso(seconds: int) -> str:

@@ -24,7 +24,7 @@ import orjson
 from processors.drift.sampling import PrioritySieve, call_priority
 from processors.records import LLMCall, SpanView
 
-__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls"]
+__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "window_index"]
 
 DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.output.messages",
@@ -52,6 +52,12 @@ class Tally(NamedTuple):
     first_span_id: str
 
 
+def window_index(ts_ns: int, window_s: int) -> int:
+    """The event-time window a call belongs to, in integers on both sides of the topic: a float
+    would put a call 1 ns before a boundary after it."""
+    return ts_ns // 1_000_000_000 // window_s
+
+
 # What a tally reads of a call: (ts_ns, model, prompt_name, prompt_version, embedding_model, trace_id, span_id).
 TallyInput = tuple[int, str, str, str, str, str, str]
 
@@ -60,7 +66,7 @@ def tally_calls(calls: Iterable[TallyInput], window_s: int) -> list[Tally]:
     """Tallies in the order their first call appears."""
     open_: dict[tuple[str, str, str, str, int], list[Any]] = {}  # slot -> [count, max_ts_ns, first ts, trace, span]
     for ts_ns, model, prompt_name, prompt_version, embedding_model, trace_id, span_id in calls:
-        slot = (model, prompt_name, prompt_version, embedding_model, ts_ns // 1_000_000_000 // window_s)
+        slot = (model, prompt_name, prompt_version, embedding_model, window_index(ts_ns, window_s))
         entry = open_.get(slot)
         if entry is None:
             open_[slot] = [1, ts_ns, ts_ns, trace_id, span_id]
@@ -112,7 +118,7 @@ class DriftSender:
                 (call.ts_ns, model, call.prompt_name, call.prompt_version, embedding_model, call.trace_id, call.span_id)
             )
             priority = call_priority(call.trace_id, call.span_id)
-            slot = (service, model, call.prompt_name, call.prompt_version, call.ts_ns // 1_000_000_000 // window)
+            slot = (service, model, call.prompt_name, call.prompt_version, window_index(call.ts_ns, window))
             if not self._sieve.passes(slot, priority):
                 continue
             item = {
