@@ -67,7 +67,6 @@ class HandlerStats:
 class ReadyBatch:
     """A prepared batch waiting for its writes."""
 
-    records: Sequence[SourceRecord]
     parsed: list[ParsedRecord]
     poison: list[Poison]
     fences: dict[str, dict[str, int]]
@@ -107,7 +106,7 @@ class BatchHandler:
             self.stats.dead_lettered += len(poison)
             log.warning("dead-lettered %d undecodable record(s)", len(poison), extra={"reason": poison[0].reason[:200]})
         prepared = await asyncio.to_thread(prepare_batch, parsed, fences, self._stages, self._drift_sender)
-        return ReadyBatch(records, parsed, poison, fences, prepared)
+        return ReadyBatch(parsed, poison, fences, prepared)
 
     async def write(self, batch: ReadyBatch) -> None:
         """Store a prepared batch; returns once every table holds its rows."""
@@ -127,7 +126,7 @@ class BatchHandler:
                 await self._insert(rows, parsed, partial(self._rebuild, table=rows.table, fences=fences))
         finally:
             await traces
-        self.stats.records += len(batch.records)
+        self.stats.records += len(batch.parsed) + len(batch.poison)
         self.stats.spans += prepared.spans
         self.stats.calls += prepared.calls
         self.stats.skipped_records += prepared.skipped_records
