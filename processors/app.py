@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 
@@ -92,12 +92,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def write_then_ack(ready: ReadyBatch, events: list[Any]) -> None:
         try:
             await handler.write(ready)
-        except SinkError as exc:
-            _die(f"clickhouse write failed, exiting without committing: {exc}")
         except BaseException as exc:  # cancellation mid-write included: never ack what was not written
-            if not isinstance(exc, Exception):
-                _die("worker stopped in the middle of a write; the batch will be redelivered")
-            _die(f"unexpected error, exiting without committing: {exc!r}")
+            _die_unacknowledged(exc, "write")
         for event in events:
             event.ack()  # the reference taken below: now faust may commit the offset
 
@@ -119,12 +115,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 ready = await handler.prepare(records)  # while the previous batch is written
                 if writing is not None:
                     await writing  # writes in batch order: a fence never passes an unwritten batch
-            except SinkError as exc:
-                _die(f"clickhouse read failed, exiting without committing: {exc}")
             except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    _die("worker stopped in the middle of a batch; it will be redelivered")
-                _die(f"unexpected error, exiting without committing: {exc!r}")
+                _die_unacknowledged(exc, "read")
             for event in events:
                 event.message.incref()  # take_events' ack releases the other reference
             writing = asyncio.ensure_future(write_then_ack(ready, events))
@@ -199,7 +191,16 @@ def _add_budget_timer(app: faust.App, settings: Settings, client: Any, sink: Cli
             log.warning("budget status not updated: %s", exc)
 
 
-def _die(message: str) -> None:
+def _die_unacknowledged(exc: BaseException, step: str) -> NoReturn:
+    """Exit without acknowledging the batch: it is redelivered on restart, and the fences make that harmless."""
+    if isinstance(exc, SinkError):
+        _die(f"clickhouse {step} failed, exiting without committing: {exc}")
+    if not isinstance(exc, Exception):
+        _die(f"worker stopped in the middle of a {step}; the batch will be redelivered")
+    _die(f"unexpected error, exiting without committing: {exc!r}")
+
+
+def _die(message: str) -> NoReturn:
     log.critical(message)
     logging.shutdown()
     os._exit(EXIT_SINK_FAILED)
