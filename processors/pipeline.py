@@ -34,6 +34,7 @@ __all__ = [
     "CallStages",
     "parse_records",
     "decode_parsed",
+    "decode_parsed_record",
     "decode_records",
     "traces_batch",
     "may_be_llm_call",
@@ -150,14 +151,15 @@ def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], 
     return parsed, poison
 
 
+def decode_parsed_record(item: ParsedRecord, stages: CallStages) -> DecodedRecord:
+    """Check every span of one record and turn its LLM spans into calls; other spans stay protobuf."""
+    request = decode_request(item.request, keep=may_be_llm_call)
+    calls, call_spans = stages.calls_from(request.spans)
+    return DecodedRecord(item.record, request.span_count, calls, request.problems, call_spans)
+
+
 def decode_parsed(parsed: Sequence[ParsedRecord], stages: CallStages) -> list[DecodedRecord]:
-    """Check every span and turn the LLM spans into calls; other spans stay protobuf."""
-    decoded: list[DecodedRecord] = []
-    for item in parsed:
-        request = decode_request(item.request, keep=may_be_llm_call)
-        calls, call_spans = stages.calls_from(request.spans)
-        decoded.append(DecodedRecord(item.record, request.span_count, calls, request.problems, call_spans))
-    return decoded
+    return [decode_parsed_record(item, stages) for item in parsed]
 
 
 def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple[list[DecodedRecord], list[Poison]]:

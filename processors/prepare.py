@@ -2,10 +2,10 @@
 
 Everything between Kafka and the sink that is pure Python (decoding LLM spans,
 normalising, pricing, building rows and drift records) happens here, so the
-handler only sequences I/O. Its one piece of state is the drift sender's memory of
-what it already sent (see processors/drift/wire.py). Running it in a spawned child process was measured
-(benchmarks/results, BENCHMARKS.md) and gave no gain on 2 cores: the child's
-pickling and the extra process ate what the second core offered.
+handler only sequences I/O. Its one piece of state is the drift sender's memory
+of what it already sent (processors/drift/wire.py). Running it in a spawned child
+process was measured (benchmarks/results, BENCHMARKS.md) and gave no gain on 2
+cores: the child's pickling and the extra process ate what the second core offered.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from processors.drift.wire import DriftSender
-from processors.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed
+from processors.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed_record
 from sinks.clickhouse.batches import TableRows
 
 __all__ = ["PreparedBatch", "prepare_batch"]
@@ -43,7 +43,7 @@ def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallSt
     llm_fence = fences.get("llm_calls", {})
     decoded = []
     for item in parsed:
-        (record,) = decode_parsed([item], stages)
+        record = decode_parsed_record(item, stages)
         item.release()
         # Calls whose llm_calls rows are not stored yet: the drift stage sees each call at least once.
         if drift_sender is not None and record.record.offset > llm_fence.get(record.record.source, -1):
