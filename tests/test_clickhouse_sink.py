@@ -6,19 +6,16 @@ import threading
 
 from clickhouse_connect.driver.client import Client
 
+from processors.pipeline import Poison, SourceRecord, poison_rows
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.writer import ClickHouseSink
 
-COLUMNS = ["ts", "stage", "reason", "service", "trace_id", "span_id", "kafka_topic", "kafka_partition", "kafka_offset",
-           "payload_bytes", "dead_lettered", "_ingest_source", "_ingest_offset"]  # fmt: skip
-
 
 def _errors(source: str, offsets: range, service: str = "svc") -> TableRows:
-    rows = TableRows("ingest_errors", list(COLUMNS))
-    for offset in offsets:
-        values = [1_764_000_000_000, "decode", f"bad {offset}", service, "", "", "otlp_spans", 0, offset, 10, 1, source, offset]
-        for column, value in zip(rows.columns, values):
-            column.append(value)
+    """ingest_errors rows from the project's own builder, one per dead-lettered record."""
+    poison = [Poison(SourceRecord("otlp_spans", 0, offset, b"x" * 10, source), f"bad {offset}") for offset in offsets]
+    rows = poison_rows(poison, 1_764_000_000_000)
+    rows.column("service")[:] = [service] * len(rows)
     return rows
 
 
