@@ -26,7 +26,7 @@ from processors.decode import decode_request
 from processors.normalize import LLM_MARKER_KEYS, normalize_call
 from processors.pipeline import may_be_llm_call
 from processors.records import SpanView
-from sinks.clickhouse.migrations import Migration, available_migrations
+from sinks.clickhouse.migrations import available_migrations
 from sinks.clickhouse.otlp_ingest import OtlpRecords, frame_records, insert_settings
 from sinks.clickhouse.writer import ClickHouseSink
 
@@ -279,7 +279,7 @@ def view_005(chdb_client: Client) -> str:
     """Migration 005's view as first written (with its own otlp_map_last_wins body), into a copy of
     otel_traces fed from a copy of otlp_ingest: the reference migration 006 must match row for row."""
     [m005] = [m for m in available_migrations() if m.version == 5]
-    statements = Migration(5, m005.name, m005.sql).statements()
+    statements = m005.statements()
     last_wins = next(s for s in statements if "FUNCTION IF NOT EXISTS otlp_map_last_wins" in s)
     attributes = next(s for s in statements if "FUNCTION IF NOT EXISTS otlp_attributes" in s)
     view = next(s for s in statements if s.startswith("CREATE MATERIALIZED VIEW"))
