@@ -2,7 +2,9 @@
 
 A record that does not parse is poison (the caller dead-letters it). A span
 that parses but is unusable (bad ids, no start time) becomes an ingest error
-and the rest of the record proceeds.
+and the rest of the record proceeds. Records are decoded from the
+RawAttributesRequest schema (processors/otlp_schema.py): a span's attributes
+stay wire bytes until a span is kept, and then come from a KeyValueCache.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from processors.otlp_values import attributes_dict
+from processors.otlp_schema import RawAttributesRequest
+from processors.otlp_values import KeyValueCache, attributes_dict
 from processors.records import SpanEvent, SpanLink, SpanView
 
-__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request"]
+__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request", "parse_record"]
+
+# Shared by every decode in the process: the attribute encodings seen so far.
+_SPAN_ATTRIBUTES = KeyValueCache()
 
 
 class MalformedPayload(ValueError):
@@ -41,7 +47,7 @@ class DecodedRequest:
     span_count: int = 0  # every valid span, kept or not (what otel_traces stores)
 
 
-# Chooses, from the raw protobuf Span, which spans become SpanViews.
+# Chooses, from the RawAttributesRequest Span, which spans become SpanViews.
 SpanFilter = Callable[[Any], bool]
 
 
@@ -55,13 +61,29 @@ def parse_request(payload: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def decode_request(payload: bytes | ExportTraceServiceRequest, keep: SpanFilter | None = None) -> DecodedRequest:
+def parse_record(payload: bytes) -> Any:
+    """Wire bytes as a RawAttributesRequest. It does not look inside span attributes:
+    `parse_request` is what tells a malformed record apart."""
+    try:
+        return RawAttributesRequest.FromString(payload)
+    except DecodeError as exc:
+        raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: {exc}") from exc
+
+
+def decode_request(payload: bytes | ExportTraceServiceRequest | Any, keep: SpanFilter | None = None) -> DecodedRequest:
     """Check every span; flatten resource/scope/span nesting into SpanViews for those `keep` accepts.
 
-    Without `keep` every valid span becomes a SpanView. The worker passes a filter
-    because only LLM spans need one: ClickHouse stores all spans from the raw bytes.
+    `payload` is wire bytes, a RawAttributesRequest, or an ExportTraceServiceRequest (re-read
+    as the former). Without `keep` every valid span becomes a SpanView. The worker passes a
+    filter because only LLM spans need one: ClickHouse stores all spans from the raw bytes.
     """
-    request = parse_request(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        parse_request(payload)  # the full check: a malformed attribute makes the record poison
+        request = parse_record(payload)
+    elif isinstance(payload, ExportTraceServiceRequest):
+        request = parse_record(payload.SerializeToString())
+    else:
+        request = payload
     decoded = DecodedRequest()
     spans_out = decoded.spans
     valid = 0
@@ -106,7 +128,7 @@ def _span_view(span: Any, resource: dict[str, Any], scope_name: str, scope_versi
         end_ns=span.end_time_unix_nano,
         status_code=span.status.code,
         status_message=span.status.message,
-        attributes=attributes_dict(span.attributes),
+        attributes=_SPAN_ATTRIBUTES.attributes(span.attributes),
         resource=resource,
         events=[SpanEvent(event.time_unix_nano, event.name, attributes_dict(event.attributes)) for event in events] if events else [],
         scope_name=scope_name,

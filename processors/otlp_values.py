@@ -1,7 +1,8 @@
 """OTLP AnyValue/KeyValue to Python values.
 
-Hot path: called for every attribute of every span, so it dispatches on the
-oneof name once and avoids generic reflection.
+Hot path: called for every attribute of every LLM span, so it dispatches on the
+oneof name once and avoids generic reflection; `KeyValueCache` skips the decode
+for the attribute encodings it has seen before.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["any_value", "attributes_dict"]
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+__all__ = ["any_value", "attributes_dict", "KeyValueCache"]
 
 
 def any_value(value: Any) -> Any:
@@ -50,3 +53,62 @@ def attributes_dict(key_values: Iterable[Any]) -> dict[str, Any]:
         else:
             out[kv.key] = any_value(value)
     return out
+
+
+class KeyValueCache:
+    """Serialized KeyValue -> (key, Python value), decoding each distinct encoding once.
+
+    Span attributes repeat exactly from span to span (model, provider, operation,
+    prompt), so a dict lookup on the wire bytes replaces most decodes. Only scalar values
+    and flat arrays of scalars are remembered (an array is handed out as a fresh list, so no
+    two spans share a mutable value), only from short encodings (long texts are rarely
+    repeated), and at most `max_entries` of them: the cache starts over when full.
+    """
+
+    __slots__ = ("_entries", "_max_entries", "_max_encoded_bytes")
+
+    def __init__(self, max_entries: int = 32_768, max_encoded_bytes: int = 160) -> None:
+        self._entries: dict[bytes, tuple[str, Any]] = {}
+        self._max_entries = max_entries
+        self._max_encoded_bytes = max_encoded_bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def attributes(self, encoded: Iterable[bytes]) -> dict[str, Any]:
+        """Repeated serialized KeyValue -> dict; a repeated key keeps its last value (as the Collector does)."""
+        out: dict[str, Any] = {}
+        entries = self._entries
+        for raw in encoded:
+            hit = entries.get(raw)
+            if hit is None:
+                key, value = self._decode(raw)
+                out[key] = value
+            else:
+                value = hit[1]
+                out[hit[0]] = list(value) if type(value) is tuple else value
+        return out
+
+    def _decode(self, raw: bytes) -> tuple[str, Any]:
+        kv = KeyValue.FromString(raw)
+        value = any_value(kv.value)
+        if len(raw) <= self._max_encoded_bytes:
+            kept = _immutable(value)
+            if kept is not _UNCACHEABLE:
+                if len(self._entries) >= self._max_entries:
+                    self._entries.clear()
+                self._entries[raw] = (kv.key, kept)
+        return kv.key, value
+
+
+_UNCACHEABLE = object()
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def _immutable(value: Any) -> Any:
+    """The value as the cache may hold it (a flat list becomes a tuple), or _UNCACHEABLE."""
+    if isinstance(value, _SCALARS):
+        return value
+    if type(value) is list and all(isinstance(item, _SCALARS) for item in value):
+        return tuple(value)
+    return _UNCACHEABLE

@@ -17,9 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from processors.decode import MalformedPayload, SpanProblem, decode_request, parse_request
+from processors.decode import MalformedPayload, SpanProblem, decode_request, parse_record, parse_request
 from processors.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.records import LLMCall, SpanView
 from processors.rows import INGEST_ERRORS_COLUMNS, call_rows
@@ -58,19 +56,19 @@ class SourceRecord:
 class ParsedRecord:
     """A record whose bytes parsed as an ExportTraceServiceRequest (so ClickHouse may read them too).
 
-    The parsed message takes ~3x the record's bytes; `release` drops it once the record is
-    decoded, and `request` parses the bytes again if it is needed after that (bisecting an
-    insert ClickHouse refused).
+    `request` is the record as a RawAttributesRequest (processors/otlp_schema.py); `release`
+    drops it once the record is decoded, and `request` parses the bytes again if it is needed
+    after that (bisecting an insert ClickHouse refused).
     """
 
     record: SourceRecord
     span_count: int
-    _request: ExportTraceServiceRequest | None = None
+    _request: Any = None
 
     @property
-    def request(self) -> ExportTraceServiceRequest:
+    def request(self) -> Any:
         if self._request is None:
-            self._request = parse_request(self.record.value)
+            self._request = parse_record(self.record.value)
         return self._request
 
     def release(self) -> None:
@@ -128,24 +126,39 @@ class CallStages:
         return calls, sources
 
 
+# Encoders write a KeyValue's key first (field order): tag 0x0a, length, name. All markers are
+# shorter than 128 bytes, so their length is one byte.
+_MARKER_PREFIXES = tuple(b"\x0a" + bytes([len(key)]) + key.encode() for key in sorted(LLM_MARKER_KEYS))
+_MARKER_NAMES = tuple(key.encode() for key in sorted(LLM_MARKER_KEYS))
+
+
 def may_be_llm_call(span: Any) -> bool:
-    """Whether a protobuf Span carries an attribute without which `normalize_call` gives None."""
-    markers = LLM_MARKER_KEYS
-    for kv in span.attributes:
-        if kv.key in markers:
+    """Whether a RawAttributesRequest Span carries an attribute without which `normalize_call`
+    gives None. A KeyValue encoded with its key not first is searched whole for the names
+    (a name inside a value is then a harmless yes)."""
+    for encoded in span.attributes:
+        if encoded.startswith(_MARKER_PREFIXES):
             return True
+        if not encoded.startswith(b"\x0a"):
+            for name in _MARKER_NAMES:
+                if name in encoded:
+                    return True
     return False
 
 
 def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], list[Poison]]:
-    """Parse every record (C speed); the ones that do not parse are poison."""
+    """Parse every record (C speed); the ones that do not parse are poison.
+
+    The full OTLP parse checks every attribute of every span; the record is then kept as
+    the RawAttributesRequest the decode reads.
+    """
     parsed: list[ParsedRecord] = []
     poison: list[Poison] = []
     for record in records:
         try:
             request = parse_request(record.value)
             spans = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
-            parsed.append(ParsedRecord(record, spans, request))
+            parsed.append(ParsedRecord(record, spans, parse_record(record.value)))
         except MalformedPayload as exc:
             poison.append(Poison(record, str(exc)))
     return parsed, poison

@@ -22,7 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 import pytest
 
 import processors.normalize as normalize_module
-from processors.decode import decode_request
+from processors.decode import decode_request, parse_record
 from processors.normalize import LLM_MARKER_KEYS, normalize_call
 from processors.pipeline import may_be_llm_call
 from processors.records import SpanView
@@ -268,7 +268,7 @@ def test_spans_the_decoder_skips_are_never_llm_calls(attributes: dict[str, Any])
     view = SpanView(trace_id="ab" * 16, span_id="cd" * 8, parent_span_id="", name="x", kind=3, start_ns=START, end_ns=START + 1,
                     status_code=0, status_message="", attributes=attributes, resource={"service.name": "s"})
     request = _request("svc-filter", [{"attributes": list(attributes.items())}])
-    marked = may_be_llm_call(request.resource_spans[0].scope_spans[0].spans[0])
+    marked = may_be_llm_call(parse_record(request.SerializeToString()).resource_spans[0].scope_spans[0].spans[0])
     assert marked == bool(LLM_MARKER_KEYS & attributes.keys())
     if not marked:
         assert normalize_call(view) is None
