@@ -84,7 +84,7 @@ class ReceiverSettings(_Section):
 
 class ProcessorSettings(_Section):
     batch_max_records: int = Field(32, ge=1, description="Kafka records per processing batch (one ClickHouse insert per table); bounds the worker's memory.")
-    batch_max_wait_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch before processing what there is.")
+    batch_max_wait_s: float = Field(0.5, gt=0, description="Longest a record waits for its batch to fill before the batch is processed as it is.")
     pricing_file: Path | None = Field(None, description="Extra pricing catalog YAML; its entries override the built-in ones.")
     budgets_file: Path | None = Field(None, description="Budgets YAML; the worker writes budget_status from it periodically.")
     budget_interval_s: float = Field(60.0, gt=0, description="How often the worker recomputes budget status.")

@@ -1,10 +1,10 @@
 """The faust app: a thin wire from the `otlp_spans` topic to BatchHandler.
 
 Acknowledgement is the whole point of this module. faust commits only
-acknowledged offsets, and `take_events` acks a batch when the loop body
-returns; the body holds one more reference on each message, released only once
-the batch's rows are stored, so that the write of batch N can run while batch
-N+1 is prepared (`BatchHandler`: prepare, then write, writes in batch order).
+acknowledged offsets. `take_batches` (processors/batching.py) hands each event
+over with one more reference on its message, released only once the batch's
+rows are stored, so that the write of batch N can run while batch N+1 is
+prepared (`BatchHandler`: prepare, then write, writes in batch order).
 faust waits for held messages before a rebalance or shutdown completes
 (`stream_wait_empty`). If a write cannot complete (store misconfigured, retries
 exhausted) the process exits at once without acknowledging, so the batch is
@@ -22,6 +22,7 @@ import faust
 
 from llmops.config import Settings
 from processors.batch_handler import BatchHandler, ReadyBatch
+from processors.batching import take_batches
 from processors.drift.wire import DriftSender
 from processors.kafka_sources import TopicIds
 from processors.pipeline import Poison, SourceRecord
@@ -95,12 +96,12 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         except BaseException as exc:  # cancellation mid-write included: never ack what was not written
             _die_unacknowledged(exc, "write")
         for event in events:
-            event.ack()  # the reference taken below: now faust may commit the offset
+            event.ack()  # the reference take_batches took: now faust may commit the offset
 
     @app.agent(spans_topic, name="otlp_spans_to_clickhouse")
     async def process(stream: Any) -> None:
         writing: asyncio.Future[None] | None = None
-        async for events in stream.take_events(settings.processor.batch_max_records, within=settings.processor.batch_max_wait_s):
+        async for events in take_batches(stream, settings.processor.batch_max_records, settings.processor.batch_max_wait_s):
             records = [
                 SourceRecord(
                     topic=e.message.topic,
@@ -117,8 +118,6 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     await writing  # writes in batch order: a fence never passes an unwritten batch
             except BaseException as exc:
                 _die_unacknowledged(exc, "read")
-            for event in events:
-                event.message.incref()  # take_events' ack releases the other reference
             writing = asyncio.ensure_future(write_then_ack(ready, events))
 
     if settings.drift.enabled:
@@ -157,11 +156,13 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
 
     @app.agent(drift_topic, name="drift_windows")
     async def drift_windows(stream: Any) -> None:
-        async for events in stream.take_events(256, within=settings.processor.batch_max_wait_s):
+        async for events in take_batches(stream, 256, settings.processor.batch_max_wait_s):
             try:
                 await stage.consume([bytes(e.value or b"") for e in events])
             except SinkError as exc:
                 _die(f"drift rows could not be written, exiting without committing: {exc}")
+            for event in events:
+                event.ack()  # counted and sampled: the offset may be committed
 
     @app.timer(max(1.0, d.idle_close_s / 2))
     async def _close_idle_windows() -> None:
