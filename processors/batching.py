@@ -10,7 +10,8 @@ soon as it is full or its oldest event has waited `max_wait_s`.
 Each event is handed over holding one extra reference (`message.incref()`):
 `take_events` acknowledges its chunk when the reader moves on, so the offset
 can be committed only after the batch's owner acknowledges the event again,
-once its rows are stored.
+once its rows are stored. When the stream stops, events not yet handed over
+stay unacknowledged and are delivered again, as with `take_events`.
 """
 
 from __future__ import annotations
@@ -52,10 +53,7 @@ async def take_batches(stream: Any, max_records: int, max_wait_s: float) -> Asyn
             while not waiting and not reader.done():
                 arrived.clear()
                 await arrived.wait()
-            if not waiting:
-                await reader  # the stream ended; re-raises what stopped it
-                return
-            deadline = waiting[0][0] + max_wait_s
+            deadline = waiting[0][0] + max_wait_s if waiting else 0.0
             while len(waiting) < max_records and not reader.done():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -65,6 +63,11 @@ async def take_batches(stream: Any, max_records: int, max_wait_s: float) -> Asyn
                     await asyncio.wait_for(arrived.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
+            if reader.done():
+                # The stream stopped (shutdown, rebalance) or failed. As with take_events, what still
+                # waits is not handed over: it is never acknowledged, so Kafka delivers it again.
+                await reader  # re-raises what stopped it
+                return
             batch = [waiting.popleft()[1] for _ in range(min(max_records, len(waiting)))]
             if len(waiting) < max_records:
                 room.set()
