@@ -63,8 +63,9 @@ class KeyValueCache:
     and flat arrays of scalars are remembered (an array is handed out as a fresh list, so no
     two spans share a mutable value), only from short encodings (long texts are rarely
     repeated), and at most `max_entries` of them: the cache starts over when full.
-    Measured: a hit costs 0.11 µs, a miss 1.4 µs against 1.0 µs for `attributes_dict` on a
-    parsed KeyValue, so it pays from about a third of lookups hitting (loadgen traffic: 97%).
+    It pays when attributes repeat: on loadgen spans 0.29 µs per attribute against 1.12 µs
+    for `attributes_dict` on parsed KeyValues, on never-repeating values 1.07 against 0.85
+    (benchmarks/bench_attributes.py).
     """
 
     __slots__ = ("_entries", "_max_entries", "_max_encoded_bytes")
