@@ -14,6 +14,7 @@ from processors.decode import decode_request, parse_record, parse_request
 from processors.normalize import LLM_MARKER_KEYS
 from processors.otlp_values import KeyValueCache, attributes_dict
 from processors.pipeline import SourceRecord, may_be_llm_call, parse_records
+from tests.otlp_values_build import any_value_of, set_any_value
 
 START = 1_764_000_000_000_000_000
 MARKERS = sorted(LLM_MARKER_KEYS)
@@ -23,34 +24,13 @@ values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.te
 keys = st.one_of(st.sampled_from([*MARKERS, "gen_ai.request.model", "http.route", "k"]), st.text(max_size=10))
 
 
-def _set(target: AnyValue, value: Any) -> None:
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bytes):
-        target.bytes_value = value
-    elif isinstance(value, list):
-        target.array_value.SetInParent()
-        for item in value:
-            _set(target.array_value.values.add(), item)
-    else:
-        target.kvlist_value.SetInParent()
-        for key, item in value.items():
-            _set(target.kvlist_value.values.add(key=key).value, item)
-
-
 def _request(spans: list[list[tuple[str, Any]]]) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for n, attributes in enumerate(spans, start=1):
         span = scope.spans.add(trace_id=n.to_bytes(16, "big"), span_id=n.to_bytes(8, "big"), name="op", start_time_unix_nano=START)
         for key, value in attributes:
-            _set(span.attributes.add(key=key).value, value)
+            set_any_value(span.attributes.add(key=key).value, value)
     return request
 
 
@@ -88,7 +68,7 @@ def test_a_marker_key_encoded_after_its_value_is_still_found() -> None:
 
 def test_a_list_from_the_cache_is_a_fresh_list_for_every_span() -> None:
     cache = KeyValueCache()
-    encoded = [KeyValue(key="gen_ai.response.finish_reasons", value=_any(["stop"])).SerializeToString()]
+    encoded = [KeyValue(key="gen_ai.response.finish_reasons", value=any_value_of(["stop"])).SerializeToString()]
     first = cache.attributes(encoded)
     first["gen_ai.response.finish_reasons"].append("changed")
     assert cache.attributes(encoded) == {"gen_ai.response.finish_reasons": ["stop"]}
@@ -97,13 +77,13 @@ def test_a_list_from_the_cache_is_a_fresh_list_for_every_span() -> None:
 def test_the_cache_stays_within_its_bounds() -> None:
     cache = KeyValueCache(max_entries=4, max_encoded_bytes=40)
     for n in range(50):
-        assert cache.attributes([KeyValue(key="tokens", value=_any(n)).SerializeToString()]) == {"tokens": n}
+        assert cache.attributes([KeyValue(key="tokens", value=any_value_of(n)).SerializeToString()]) == {"tokens": n}
         assert len(cache) <= 4
-    long_text = KeyValue(key="gen_ai.output.messages", value=_any("x" * 100)).SerializeToString()
+    long_text = KeyValue(key="gen_ai.output.messages", value=any_value_of("x" * 100)).SerializeToString()
     before = len(cache)
     assert cache.attributes([long_text]) == {"gen_ai.output.messages": "x" * 100}
     assert len(cache) == before  # long encodings are decoded, not remembered
-    nested = KeyValue(key="m", value=_any({"a": 1})).SerializeToString()
+    nested = KeyValue(key="m", value=any_value_of({"a": 1})).SerializeToString()
     assert cache.attributes([nested]) == {"m": {"a": 1}} and len(cache) == before  # nor mutable maps
 
 
@@ -117,9 +97,3 @@ def test_a_malformed_attribute_makes_the_record_poison() -> None:
     parsed, poison = parse_records([bad, good])
     assert [p.record.offset for p in parsed] == [8]
     assert [p.record.offset for p in poison] == [7] and "not an OTLP" in poison[0].reason
-
-
-def _any(value: Any) -> AnyValue:
-    out = AnyValue()
-    _set(out, value)
-    return out

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
+from opentelemetry.proto.common.v1.common_pb2 import ArrayValue
 
 import pytest
 
@@ -29,6 +29,7 @@ from processors.records import SpanView
 from sinks.clickhouse.migrations import available_migrations
 from sinks.clickhouse.otlp_ingest import OtlpRecords, frame_records, insert_settings
 from sinks.clickhouse.writer import ClickHouseSink
+from tests.otlp_values_build import set_any_value
 
 START = 1_764_000_000_000_000_000
 
@@ -43,34 +44,11 @@ def _ids() -> tuple[bytes, bytes]:
     return n.to_bytes(16, "big"), n.to_bytes(8, "big")
 
 
-def _set(target: AnyValue, value: Any) -> None:
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bytes):
-        target.bytes_value = value
-    elif isinstance(value, list):
-        target.array_value.SetInParent()
-        for item in value:
-            _set(target.array_value.values.add(), item)
-    elif isinstance(value, dict):
-        target.kvlist_value.SetInParent()
-        for key, item in value.items():
-            _set(target.kvlist_value.values.add(key=key).value, item)
-    else:
-        raise TypeError(value)
-
-
 def _request(service: str, spans: list[dict[str, Any]], resource: dict[str, Any] | None = None) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
     for key, value in {"service.name": service, **(resource or {})}.items():
-        _set(rs.resource.attributes.add(key=key).value, value)
+        set_any_value(rs.resource.attributes.add(key=key).value, value)
     ss = rs.scope_spans.add()
     ss.scope.name, ss.scope.version = "tests.scope", "1.2.3"
     for fields in spans:
@@ -79,7 +57,7 @@ def _request(service: str, spans: list[dict[str, Any]], resource: dict[str, Any]
                             name=fields.get("name", "op"), kind=fields.get("kind", 1),
                             start_time_unix_nano=fields.get("start", START), end_time_unix_nano=fields.get("end", START + 5_000_000))
         for key, value in fields.get("attributes", []):
-            _set(span.attributes.add(key=key).value, value)
+            set_any_value(span.attributes.add(key=key).value, value)
     return request
 
 
@@ -141,9 +119,9 @@ def test_span_fields_resource_scope_events_and_links(chdb_client: Client) -> Non
                         start_time_unix_nano=START, end_time_unix_nano=START + 1_250_000_000)
     span.status.code, span.status.message = 2, "upstream 500"
     event = span.events.add(time_unix_nano=START + 300_000_000, name="gen_ai.content.completion")
-    _set(event.attributes.add(key="chunk").value, 1)
+    set_any_value(event.attributes.add(key="chunk").value, 1)
     link = span.links.add(trace_id=(7).to_bytes(16, "big"), span_id=(8).to_bytes(8, "big"), trace_state="a=b")
-    _set(link.attributes.add(key="why").value, "retry")
+    set_any_value(link.attributes.add(key="why").value, "retry")
     # Odd values the exporter still writes: unknown kind and status code, end before start.
     ss.spans.add(trace_id=_ids()[0], span_id=_ids()[1], name="odd", kind=9, start_time_unix_nano=START, end_time_unix_nano=START - 1).status.code = 7
     # A second resource in the same request keeps its own service name.
@@ -177,15 +155,15 @@ def test_attributes_of_several_events_and_links_stay_with_their_owner(chdb_clien
     ss = request.resource_spans[0].scope_spans[0]
     trace_id, span_id = _ids()
     span = ss.spans.add(trace_id=trace_id, span_id=span_id, name="sliced", start_time_unix_nano=START, end_time_unix_nano=START + 10)
-    _set(span.attributes.add(key="own").value, "span")
+    set_any_value(span.attributes.add(key="own").value, "span")
     for i, attrs in enumerate([[("e", 0)], [], [("e", 2), ("dup", "x"), ("dup", "y")]]):
         event = span.events.add(time_unix_nano=START + i, name=f"event-{i}")
         for key, value in attrs:
-            _set(event.attributes.add(key=key).value, value)
+            set_any_value(event.attributes.add(key=key).value, value)
     for i, attrs in enumerate([[("l", "zero")], [("l", "one"), ("n", 1)]]):
         link = span.links.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"))
         for key, value in attrs:
-            _set(link.attributes.add(key=key).value, value)
+            set_any_value(link.attributes.add(key=key).value, value)
     bare_trace, bare_span = _ids()
     ss.spans.add(trace_id=bare_trace, span_id=bare_span, name="bare", start_time_unix_nano=START, end_time_unix_nano=START + 10)
     _write(chdb_client, request)
@@ -309,15 +287,15 @@ def test_migration_006_view_writes_the_rows_of_005(chdb_client: Client, view_005
         trace_id, span_id = _ids()
         span = ss.spans.add(trace_id=trace_id, span_id=span_id, name="s", start_time_unix_nano=START, end_time_unix_nano=START + 1)
         for key, value in span_attrs:
-            _set(span.attributes.add(key=key).value, value)
+            set_any_value(span.attributes.add(key=key).value, value)
         for i, event_attrs in enumerate(events):
             event = span.events.add(time_unix_nano=START + i, name=f"e{i}")
             for key, value in event_attrs:
-                _set(event.attributes.add(key=key).value, value)
+                set_any_value(event.attributes.add(key=key).value, value)
         for i, link_attrs in enumerate(links):
             link = span.links.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"))
             for key, value in link_attrs:
-                _set(link.attributes.add(key=key).value, value)
+                set_any_value(link.attributes.add(key=key).value, value)
     _write(chdb_client, request)
     data = frame_records([request.SerializeToString()], ["test/0"], [0])
     chdb_client.raw_insert(f"llmops.{view_005}", None, data, settings=insert_settings(), fmt="Protobuf")
