@@ -20,7 +20,8 @@ from processors.otlp_schema import RawAttributesRequest
 from processors.otlp_values import KeyValueCache, attributes_dict
 from processors.records import SpanEvent, SpanLink, SpanView
 
-__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request", "parse_record"]
+__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request", "parse_record",
+           "parse_checked_record"]
 
 # Shared by every decode in the process: the attribute encodings seen so far.
 _SPAN_ATTRIBUTES = KeyValueCache()
@@ -51,39 +52,40 @@ class DecodedRequest:
 SpanFilter = Callable[[Any], bool]
 
 
-def parse_request(payload: bytes) -> ExportTraceServiceRequest:
-    """Parse wire bytes; raise MalformedPayload with the parser's reason."""
-    request = ExportTraceServiceRequest()
+def _parse(message_class: Any, payload: bytes) -> Any:
     try:
-        request.ParseFromString(payload)
+        return message_class.FromString(payload)
     except DecodeError as exc:
         raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: {exc}") from exc
-    return request
+
+
+def parse_request(payload: bytes) -> ExportTraceServiceRequest:
+    """Parse wire bytes; raise MalformedPayload with the parser's reason."""
+    return _parse(ExportTraceServiceRequest, payload)
 
 
 def parse_record(payload: bytes) -> Any:
     """Wire bytes as a RawAttributesRequest. It does not look inside span attributes:
     `parse_request` is what tells a malformed record apart."""
-    try:
-        return RawAttributesRequest.FromString(payload)
-    except DecodeError as exc:
-        raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: {exc}") from exc
+    return _parse(RawAttributesRequest, payload)
 
 
-def decode_request(payload: bytes | ExportTraceServiceRequest | Any, keep: SpanFilter | None = None) -> DecodedRequest:
+def parse_checked_record(payload: bytes) -> tuple[Any, int]:
+    """(RawAttributesRequest, spans in it) for a record the full OTLP parse accepts: that parse
+    checks every attribute of every span, so a malformed one makes the whole record poison."""
+    full = parse_request(payload)
+    spans = sum(len(scope.spans) for resource in full.resource_spans for scope in resource.scope_spans)
+    return parse_record(payload), spans
+
+
+def decode_request(payload: bytes | Any, keep: SpanFilter | None = None) -> DecodedRequest:
     """Check every span; flatten resource/scope/span nesting into SpanViews for those `keep` accepts.
 
-    `payload` is wire bytes, a RawAttributesRequest, or an ExportTraceServiceRequest (re-read
-    as the former). Without `keep` every valid span becomes a SpanView. The worker passes a
-    filter because only LLM spans need one: ClickHouse stores all spans from the raw bytes.
+    `payload` is wire bytes or a RawAttributesRequest. Without `keep` every valid span becomes
+    a SpanView. The worker passes a filter because only LLM spans need one: ClickHouse stores
+    all spans from the raw bytes.
     """
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        parse_request(payload)  # the full check: a malformed attribute makes the record poison
-        request = parse_record(payload)
-    elif isinstance(payload, ExportTraceServiceRequest):
-        request = parse_record(payload.SerializeToString())
-    else:
-        request = payload
+    request = parse_checked_record(payload)[0] if isinstance(payload, (bytes, bytearray, memoryview)) else payload
     decoded = DecodedRequest()
     spans_out = decoded.spans
     valid = 0

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.decode import MalformedPayload, SpanProblem, decode_request, parse_record, parse_request
+from processors.decode import MalformedPayload, SpanProblem, decode_request, parse_checked_record, parse_record
 from processors.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.records import LLMCall, SpanView
 from processors.rows import INGEST_ERRORS_COLUMNS, call_rows
@@ -147,18 +147,13 @@ def may_be_llm_call(span: Any) -> bool:
 
 
 def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], list[Poison]]:
-    """Parse every record (C speed); the ones that do not parse are poison.
-
-    The full OTLP parse checks every attribute of every span; the record is then kept as
-    the RawAttributesRequest the decode reads.
-    """
+    """Parse every record (C speed); the ones that do not parse are poison."""
     parsed: list[ParsedRecord] = []
     poison: list[Poison] = []
     for record in records:
         try:
-            request = parse_request(record.value)
-            spans = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
-            parsed.append(ParsedRecord(record, spans, parse_record(record.value)))
+            request, spans = parse_checked_record(record.value)
+            parsed.append(ParsedRecord(record, spans, request))
         except MalformedPayload as exc:
             poison.append(Poison(record, str(exc)))
     return parsed, poison

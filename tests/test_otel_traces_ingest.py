@@ -65,7 +65,8 @@ def _write(chdb_client: Client, *requests: ExportTraceServiceRequest, source: st
     sink = ClickHouseSink(chdb_client, "llmops")
     batch = OtlpRecords("otel_traces")
     for offset, request in enumerate(requests, start=first_offset):
-        batch.append(request.SerializeToString(), source, offset, decode_request(request).span_count)
+        wire = request.SerializeToString()
+        batch.append(wire, source, offset, decode_request(wire).span_count)
     sink.write(batch, token or f"otel_traces:test-{next(_counter)}")
 
 
@@ -186,7 +187,7 @@ def test_spans_decode_reports_as_problems_are_not_stored(chdb_client: Client) ->
     good = {"name": "good"}
     bad = [{"name": "zero-trace", "trace_id": bytes(16)}, {"name": "short-span", "span_id": b"\x01\x02"}, {"name": "no-start", "start": 0}]
     request = _request("svc-bad", [good, *bad, good])
-    decoded = decode_request(request)
+    decoded = decode_request(request.SerializeToString())
     _write(chdb_client, request)
     stored = chdb_client.query("SELECT SpanName FROM otel_traces WHERE ServiceName = 'svc-bad'").result_rows
     assert len(stored) == decoded.span_count == 2 and {r[0] for r in stored} == {"good"}
