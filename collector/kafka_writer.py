@@ -1,8 +1,14 @@
 """Async face of an idempotent confluent-kafka producer.
 
 `send` resolves only when Kafka acknowledged every record of a request
-(acks=all), so the receiver answers success only for data Kafka holds. A full
-local queue raises QueueFull at once (the receiver answers 429/UNAVAILABLE).
+(acks=all), so the receiver answers success only for data Kafka holds.
+
+A request is admitted whole or refused whole: the byte budget is checked
+before its first record is produced, and a full local queue on the first
+record raises QueueFull (nothing of the request was queued; the receiver
+answers 429/UNAVAILABLE). Once the first record is queued the rest follow:
+a full queue on a later record waits for room (up to the delivery timeout)
+instead of refusing a request that is already half in Kafka.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class KafkaWriter:
     def __init__(self, bootstrap: str, topic: str, *, queue_max_kbytes: int, linger_ms: float,
                  max_record_bytes: int, delivery_timeout_s: float) -> None:  # fmt: skip
         self._topic = topic
+        self._delivery_timeout_s = delivery_timeout_s
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -73,18 +80,24 @@ class KafkaWriter:
 
             return callback
 
-        for value, fut in zip(values, futures):
-            try:
-                self._producer.produce(self._topic, value=value, on_delivery=on_delivery(fut))
-            except BufferError as exc:
-                for pending in futures:
-                    if not pending.done():
-                        pending.cancel()
-                raise QueueFull("producer queue is full") from exc
-            except KafkaException as exc:
-                raise DeliveryFailed(str(exc)) from exc
-        self._inflight += size
+        self._inflight += size  # counted from the start: a request waiting for room holds its place
         try:
+            deadline = loop.time() + self._delivery_timeout_s
+            for index, (value, fut) in enumerate(zip(values, futures)):
+                while True:
+                    try:
+                        self._producer.produce(self._topic, value=value, on_delivery=on_delivery(fut))
+                        break
+                    except BufferError as exc:
+                        if index == 0:
+                            raise QueueFull("producer queue is full") from exc
+                        if loop.time() > deadline:
+                            # Only reachable when Kafka accepts nothing for delivery_timeout_s: the
+                            # records already queued may still be stored (see README, delivery guarantees).
+                            raise DeliveryFailed(f"producer queue stayed full; {index} of {len(values)} records queued") from exc
+                        await asyncio.sleep(0.01)  # the delivery thread frees room as Kafka acknowledges
+                    except KafkaException as exc:
+                        raise DeliveryFailed(str(exc)) from exc
             await asyncio.gather(*futures)
         finally:
             self._inflight -= size

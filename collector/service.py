@@ -7,8 +7,10 @@ import logging
 import signal
 
 from collector.kafka_writer import KafkaWriter
+from collector.lag import LagGate
 from collector.receiver import OtlpReceiver
 from llmops.config import Settings
+from llmops.topics import LagProbe
 
 __all__ = ["run_receiver", "make_receiver"]
 
@@ -25,7 +27,14 @@ def make_receiver(settings: Settings, bootstrap: str) -> OtlpReceiver:
         max_record_bytes=r.max_record_bytes,
         delivery_timeout_s=r.delivery_timeout_s,
     )
-    return OtlpReceiver(r, writer)
+    lag_gate = LagGate(
+        lambda: LagProbe(bootstrap, settings.kafka.group_id, settings.kafka.topic),
+        max_records=r.max_consumer_lag_records,
+        interval_s=r.lag_check_interval_s,
+        timeout_s=r.lag_check_timeout_s,
+        stale_after_s=r.lag_stale_after_s,
+    )
+    return OtlpReceiver(r, writer, lag_gate)
 
 
 async def _serve(settings: Settings, bootstrap: str) -> None:

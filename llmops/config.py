@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -80,6 +80,33 @@ class ReceiverSettings(_Section):
     )
     producer_linger_ms: float = Field(5.0, ge=0, description="How long the producer waits to fill a batch.")
     delivery_timeout_s: float = Field(30.0, gt=0, description="Time limit for Kafka to acknowledge a request's records.")
+    max_consumer_lag_records: int = Field(
+        1000,
+        ge=0,
+        description="Refuse new spans (429 + Retry-After / UNAVAILABLE) while the worker group is more than this many"
+        " Kafka records behind on the spans topic; 0 = off. A record is at most max_record_bytes, so this also caps"
+        " the backlog's bytes.",
+    )
+    lag_check_interval_s: float = Field(1.0, gt=0, description="How often the receiver measures the worker group's lag (in the background).")
+    lag_check_timeout_s: float = Field(2.0, gt=0, description="Time limit of each broker call of a lag measurement.")
+    lag_stale_after_s: float = Field(
+        10.0, gt=0, description="A lag measurement older than this is unknown; unknown lag admits requests (the producer queue still bounds them)."
+    )
+    bearer_tokens: list[SecretStr] = Field(
+        [],
+        description="When set, every OTLP request needs `Authorization: Bearer <one of these>` (gRPC metadata"
+        " `authorization`), else 401 / UNAUTHENTICATED. Env: LLMOPS_RECEIVER__BEARER_TOKENS='[\"t1\",\"t2\"]'.",
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate (chain) for OTLP/HTTP and OTLP/gRPC; with tls_key_file turns TLS on.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ReceiverSettings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both receiver.tls_cert_file and receiver.tls_key_file, or neither")
+        if any(not token.get_secret_value() for token in self.bearer_tokens):
+            raise ValueError("receiver.bearer_tokens must not contain an empty token")
+        return self
 
 
 class ProcessorSettings(_Section):

@@ -9,7 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.payloads import BadRequest, parse_json, parse_protobuf, span_count, split_into_records
+import gzip
+import zlib
+
+from collector.payloads import BadRequest, TooLarge, inflate, parse_json, parse_protobuf, span_count, split_into_records
 from llmops.sql_endpoint import is_read_only_statement
 
 
@@ -67,6 +70,41 @@ def test_json_ids_are_hex_and_unknown_fields_are_ignored() -> None:
         parse_json(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}')
     with pytest.raises(BadRequest):
         parse_json(b"[1, 2]")
+
+
+def test_a_span_too_big_for_any_record_refuses_the_whole_split() -> None:
+    request = _request([[2]], attr_bytes=40)
+    request.resource_spans[0].scope_spans[0].spans[1].attributes[0].value.string_value = "x" * 5000
+    with pytest.raises(TooLarge, match="max_record_bytes"):
+        split_into_records(request, 2000)
+    assert len(split_into_records(request, 6000)) == 1
+
+
+def test_inflate_bounds_its_output_and_refuses_broken_streams() -> None:
+    body = _request([[3]]).SerializeToString()
+    assert inflate(gzip.compress(body), "gzip", len(body)) == body
+    assert inflate(gzip.compress(body[:10]) + gzip.compress(body[10:]), "GZIP", len(body)) == body  # two members
+    assert inflate(zlib.compress(body), "deflate", len(body)) == body
+    with pytest.raises(TooLarge):
+        inflate(gzip.compress(body), "gzip", len(body) - 1)
+    with pytest.raises(TooLarge):
+        inflate(gzip.compress(b"\0" * 50_000_000), "gzip", 1_000_000)
+    with pytest.raises(BadRequest):
+        inflate(gzip.compress(body)[:-4], "gzip", 10_000)
+    with pytest.raises(BadRequest):
+        inflate(b"not gzip at all", "gzip", 10_000)
+
+
+def test_json_is_parsed_strictly_except_for_unknown_fields() -> None:
+    span = '{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "s", "kind": %s, "newField": {"x": [1]}}]}]}]}'
+    assert parse_json((span % "3").encode()).resource_spans[0].scope_spans[0].spans[0].kind == 3
+    assert parse_json((span % '"SPAN_KIND_CLIENT"').encode()).resource_spans[0].scope_spans[0].spans[0].kind == 3
+    for wrong in ('"SERVER?"', "true", "1.5", '{"a": 1}'):
+        with pytest.raises(BadRequest):
+            parse_json((span % wrong).encode())
+    deep = '{"kvlistValue": {"values": [{"key": "k", "value": ' * 300 + '{"stringValue": "x"}' + "}]}}" * 300
+    with pytest.raises(BadRequest, match="nested"):
+        parse_json(('{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "a", "value": %s}]}]}]}]}' % deep).encode())
 
 
 @pytest.mark.parametrize(

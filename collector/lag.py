@@ -1,0 +1,107 @@
+"""Backpressure on the workers' backlog: refuse new spans while the worker group is too far behind.
+
+The receiver's own producer queue only fills when Kafka is slow; when the
+workers are slow, Kafka keeps accepting and the backlog (and, with the embedded
+memory broker, its memory) grows without bound. So the receiver also refuses
+(429 / UNAVAILABLE, retryable) while the consumer lag of the worker group on
+the spans topic is over `receiver.max_consumer_lag_records`.
+
+Why records: Kafka exposes lag in records cheaply (committed offsets vs high
+watermarks, two small requests); it has no byte offsets, and lag in seconds
+needs a fetch of the oldest unprocessed record per partition. A record holds
+one request (or a part of one) of at most `receiver.max_record_bytes`, so the
+record bound is also a byte ceiling: bound x max_record_bytes.
+
+Lag is measured by a background thread every `lag_check_interval_s`, each
+broker call bounded by `lag_check_timeout_s`; the request path reads the cached
+number and never waits on Kafka. A reading older than `lag_stale_after_s`
+(broker unreachable, group offsets not readable) counts as unknown, and unknown
+lag admits: a probe failure must not turn into refusing everything forever,
+and the producer's own bounded queue and delivery timeout still refuse when
+Kafka itself is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["LagGate", "LagReading"]
+
+log = logging.getLogger(__name__)
+
+
+class _Probe(Protocol):
+    def measure(self, timeout_s: float) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LagReading:
+    records: int | None  # None until the first successful measurement
+    measured_at: float  # time.monotonic() of that measurement
+    error: str | None = None  # why the latest attempt failed, if it did
+
+
+class LagGate:
+    """Caches the worker group's lag; `over_bound()` is what the request path asks."""
+
+    def __init__(self, probe_factory: Callable[[], _Probe], *, max_records: int, interval_s: float,
+                 timeout_s: float, stale_after_s: float) -> None:  # fmt: skip
+        self._probe_factory = probe_factory
+        self.max_records = max_records
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._stale_after_s = stale_after_s
+        self.reading = LagReading(None, 0.0)
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.max_records <= 0 or self._thread is not None:
+            return  # 0 = off
+        self._thread = threading.Thread(target=self._run, name="lag-probe", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._timeout_s * 4 + 1)
+            self._thread = None
+
+    def current(self) -> int | None:
+        """Records of lag, or None when unknown (never measured, or the last success is stale)."""
+        reading = self.reading
+        if reading.records is None or time.monotonic() - reading.measured_at > self._stale_after_s:
+            return None
+        return reading.records
+
+    def over_bound(self) -> int | None:
+        """The lag when it is over the bound (refuse), else None (admit; also when unknown or off)."""
+        if self.max_records <= 0:
+            return None
+        lag = self.current()
+        return lag if lag is not None and lag > self.max_records else None
+
+    def _run(self) -> None:
+        probe = self._probe_factory()
+        try:
+            while not self._stop.is_set():
+                try:
+                    records = probe.measure(self._timeout_s)
+                    self.reading = LagReading(records, time.monotonic())
+                except Exception as exc:  # noqa: BLE001 - any probe failure means "unknown", never a crash
+                    self.failures += 1
+                    previous = self.reading
+                    self.reading = LagReading(previous.records, previous.measured_at, f"{type(exc).__name__}: {exc}")
+                    if self.failures == 1 or self.failures % 60 == 0:
+                        log.warning("cannot measure consumer lag (%s); unknown lag admits requests", exc)
+                self._stop.wait(self._interval_s)
+        finally:
+            probe.close()
