@@ -81,7 +81,7 @@ class ReceiverSettings(_Section):
     producer_linger_ms: float = Field(5.0, ge=0, description="How long the producer waits to fill a batch.")
     delivery_timeout_s: float = Field(30.0, gt=0, description="Time limit for Kafka to acknowledge a request's records.")
     max_consumer_lag_records: int = Field(
-        1000,
+        500,
         ge=0,
         description="Refuse new spans (429 + Retry-After / UNAVAILABLE) while the worker group is more than this many"
         " Kafka records behind on the spans topic; 0 = off. A record is at most max_record_bytes, so this also caps"

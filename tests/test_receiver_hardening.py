@@ -118,6 +118,18 @@ def test_request_with_a_span_too_big_for_a_record_is_refused_whole_and_stores_no
     assert records_in(stack) == 3  # the same spans without the big one: split into 3 records, all stored
 
 
+def test_a_request_whose_records_overflow_the_producer_queue_is_still_queued_whole(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """librdkafka's queue (1 MiB here) fills on the third of three 400 kB records: the request was admitted
+    (nothing else in flight), so the third record waits for room instead of the request being refused
+    with two records already queued, which the client's retry would store again."""
+    stack = make_stack(partitions=1, LLMOPS_RECEIVER__MAX_RECORD_BYTES="400000", LLMOPS_RECEIVER__PRODUCER_QUEUE_MAX_KBYTES="1024")
+    stack.start_receiver()
+    body = _request("svc-queue", 3, attr_bytes=390_000).SerializeToString()
+    response = requests.post(f"{stack.http_url}/v1/traces", data=body, headers=_PROTO, timeout=60)
+    assert response.status_code == 200
+    assert records_in(stack) == 3
+
+
 @pytest.fixture(scope="module")
 def small_limits(make_stack):  # type: ignore[no-untyped-def]
     stack = make_stack(partitions=1, LLMOPS_RECEIVER__MAX_REQUEST_BYTES=str(4 * 1024 * 1024))
