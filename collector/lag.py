@@ -46,6 +46,7 @@ class LagReading:
     records: int | None  # None until the first successful measurement
     measured_at: float  # time.monotonic() of that measurement
     error: str | None = None  # why the latest attempt failed, if it did
+    produced_before: int = 0  # this receiver's record count when that measurement started
 
 
 class LagGate:
@@ -60,6 +61,7 @@ class LagGate:
         self._stale_after_s = stale_after_s
         self.reading = LagReading(None, 0.0)
         self.failures = 0
+        self._produced = 0  # records this receiver queued; written by the event loop, read by the probe thread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,12 +77,16 @@ class LagGate:
             self._thread.join(timeout=self._timeout_s * 4 + 1)
             self._thread = None
 
+    def note_produced(self, records: int) -> None:
+        """Count records this receiver queued, so the estimate moves before the next measurement."""
+        self._produced += records
+
     def current(self) -> int | None:
-        """Records of lag, or None when unknown (never measured, or the last success is stale)."""
+        """Records of lag (the last measurement plus this receiver's records since), or None when unknown."""
         reading = self.reading
         if reading.records is None or time.monotonic() - reading.measured_at > self._stale_after_s:
             return None
-        return reading.records
+        return reading.records + (self._produced - reading.produced_before)
 
     def over_bound(self) -> int | None:
         """The lag when it is over the bound (refuse), else None (admit; also when unknown or off)."""
@@ -93,13 +99,14 @@ class LagGate:
         probe = self._probe_factory()
         try:
             while not self._stop.is_set():
+                produced_before = self._produced
                 try:
                     records = probe.measure(self._timeout_s)
-                    self.reading = LagReading(records, time.monotonic())
+                    self.reading = LagReading(records, time.monotonic(), produced_before=produced_before)
                 except Exception as exc:  # noqa: BLE001 - any probe failure means "unknown", never a crash
                     self.failures += 1
                     previous = self.reading
-                    self.reading = LagReading(previous.records, previous.measured_at, f"{type(exc).__name__}: {exc}")
+                    self.reading = LagReading(previous.records, previous.measured_at, f"{type(exc).__name__}: {exc}", previous.produced_before)
                     if self.failures == 1 or self.failures % 60 == 0:
                         log.warning("cannot measure consumer lag (%s); unknown lag admits requests", exc)
                 self._stop.wait(self._interval_s)

@@ -114,6 +114,8 @@ class OtlpReceiver:
             records = split_into_records(parsed, self._settings.max_record_bytes, wire)
         except TooLarge as exc:
             raise _SpanTooLarge(str(exc)) from exc
+        if self._lag_gate is not None:
+            self._lag_gate.note_produced(len(records))  # counted when queued: a refused or failed send still may be stored
         await asyncio.wait_for(self._writer.send(records), timeout=self._settings.delivery_timeout_s + 5)
         self.stats.requests += 1
         self.stats.spans += span_count(parsed)
