@@ -81,6 +81,7 @@ class OtlpReceiver:
         self._settings = settings
         self._writer = writer
         self._lag_gate = lag_gate
+        self._refusing = False
         # Digests, so every comparison is between equal-length values and none short-circuits.
         self._token_digests = [hashlib.sha256(t.get_secret_value().encode()).digest() for t in settings.bearer_tokens]
         self._runner: web.AppRunner | None = None
@@ -106,7 +107,16 @@ class OtlpReceiver:
 
     def _admit(self) -> None:
         """Refuse before reading or producing anything while the workers are too far behind."""
-        if self._lag_gate is not None and (lag := self._lag_gate.over_bound()) is not None:
+        if self._lag_gate is None:
+            return
+        lag = self._lag_gate.over_bound()
+        if (lag is not None) != self._refusing:  # log the transitions, not every request
+            self._refusing = lag is not None
+            if self._refusing:
+                log.warning("workers are %d records behind (limit %d): refusing new spans", lag, self._lag_gate.max_records)
+            else:
+                log.warning("workers caught up: accepting spans again")
+        if lag is not None:
             raise _Busy(f"workers are {lag} Kafka records behind (limit {self._lag_gate.max_records}), retry later")
 
     async def _accept(self, wire: bytes, parsed) -> None:  # type: ignore[no-untyped-def]

@@ -48,7 +48,7 @@ async def _serve(settings: Settings, bootstrap: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await receiver.stop()
-    log.info("receiver stopped", extra={"requests": receiver.stats.requests, "spans": receiver.stats.spans})
+    log.info("receiver stopped", extra={"requests": receiver.stats.requests, "spans": receiver.stats.spans, "rejected": receiver.stats.rejected})
 
 
 def run_receiver(settings: Settings, bootstrap: str) -> int:
