@@ -11,7 +11,7 @@ permanent):
   (no RetryInfo, so permanent); a span too big for one Kafka record -> 413 / INVALID_ARGUMENT
 - worker group lag over its bound, or the producer queue full -> 429 + Retry-After /
   UNAVAILABLE with RetryInfo
-- Kafka did not acknowledge -> 503 + Retry-After / UNAVAILABLE
+- Kafka did not acknowledge -> 503 + Retry-After / UNAVAILABLE with RetryInfo
 
 Every refusal is decided before the first record is produced, so a refused
 request leaves nothing in Kafka (collector/kafka_writer.py says what happens
@@ -125,7 +125,7 @@ class OtlpReceiver:
         except TooLarge as exc:
             raise _SpanTooLarge(str(exc)) from exc
         if self._lag_gate is not None:
-            self._lag_gate.note_produced(len(records))  # counted when queued: a refused or failed send still may be stored
+            self._lag_gate.note_produced(len(records))  # counted before sending: errs high, never low, until the next measurement
         await asyncio.wait_for(self._writer.send(records), timeout=self._settings.delivery_timeout_s + 5)
         self.stats.requests += 1
         self.stats.spans += span_count(parsed)
