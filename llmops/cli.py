@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = commands.add_parser("sql", help="Run one read-only SQL query against the store.")
     _add_settings_flags(sql, _COMMON + [("--sql-port", "sql.port", int)])
-    sql.add_argument("query", help="The SQL (SELECT/WITH/SHOW/DESCRIBE/EXPLAIN).")
+    sql.add_argument("query", help="One SELECT, SHOW, DESCRIBE TABLE, EXISTS or EXPLAIN statement on the llmops database.")
     sql.add_argument("--format", default="PrettyCompactMonoBlock", help="ClickHouse output format.")
     return parser
 
@@ -225,15 +225,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_command(args)
     if args.command == "sql":
-        from llmops.store import open_reader
-        from llmops.sql_endpoint import is_read_only_statement
+        from llmops.sql_cli import run_sql_command
 
-        if not is_read_only_statement(args.query):
-            print("llmops sql: only one read-only statement (SELECT/WITH/SHOW/DESCRIBE/EXPLAIN/EXISTS)", file=sys.stderr)
-            return 2
-        reader = open_reader(settings)
-        sys.stdout.write(reader.raw_query(args.query, fmt=args.format).decode())
-        return 0
+        return run_sql_command(settings, args.query, args.format)
     return 2
 
 

@@ -2,35 +2,44 @@
 
 chDB cannot open ClickHouse's own listeners, and only the worker process may
 own the store, so the worker serves this: GET/POST with `query`, a POST body,
-`default_format`, `database`, `param_*` query parameters and a trailing FORMAT
-clause, answered by the engine itself in the requested format. curl,
-`llmops sql`, Grafana and clickhouse-connect's HTTP client can read the store
-while the pipeline runs. Writes are refused twice: by statement kind here and
-by the engine (the handle runs with readonly=1).
+`default_format`, `database`, `param_*` query parameters and a FORMAT clause,
+answered by the engine itself in the requested format. curl, `llmops sql`,
+Grafana and clickhouse-connect's HTTP client can read the store while the
+pipeline runs.
+
+This module is the HTTP side only: who may ask (optional credentials as
+ClickHouse takes them, optional TLS) and how answers look (ClickHouse's
+headers and `Code: N. DB::Exception: … (NAME)` errors). What a query may do
+is decided by `llmops.sql_guard` on the engine's parse, and the limits and
+the bounded wait by `llmops.sql_engine`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import hmac
 import logging
-import re
+import ssl
 import uuid
+from pathlib import Path
 
 from aiohttp import web
+from pydantic import SecretStr
 
-from sinks.clickhouse.client import connect
+from llmops.sql_engine import EngineBusy, QueryLimits, SqlEngine, engine_path
+from llmops.sql_guard import QueryRefused
 
-__all__ = ["SqlEndpoint", "is_read_only_statement"]
+__all__ = ["SqlEndpoint"]
 
 log = logging.getLogger(__name__)
 
-_READ_KEYWORDS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-_COMMENT = re.compile(r"(--[^\n]*\n)|(/\*.*?\*/)", re.DOTALL)
-_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
-_RESERVED_PARAMS = {
+# URL parameters HTTP clients send about the transport or the session; they change no
+# engine setting here, so they are accepted and ignored (clickhouse-connect, clickhouse-go).
+_TRANSPORT_PARAMS = {
     "query", "default_format", "database", "user", "password", "query_id", "session_id", "session_timeout",
     "session_check", "compress", "decompress", "enable_http_compression", "wait_end_of_query", "readonly",
-    "buffer_size", "http_response_buffer_size", "send_progress_in_http_headers", "quota_key",
+    "buffer_size", "http_response_buffer_size", "send_progress_in_http_headers", "http_headers_progress_interval_ms",
+    "quota_key", "client_protocol_version", "cancel_http_readonly_queries_on_client_close",
 }  # fmt: skip
 _CONTENT_TYPES = {
     "JSON": "application/json; charset=UTF-8",
@@ -39,88 +48,137 @@ _CONTENT_TYPES = {
     "CSV": "text/csv; charset=UTF-8; header=absent",
     "CSVWithNames": "text/csv; charset=UTF-8; header=present",
 }
+# As ClickHouse's HTTP handler maps them: what the client got wrong is 4xx, the rest 500.
+_STATUS = {516: 401, 164: 403, 497: 403, 62: 400, 36: 400, 47: 400, 46: 400, 60: 404, 81: 404, 73: 400, 457: 400, 202: 503}
 
 
-def is_read_only_statement(sql: str) -> bool:
-    """True for one statement that can only read."""
-    text = _COMMENT.sub(" ", sql).strip().rstrip(";").strip()
-    if not text or ";" in text:
-        return False
-    first = text.split(None, 1)[0].upper().lstrip("(")
-    return first in _READ_KEYWORDS and "INTO OUTFILE" not in text.upper()
+def _error(code: int, name: str, message: str, query_id: str = "") -> web.Response:
+    text = message if message.startswith("Code: ") else f"Code: {code}. DB::Exception: {message.rstrip('.')}. ({name})"
+    headers = {"X-ClickHouse-Exception-Code": str(code)}
+    if query_id:
+        headers["X-ClickHouse-Query-Id"] = query_id
+    return web.Response(status=_STATUS.get(code, 500), text=text.strip() + "\n", headers=headers)
 
 
 class SqlEndpoint:
-    def __init__(self, dsn: str, database: str, host: str, port: int) -> None:
-        self._dsn = dsn
+    def __init__(
+        self,
+        dsn: str,
+        database: str,
+        host: str,
+        port: int,
+        *,
+        limits: QueryLimits | None = None,
+        max_concurrent_queries: int = 2,
+        max_queued_queries: int = 8,
+        queue_timeout_s: float = 5.0,
+        user: str = "default",
+        password: SecretStr | None = None,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
+    ) -> None:
+        self._engine = SqlEngine(
+            engine_path(dsn),
+            database,
+            limits or QueryLimits(),
+            max_concurrent_queries=max_concurrent_queries,
+            max_queued_queries=max_queued_queries,
+            queue_timeout_s=queue_timeout_s,
+        )
         self._database = database
         self._host = host
         self._port = port
+        self._user = user
+        self._password = password
+        self._tls = (tls_cert_file, tls_key_file) if tls_cert_file and tls_key_file else None
         self._runner: web.AppRunner | None = None
-        self._client = None
-        self._lock = asyncio.Lock()
         self.port: int | None = None
 
+    @classmethod
+    def from_settings(cls, settings) -> SqlEndpoint:  # type: ignore[no-untyped-def]
+        """The endpoint `llmops.config.Settings` describe (its `sql` section, the store, the listen address)."""
+        sql = settings.sql
+        limits = QueryLimits(sql.max_execution_time_s, sql.max_result_rows, sql.max_result_bytes, sql.max_memory_usage)
+        return cls(
+            settings.clickhouse_dsn, settings.clickhouse.database, settings.receiver.listen, sql.port,
+            limits=limits, max_concurrent_queries=sql.max_concurrent_queries, max_queued_queries=sql.max_queued_queries,
+            queue_timeout_s=sql.queue_timeout_s, user=sql.user, password=sql.password,
+            tls_cert_file=sql.tls_cert_file, tls_key_file=sql.tls_key_file,
+        )  # fmt: skip
+
     async def start(self) -> None:
-        self._client = connect(self._dsn, self._database, readonly=True)
+        self._engine.open()
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/ping", self._ping)
         app.router.add_route("*", "/", self._query)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        context = None
+        if self._tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(self._tls[0]), str(self._tls[1]))
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=context)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self._port
-        log.info("sql endpoint listening", extra={"host": self._host, "port": self.port})
+        log.info("sql endpoint listening", extra={"host": self._host, "port": self.port, "tls": context is not None})
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._engine.close()
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.Response(text="Ok.\n")
 
+    def _authorised(self, request: web.Request) -> bool:
+        """Credentials as ClickHouse takes them: basic auth, X-ClickHouse-User/Key headers, or user/password parameters."""
+        if self._password is None:
+            return True
+        user = request.headers.get("X-ClickHouse-User") or request.query.get("user")
+        key = request.headers.get("X-ClickHouse-Key") or request.query.get("password")
+        auth = request.headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                user, _, key = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+        if user is None or key is None:
+            return False
+        user_ok = hmac.compare_digest(user.encode(), self._user.encode())
+        key_ok = hmac.compare_digest(key.encode(), self._password.get_secret_value().encode())
+        return user_ok and key_ok
+
     async def _query(self, request: web.Request) -> web.Response:
+        query_id = request.query.get("query_id") or str(uuid.uuid4())
         if request.method not in ("GET", "POST"):
             return web.Response(status=405, text="only GET and POST\n")
+        if not self._authorised(request):
+            return _error(516, "AUTHENTICATION_FAILED", "Authentication failed: password is incorrect, or there is no user with such name")
         params = request.query
         sql = params.get("query", "")
         if request.method == "POST" and request.can_read_body:
             body = (await request.read()).decode("utf-8", errors="replace")
             sql = f"{sql}\n{body}" if sql else body
-        if not sql.strip():
-            return web.Response(status=400, text="Code: 62. Empty query. (SYNTAX_ERROR)\n")
-        if not is_read_only_statement(sql):
-            return web.Response(
-                status=403,
-                text="Code: 164. This endpoint is read-only: one SELECT/WITH/SHOW/DESCRIBE/EXPLAIN/EXISTS statement. (READONLY)\n",
-                headers={"X-ClickHouse-Exception-Code": "164"},
-            )
-        match = _FORMAT.search(sql.strip())
-        fmt = match.group(1) if match else params.get("default_format", "TabSeparated")
-        if match:
-            sql = sql.strip()[: match.start()].rstrip()
-        sql = sql.strip().rstrip(";")
-        parameters = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
-        settings = {k: v for k, v in params.items() if k not in _RESERVED_PARAMS and not k.startswith("param_")}
         database = params.get("database") or request.headers.get("X-ClickHouse-Database") or self._database
-        query_id = params.get("query_id") or str(uuid.uuid4())
+        if database != self._database:
+            return _error(497, "ACCESS_DENIED", f"Database {database} is not served here: only {self._database}", query_id)
+        settings = sorted(k for k in params if k not in _TRANSPORT_PARAMS and not k.startswith("param_"))
+        if settings:
+            return _error(164, "READONLY", f"Cannot modify '{settings[0]}' setting: this endpoint's settings are fixed", query_id)
+        parameters = {k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")}
         try:
-            async with self._lock:
-                body = await asyncio.to_thread(self._run, sql, fmt, parameters, settings, database)
+            body, fmt = await self._engine.execute(sql, params.get("default_format", "TabSeparated"), parameters)
+        except QueryRefused as refused:
+            return _error(refused.code, refused.name, str(refused), query_id)
+        except EngineBusy as busy:
+            return _error(202, "TOO_MANY_SIMULTANEOUS_QUERIES", f"Too many simultaneous queries: {busy}; retry later", query_id)
         except Exception as exc:  # the engine's message is the answer, as ClickHouse's own server does
             text = str(exc)
-            code = re.search(r"Code: (\d+)", text)
-            return web.Response(
-                status=400 if code and code.group(1) in {"62", "47", "60", "81", "164"} else 500,
-                text=text.strip() + "\n",
-                headers={"X-ClickHouse-Exception-Code": code.group(1) if code else "1001", "X-ClickHouse-Query-Id": query_id},
-            )
+            text = text[text.find("Code: ") :] if "Code: " in text else text
+            code = text[6:].split(".", 1)[0] if text.startswith("Code: ") else ""
+            return _error(int(code) if code.isdigit() else 1001, "STD_EXCEPTION", text, query_id)
         return web.Response(
             body=body,
             headers={
@@ -132,9 +190,3 @@ class SqlEndpoint:
                 "X-ClickHouse-Summary": '{"read_rows":"0","read_bytes":"0","written_rows":"0","written_bytes":"0"}',
             },
         )
-
-    def _run(self, sql: str, fmt: str, parameters: dict, settings: dict, database: str) -> bytes:
-        client = self._client
-        assert client is not None
-        client.database = database
-        return client.raw_query(sql, parameters=parameters or None, settings=settings or None, fmt=fmt)

@@ -103,7 +103,7 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
         worker = spawn_component("worker", env, config_file)
         host = local_host(settings.receiver.listen)
         if settings.embedded_store and settings.sql.enabled:
-            _wait_until(lambda: endpoint_alive(host, settings.sql.port), 120, "the worker's SQL endpoint", worker)
+            _wait_until(lambda: endpoint_alive(host, settings.sql.port, tls_ca=settings.sql.tls_cert_file), 120, "the worker's SQL endpoint", worker)
         receiver = spawn_component("receive", env, config_file)
         ready = wait_for_line(receiver, "receiver ready", 60)
         print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)

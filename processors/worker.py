@@ -27,7 +27,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     if settings.embedded_store and settings.sql.enabled:
         from llmops.sql_endpoint import SqlEndpoint
 
-        endpoint = SqlEndpoint(settings.clickhouse_dsn, settings.clickhouse.database, settings.receiver.listen, settings.sql.port)
+        endpoint = SqlEndpoint.from_settings(settings)
 
         @app.task
         async def _start_sql_endpoint() -> None:
