@@ -52,6 +52,8 @@ class QueryLimits:
             "max_memory_usage": str(self.max_memory_usage),
             "allow_python_table_function": "0",
             "allow_introspection_functions": "0",
+            # A URL read retries with backoff for ~30 s, past max_execution_time; one try if one ever got through.
+            "http_max_tries": "1",
         }
 
 

@@ -107,6 +107,7 @@ def _raw_readonly_handle(store: dict[str, Any]) -> Any:
     """A chDB handle with readonly=1 and no guard: what the endpoint had before."""
     handle = chdb.connect(engine_path(store["dsn"]))
     handle.query("USE llmops", "TSV")
+    handle.query("SET http_max_tries = 1", "TSV")  # a refused url() connection fails at once instead of retrying for 30 s
     handle.query("SET readonly = 1", "TSV")
     return handle
 
@@ -536,3 +537,24 @@ def test_llmops_sql_uses_the_same_guard_without_a_worker(tmp_path: Path) -> None
     refused = run("SELECT 'x' INTO  OUTFILE 'written.txt'")
     assert refused.returncode == 2 and "INTO OUTFILE" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "written.txt").exists() and not (store / "written.txt").exists()
+
+
+def test_readers_reach_an_endpoint_with_credentials_and_tls(store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`llmops report`/`sql` (open_reader, run_sql_command) use the configured credentials and trust the configured certificate."""
+    from llmops.config import Settings
+    from llmops.sql_cli import run_sql_command
+    from llmops.store import open_reader
+
+    cert, key = _self_signed(tmp_path)
+    server = Served(store["dsn"], limits=LIMITS, user="reader", password=SecretStr("pw"), tls_cert_file=cert, tls_key_file=key)
+    try:
+        sql = {"port": server.endpoint.port, "user": "reader", "password": "pw", "tls_cert_file": cert, "tls_key_file": key}
+        settings = Settings(data_dir=store["root"], sql=sql)  # type: ignore[arg-type]
+        assert open_reader(settings).query("SELECT count() FROM t").result_rows == [(100,)]
+        assert run_sql_command(settings, "SELECT 40 + 2", "TSV") == 0 and capsys.readouterr().out == "42\n"
+        assert run_sql_command(settings, "SELECT * FROM default.secret", "TSV") == 1
+        assert "ACCESS_DENIED" in capsys.readouterr().err
+        wrong = Settings(data_dir=store["root"], sql={**sql, "password": "nope"})  # type: ignore[arg-type]
+        assert run_sql_command(wrong, "SELECT 1", "TSV") == 1 and "AUTHENTICATION_FAILED" in capsys.readouterr().err
+    finally:
+        server.close()
