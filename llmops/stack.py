@@ -109,7 +109,8 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
         print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)
         print(f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})")
         if settings.embedded_store:
-            print(f"  SQL (read-only ClickHouse HTTP) http://{host}:{settings.sql.port}/?query=SELECT+count()+FROM+llmops.otel_traces")
+            scheme = "https" if settings.sql.tls_cert_file else "http"
+            print(f"  SQL (read-only ClickHouse HTTP) {scheme}://{host}:{settings.sql.port}/?query=SELECT+count()+FROM+llmops.otel_traces")
         print("  Ctrl-C to stop.", flush=True)
         if demo:
             from llmops.demo import DemoTraffic
