@@ -45,14 +45,14 @@ def bench_update(rng: np.random.Generator) -> list[tuple[str, str, str]]:
         values = rng.lognormal(np.log(400.0), 0.9, size)
         windows = T0 + 60 * rng.integers(0, 3, size)
         key_ids = rng.integers(0, keys, size)
-        names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", "chat") for k in range(keys)]
+        names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", f"model{k // 10}", "chat") for k in range(keys)]
         t = median_seconds(lambda: metric_rows(windows, key_ids, names, "ttft_ms", values), repeat=max(3, 1_000_000 // size))
         out.append((f"metric_rows {size:>9,} values, {keys:>5} keys x 3 min", f"{size / t / 1e6:8.1f} M values/s", f"{t * 1e3:8.2f} ms"))
     return out
 
 
 def load(client, rng: np.random.Generator, days: int, keys: int) -> tuple[int, int, float]:
-    names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", "chat") for k in range(keys)]
+    names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", f"model{k // 10}", "chat") for k in range(keys)]
     medians = rng.uniform(150.0, 1500.0, keys)
     rows_total = buckets_total = 0
     started = time.perf_counter()

@@ -11,15 +11,24 @@ from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from llmops.store import open_reader
 
-__all__ = ["DemoTraffic"]
+__all__ = ["DemoTraffic", "SUMMARY_QUERY", "summary_line"]
 
 log = logging.getLogger(__name__)
 
-_SUMMARY = """
-SELECT model, count() AS calls, countIf(status = 'error') AS errors,
-       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
-FROM llm_calls GROUP BY model ORDER BY calls DESC LIMIT 8
+# Grouped by the REQUESTED model (else the response model): a failed call usually has no response
+# model, so by billed model its failure would sit on another line than the request's successes.
+SUMMARY_QUERY = """
+SELECT if(request_model = '', response_model, request_model) AS requested_model, count() AS calls,
+       countIf(status = 'error') AS errors, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
+FROM llm_calls GROUP BY requested_model ORDER BY calls DESC LIMIT 8
 """
+
+
+def summary_line(model: str, calls: int, errors: int, input_tokens: int, output_tokens: int) -> str:
+    """One live-summary line: calls and failed share of one requested model, and its tokens."""
+    rate = f"{errors / calls:.1%}" if calls else "—"
+    return (f"  {model or '?':<34} calls {calls:>7,}  errors {errors:>5,} ({rate:>6})  "
+            f"tokens in {input_tokens:>12,} out {output_tokens:>10,}")
 
 
 class DemoTraffic(threading.Thread):
@@ -53,7 +62,7 @@ class DemoTraffic(threading.Thread):
                 reader = reader or open_reader(self._settings)
                 spans = int(reader.query("SELECT count() FROM otel_traces").result_rows[0][0])
                 errors = int(reader.query("SELECT count() FROM ingest_errors").result_rows[0][0])
-                rows = reader.query(_SUMMARY).result_rows
+                rows = reader.query(SUMMARY_QUERY).result_rows
             except Exception as exc:
                 log.warning("live summary unavailable: %s", exc)
                 continue
@@ -61,6 +70,6 @@ class DemoTraffic(threading.Thread):
             rate = (spans - last_spans) / (now - last_t)
             last_spans, last_t = spans, now
             lines = [f"\n[{time.strftime('%H:%M:%S')}] spans stored {spans:,} ({rate:,.0f}/s), ingest errors {errors}"]
-            lines += [f"  {m or '?':<34} calls {c:>7,}  errors {e:>5,}  tokens in {i:>12,} out {o:>10,}" for m, c, e, i, o in rows]
+            lines += [summary_line(m, c, e, i, o) for m, c, e, i, o in rows]
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()

@@ -7,7 +7,10 @@ sink inserts the result with
 
 Windows: 1-minute tumbling windows on event time (``LLMCall.ts_ns``, the span start),
 ``window_start`` = the UTC minute it falls in. Key: service, environment, provider, model
-(response model, else requested), operation. Metrics, one row each per window and key:
+(response model, else requested), request_model (requested, else response model), operation.
+Latency is a reliability question, so panels and alerts group by ``request_model``: a timeout
+has no response model and would otherwise sit on another row than the request's successes.
+Metrics, one row each per window and key:
 
 - ``ttft_ms``: time to first token, streamed calls only (``ttft_ms is not None``);
 - ``duration_ms``: every call;
@@ -53,7 +56,7 @@ METRIC_TTFT = "ttft_ms"
 METRIC_DURATION = "duration_ms"
 METRIC_TPOT = "tpot_ms"
 
-KEY_COLUMNS: tuple[str, ...] = ("service", "environment", "provider", "model", "operation")
+KEY_COLUMNS: tuple[str, ...] = ("service", "environment", "provider", "model", "request_model", "operation")
 ROW_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
 LATENCY_COLUMNS: tuple[str, ...] = (
     "window_start",
@@ -196,7 +199,8 @@ def latency_rows(calls: Iterable[LLMCall], relative_accuracy: float = DEFAULT_RE
     n = len(batch)
     key_index: dict[tuple[str, ...], int] = {}
     key_ids = np.fromiter(
-        (key_index.setdefault((c.service, c.environment, c.provider, c.model, c.operation), len(key_index)) for c in batch),
+        (key_index.setdefault((c.service, c.environment, c.provider, c.model, c.request_model or c.response_model, c.operation),
+                               len(key_index)) for c in batch),
         dtype=np.int64,
         count=n,
     )

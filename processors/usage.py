@@ -6,7 +6,15 @@ key add up to the same totals, whatever the arrival order or batch split, so
 late spans land as one more row and a restart that replays nothing already
 stored (the sink's offset fence) never counts twice. Readers sum (the
 `llm_usage_totals` view does it). Cost sums are exact Decimals; unpriced
-calls are counted in `unpriced_calls` and contribute nothing to `cost`.
+calls (cost None, failed ones included) are counted in `unpriced_calls` with
+their tokens in `unpriced_input_tokens` / `unpriced_output_tokens`, and
+contribute nothing to `cost`.
+
+The key holds both models: `model` is the billed one (response model, else the
+requested one) that cost groups by, `request_model` what the caller asked for,
+(else the response model), which reliability groups by: a failed call usually has no response model, so
+its failure would otherwise land on another row than the same request's
+successes (docs/dashboards.md).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class UsageKey(NamedTuple):
     team: str
     provider: str
     model: str
+    request_model: str
     operation: str
     agent: str
     prompt_name: str
@@ -67,6 +76,8 @@ class UsagePartial:
     reasoning_tokens: int = 0
     priced_calls: int = 0
     unpriced_calls: int = 0
+    unpriced_input_tokens: int = 0
+    unpriced_output_tokens: int = 0
     cost: Decimal = _ZERO
     reported_cost_calls: int = 0
     reported_cost: Decimal = _ZERO
@@ -82,6 +93,8 @@ class UsagePartial:
         self.reasoning_tokens += call.reasoning_tokens
         if call.cost is None:
             self.unpriced_calls += 1
+            self.unpriced_input_tokens += call.input_tokens
+            self.unpriced_output_tokens += call.output_tokens
         else:
             self.priced_calls += 1
             self.cost += call.cost
@@ -106,11 +119,13 @@ _INT_FIELDS: Final = (
     "reasoning_tokens",
     "priced_calls",
     "unpriced_calls",
+    "unpriced_input_tokens",
+    "unpriced_output_tokens",
     "reported_cost_calls",
 )
 
 USAGE_KEY_COLUMNS: Final = UsageKey._fields
-USAGE_VALUE_COLUMNS: Final = (*_INT_FIELDS[:9], "cost", "reported_cost_calls", "reported_cost")
+USAGE_VALUE_COLUMNS: Final = (*_INT_FIELDS[:11], "cost", "reported_cost_calls", "reported_cost")
 # Column order of llm_usage_1m without the sink's delivery columns (_ingest_source, _ingest_offset).
 USAGE_COLUMNS: Final = (*USAGE_KEY_COLUMNS, *USAGE_VALUE_COLUMNS)
 
@@ -131,6 +146,7 @@ def usage_partials(calls: Iterable[LLMCall]) -> dict[UsageKey, UsagePartial]:
             call.team,
             call.provider,
             call.response_model or call.request_model,
+            call.request_model or call.response_model,
             call.operation,
             call.agent,
             call.prompt_name,

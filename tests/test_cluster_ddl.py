@@ -99,6 +99,14 @@ def _by_name() -> dict[str, str]:
     return {m.group(2): s for s in _statements(CLUSTER) if (m := _CREATED.match(s))}
 
 
+_ALTERED = re.compile(r"^ALTER TABLE (\w+) ON CLUSTER")
+
+
+def _alters(table: str) -> list[str]:
+    """The later cluster migrations' ALTERs of `table`, in file order, as a single server would run them."""
+    return [_ON_CLUSTER.sub("", s, count=1) for s in _statements(CLUSTER) if (m := _ALTERED.match(s)) and m.group(1) == table]
+
+
 @pytest.fixture(scope="module")
 def local_tables(client: Client) -> list[str]:
     """Every `<table>_local`, created with the single-node engine in LOCAL_DB; returns the contract names."""
@@ -106,6 +114,8 @@ def local_tables(client: Client) -> list[str]:
     tables = _contract_tables(client)
     for table in tables:
         _run_in(client, LOCAL_DB, _local_single_node(by_name[f"{table}_local"]))
+        for alter in _alters(f"{table}_local"):
+            _run_in(client, LOCAL_DB, alter)
     return tables
 
 
@@ -194,6 +204,8 @@ def test_distributed_tables_have_the_contract_columns_and_keys(client: Client) -
             assert key == PARTITION_KEY, table
         twin = _DISTRIBUTED.sub("ENGINE = Memory", _ON_CLUSTER.sub("", by_name[table], count=1))
         _run_in(client, DIST_DB, twin)
+        for alter in _alters(table):
+            _run_in(client, DIST_DB, alter)
         # Codecs live on the storing tables only; everything else is the contract table's.
         strip = lambda rows: [r[:4] + r[5:] for r in rows]  # noqa: E731
         assert strip(_columns(client, DIST_DB, table)) == strip(_columns(client, DB, table)), table

@@ -178,14 +178,14 @@ def test_alert_rules_are_complete_and_backend_safe() -> None:
             assert set(rule["labels"]) >= {"team", "service", "model", "severity"}
             assert rule["labels"]["severity"] in ("critical", "warning")
             assert rule["annotations"]["summary"] and rule["annotations"]["runbook_url"]
-            match = re.fullmatch(r"/d/([a-z-]+)/[a-z-]+\?viewPanel=(\d+)", rule["annotations"]["runbook_url"])
+            match = re.match(r"/d/([a-z-]+)/[a-z-]+\?viewPanel=(\d+)&from=now-\d+[mh]&to=now", rule["annotations"]["runbook_url"])
             assert match and int(match.group(2)) in panel_ids[match.group(1)], rule["annotations"]["runbook_url"]
             for template in rule["labels"].values():  # file provisioning expands $x in labels: escape as $$
                 assert not re.search(r"(?<!\$)\$(?!\$)", template), template
             sql = rule["data"][0]["model"]["rawSql"]
             assert "$__timeFilter(" in sql and "relativeTimeRange" in rule["data"][0]
             render_alert_query(sql, TimeRange.relative(datetime(2026, 1, 1, tzinfo=timezone.utc), 600))
-    assert len(uids) == len(set(uids)) == 8
+    assert len(uids) == len(set(uids)) == 9
 
 
 def test_contact_points_and_policy_route_by_severity_and_team() -> None:

@@ -328,7 +328,7 @@ def test_dry_run_reads_only_and_reports_what_would_change(grafana: tuple[str, Fa
     url, state = grafana
     report = _sync(url, dry_run=True)
     assert state.writes == [] and state.datasources == {} and state.dashboards == {}
-    assert sum(c.action == "create" for c in report.changes) == 1 + 1 + 4 + 8 + 1
+    assert sum(c.action == "create" for c in report.changes) == 1 + 1 + 4 + 9 + 1
     assert "would create: dashboard llmops-latency" in report.render()
     assert "dry run: nothing written" in report.render()
 

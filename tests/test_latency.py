@@ -95,7 +95,8 @@ def test_metrics_by_hand() -> None:
         assert r["sketch_gamma"] == gamma_for(0.01)
         assert sum(r["sketch"].values()) == r["count"]
         assert {k: r[k] for k in KEY_COLUMNS} == {
-            "service": "chat-api", "environment": "prod", "provider": "openai", "model": "gpt-4o", "operation": "chat",
+            "service": "chat-api", "environment": "prod", "provider": "openai", "model": "gpt-4o", "request_model": "gpt-4o",
+            "operation": "chat",
         }
 
 
@@ -112,9 +113,9 @@ def test_keys_are_kept_apart_and_model_prefers_response_model() -> None:
     rows = only(latency_rows(calls), METRIC_DURATION)
     assert len(rows) == 6
     by_key = {tuple(r[k] for k in KEY_COLUMNS): (r["count"], r["sum"]) for r in rows}
-    assert by_key[("chat-api", "prod", "openai", "gpt-4o", "chat")] == (2, 800.0)
-    assert by_key[("chat-api", "prod", "openai", "gpt-4o-2024-08-06", "chat")] == (1, 600.0)
-    assert by_key[("search", "prod", "openai", "gpt-4o", "chat")] == (1, 200.0)
+    assert by_key[("chat-api", "prod", "openai", "gpt-4o", "gpt-4o", "chat")] == (2, 800.0)
+    assert by_key[("chat-api", "prod", "openai", "gpt-4o-2024-08-06", "gpt-4o", "chat")] == (1, 600.0)
+    assert by_key[("search", "prod", "openai", "gpt-4o", "gpt-4o", "chat")] == (1, 200.0)
 
 
 def test_zero_and_negative_values_are_counted() -> None:

@@ -134,7 +134,7 @@ def test_quantiles_per_window_and_merged_in_clickhouse(ch: Client, dataset: tupl
     half = N // 2
     batches = [slice(0, half), slice(half, N)]
     for part in batches:
-        rows = metric_rows(T0 + 60 * windows[part], np.zeros(part.stop - part.start, np.int64), [("svc", "prod", "p", name, "chat")], metric, values[part])
+        rows = metric_rows(T0 + 60 * windows[part], np.zeros(part.stop - part.start, np.int64), [("svc", "prod", "p", name, name, "chat")], metric, values[part])
         assert len(rows) == WINDOWS
         insert(ch, rows)
 
@@ -166,7 +166,7 @@ def test_sumMap_equals_python_merge_bucket_for_bucket(ch: Client) -> None:
     rng = np.random.default_rng(11)
     values = np.concatenate([rng.lognormal(3, 2, 5000), [-1.0, 0.0]])
     windows = rng.integers(0, 5, size=values.size)
-    rows = metric_rows(T0 + 60 * windows, np.zeros(values.size, np.int64), [("s", "e", "p", "m", "o")], "test_buckets", values)
+    rows = metric_rows(T0 + 60 * windows, np.zeros(values.size, np.int64), [("s", "e", "p", "m", "m", "o")], "test_buckets", values)
     insert(ch, rows)
     buckets, nonpositive = ch.query(
         "SELECT sumMap(sketch), sum(nonpositive_count) FROM llm_latency_1m WHERE metric = 'test_buckets'"

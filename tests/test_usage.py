@@ -20,7 +20,8 @@ call_strategy = st.builds(
     span_id=st.just("s"),
     service=st.sampled_from(["a", "b"]),
     team=st.sampled_from(["", "search"]),
-    response_model=st.sampled_from(["gpt-4o", "claude-sonnet-4", "mystery"]),
+    request_model=st.sampled_from(["", "gpt-4o", "claude-sonnet-4"]),
+    response_model=st.sampled_from(["", "gpt-4o-2024-08-06", "claude-sonnet-4", "mystery"]),
     prompt_version=st.sampled_from(["", "v1", "v2"]),
     input_tokens=st.integers(0, 10**6),
     output_tokens=st.integers(0, 10**5),
@@ -34,12 +35,12 @@ call_strategy = st.builds(
 
 def _key(call: LLMCall) -> tuple:
     return ((call.ts_ns // 60_000_000_000) * 60, call.service, call.environment, call.team, call.provider,
-            call.response_model or call.request_model, call.operation, call.agent, call.prompt_name, call.prompt_version)
+            call.response_model or call.request_model, call.request_model or call.response_model, call.operation, call.agent, call.prompt_name, call.prompt_version)
 
 
 def _reference(calls: list[LLMCall]) -> dict[tuple, tuple]:
     """Per-call sums computed independently of processors.usage."""
-    out: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0)])
+    out: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0), 0, 0])
     for c in calls:
         acc = out[_key(c)]
         acc[0] += 1
@@ -50,18 +51,21 @@ def _reference(calls: list[LLMCall]) -> dict[tuple, tuple]:
         acc[5] += c.cache_read_tokens
         acc[6] += c.cost if c.cost is not None else 0
         acc[7] += c.reported_cost if c.reported_cost is not None else 0
+        acc[8] += c.input_tokens if c.cost is None else 0
+        acc[9] += c.output_tokens if c.cost is None else 0
     return {k: tuple(v) for k, v in out.items()}
 
 
 def _sum_rows(rows_list: list[tuple[dict, list]]) -> dict[tuple, tuple]:
     """What `SELECT ... sum(...) GROUP BY window, key` over the stored partial rows returns."""
-    out: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0)])
+    out: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0), 0, 0])
     for data, names in rows_list:
         assert names == list(USAGE_COLUMNS)
         for i in range(len(data["calls"])):
             acc = out[tuple(data[k][i] for k in USAGE_KEY_COLUMNS)]
             for j, name in enumerate(["calls", "errors", "input_tokens", "output_tokens", "unpriced_calls",
-                                      "cache_read_tokens", "cost", "reported_cost"]):
+                                      "cache_read_tokens", "cost", "reported_cost",
+                                      "unpriced_input_tokens", "unpriced_output_tokens"]):
                 acc[j] += data[name][i]
     return {k: tuple(v) for k, v in out.items()}
 
@@ -114,6 +118,7 @@ def test_partial_rows_by_hand() -> None:
     assert sorted(k.window_start for k in partials) == [window, window + 60]
     first = next(p for k, p in partials.items() if k.window_start == window)
     assert (first.calls, first.errors, first.input_tokens, first.unpriced_calls, first.priced_calls) == (2, 1, 15, 1, 1)
+    assert (first.unpriced_input_tokens, first.unpriced_output_tokens) == (5, 0)
     assert first.cost == Decimal("0.000000000001")
     rows = usage_rows([a, b, c])
     assert rows.table == "llm_usage_1m" and len(rows) == 2 and rows.column_names == list(USAGE_COLUMNS)
