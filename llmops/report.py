@@ -27,7 +27,7 @@ REPORT_QUERIES: dict[str, str] = {
             (SELECT if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) FROM llm_calls) AS cost_usd,
             (SELECT countIf(cost IS NOT NULL) FROM llm_calls) AS priced_calls,
             (SELECT countIf(cost IS NULL) FROM llm_calls) AS unpriced_calls,
-            (SELECT sumIf(input_tokens + output_tokens, cost IS NULL) FROM llm_calls) AS unpriced_tokens,
+            (SELECT sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) FROM llm_calls) AS unpriced_tokens,
             (SELECT count() FROM ingest_errors) AS ingest_errors,
             (SELECT countIf(dead_lettered) FROM ingest_errors) AS dead_lettered
     """,
@@ -41,19 +41,19 @@ REPORT_QUERIES: dict[str, str] = {
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                sum(cache_read_tokens) AS cache_read_tokens, sum(reasoning_tokens) AS reasoning_tokens,
                if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd, countIf(cost IS NULL) AS unpriced_calls,
-               sumIf(input_tokens + output_tokens, cost IS NULL) AS unpriced_tokens,
+               sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens,
                if(countIf(reported_cost IS NOT NULL) = 0, NULL, toString(sum(reported_cost))) AS reported_cost_usd
         FROM llm_calls GROUP BY provider, model ORDER BY calls DESC, model
     """,
     "by_team": """
         SELECT team, count() AS calls, if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd,
-               countIf(cost IS NULL) AS unpriced_calls, sumIf(input_tokens + output_tokens, cost IS NULL) AS unpriced_tokens
+               countIf(cost IS NULL) AS unpriced_calls, sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens
         FROM llm_calls GROUP BY team ORDER BY calls DESC, team
     """,
     "by_service": """
         SELECT service, environment, team, count() AS calls, sum(input_tokens) AS input_tokens,
                sum(output_tokens) AS output_tokens, if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd,
-               countIf(cost IS NULL) AS unpriced_calls, sumIf(input_tokens + output_tokens, cost IS NULL) AS unpriced_tokens
+               countIf(cost IS NULL) AS unpriced_calls, sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens
         FROM llm_calls GROUP BY service, environment, team ORDER BY calls DESC, service
     """,
     # Percentiles come from the per-window sketches merged in ClickHouse (1% relative accuracy);
