@@ -131,6 +131,14 @@ class DriftSettings(_Section):
         ["model", "prompt_name", "prompt_version"],
         description="What splits drift keys besides the service: any of model, prompt_name, prompt_version.",
     )
+    change_persist_s: float = Field(
+        120.0, gt=0,
+        description="A new model, prompt version or embedding model is a change event once it kept change_min_share of its key's calls this long (event time).",
+    )
+    change_min_share: float = Field(
+        0.1, gt=0, le=1,
+        description="Share of a key's calls (service and prompt name) that makes a value part of its traffic: new values below it are a mix, not a change.",
+    )
 
     @field_validator("key_fields")
     @classmethod

@@ -151,7 +151,8 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
     d = settings.drift
     config = DriftStageConfig(window_s=d.window_s, lateness_s=d.lateness_s, idle_close_s=d.idle_close_s,
                               reservoir_size=d.reservoir_size, max_keys=d.max_keys, history_windows=d.history_windows,
-                              key_fields=tuple(d.key_fields))  # fmt: skip
+                              key_fields=tuple(d.key_fields), change_persist_s=d.change_persist_s,
+                              change_min_share=d.change_min_share)  # fmt: skip
     stage = DriftStage(DriftTracker(config), sink)
 
     @app.agent(drift_topic, name="drift_windows")

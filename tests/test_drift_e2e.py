@@ -45,9 +45,15 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
     others = (f"SELECT count() FROM llm_drift WHERE NOT (service = '{key.service}' AND prompt_name = '{key.prompt_name}')")
     wait_until(lambda: stack.count(others) > 0, 120, "other keys evaluated")
 
+    wait_until(lambda: stack.count("SELECT count() FROM change_events") > 0, 120, "change event written")
     client = stack.reader()
-    events = client.query("SELECT service, kind, old_value, new_value, prompt_name FROM change_events WHERE kind = 'prompt_version'").result_rows
-    assert events == [(key.service, "prompt_version", key.from_version, key.to_version, key.prompt_name)]
+    # One change in this traffic: the switch. The steady mix of models and versions around it is no change.
+    events = client.query("SELECT service, kind, old_value, new_value, prompt_name, toUnixTimestamp64Nano(ts) FROM change_events").result_rows
+    assert [e[:5] for e in events] == [(key.service, "prompt_version", key.from_version, key.to_version, key.prompt_name)]
+    assert abs(events[0][5] - summary.drift.switch_time_ns) <= 10**9  # stamped with the first call on the new version
+    # Every verdict is judged against the past: its reference ended before the judged window opened.
+    assert client.query("SELECT count() FROM llm_drift WHERE reference_end > window_start").result_rows[0][0] == 0
+    assert client.query("SELECT count() FROM llm_drift").result_rows[0][0] > 0
     drifted = client.query(
         "SELECT DISTINCT service, prompt_name, prompt_version, reference FROM llm_drift WHERE drifted"
     ).result_rows

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import json
+import re
+import time
 
 import numpy as np
 import pytest
 
 from processors.drift.stream import DriftStageConfig, DriftTracker
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 WINDOW = 60
 T0 = 1_764_000_000 // WINDOW * WINDOW  # a window boundary, in seconds
@@ -33,7 +40,8 @@ def _answer(words: int, rng: np.random.Generator, refusal: bool = False) -> str:
     return json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}])
 
 
-def _calls(rng: np.random.Generator, start_s: float, n: int, version: str, words: float, model: str = "m1") -> list[dict]:
+def _calls(rng: np.random.Generator, start_s: float, n: int, version: str, words: float, model: str = "m1",
+           prompt: str = "answer") -> list[dict]:
     ids = [next(_ids) for _ in range(n)]
     return [
         {
@@ -41,7 +49,7 @@ def _calls(rng: np.random.Generator, start_s: float, n: int, version: str, words
             "span_id": f"{ids[i]:016x}",
             "trace_id": f"{ids[i]:032x}",
             "model": model,
-            "prompt_name": "answer",
+            "prompt_name": prompt,
             "prompt_version": version,
             "output_tokens": int(rng.poisson(words * 1.3)),
             "ttft_ms": float(rng.lognormal(5, 0.3)),
@@ -56,28 +64,42 @@ def _tracker(clock: Clock, **overrides) -> DriftTracker:  # type: ignore[no-unty
     return DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=400, **overrides), clock=clock)
 
 
+def _rows(table) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [dict(zip(table.column_names, row)) for row in zip(*table.columns)]
+
+
+def assert_judged_against_the_past(rows: list[dict]) -> None:
+    """Every verdict's reference ended before the judged window opened (the pinned one included), and its
+    text names those windows in full."""
+    for r in rows:
+        assert r["reference_end"] <= r["window_start"], r
+        for end in re.findall(r"\.\.(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)", r["reference"]):
+            assert calendar.timegm(time.strptime(end, "%Y-%m-%dT%H:%M:%SZ")) * 1000 <= r["window_start"], r
+
+
 def test_version_switch_gives_change_event_and_drift_against_previous_version() -> None:
     rng = np.random.default_rng(1)
     clock = Clock()
     tracker = _tracker(clock)
-    tracker.add("bot", _calls(rng, T0, 300, "v3", 40))
-    tracker.add("bot", _calls(rng, T0 + WINDOW, 300, "v3", 40, model="m2"))  # another key, unchanged
-    tracker.add("bot", _calls(rng, T0 + WINDOW, 300, "v4", 100))  # new version, longer answers
-    tracker.add("bot", _calls(rng, T0 + 2 * WINDOW + 10, 5, "v4", 100))  # moves the watermark past window 2
+    for w in range(5):
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 300, "v3", 40, model="m2", prompt="other"))  # another key, unchanged
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 300, "v3" if w < 3 else "v4", 40 if w < 3 else 100))  # v4: longer answers
+    tracker.add("bot", _calls(rng, T0 + 5 * WINDOW + 10, 5, "v4", 100) + _calls(rng, T0 + 5 * WINDOW + 10, 5, "v3", 40, "m2", "other"))
     drift, changes = tracker.close()
-    events = list(zip(*changes.columns))
-    kinds = {(e[2], e[3], e[4]) for e in events}
-    assert ("prompt_version", "v3", "v4") in kinds
-    assert ("response_model", "m1", "m2") in kinds  # the same prompt served by a new model
-    tracker.add("bot", _calls(rng, T0 + 2 * WINDOW + 20, 5, "v3", 40))  # back to v3: seen before, not new
+    first_v4 = T0 + 3 * WINDOW  # the first v4 call of the stream
+    assert [(e[1], e[2], e[3], e[4], e[6]) for e in zip(*changes.columns)] == [("bot", "prompt_version", "v3", "v4", "answer")]
+    assert changes.columns[0] == [first_v4 * 10**9]
+    tracker.add("bot", _calls(rng, T0 + 5 * WINDOW + 20, 5, "v3", 40))  # back to v3: seen before, not new
     assert len(tracker.close()[1]) == 0
-    rows = [dict(zip(drift.column_names, row)) for row in zip(*drift.columns)]
+    rows = _rows(drift)
+    assert_judged_against_the_past(rows)
     v4 = [r for r in rows if r["prompt_version"] == "v4"]
     assert v4 and any(r["drifted"] for r in v4 if r["signal"] == "answer_length")
-    assert all(r["reference"].startswith("previous version v3") for r in v4)
+    first = [r for r in v4 if r["window_start"] == first_v4 * 1000]
+    assert first and all(r["reference"] == f"previous version v3: window {_iso(T0 + 2 * WINDOW)}..{_iso(first_v4)}" for r in first)
     assert {r["n_cur"] for r in v4 if r["signal"] == "answer_length"} == {300}
     # The first window of a key with no history and no previous version has no reference: no rows.
-    assert not [r for r in rows if r["model"] == "m2"]
+    assert not [r for r in rows if r["model"] == "m2" and r["window_start"] == T0 * 1000]
 
 
 def test_same_distribution_does_not_drift_and_reference_is_own_history() -> None:
@@ -93,6 +115,7 @@ def test_same_distribution_does_not_drift_and_reference_is_own_history() -> None
     assert rows and not any(r["drifted"] for r in rows)
     assert {r["window_start"] for r in rows} == {(T0 + w * WINDOW) * 1000 for w in (1, 2, 3)}
     assert all(r["reference"].startswith("own history") for r in rows)
+    assert_judged_against_the_past(rows)
 
 
 def test_late_calls_are_counted_and_idle_clock_closes_windows() -> None:
@@ -137,8 +160,9 @@ def test_pinned_window_becomes_the_reference() -> None:
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 200, "v1", 40))
     tracker.add("bot", _calls(rng, T0 + 5 * WINDOW, 1, "v1", 40))
     drift, _ = tracker.close()
-    rows = [dict(zip(drift.column_names, row)) for row in zip(*drift.columns)]
-    assert rows and {r["reference"] for r in rows} == {"pinned reference"}
+    rows = _rows(drift)
+    assert rows and {r["reference"] for r in rows} == {f"pinned reference (windows up to {_iso(T0 + 3 * WINDOW)})"}
+    assert_judged_against_the_past(rows)
 
 
 def test_history_is_trimmed_to_twice_the_reservoir() -> None:
@@ -219,7 +243,7 @@ def test_sieved_records_give_the_tracker_the_same_windows_as_every_call() -> Non
         assert sorted(a.open[start].sample._items) == sorted(b.open[start].sample._items)  # the same calls, by priority
     assert direct.calls_seen == sieved.calls_seen == len(calls)
     a_changes, b_changes = direct.close()[1], sieved.close()[1]
-    assert len(a_changes) == len(b_changes) == 1 and a_changes.columns == b_changes.columns
+    assert a_changes.columns == b_changes.columns  # v1 and v2 run side by side from the start: a mix, no event
 
 
 def test_watermarks_are_per_key_and_future_clocks_do_not_close_windows() -> None:
@@ -241,23 +265,46 @@ def test_an_older_version_is_never_compared_with_its_successor() -> None:
     clock = Clock()
     tracker = _tracker(clock)
     tracker.add("bot", _calls(rng, T0, 10, "v3", 40))  # v3 first; too few calls to be its own reference
-    tracker.add("bot", _calls(rng, T0 + WINDOW, 100, "v4", 100))
-    tracker.add("bot", _calls(rng, T0 + WINDOW, 100, "v3", 40))  # v3 still running after v4 appeared
-    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 1, "v4", 100))  # v4's windows close first
+    for w in (1, 2):
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 100, "v4", 100))
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 100, "v3", 40))  # v3 still running after v4 appeared
+    tracker.add("bot", _calls(rng, T0 + 4 * WINDOW, 1, "v4", 100))  # v4's windows close first
     first, _ = tracker.close()
-    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 1, "v3", 40))  # then v3's
+    tracker.add("bot", _calls(rng, T0 + 4 * WINDOW, 1, "v3", 40))  # then v3's
     second, _ = tracker.close()
     rows = [dict(zip(d.column_names, row)) for d in (first, second) for row in zip(*d.columns)]
-    references = {(r["prompt_version"], r["reference"].split(":")[0]) for r in rows}
-    assert ("v4", "previous version v3") in references
-    assert not [ref for version, ref in references if version == "v3" and ref.startswith("previous version")]
+    assert_judged_against_the_past(rows)
+    references = {(r["prompt_version"], r["window_start"] // 1000 - T0, r["reference"].split(":")[0]) for r in rows}
+    # v4's first window has no past of its own and v3's only past window is too small: no verdict, rather
+    # than one against v3's window running at the same time. Its second window is judged against its first.
+    assert {(v, w) for v, w, _ in references} == {("v4", 2 * WINDOW), ("v3", 2 * WINDOW)}
+    assert ("v4", 2 * WINDOW, "own history") in references
+    assert not [ref for version, _, ref in references if version == "v3" and ref.startswith("previous version")]
+
+
+def test_a_reference_never_comes_from_a_window_that_ends_after_the_judged_one_opened() -> None:
+    """The bug on-call saw: window 10:45 of v4 judged against "v3 window 11:00". v3 is seen first, but
+    only for a later window (a backfill); v4's windows must not use it."""
+    rng = np.random.default_rng(12)
+    clock = Clock()
+    tracker = _tracker(clock)
+    tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 300, "v3", 40))  # first sighting of v3, event time later
+    for w in range(3):
+        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 300, "v4", 100))
+    tracker.add("bot", _calls(rng, T0 + 5 * WINDOW, 1, "v4", 100) + _calls(rng, T0 + 5 * WINDOW, 1, "v3", 40))
+    rows = _rows(tracker.close()[0])
+    assert_judged_against_the_past(rows)
+    v4 = {(r["window_start"] // 1000 - T0, r["reference"].split(":")[0]) for r in rows if r["prompt_version"] == "v4"}
+    assert v4 == {(WINDOW, "own history"), (2 * WINDOW, "own history")}
 
 
 def test_key_fields_are_configurable() -> None:
     rng = np.random.default_rng(10)
     clock = Clock()
     coarse = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, key_fields=("model",)), clock=clock)
-    coarse.add("bot", _calls(rng, T0, 50, "v1", 20) + _calls(rng, T0, 50, "v2", 20))
+    for w in range(6):
+        coarse.add("bot", _calls(rng, T0 + w * WINDOW, 50, "v1" if w < 3 else "v2", 20))
+    coarse.add("bot", _calls(rng, T0 + 6 * WINDOW + 10, 1, "v2", 20))
     assert coarse.live_keys == 1  # versions share one key
     assert len(coarse.close()[1]) == 1  # the version change is still a change event
     with pytest.raises(ValueError):

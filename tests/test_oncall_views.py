@@ -248,3 +248,21 @@ def test_report_prints_missing_values_and_sensible_precision(store: Any) -> None
     assert "1.23e-09" in drift and "0.123" in drift and "0.123456" not in drift
     assert "previous version v3: window 2026-05-04T08:45:00Z..2026-05-04T09:00:00Z" in drift
     assert "2026-05-04T09:00:00Z" in drift
+
+
+def test_docs_say_which_model_each_spend_and_latency_panel_groups_by() -> None:
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "dashboards.md").read_text()
+    rows = {cells[0]: cells[1] for line in docs.splitlines() if line.startswith("| ")
+            for cells in [[c.strip() for c in line.strip("|").split("|")]] if len(cells) == 3}
+    for name in ("spend", "latency"):
+        for panel in json.loads((root / "dashboards" / "json" / f"{name}.json").read_text())["panels"]:
+            assert panel["title"] in rows, panel["title"]
+            sql = panel["targets"][0]["rawSql"]
+            if "GROUP BY time, request_model" in sql or "GROUP BY metric, provider, request_model" in sql:
+                assert "requested model" in rows[panel["title"]], panel["title"]
+            if "GROUP BY time, model" in sql or "GROUP BY service, team, model" in sql or "GROUP BY provider, model" in sql:
+                assert "billed model" in rows[panel["title"]], panel["title"]

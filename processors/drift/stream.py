@@ -15,14 +15,21 @@ costs no more CPU than a quiet one), at most `max_keys` live
 keys (least recently used evicted, counted), and `history_windows` closed
 reservoirs per key for the reference.
 
-Reference of a closed window, in order:
+Reference of a closed window, in order, and always made of the past: only windows
+that closed before the judged window opened (`llm_drift.reference_end` <= `window_start`
+on every row, and the reference text names the exact windows):
 1. a pinned reference for the key, if one was set (`pin` freezes the key's
    reference as it is at that moment);
 2. the key's own closed windows of the last `history_windows` (24 h by default),
    merged into one sample, each window weighted by its number of calls;
-3. for a new prompt version or model with no history yet: the previous
-   version's last closed window of the same service, model and prompt, so the
-   dashboard can say "answers drifted after prompt v12".
+3. for a new prompt version or model with no history yet: the latest closed window,
+   ended before this one opened, of a version of the same service, model and prompt
+   first seen before this one, so the dashboard can say "answers drifted after prompt
+   v12". Without such a window there is no reference and no verdict.
+
+Change events come from `processors.drift.changes.ChangeDetector`, fed with the
+same tallies (a new value that persists, or one that carried the key and stops;
+stamped with the first call's event time).
 """
 
 from __future__ import annotations
@@ -35,17 +42,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from processors.drift.changes import ChangeConfig, ChangeDetector
 from processors.drift.sampling import BottomK, KeyRegistry, call_priority
 from processors.drift.signals import CallSignals, SignalOptions, extract_signals
 from processors.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
-from processors.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, window_index
+from processors.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, tally_resolution_s, window_index
 from sinks.clickhouse.batches import TableRows
 
 __all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]
 
 DRIFT_COLUMNS = [
     "window_start", "window_end", "service", "model", "prompt_name", "prompt_version", "signal", "statistic",
-    "value", "p_value", "threshold", "drifted", "n_ref", "n_cur", "reference",
+    "value", "p_value", "threshold", "drifted", "n_ref", "n_cur", "reference", "reference_end",
 ]  # fmt: skip
 CHANGE_COLUMNS = ["ts", "service", "kind", "old_value", "new_value", "model", "prompt_name", "trace_id", "span_id"]
 
@@ -78,6 +86,14 @@ class DriftStageConfig:
     statistics: DriftConfig = field(default_factory=DriftConfig)
     signals: SignalOptions = field(default_factory=SignalOptions)
     seed: int = 0
+    change_persist_s: float = 120.0  # a new value must keep its share this long before it is a change event
+    change_min_share: float = 0.1  # share of a key's calls that makes a value part of its traffic
+
+    def change_config(self) -> ChangeConfig:
+        """The change detector's settings: lateness, idleness and the reference period are the drift stage's."""
+        return ChangeConfig(persist_s=self.change_persist_s, min_share=self.change_min_share, lateness_s=self.lateness_s,
+                            idle_s=self.idle_close_s, reference_s=float(self.history_windows * self.window_s),
+                            bucket_s=tally_resolution_s(self.window_s))  # fmt: skip
 
 
 class _RawCall(NamedTuple):
@@ -128,12 +144,12 @@ class DriftTracker:
         self._clock = clock
         self._keys: KeyRegistry[DriftKey, _KeyState] = KeyRegistry(self.config.max_keys)
         self._rng = np.random.default_rng(self.config.seed)
-        self._latest: dict[tuple[str, str, str], str] = {}  # (service, kind, scope) -> latest value
-        # (service, kind, scope) -> value -> order of first sighting; bounded by the versions/models a service uses
-        self._seen: dict[tuple[str, str, str], dict[str, int]] = {}
-        self._last_closed: KeyRegistry[tuple[str, str, str], tuple[str, list[_Sampled]]] = KeyRegistry(self.config.max_lineages)
-        self._pinned: dict[DriftKey, list[_Sampled]] = {}
-        self._changes = TableRows("change_events", list(CHANGE_COLUMNS))
+        # lineage (service, model, prompt) -> version -> order of first sighting: which version replaced which
+        self._versions: KeyRegistry[tuple[str, str, str], dict[str, int]] = KeyRegistry(self.config.max_lineages)
+        # lineage -> (version, window end s, sample) of its last closed window
+        self._last_closed: KeyRegistry[tuple[str, str, str], tuple[str, int, list[_Sampled]]] = KeyRegistry(self.config.max_lineages)
+        self._pinned: dict[DriftKey, tuple[list[_Sampled], int]] = {}
+        self._changes = ChangeDetector(self.config.change_config())
         self.calls_seen = 0
         self.late_calls = 0  # arrived after their window closed: counted, not sampled
 
@@ -168,11 +184,11 @@ class DriftTracker:
         if tallies is None:
             tallies = tally_calls(((c["ts_ns"], c["model"], c["prompt_name"], c["prompt_version"],
                                     str(c["attributes"].get(EMBEDDING_MODEL_ATTRIBUTE, "")), c.get("trace_id", ""),
-                                    c.get("span_id", "")) for c in calls), window)  # fmt: skip
+                                    c.get("span_id", "")) for c in calls), tally_resolution_s(window))  # fmt: skip
         now = self._clock()
         for tally in tallies:
             self.calls_seen += tally.count
-            self._note_changes(DriftKey(service, tally.model, tally.prompt_name, tally.prompt_version), tally)
+            self._note_changes(service, tally, now)
             key = self._key(service, tally.model, tally.prompt_name, tally.prompt_version)
             ts_s = tally.max_ts_ns / 1e9
             start = _window_start(tally.max_ts_ns, window)
@@ -213,42 +229,22 @@ class DriftTracker:
             signals = replace(signals, answer_embedding=signals.answer_embedding.astype(np.float16))
         return _Sampled(signals, call.output_tokens, call.ttft_ms)
 
-    def _note_changes(self, key: DriftKey, tally: Tally) -> None:
-        """First sighting of a new prompt version, response model or embedding model in a service.
-
-        Scopes: a prompt version per model and prompt, a response model per prompt, an
-        embedding model per service. The first value a scope shows is its baseline, not
-        a change; a value seen before is not new again (alternating models are normal).
-        Tallies come in the order of their first call, so "previous" is the value the scope
-        showed last, to the resolution of a batch; the event names the tally's first call.
-        """
-        for kind, scope, value in (
-            ("prompt_version", f"{key.model}/{key.prompt_name}", key.prompt_version),
-            ("response_model", key.prompt_name, key.model),
-            ("embedding_model", "", tally.embedding_model),
-        ):
-            if not value:
-                continue
-            slot = (key.service, kind, scope)
-            seen = self._seen.setdefault(slot, {})
-            if value in seen:
-                self._latest[slot] = value
-                continue
-            previous = self._latest.get(slot)
-            seen[value] = len(seen)
-            self._latest[slot] = value
-            if previous is None:
-                continue
-            for column, item in zip(self._changes.columns, (tally.first_ts_ns, key.service, kind, previous, value, key.model,
-                                                             key.prompt_name, tally.first_trace_id, tally.first_span_id)):  # fmt: skip
-                column.append(item)
+    def _note_changes(self, service: str, tally: Tally, now: float) -> None:
+        """Feed the change detector (key: service and prompt name) and remember the order versions appeared in."""
+        for kind, value in (("prompt_version", tally.prompt_version), ("response_model", tally.model),
+                            ("embedding_model", tally.embedding_model)):  # fmt: skip
+            self._changes.observe(service, tally.prompt_name, kind, value, tally.count, tally.first_ts_ns, tally.max_ts_ns,
+                                  tally.first_trace_id, tally.first_span_id, tally.model, now)  # fmt: skip
+        if tally.prompt_version:
+            order, _ = self._versions.get_or_create((service, tally.model, tally.prompt_name), dict)
+            order.setdefault(tally.prompt_version, len(order))
 
     def pin(self, key: DriftKey) -> bool:
         """Freeze the key's current reference (its merged history); False when it has none yet."""
         state = self._keys.get(key)
         if state is None or not state.history:
             return False
-        self._pinned[key] = self._merge_history(state.history)
+        self._pinned[key] = (self._merge_history(state.history), state.history[-1].start + self.config.window_s)
         return True
 
     # -- output -----------------------------------------------------------
@@ -266,27 +262,32 @@ class DriftTracker:
         for key, start, current in sorted(closing, key=lambda item: item[1]):
             state = self._keys.get(key)
             assert state is not None
-            reference, description = self._reference(key, state, start)
+            reference, description, reference_end = self._reference(key, state, start)
             items = [self._sample(call) for call in current.sample.items]
             if reference and items:
                 sample_ref, sample_cur = _window_sample(reference), _window_sample(items)
-                results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), description)
+                assert reference_end is not None and reference_end <= start, (key, start, reference_end)  # judged against the past
+                results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), (description, reference_end))
             self._remember(state, _Closed(start, current.seen, items))
             self._last_closed.pop(key.lineage)
-            self._last_closed.get_or_create(key.lineage, lambda v=key.prompt_version, i=items: (v, i))
+            self._last_closed.get_or_create(key.lineage, lambda v=key.prompt_version, e=start + window, i=items: (v, e, i))
         rows = TableRows("llm_drift", list(DRIFT_COLUMNS))
         for start in sorted({s for _, s in results}):
             same_window = {k: r for (k, s), (r, _) in results.items() if s == start}
             controlled = control_across_keys(same_window, self.config.statistics.cross_key_fdr)
             for key, decided in controlled.items():
-                description = results[(key, start)][1]
+                description, reference_end = results[(key, start)][1]
                 for result in decided:
                     for column, item in zip(rows.columns, (start * 1000, (start + window) * 1000, key.service, key.model,
                                                            key.prompt_name, key.prompt_version, result.signal, result.statistic,
                                                            float(result.value), result.p_value, float(result.threshold),
-                                                           bool(result.drifted), result.n_ref, result.n_cur, description)):  # fmt: skip
+                                                           bool(result.drifted), result.n_ref, result.n_cur, description,
+                                                           reference_end * 1000)):  # fmt: skip
                         column.append(item)
-        changes, self._changes = self._changes, TableRows("change_events", list(CHANGE_COLUMNS))
+        changes = TableRows("change_events", list(CHANGE_COLUMNS))
+        for event in self._changes.decide(self._clock()):
+            for column, item in zip(changes.columns, event):
+                column.append(item)
         return rows, changes
 
     def _remember(self, state: _KeyState, closed: _Closed) -> None:
@@ -312,52 +313,48 @@ class DriftTracker:
             merged.extend(window.sample[int(i)] for i in chosen)
         return merged
 
-    def _reference(self, key: DriftKey, state: _KeyState, start: int) -> tuple[list[_Sampled] | None, str]:
+    def _reference(self, key: DriftKey, state: _KeyState, start: int) -> tuple[list[_Sampled] | None, str, int | None]:
+        """(sample, description naming its windows, end of its newest window in s) for the window opening at `start`."""
         if key in self._pinned:
-            return self._pinned[key], "pinned reference"
-        enough = sum(w.seen for w in state.history) >= self.config.statistics.min_samples
-        if state.history and enough:
-            first = state.history[0].start
-            return self._merge_history(state.history), (
-                f"own history: {len(state.history)} window(s) from {_iso(first)}"
-            )
-        previous = self._previous_version(key, start)
-        if previous[0] is None and state.history:
-            return self._merge_history(state.history), f"own history: {len(state.history)} window(s) from {_iso(state.history[0].start)}"
-        return previous
+            sample, end = self._pinned[key]
+            return sample, f"pinned reference (windows up to {_iso(end)})", end
+        window = self.config.window_s
+        history = [w for w in state.history if w.start + window <= start]  # closed before this window opened
+        enough = sum(w.seen for w in history) >= self.config.statistics.min_samples
+        if history and (enough or not self._previous_version(key, start)[0]):
+            first, last = history[0].start, history[-1].start + window
+            return self._merge_history(history), f"own history: {len(history)} window(s) {_iso(first)}..{_iso(last)}", last
+        return self._previous_version(key, start)
 
-    def _previous_version(self, key: DriftKey, start: int) -> tuple[list[_Sampled] | None, str]:
-        """The window of another version of the same prompt and model that the new version replaced:
-        the latest one (closed or still open) that started no later than this one, else the
-        earliest later one (the old version may only have live traffic, e.g. a backfill)."""
-        # Candidates hold what the window keeps: _Sampled when closed, raw calls when still open;
-        # only the chosen one is extracted.
-        best: tuple[int, str, Sequence[_Sampled | _RawCall]] | None = None
-        after: tuple[int, str, Sequence[_Sampled | _RawCall]] | None = None
-        order = self._seen.get((key.service, "prompt_version", f"{key.model}/{key.prompt_name}"), {})
+    def _previous_version(self, key: DriftKey, start: int) -> tuple[list[_Sampled] | None, str, int | None]:
+        """The last window, ended before this one opened, of a version of the same prompt and model that was
+        first seen before this one: what the new version replaced. Only the past: never a window that ends
+        after `start`."""
+        window = self.config.window_s
+        order = self._versions.get(key.lineage) or {}
         mine = order.get(key.prompt_version, -1)
+        best: tuple[int, str, Sequence[_Sampled | _RawCall]] | None = None
         for other in self._keys.keys():
             if other.lineage != key.lineage or other == key or order.get(other.prompt_version, mine) >= mine:
                 continue  # only versions first seen before this one are what it replaced
             state = self._keys.get(other)
             assert state is not None
+            # Closed windows, and open ones whose event time ended before this window opened (a sibling
+            # key's watermark may trail this one's): their calls are the past all the same.
             windows: list[tuple[int, Sequence[_Sampled | _RawCall]]] = [(w.start, w.sample) for w in state.history]
             windows += [(s, w.sample.items) for s, w in state.open.items()]
             for window_start, items in windows:
-                if not items:
-                    continue
-                if window_start <= start and (best is None or window_start > best[0]):
-                    best = (window_start, other.prompt_version, items)
-                elif window_start > start and (after is None or window_start < after[0]):
-                    after = (window_start, other.prompt_version, items)
-        best = best or after
+                end = window_start + window
+                if items and end <= start and (best is None or end > best[0]):
+                    best = (end, other.prompt_version, items)
         if best is None:
             previous = self._last_closed.get(key.lineage)  # the sibling key itself may have been evicted
-            if previous is not None and order.get(previous[0], mine) < mine:
-                return previous[1], f"previous version {previous[0]}: last window"
-            return None, ""
-        sample = [self._sample(item) if isinstance(item, _RawCall) else item for item in best[2]]
-        return sample, f"previous version {best[1]}: window {_iso(best[0])}"
+            if previous is not None and order.get(previous[0], mine) < mine and previous[1] <= start and previous[2]:
+                return previous[2], f"previous version {previous[0]}: window {_iso(previous[1] - window)}..{_iso(previous[1])}", previous[1]
+            return None, "", None
+        end, version, items = best
+        sample = [self._sample(item) if isinstance(item, _RawCall) else item for item in items]
+        return sample, f"previous version {version}: window {_iso(end - window)}..{_iso(end)}", end
 
 
 def _window_start(ts_ns: int, window_s: int) -> int:

@@ -16,6 +16,7 @@ and model of that service, which change detection needs. A record holds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -24,7 +25,9 @@ import orjson
 from processors.drift.sampling import PrioritySieve, call_priority
 from processors.records import LLMCall, SpanView
 
-__all__ = ["DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "window_index"]
+__all__ = [
+    "DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "tally_resolution_s", "window_index",
+]  # fmt: skip
 
 DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.output.messages",
@@ -39,7 +42,7 @@ _MAX_TEXT = 8192  # answer text beyond this adds nothing to the statistics but b
 
 
 class Tally(NamedTuple):
-    """Calls of one service, key, embedding model and window, in a batch."""
+    """Calls of one service, key and embedding model in one `tally_resolution_s` bucket of event time, in a batch."""
 
     model: str
     prompt_name: str
@@ -47,7 +50,7 @@ class Tally(NamedTuple):
     embedding_model: str
     count: int
     max_ts_ns: int
-    first_ts_ns: int  # the first call of the batch with these values: a change event names it
+    first_ts_ns: int  # the earliest call of the batch with these values: a change event is stamped with it
     first_trace_id: str
     first_span_id: str
 
@@ -58,15 +61,23 @@ def window_index(ts_ns: int, window_s: int) -> int:
     return ts_ns // 1_000_000_000 // window_s
 
 
+def tally_resolution_s(window_s: int) -> int:
+    """Seconds of event time one tally covers: 10 s, or the largest divisor of the drift window below it, so
+    a tally never straddles two drift windows. Change events compare shares of a key's calls at this
+    resolution (`processors.drift.changes`)."""
+    return math.gcd(window_s, 10)
+
+
 # What a tally reads of a call: (ts_ns, model, prompt_name, prompt_version, embedding_model, trace_id, span_id).
 TallyInput = tuple[int, str, str, str, str, str, str]
 
 
-def tally_calls(calls: Iterable[TallyInput], window_s: int) -> list[Tally]:
-    """Tallies in the order their first call appears."""
-    open_: dict[tuple[str, str, str, str, int], list[Any]] = {}  # slot -> [count, max_ts_ns, first ts, trace, span]
+def tally_calls(calls: Iterable[TallyInput], resolution_s: int) -> list[Tally]:
+    """Tallies per `resolution_s` bucket, in the order their first call appears; each names its earliest call
+    (calls of a batch are not in event-time order)."""
+    open_: dict[tuple[str, str, str, str, int], list[Any]] = {}  # slot -> [count, max_ts_ns, earliest ts, trace, span]
     for ts_ns, model, prompt_name, prompt_version, embedding_model, trace_id, span_id in calls:
-        slot = (model, prompt_name, prompt_version, embedding_model, window_index(ts_ns, window_s))
+        slot = (model, prompt_name, prompt_version, embedding_model, window_index(ts_ns, resolution_s))
         entry = open_.get(slot)
         if entry is None:
             open_[slot] = [1, ts_ns, ts_ns, trace_id, span_id]
@@ -74,6 +85,8 @@ def tally_calls(calls: Iterable[TallyInput], window_s: int) -> list[Tally]:
             entry[0] += 1
             if ts_ns > entry[1]:
                 entry[1] = ts_ns
+            if ts_ns < entry[2]:
+                entry[2:] = [ts_ns, trace_id, span_id]
     return [Tally(*slot[:4], *entry) for slot, entry in open_.items()]
 
 
@@ -144,7 +157,7 @@ class DriftSender:
             items = self._items.get(service, [])
             self.calls_tallied += len(inputs)
             self.calls_sent += len(items)
-            tallies = orjson.dumps([list(t) for t in tally_calls(inputs, self._window_s)])
+            tallies = orjson.dumps([list(t) for t in tally_calls(inputs, tally_resolution_s(self._window_s))])
             records += _chunks(service, tallies, items, max_bytes)
         self._tally_inputs, self._items = {}, {}
         return records
