@@ -8,8 +8,8 @@ unified alerting does it, step by step over event time:
   expanded (``dashboards.macros.render_alert_query``);
 - each row is one series: string columns are its labels, the single numeric column its value
   (the ClickHouse plugin's table → long-frame conversion);
-- ``B`` (reduce): ``last`` of the series; mode ``dropNN`` drops NULL/NaN first, so a series with
-  only NULL reduces to NaN; ``strict`` keeps NaN;
+- ``B`` (reduce): ``last`` of the series (a table row is a one-point series; NULL or NaN
+  reduces to NaN under ``dropNN`` and ``strict`` alike);
 - ``C`` (threshold): ``gt``/``lt``/``within_range``/``outside_range`` against its params; NaN
   never fires;
 - per alert instance (final labels) a state machine: Normal → Pending when the condition
@@ -104,14 +104,13 @@ def evaluate_once(client: Any, rule: dict[str, Any], at: datetime) -> Evaluation
         raise AssertionError(f"{rule['uid']}: B must reduce A with last, not {reduce_node}")
     if threshold_node.get("type") != "threshold" or threshold_node.get("expression") != "B" or rule["condition"] != "C":
         raise AssertionError(f"{rule['uid']}: C must be the threshold on B and the condition")
-    drop = reduce_node.get("settings", {}).get("mode") == "dropNN"
     evaluator = threshold_node["conditions"][0]["evaluator"]
     values: dict[Labels, float] = {}
     for row in client.query(sql).result_rows:
         raw = row[numeric[0]]
+        # A table row is a one-point series: NULL/NaN reduces to NaN whether dropNN drops the point
+        # (last of nothing) or strict keeps it; NaN never passes a threshold.
         value = math.nan if raw is None else float(raw)
-        if drop and math.isnan(value):
-            value = math.nan  # the only point is dropped: last of an empty series is NaN
         labels = frozenset(_instance_labels(rule, {names[i]: str(row[i]) for i in strings if row[i] != ""}).items())
         if labels in values:
             raise AssertionError(f"{rule['uid']}: two rows give the same labels {dict(labels)}")

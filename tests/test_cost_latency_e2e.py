@@ -94,8 +94,11 @@ def test_report_shows_cost_by_model_and_team(stack, loaded) -> None:  # type: ig
     models = {row["model"]: row for row in report["by_model"]}
     assert models["acme-llama-ft-v3"]["cost_usd"] in (None, "0", "\\N") or models["acme-llama-ft-v3"]["unpriced_calls"] > 0
     assert sum(row["calls"] for row in report["by_model"]) == loaded.llm_spans_acknowledged
-    latency = {row["model"]: row for row in report["latency_by_model"]}
-    assert latency["gpt-4o-2024-08-06"]["p95_duration_ms"] >= latency["gpt-4o-2024-08-06"]["p50_duration_ms"] > 0
+    latency = {row["request_model"]: row for row in report["latency_by_model"]}  # reliability: by requested model
+    assert latency["gpt-4o"]["p95_duration_ms"] >= latency["gpt-4o"]["p50_duration_ms"] > 0
+    requested = {row["requested_model"]: row for row in report["by_requested_model"]}
+    assert sum(row["calls"] for row in requested.values()) == loaded.llm_spans_acknowledged
+    assert all(row["errors"] / row["calls"] == row["error_rate"] < 0.5 for row in requested.values())
 
 
 def test_worker_writes_budget_status(stack, loaded) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,147 @@
+"""What on-call sees over an hour of demo traffic: the error-rate split and change events, before/after issue 16.
+
+Not a test: run by hand, results in the issue's closing note.
+
+    PYTHONPATH=$PWD python benchmarks/oncall_numbers.py [--minutes 60] [--old-ref <git commit>]
+
+One hour of `llmops up --demo` traffic (20 LLM calls/s, loadgen's steady mix) goes through the
+OpenTelemetry SDK to a local OTLP/HTTP sink and through the pipeline's own decode, normalise,
+price and aggregate code into chDB; then the same calls through the drift path (DriftSender
+records, decoded, into the DriftTracker) in 2-second batches with the wall clock following event
+time, as the drift worker sees them. Printed:
+
+- the "Error rate by model" numbers the old panel showed (grouped by billed model) and the new
+  panel's (by requested model), for gpt-4o;
+- change events per hour with this tree's tracker and, with --old-ref, the tracker of that commit
+  (its processors/drift/stream.py, loaded beside this one);
+- for `--scenario drift`, how far the switch's event is from the first call with the new version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from llmops.config import Settings
+from llmops.loadgen import LoadgenOptions, run_loadgen
+from processors.drift.stream import DriftStageConfig, DriftTracker
+from processors.drift.wire import DriftSender, decode_payload
+from processors.pipeline import SourceRecord, build_tables, decode_records
+from processors.stages import build_call_stages
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.migrations import apply_migrations
+from sinks.clickhouse.writer import ClickHouseSink
+from tests.otlp_sink import otlp_http_sink
+
+RATE = 20.0
+START_NS = 1_764_000_000 // 900 * 900 * 10**9
+
+
+def _old_tracker_class(ref: str) -> Any:
+    source = subprocess.run(["git", "show", f"{ref}:processors/drift/stream.py"], capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "old_drift_stream.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("old_drift_stream", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_drift_stream"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _traffic(minutes: float, scenario: str) -> list[bytes]:
+    bodies: list[bytes] = []
+    lock = threading.Lock()
+
+    def keep(body: bytes) -> None:
+        with lock:
+            bodies.append(body)
+
+    with otlp_http_sink(keep) as url:
+        summary = run_loadgen(LoadgenOptions(endpoint=url, count=int(minutes * 60 * RATE), seed=1, start_ns=START_NS,
+                                             time_step_ns=int(1e9 / RATE), scenario=scenario))  # fmt: skip
+    assert summary.complete
+    _traffic.summary = summary  # type: ignore[attr-defined]
+    return bodies
+
+
+def _drift_events(decoded: list[Any], make_tracker: Any) -> list[tuple]:
+    """Drift records in 2-s batches of event time; the wall clock 2 s behind the newest call."""
+    clock = [START_NS / 1e9]
+    tracker = make_tracker(lambda: clock[0])
+    sender = DriftSender(900, sample_size=1000, max_windows=8)
+    pairs = sorted(((c, s) for r in decoded for c, s in zip(r.calls, r.call_spans)), key=lambda p: p[0].ts_ns)
+    events: list[tuple] = []
+    batch_ns = 2 * 10**9
+    i = 0
+    while i < len(pairs):
+        end = pairs[i][0].ts_ns // batch_ns * batch_ns + batch_ns
+        j = i
+        while j < len(pairs) and pairs[j][0].ts_ns < end:
+            j += 1
+        calls, spans = zip(*pairs[i:j])
+        for _, value in sender.payloads(list(calls), list(spans)):
+            record = decode_payload(value)
+            tracker.add(record.service, record.calls, record.tallies)
+        clock[0] = end / 1e9 + 2
+        _, changes = tracker.close()
+        events += list(zip(*changes.columns))
+        i = j
+    clock[0] += 3600
+    events += list(zip(*tracker.close()[1].columns))
+    return events
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--scenario", default="mixed", choices=["mixed", "drift"])
+    parser.add_argument("--old-ref", default=None, help="git commit whose drift tracker to compare with")
+    args = parser.parse_args()
+    bodies = _traffic(args.minutes, args.scenario)
+    stages = build_call_stages(Settings())
+    decoded, poison = decode_records([SourceRecord("otlp_spans", 0, i, b, "bench/0") for i, b in enumerate(bodies)], stages)
+    assert not poison
+    client = connect(f"chdb://{tempfile.mkdtemp(prefix='oncall-numbers-')}", "llmops", create_database=True)
+    apply_migrations(client, "llmops")
+    sink = ClickHouseSink(client, "llmops")
+    for n, rows in enumerate(build_tables(decoded, {}, stages, now_ms=START_NS // 10**6)):
+        sink.write(rows, token=f"{rows.table}:{n}")
+    calls = client.query("SELECT count() FROM llm_calls").result_rows[0][0]
+    print(f"{args.minutes:g} min of demo traffic ({args.scenario}): {calls:,} LLM calls")
+    print("Error rate by model, old panel (billed model):")
+    for model, n, e in client.query("SELECT model, sum(calls), sum(errors) FROM llm_usage_1m WHERE model LIKE 'gpt-4o%' "
+                                    "AND model NOT LIKE 'gpt-4o-mini%' GROUP BY model ORDER BY model").result_rows:
+        print(f"  {model:<22} {e:>5,} of {n:>6,} failed ({e / n:.1%})")
+    print("Error rate by requested model, new panel:")
+    for model, n, e in client.query("SELECT request_model, sum(calls), sum(errors) FROM llm_usage_1m GROUP BY request_model "
+                                    "ORDER BY request_model").result_rows:
+        print(f"  {model:<22} {e:>5,} of {n:>6,} failed ({e / n:.1%})")
+    hours = args.minutes / 60
+    config = DriftStageConfig(window_s=900, lateness_s=60, idle_close_s=30)
+    new = _drift_events(decoded, lambda clock: DriftTracker(config, clock=clock))
+    print(f"change events, this tree: {len(new)} ({len(new) / hours:.1f} per hour)")
+    for e in new[:10]:
+        print("   ", e[:7])
+    if args.old_ref:
+        old_module = _old_tracker_class(args.old_ref)
+        old_config = old_module.DriftStageConfig(window_s=900, lateness_s=60, idle_close_s=30)
+        old = _drift_events(decoded, lambda clock: old_module.DriftTracker(old_config, clock=clock))
+        print(f"change events, {args.old_ref[:8]}: {len(old)} ({len(old) / hours:.1f} per hour)")
+        for e in old[:10]:
+            print("   ", e[:7])
+    summary = _traffic.summary  # type: ignore[attr-defined]
+    if summary.drift is not None:
+        switch = [e for e in new if e[2] == "prompt_version"]
+        for e in switch:
+            print(f"switch event {e[3]} -> {e[4]}: {(e[0] - summary.drift.switch_time_ns) / 1e9:+.3f} s from the first call on {e[4]}")
+
+
+if __name__ == "__main__":
+    main()
