@@ -82,6 +82,7 @@ class _Value:
     stopped: bool = False  # went silent (reported, or explained by a switch)
     returned: bool = False  # came back after a stop: alternates, its stops are a mix
     reported: bool = False  # reported as a new value: its predecessor's stop is not a switch to it
+    share: float | None = None  # its share of the key's calls before its last call, once judged (buckets age out)
 
 
 @dataclass(slots=True)
@@ -129,7 +130,8 @@ class ChangeDetector:
         if known is not None:
             if known.stopped:
                 known.stopped, known.returned = False, True
-            known.last_ns = max(known.last_ns, max_ns)
+            if max_ns > known.last_ns:
+                known.last_ns, known.share = max_ns, None
             return
         seen = slot.candidates.get(value)
         if seen is None:
@@ -191,7 +193,9 @@ class ChangeDetector:
 
     def _silent(self, slot: _Slot, value: str, known: _Value) -> bool:
         """The value carried the key and the key's later calls make its absence no accident."""
-        share = self._share_before(slot, value, known.last_ns)
+        if known.share is None:
+            known.share = self._share_before(slot, value, known.last_ns)
+        share = known.share
         if share < self.config.min_share:
             return False
         _, after = slot.counts(self._bucket(known.last_ns) + 1, self._bucket(slot.max_ns))
