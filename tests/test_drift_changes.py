@@ -12,6 +12,8 @@ import itertools
 import random
 from typing import Any
 
+import pytest
+
 from processors.drift.changes import ChangeConfig, ChangeDetector
 from processors.drift.stream import DriftStageConfig, DriftTracker
 from tests.test_drift_stream import assert_judged_against_the_past
@@ -94,10 +96,13 @@ def test_steady_mix_of_models_and_prompt_versions_gives_no_change_events() -> No
     assert_judged_against_the_past(drift)
 
 
-def test_a_real_switch_inside_the_mix_gives_exactly_one_event_at_its_first_call() -> None:
-    traffic = _traffic(seed=2, switch_at_s=15 * 60)
+@pytest.mark.parametrize("batch_s", [2.0, 5.0])
+def test_a_real_switch_inside_the_mix_gives_exactly_one_event_at_its_first_call(batch_s: float) -> None:
+    """Batches of 2 s put the last v3 call and the first v4 call in different batches (the switch is at
+    a batch boundary): the old value's silence is then judged before the new value's persistence."""
+    traffic = _traffic(seed=2, switch_at_s=15 * 60 - 1)
     first_v4 = min((c for c in traffic["svc-a"] if c["prompt_version"] == "v4"), key=lambda c: c["ts_ns"])
-    events, drift = _run(traffic)
+    events, drift = _run(traffic, batch_s)
     assert [(e["service"], e["kind"], e["old_value"], e["new_value"], e["prompt_name"]) for e in events] == [
         ("svc-a", "prompt_version", "v3", "v4", "answer")]
     (event,) = events

@@ -165,6 +165,8 @@ class ChangeDetector:
             for value, known in sorted(slot.values.items(), key=lambda item: item[1].last_ns):
                 if known.stopped or known.returned or mark < known.last_ns + persist_ns or not self._silent(slot, value, known):
                     continue
+                if any(abs(c.first_ns - known.last_ns) <= persist_ns for c in slot.candidates.values()):
+                    continue  # a new value under watch may have replaced it: one switch event, decided with it
                 known.stopped = True
                 successor = self._successor(slot, value, known)
                 if successor is None:
