@@ -128,7 +128,7 @@ def test_late_calls_are_counted_and_idle_clock_closes_windows() -> None:
     tracker.add("bot", _calls(rng, T0, 10, "v1", 20))  # window 0 already closed by the watermark
     assert tracker.late_calls == 10 and tracker.calls_seen == before + 10
     clock.now += 60  # nothing arrives: after idle_close_s the wall clock closes window 3
-    tracker.close()
+    assert_judged_against_the_past(_rows(tracker.close()[0]))
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 1, "v1", 20))
     assert tracker.late_calls == 11
 
@@ -169,9 +169,12 @@ def test_history_is_trimmed_to_twice_the_reservoir() -> None:
     rng = np.random.default_rng(7)
     clock = Clock()
     tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=100, history_windows=8), clock=clock)
+    rows = []
     for w in range(12):
         tracker.add("bot", _calls(rng, T0 + w * WINDOW, 150, "v1", 20))
-        tracker.close()
+        rows += _rows(tracker.close()[0])
+    assert rows
+    assert_judged_against_the_past(rows)
     from processors.drift.stream import DriftKey
 
     state = tracker._keys.get(DriftKey("bot", "m1", "answer", "v1"))
