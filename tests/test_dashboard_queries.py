@@ -15,7 +15,6 @@ scenario must fire for exactly the expected instances, the quiet one for none.
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -35,12 +34,12 @@ from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.latency import metric_rows
 from processors.pipeline import SourceRecord, build_tables, decode_records, poison_rows
+from processors.records import LLMCall
 from processors.stages import build_call_stages
+from processors.usage import usage_rows
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
-from processors.records import LLMCall
-from processors.usage import usage_rows
 from tests.alert_eval import RuleRun, evaluate_once, parse_duration, run_rule
 from tests.otlp_sink import otlp_http_sink
 

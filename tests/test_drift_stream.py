@@ -290,12 +290,14 @@ def test_a_reference_never_comes_from_a_window_that_ends_after_the_judged_one_op
     only for a later window (a backfill); v4's windows must not use it."""
     rng = np.random.default_rng(12)
     clock = Clock()
-    tracker = _tracker(clock)
+    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=30, reservoir_size=400), clock=clock)
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 300, "v3", 40))  # first sighting of v3, event time later
+    clock.now += 60
+    rows = _rows(tracker.close()[0])  # idle: v3's window 3 closes, a candidate reference for v4 from now on
     for w in range(3):
         tracker.add("bot", _calls(rng, T0 + w * WINDOW, 300, "v4", 100))
-    tracker.add("bot", _calls(rng, T0 + 5 * WINDOW, 1, "v4", 100) + _calls(rng, T0 + 5 * WINDOW, 1, "v3", 40))
-    rows = _rows(tracker.close()[0])
+    clock.now += 60
+    rows += _rows(tracker.close()[0])
     assert_judged_against_the_past(rows)
     v4 = {(r["window_start"] // 1000 - T0, r["reference"].split(":")[0]) for r in rows if r["prompt_version"] == "v4"}
     assert v4 == {(WINDOW, "own history"), (2 * WINDOW, "own history")}
