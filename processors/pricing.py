@@ -18,12 +18,15 @@ writes, output includes reasoning):
 The tier is chosen by the call's input tokens (cache included): the highest
 tier whose `above_input_tokens` is exceeded replaces all base prices.
 
-Entry selection for a (model, provider, time): entries whose patterns match
-the model id (raw lower-case, or canonical form), whose `platforms` (if any)
-contain the call's provider and whose [effective_from, effective_to) contains
-the call's day. Among those, the best rank wins: user files over the package
-catalog, platform-specific over generic, exact ids over globs, longer patterns
-over shorter. `PricingCatalog.check` explains a decision.
+Entry selection for a (model, provider, deployment region, service tier,
+time): entries whose patterns match the model id (raw lower-case, or canonical
+form), whose `platforms` (if any) contain the call's provider, whose `regions`
+and `service_tiers` (if any) contain the call's, and whose [effective_from,
+effective_to) contains the call's day. Among those, the best rank wins: user
+files over the project's catalog, then platform-, region- and tier-specific
+over generic, exact ids over globs, longer patterns over shorter.
+`PricingCatalog.check` explains a decision. This module is the YAML layer only:
+`processors.pricer` puts it above the base price database and prices calls.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 from processors.normalize import normalize_provider
-from processors.records import LLMCall, SpanView
 
 __all__ = [
     "PricingError",
@@ -117,13 +119,25 @@ class PriceEntry(BaseModel):
     cache_write: PriceStr | None = None
     reasoning: PriceStr | None = None
     tiers: list[Tier] = Field(default_factory=list)
-    source: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")]
+    # Where the price comes from: a URL, or free text for a contract or a self-hosted model's own cost.
+    source: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     checked: date
+    # Why this entry exists beside the base price database (required in the project's own catalog).
+    reason: str = ""
+    # Only for calls whose deployment key (processors.deployment: "aws:us-gov", "azure:eu", ...) matches a glob here.
+    regions: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
+    # Only for calls whose service tier (OpenAI service_tier: default, flex, priority, batch) is listed here.
+    service_tiers: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
 
     @field_validator("match")
     @classmethod
     def _lower_patterns(cls, patterns: list[str]) -> list[str]:
         return [p.strip().lower() for p in patterns]
+
+    @field_validator("regions", "service_tiers")
+    @classmethod
+    def _lower(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower() for v in values]
 
     @field_validator("platforms")
     @classmethod
@@ -178,7 +192,7 @@ class _Rule:
     to_ns: int
     base: _Rates
     tiers: tuple[tuple[int, _Rates], ...]
-    rank: tuple[int, ...]  # (user file index, platform-specific, -order); the matched pattern's rank goes between
+    rank: tuple[int, ...]  # (user file index, platform-, region-, tier-specific, -order); the pattern's rank goes before -order
     user: bool
 
     def rates_for(self, input_tokens: int) -> _Rates:
@@ -186,6 +200,12 @@ class _Rule:
             if input_tokens > threshold:
                 return rates
         return self.base
+
+
+def _applies(entry: PriceEntry, region: str, tier: str) -> bool:
+    if entry.regions and not any(fnmatchcase(region, pattern) for pattern in entry.regions):
+        return False
+    return not entry.service_tiers or tier in entry.service_tiers
 
 
 def _day_ns(day: date) -> int:
@@ -262,7 +282,7 @@ def _compile(entry: PriceEntry, user: bool, order: int) -> _Rule:
         to_ns=_day_ns(entry.effective_to) if entry.effective_to else _FAR_FUTURE_NS,
         base=base,
         tiers=tiers,
-        rank=(1 if user else 0, 1 if entry.platforms else 0, -order),
+        rank=(1 if user else 0, 1 if entry.platforms else 0, 1 if entry.regions else 0, 1 if entry.service_tiers else 0, -order),
         user=user,
     )
 
@@ -396,51 +416,31 @@ class PricingCatalog:
                 continue
             hits = [_pattern_rank(p) for p in rule.entry.match if any(fnmatchcase(n, p) for n in candidates)]
             if hits:
-                ranked.append(((rule.rank[0], rule.rank[1], *max(hits), rule.rank[2]), rule))
+                ranked.append(((*rule.rank[:4], *max(hits), rule.rank[4]), rule))
         ranked.sort(key=lambda item: item[0], reverse=True)
         result = tuple(rule for _, rule in ranked)
         self._cache[key] = result
         return result
 
-    def lookup(self, model: str, provider: str, at_ns: int) -> PriceEntry | None:
-        """The entry pricing `model` (called through `provider`) at Unix time `at_ns`, or None."""
-        rule = self._rule(model, provider, at_ns)
+    def lookup(self, model: str, provider: str, at_ns: int, region: str = "", tier: str = "") -> PriceEntry | None:
+        """The entry pricing `model` (called through `provider`, deployment `region`, service `tier`) at `at_ns`, or None."""
+        rule = self.rule(model, provider, at_ns, region, tier)
         return rule.entry if rule is not None else None
 
-    def _rule(self, model: str, provider: str, at_ns: int) -> _Rule | None:
+    def rule(self, model: str, provider: str, at_ns: int, region: str = "", tier: str = "") -> _Rule | None:
+        """The compiled winning rule (see `lookup`)."""
         if not model:
             return None
         for rule in self._matching(model, provider):
-            if rule.from_ns <= at_ns < rule.to_ns:
+            if rule.from_ns <= at_ns < rule.to_ns and _applies(rule.entry, region, tier):
                 return rule
         return None
 
-    def price(self, call: LLMCall) -> None:
-        """Set `call.cost` and `call.pricing_entry` (cost None and entry '' when unpriced)."""
-        rule = None
-        if call.response_model:
-            rule = self._rule(call.response_model, call.provider, call.ts_ns)
-        if rule is None and call.request_model and call.request_model != call.response_model:
-            rule = self._rule(call.request_model, call.provider, call.ts_ns)
-        if rule is None:
-            call.cost = None
-            call.pricing_entry = ""
-            return
-        input_tokens = call.input_tokens
-        rates = rule.rates_for(input_tokens) if rule.tiers else rule.base
-        pico = _cost_pico(
-            rates, input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens
-        )
-        call.cost = Decimal(pico).scaleb(-12)
-        call.pricing_entry = rule.entry.id
-
-    def enrich(self, span: SpanView, call: LLMCall) -> None:
-        """`CallEnricher` signature for processors.pipeline.CallStages.enrichers."""
-        self.price(call)
-
     # -- explanation --------------------------------------------------------------------------
 
-    def check(self, model: str, provider: str = "", at: datetime | date | None = None) -> MatchExplanation:
+    def check(
+        self, model: str, provider: str = "", at: datetime | date | None = None, region: str = "", tier: str = ""
+    ) -> MatchExplanation:
         """Which entry prices `model` at `at` (default: now, UTC) and why the others do not."""
         if at is None:
             when = datetime.now(timezone.utc)
@@ -451,7 +451,7 @@ class PricingCatalog:
         at_ns = int(when.timestamp()) * 10**9
         platform = normalize_provider(provider) if provider else ""
         candidates = self._candidates(model)
-        chosen = self._rule(model, provider, at_ns)
+        chosen = self.rule(model, provider, at_ns, region, tier)
         matched: list[tuple[str, str, str]] = []
         for rule in self.rules:
             pattern = next(
@@ -463,6 +463,8 @@ class PricingCatalog:
             entry = rule.entry
             if entry.platforms and platform not in entry.platforms:
                 why = f"not used: only for platforms {entry.platforms}"
+            elif not _applies(entry, region, tier):
+                why = f"not used: only for regions {entry.regions or 'any'} / service tiers {entry.service_tiers or 'any'}"
             elif not rule.from_ns <= at_ns < rule.to_ns:
                 why = f"not used: effective {entry.effective_from} .. {entry.effective_to or 'now'}"
             elif chosen is not None and rule is chosen:

@@ -84,6 +84,11 @@ class LLMCall:
     error_type: str = ""
     finish_reason: str = ""
     convention: str = ""  # "otel_genai" | "openllmetry" | "openinference"
+    pricing_source: str = ""  # "user" | "project" | "base"; "" when unpriced
+    pricing_version: str = ""  # base price snapshot in force
+    pricing_region: str = ""  # deployment key (processors.deployment); "" when the span does not say
+    service_tier: str = ""  # OpenAI service tier (flex, priority, batch); "" = standard
+    pricing_assumption: str = ""  # what the price assumed because the span did not say it
 
     @property
     def model(self) -> str:

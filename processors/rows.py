@@ -44,6 +44,11 @@ LLM_CALLS_COLUMNS = [
     "error_type",
     "finish_reason",
     "convention",
+    "pricing_source",
+    "pricing_version",
+    "pricing_region",
+    "service_tier",
+    "pricing_assumption",
 ]
 
 INGEST_ERRORS_COLUMNS = [

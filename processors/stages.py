@@ -8,12 +8,12 @@ from llmops.config import Settings
 from processors.latency import latency_rows, ttft_ms_from_span
 from processors.normalize import NormalizeOptions
 from processors.pipeline import CallStages
-from processors.pricing import PricingCatalog
+from processors.pricer import Pricer, PricerSources
 from processors.records import LLMCall, SpanView
 from processors.usage import usage_rows
 from sinks.clickhouse.batches import TableRows
 
-__all__ = ["build_call_stages"]
+__all__ = ["build_call_stages", "build_pricer", "pricer_sources"]
 
 
 def _set_ttft(span: SpanView, call: LLMCall) -> None:
@@ -25,11 +25,21 @@ def _latency_table(calls: Sequence[LLMCall]) -> TableRows:
     return TableRows("llm_latency_1m", list(rows.column_names), [list(column) for column in rows.column_data()])
 
 
+def pricer_sources(settings: Settings) -> PricerSources:
+    """The files prices come from: the user's pricing file and the base snapshot (see ProcessorSettings)."""
+    processor = settings.processor
+    snapshot = processor.pricing_snapshot_file or settings.data_dir / "pricing-snapshot.json"
+    return PricerSources(pricing_files=(processor.pricing_file,) if processor.pricing_file else (), snapshot=snapshot)
+
+
+def build_pricer(settings: Settings) -> Pricer:
+    return Pricer.load(pricer_sources(settings), reload_interval_s=settings.processor.pricing_reload_s)
+
+
 def build_call_stages(settings: Settings) -> CallStages:
-    user_files = [settings.processor.pricing_file] if settings.processor.pricing_file else []
-    catalog = PricingCatalog.load(user_files)
+    pricer = build_pricer(settings)
     return CallStages(
         normalize_options=NormalizeOptions(),
-        enrichers=[_set_ttft, catalog.enrich],
+        enrichers=[_set_ttft, pricer.enrich],
         aggregators={"llm_usage_1m": usage_rows, "llm_latency_1m": _latency_table},
     )

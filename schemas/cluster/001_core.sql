@@ -117,7 +117,12 @@ CREATE TABLE IF NOT EXISTS llm_calls_local ON CLUSTER '{cluster}'
     finish_reason LowCardinality(String),
     convention LowCardinality(String),
     _ingest_source LowCardinality(String),
-    _ingest_offset UInt64
+    _ingest_offset UInt64,
+    pricing_source LowCardinality(String) DEFAULT '' COMMENT 'user | project | base | empty when unpriced',
+    pricing_version LowCardinality(String) DEFAULT '' COMMENT 'base price snapshot in force: genai-prices X.Y.Z or sha256 of an updated file',
+    pricing_region LowCardinality(String) DEFAULT '' COMMENT 'deployment key: aws:us-gov, aws:global, azure:eu, gcp:us-central1; empty when the span does not say',
+    service_tier LowCardinality(String) DEFAULT '' COMMENT 'flex | priority | batch | scale; empty = standard',
+    pricing_assumption LowCardinality(String) DEFAULT '' COMMENT 'what the price assumed because the span did not say it'
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/llm_calls_local', '{replica}')
 PARTITION BY toYYYYMM(ts)
@@ -155,7 +160,12 @@ CREATE TABLE IF NOT EXISTS llm_calls ON CLUSTER '{cluster}'
     finish_reason LowCardinality(String),
     convention LowCardinality(String),
     _ingest_source LowCardinality(String),
-    _ingest_offset UInt64
+    _ingest_offset UInt64,
+    pricing_source LowCardinality(String) DEFAULT '' COMMENT 'user | project | base | empty when unpriced',
+    pricing_version LowCardinality(String) DEFAULT '' COMMENT 'base price snapshot in force: genai-prices X.Y.Z or sha256 of an updated file',
+    pricing_region LowCardinality(String) DEFAULT '' COMMENT 'deployment key: aws:us-gov, aws:global, azure:eu, gcp:us-central1; empty when the span does not say',
+    service_tier LowCardinality(String) DEFAULT '' COMMENT 'flex | priority | batch | scale; empty = standard',
+    pricing_assumption LowCardinality(String) DEFAULT '' COMMENT 'what the price assumed because the span did not say it'
 )
 ENGINE = Distributed('{cluster}', currentDatabase(), llm_calls_local, toUInt64OrZero(splitByChar('/', toString(_ingest_source))[-1]));
 

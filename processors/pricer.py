@@ -1,0 +1,315 @@
+"""Price each call from three layers: the user's pricing files > the project's catalog > the base database.
+
+Layers (first that prices the call wins):
+
+1. entries of the user's pricing files (`--pricing-file`), later files first;
+2. the project's own entries (`schemas/pricing/catalog.yaml`): corrections
+   the base lacks, each with its `reason`;
+3. the base: `genai-prices` (processors.price_base), the snapshot the package
+   ships or the file `llmops pricing update` wrote.
+
+Each call records which layer and entry priced it (`pricing_source`,
+`pricing_entry`), the base snapshot's version, its deployment key and service
+tier (processors.deployment) and, when the span did not say where or how the
+call ran, the assumption the price rests on (`pricing_assumption`).
+
+Resolution is cached per (provider, models, deployment, tier, UTC day): a
+dated price change takes effect at a day boundary, so one resolution holds for
+the whole day; after that a call costs one dict lookup and integer arithmetic.
+
+Price files change under a running worker: every `reload_interval_s` the
+pricer compares the files' mtimes and sizes and, when one changed, reloads
+everything, logs the entries that changed, and drops the cache. A file that
+no longer parses is logged and the previous prices stay in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+from processors.deployment import deployment_of, service_tier_of, tier_said
+from processors.price_base import BaseMatch, BaseSnapshot
+from processors.pricing import PricingCatalog, PricingError, _cost_pico
+from processors.records import LLMCall, SpanView
+
+__all__ = ["Pricer", "Resolution", "PricerSources"]
+
+log = logging.getLogger(__name__)
+
+_NS_PER_DAY: Final = 86_400 * 10**9
+_CACHE_MAX: Final = 100_000
+_REGION_PROVIDERS: Final = {
+    "aws.bedrock": "region not on span: in-region list price",
+    "azure.ai.openai": "deployment not on span: global standard price",
+    "gcp.vertex_ai": "region not on span: global price",
+}
+_TIER_PROVIDERS: Final = frozenset({"openai"})
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What prices a (provider, model, deployment, tier, day): the layer, the entry, its rates, the assumption."""
+
+    source: str  # "user" | "project" | "base"
+    entry: str
+    base: object  # rates: .input .output .cache_read .cache_write (.reasoning None = billed as output)
+    tiers: tuple[tuple[int, object], ...]  # (above_input_tokens, rates), highest first
+    assumption: str
+
+    def rates_for(self, input_tokens: int) -> object:
+        for threshold, rates in self.tiers:
+            if input_tokens > threshold:
+                return rates
+        return self.base
+
+
+@dataclass(frozen=True, slots=True)
+class PricerSources:
+    """Files the pricer reads; `snapshot` may not exist yet (then the packaged base is used)."""
+
+    pricing_files: tuple[Path, ...] = ()
+    snapshot: Path | None = None
+    include_project: bool = True
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _load(sources: PricerSources) -> tuple[PricingCatalog, BaseSnapshot]:
+    catalog = PricingCatalog.load(list(sources.pricing_files), include_default=sources.include_project)
+    if sources.snapshot is not None and sources.snapshot.exists():
+        try:
+            base = BaseSnapshot.from_file(sources.snapshot)
+        except (OSError, ValueError) as exc:
+            raise PricingError(str(exc)) from None
+    else:
+        base = BaseSnapshot.packaged()
+    return catalog, base
+
+
+class Pricer:
+    """The `CallEnricher` that sets cost and the pricing columns of each call."""
+
+    def __init__(
+        self,
+        catalog: PricingCatalog,
+        base: BaseSnapshot | None,
+        sources: PricerSources | None = None,
+        reload_interval_s: float = 0.0,
+    ) -> None:
+        self.catalog = catalog
+        self.base = base
+        self.sources = sources
+        self.reload_interval_s = reload_interval_s
+        self._cache: dict[tuple[str, str, str, str, str, bool, int], Resolution | None] = {}
+        self._stats = self._stat_all()
+        self._next_check = time.monotonic() + reload_interval_s if reload_interval_s > 0 else float("inf")
+
+    @classmethod
+    def load(cls, sources: PricerSources, reload_interval_s: float = 0.0) -> Pricer:
+        catalog, base = _load(sources)
+        return cls(catalog, base, sources, reload_interval_s)
+
+    @property
+    def version(self) -> str:
+        return self.base.version if self.base is not None else ""
+
+    # -- pricing ------------------------------------------------------------------------------
+
+    def enrich(self, span: SpanView, call: LLMCall) -> None:
+        """`CallEnricher` signature for processors.pipeline.CallStages.enrichers."""
+        if time.monotonic() >= self._next_check:
+            self.reload_if_changed()
+        self.price(call, span.attributes, span.resource)
+
+    def price(self, call: LLMCall, attributes: dict | None = None, resource: dict | None = None) -> None:
+        """Set cost and the pricing columns of `call` (cost None and entry '' when unpriced)."""
+        attrs = attributes or {}
+        res = resource or {}
+        provider = call.provider
+        region = deployment_of(provider, call.request_model, attrs, res) if call.request_model else ""
+        if not region and call.response_model:
+            region = deployment_of(provider, call.response_model, attrs, res)
+        tier = service_tier_of(provider, attrs)
+        known_tier = provider not in _TIER_PROVIDERS or tier_said(attrs)
+        day = call.ts_ns // _NS_PER_DAY
+        key = (provider, call.response_model, call.request_model, region, tier, known_tier, day)
+        resolution = self._cache.get(key, False)
+        if resolution is False:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            resolution = self._cache[key] = self.resolve(
+                provider, (call.response_model, call.request_model), region, tier, known_tier, day * _NS_PER_DAY
+            )
+        call.pricing_region = region
+        call.service_tier = tier
+        call.pricing_version = self.version
+        if resolution is None:
+            call.cost = None
+            call.pricing_entry = ""
+            call.pricing_source = ""
+            call.pricing_assumption = ""
+            return
+        rates = resolution.rates_for(call.input_tokens) if resolution.tiers else resolution.base
+        pico = _cost_pico(
+            rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens  # type: ignore[arg-type]
+        )
+        call.cost = Decimal(pico).scaleb(-12)
+        call.pricing_entry = resolution.entry
+        call.pricing_source = resolution.source
+        call.pricing_assumption = resolution.assumption
+
+    def resolve(
+        self, provider: str, models: Sequence[str], region: str = "", tier: str = "", known_tier: bool = True, at_ns: int = 0
+    ) -> Resolution | None:
+        """The layer and entry that price the first of `models` that any layer prices (uncached)."""
+        notes: list[str] = []
+        if not region and provider in _REGION_PROVIDERS:
+            notes.append(_REGION_PROVIDERS[provider])
+        if not known_tier:
+            notes.append("service tier not on span: standard price")
+        seen: set[str] = set()
+        for model in models:
+            if not model or model in seen:
+                continue
+            seen.add(model)
+            rule = self.catalog.rule(model, provider, at_ns, region, tier)
+            if rule is not None:
+                return Resolution(
+                    "user" if rule.user else "project", rule.entry.id, rule.base, rule.tiers, "; ".join(notes)
+                )
+            found = self._base_resolution(provider, model, region, tier, at_ns, notes)
+            if found is not None:
+                return found
+        return None
+
+    def _base_resolution(
+        self, provider: str, model: str, region: str, tier: str, at_ns: int, notes: list[str]
+    ) -> Resolution | None:
+        if self.base is None:
+            return None
+        candidates = list(self.catalog._candidates(model))
+        if provider.startswith("azure"):
+            # LiteLLM-style 'azure/eu/gpt-4o' or 'azure/gpt-4o': the base knows the model id alone.
+            stripped = model.strip().lower().split("/")[-1]
+            if stripped not in candidates:
+                candidates.insert(1, stripped)
+        match = self.base.find(provider, tuple(candidates))
+        if match is None:
+            return None
+        context: dict[str, str] = {}
+        if tier == "batch":
+            context["processing"] = "batch"
+        elif tier:
+            context["service_tier"] = tier
+        at = datetime.fromtimestamp(at_ns / 1e9, tz=timezone.utc)
+        priced = BaseSnapshot.rates(match, at, context)
+        if priced is None:
+            return None
+        base, tiers = priced
+        extra = list(notes)
+        if not match.own_model:
+            extra.append(f"{match.provider_id} list price (no {provider} price in the base)")
+        if tier and not self._has_variant(match, context):
+            extra.append(f"no {tier} price in the base: standard price")
+        if base.rounded or any(r.rounded for _, r in tiers):
+            extra.append("base price rounded to 6 decimals")
+        return Resolution("base", f"base:{match.entry}", base, tiers, "; ".join(extra))
+
+    @staticmethod
+    def _has_variant(match: BaseMatch, context: dict[str, str]) -> bool:
+        if not match.own_model:
+            return False
+        return any(all(context.get(k) == v for k, v in variant.when.items()) for variant in match.model.price_variants or ())
+
+    # -- reloading ----------------------------------------------------------------------------
+
+    def _watched(self) -> list[Path]:
+        if self.sources is None:
+            return []
+        paths = list(self.sources.pricing_files)
+        if self.sources.snapshot is not None:
+            paths.append(self.sources.snapshot)
+        return paths
+
+    def _stat_all(self) -> dict[Path, tuple[int, int] | None]:
+        return {path: _stat(path) for path in self._watched()}
+
+    def reload_if_changed(self) -> bool:
+        """Reload when a watched file changed (mtime or size); True when new prices are in force."""
+        self._next_check = time.monotonic() + self.reload_interval_s if self.reload_interval_s > 0 else float("inf")
+        stats = self._stat_all()
+        if stats == self._stats or self.sources is None:
+            return False
+        self._stats = stats
+        try:
+            catalog, base = _load(self.sources)
+        except PricingError as exc:
+            log.error("pricing not reloaded, previous prices stay in force: %s", exc)
+            return False
+        changes = describe_changes(self.catalog, self.base, catalog, base)
+        self.catalog, self.base = catalog, base
+        self._cache.clear()
+        log.warning("pricing reloaded: %s", "; ".join(changes) if changes else "no entry changed")
+        return True
+
+
+def _entry_fingerprint(catalog: PricingCatalog) -> dict[str, str]:
+    return {rule.entry.id: rule.entry.model_dump_json() for rule in catalog.rules}
+
+
+def describe_changes(
+    old_catalog: PricingCatalog, old_base: BaseSnapshot | None, new_catalog: PricingCatalog, new_base: BaseSnapshot | None
+) -> list[str]:
+    """Human-readable list of what a reload changed: entries added, removed, changed; base version."""
+    before, after = _entry_fingerprint(old_catalog), _entry_fingerprint(new_catalog)
+    out: list[str] = []
+    added = sorted(after.keys() - before.keys())
+    removed = sorted(before.keys() - after.keys())
+    changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+    if added:
+        out.append("added " + ", ".join(added))
+    if removed:
+        out.append("removed " + ", ".join(removed))
+    if changed:
+        out.append("changed " + ", ".join(changed))
+    old_v = old_base.version if old_base else ""
+    new_v = new_base.version if new_base else ""
+    if old_v != new_v:
+        base_changes = _base_changes(old_base, new_base)
+        out.append(f"base {old_v or 'none'} -> {new_v or 'none'}" + (f" ({base_changes})" if base_changes else ""))
+    return out
+
+
+def _base_prices(base: BaseSnapshot | None) -> dict[str, str]:
+    if base is None:
+        return {}
+    return {f"{p.id}/{m.id}": repr(m.prices) + repr(m.price_variants) for p in base.providers for m in p.models}
+
+
+def _base_changes(old: BaseSnapshot | None, new: BaseSnapshot | None) -> str:
+    before, after = _base_prices(old), _base_prices(new)
+    changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+    added = len(after.keys() - before.keys())
+    removed = len(before.keys() - after.keys())
+    parts = []
+    if changed:
+        shown = ", ".join(changed[:20]) + (f" and {len(changed) - 20} more" if len(changed) > 20 else "")
+        parts.append(f"prices changed: {shown}")
+    if added:
+        parts.append(f"{added} models added")
+    if removed:
+        parts.append(f"{removed} models removed")
+    return "; ".join(parts)
