@@ -14,7 +14,7 @@ import random
 import time
 
 from processors.normalize import NormalizeOptions, normalize_call
-from processors.pricing import PricingCatalog
+from processors.pricer import Pricer, PricerSources
 from processors.records import SpanView
 
 MODELS = [("openai", "gpt-4o", "gpt-4o-2024-08-06"), ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     spans = make_spans(args.spans)
-    catalog = PricingCatalog.load()
+    pricer = Pricer.load(PricerSources())
     options = NormalizeOptions()
     best = float("inf")
     best_cpu = float("inf")
@@ -82,11 +82,11 @@ def main() -> None:
         start = time.perf_counter()
         start_cpu = time.process_time()
         calls = 0
-        price = catalog.price
+        enrich = pricer.enrich
         for span in spans:
             call = normalize_call(span, options)
             if call is not None:
-                price(call)
+                enrich(span, call)
                 calls += 1
         best = min(best, time.perf_counter() - start)
         best_cpu = min(best_cpu, time.process_time() - start_cpu)

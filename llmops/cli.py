@@ -101,16 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(report, _COMMON + [("--sql-port", "sql.port", int)])
     report.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
 
-    pricing = commands.add_parser("pricing", help="Explain catalog prices; list unpriced models seen.")
-    pricing_commands = pricing.add_subparsers(dest="pricing_command", required=True, metavar="SUBCOMMAND")
-    check = pricing_commands.add_parser("check", help="Which catalog entry prices MODEL, and why.")
-    _add_settings_flags(check, [("--pricing-file", "processor.pricing_file", Path)])
-    check.add_argument("model", help="Model id as spans carry it (e.g. gpt-4o-2024-08-06, anthropic.claude-sonnet-4-...).")
-    check.add_argument("--provider", default=None, help="Provider name (gen_ai.provider.name), to disambiguate.")
-    check.add_argument("--at", default=None, help="Date (YYYY-MM-DD) the price applies to; default today.")
-    unpriced = pricing_commands.add_parser("unpriced", help="Models seen without a price, with their token volumes.")
-    _add_settings_flags(unpriced, _COMMON + [("--sql-port", "sql.port", int)])
-    unpriced.add_argument("--json", action="store_true", help="Print JSON.")
+    from llmops.pricing_cli import add_pricing_parser
+
+    add_pricing_parser(commands, _add_settings_flags, _COMMON)
 
     budgets = commands.add_parser("budgets", help="Budget status: spend so far, fraction, projected end of period.")
     _add_settings_flags(budgets, _COMMON + [("--sql-port", "sql.port", int)])
@@ -190,10 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2, default=str) if args.json else render_report(report))
         return 0
     if args.command == "pricing":
-        from llmops.pricing_cli import pricing_check, pricing_unpriced
+        from llmops.pricing_cli import run_pricing
 
-        print(pricing_check(settings, args) if args.pricing_command == "check" else pricing_unpriced(settings, args.json))
-        return 0
+        return run_pricing(settings, args)
     if args.command == "budgets":
         from llmops.pricing_cli import budgets_report
 

@@ -21,10 +21,9 @@ The deployment key is `<cloud>:<where>`:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["Deployment", "deployment_of", "service_tier_of", "TIER_ATTRIBUTES"]
+__all__ = ["deployment_of", "is_located", "service_tier_of", "tier_said", "TIER_ATTRIBUTES"]
 
 _BEDROCK_PROFILE_RE: Final = re.compile(r"^(us-gov|global|us|eu|apac|au|jp|ca|in)\.")
 _BEDROCK_HOST_RE: Final = re.compile(r"^bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com$")
@@ -42,17 +41,16 @@ TIER_ATTRIBUTES: Final = (
 _TIER_PROVIDERS: Final = frozenset({"openai"})
 
 
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    region: str  # deployment key, "" when unknown
-    tier: str  # service tier, "" when unknown / standard
-
-
 def _attr(span_attrs: dict[str, Any], resource: dict[str, Any], key: str) -> str:
     value = span_attrs.get(key)
     if value is None:
         value = resource.get(key)
     return value.strip().lower() if isinstance(value, str) else ""
+
+
+def is_located(provider: str) -> bool:
+    """Whether `deployment_of` can say anything for this provider (the others are priced wherever they ran)."""
+    return provider == "aws.bedrock" or provider.startswith(("azure", "gcp."))
 
 
 def deployment_of(provider: str, model: str, span_attrs: dict[str, Any], resource: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from processors.deployment import deployment_of, service_tier_of, tier_said
+from processors.deployment import TIER_ATTRIBUTES, deployment_of, is_located, service_tier_of, tier_said
 from processors.price_base import BaseMatch, BaseSnapshot
 from processors.pricing import PricingCatalog, PricingError, _cost_pico
 from processors.records import LLMCall, SpanView
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 _NS_PER_DAY: Final = 86_400 * 10**9
 _CACHE_MAX: Final = 100_000
+_EMPTY: Final[dict] = {}
+
 _REGION_PROVIDERS: Final = {
     "aws.bedrock": "region not on span: in-region list price",
     "azure.ai.openai": "deployment not on span: global standard price",
@@ -113,7 +115,8 @@ class Pricer:
         self.base = base
         self.sources = sources
         self.reload_interval_s = reload_interval_s
-        self._cache: dict[tuple[str, str, str, str, str, bool, int], Resolution | None] = {}
+        self._cache: dict[tuple, tuple[str, str, Resolution | None]] = {}
+        self._located: dict[str, bool] = {}
         self._stats = self._stat_all()
         self._next_check = time.monotonic() + reload_interval_s if reload_interval_s > 0 else float("inf")
 
@@ -136,23 +139,36 @@ class Pricer:
 
     def price(self, call: LLMCall, attributes: dict | None = None, resource: dict | None = None) -> None:
         """Set cost and the pricing columns of `call` (cost None and entry '' when unpriced)."""
-        attrs = attributes or {}
-        res = resource or {}
+        attrs = attributes or _EMPTY
+        res = resource or _EMPTY
         provider = call.provider
-        region = deployment_of(provider, call.request_model, attrs, res) if call.request_model else ""
-        if not region and call.response_model:
-            region = deployment_of(provider, call.response_model, attrs, res)
-        tier = service_tier_of(provider, attrs)
-        known_tier = provider not in _TIER_PROVIDERS or tier_said(attrs)
-        day = call.ts_ns // _NS_PER_DAY
-        key = (provider, call.response_model, call.request_model, region, tier, known_tier, day)
-        resolution = self._cache.get(key, False)
-        if resolution is False:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            resolution = self._cache[key] = self.resolve(
-                provider, (call.response_model, call.request_model), region, tier, known_tier, day * _NS_PER_DAY
-            )
+        # The key holds the raw inputs of deployment_of / service_tier_of that matter for this
+        # provider, so a hit costs a few dict gets and one tuple hash.
+        located = self._located.get(provider)
+        if located is None:
+            located = self._located[provider] = is_located(provider)
+        if located:
+            key: tuple | None = (provider, call.response_model, call.request_model, call.ts_ns // _NS_PER_DAY,
+                                 attrs.get("server.address"), attrs.get("cloud.region"), res.get("cloud.region"))
+        elif provider in _TIER_PROVIDERS:
+            get = attrs.get
+            key = (provider, call.response_model, call.request_model, call.ts_ns // _NS_PER_DAY,
+                   get(TIER_ATTRIBUTES[0]), get(TIER_ATTRIBUTES[1]), get(TIER_ATTRIBUTES[2]), get(TIER_ATTRIBUTES[3]))
+        else:
+            key = (provider, call.response_model, call.request_model, call.ts_ns // _NS_PER_DAY)
+        try:
+            hit = self._cache.get(key)
+        except TypeError:  # an unhashable attribute value (a list): resolve without the cache
+            hit, key = None, None
+        if hit is None:
+            hit = self._resolve_call(call, attrs, res)
+            if key is not None:
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.clear()
+                self._cache[key] = hit
+        self._apply(call, *hit)
+
+    def _apply(self, call: LLMCall, region: str, tier: str, resolution: Resolution | None) -> None:
         call.pricing_region = region
         call.service_tier = tier
         call.pricing_version = self.version
@@ -170,6 +186,22 @@ class Pricer:
         call.pricing_entry = resolution.entry
         call.pricing_source = resolution.source
         call.pricing_assumption = resolution.assumption
+
+    def _resolve_call(self, call: LLMCall, attrs: dict, res: dict) -> tuple[str, str, Resolution | None]:
+        provider = call.provider
+        region = deployment_of(provider, call.request_model, attrs, res) if call.request_model else ""
+        if not region and call.response_model:
+            region = deployment_of(provider, call.response_model, attrs, res)
+        tier = service_tier_of(provider, attrs)
+        known_tier = provider not in _TIER_PROVIDERS or tier_said(attrs)
+        day_ns = call.ts_ns - call.ts_ns % _NS_PER_DAY
+        return region, tier, self.resolve(provider, (call.response_model, call.request_model), region, tier, known_tier, day_ns)
+
+    def price_stored(self, call: LLMCall, region: str, tier: str) -> None:
+        """Price a call read back from llm_calls, whose deployment key and tier were stored with it."""
+        day_ns = call.ts_ns - call.ts_ns % _NS_PER_DAY
+        resolution = self.resolve(call.provider, (call.response_model, call.request_model), region, tier, True, day_ns)
+        self._apply(call, region, tier, resolution)
 
     def resolve(
         self, provider: str, models: Sequence[str], region: str = "", tier: str = "", known_tier: bool = True, at_ns: int = 0

@@ -321,11 +321,14 @@ class MatchExplanation:
     matched: tuple[tuple[str, str, str], ...]  # (entry id, pattern that matched, why it was (not) chosen)
     chosen: PriceEntry | None
 
-    def render(self) -> str:
+    def render(self, conclusion: bool = True) -> str:
+        """The explanation; without `conclusion` the caller (which knows the base layer too) concludes."""
         lines = [f"model {self.model!r} provider {self.provider!r} at {self.at.isoformat()}"]
         lines.append("  ids tried: " + ", ".join(repr(c) for c in self.candidates))
         for entry_id, pattern, why in self.matched:
             lines.append(f"  {entry_id}: pattern {pattern!r}: {why}")
+        if not conclusion:
+            return "\n".join(lines)
         if self.chosen is None:
             lines.append("  -> unpriced: cost is NULL")
         else:
@@ -468,7 +471,7 @@ class PricingCatalog:
             elif not rule.from_ns <= at_ns < rule.to_ns:
                 why = f"not used: effective {entry.effective_from} .. {entry.effective_to or 'now'}"
             elif chosen is not None and rule is chosen:
-                why = "CHOSEN: " + ("user file, " if rule.user else "package catalog, ") + (
+                why = "CHOSEN: " + ("user file, " if rule.user else "project catalog, ") + (
                     "platform-specific, " if entry.platforms else ""
                 ) + ("exact id" if _pattern_rank(pattern)[0] else "glob pattern")
             else:
