@@ -24,6 +24,7 @@ __all__ = [
     "pricing_unpriced",
     "pricing_coverage",
     "pricing_update",
+    "pricing_reprice",
     "budgets_report",
     "UNPRICED_SQL",
     "COVERAGE_SQL",
@@ -93,6 +94,12 @@ def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: li
     add_flags(update, files)
     update.add_argument("--from", dest="source", required=True, help="Path or http(s) URL of a genai-prices data.json.")
     update.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for a URL.")
+    reprice = sub.add_parser(
+        "reprice", help="Price stored calls again (cost NULL, or all of --model after a correction); window aggregates follow."
+    )
+    add_flags(reprice, common + files[:2] + [("--sql-port", "sql.port", int)])
+    reprice.add_argument("--since", required=True, help="First UTC time to reprice (ISO 8601, e.g. 2026-11-01).")
+    reprice.add_argument("--model", default=None, help="Reprice every call of this model (billed model id), not only unpriced ones.")
 
 
 def run_pricing(settings: Settings, args: argparse.Namespace) -> int:
@@ -102,8 +109,10 @@ def run_pricing(settings: Settings, args: argparse.Namespace) -> int:
         print(pricing_unpriced(settings, args.json))
     elif args.pricing_command == "coverage":
         print(pricing_coverage(settings, args.since, args.json))
-    else:
+    elif args.pricing_command == "update":
         print(pricing_update(settings, args.source, args.timeout))
+    else:
+        print(pricing_reprice(settings, args.since, args.model))
     return 0
 
 
@@ -160,10 +169,7 @@ def pricing_coverage(settings: Settings, since: str, as_json: bool) -> str:
     from llmops.report import render_table
     from llmops.store import open_reader
 
-    try:
-        start = datetime.fromisoformat(since).replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise SystemExit(f"llmops pricing coverage: --since {since!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00)") from None
+    start = _since(since, "coverage")
     client = open_reader(settings)
     by_source = client.query(COVERAGE_SQL, parameters={"since": start})
     unpriced = client.query(UNPRICED_BY_TOKENS_SQL, parameters={"since": start})
@@ -188,6 +194,36 @@ def pricing_coverage(settings: Settings, since: str, as_json: bool) -> str:
     if models:
         out += render_table("Unpriced models, most tokens first", models) + "Price one: `llmops pricing check MODEL` shows how."
     return out
+
+
+def _since(text: str, command: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise SystemExit(f"llmops pricing {command}: --since {text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00)") from None
+
+
+def pricing_reprice(settings: Settings, since: str, model: str | None) -> str:
+    """Writes go to the store itself: see llmops.reprice for why and how."""
+    from llmops.reprice import RepriceError, reprice
+    from llmops.store import endpoint_alive, local_host
+    from sinks.clickhouse.client import connect
+
+    start = _since(since, "reprice")
+    if settings.embedded_store and endpoint_alive(local_host(settings.receiver.listen), settings.sql.port):
+        raise SystemExit(
+            f"llmops pricing reprice: a stack is serving {settings.data_dir} (its SQL endpoint is read-only): "
+            "stop `llmops up` first, then run reprice again"
+        )
+    if settings.embedded_store and not (settings.data_dir / "clickhouse").exists():
+        raise SystemExit(f"llmops pricing reprice: no store in {settings.data_dir} yet: nothing to reprice")
+    client = connect(settings.clickhouse_dsn, settings.clickhouse.database)
+    try:
+        return reprice(client, _pricer(settings), start, model).render()
+    except RepriceError as exc:
+        raise SystemExit(f"llmops pricing reprice: {exc}") from None
+    finally:
+        client.close()
 
 
 def _fetch(source: str, timeout: float) -> bytes:

@@ -90,6 +90,8 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
     ("llmops-spend", "Cost by model"): ["time", "model", "cost_usd", "unpriced_calls"],
     ("llmops-spend", "Cost by service"): ["time", "service", "cost_usd", "unpriced_calls"],
     ("llmops-spend", "Cost by team"): ["time", "team", "cost_usd", "unpriced_calls"],
+    ("llmops-spend", "Price coverage by provider and source"): [
+        "provider", "source", "calls", "tokens", "pct_calls_of_provider", "pct_tokens_of_provider"],
     ("llmops-spend", "Projected end-of-period spend"): ["budget", "projected_fraction"],
     ("llmops-spend", "Tokens by kind"): ["time", "input_uncached", "input_cached", "output_visible", "output_reasoning"],
     ("llmops-spend", "Top spenders"): [
