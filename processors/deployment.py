@@ -9,8 +9,9 @@ prices nothing.
 The deployment key is `<cloud>:<where>`:
 
 - `aws:<profile>` for a Bedrock inference-profile prefix (`us.`, `eu.`, `apac.`,
-  `au.`, `jp.`, `ca.`, `in.`, `us-gov.`, `global.`), else `aws:<region>` from
-  `server.address` (`bedrock-runtime.<region>.amazonaws.com`) or `cloud.region`;
+  `au.`, `jp.`, `ca.`, `in.`, `us-gov.`, `global.`), else `aws:<region>` from a
+  LiteLLM id (`bedrock/<region>/...`), `server.address`
+  (`bedrock-runtime.<region>.amazonaws.com`) or `cloud.region`;
 - `azure:<zone>` for a LiteLLM-style data-zone id (`azure/eu/gpt-4o`), else
   `azure:<region>` from `cloud.region`;
 - `gcp:<location>` from a Vertex resource name (`projects/p/locations/L/...`),
@@ -26,6 +27,7 @@ from typing import Any, Final
 __all__ = ["deployment_of", "is_located", "service_tier_of", "tier_said", "TIER_ATTRIBUTES"]
 
 _BEDROCK_PROFILE_RE: Final = re.compile(r"^(us-gov|global|us|eu|apac|au|jp|ca|in)\.")
+_BEDROCK_PATH_RE: Final = re.compile(r"^(?:bedrock/)?(?:converse/)?([a-z]{2}(?:-gov)?-[a-z]+-\d)/")
 _BEDROCK_HOST_RE: Final = re.compile(r"^bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com$")
 _AZURE_ZONE_RE: Final = re.compile(r"^azure(?:_ai)?/(eu|us|global)/")
 _VERTEX_LOCATION_RE: Final = re.compile(r"(?:^|/)locations/([a-z0-9-]+)/")
@@ -60,6 +62,9 @@ def deployment_of(provider: str, model: str, span_attrs: dict[str, Any], resourc
         match = _BEDROCK_PROFILE_RE.match(low.rsplit("/", 1)[-1])
         if match:
             return f"aws:{match.group(1)}"
+        path = _BEDROCK_PATH_RE.match(low)  # LiteLLM ids: bedrock/us-gov-west-1/anthropic....
+        if path:
+            return f"aws:{path.group(1)}"
         host = _BEDROCK_HOST_RE.match(_attr(span_attrs, resource, "server.address"))
         if host:
             return f"aws:{host.group(1)}"

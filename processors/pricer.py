@@ -31,11 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
 from processors.deployment import TIER_ATTRIBUTES, deployment_of, is_located, service_tier_of, tier_said
-from processors.price_base import BaseMatch, BaseSnapshot
+from processors.price_base import BaseMatch, BaseRates, BaseSnapshot
 from processors.pricing import PricingCatalog, PricingError, _cost_pico
 from processors.records import LLMCall, SpanView
 
@@ -79,6 +80,25 @@ class PricerSources:
     pricing_files: tuple[Path, ...] = ()
     snapshot: Path | None = None
     include_project: bool = True
+
+
+def _scaled(rates: BaseRates, factor: Fraction) -> BaseRates:
+    """Rates times an exact factor; a result that is not a whole micro-USD is rounded half-even (and flagged)."""
+    rounded = rates.rounded
+
+    def scale(value: int | None) -> int | None:
+        nonlocal rounded
+        if value is None:
+            return None
+        exact = value * factor
+        if exact.denominator != 1:
+            rounded = True
+        return round(exact)  # Fraction rounds half to even
+
+    return BaseRates(
+        input=scale(rates.input) or 0, output=scale(rates.output) or 0, cache_read=scale(rates.cache_read) or 0,
+        cache_write=scale(rates.cache_write) or 0, reasoning=scale(rates.reasoning), rounded=rounded,
+    )
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -251,14 +271,22 @@ class Pricer:
         if priced is None:
             return None
         base, tiers = priced
+        entry, source = f"base:{match.entry}", "base"
         extra = list(notes)
+        found_uplift = self.catalog.uplift_for(provider, region, entry, at.date()) if region else None
+        if found_uplift is not None:
+            uplift, user = found_uplift
+            factor = uplift.fraction()
+            base = _scaled(base, factor)
+            tiers = tuple((t, _scaled(r, factor)) for t, r in tiers)
+            entry, source = f"{uplift.id}:{entry}", "user" if user else "project"
         if not match.own_model:
             extra.append(f"{match.provider_id} list price (no {provider} price in the base)")
         if tier and not self._has_variant(match, context):
             extra.append(f"no {tier} price in the base: standard price")
         if base.rounded or any(r.rounded for _, r in tiers):
             extra.append("base price rounded to 6 decimals")
-        return Resolution("base", f"base:{match.entry}", base, tiers, "; ".join(extra))
+        return Resolution(source, entry, base, tiers, "; ".join(extra))
 
     @staticmethod
     def _has_variant(match: BaseMatch, context: dict[str, str]) -> bool:
@@ -299,7 +327,9 @@ class Pricer:
 
 
 def _entry_fingerprint(catalog: PricingCatalog) -> dict[str, str]:
-    return {rule.entry.id: rule.entry.model_dump_json() for rule in catalog.rules}
+    entries = {rule.entry.id: rule.entry.model_dump_json() for rule in catalog.rules}
+    entries.update({f"uplift {u.id}": u.model_dump_json() for u, _ in catalog.uplifts})
+    return entries
 
 
 def describe_changes(

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -50,6 +51,7 @@ __all__ = [
     "PricingError",
     "Tier",
     "PriceEntry",
+    "Uplift",
     "PricingCatalog",
     "MatchExplanation",
     "canonical_model",
@@ -145,6 +147,60 @@ class PriceEntry(BaseModel):
         return [normalize_provider(p) for p in platforms]
 
 
+_MULTIPLIER_RE: Final = re.compile(r"^\d+(\.\d+)?(/\d+)?$")
+
+
+class Uplift(BaseModel):
+    """A deployment surcharge on base prices: the base's price of the matched entries times `multiplier`.
+
+    For prices that differ only by where a call runs (Azure data zones, Bedrock GovCloud,
+    Vertex regional endpoints), one rule instead of a copy of every model's price.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(min_length=1)]
+    platforms: list[str] = Field(min_length=1)
+    regions: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    # Globs over the base entry the call resolved to, e.g. "base:openai/*".
+    base_entries: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    multiplier: str  # a decimal ("1.1") or an exact fraction ("12/11")
+    effective_from: date
+    effective_to: date | None = None
+    source: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    checked: date
+    reason: str = ""
+
+    @field_validator("multiplier")
+    @classmethod
+    def _exact_multiplier(cls, value: str) -> str:
+        if not isinstance(value, str) or not _MULTIPLIER_RE.match(value.strip()):
+            raise ValueError(f"multiplier {value!r}: need a quoted decimal (\"1.1\") or fraction (\"12/11\")")
+        return value.strip()
+
+    @field_validator("platforms")
+    @classmethod
+    def _canonical_platforms(cls, platforms: list[str]) -> list[str]:
+        return [normalize_provider(p) for p in platforms]
+
+    @field_validator("regions", "base_entries")
+    @classmethod
+    def _lower(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower() for v in values]
+
+    def fraction(self) -> Fraction:
+        return Fraction(self.multiplier)
+
+    def applies(self, platform: str, region: str, entry: str, at: date) -> bool:
+        return (
+            platform in self.platforms
+            and any(fnmatchcase(region, pattern) for pattern in self.regions)
+            and any(fnmatchcase(entry, pattern) for pattern in self.base_entries)
+            and self.effective_from <= at
+            and (self.effective_to is None or at < self.effective_to)
+        )
+
+
 class _CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -152,6 +208,7 @@ class _CatalogFile(BaseModel):
     # Exact model-id aliases (e.g. Azure deployment names) -> a model id the entries match.
     aliases: dict[str, str] = Field(default_factory=dict)
     entries: list[PriceEntry] = Field(default_factory=list)
+    uplifts: list[Uplift] = Field(default_factory=list)
 
 
 def _micro(price: str | None, fallback: int) -> int:
@@ -351,6 +408,8 @@ class PricingCatalog:
     rules: list[_Rule]
     aliases: dict[str, str] = field(default_factory=dict)
     version: str = ""
+    # (uplift, from a user file), user files' first (later files first), then the project's.
+    uplifts: list[tuple[Uplift, bool]] = field(default_factory=list)
     _cache: dict[tuple[str, str], tuple[_Rule, ...]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -360,6 +419,7 @@ class PricingCatalog:
         aliases: dict[str, str] = {}
         version = ""
         order = 0
+        uplifts: list[tuple[Uplift, bool]] = []
         sources: list[tuple[_CatalogFile, bool]] = []
         if include_default:
             sources.append((load_catalog_file(None), False))
@@ -370,6 +430,7 @@ class PricingCatalog:
                 version = parsed.version
             for alias, target in parsed.aliases.items():
                 aliases[alias.strip().lower()] = target.strip().lower()
+            uplifts[:0] = [(u, user) for u in parsed.uplifts]
             for entry in parsed.entries:
                 # Later files rank above earlier ones: fold the file index into the user flag.
                 rule = _compile(entry, user=user, order=order)
@@ -378,7 +439,14 @@ class PricingCatalog:
                     _Rule(rule.entry, rule.from_ns, rule.to_ns, rule.base, rule.tiers, rank, user)
                 )
                 order += 1
-        return cls(rules=rules, aliases=aliases, version=version)
+        return cls(rules=rules, aliases=aliases, version=version, uplifts=uplifts)
+
+    def uplift_for(self, platform: str, region: str, entry: str, at: date) -> tuple[Uplift, bool] | None:
+        """The surcharge rule for a base-priced call, if any (user files' rules first)."""
+        for uplift, user in self.uplifts:
+            if uplift.applies(platform, region, entry, at):
+                return uplift, user
+        return None
 
     @classmethod
     def from_entries(cls, entries: Iterable[PriceEntry], aliases: dict[str, str] | None = None) -> PricingCatalog:

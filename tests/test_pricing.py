@@ -258,7 +258,7 @@ def test_user_file_overrides_the_base_and_the_project_entries(tmp_path: Path) ->
     assert mine.pricing_source == "user" and mine.cost == Decimal(1100) * Decimal("0.05") / M
     # Without the file: the project entry for the data zone, the base for the rest.
     plain = Pricer.load(PricerSources())
-    for call, entry in ((_call("azure.ai.openai", "azure/eu/gpt-4o", mix), "azure-datazone/gpt-4o"),
+    for call, entry in ((_call("azure.ai.openai", "azure/eu/gpt-4o", mix), "azure-datazone:base:openai/gpt-4o"),
                         (_call("openai", "gpt-4o", mix), "base:openai/gpt-4o")):
         plain.price(call, {}, {})
         assert call.pricing_entry == entry
@@ -292,9 +292,28 @@ def test_every_call_records_source_version_and_assumptions(pricer: Pricer) -> No
     flex = _call("openai", "gpt-5", (100, 10, 0, 0))
     pricer.price(flex, {"openai.response.service_tier": "flex"}, {})
     assert flex.service_tier == "flex" and flex.pricing_assumption == ""
-    gov = _call("aws.bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0", (100, 10, 0, 0))
+    gov = _call("aws.bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0", (1_000_000, 1_000_000, 0, 0))
     pricer.price(gov, {"server.address": "bedrock-runtime.us-gov-west-1.amazonaws.com"}, {})
-    assert gov.pricing_region == "aws:us-gov-west-1"
+    assert gov.pricing_region == "aws:us-gov-west-1" and gov.pricing_source == "project"
+    assert gov.pricing_entry == "bedrock-govcloud-claude:base:aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert gov.cost == Decimal("3.60") + Decimal("18.00")  # 1.2 x list (LiteLLM's GovCloud price; see the catalog)
+
+
+def test_uplifts_are_exact_and_a_user_uplift_wins(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"uplifts": [{
+        "id": "acme-eu-deal", "platforms": ["azure.ai.openai"], "regions": ["azure:eu"], "base_entries": ["base:openai/gpt-4o"],
+        "multiplier": "21/20", "effective_from": "2025-01-01", "source": "our EA amendment 3", "checked": "2026-11-30"}]}))
+    pricer = Pricer.load(PricerSources(pricing_files=(path,)))
+    call = _call("azure.ai.openai", "azure/eu/gpt-4o", (1_000_000, 1_000_000, 0, 0))
+    pricer.price(call, {}, {})
+    assert (call.pricing_source, call.pricing_entry) == ("user", "acme-eu-deal:base:openai/gpt-4o")
+    assert call.cost == Decimal("2.625") + Decimal("10.50")
+    with pytest.raises(PricingError, match="multiplier"):
+        path.write_text(yaml.safe_dump({"uplifts": [{
+            "id": "x", "platforms": ["aws.bedrock"], "regions": ["aws:*"], "base_entries": ["*"], "multiplier": 1.1,
+            "effective_from": "2025-01-01", "source": "s", "checked": "2026-11-30"}]}))
+        PricingCatalog.load([path])
 
 
 def test_deployment_keys() -> None:
@@ -325,9 +344,9 @@ def test_long_context_tier_of_the_base_applies_above_its_threshold(pricer: Price
 
 def test_project_entries_each_have_a_reason_and_a_source() -> None:
     parsed = load_catalog_file(None)
-    assert parsed.entries
-    for entry in parsed.entries:
-        assert entry.reason and entry.source, entry.id
+    assert parsed.entries or parsed.uplifts
+    for item in [*parsed.entries, *parsed.uplifts]:
+        assert item.reason and item.source, item.id
 
 
 @pytest.mark.parametrize(
