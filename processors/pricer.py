@@ -137,6 +137,7 @@ class Pricer:
         self.reload_interval_s = reload_interval_s
         self._cache: dict[tuple, tuple[str, str, Resolution | None]] = {}
         self._located: dict[str, bool] = {}
+        self._version = base.version if base is not None else ""
         self._stats = self._stat_all()
         self._next_check = time.monotonic() + reload_interval_s if reload_interval_s > 0 else float("inf")
 
@@ -152,15 +153,16 @@ class Pricer:
     # -- pricing ------------------------------------------------------------------------------
 
     def enrich(self, span: SpanView, call: LLMCall) -> None:
-        """`CallEnricher` signature for processors.pipeline.CallStages.enrichers."""
+        """`CallEnricher` signature for processors.pipeline.CallStages.enrichers (the worker's hot path)."""
         if time.monotonic() >= self._next_check:
             self.reload_if_changed()
-        self.price(call, span.attributes, span.resource)
+        self._priced(call, span.attributes, span.resource)
 
     def price(self, call: LLMCall, attributes: dict | None = None, resource: dict | None = None) -> None:
         """Set cost and the pricing columns of `call` (cost None and entry '' when unpriced)."""
-        attrs = attributes or _EMPTY
-        res = resource or _EMPTY
+        self._priced(call, attributes or _EMPTY, resource or _EMPTY)
+
+    def _priced(self, call: LLMCall, attrs: dict, res: dict) -> None:
         provider = call.provider
         # The key holds the raw inputs of deployment_of / service_tier_of that matter for this
         # provider, so a hit costs a few dict gets and one tuple hash.
@@ -186,23 +188,16 @@ class Pricer:
                 if len(self._cache) >= _CACHE_MAX:
                     self._cache.clear()
                 self._cache[key] = hit
-        self._apply(call, *hit)
-
-    def _apply(self, call: LLMCall, region: str, tier: str, resolution: Resolution | None) -> None:
-        call.pricing_region = region
-        call.service_tier = tier
-        call.pricing_version = self.version
+        call.pricing_region, call.service_tier, resolution = hit
+        call.pricing_version = self._version
         if resolution is None:
             call.cost = None
-            call.pricing_entry = ""
-            call.pricing_source = ""
-            call.pricing_assumption = ""
+            call.pricing_entry = call.pricing_source = call.pricing_assumption = ""
             return
         rates = resolution.rates_for(call.input_tokens) if resolution.tiers else resolution.base
-        pico = _cost_pico(
-            rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens  # type: ignore[arg-type]
-        )
-        call.cost = Decimal(pico).scaleb(-12)
+        call.cost = Decimal(
+            _cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
+        ).scaleb(-12)
         call.pricing_entry = resolution.entry
         call.pricing_source = resolution.source
         call.pricing_assumption = resolution.assumption
@@ -221,7 +216,23 @@ class Pricer:
         """Price a call read back from llm_calls, whose deployment key and tier were stored with it."""
         day_ns = call.ts_ns - call.ts_ns % _NS_PER_DAY
         resolution = self.resolve(call.provider, (call.response_model, call.request_model), region, tier, True, day_ns)
-        self._apply(call, region, tier, resolution)
+        self._cache_hit_apply(call, (region, tier, resolution))
+
+    def _cache_hit_apply(self, call: LLMCall, hit: tuple[str, str, Resolution | None]) -> None:
+        """What `_priced` does with a resolution (inlined there: it runs once per call in the worker)."""
+        call.pricing_region, call.service_tier, resolution = hit
+        call.pricing_version = self._version
+        if resolution is None:
+            call.cost = None
+            call.pricing_entry = call.pricing_source = call.pricing_assumption = ""
+            return
+        rates = resolution.rates_for(call.input_tokens) if resolution.tiers else resolution.base
+        call.cost = Decimal(
+            _cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
+        ).scaleb(-12)
+        call.pricing_entry = resolution.entry
+        call.pricing_source = resolution.source
+        call.pricing_assumption = resolution.assumption
 
     def resolve(
         self, provider: str, models: Sequence[str], region: str = "", tier: str = "", known_tier: bool = True, at_ns: int = 0
@@ -321,6 +332,7 @@ class Pricer:
             return False
         changes = describe_changes(self.catalog, self.base, catalog, base)
         self.catalog, self.base = catalog, base
+        self._version = base.version
         self._cache.clear()
         log.warning("pricing reloaded: %s", "; ".join(changes) if changes else "no entry changed")
         return True

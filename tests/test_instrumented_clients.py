@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from processors.decode import decode_request
 from processors.normalize import normalize_call
-from processors.pricing import PricingCatalog
+from processors.pricer import Pricer, PricerSources
 from processors.records import LLMCall
 
 M = Decimal(1_000_000)
@@ -105,8 +105,8 @@ def server_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def catalog() -> PricingCatalog:
-    return PricingCatalog.load()
+def catalog() -> Pricer:
+    return Pricer.load(PricerSources())
 
 
 @pytest.fixture()
@@ -119,15 +119,16 @@ def tracing() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
-def _calls(exporter: InMemorySpanExporter, scope: str, catalog: PricingCatalog) -> list[LLMCall]:
+def _calls(exporter: InMemorySpanExporter, scope: str, catalog: Pricer) -> list[LLMCall]:
     spans = [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == scope]
     assert spans, f"no spans from {scope}"
     payload = encode_spans(spans).SerializeToString()
     decoded = decode_request(payload)
     assert len(decoded.spans) == len(spans) and not decoded.problems
-    calls = [c for c in (normalize_call(s) for s in decoded.spans) if c is not None]
-    for call in calls:
-        catalog.price(call)
+    pairs = [(s, c) for s, c in ((s, normalize_call(s)) for s in decoded.spans) if c is not None]
+    calls = [c for _, c in pairs]
+    for span, call in pairs:
+        catalog.enrich(span, call)
         assert call.service == "chat-api" and call.team == "search" and call.environment == "prod"
     return calls
 
@@ -150,10 +151,10 @@ def _check_openai(calls: list[LLMCall], convention: str, expected_costs: list[De
         assert call.response_model == OPENAI_MODEL and call.model == OPENAI_MODEL
         assert (call.input_tokens, call.output_tokens) == (1200, 300)
         assert (call.cache_read_tokens, call.reasoning_tokens) == (cached, reasoned)
-        assert call.cost == cost and call.pricing_entry == "openai/gpt-4o"
+        assert call.cost == cost and call.pricing_entry == "base:openai/gpt-4o"
 
 
-def test_otel_contrib_openai_v2(server_port: int, tracing, catalog: PricingCatalog) -> None:
+def test_otel_contrib_openai_v2(server_port: int, tracing, catalog: Pricer) -> None:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
     provider, exporter = tracing
@@ -169,7 +170,7 @@ def test_otel_contrib_openai_v2(server_port: int, tracing, catalog: PricingCatal
     assert calls[0].finish_reason == "stop"
 
 
-def test_openinference_openai(server_port: int, tracing, catalog: PricingCatalog) -> None:
+def test_openinference_openai(server_port: int, tracing, catalog: Pricer) -> None:
     from openinference.instrumentation.openai import OpenAIInstrumentor
 
     provider, exporter = tracing
@@ -184,7 +185,7 @@ def test_openinference_openai(server_port: int, tracing, catalog: PricingCatalog
     assert all(c.finish_reason == "stop" for c in calls)
 
 
-def test_openllmetry_openai(server_port: int, tracing, catalog: PricingCatalog) -> None:
+def test_openllmetry_openai(server_port: int, tracing, catalog: Pricer) -> None:
     from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
     provider, exporter = tracing
@@ -206,7 +207,7 @@ def test_openllmetry_openai(server_port: int, tracing, catalog: PricingCatalog) 
         ("openinference.instrumentation.anthropic", "openinference.instrumentation.anthropic", "openinference"),
     ],
 )
-def test_anthropic_cache_writes(server_port: int, tracing, catalog: PricingCatalog, module: str, scope: str, convention: str) -> None:
+def test_anthropic_cache_writes(server_port: int, tracing, catalog: Pricer, module: str, scope: str, convention: str) -> None:
     import importlib
 
     provider, exporter = tracing
@@ -223,4 +224,4 @@ def test_anthropic_cache_writes(server_port: int, tracing, catalog: PricingCatal
     # OTel semantics: input includes cache reads and writes (50 + 2000 + 3000).
     assert (call.input_tokens, call.output_tokens) == (5050, 700)
     assert (call.cache_read_tokens, call.cache_write_tokens) == (3000, 2000)
-    assert call.cost == SONNET and call.pricing_entry == "anthropic/claude-sonnet-4"
+    assert call.cost == SONNET and call.pricing_entry == "base:anthropic/claude-sonnet-4-0"
