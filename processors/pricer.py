@@ -3,8 +3,9 @@
 Layers (first that prices the call wins):
 
 1. entries of the user's pricing files (`--pricing-file`), later files first;
-2. the project's own entries (`schemas/pricing/catalog.yaml`): corrections
-   the base lacks, each with its `reason`;
+2. the project's own entries and uplifts (`schemas/pricing/catalog.yaml`):
+   corrections the base lacks, each with its `reason`; an uplift scales the
+   base's price where a call runs (Azure data zones, Bedrock GovCloud, ...);
 3. the base: `genai-prices` (processors.price_base), the snapshot the package
    ships or the file `llmops pricing update` wrote.
 
@@ -37,10 +38,10 @@ from typing import Final
 
 from processors.deployment import TIER_ATTRIBUTES, deployment_of, is_located, service_tier_of, tier_said
 from processors.price_base import BaseMatch, BaseRates, BaseSnapshot
-from processors.pricing import PricingCatalog, PricingError, _cost_pico
+from processors.pricing import PricingCatalog, PricingError, cost_pico
 from processors.records import LLMCall, SpanView
 
-__all__ = ["Pricer", "Resolution", "PricerSources"]
+__all__ = ["Pricer", "Resolution", "PricerSources", "describe_changes"]
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class Pricer:
             return
         rates = resolution.rates_for(call.input_tokens) if resolution.tiers else resolution.base
         call.cost = Decimal(
-            _cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
+            cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
         ).scaleb(-12)
         call.pricing_entry = resolution.entry
         call.pricing_source = resolution.source
@@ -228,7 +229,7 @@ class Pricer:
             return
         rates = resolution.rates_for(call.input_tokens) if resolution.tiers else resolution.base
         call.cost = Decimal(
-            _cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
+            cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
         ).scaleb(-12)
         call.pricing_entry = resolution.entry
         call.pricing_source = resolution.source
@@ -263,7 +264,7 @@ class Pricer:
     ) -> Resolution | None:
         if self.base is None:
             return None
-        candidates = list(self.catalog._candidates(model))
+        candidates = list(self.catalog.candidates(model))
         if provider.startswith("azure"):
             # LiteLLM-style 'azure/eu/gpt-4o' or 'azure/gpt-4o': the base knows the model id alone.
             stripped = model.strip().lower().split("/")[-1]

@@ -56,6 +56,7 @@ __all__ = [
     "MatchExplanation",
     "canonical_model",
     "compute_cost",
+    "cost_pico",
     "load_catalog_file",
     "DEFAULT_CATALOG",
 ]
@@ -290,7 +291,7 @@ def canonical_model(model: str) -> str:
     return name
 
 
-def _cost_pico(rates: _Rates, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int, reasoning: int) -> int:
+def cost_pico(rates: _Rates, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int, reasoning: int) -> int:
     uncached = input_tokens - cache_read - cache_write
     if uncached < 0:
         uncached = 0
@@ -318,7 +319,7 @@ def compute_cost(
     """Exact USD cost of one call under `entry` (12 decimal places)."""
     rule = _compile(entry, user=False, order=0)
     rates = rule.rates_for(input_tokens)
-    pico = _cost_pico(rates, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens)
+    pico = cost_pico(rates, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens)
     return _pico_to_usd(pico).quantize(_Q12)
 
 
@@ -456,7 +457,8 @@ class PricingCatalog:
 
     # -- lookup -------------------------------------------------------------------------------
 
-    def _candidates(self, model: str) -> tuple[str, ...]:
+    def candidates(self, model: str) -> tuple[str, ...]:
+        """The ids a model id is matched as: raw lower-case, alias targets, canonical forms."""
         raw = model.strip().lower()
         out = [raw]
         alias = self.aliases.get(raw)
@@ -480,7 +482,7 @@ class PricingCatalog:
         if hit is not None:
             return hit
         platform = normalize_provider(provider) if provider else ""
-        candidates = self._candidates(model)
+        candidates = self.candidates(model)
         ranked: list[tuple[tuple[int, ...], _Rule]] = []
         for rule in self.rules:
             if rule.entry.platforms and platform not in rule.entry.platforms:
@@ -521,7 +523,7 @@ class PricingCatalog:
             when = datetime(at.year, at.month, at.day, tzinfo=timezone.utc)
         at_ns = int(when.timestamp()) * 10**9
         platform = normalize_provider(provider) if provider else ""
-        candidates = self._candidates(model)
+        candidates = self.candidates(model)
         chosen = self.rule(model, provider, at_ns, region, tier)
         matched: list[tuple[str, str, str]] = []
         for rule in self.rules:
