@@ -103,6 +103,15 @@ def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: li
 
 
 def run_pricing(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.pricing import PricingError
+
+    try:
+        return _run(settings, args)
+    except PricingError as exc:  # a pricing file the user can fix: one line, exit 2
+        raise SystemExit(f"llmops pricing: {exc}") from None
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.pricing_command == "check":
         print(pricing_check(settings, args))
     elif args.pricing_command == "unpriced":
@@ -125,7 +134,7 @@ def _pricer(settings: Settings) -> Any:
 def pricing_check(settings: Settings, args: argparse.Namespace) -> str:
     from processors.normalize import normalize_provider
 
-    when = datetime.fromisoformat(args.at).replace(tzinfo=timezone.utc) if args.at else datetime.now(timezone.utc)
+    when = _since(args.at, "check") if args.at else datetime.now(timezone.utc)
     provider = normalize_provider(args.provider) if args.provider else ""
     pricer = _pricer(settings)
     lines = [pricer.catalog.check(args.model, provider, when, args.region, args.tier.lower()).render(conclusion=False)]
@@ -200,7 +209,7 @@ def _since(text: str, command: str) -> datetime:
     try:
         return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
     except ValueError:
-        raise SystemExit(f"llmops pricing {command}: --since {text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00)") from None
+        raise SystemExit(f"llmops pricing {command}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00)") from None
 
 
 def pricing_reprice(settings: Settings, since: str, model: str | None) -> str:

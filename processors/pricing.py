@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from processors.normalize import normalize_provider
 
@@ -356,8 +356,14 @@ def load_catalog_file(path: Path | str | None = None) -> _CatalogFile:
             where = str(path)
         data = yaml.safe_load(text) or {}
         parsed = _CatalogFile.model_validate(data)
+    except ValidationError as exc:
+        # One line a user can act on: where in the file, and what is wrong there.
+        first = exc.errors()[0]
+        at = ".".join(str(part) for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise PricingError(f"pricing catalog {path or DEFAULT_CATALOG}: {at}: {first['msg']}{more}") from exc
     except (OSError, yaml.YAMLError, ValueError) as exc:
-        raise PricingError(f"pricing catalog {path or DEFAULT_CATALOG}: {exc}") from exc
+        raise PricingError(f"pricing catalog {path or DEFAULT_CATALOG}: {' '.join(str(exc).split())}") from exc
     ids = [e.id for e in parsed.entries]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

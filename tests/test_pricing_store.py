@@ -220,6 +220,14 @@ def test_check_of_an_unpriced_model_says_how_to_price_it(tmp_path: Path) -> None
     )
     assert out.returncode == 0, out.stderr
     assert "unpriced" in out.stdout and "How to price it" in out.stdout and 'match: ["my-selfhosted-llama"]' in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("entries:\n  - id: x\n    input: 2.5\n")
+    broken = subprocess.run(
+        [sys.executable, "-m", "llmops", "pricing", "check", "gpt-4o", "--pricing-file", str(bad), "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert broken.returncode != 0 and len(broken.stderr.strip().splitlines()) == 1, broken.stderr
+    assert f"{bad}: entries.0." in broken.stderr and "Traceback" not in broken.stderr
     settings = Settings(data_dir=tmp_path)
 
     class Args:
