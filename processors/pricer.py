@@ -294,17 +294,21 @@ class Pricer:
             entry, source = f"{uplift.id}:{entry}", "user" if user else "project"
         if not match.own_model:
             extra.append(f"{match.provider_id} list price (no {provider} price in the base)")
-        if tier and not self._has_variant(match, context):
+        if tier and not self._has_variant(match, context, at):
             extra.append(f"no {tier} price in the base: standard price")
         if base.rounded or any(r.rounded for _, r in tiers):
             extra.append("base price rounded to 6 decimals")
         return Resolution(source, entry, base, tiers, "; ".join(extra))
 
     @staticmethod
-    def _has_variant(match: BaseMatch, context: dict[str, str]) -> bool:
+    def _has_variant(match: BaseMatch, context: dict[str, str], at: datetime) -> bool:
+        """Whether the base has a price for this tier on that day (else the standard price was used)."""
         if not match.own_model:
             return False
-        return any(all(context.get(k) == v for k, v in variant.when.items()) for variant in match.model.price_variants or ())
+        return any(
+            all(context.get(k) == v for k, v in variant.when.items()) and (variant.constraint is None or variant.constraint.active(at))
+            for variant in match.model.price_variants or ()
+        )
 
     # -- reloading ----------------------------------------------------------------------------
 

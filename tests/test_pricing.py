@@ -423,3 +423,19 @@ def test_a_snapshot_file_replaces_the_packaged_base(tmp_path: Path) -> None:
     pricer.price(call, {}, {})
     assert call.cost == Decimal(99) and call.pricing_version.startswith("sha256:")
     assert isinstance(pricer.base, BaseSnapshot) and pricer.base.model_count() == 1
+
+
+@pytest.mark.parametrize(("model", "standard"), [("gpt-5", ("1.25", "10.00")), ("gpt-4o", ("2.50", "10.00"))])
+def test_batch_tier_is_half_price_and_an_unknown_tier_day_is_flagged(pricer: Pricer, model: str, standard: tuple[str, str]) -> None:
+    # "Batch API: Save 50% on inputs and outputs" (nicolalazzari.ai/articles/openai-api-pricing-explained-2026,
+    # quoting developers.openai.com/api/docs/pricing; read 2026-12-02). Standard prices: chatgptpricing-akr.pages.dev/api-pricing
+    # (GPT-5 $1.25/$10.00, GPT-4o $2.50/$10.00, batch half of each; source named there: developers.openai.com/api/docs/pricing).
+    mix = (20_000, 3_000, 0, 0)
+    call = _call("openai", model, mix)
+    pricer.price(call, {"openai.response.service_tier": "batch"}, {})
+    inp, out = (Decimal(p) for p in standard)
+    assert call.cost == (mix[0] * inp + mix[1] * out) / 2 / M and call.service_tier == "batch"
+    # The base's batch prices start 2026-10-12: before that the standard price, and the record says so.
+    early = _call("openai", model, mix, int(datetime(2025, 11, 15, tzinfo=timezone.utc).timestamp()) * 10**9)
+    pricer.price(early, {"openai.response.service_tier": "batch"}, {})
+    assert early.cost == (mix[0] * inp + mix[1] * out) / M and "no batch price in the base" in early.pricing_assumption
