@@ -225,6 +225,7 @@ class LiveStack:
         env = dict(os.environ)
         env.update({
             "LLMOPS_KAFKA__BOOTSTRAP": self.broker.bootstrap,
+            "LLMOPS_KAFKA__BROKER_KIND": "tansu",
             "LLMOPS_KAFKA__PARTITIONS": str(self.partitions),
             "LLMOPS_DATA_DIR": str(self.data_dir),
             "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),

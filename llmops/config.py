@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -36,6 +36,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Consumer (session timeout, heartbeat interval) in seconds per broker kind; see KafkaSettings.broker_kind.
+BROKER_KIND_TIMEOUTS: dict[str, tuple[float, float]] = {"tansu": (6.0, 1.0), "kafka": (30.0, 3.0)}
+
+
 class KafkaSettings(_Section):
     bootstrap: str | None = Field(
         None,
@@ -47,20 +51,40 @@ class KafkaSettings(_Section):
     partitions: int = Field(4, ge=1, description="Partitions for topics the pipeline creates.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for topics the pipeline creates.")
     group_id: str = Field("llmops-processors", description="Consumer group of the processor workers.")
-    session_timeout_s: float = Field(
-        6.0,
-        ge=1.0,
-        description="Consumer session timeout. Tansu holds a group join for about half of it, so keep it low there.",
+    broker_kind: Literal["tansu", "kafka"] | None = Field(
+        None,
+        description=(
+            "Which broker the bootstrap address reaches; it picks the consumer timeouts below. "
+            "Unset: `tansu` when `llmops up` starts the embedded broker (no bootstrap), `kafka` for any other address."
+        ),
     )
-    heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval; must stay below the session timeout.")
+    session_timeout_s: float | None = Field(
+        None,
+        ge=1.0,
+        description=(
+            "Consumer session timeout. Unset: 6 s on Tansu, which holds a group join for about half of it; "
+            "30 s on Apache Kafka, room for a worker blocked on a slow ClickHouse insert before a rebalance."
+        ),
+    )
+    heartbeat_interval_s: float | None = Field(
+        None, gt=0, description="Consumer heartbeat interval, below the session timeout. Unset: 1 s on Tansu, 3 s on Apache Kafka."
+    )
 
-    @field_validator("heartbeat_interval_s")
-    @classmethod
-    def _heartbeat_below_session(cls, value: float, info: Any) -> float:
-        session = info.data.get("session_timeout_s")
-        if session is not None and value >= session:
+    @model_validator(mode="after")
+    def _timeouts_for_broker_kind(self) -> "KafkaSettings":
+        # Filled in here (not at use) so that every reader, and `llmops config show`, sees the values in force.
+        kind = self.broker_kind or ("tansu" if self.bootstrap is None else "kafka")
+        session, heartbeat = BROKER_KIND_TIMEOUTS[kind]
+        updates = {"broker_kind": kind}
+        if self.session_timeout_s is None:
+            updates["session_timeout_s"] = session
+        if self.heartbeat_interval_s is None:
+            updates["heartbeat_interval_s"] = min(heartbeat, updates.get("session_timeout_s", self.session_timeout_s) / 3)
+        for name, value in updates.items():
+            object.__setattr__(self, name, value)  # validate_assignment would re-run this validator
+        if self.heartbeat_interval_s >= self.session_timeout_s:
             raise ValueError("heartbeat_interval_s must be below session_timeout_s")
-        return value
+        return self
 
 
 class ReceiverSettings(_Section):

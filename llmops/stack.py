@@ -28,12 +28,17 @@ __all__ = ["run_stack", "child_env", "spawn_component", "wait_for_line", "stop_p
 log = logging.getLogger(__name__)
 
 
-def child_env(overrides: dict[str, Any], bootstrap: str) -> dict[str, str]:
-    """The parent's flags become the children's LLMOPS_* variables (flags > env, so nothing is lost)."""
+def child_env(overrides: dict[str, Any], bootstrap: str, broker_kind: str) -> dict[str, str]:
+    """The parent's flags become the children's LLMOPS_* variables (flags > env, so nothing is lost).
+
+    The broker kind travels too: the children get a bootstrap address even when it is the embedded Tansu, and
+    an address alone would make them choose Apache Kafka's consumer timeouts.
+    """
     env = dict(os.environ)
     for dotted, value in overrides.items():
         env["LLMOPS_" + "__".join(part.upper() for part in dotted.split("."))] = str(value)
     env["LLMOPS_KAFKA__BOOTSTRAP"] = bootstrap
+    env["LLMOPS_KAFKA__BROKER_KIND"] = broker_kind
     return env
 
 
@@ -99,7 +104,7 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
             broker = EmbeddedBroker("127.0.0.1").start()
             bootstrap = broker.bootstrap
         ensure_topics(bootstrap, settings.kafka)
-        env = child_env(overrides, bootstrap)
+        env = child_env(overrides, bootstrap, settings.kafka.broker_kind or "kafka")
         worker = spawn_component("worker", env, config_file)
         host = local_host(settings.receiver.listen)
         if settings.embedded_store and settings.sql.enabled:

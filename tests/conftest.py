@@ -49,6 +49,7 @@ class Stack:
     dead_letter_topic: str
     drift_topic: str
     group_id: str
+    broker_kind: str = "tansu"  # the session broker fixture; the production-path tests pass "kafka"
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     sql_port: int = field(default_factory=free_port)
@@ -64,6 +65,7 @@ class Stack:
                 "LLMOPS_KAFKA__DEAD_LETTER_TOPIC": self.dead_letter_topic,
                 "LLMOPS_KAFKA__DRIFT_TOPIC": self.drift_topic,
                 "LLMOPS_KAFKA__GROUP_ID": self.group_id,
+                "LLMOPS_KAFKA__BROKER_KIND": self.broker_kind,
                 "LLMOPS_DATA_DIR": str(self.data_dir),
                 "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),
                 "LLMOPS_RECEIVER__GRPC_PORT": str(self.grpc_port),
