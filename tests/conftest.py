@@ -21,6 +21,9 @@ from llmops.store import endpoint_alive
 from llmops.topics import ensure_topics
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
+from tests.kafka_cluster import KafkaCluster
+from tests.kafka_jars import KafkaUnavailable, kafka_classpath
+from tests.otelcol_build import OtelcolUnavailable, otelcol_binary
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition", interval_s: float = 0.1) -> None:
@@ -154,3 +157,30 @@ def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clickhouse
         yield client
     finally:
         client.close()
+
+
+# -- the production path: an OpenTelemetry Collector built from upstream, Apache Kafka from Maven Central ----------
+
+
+@pytest.fixture(scope="session")
+def production_parts() -> None:
+    """Build the collector and fetch Kafka's jars (cached after the first run); skip in one line where Go or Java is missing."""
+    try:
+        otelcol_binary()
+        kafka_classpath()
+    except (OtelcolUnavailable, KafkaUnavailable) as missing:
+        pytest.skip(f"production path not run: {missing}")
+
+
+@pytest.fixture(scope="module")
+def apache_kafka(production_parts: None) -> Iterator[KafkaCluster]:
+    """One Apache Kafka node (KRaft, broker + controller) per module."""
+    with KafkaCluster(1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def apache_kafka_3(production_parts: None) -> Iterator[KafkaCluster]:
+    """Three Apache Kafka nodes: replication factor 3, min.insync.replicas 2."""
+    with KafkaCluster(3) as cluster:
+        yield cluster

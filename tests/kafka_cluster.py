@@ -1,7 +1,7 @@
 """Apache Kafka (KRaft) on loopback from the Maven Central jars: one node, or three for the fault tests.
 
 Every node is a combined broker + controller (``process.roles=broker,controller``), as in docker-compose.yml,
-with its own free ports and a temporary data directory that `stop(remove=True)` deletes. Storage is formatted
+with its own free ports and a temporary data directory that `stop()` deletes. Storage is formatted
 first with Kafka's own storage tool and one generated cluster id; the nodes then run ``kafka.Kafka`` with a small
 heap. Start-up is waited on by asking the cluster (describe cluster / topic metadata), never by sleeping.
 
@@ -12,7 +12,6 @@ tests do to a partition leader and to a single broker behind the collector.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import signal
 import subprocess
@@ -109,15 +108,13 @@ class KafkaCluster:
             raise
         return self
 
-    def stop(self, remove: bool = True) -> None:
+    def stop(self) -> None:
+        """Kill every node and delete the data. (SIGTERM would wait for controlled shutdowns that a cluster losing
+        its quorum node by node cannot finish; nothing of a test cluster needs to survive.)"""
         for node in self.nodes:
             if node.running():
-                assert node.process is not None
-                node.process.send_signal(signal.SIGTERM)
-        for node in self.nodes:
-            self._reap(node, 60.0)
-        if remove:
-            shutil.rmtree(self.root, ignore_errors=True)
+                self.kill(node)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def kill(self, node: KafkaNode) -> None:
         """SIGKILL: no controlled shutdown, no flush (what a crashed machine does)."""
@@ -132,10 +129,11 @@ class KafkaCluster:
         self._reap(node, 60.0)
 
     def restart(self, node: KafkaNode, timeout_s: float = 120.0) -> None:
-        """Start a stopped or killed node again on its ports and data directory, and wait until it is back."""
+        """Start a stopped or killed node again on its ports and data directory; returns once it serves metadata
+        as a registered broker (the rest of the cluster may still list it from before: ask the node itself)."""
         assert not node.running(), f"node {node.node_id} is still running"
         self._launch(node)
-        self.wait_ready(timeout_s)
+        self.wait_ready(timeout_s, only=node)
 
     def __enter__(self) -> KafkaCluster:
         return self.start()
@@ -152,11 +150,11 @@ class KafkaCluster:
             self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "client.id": "llmops-test-admin", "log_level": 2})
         return self._admin
 
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Every running node is a live broker in the cluster's metadata."""
+    def wait_ready(self, timeout_s: float = 120.0, only: KafkaNode | None = None) -> None:
+        """Every running node is a live broker in the cluster's metadata (as `only` itself reports it, if given)."""
         want = {node.node_id for node in self.nodes if node.running()}
+        admin = self.admin() if only is None else AdminClient({"bootstrap.servers": only.address, "log_level": 2})
         deadline = time.monotonic() + timeout_s
-        admin = self.admin()
         seen: set[int] = set()
         while True:
             for node in self.nodes:
@@ -172,6 +170,21 @@ class KafkaCluster:
             if time.monotonic() > deadline:
                 tails = "\n".join(f"--- node {n.node_id}\n{n.log_tail(10)}" for n in self.nodes)
                 raise RuntimeError(f"Kafka not ready after {timeout_s}s (brokers seen {sorted(seen)}, want {sorted(want)})\n{tails}")
+            time.sleep(0.2)
+
+    def wait_in_sync(self, topic: str, timeout_s: float = 120.0) -> None:
+        """Every partition of `topic` has a leader and all running nodes in its in-sync replicas."""
+        want = {node.node_id for node in self.nodes if node.running()}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                partitions = self.admin().list_topics(topic, timeout=10).topics[topic].partitions.values()
+                if partitions and all(p.leader in want and want <= set(p.isrs) for p in partitions):
+                    return
+            except Exception:  # metadata not available during an election
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{topic}: replicas not in sync after {timeout_s}s")
             time.sleep(0.2)
 
     def partition_leader(self, topic: str, partition: int = 0) -> int:
@@ -245,10 +258,9 @@ class KafkaCluster:
 
     @staticmethod
     def _reap(node: KafkaNode, timeout_s: float) -> None:
-        if node.process is None:
-            return
+        assert node.process is not None
         try:
             node.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(node.process.pid, signal.SIGKILL)
+            node.process.kill()
             node.process.wait()
