@@ -71,20 +71,26 @@ class KafkaSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _timeouts_for_broker_kind(self) -> "KafkaSettings":
-        # Filled in here (not at use) so that every reader, and `llmops config show`, sees the values in force.
-        kind = self.broker_kind or ("tansu" if self.bootstrap is None else "kafka")
-        session, heartbeat = BROKER_KIND_TIMEOUTS[kind]
-        updates = {"broker_kind": kind}
-        if self.session_timeout_s is None:
-            updates["session_timeout_s"] = session
-        if self.heartbeat_interval_s is None:
-            updates["heartbeat_interval_s"] = min(heartbeat, updates.get("session_timeout_s", self.session_timeout_s) / 3)
-        for name, value in updates.items():
-            object.__setattr__(self, name, value)  # validate_assignment would re-run this validator
-        if self.heartbeat_interval_s >= self.session_timeout_s:
+    def _heartbeat_below_session(self) -> "KafkaSettings":
+        if self.consumer_heartbeat_interval_s >= self.consumer_session_timeout_s:
             raise ValueError("heartbeat_interval_s must be below session_timeout_s")
         return self
+
+    # Resolved at use, not stored: a bootstrap set later (a flag merged over the file and env) still decides.
+    @property
+    def kind(self) -> str:
+        """The broker kind in force: broker_kind, else tansu for the embedded broker (no bootstrap), else kafka."""
+        return self.broker_kind or ("tansu" if self.bootstrap is None else "kafka")
+
+    @property
+    def consumer_session_timeout_s(self) -> float:
+        return self.session_timeout_s if self.session_timeout_s is not None else BROKER_KIND_TIMEOUTS[self.kind][0]
+
+    @property
+    def consumer_heartbeat_interval_s(self) -> float:
+        if self.heartbeat_interval_s is not None:
+            return self.heartbeat_interval_s
+        return min(BROKER_KIND_TIMEOUTS[self.kind][1], self.consumer_session_timeout_s / 3)
 
 
 class ReceiverSettings(_Section):

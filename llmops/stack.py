@@ -104,7 +104,7 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
             broker = EmbeddedBroker("127.0.0.1").start()
             bootstrap = broker.bootstrap
         ensure_topics(bootstrap, settings.kafka)
-        env = child_env(overrides, bootstrap, settings.kafka.broker_kind or "kafka")
+        env = child_env(overrides, bootstrap, settings.kafka.kind)
         worker = spawn_component("worker", env, config_file)
         host = local_host(settings.receiver.listen)
         if settings.embedded_store and settings.sql.enabled:

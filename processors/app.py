@@ -51,8 +51,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_disable_leader=True,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=kafka.session_timeout_s,
-        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_session_timeout=kafka.consumer_session_timeout_s,
+        broker_heartbeat_interval=kafka.consumer_heartbeat_interval_s,
         broker_commit_interval=1.0,
         stream_wait_empty=True,
         # Prefetch at most four batches: OTLP records are ~200 KB each, and faust's default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from llmops.cli import build_parser, main
 from llmops.config import Settings, load_settings
 from llmops.config_docs import render_reference
+from llmops.stack import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +50,25 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ValidationError):
         load_settings()
     assert main(["config", "show"]) == 2  # the CLI says what is wrong and exits 2
+
+
+def test_consumer_timeouts_follow_the_broker_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("LLMOPS_"):
+            monkeypatch.delenv(key)
+    embedded = load_settings().kafka  # no bootstrap: `llmops up` starts Tansu
+    assert (embedded.kind, embedded.consumer_session_timeout_s, embedded.consumer_heartbeat_interval_s) == ("tansu", 6.0, 1.0)
+    # A flag merged over file and env (load_settings) still decides the kind.
+    external = load_settings({"kafka.bootstrap": "kafka:9092"}).kafka
+    assert (external.kind, external.consumer_session_timeout_s, external.consumer_heartbeat_interval_s) == ("kafka", 30.0, 3.0)
+    tests_tansu = load_settings({"kafka.bootstrap": "127.0.0.1:9", "kafka.broker_kind": "tansu"}).kafka
+    assert tests_tansu.consumer_session_timeout_s == 6.0
+    chosen = load_settings({"kafka.bootstrap": "kafka:9092", "kafka.session_timeout_s": 10.0}).kafka
+    assert (chosen.consumer_session_timeout_s, chosen.consumer_heartbeat_interval_s) == (10.0, 3.0)
+    assert load_settings({"kafka.session_timeout_s": 2.4}).kafka.consumer_heartbeat_interval_s == pytest.approx(0.8)  # kept below
+    # `llmops up` hands its children the address of the Tansu it started, and the kind with it.
+    monkeypatch.setattr(os, "environ", child_env({}, "127.0.0.1:9", embedded.kind))
+    assert load_settings().kafka.consumer_session_timeout_s == 6.0
 
 
 def test_embedded_dsn_lives_under_data_dir(tmp_path: Path) -> None:
