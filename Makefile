@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test bench clean
+.PHONY: install up test bench clean otelcol kafka-jars
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ up: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+## The production path's real parts, cached outside the repository (~/.cache/llmops); the tests that need them
+## build or fetch them on first use too, so `make test` needs neither target. `make up` needs neither (Python only).
+## OpenTelemetry Collector from upstream Go modules (collector/otelcol/): needs Go.
+otelcol: install
+	$(BIN)/python tests/otelcol_build.py
+
+## Apache Kafka's broker jars from Maven Central (deploy/kafka/pom.xml): needs a JDK and Maven.
+kafka-jars: install
+	$(BIN)/python tests/kafka_jars.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py
