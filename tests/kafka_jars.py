@@ -42,7 +42,7 @@ def kafka_classpath() -> str:
 
     def fetch(out: Path) -> None:
         subprocess.run(
-            ["mvn", "--batch-mode", "--quiet", "-f", str(POM),
+            ["mvn", "--batch-mode", "--quiet", "-Dstyle.color=never", "-f", str(POM),
              f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={out}"],
             check=True,
         )
