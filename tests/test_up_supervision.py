@@ -1,0 +1,178 @@
+"""`llmops up` on a bad day: a worker killed under traffic, `up` itself killed, every process signalled at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from llmops.broker import free_port
+from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
+from llmops.supervisor import Backoff, RestartPolicy
+from tests.conftest import wait_until
+
+STOP_BOUND_S = 300  # generous: StopTimeouts().total_s is 235 s; a clean stop takes seconds
+
+
+def test_backoff_doubles_caps_and_resets_after_a_healthy_run() -> None:
+    backoff = Backoff(RestartPolicy(first_delay_s=0.5, max_delay_s=4.0, healthy_after_s=60.0))
+    assert [backoff.next_delay(ran_s=1.0) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert backoff.failures == 6
+    assert backoff.next_delay(ran_s=60.0) == 0.5
+    assert backoff.failures == 1
+
+
+class Up:
+    """`llmops up` in a session of its own (so its process group can be signalled), with the output kept."""
+
+    def __init__(self, data_dir: Path, ports: tuple[int, int, int]) -> None:
+        self.http, grpc_port, self.sql = ports
+        self.data_dir = data_dir
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+        flags = ["--data-dir", str(data_dir), "--otlp-http-port", str(self.http), "--otlp-grpc-port", str(grpc_port), "--sql-port", str(self.sql)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_until(lambda: self._ready.is_set() or self.proc.poll() is not None, 180, "llmops up ready")
+        assert self._ready.is_set(), self.output()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if "Ctrl-C to stop" in line:
+                self._ready.set()
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def children(self) -> dict[int, str]:
+        """pid -> command line of up's live children (broker, worker, receiver)."""
+        return {pid: cmd for pid, ppid, cmd in _processes() if ppid == self.proc.pid}
+
+    def child(self, word: str) -> int:
+        pids = [pid for pid, cmd in self.children().items() if word in cmd.split()]
+        assert len(pids) == 1, self.children()
+        return pids[0]
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(timeout=STOP_BOUND_S)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def stored(self) -> tuple[int, int]:
+        """(rows, distinct span ids) in otel_traces, read from the store after the stack stopped."""
+        from sinks.clickhouse.client import connect
+
+        client = connect(f"chdb://{self.data_dir.resolve() / 'clickhouse'}", "llmops", readonly=True)
+        try:
+            rows, distinct = client.query("SELECT count(), uniqExact(SpanId) FROM otel_traces").result_rows[0]
+            return int(rows), int(distinct)
+        finally:
+            client.close()
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, ppid, command line) of every live, non-zombie process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            found.append((int(entry.name), int(ppid), cmd))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    return any(p == pid for p, _, _ in _processes())
+
+
+def _ports() -> tuple[int, int, int]:
+    return free_port(), free_port(), free_port()
+
+
+def test_a_worker_killed_under_traffic_is_restarted_and_every_acknowledged_span_is_stored_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    up = Up(tmp_path, _ports())
+    try:
+        worker = up.child("worker")
+        result: list[LoadgenSummary] = []
+        options = LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=12000, seed=14, stop_on_failure=False)
+        sender = threading.Thread(target=lambda: result.append(run_loadgen(options)))
+        sender.start()
+        wait_until(lambda: up.children() and _stored_while_running(up) > 0 or not sender.is_alive(), 120, "first spans stored")
+        os.kill(worker, signal.SIGKILL)
+        sender.join(timeout=600)
+        wait_until(lambda: "worker restarted" in up.output(), 60, "the worker restarted")
+        restarted = up.child("worker")
+        assert restarted != worker
+        up.proc.send_signal(signal.SIGINT)
+        assert up.wait() == 0, up.output()
+    finally:
+        if up.proc.poll() is None:
+            os.killpg(up.proc.pid, signal.SIGKILL)
+    summary = result[0]
+    assert summary.spans_acknowledged > 0
+    assert up.stored() == (summary.spans_acknowledged, summary.spans_acknowledged), up.output()
+
+
+def _stored_while_running(up: Up) -> int:
+    import clickhouse_connect
+
+    try:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=up.sql, database="llmops", compress=False)
+    except Exception:
+        return 0
+    try:
+        return int(client.query("SELECT count() FROM otel_traces").result_rows[0][0])
+    finally:
+        client.close()
+
+
+def test_sigkill_of_up_leaves_no_child_and_a_second_up_starts_on_the_same_ports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ports = _ports()
+    up = Up(tmp_path / "first", ports)
+    children = up.children()
+    assert len(children) == 3, children  # broker, worker, receiver
+    os.kill(up.proc.pid, signal.SIGKILL)
+    up.proc.wait()
+    wait_until(lambda: not any(_alive(pid) for pid in children), 30, f"children {sorted(children)} gone")
+    second = Up(tmp_path / "second", ports)  # EADDRINUSE here if an orphan kept a port
+    second.proc.send_signal(signal.SIGINT)
+    assert second.wait() == 0, second.output()
+
+
+def test_sigterm_to_every_process_at_once_stops_in_order_and_keeps_what_was_acknowledged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """systemd's default stop: SIGTERM to the whole cgroup, here while traffic flows. The children ignore it; `up`
+    stops them in order (receiver, drain, worker, broker), so what the broker held when the signal came is stored."""
+    up = Up(tmp_path, _ports())
+    result: list[LoadgenSummary] = []
+    options = LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=30000, seed=15, export_timeout_s=5)
+    sender = threading.Thread(target=lambda: result.append(run_loadgen(options)))
+    sender.start()
+    wait_until(lambda: _stored_while_running(up) > 0 or not sender.is_alive(), 120, "first spans stored")
+    children = up.children()
+    assert len(children) == 3, children
+    os.killpg(up.proc.pid, signal.SIGTERM)
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+    assert up.wait() == 0, up.output()
+    sender.join(timeout=120)
+    wait_until(lambda: not any(_alive(pid) for pid in children), 30, "children gone")
+    summary = result[0]
+    assert summary.spans_acknowledged > 0
+    assert up.stored() == (summary.spans_acknowledged, summary.spans_acknowledged), up.output()
