@@ -44,6 +44,7 @@ class EmbeddedBroker:
         self.port = port or free_port(host)
         self._proc: subprocess.Popen[str] | None = None
         self._tail: deque[str] = deque(maxlen=50)
+        self._stopped_code = 0
 
     @property
     def bootstrap(self) -> str:
@@ -94,8 +95,8 @@ class EmbeddedBroker:
         return self._proc.pid if self._proc is not None else None
 
     def exit_code(self) -> int | None:
-        """None while it runs; after it exited, its exit code (negative: killed by that signal)."""
-        return self._proc.poll() if self._proc is not None else None
+        """None while it runs; otherwise its exit code (negative: killed by that signal; 0 if never started)."""
+        return self._proc.poll() if self._proc is not None else self._stopped_code
 
     def stop(self) -> None:
         if self._proc is None:
@@ -107,6 +108,7 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._stopped_code = self._proc.returncode
         self._proc = None
 
     def __enter__(self) -> "EmbeddedBroker":

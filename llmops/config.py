@@ -69,6 +69,12 @@ class KafkaSettings(_Section):
     heartbeat_interval_s: float | None = Field(
         None, gt=0, description="Consumer heartbeat interval, below the session timeout. Unset: 1 s on Tansu, 3 s on Apache Kafka."
     )
+    embedded_max_rss_mib: int = Field(
+        2048,
+        ge=0,
+        description="`llmops up` only: when the embedded broker's memory passes this (MiB), the stack drains it and starts "
+        "it afresh, refusing OTLP for those seconds (Tansu's memory storage never frees a record). 0 = never.",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> "KafkaSettings":

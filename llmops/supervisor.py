@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["RestartPolicy", "Backoff", "StopTimeouts", "Child", "Supervisor"]
+__all__ = ["RestartPolicy", "Backoff", "StopTimeouts", "Child", "Supervisor", "rss_mib"]
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,26 @@ class StopTimeouts:
 
 
 class Broker(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
     def exit_code(self) -> int | None: ...
 
+    def start(self) -> Any: ...
+
     def stop(self) -> None: ...
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process (Linux /proc), or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 class Child:
@@ -102,14 +119,19 @@ class Child:
         self._restart_at = None
         return self.proc
 
+    def start_unwatched(self) -> subprocess.Popen[str]:
+        """Start without waiting for a ready line: keep its output pipe drained."""
+        proc = self.start()
+        if proc.stdout is not None:
+            threading.Thread(target=_discard, args=(proc.stdout,), name=f"{self.name}-output", daemon=True).start()
+        return proc
+
     def supervise(self, now: float) -> None:
         """Restart the process once its backoff delay passed; schedule that when it just exited."""
         if self._restart_at is not None:
             if now >= self._restart_at:
                 self.restarts += 1
-                proc = self.start()
-                if proc.stdout is not None:  # nobody waits for its ready line: keep its pipe from filling
-                    threading.Thread(target=_discard, args=(proc.stdout,), name=f"{self.name}-output", daemon=True).start()
+                proc = self.start_unwatched()
                 log.warning("%s restarted (restart %d, pid %d)", self.name, self.restarts, proc.pid)
             return
         if self.proc is None or (code := self.proc.poll()) is None:
@@ -148,13 +170,20 @@ class Supervisor:
     """The running stack: an embedded broker (None with an external Kafka), the worker and the receiver."""
 
     def __init__(self, broker: Broker | None, worker: Child, receiver: Child, lag: Callable[[], int],
-                 timeouts: StopTimeouts = StopTimeouts(), poll_s: float = 0.2) -> None:  # fmt: skip
+                 timeouts: StopTimeouts = StopTimeouts(), poll_s: float = 0.2, *,
+                 broker_max_rss_mib: int = 0, create_topics: Callable[[], Any] = lambda: None) -> None:  # fmt: skip
+        """`broker_max_rss_mib` > 0: refresh the embedded broker when its memory passes it (see `refresh_broker`);
+        `create_topics` then creates the topics on the fresh broker."""
         self.broker = broker
         self.worker = worker
         self.receiver = receiver
         self._lag = lag
         self.timeouts = timeouts
         self._poll_s = poll_s
+        self._broker_max_rss_mib = broker_max_rss_mib
+        self._create_topics = create_topics
+        self._next_refresh_check = 0.0
+        self.broker_refreshes = 0
 
     def broker_gone(self) -> str | None:
         if self.broker is None or (code := self.broker.exit_code()) is None:
@@ -168,36 +197,73 @@ class Supervisor:
         now = time.monotonic()
         self.worker.supervise(now)
         self.receiver.supervise(now)
+        if self.broker is not None and self._broker_max_rss_mib > 0 and now >= self._next_refresh_check:
+            pid = self.broker.pid
+            rss = rss_mib(pid) if pid is not None else None
+            if rss is not None and rss > self._broker_max_rss_mib:
+                self.refresh_broker(rss)
         return None
+
+    def refresh_broker(self, rss: float) -> None:
+        """Give the embedded broker's memory back: drain it, then start it afresh.
+
+        Tansu 0.6's memory storage never frees a record (no retention; DeleteRecords
+        panics it), so the broker grows by every byte produced. Draining it and
+        starting a new one is the one way to free that memory. The receiver stops
+        first (OTLP clients are refused and retry: the SDK exporters do) and
+        starts again last; the fresh topics get new topic ids, and the sink's
+        fences are per topic id, so offsets that restart at 0 never hide records.
+        If the drain does not finish, nothing is lost: the receiver starts again on
+        the same broker and the refresh is retried a minute later.
+        """
+        assert self.broker is not None
+        started = time.monotonic()
+        log.warning("embedded broker holds %.0f MiB (limit %d): draining it and starting it afresh; OTLP is refused meanwhile",
+                    rss, self._broker_max_rss_mib)  # fmt: skip
+        self.receiver.stop(self.timeouts.receiver_s)
+        if not self._drain():
+            self.receiver.start_unwatched()
+            self._next_refresh_check = time.monotonic() + 60.0
+            return
+        self.worker.stop(self.timeouts.worker_s)
+        self.broker.stop()
+        self.broker.start()
+        self._create_topics()
+        self.worker.start_unwatched()
+        self.receiver.start_unwatched()
+        self.broker_refreshes += 1
+        pid = self.broker.pid
+        log.warning("embedded broker refreshed in %.1f s (%.0f MiB now)", time.monotonic() - started, (rss_mib(pid) if pid else 0) or 0)
 
     def shutdown(self) -> None:
         """Receiver, drain, worker, broker: in that order, each bounded by `timeouts`."""
         started = time.monotonic()
         self.receiver.stop(self.timeouts.receiver_s)
-        if self.broker is not None:
-            self._drain()
+        if self.broker is not None and not self._drain() and self.broker_gone() is None:
+            log.error("stopping anyway: the records the broker still holds are lost")
         self.worker.stop(self.timeouts.worker_s)
         if self.broker is not None:
             self.broker.stop()
         log.info("stack stopped in %.1f s", time.monotonic() - started)
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
         """Wait until the worker committed every record the broker holds: the embedded broker forgets on stop."""
         deadline = time.monotonic() + self.timeouts.drain_s
         lag = -1
         while time.monotonic() < deadline:
             if (fatal := self.broker_gone()) is not None:
                 log.error("%s: nothing left to drain", fatal)
-                return
+                return False
             self.worker.supervise(time.monotonic())  # a worker that died (or was signalled) comes back to drain
             try:
                 lag = self._lag()
             except Exception as exc:  # the broker may be slow to answer during shutdown: keep asking
                 log.warning("could not read consumer lag: %s", exc)
             if lag == 0:
-                return
+                return True
             time.sleep(self._poll_s)
-        log.error("stopping with %d records not yet processed after %.0f s of draining: they are lost", lag, self.timeouts.drain_s)
+        log.error("%d records not yet processed after %.0f s of draining", lag, self.timeouts.drain_s)
+        return False
 
 
 def _discard(stream: Any) -> None:

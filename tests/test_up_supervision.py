@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from llmops.broker import free_port
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
-from llmops.supervisor import Backoff, RestartPolicy
+from llmops.supervisor import Backoff, RestartPolicy, rss_mib
 from tests.conftest import wait_until
 
 STOP_BOUND_S = 300  # generous: StopTimeouts().total_s is 235 s; a clean stop takes seconds
@@ -30,10 +31,10 @@ def test_backoff_doubles_caps_and_resets_after_a_healthy_run() -> None:
 class Up:
     """`llmops up` in a session of its own (so its process group can be signalled), with the output kept."""
 
-    def __init__(self, data_dir: Path, ports: tuple[int, int, int]) -> None:
+    def __init__(self, data_dir: Path, ports: tuple[int, int, int], **env_overrides: str) -> None:
         self.http, grpc_port, self.sql = ports
         self.data_dir = data_dir
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")} | env_overrides
         flags = ["--data-dir", str(data_dir), "--otlp-http-port", str(self.http), "--otlp-grpc-port", str(grpc_port), "--sql-port", str(self.sql)]
         self.proc = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
@@ -52,6 +53,12 @@ class Up:
 
     def output(self) -> str:
         return "".join(self.lines)
+
+    def wait_for(self, check: Callable[[], bool], timeout_s: float, what: str) -> None:
+        try:
+            wait_until(check, timeout_s, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- llmops up output:\n{self.output()}") from None
 
     def children(self) -> dict[int, str]:
         """pid -> command line of up's live children (broker, worker, receiver)."""
@@ -176,3 +183,42 @@ def test_sigterm_to_every_process_at_once_stops_in_order_and_keeps_what_was_ackn
     summary = result[0]
     assert summary.spans_acknowledged > 0
     assert up.stored() == (summary.spans_acknowledged, summary.spans_acknowledged), up.output()
+
+
+def test_the_embedded_broker_is_refreshed_past_its_memory_limit_and_nothing_acknowledged_is_lost(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Tansu's memory storage frees no record: past the limit `up` drains the broker and starts it afresh."""
+    up = Up(tmp_path, _ports(), LLMOPS_KAFKA__EMBEDDED_MAX_RSS_MIB=str(LIMIT_MIB))
+    try:
+        first_broker = up.child("broker")
+        assert (rss_mib(first_broker) or 0) < LIMIT_MIB
+        options = LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=4000, seed=16, stop_on_failure=False)
+        before = run_loadgen(options)
+        up.wait_for(lambda: "embedded broker refreshed" in up.output(), 300, "the broker refreshed")
+        broker = up.child("broker")
+        assert broker != first_broker
+        assert (rss_mib(broker) or LIMIT_MIB) < LIMIT_MIB
+        up.wait_for(lambda: endpoint_ready(up), 120, "receiver and SQL endpoint back")
+        after = run_loadgen(options.model_copy(update={"seed": 17}))  # same topics on the fresh broker, new topic ids
+        up.proc.send_signal(signal.SIGINT)
+        assert up.wait() == 0, up.output()
+    finally:
+        if up.proc.poll() is None:
+            os.killpg(up.proc.pid, signal.SIGKILL)
+    acknowledged = before.spans_acknowledged + after.spans_acknowledged
+    assert before.spans_acknowledged > 0 and after.spans_acknowledged > 0
+    assert up.stored() == (acknowledged, acknowledged), up.output()
+
+
+LIMIT_MIB = 22  # Tansu starts at ~18 MiB; 4,000 LLM calls (~17k spans) add ~9 MiB (BENCHMARKS.md: ~0.5 KiB per span)
+
+
+def endpoint_ready(up: Up) -> bool:
+    import socket
+
+    from llmops.store import endpoint_alive
+
+    try:
+        socket.create_connection(("127.0.0.1", up.http), timeout=0.5).close()
+    except OSError:
+        return False
+    return endpoint_alive("127.0.0.1", up.sql)
