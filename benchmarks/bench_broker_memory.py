@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import clickhouse_connect  # noqa: E402
+import logging  # noqa: E402
 
 from llmops.broker import free_port  # noqa: E402
 
@@ -66,6 +67,7 @@ def child_pid(parent: int, word: str) -> int:
 
 
 def main() -> None:
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # the SQL endpoint is down while a refresh restarts the worker
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--senders", type=int, default=8, help="Concurrent loadgen processes.")
     parser.add_argument("--count", type=int, default=25000, help="LLM calls per sender (each call is ~3-4 spans).")
@@ -147,6 +149,7 @@ def main() -> None:
         "drain_s_after_flood": round(drained_at - flood_start - flood_s, 1),
         "broker_max_rss_mib": args.broker_max_rss_mib,
         "broker_refreshes": sum("embedded broker refreshed" in line for line in lines),
+        "supervisor_log": [line.strip() for line in lines if "llmops.supervisor" in line],
         "broker_rss_mib": {"before": before[1], "peak": max(p[1] for p in samples), "after_drain": after[1]},
         "unstored_spans_at_flood_end": acknowledged - at_flood_end[2],
         "unstored_spans_peak_estimate": max(window, default=0),

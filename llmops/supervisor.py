@@ -23,6 +23,10 @@ with the supervisor whatever kills it and ignore SIGTERM, so a SIGTERM sent to
 every process at once (systemd's default) still stops them in this order; they
 are stopped with SIGINT.
 
+The embedded broker's memory: Tansu 0.6's memory storage frees no record, so
+past a limit the supervisor refreshes it (drain, then a fresh broker; see
+`Supervisor.refresh_broker`).
+
 All methods must be called from one thread that lives as long as the children
 (the main thread): the kernel's parent-death signal follows the forking thread.
 """
@@ -147,9 +151,6 @@ class Child:
             )  # fmt: skip
         self.proc = None
         self._restart_at = now + delay
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float) -> None:
         """SIGINT (SIGTERM is blocked in guarded children), wait at most `timeout_s`, then SIGKILL."""
