@@ -222,3 +222,12 @@ def endpoint_ready(up: Up) -> bool:
     except OSError:
         return False
     return endpoint_alive("127.0.0.1", up.sql)
+
+
+def test_a_dead_broker_ends_the_stack_and_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    up = Up(tmp_path, _ports())
+    children = up.children()
+    os.kill(up.child("broker"), signal.SIGKILL)
+    assert up.wait() == 1, up.output()
+    assert "embedded broker exited" in up.output()
+    wait_until(lambda: not any(_alive(pid) for pid in children), 30, "children gone")
