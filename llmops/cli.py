@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,19 @@ _SERVING = [
 ]
 
 
+def _only(*flags: str) -> list[tuple[str, str, type]]:
+    """The rows of _COMMON + _SERVING for `flags`: each command's --help lists only the options it reads."""
+    rows = [row for row in _COMMON + _SERVING if row[0] in flags]
+    assert len(rows) == len(flags), "unknown flag in a command's table"
+    return rows
+
+
+_RECEIVE = _only("--log-level", "--kafka", "--topic", "--listen", "--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes")
+_WORKER = [row for row in _COMMON + _SERVING if row[0] not in ("--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes")]
+_STORE = _only("--data-dir", "--log-level", "--clickhouse", "--database")
+_READER = _STORE + _only("--sql-port")
+
+
 def _describe(dotted: str) -> str:
     model: Any = Settings
     *parents, leaf = dotted.split(".")
@@ -69,15 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(up, _COMMON + _SERVING)
     up.add_argument("--demo", action="store_true", help="Also send demo traffic and show a live summary.")
     up.add_argument("--demo-rate", type=float, default=20.0, help="Demo LLM calls per second (default 20).")
+    up.add_argument("--live-interval", type=float, default=2.0, help="Seconds between refreshes of the live view (default 2).")
 
     receive = commands.add_parser("receive", help="Run the OTLP receiver (HTTP + gRPC) writing to Kafka.")
-    _add_settings_flags(receive, _COMMON + _SERVING)
+    _add_settings_flags(receive, _RECEIVE)
 
     worker = commands.add_parser("worker", help="Run a processor worker (Kafka -> ClickHouse).")
-    _add_settings_flags(worker, _COMMON + _SERVING)
+    _add_settings_flags(worker, _WORKER)
 
     migrate = commands.add_parser("migrate", help="Apply ClickHouse migrations (idempotent).")
-    _add_settings_flags(migrate, _COMMON)
+    _add_settings_flags(migrate, _STORE)
 
     loadgen = commands.add_parser("loadgen", help="Send realistic GenAI traffic through the OpenTelemetry SDK.")
     _add_settings_flags(loadgen, [("--log-level", "log_level", str)])
@@ -98,16 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--quiet", action="store_true", help="No progress bar.")
 
     report = commands.add_parser("report", help="Summarise what is stored (works while `up` runs and after).")
-    _add_settings_flags(report, _COMMON + [("--sql-port", "sql.port", int)])
+    _add_settings_flags(report, _READER)
     report.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
 
     from llmops.pricing_cli import add_pricing_parser
 
-    add_pricing_parser(commands, _add_settings_flags, _COMMON)
+    add_pricing_parser(commands, _add_settings_flags, _STORE)  # their own --sql-port/--pricing-file; no --kafka
 
     budgets = commands.add_parser("budgets", help="Budget status: spend so far, fraction, projected end of period.")
-    _add_settings_flags(budgets, _COMMON + [("--sql-port", "sql.port", int)])
-    budgets.add_argument("--budgets", type=Path, default=None, help="Budgets YAML (default: LLMOPS_PROCESSOR__BUDGETS_FILE).")
+    _add_settings_flags(budgets, _READER)
+    budgets.add_argument(
+        "--budgets", type=Path, default=None, help="Budgets YAML (default: the running stack's, else LLMOPS_PROCESSOR__BUDGETS_FILE); format in docs/budgets.md."
+    )
     budgets.add_argument("--json", action="store_true", help="Print JSON.")
 
     config = commands.add_parser("config", help="Show the effective settings, or the settings reference.")
@@ -119,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     drift = commands.add_parser("drift", help="Drift stage controls.")
     drift_commands = drift.add_subparsers(dest="drift_command", required=True, metavar="SUBCOMMAND")
     pin = drift_commands.add_parser("pin", help="Freeze a key's current reference (its last 24 h) for future windows.")
-    _add_settings_flags(pin, [("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)])
+    _add_settings_flags(pin, _READER + [("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)])
     pin.add_argument("--service", required=True, help="service.name of the key.")
     pin.add_argument("--model", required=True, help="Response model of the key.")
     pin.add_argument("--prompt-name", default="", help="Prompt name of the key.")
@@ -130,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_grafana_cli(commands)
 
     sql = commands.add_parser("sql", help="Run one read-only SQL query against the store.")
-    _add_settings_flags(sql, _COMMON + [("--sql-port", "sql.port", int)])
-    sql.add_argument("query", help="One SELECT, SHOW, DESCRIBE TABLE, EXISTS or EXPLAIN statement on the llmops database.")
-    sql.add_argument("--format", default="PrettyCompactMonoBlock", help="ClickHouse output format.")
+    _add_settings_flags(sql, _READER)
+    sql.add_argument("query", help="One SELECT, SHOW, DESCRIBE TABLE, EXISTS or EXPLAIN statement on the llmops database; a trailing FORMAT clause beats --format.")
+    sql.add_argument("--format", default="PrettyCompactMonoBlock", help="ClickHouse output format (default PrettyCompactMonoBlock).")
     return parser
 
 
@@ -146,14 +163,55 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings, overrides = _settings(args)
     except Exception as exc:  # configuration errors are the user's to fix: say what, exit 2
-        print(f"llmops: invalid configuration: {exc}", file=sys.stderr)
+        print(f"llmops: invalid configuration: {_config_problem(exc)}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    try:
+        return _run(args, settings, overrides)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        line, code = _user_error(exc, args, settings)
+        if line is None:
+            raise  # a bug: the traceback is what helps
+        if settings.log_level == "DEBUG":
+            logging.getLogger("llmops").debug("user error", exc_info=exc)
+        sub = getattr(args, f"{args.command}_command", None)
+        print(f"llmops {args.command}{' ' + sub if sub else ''}: {line}", file=sys.stderr)
+        return code
 
+
+def _config_problem(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
+
+
+def _user_error(exc: Exception, args: argparse.Namespace, settings: Settings) -> tuple[str | None, int]:
+    """The one line and exit code for an error the user can fix, or (None, 0) for anything else."""
+    from llmops.errors import UserError, file_problem
+
+    if isinstance(exc, UserError):
+        return str(exc), exc.exit_code
+    from processors.budgets import BudgetError
+    from processors.pricing import PricingError
+
+    if isinstance(exc, PricingError):
+        return file_problem(exc, settings.processor.pricing_file or "pricing catalog"), 2
+    if isinstance(exc, BudgetError):
+        return file_problem(exc, getattr(args, "budgets", None) or settings.processor.budgets_file or "budgets file"), 2
+    return None, 0
+
+
+def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]) -> int:
     if args.command == "up":
         from llmops.stack import run_stack
 
-        return run_stack(settings, overrides, config_file=args.config, demo=args.demo, demo_rate=args.demo_rate)
+        return run_stack(
+            settings, overrides, config_file=args.config, demo=args.demo, demo_rate=args.demo_rate, live_interval=args.live_interval
+        )
     if args.command == "receive":
         from collector.service import run_receiver
 
@@ -183,13 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2, default=str) if args.json else render_report(report))
         return 0
     if args.command == "pricing":
+        from llmops.preflight import check_pricing_file
         from llmops.pricing_cli import run_pricing
 
+        check_pricing_file(settings)  # a broken pricing file: one line `file:line: problem`, exit 2
         return run_pricing(settings, args)
     if args.command == "budgets":
         from llmops.pricing_cli import budgets_report
+        from llmops.stack_state import running_stack
 
-        print(budgets_report(settings, args.budgets, args.json))
+        stack = running_stack(settings.data_dir)
+        default = Path(stack.budgets_file) if stack is not None and stack.budgets_file else None
+        print(budgets_report(settings, args.budgets or default, args.json))
         return 0
     if args.command == "config":
         if args.config_command == "docs":
@@ -200,32 +263,27 @@ def main(argv: list[str] | None = None) -> int:
             print(settings.model_dump_json(indent=2))
         return 0
     if args.command == "drift":
-        from confluent_kafka import Producer
+        from llmops.drift_cli import drift_pin
 
-        from processors.drift.wire import pin_payload
-
-        producer = Producer({"bootstrap.servers": _require_kafka(settings), "enable.idempotence": True})
-        value = pin_payload(args.service, args.model, args.prompt_name, args.prompt_version)
-        producer.produce(settings.kafka.drift_topic, key=args.service.encode(), value=value)
-        if producer.flush(30):
-            print("llmops drift pin: Kafka did not acknowledge the pin", file=sys.stderr)
-            return 1
-        print(f"pinned the current reference of {args.service}/{args.model}/{args.prompt_name}/{args.prompt_version}")
+        print(drift_pin(settings, overrides, args.service, args.model, args.prompt_name, args.prompt_version))
         return 0
     if args.command == "grafana":
         from llmops.grafana_sync import run_command
 
         return run_command(args)
     if args.command == "sql":
-        from llmops.sql_cli import run_sql_command
+        from llmops.sql_cli import run_sql
 
-        return run_sql_command(settings, args.query, args.format)
+        sys.stdout.write(run_sql(settings, args.query, args.format))
+        return 0
     return 2
 
 
 def _require_kafka(settings: Settings) -> str:
     if not settings.kafka.bootstrap:
-        raise SystemExit("llmops: --kafka (or LLMOPS_KAFKA__BOOTSTRAP) is required here; `llmops up` starts an embedded broker")
+        from llmops.errors import UsageError
+
+        raise UsageError("--kafka (or LLMOPS_KAFKA__BOOTSTRAP) is required here; `llmops up` starts an embedded broker")
     return settings.kafka.bootstrap
 
 

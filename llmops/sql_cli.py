@@ -1,44 +1,71 @@
-"""`llmops sql`: one read-only query, checked by the same guard and limits as the SQL endpoint.
+"""`llmops sql "…"`: one read-only query on the data dir's store, checked by the same guard and limits as the SQL endpoint.
 
-While a worker serves the embedded store, the query goes to its endpoint
-(which checks it). When nothing serves it, the command opens the store
-itself and runs the query through the same `SqlEngine` the endpoint uses, so
-the policy is the same either way. A server DSN is read through
-clickhouse-connect with `readonly=1`; the server's own grants decide there.
+While the data dir's stack (or a worker) serves the embedded store, the query
+goes to its endpoint (which checks it); llmops.store finds that endpoint and
+refuses one that serves another store. When nothing serves it, the command
+opens the store itself and runs the query through the same `SqlEngine` the
+endpoint uses, so the policy is the same either way. A server DSN is read
+through clickhouse-connect with `readonly=1`; the server's own grants decide
+there. A refused or failing query is ClickHouse's own message on one line
+(exit 2).
 """
 
 from __future__ import annotations
 
-import sys
+import re
 
 from llmops.config import Settings
+from llmops.errors import UsageError, clickhouse_code, clickhouse_message
 from llmops.sql_engine import QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
-from llmops.store import endpoint_alive, local_host, open_reader
+from llmops.store import find_endpoint, open_reader, require_store
 
-__all__ = ["run_sql_command"]
+__all__ = ["run_sql"]
+
+# The rule both transports apply (clickhouse-connect's chDB backend and the endpoint): a FORMAT clause at the
+# very end of the statement picks the output format, so the client must not append a second one.
+_TRAILING_FORMAT = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
+_SYNTAX_ERROR = 62
+_IN_WRAPPER = re.compile(r":? In scope SELECT formatQuery\(.*\)\.(?= \(SYNTAX_ERROR\))")
 
 
-def run_sql_command(settings: Settings, query: str, fmt: str) -> int:
-    sql = settings.sql
-    served = endpoint_alive(local_host(settings.receiver.listen), sql.port, tls_ca=sql.tls_cert_file)
+def run_sql(settings: Settings, query: str, fmt: str) -> str:
+    """The query's output as text; UsageError (exit 2) for a query the guard or ClickHouse refuses."""
     try:
-        if settings.embedded_store and not served:
-            limits = QueryLimits(sql.max_execution_time_s, sql.max_result_rows, sql.max_result_bytes, sql.max_memory_usage)
-            engine = SqlEngine(engine_path(settings.clickhouse_dsn), settings.clickhouse.database, limits, max_concurrent_queries=1)
-            engine.open()
-            try:
-                body, _ = engine.run_now(query, fmt)
-            finally:
-                engine.close()
+        if settings.embedded_store and find_endpoint(settings) is None:
+            body = _run_on_store(settings, query, fmt)
         else:
-            body = open_reader(settings).raw_query(query, fmt=fmt)
-    except QueryRefused as refused:
-        print(f"llmops sql: {refused}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the engine's or the endpoint's one-line message is the answer
-        text = str(exc)
-        print("llmops sql: " + (text[text.find("Code: ") :] if "Code: " in text else text).strip().splitlines()[0], file=sys.stderr)
-        return 1
-    sys.stdout.write(body.decode(errors="replace"))
-    return 0
+            body = _run_on_endpoint(settings, query, fmt)
+    except QueryRefused as refused:  # the guard's verdict, or the parser's error it passes on
+        raise UsageError(_IN_WRAPPER.sub(".", clickhouse_message(refused))) from refused
+    except Exception as exc:
+        if clickhouse_code(exc) is None:
+            raise
+        raise UsageError(_IN_WRAPPER.sub(".", clickhouse_message(exc))) from exc
+    return body.decode(errors="replace")
+
+
+def _run_on_store(settings: Settings, query: str, fmt: str) -> bytes:
+    """No endpoint serves the store: open it here with the endpoint's engine (guard and limits); it reads a FORMAT clause itself."""
+    require_store(settings)
+    sql = settings.sql
+    limits = QueryLimits(sql.max_execution_time_s, sql.max_result_rows, sql.max_result_bytes, sql.max_memory_usage)
+    engine = SqlEngine(engine_path(settings.clickhouse_dsn), settings.clickhouse.database, limits, max_concurrent_queries=1)
+    engine.open()
+    try:
+        body, _ = engine.run_now(query, fmt)
+    finally:
+        engine.close()
+    return body
+
+
+def _run_on_endpoint(settings: Settings, query: str, fmt: str) -> bytes:
+    reader = open_reader(settings)
+    try:
+        # Parse first, with ClickHouse's own parser, so a syntax error points into the user's text,
+        # not at the FORMAT clause the client appends.
+        reader.query("SELECT formatQuery({q:String})", parameters={"q": query})
+        explicit = _TRAILING_FORMAT.search(query) is not None
+        return reader.raw_query(query, fmt=None if explicit else fmt)
+    finally:
+        reader.close()
