@@ -110,6 +110,11 @@ def check_input_files(settings: Settings) -> None:
 def preflight(settings: Settings) -> DataDirLock:
     """All checks, cheapest first; returns the data dir lock the stack holds until it exits."""
     check_input_files(settings)
-    check_ports(settings)
-    return check_data_dir(settings)
+    lock = check_data_dir(settings)  # first: a second `up` on the same data dir is about the data dir, not its ports
+    try:
+        check_ports(settings)
+    except UserError:
+        lock.release()
+        raise
+    return lock
 

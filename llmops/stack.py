@@ -92,7 +92,14 @@ def stop_process(proc: subprocess.Popen[str] | None, timeout_s: float = 60.0) ->
         proc.wait()
 
 
-def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Path | None, demo: bool, demo_rate: float) -> int:
+def run_stack(
+    settings: Settings, overrides: dict[str, Any], *, config_file: Path | None, demo: bool, demo_rate: float, live_interval: float = 2.0
+) -> int:
+    from llmops import stack_state
+    from llmops.live import LiveView, closing_note
+    from llmops.preflight import preflight
+
+    lock = preflight(settings)  # before any child or banner: a port in use or a locked data dir is one line
     stop = threading.Event()
     # SIGHUP too: a closed terminal then stops the stack in order instead of killing the supervisor mid-way.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -100,6 +107,7 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
     broker = None
     supervisor = None
     demo_thread = None
+    view = None
     exit_code = 0
     try:
         bootstrap = settings.kafka.bootstrap
@@ -130,20 +138,29 @@ def run_stack(settings: Settings, overrides: dict[str, Any], *, config_file: Pat
 
             demo_thread = DemoTraffic(settings, host, demo_rate, stop)
             demo_thread.start()
+        stack_state.publish(settings, bootstrap, host)
+        view = LiveView(settings, stop, live_interval)
+        view.start()
         while not stop.wait(0.5):
             if (fatal := supervisor.check()) is not None:
                 log.error("%s; stopping the stack", fatal)
                 exit_code = 1
                 break
     except Exception as exc:
-        log.error("llmops up failed: %s", exc)
+        log.debug("llmops up failed", exc_info=exc)
+        print(f"llmops up: {exc} (the child's own messages are above; --log-level DEBUG shows more)", file=sys.stderr)
         exit_code = 1
     finally:
         stop.set()
+        if view is not None:
+            view.join(timeout=10)
         if demo_thread is not None:
             demo_thread.join(timeout=30)
         if supervisor is not None:
             supervisor.shutdown()
         elif broker is not None:
             broker.stop()
+        stack_state.remove_state(settings.data_dir, os.getpid())
+        lock.release()
+    print(closing_note(settings), flush=True)
     return exit_code

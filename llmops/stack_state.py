@@ -15,10 +15,12 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+from llmops.config import Settings
 from llmops.errors import UserError
 
-__all__ = ["StackState", "DataDirLock", "write_state", "remove_state", "running_stack", "STATE_FILE", "LOCK_FILE"]
+__all__ = ["StackState", "DataDirLock", "publish", "write_state", "remove_state", "running_stack", "STATE_FILE", "LOCK_FILE"]
 
 STATE_FILE = "stack.json"
 LOCK_FILE = "llmops.lock"
@@ -38,6 +40,37 @@ class StackState:
     drift_topic: str
     budgets_file: str | None = None
     pricing_file: str | None = None
+
+
+def publish(settings: Settings, bootstrap: str, host: str) -> Path:
+    """Write the running stack's file from its settings (called by `up` once its parts are ready)."""
+    processor = settings.processor
+    embedded_sql = settings.embedded_store and settings.sql.enabled
+    return write_state(
+        settings.data_dir,
+        StackState(
+            pid=os.getpid(),
+            data_dir=str(settings.data_dir.resolve()),
+            store=_without_password(settings.clickhouse_dsn),
+            database=settings.clickhouse.database,
+            kafka=bootstrap,
+            host=host,
+            otlp_grpc_port=settings.receiver.grpc_port,
+            otlp_http_port=settings.receiver.http_port,
+            sql_port=settings.sql.port if embedded_sql else None,
+            drift_topic=settings.kafka.drift_topic,
+            budgets_file=str(processor.budgets_file.resolve()) if processor.budgets_file else None,
+            pricing_file=str(processor.pricing_file.resolve()) if processor.pricing_file else None,
+        ),
+    )
+
+
+def _without_password(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def write_state(data_dir: Path, state: StackState) -> Path:
