@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import socket
 import sys
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from llmops.config import load_settings
+from llmops.errors import UserError
 from llmops.loadgen import LoadgenOptions, render_summary, run_loadgen
 
 __all__ = ["run_loadgen_command"]
@@ -34,6 +38,10 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"llmops loadgen: {exc}", file=sys.stderr)
         return 2
+    _check_listening(options.endpoint, args.protocol)
+    if logging.getLogger().level > logging.DEBUG:
+        # The exporter logs every retry of every batch; the summary already counts what failed.
+        logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
     bar = None if args.quiet else tqdm(total=options.total_calls, unit="call", desc="loadgen", file=sys.stderr)
 
     def progress(sent: int, total: int) -> None:
@@ -46,3 +54,17 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
         bar.close()
     print(json.dumps(summary.to_dict(), indent=2, default=str) if args.json else render_summary(summary))
     return 0 if summary.complete else 1
+
+
+def _check_listening(endpoint: str, protocol: str) -> None:
+    """Refuse at once, in one line, when nothing listens where the spans would go (the exporter would retry for minutes)."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (4317 if protocol == "grpc" else 4318)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        flag = "--otlp-grpc-port" if protocol == "grpc" else "--otlp-http-port"
+        raise UserError(
+            f"nothing accepts OTLP on {host}:{port} ({exc.strerror or exc}): start `llmops up` (its {flag}) or pass --endpoint"
+        ) from exc
