@@ -19,3 +19,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[typ
     sync_parser.add_argument("--token", default=None, help="Service account token with the Admin role [env GRAFANA_TOKEN].")
     sync_parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"Provisioning tree [default {DEFAULT_ROOT}].")
     sync_parser.add_argument("--dry-run", action="store_true", help="Only show what would change.")
+    sync_parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".llmops"),
+        help="With CLICKHOUSE_HOST unset, the data source points at the SQL endpoint of the `llmops up` running on this data dir [default .llmops].",
+    )

@@ -133,8 +133,11 @@ def _yaml_files(directory: Path) -> list[dict[str, Any]]:
     return [yaml.safe_load(p.read_text(encoding="utf-8")) or {} for p in sorted(directory.glob("*.y*ml"))]
 
 
-def load_tree(root: Path, environ: Mapping[str, str] | None = None) -> ProvisioningTree:
-    """Read dashboards/ (root) into API shapes; unset environment variables are an error."""
+def load_tree(root: Path, environ: Mapping[str, str] | None = None, *, notifications: bool = True) -> ProvisioningTree:
+    """Read dashboards/ (root) into API shapes; unset environment variables are an error.
+
+    Without `notifications` the contact points and the notification policy are left out (a local
+    Grafana next to `llmops up` shows alerts in its UI without paging anyone)."""
     env = os.environ if environ is None else environ
     missing: set[str] = set()
     prov = root / "provisioning"
@@ -159,10 +162,10 @@ def load_tree(root: Path, environ: Mapping[str, str] | None = None) -> Provision
                 api_rule.update({"folderUID": folder_uid, "ruleGroup": group["name"], "orgID": group.get("orgId", 1)})
                 rules.append(api_rule)
             rule_groups.append({"title": group["name"], "interval": _duration_s(group["interval"]), "rules": rules})
-        for point in doc.get("contactPoints", []):
+        for point in doc.get("contactPoints", []) if notifications else []:
             for receiver in point["receivers"]:
                 contact_points.append(_expand_env({"name": point["name"], **receiver}, env, missing))
-        for tree in doc.get("policies", []):
+        for tree in doc.get("policies", []) if notifications else []:
             policy = {k: v for k, v in tree.items() if k != "orgId"}
     if missing:
         raise GrafanaSyncError(f"environment variables used by dashboards/provisioning are not set: {', '.join(sorted(missing))}")
@@ -296,9 +299,12 @@ def _friendly(exc: Exception, url: str) -> GrafanaSyncError:
     return GrafanaSyncError(f"Grafana sync failed against {url}: {exc}")
 
 
-def sync(url: str, token: str, root: Path, dry_run: bool, *, environ: Mapping[str, str] | None = None, timeout_s: float = 10.0) -> SyncReport:
+def sync(
+    url: str, token: str, root: Path, dry_run: bool, *, environ: Mapping[str, str] | None = None, timeout_s: float = 10.0,
+    notifications: bool = True,
+) -> SyncReport:
     """Create or update everything under `root` in the Grafana at `url`; with dry_run, only read."""
-    tree = load_tree(root, environ)
+    tree = load_tree(root, environ, notifications=notifications)
     api = GrafanaApi.from_url(url, credential=token, timeout=timeout_s)
     report = SyncReport(dry_run=dry_run)
     syncer = _Syncer(api, tree, report)
@@ -314,16 +320,43 @@ def sync(url: str, token: str, root: Path, dry_run: bool, *, environ: Mapping[st
     return report
 
 
+def local_stack_environ(data_dir: Path, environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The data source variables for the SQL endpoint of the `llmops up` running on `data_dir`, when the
+    environment names no ClickHouse of its own (CLICKHOUSE_HOST unset); None otherwise."""
+    from llmops.stack_state import running_stack
+
+    if "CLICKHOUSE_HOST" in environ:
+        return None
+    stack = running_stack(data_dir)
+    if stack is None or not stack.sql_port:
+        return None
+    local = {
+        "CLICKHOUSE_HOST": stack.host,
+        "CLICKHOUSE_PORT": str(stack.sql_port),
+        "CLICKHOUSE_PROTOCOL": "http",
+        "CLICKHOUSE_DATABASE": stack.database,
+        "CLICKHOUSE_GRAFANA_USER": "default",
+        "CLICKHOUSE_GRAFANA_PASSWORD": "",
+    }
+    return {**environ, **local}
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run `llmops grafana sync` from parsed arguments; errors are printed, exit code 1."""
     target = GrafanaTarget(**{k: v for k, v in (("url", args.url), ("token", args.token)) if v is not None})
     if target.token is None:
         print("llmops grafana sync: a token is required (--token or GRAFANA_TOKEN)", file=sys.stderr)
         return 2
+    environ = local_stack_environ(args.data_dir, os.environ)
+    notifications = environ is None or "LLMOPS_ALERT_WEBHOOK_URL" in environ
     try:
-        report = sync(target.url, target.token.get_secret_value(), args.root, args.dry_run)
+        report = sync(target.url, target.token.get_secret_value(), args.root, args.dry_run, environ=environ, notifications=notifications)
     except GrafanaSyncError as exc:
         print(f"llmops grafana sync: {exc}", file=sys.stderr)
         return 1
+    if environ is not None:
+        print(f"data source: the SQL endpoint of `llmops up` on {args.data_dir} (http://{environ['CLICKHOUSE_HOST']}:{environ['CLICKHOUSE_PORT']})")
+    if not notifications:
+        print("contact point and notification policy left out: set LLMOPS_ALERT_WEBHOOK_URL to route alerts")
     print(report.render())
     return 0

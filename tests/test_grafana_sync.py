@@ -395,3 +395,25 @@ def test_the_tree_is_what_file_provisioning_reads() -> None:
     assert {g["title"]: g["interval"] for g in tree.rule_groups} == {
         "llmops-spend": 60, "llmops-latency": 60, "llmops-quality": 60, "llmops-pipeline": 60}
     assert copy.deepcopy(tree.policy)["receiver"] == "llmops-oncall"
+
+
+def test_cli_points_the_data_source_at_the_running_up(
+    grafana: tuple[str, FakeGrafana], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 §6: one command for a local Grafana next to `llmops up`: no CLICKHOUSE_* variables, no webhook."""
+    from llmops.config import Settings
+    from llmops.stack_state import publish
+
+    url, state = grafana
+    for key in ENV:
+        monkeypatch.delenv(key, raising=False)
+    publish(Settings(data_dir=tmp_path, sql={"port": 18123}), "127.0.0.1:9092", "127.0.0.1")  # what `up` writes
+    parser = argparse.ArgumentParser(prog="llmops")
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["grafana", "sync", "--url", url, "--token", ADMIN, "--data-dir", str(tmp_path)])
+    assert run_command(args) == 0, capsys.readouterr().err
+    json_data = state.datasources["llmops-clickhouse"]["jsonData"]
+    assert (json_data["host"], json_data["port"], json_data["protocol"], json_data["defaultDatabase"]) == ("127.0.0.1", "18123", "http", "llmops")
+    assert state.contact_points == {} and len(state.dashboards) == 4 and state.rules
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:18123" in out and "set LLMOPS_ALERT_WEBHOOK_URL" in out
