@@ -148,7 +148,7 @@ def run_stack(
                 break
     except Exception as exc:
         log.debug("llmops up failed", exc_info=exc)
-        print(f"llmops up: {exc} (the child's own messages are above; --log-level DEBUG shows more)", file=sys.stderr)
+        print(f"llmops up: {exc}; --log-level DEBUG shows more", file=sys.stderr)
         exit_code = 1
     finally:
         stop.set()

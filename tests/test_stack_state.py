@@ -141,11 +141,26 @@ def test_budgets_uses_the_running_stacks_budgets_file(up: Up) -> None:
     assert "everyone-daily" in result.stdout
 
 
+def _drift_keys(up: Up) -> list[tuple[str, ...]]:
+    client = _sql_client(up)
+    try:
+        return [tuple(r) for r in client.query("SELECT DISTINCT service, model, prompt_name, prompt_version FROM llm_drift").result_rows]
+    finally:
+        client.close()
+
+
 def test_drift_pin_needs_no_kafka_flag_while_up_runs(up: Up) -> None:
-    result = llmops("drift", "pin", "--data-dir", str(up.data_dir), "--service", "no-such-service", "--model", "m")
-    # Refused for the key (no closed drift window yet), not for a missing --kafka.
-    assert result.returncode == 1 and "--kafka" not in result.stderr, result.stderr
-    assert len(result.stderr.splitlines()) == 1
+    # The drift scenario spreads its calls over 4 drift windows of event time ending now: the first ones close.
+    count = 2000
+    summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=count, scenario="drift", seed=5,
+                                         time_step_ns=4 * 900 * 10**9 // count))  # fmt: skip
+    assert summary.complete
+    wait_until(lambda: bool(_drift_keys(up)), 180, "a closed drift window")
+    service, model, name, version = _drift_keys(up)[0]
+    pin = ["drift", "pin", "--data-dir", str(up.data_dir), "--service", service, "--model", model, "--prompt-name", name, "--prompt-version", version]
+    result = llmops(*pin)  # no --kafka: the stack file names the broker
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"pinned the current reference of {service}/{model}/{name}/{version}"
 
 
 def test_live_view_prints_one_line_per_interval_when_not_a_terminal(up: Up) -> None:
