@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from llmops.sql_engine import EngineBusy, QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
+from llmops.stack_state import STORE_ID_HEADER, store_id
 
 __all__ = ["SqlEndpoint"]
 
@@ -85,6 +86,7 @@ class SqlEndpoint:
             max_queued_queries=max_queued_queries,
             queue_timeout_s=queue_timeout_s,
         )
+        self._store_id = store_id(engine_path(dsn))
         self._database = database
         self._host = host
         self._port = port
@@ -130,7 +132,8 @@ class SqlEndpoint:
         self._engine.close()
 
     async def _ping(self, request: web.Request) -> web.Response:
-        return web.Response(text="Ok.\n")
+        # Which store this is, so `llmops report` & co. never read another data dir's stack (llmops.store).
+        return web.Response(text="Ok.\n", headers={STORE_ID_HEADER: self._store_id})
 
     def _authorised(self, request: web.Request) -> bool:
         """Credentials as ClickHouse takes them: basic auth, X-ClickHouse-User/Key headers, or user/password parameters."""

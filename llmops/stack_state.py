@@ -11,6 +11,7 @@ the SQL endpoint they reach serves that data dir's store (see llmops.store).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -20,10 +21,19 @@ from urllib.parse import urlsplit, urlunsplit
 from llmops.config import Settings
 from llmops.errors import UserError
 
-__all__ = ["StackState", "DataDirLock", "publish", "write_state", "remove_state", "running_stack", "STATE_FILE", "LOCK_FILE"]
+__all__ = ["StackState", "DataDirLock", "publish", "store_id", "STORE_ID_HEADER", "write_state", "remove_state", "running_stack", "STATE_FILE", "LOCK_FILE"]
 
 STATE_FILE = "stack.json"
 LOCK_FILE = "llmops.lock"
+# The SQL endpoint's /ping answers which store it serves with this header: a digest of the store's
+# real path, so a reader can tell its own stack from another one on the same port without the
+# endpoint disclosing a file system path.
+STORE_ID_HEADER = "X-Llmops-Store-Id"
+
+
+def store_id(store_dir: Path | str) -> str:
+    """The identity of an embedded store: a digest of its directory's real path."""
+    return hashlib.sha256(os.path.realpath(store_dir).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

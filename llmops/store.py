@@ -4,8 +4,8 @@ An embedded chDB store belongs to the worker while it runs, so readers go
 through the worker's SQL endpoint: the port comes from the stack file that
 `llmops up` writes into the data dir (llmops.stack_state), else from the
 settings. Before trusting an endpoint the reader asks it which store it
-serves (the path of ClickHouse's default disk) and compares it with the data
-dir: another stack on the same port is refused, never read. When no stack
+serves (its /ping answers a digest of the store's path) and compares it with
+the data dir: another stack on the same port is refused, never read. When no stack
 runs, the reader opens the directory itself. A server DSN is used directly.
 """
 
@@ -20,10 +20,10 @@ from clickhouse_connect.driver.client import Client
 
 from llmops.config import Settings
 from llmops.errors import UserError, clickhouse_code, clickhouse_message
-from llmops.stack_state import running_stack
+from llmops.stack_state import STORE_ID_HEADER, running_stack, store_id
 from sinks.clickhouse.client import connect
 
-__all__ = ["open_reader", "find_endpoint", "require_store", "endpoint_alive", "local_host", "store_identity", "store_dir"]
+__all__ = ["open_reader", "find_endpoint", "require_store", "endpoint_alive", "local_host", "served_store", "store_dir"]
 
 _UNKNOWN_DATABASE = 81
 
@@ -49,10 +49,15 @@ def store_dir(settings: Settings) -> Path:
     return (settings.data_dir / "clickhouse").resolve()
 
 
-def store_identity(client: Client) -> Path:
-    """The directory of the store a client reads: chDB's default disk is the store's directory."""
-    path = client.query("SELECT path FROM system.disks WHERE name = 'default'").result_rows[0][0]
-    return Path(path).resolve()
+def served_store(host: str, port: int, timeout_s: float = 5.0, *, tls_ca: Path | None = None) -> str | None:
+    """The store id the SQL endpoint at host:port announces on /ping (llmops.stack_state.store_id), None if none."""
+    context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca is not None else None
+    scheme = "https" if tls_ca is not None else "http"
+    try:
+        with urllib.request.urlopen(f"{scheme}://{host}:{port}/ping", timeout=timeout_s, context=context) as response:
+            return response.headers.get(STORE_ID_HEADER)
+    except OSError:
+        return None
 
 
 def _endpoint_client(settings: Settings, host: str, port: int) -> Client:
@@ -69,7 +74,7 @@ def find_endpoint(settings: Settings) -> tuple[str, int] | None:
     """Where the SQL endpoint serving the data dir's embedded store listens, None when none does.
 
     UserError when the data dir's stack runs but its port answers for another store (or not at all)."""
-    expected = store_dir(settings)
+    expected = store_id(store_dir(settings))
     tls_ca = settings.sql.tls_cert_file
     stack = running_stack(settings.data_dir)
     if stack is not None and stack.sql_port:
@@ -78,26 +83,16 @@ def find_endpoint(settings: Settings) -> tuple[str, int] | None:
                 f"the stack of data dir {settings.data_dir} (pid {stack.pid}) does not answer on its SQL port "
                 f"{stack.host}:{stack.sql_port}: wait for `llmops up` to finish starting, or restart it"
             )
-        client = _endpoint_client(settings, stack.host, stack.sql_port)
-        try:
-            serves = store_identity(client)
-        finally:
-            client.close()
-        if serves != expected:
+        if served_store(stack.host, stack.sql_port, tls_ca=tls_ca) != expected:
             raise UserError(
-                f"the SQL endpoint on {stack.host}:{stack.sql_port} serves {serves}, not data dir {settings.data_dir}: "
+                f"the SQL endpoint on {stack.host}:{stack.sql_port} serves another store than data dir {settings.data_dir}: "
                 f"another llmops took the port; stop it and restart `llmops up`"
             )
         return stack.host, stack.sql_port
     host = local_host(settings.receiver.listen)
-    if endpoint_alive(host, settings.sql.port, tls_ca=tls_ca):
+    if served_store(host, settings.sql.port, tls_ca=tls_ca) == expected:
         # A worker started on its own (`llmops worker`) writes no stack file: its endpoint is used if it serves this store.
-        client = _endpoint_client(settings, host, settings.sql.port)
-        try:
-            if store_identity(client) == expected:
-                return host, settings.sql.port
-        finally:
-            client.close()
+        return host, settings.sql.port
     return None
 
 

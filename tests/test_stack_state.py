@@ -130,8 +130,8 @@ def test_a_stack_file_pointing_at_another_stacks_port_is_refused(up: Up, tmp_pat
     result = llmops("report", "--data-dir", str(other))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"llmops report: the SQL endpoint on 127.0.0.1:{up.sql} serves {(up.data_dir / 'clickhouse').resolve()}, "
-        f"not data dir {other}: another llmops took the port; stop it and restart `llmops up`"
+        f"llmops report: the SQL endpoint on 127.0.0.1:{up.sql} serves another store than data dir {other}: "
+        "another llmops took the port; stop it and restart `llmops up`"
     ]
 
 
