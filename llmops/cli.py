@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="Run the whole stack in the foreground until Ctrl-C.")
     _add_settings_flags(up, _COMMON + _SERVING)
-    up.add_argument("--demo", action="store_true", help="Also send demo traffic and show a live summary.")
+    up.add_argument("--demo", action="store_true", help="Also send demo traffic (the live view shows what the store made of it).")
     up.add_argument("--demo-rate", type=float, default=20.0, help="Demo LLM calls per second (default 20).")
     up.add_argument("--live-interval", type=float, default=2.0, help="Seconds between refreshes of the live view (default 2).")
 
