@@ -24,8 +24,8 @@ __all__ = ["check_ports", "check_data_dir", "check_input_files", "check_pricing_
 
 def _ports(settings: Settings) -> list[tuple[int, str, str]]:
     ports = [
-        (settings.receiver.grpc_port, "OTLP gRPC", "--otlp-grpc-port"),
         (settings.receiver.http_port, "OTLP HTTP", "--otlp-http-port"),
+        (settings.receiver.grpc_port, "OTLP gRPC", "--otlp-grpc-port"),
     ]
     if settings.embedded_store and settings.sql.enabled:
         ports.append((settings.sql.port, "SQL endpoint", "--sql-port"))
