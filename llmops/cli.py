@@ -251,8 +251,9 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
         from llmops.stack_state import running_stack
 
         stack = running_stack(settings.data_dir)
-        default = Path(stack.budgets_file) if stack is not None and stack.budgets_file else None
-        print(budgets_report(settings, args.budgets or default, args.json))
+        if args.budgets is None and stack is not None and stack.budgets_file:
+            args.budgets = Path(stack.budgets_file)  # the file the running stack enforces
+        print(budgets_report(settings, args.budgets, args.json))
         return 0
     if args.command == "config":
         if args.config_command == "docs":
