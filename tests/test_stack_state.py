@@ -54,6 +54,7 @@ class Up:
     sql: int
     budgets: Path
     lines: list[str] = field(default_factory=list)
+    calls_sent: int = 0  # LLM calls the receiver acknowledged so far
 
     def read_all(self) -> None:
         assert self.proc.stdout is not None
@@ -78,6 +79,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         assert stack.proc.poll() is None, (data_dir.parent / "up.stderr").read_text()
         summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{stack.http}", count=400, seed=17))
         assert summary.complete
+        stack.calls_sent = summary.llm_spans_acknowledged
         yield stack
     finally:
         if stack.proc.poll() is None:
@@ -112,7 +114,7 @@ def test_up_writes_what_it_runs_into_the_data_dir(up: Up) -> None:
 
 
 def test_report_finds_the_stack_of_its_data_dir_without_a_port(up: Up) -> None:
-    wait_until(lambda: _calls(up) >= 400, 120, "the calls stored")
+    wait_until(lambda: _calls(up) == up.calls_sent, 120, "the calls stored")
     result = llmops("report", "--json", "--data-dir", str(up.data_dir))  # no --sql-port: 8123 is not this stack's
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["totals"]["llm_calls"] == _calls(up)
@@ -155,6 +157,7 @@ def test_drift_pin_needs_no_kafka_flag_while_up_runs(up: Up) -> None:
     summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=count, scenario="drift", seed=5,
                                          time_step_ns=4 * 900 * 10**9 // count))  # fmt: skip
     assert summary.complete
+    up.calls_sent += summary.llm_spans_acknowledged
     wait_until(lambda: bool(_drift_keys(up)), 180, "a closed drift window")
     service, model, name, version = _drift_keys(up)[0]
     pin = ["drift", "pin", "--data-dir", str(up.data_dir), "--service", service, "--model", model, "--prompt-name", name, "--prompt-version", version]
@@ -172,6 +175,7 @@ def test_live_view_prints_one_line_per_interval_when_not_a_terminal(up: Up) -> N
 
 
 def test_render_shows_the_stores_numbers(up: Up) -> None:
+    wait_until(lambda: _calls(up) == up.calls_sent, 120, "every call stored")  # nothing moves while we compare
     client = _sql_client(up)
     try:
         snapshot = read_snapshot(client)
