@@ -195,6 +195,7 @@ class LiveView(threading.Thread):
 
         reader = None
         previous: Snapshot | None = None
+        failing = ""
         live = None
         if self._out.isatty():
             live = Live(Text("waiting for the first snapshot…"), console=Console(file=self._out), auto_refresh=False)
@@ -205,11 +206,16 @@ class LiveView(threading.Thread):
                     reader = reader or open_reader(self._settings)
                     previous = read_snapshot(reader, previous)
                 except Exception as exc:  # the store may be busy or restarting; the next tick tries again
-                    log.warning("live view: cannot read the store: %s", exc)
+                    if str(exc) != failing:  # once per distinct failure, not once per tick
+                        log.warning("live view: cannot read the store: %s", exc)
+                        failing = str(exc)
+                    if reader is not None:
+                        reader.close()
                     reader = None
                     if self._halt.wait(self._interval_s):
                         break
                     continue
+                failing = ""
                 if live is not None:
                     live.update(render(previous), refresh=True)
                 else:
