@@ -48,7 +48,9 @@ def _only(*flags: str) -> list[tuple[str, str, type]]:
     return rows
 
 
-_RECEIVE = _only("--log-level", "--kafka", "--topic", "--listen", "--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes")
+_RECEIVE = _only(
+    "--log-level", "--kafka", "--topic", "--group-id", "--listen", "--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes"
+)  # --group-id: the receiver refuses spans while that group lags
 _WORKER = [row for row in _COMMON + _SERVING if row[0] not in ("--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes")]
 _STORE = _only("--data-dir", "--log-level", "--clickhouse", "--database")
 _READER = _STORE + _only("--sql-port")
