@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
     if args.command == "sql":
         from llmops.sql_cli import run_sql
 
-        sys.stdout.write(run_sql(settings, args.query, args.format))
+        sys.stdout.write(run_sql(settings, args.query, args.format))  # errors: one line from main()
         return 0
     return 2
 

@@ -16,7 +16,7 @@ from typing import Any
 from llmops.config import Settings
 from llmops.errors import UsageError, UserError
 from llmops.stack_state import running_stack
-from llmops.store import open_reader
+from llmops.store import close_reader, open_reader
 
 __all__ = ["drift_pin", "DELIVERY_TIMEOUT_S"]
 
@@ -33,7 +33,7 @@ def existing_keys(settings: Settings) -> list[tuple[str, str, str, str]]:
     try:
         return [tuple(row) for row in reader.query(_KEYS_SQL).result_rows]  # type: ignore[misc]
     finally:
-        reader.close()
+        close_reader(reader)
 
 
 def drift_pin(settings: Settings, overrides: dict[str, Any], service: str, model: str, prompt_name: str, prompt_version: str) -> str:

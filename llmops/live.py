@@ -191,7 +191,7 @@ class LiveView(threading.Thread):
         self._out = out or sys.stdout
 
     def run(self) -> None:
-        from llmops.store import open_reader
+        from llmops.store import close_reader, open_reader
 
         reader = None
         previous: Snapshot | None = None
@@ -210,7 +210,7 @@ class LiveView(threading.Thread):
                         log.warning("live view: cannot read the store: %s", exc)
                         failing = str(exc)
                     if reader is not None:
-                        reader.close()
+                        close_reader(reader)
                     reader = None
                     if self._halt.wait(self._interval_s):
                         break
@@ -227,4 +227,4 @@ class LiveView(threading.Thread):
             if live is not None:
                 live.stop()
             if reader is not None:
-                reader.close()
+                close_reader(reader)

@@ -6,21 +6,23 @@ refuses one that serves another store. When nothing serves it, the command
 opens the store itself and runs the query through the same `SqlEngine` the
 endpoint uses, so the policy is the same either way. A server DSN is read
 through clickhouse-connect with `readonly=1`; the server's own grants decide
-there. A refused or failing query is ClickHouse's own message on one line
-(exit 2).
+there. A refused or failing query is the guard's or ClickHouse's own message
+on one line: exit 2 for a query the guard refuses or the parser cannot read,
+1 for one the engine or the endpoint refuses at run time (rights, limits).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 
 from llmops.config import Settings
-from llmops.errors import UsageError, clickhouse_code, clickhouse_message
+from llmops.errors import UsageError, UserError, clickhouse_code, clickhouse_message
 from llmops.sql_engine import QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
-from llmops.store import find_endpoint, open_reader, require_store
+from llmops.store import close_reader, find_endpoint, open_reader, require_store
 
-__all__ = ["run_sql"]
+__all__ = ["run_sql", "run_sql_command"]
 
 # The rule both transports apply (clickhouse-connect's chDB backend and the endpoint): a FORMAT clause at the
 # very end of the statement picks the output format, so the client must not append a second one.
@@ -29,8 +31,18 @@ _SYNTAX_ERROR = 62
 _IN_WRAPPER = re.compile(r":? In scope SELECT formatQuery\(.*\)\.(?= \(SYNTAX_ERROR\))")
 
 
+def run_sql_command(settings: Settings, query: str, fmt: str) -> int:
+    """`llmops sql`: print the output, or the one-line error; the exit code."""
+    try:
+        sys.stdout.write(run_sql(settings, query, fmt))
+    except UserError as exc:
+        print(f"llmops sql: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
 def run_sql(settings: Settings, query: str, fmt: str) -> str:
-    """The query's output as text; UsageError (exit 2) for a query the guard or ClickHouse refuses."""
+    """The query's output as text; UsageError for a refused or unparsable query, UserError for a run-time refusal."""
     try:
         if settings.embedded_store and find_endpoint(settings) is None:
             body = _run_on_store(settings, query, fmt)
@@ -39,9 +51,11 @@ def run_sql(settings: Settings, query: str, fmt: str) -> str:
     except QueryRefused as refused:  # the guard's verdict, or the parser's error it passes on
         raise UsageError(_IN_WRAPPER.sub(".", clickhouse_message(refused))) from refused
     except Exception as exc:
-        if clickhouse_code(exc) is None:
+        code = clickhouse_code(exc)
+        if code is None:
             raise
-        raise UsageError(_IN_WRAPPER.sub(".", clickhouse_message(exc))) from exc
+        error = UsageError if code == _SYNTAX_ERROR else UserError
+        raise error(_IN_WRAPPER.sub(".", clickhouse_message(exc))) from exc
     return body.decode(errors="replace")
 
 
@@ -68,4 +82,4 @@ def _run_on_endpoint(settings: Settings, query: str, fmt: str) -> bytes:
         explicit = _TRAILING_FORMAT.search(query) is not None
         return reader.raw_query(query, fmt=None if explicit else fmt)
     finally:
-        reader.close()
+        close_reader(reader)

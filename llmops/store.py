@@ -23,7 +23,7 @@ from llmops.errors import UserError, clickhouse_code, clickhouse_message
 from llmops.stack_state import STORE_ID_HEADER, running_stack, store_id
 from sinks.clickhouse.client import connect
 
-__all__ = ["open_reader", "find_endpoint", "require_store", "endpoint_alive", "local_host", "served_store", "store_dir"]
+__all__ = ["open_reader", "close_reader", "find_endpoint", "require_store", "endpoint_alive", "local_host", "served_store", "store_dir"]
 
 _UNKNOWN_DATABASE = 81
 
@@ -102,6 +102,15 @@ def require_store(settings: Settings) -> Path:
     if not expected.is_dir():
         raise UserError(f"no data in {settings.data_dir} yet: start `llmops up` (or pass the --data-dir it uses)")
     return expected
+
+
+def close_reader(client: Client) -> None:
+    """Close a reader. clickhouse-connect 1.12 fails to close an HTTPS pool (urllib3-future's TrafficPolice
+    has no `lock`); its sockets then close with the process, which is all a reader needs."""
+    try:
+        client.close()
+    except AttributeError:
+        pass
 
 
 def open_reader(settings: Settings) -> Client:
