@@ -4,7 +4,9 @@ Every interval one snapshot is read through the same reader `llmops report`
 uses (so it shows what is stored, not what was sent): spans/s and calls/s,
 cost in the last minute and today (UTC, exact decimals), the top models by
 cost today, TTFT p95 over the last five minutes (merged latency sketches),
-the error rate, unpriced calls, drifted keys and ingest errors. On a terminal
+the error rate, unpriced calls, drifted keys and ingest errors, and calls and
+errors per requested model (where a failed call, which has no response
+model, belongs). On a terminal
 it redraws in place with rich's Live; otherwise (a pipe, a log file) it
 prints one line per interval.
 """
@@ -26,7 +28,7 @@ from rich.text import Text
 
 from llmops.config import Settings
 
-__all__ = ["Snapshot", "read_snapshot", "render", "plain_line", "closing_note", "LiveView"]
+__all__ = ["Snapshot", "read_snapshot", "render", "plain_line", "closing_note", "LiveView", "SUMMARY_QUERY", "summary_line"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,21 @@ FROM llm_calls WHERE ts >= toStartOfDay(now())
 GROUP BY model ORDER BY sum(cost) DESC NULLS LAST, calls DESC, model LIMIT 5
 """
 
+# Grouped by the REQUESTED model (else the response model): a failed call usually has no response
+# model, so by billed model its failure would sit on another line than the request's successes.
+SUMMARY_QUERY = """
+SELECT if(request_model = '', response_model, request_model) AS requested_model, count() AS calls,
+       countIf(status = 'error') AS errors, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
+FROM llm_calls GROUP BY requested_model ORDER BY calls DESC LIMIT 8
+"""
+
+
+def summary_line(model: str, calls: int, errors: int, input_tokens: int, output_tokens: int) -> str:
+    """One line per requested model: calls and failed share, and its tokens."""
+    rate = f"{errors / calls:.1%}" if calls else "—"
+    return (f"  {model or '?':<34} calls {calls:>7,}  errors {errors:>5,} ({rate:>6})  "
+            f"tokens in {input_tokens:>12,} out {output_tokens:>10,}")
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -65,6 +82,7 @@ class Snapshot:
     ingest_errors: int
     ttft_p95_ms: float | None
     top_models: list[tuple[str, Decimal | None, int]] = field(default_factory=list)
+    by_requested_model: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # SUMMARY_QUERY rows
     spans_per_s: float = 0.0
     calls_per_s: float = 0.0
 
@@ -82,6 +100,7 @@ def read_snapshot(client: Any, previous: Snapshot | None = None) -> Snapshot:
     result = client.query(_TOTALS)
     row = dict(zip(result.column_names, result.result_rows[0]))
     top = [(m or "?", None if c is None else Decimal(str(c)), int(n)) for m, c, n in client.query(_TOP_MODELS).result_rows]
+    requested = [(m, int(c), int(e), int(i), int(o)) for m, c, e, i, o in client.query(SUMMARY_QUERY).result_rows]
     now = time.monotonic()
     ttft = row["ttft_p95_ms"]
     snapshot = Snapshot(
@@ -97,6 +116,7 @@ def read_snapshot(client: Any, previous: Snapshot | None = None) -> Snapshot:
         ingest_errors=int(row["ingest_errors"]),
         ttft_p95_ms=None if ttft is None else float(ttft),
         top_models=top,
+        by_requested_model=requested,
     )
     if previous is not None and now > previous.at:
         elapsed = now - previous.at
@@ -152,8 +172,11 @@ def render(snapshot: Snapshot, title: str = "llmops up") -> Group:
         models.add_row(model, _usd(cost), f"{calls:,}")
     if not snapshot.top_models:
         models.add_row("(no calls today yet)", "", "")
+    requested = Text("calls and errors by requested model", style="italic")
+    for row in snapshot.by_requested_model:
+        requested.append("\n" + summary_line(*row))
     stamp = Text(f"{title} · {time.strftime('%H:%M:%S')} · Ctrl-C to stop", style="bold")
-    return Group(stamp, figures, Text(""), models)
+    return Group(stamp, figures, Text(""), models, Text(""), requested)
 
 
 def plain_line(snapshot: Snapshot) -> str:

@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from dashboards.macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
-from llmops.demo import SUMMARY_QUERY, summary_line
+from llmops.live import SUMMARY_QUERY, summary_line
 from llmops.report import MISSING, build_report, render_report
 from processors.pipeline import SourceRecord, build_tables, decode_records
 from processors.stages import build_call_stages

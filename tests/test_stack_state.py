@@ -28,7 +28,7 @@ from rich.console import Console
 
 from llmops.broker import free_port
 from llmops.config import Settings
-from llmops.live import LiveView, read_snapshot, render
+from llmops.live import LiveView, read_snapshot, render, summary_line
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from tests.conftest import wait_until
 
@@ -191,6 +191,7 @@ def test_render_shows_the_stores_numbers(up: Up) -> None:
     Console(file=out, width=140).print(render(snapshot))
     text = out.getvalue()
     assert f"${today:,.4f}" in text and top_model in text and "TTFT p95" in text
+    assert snapshot.by_requested_model and all(summary_line(*row) in text for row in snapshot.by_requested_model)
 
 
 def test_live_view_redraws_in_place_on_a_terminal(up: Up) -> None:
