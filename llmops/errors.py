@@ -63,7 +63,10 @@ def file_problem(exc: BaseException, path: object) -> str:
     while seen is not None:
         if isinstance(seen, yaml.MarkedYAMLError):
             mark = seen.problem_mark or seen.context_mark
-            problem = " ".join(filter(None, [seen.context, seen.problem]))
+            context = seen.context
+            if context and seen.context_mark is not None and seen.context_mark is not mark:
+                context += f" started at line {seen.context_mark.line + 1}"  # e.g. where the unclosed quote opened
+            problem = ", ".join(filter(None, [context, seen.problem]))
             line = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
             return f"{path}{line}: {problem or 'invalid YAML'}"
         if isinstance(seen, pydantic.ValidationError):

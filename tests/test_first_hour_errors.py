@@ -120,13 +120,13 @@ def case_report_without_data(tmp_path: Path, store: Path, listener: Callable[[],
 def case_invalid_pricing_yaml(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     bad = tmp_path / "prices.yaml"
     bad.write_text(_BAD_PRICING)
-    return Case(["pricing", "check", "my-model", "--pricing-file", str(bad)], 2, f"{bad}:5:1: while scanning a quoted scalar")
+    return Case(["pricing", "check", "my-model", "--pricing-file", str(bad)], 2, f"{bad}:5:1: while scanning a quoted scalar started at line 3, found unexpected end of stream")
 
 
 def case_invalid_pricing_yaml_at_up(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     bad = tmp_path / "prices.yaml"
     bad.write_text(_BAD_PRICING)
-    return Case(_up(tmp_path / "d", free_port(), free_port(), free_port(), "--pricing-file", str(bad)), 2, f"{bad}:5:1: while scanning a quoted scalar")
+    return Case(_up(tmp_path / "d", free_port(), free_port(), free_port(), "--pricing-file", str(bad)), 2, f"{bad}:5:1: while scanning a quoted scalar started at line 3, found unexpected end of stream")
 
 
 def case_drift_pin_unknown_key(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
