@@ -20,7 +20,7 @@ from llmops.store import close_reader, open_reader
 
 __all__ = ["drift_pin", "DELIVERY_TIMEOUT_S"]
 
-DELIVERY_TIMEOUT_S = 6.0
+DELIVERY_TIMEOUT_S = 4.0
 _KEYS_SQL = "SELECT DISTINCT service, model, prompt_name, prompt_version FROM llm_drift ORDER BY service, model, prompt_name, prompt_version"
 
 
