@@ -1,7 +1,8 @@
 """Decode stage: one Kafka record (an OTLP ExportTraceServiceRequest) into SpanViews.
 
 A record that does not parse is poison (the caller dead-letters it). A span
-that parses but is unusable (bad ids, no start time) becomes an ingest error
+that parses but is unusable (bad ids, no start time or one outside the
+event-time window of processors/bounds.py) becomes an ingest error
 and the rest of the record proceeds. Records are decoded from the
 RawAttributesRequest schema (processors/otlp_schema.py): a span's attributes
 stay wire bytes until a span is kept, and then come from a KeyValueCache.
@@ -16,6 +17,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from processors.bounds import MAX_LABEL_CHARS, TIME_MAX_NS, TIME_MIN_NS, show
 from processors.otlp_schema import RawAttributesRequest
 from processors.otlp_values import KeyValueCache, attributes_dict
 from processors.records import SpanEvent, SpanLink, SpanView
@@ -103,6 +105,8 @@ def decode_request(payload: bytes | Any, keep: SpanFilter | None = None) -> Deco
                     problem = "invalid span_id (need 8 non-zero bytes)"
                 elif span.start_time_unix_nano == 0:
                     problem = "missing start_time_unix_nano"
+                elif not TIME_MIN_NS <= span.start_time_unix_nano < TIME_MAX_NS:
+                    problem = f"start_time_unix_nano {show(span.start_time_unix_nano)} outside 2000-01-01..2200-01-01"
                 if problem is None:
                     valid += 1
                     if keep is not None and not keep(span):
@@ -110,7 +114,7 @@ def decode_request(payload: bytes | Any, keep: SpanFilter | None = None) -> Deco
                 if resource is None:
                     resource = attributes_dict(resource_spans.resource.attributes)
                 if problem is not None:
-                    decoded.problems.append(SpanProblem(problem, str(resource.get("service.name", "")), trace_id.hex(), span_id.hex()))
+                    decoded.problems.append(SpanProblem(problem, str(resource.get("service.name", ""))[:MAX_LABEL_CHARS], trace_id.hex(), span_id.hex()))
                     continue
                 spans_out.append(_span_view(span, resource, scope.name, scope.version))
     decoded.span_count = valid

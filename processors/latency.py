@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from processors.bounds import MAX_TTFT_S, BadValue, number, show, time_in_range
 from processors.records import AttrValue, LLMCall, SpanView
 from processors.sketch import DEFAULT_RELATIVE_ACCURACY, GroupedSketches
 
@@ -219,18 +220,12 @@ def latency_rows(calls: Iterable[LLMCall], relative_accuracy: float = DEFAULT_RE
     ])
 
 
-def _seconds(value: AttrValue) -> float | None:
-    """A finite number of seconds from an int/float/numeric-string attribute, else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
+def _seconds(value: AttrValue) -> float:
+    """Seconds to first token from an int/float/numeric-string attribute, within ±`MAX_TTFT_S`."""
+    return number(value, -MAX_TTFT_S, MAX_TTFT_S, TTFT_ATTRIBUTE)
+
+
+_MAX_ISO_CHARS = 64  # "2026-01-01T00:00:00.123456789+05:30" with quotes and spaces fits
 
 
 def _timestamp_ns(value: AttrValue) -> int | None:
@@ -238,46 +233,63 @@ def _timestamp_ns(value: AttrValue) -> int | None:
 
     ISO strings may end in ``Z`` or carry an offset; without one they are taken as UTC; a
     JSON-quoted string (``"\\"2026-01-01T00:00:00.5Z\\""``, as Langfuse SDKs write it) is unquoted.
-    Precision of ISO strings is 1 µs (further digits are cut).
+    Precision of ISO strings is 1 µs (further digits are cut). None when unreadable; a result
+    outside the event-time window (processors/bounds.py) is unreadable too.
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float):
-        return int(value) if math.isfinite(value) else None
-    if not isinstance(value, str):
+        value = int(value) if math.isfinite(value) else None
+    elif isinstance(value, str):
+        text = value.strip().strip('"') if len(value) <= _MAX_ISO_CHARS else ""
+        if text.isdigit():
+            value = int(text) if len(text) <= 20 else None
+        else:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            value = (parsed - _EPOCH) // _MICROSECOND * 1000
+    if not isinstance(value, int) or not time_in_range(value):
         return None
-    text = value.strip().strip('"')
-    if text.isdigit():
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return (parsed - _EPOCH) // _MICROSECOND * 1000
+    return value
 
 
-def ttft_ms_from_span(span: SpanView, extra_attributes: Sequence[str] = ()) -> float | None:
+def ttft_ms_from_span(span: SpanView, extra_attributes: Sequence[str] = (), problems: list[str] | None = None) -> float | None:
     """Time to first token in ms, or None when the span shows no streaming.
 
-    Precedence: (1) attribute ``gen_ai.response.time_to_first_chunk`` (seconds);
-    (2) the earliest event named in ``FIRST_CHUNK_EVENTS`` minus the span start;
+    Precedence: (1) attribute ``gen_ai.response.time_to_first_chunk`` (seconds, within a day
+    either way); (2) the earliest event named in ``FIRST_CHUNK_EVENTS`` minus the span start;
     (3) the first of ``extra_attributes`` holding a completion-start timestamp (see
     ``_timestamp_ns`` for accepted forms), minus the span start. A source that is present but
-    unreadable falls through to the next. Negative results (clock skew) are returned as they
+    unreadable or out of bounds (processors/bounds.py) falls through to the next, and its
+    reason is appended to `problems`. Negative results (clock skew) are returned as they
     are: the latency rows count them in ``nonpositive_count``.
     """
-    seconds = _seconds(span.attributes.get(TTFT_ATTRIBUTE))
-    if seconds is not None:
-        return seconds * 1000.0
-    chunk_times = [e.time_ns for e in span.events if e.name in FIRST_CHUNK_EVENTS and e.time_ns > 0]
+    raw = span.attributes.get(TTFT_ATTRIBUTE)
+    if raw is not None:
+        try:
+            return _seconds(raw) * 1000.0
+        except BadValue as exc:
+            if problems is not None:
+                problems.append(f"{exc}: ttft_ms not read from it")
+    chunk_times = []
+    for event in span.events:
+        if event.name in FIRST_CHUNK_EVENTS and event.time_ns > 0:
+            if time_in_range(event.time_ns):
+                chunk_times.append(event.time_ns)
+            elif problems is not None:
+                problems.append(f"event {event.name!r} time_unix_nano {show(event.time_ns)} outside 2000-01-01..2200-01-01:"
+                                " ttft_ms not read from it")
     if chunk_times:
         return (min(chunk_times) - span.start_ns) / 1e6
     for name in extra_attributes:
-        started = _timestamp_ns(span.attributes.get(name))
+        value = span.attributes.get(name)
+        started = _timestamp_ns(value)
         if started is not None:
             return (started - span.start_ns) / 1e6
+        if value is not None and problems is not None:
+            problems.append(f"{name}: {show(value)} is no timestamp in 2000-01-01..2200-01-01: ttft_ms not read from it")
     return None

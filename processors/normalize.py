@@ -40,10 +40,11 @@ Spans that are not LLM calls (tools, agents, workflows, HTTP, DB …) give None.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final, Mapping
 
+from processors.bounds import MAX_LABEL_CHARS, MAX_TOKENS, BadValue, amount, label, show, time_in_range, token_count
 from processors.records import LLMCall, SpanView
 
 __all__ = [
@@ -184,6 +185,10 @@ _FIELDS: Final = (
 )
 
 
+# Positions of the token counts in `_FIELDS`: input, output, total, cache read, cache write, reasoning.
+_TOKEN_INDEXES: Final = tuple(_FIELDS.index(name) for name in
+                              ("input_tokens", "output_tokens", "total_tokens", "cache_read", "cache_write", "reasoning"))
+
 _COST_KEYS: Final = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.usage.cost_usd", "llm.usage.cost")
 
 _OTEL_KEYS: Final = _Keys(
@@ -296,49 +301,51 @@ def _lookup_all(attrs: Mapping[str, Any], ordered: tuple[tuple[str, ...], ...]) 
     return out
 
 
-def _as_str(value: Any) -> str:
+def _label(value: Any, what: str, problems: list[str]) -> str:
+    """A dimension's text; a value that is no name or too long leaves it empty, with the reason."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else str(value)
+    if type(value) is str and len(value) <= MAX_LABEL_CHARS:
+        return value
+    try:
+        return label(value, what)
+    except BadValue as exc:
+        problems.append(f"{exc}: field left empty")
+        return ""
 
 
 def _first_str(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    """Text of the first present value among `keys` (detection only: compared, never stored)."""
     value = _first(attrs, keys)
     if value is None:
         return ""
-    return value if isinstance(value, str) else str(value)
+    return value if isinstance(value, str) else str(value)[:MAX_LABEL_CHARS + 1]
 
 
-def _int(value: Any) -> int:
-    """Token count from an attribute value (int, float or numeric string); 0 when absent or bad."""
+def _tokens(value: Any) -> int:
+    """Token count from an attribute value (0 when absent); a bad one rejects the call (`BadValue`)."""
     if value is None:
         return 0
-    if type(value) is int:
-        return value if value > 0 else 0
-    try:
-        number = int(value) if not isinstance(value, str) else int(Decimal(value))
-    except (ValueError, TypeError, InvalidOperation, OverflowError):
-        return 0
-    return number if number > 0 else 0
+    if type(value) is int and 0 <= value <= MAX_TOKENS:
+        return value
+    return token_count(value)
 
 
-def _decimal(value: Any) -> Decimal | None:
-    """Exact Decimal from the value's string repr (shortest float repr, never binary arithmetic)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        result = Decimal(value if isinstance(value, (str, int)) else repr(value))
-    except (InvalidOperation, ValueError, TypeError):
-        return None
-    return result if result.is_finite() else None
-
-
-def _finish_reason(value: Any) -> str:
+def _cost(value: Any, key: str, problems: list[str]) -> Decimal | None:
+    """Provider-reported cost, exact; a bad one leaves it NULL, with the reason."""
     if value is None:
-        return ""
+        return None
+    try:
+        return amount(value)
+    except BadValue as exc:
+        problems.append(f"{key}: {exc}: reported_cost left NULL")
+        return None
+
+
+def _finish_reason(value: Any, problems: list[str]) -> str:
     if isinstance(value, (list, tuple)):
-        return str(value[0]) if value else ""
-    return value if isinstance(value, str) else str(value)
+        value = value[0] if value else None
+    return _label(value, "finish reason", problems)
 
 
 def _detect(attrs: Mapping[str, Any], options: NormalizeOptions) -> tuple[str, _Keys, str] | None:
@@ -389,38 +396,58 @@ def _input_excludes_cache(span: SpanView, provider: str, options: NormalizeOptio
 
 
 def _dimension(
-    attrs: Mapping[str, Any], resource: Mapping[str, Any], span_keys: tuple[str, ...], resource_keys: tuple[str, ...]
+    attrs: Mapping[str, Any], resource: Mapping[str, Any], span_keys: tuple[str, ...], resource_keys: tuple[str, ...],
+    what: str, problems: list[str],
 ) -> str:
-    value = _first_str(attrs, span_keys) if span_keys else ""
+    value = _label(_first(attrs, span_keys), what, problems) if span_keys else ""
     if not value and resource_keys:
-        value = _first_str(resource, resource_keys)
+        value = _label(_first(resource, resource_keys), what, problems)
     return value
 
 
+def _source(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    """The attribute that supplied a field (named in error reasons only)."""
+    return next((key for key in keys if attrs.get(key) not in (None, "")), keys[0])
+
+
 def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> LLMCall | None:
-    """One `LLMCall` (tokens in OTel GenAI semantics, cost unset) for an LLM span, else None."""
+    """One `LLMCall` (tokens in OTel GenAI semantics, cost unset) for an LLM span, else None.
+
+    Values are read through `processors.bounds`. A bad token count or a start/end time
+    outside the event-time window raises `BadValue` (the call cannot be priced or windowed
+    honestly: the caller records it in ingest_errors instead of llm_calls). A bad name or
+    reported cost leaves that field empty/NULL and is listed in `LLMCall.problems`.
+    """
     opts = options if options is not None else _DEFAULT_OPTIONS
     attrs = span.attributes
     detected = _detect(attrs, opts)
     if detected is None:
         return None
     convention, keys, operation = detected
+    if not time_in_range(span.start_ns):
+        raise BadValue(f"start_time_unix_nano {show(span.start_ns)} outside 2000-01-01..2200-01-01")
+    if span.end_ns and not time_in_range(span.end_ns):
+        raise BadValue(f"end_time_unix_nano {show(span.end_ns)} outside 2000-01-01..2200-01-01")
     resource = span.resource
+    ordered = _ORDERED[convention]
+    values = _lookup_all(attrs, ordered)
     (provider_raw, request_model, response_model, input_raw, output_raw, total_raw, cache_read_raw,
-     cache_write_raw, reasoning_raw, finish_raw, agent, conversation, cost_raw) = _lookup_all(attrs, _ORDERED[convention])
-    provider = normalize_provider(provider_raw) if isinstance(provider_raw, str) else ""
+     cache_write_raw, reasoning_raw, finish_raw, agent, conversation, cost_raw) = values
+    problems: list[str] = []
+    provider_text = _label(provider_raw, "provider", problems)
+    provider = normalize_provider(provider_text) if isinstance(provider_raw, str) else ""
 
-    cache_read = _int(cache_read_raw)
-    cache_write = _int(cache_write_raw)
-    reasoning = _int(reasoning_raw)
-    input_tokens = _int(input_raw)
-    output_tokens = _int(output_raw)
+    counts = []
+    for index in _TOKEN_INDEXES:
+        try:
+            counts.append(_tokens(values[index]))
+        except BadValue as exc:
+            raise BadValue(f"{_source(attrs, ordered[index])}: {exc}") from None
+    input_tokens, output_tokens, total, cache_read, cache_write, reasoning = counts
     if input_raw is None and output_raw is not None:
-        total = _int(total_raw)
         if total > output_tokens:
             input_tokens = total - output_tokens
     elif output_raw is None and input_raw is not None:
-        total = _int(total_raw)
         if total > input_tokens:
             output_tokens = total - input_tokens
     if cache_read or cache_write:
@@ -431,37 +458,41 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         output_tokens += reasoning  # reasoning reported apart from output: fold it in
 
     status_error = span.status_code == _ERROR
-    error_type = _first_str(attrs, ("error.type",)) if status_error else ""
+    error_type = _label(_first(attrs, ("error.type",)), "error.type", problems) if status_error else ""
     if status_error and not error_type:
         error_type = "_OTHER"
 
     environment = resource.get("deployment.environment.name") or resource.get("deployment.environment") or ""
-    service = resource.get("service.name") or ""
 
-    return LLMCall(
+    call = LLMCall(
         ts_ns=span.start_ns,
         trace_id=span.trace_id,
         span_id=span.span_id,
-        service=service if isinstance(service, str) else str(service),
-        environment=environment if isinstance(environment, str) else str(environment),
-        team=_dimension(attrs, resource, opts.team_span_keys, opts.team_resource_keys),
+        service=_label(resource.get("service.name") or "", "service.name", problems),
+        environment=_label(environment, "deployment.environment", problems),
+        team=_dimension(attrs, resource, opts.team_span_keys, opts.team_resource_keys, "team", problems),
         provider=provider,
-        request_model=_as_str(request_model),
-        response_model=_as_str(response_model),
-        operation=operation,
-        prompt_name=_dimension(attrs, resource, opts.prompt_name_span_keys, opts.prompt_name_resource_keys),
-        prompt_version=_dimension(attrs, resource, opts.prompt_version_span_keys, opts.prompt_version_resource_keys),
-        agent=_as_str(agent),
-        conversation_id=_as_str(conversation),
+        request_model=_label(request_model, "request model", problems),
+        response_model=_label(response_model, "response model", problems),
+        operation=_label(operation, "operation", problems),
+        prompt_name=_dimension(attrs, resource, opts.prompt_name_span_keys, opts.prompt_name_resource_keys, "prompt name", problems),
+        prompt_version=_dimension(
+            attrs, resource, opts.prompt_version_span_keys, opts.prompt_version_resource_keys, "prompt version", problems
+        ),
+        agent=_label(agent, "agent", problems),
+        conversation_id=_label(conversation, "conversation id", problems),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
         reasoning_tokens=reasoning,
-        reported_cost=None if cost_raw is None else _decimal(cost_raw),
+        reported_cost=_cost(cost_raw, _source(attrs, keys.reported_cost), problems) if cost_raw is not None else None,
         duration_ms=(span.end_ns - span.start_ns) / 1e6 if span.end_ns >= span.start_ns else 0.0,
         status="error" if status_error else "ok",
         error_type=error_type,
-        finish_reason=_finish_reason(finish_raw),
+        finish_reason=_finish_reason(finish_raw, problems),
         convention=convention,
     )
+    if problems:
+        call.problems = problems
+    return call

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.bounds import MAX_LABEL_CHARS, BadValue
 from processors.decode import MalformedPayload, SpanProblem, decode_request, parse_checked_record, parse_record
 from processors.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.records import LLMCall, SpanView
@@ -109,21 +110,38 @@ class CallStages:
         """Every table a batch writes (each with its own fence)."""
         return ["otel_traces", "llm_calls", "ingest_errors", *self.aggregators]
 
-    def calls_from(self, spans: Sequence[SpanView]) -> tuple[list[LLMCall], list[SpanView]]:
-        """The LLM calls among `spans`, with the span each came from."""
+    def calls_from(self, spans: Sequence[SpanView], problems: list[SpanProblem] | None = None) -> tuple[list[LLMCall], list[SpanView]]:
+        """The LLM calls among `spans`, with the span each came from.
+
+        A span whose values `normalize_call` refuses (bad token count, time outside the window)
+        gives no call but one entry in `problems`; each value a call was stored without (a name
+        too long, an unreadable cost or TTFT) gives one entry too.
+        """
         calls = []
         sources = []
         options = self.normalize_options
         enrichers = self.enrichers
         for span in spans:
-            call = normalize_call(span, options)
+            try:
+                call = normalize_call(span, options)
+            except BadValue as exc:
+                if problems is not None:
+                    problems.append(_span_problem(span, f"llm call not stored: {exc}"))
+                continue
             if call is None:
                 continue
             for enrich in enrichers:
                 enrich(span, call)
+            if call.problems and problems is not None:
+                problems.extend(_span_problem(span, f"llm call stored without a value: {reason}") for reason in call.problems)
             calls.append(call)
             sources.append(span)
         return calls, sources
+
+
+def _span_problem(span: SpanView, reason: str) -> SpanProblem:
+    service = span.resource.get("service.name")
+    return SpanProblem(reason, service if type(service) is str and len(service) <= MAX_LABEL_CHARS else "", span.trace_id, span.span_id)
 
 
 # Encoders write a KeyValue's key first (field order): tag 0x0a, length, name. All markers are
@@ -162,7 +180,7 @@ def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], 
 def decode_parsed_record(item: ParsedRecord, stages: CallStages) -> DecodedRecord:
     """Check every span of one record and turn its LLM spans into calls; other spans stay protobuf."""
     request = decode_request(item.request, keep=may_be_llm_call)
-    calls, call_spans = stages.calls_from(request.spans)
+    calls, call_spans = stages.calls_from(request.spans, request.problems)
     return DecodedRecord(item.record, request.span_count, calls, request.problems, call_spans)
 
 

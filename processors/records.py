@@ -89,6 +89,8 @@ class LLMCall:
     pricing_region: str = ""  # deployment key (processors.deployment); "" when the span does not say
     service_tier: str = ""  # OpenAI service tier (flex, priority, batch); "" = standard
     pricing_assumption: str = ""  # what the price assumed because the span did not say it
+    # Values left out while reading the span (field empty or NULL), one reason each: ingest_errors rows.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def model(self) -> str:

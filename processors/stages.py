@@ -17,7 +17,7 @@ __all__ = ["build_call_stages", "build_pricer", "pricer_sources"]
 
 
 def _set_ttft(span: SpanView, call: LLMCall) -> None:
-    call.ttft_ms = ttft_ms_from_span(span)
+    call.ttft_ms = ttft_ms_from_span(span, problems=call.problems)
 
 
 def _latency_table(calls: Sequence[LLMCall]) -> TableRows:

@@ -40,6 +40,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from processors.bounds import MAX_JSON_CHARS, MAX_VECTOR_LEN, BadValue, label, number
+
 __all__ = [
     "DEFAULT_REFUSAL_PATTERNS",
     "SignalOptions",
@@ -90,6 +92,7 @@ _FINISH_REASONS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 _MAX_INDEXED: Final = 1024  # bound on probing indexed attributes (N in "...N.content")
+_MAX_SCORE: Final = 1e12  # retrieval scores (cosine, dot product, BM25) are far smaller
 _WORD: Final = re.compile(r"\w+")
 
 
@@ -135,12 +138,17 @@ class CallSignals:
 
 
 def _json_value(value: Any) -> Any:
+    """A JSON attribute decoded; None when too long (`MAX_JSON_CHARS`), too deep or not JSON."""
     if isinstance(value, (bytes, bytearray)):
+        if len(value) > MAX_JSON_CHARS:
+            return None
         value = value.decode("utf-8", errors="replace")
     if isinstance(value, str):
+        if len(value) > MAX_JSON_CHARS:
+            return None
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return value
 
@@ -194,7 +202,10 @@ def _normalize_finish(value: Any) -> str:
         value = value[0] if value else ""
     if value is None:
         return ""
-    raw = str(value).strip().lower()
+    try:
+        raw = label(value, "finish reason").strip().lower()
+    except BadValue:
+        return ""  # not a name: the signal is absent
     return _FINISH_REASONS.get(raw, raw)
 
 
@@ -249,22 +260,32 @@ def _fmix64(h: NDArray[np.uint64]) -> NDArray[np.uint64]:
 
 
 def _vector(value: Any) -> NDArray[np.float32] | None:
+    """A flat vector of 1..`MAX_VECTOR_LEN` finite numbers (float32), else None."""
     value = _json_value(value)
-    if not isinstance(value, (list, tuple)) or not value:
+    if not isinstance(value, (list, tuple)) or not value or len(value) > MAX_VECTOR_LEN:
+        return None
+    if not all(type(item) is float or type(item) is int for item in value):
         return None
     try:
-        vector = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
+        vector = np.asarray(value, dtype=np.float64).astype(np.float32)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float64
         return None
-    if vector.ndim != 1 or not bool(np.all(np.isfinite(vector))):
+    if not bool(np.all(np.isfinite(vector))):
         return None
     return vector
+
+
+def _name(value: Any) -> str:
+    try:
+        return label(value, "name")
+    except BadValue:
+        return ""
 
 
 def span_embedding(attrs: Mapping[str, Any], options: SignalOptions | None = None) -> tuple[NDArray[np.float32] | None, str]:
     """(first embedding vector carried by the span, embedding model name)."""
     opts = options or _DEFAULT_OPTIONS
-    model = next((str(attrs[k]) for k in opts.embedding_model_keys if attrs.get(k) not in (None, "")), "")
+    model = next((_name(attrs[k]) for k in opts.embedding_model_keys if attrs.get(k) not in (None, "")), "")
     for key in ("embedding.embeddings.0.embedding.vector", *opts.embedding_vector_keys):
         vector = _vector(attrs.get(key))
         if vector is not None:
@@ -281,9 +302,13 @@ def _retrieval(attrs: Mapping[str, Any]) -> tuple[int | None, bool | None, float
         if score is None and attrs.get(prefix + "id") is None and attrs.get(prefix + "content") is None and attrs.get(prefix + "metadata") is None:
             break
         count += 1
-        if isinstance(score, (int, float)) and not isinstance(score, bool) and np.isfinite(score):
-            scores.append(float(score))
-    is_retriever = str(attrs.get("openinference.span.kind", "")).upper() == "RETRIEVER"
+        if type(score) is float or type(score) is int:
+            try:
+                scores.append(number(score, -_MAX_SCORE, _MAX_SCORE, "retrieval score"))
+            except BadValue:
+                pass  # not finite or absurd: this document has no score
+    kind = attrs.get("openinference.span.kind")
+    is_retriever = isinstance(kind, str) and kind.upper() == "RETRIEVER"
     if count == 0 and not is_retriever:
         return None, None, None, None
     if not scores:

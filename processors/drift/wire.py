@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from processors.bounds import MAX_VECTOR_LEN, BadValue, label
 from processors.drift.sampling import PrioritySieve, call_priority
 from processors.records import LLMCall, SpanView
 
@@ -96,10 +97,20 @@ def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
         if key.startswith(DRIFT_ATTRIBUTE_PREFIXES):
             if isinstance(value, str) and len(value) > _MAX_TEXT:
                 value = value[:_MAX_TEXT]
-            elif isinstance(value, bytes):
-                continue
+            elif isinstance(value, bytes) or (isinstance(value, (list, dict)) and len(value) > MAX_VECTOR_LEN):
+                continue  # no signal reads bytes; a longer array is no embedding the signals accept
             out[key] = value
     return out
+
+
+def _embedding_model(value: Any) -> str:
+    """The embedding model name a tally is keyed by; "" when absent or not a name (processors/bounds.py)."""
+    if value is None:
+        return ""
+    try:
+        return label(value, EMBEDDING_MODEL_ATTRIBUTE)
+    except BadValue:
+        return ""
 
 
 class DriftSender:
@@ -126,7 +137,7 @@ class DriftSender:
             if call.status != "ok" or call.operation in ("embeddings", "embedding"):
                 continue
             service, model = call.service, call.model
-            embedding_model = str(span.attributes.get(EMBEDDING_MODEL_ATTRIBUTE, ""))
+            embedding_model = _embedding_model(span.attributes.get(EMBEDDING_MODEL_ATTRIBUTE))
             self._tally_inputs.setdefault(service, []).append(
                 (call.ts_ns, model, call.prompt_name, call.prompt_version, embedding_model, call.trace_id, call.span_id)
             )

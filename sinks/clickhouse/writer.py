@@ -127,7 +127,12 @@ class ClickHouseSink:
         if found is not None:
             return found
         described = self._retrying(
-            lambda: self._client.create_insert_context(f"`{self._database}`.`{table}`", list(column_names), column_oriented=True)
+            lambda: self._client.create_insert_context(
+                f"`{self._database}`.`{table}`", list(column_names), column_oriented=True,
+                # Tables are partitioned by event time: a batch of calls spread over more than 100
+                # months must still be stored (refusing it would retry until the worker gives up).
+                settings={"throw_on_max_partitions_per_insert_block": 0},
+            )
         )
         described.column_types = [_without_low_cardinality(t) for t in described.column_types]
         with self._lock:
