@@ -62,8 +62,8 @@ MAX_TTFT_S: Final = 86_400.0
 TIME_MIN_NS: Final = 946_684_800 * 10**9
 TIME_MAX_NS: Final = 7_258_118_400 * 10**9
 
-# A plain decimal number: sign, digits with an optional fraction, an optional short exponent.
-_NUMBER: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?")
+# A plain ASCII decimal number: sign, digits with an optional fraction, an optional short exponent.
+_NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?")
 _TOKEN_DIGITS: Final = len(str(MAX_TOKENS))
 _PICO: Final = Decimal("1e-12")
 
@@ -90,9 +90,9 @@ def show(value: Any, limit: int = 40) -> str:
 
 def _decimal_text(text: str) -> Decimal:
     """A finite Decimal from short numeric text; the only place numeric strings are parsed."""
-    text = text.strip()
-    if len(text) > MAX_NUMBER_CHARS:
+    if len(text) > MAX_NUMBER_CHARS:  # checked before anything reads the text
         raise BadValue(f"numeric text longer than {MAX_NUMBER_CHARS} characters")
+    text = text.strip()
     if _NUMBER.fullmatch(text) is None:
         raise BadValue("not a decimal number")
     try:

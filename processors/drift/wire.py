@@ -103,6 +103,14 @@ def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _no_bytes(value: Any) -> None:
+    """orjson's fallback for values JSON has no type for: bytes inside an array or kvlist become null
+    (no signal reads them; top-level bytes are already left out)."""
+    if isinstance(value, (bytes, bytearray)):
+        return None
+    raise TypeError(f"{type(value).__name__} in a drift record")
+
+
 def _embedding_model(value: Any) -> str:
     """The embedding model name a tally is keyed by; "" when absent or not a name (processors/bounds.py)."""
     if value is None:
@@ -158,7 +166,7 @@ class DriftSender:
                 "finish_reason": call.finish_reason,
                 "attributes": _drift_attributes(span.attributes),
             }
-            self._items.setdefault(service, []).append(orjson.dumps(item))
+            self._items.setdefault(service, []).append(orjson.dumps(item, default=_no_bytes))
 
     def take(self, max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
         """(service, JSON record) pairs for what `add` got since the last `take`, each record under
