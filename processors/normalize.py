@@ -301,8 +301,9 @@ def _lookup_all(attrs: Mapping[str, Any], ordered: tuple[tuple[str, ...], ...]) 
     return out
 
 
-def _label(value: Any, what: str, problems: list[str]) -> str:
-    """A dimension's text; a value that is no name or too long leaves it empty, with the reason."""
+def _label(value: Any, what: str, problems: list[str], attrs: Mapping[str, Any] | None = None, keys: tuple[str, ...] = ()) -> str:
+    """A dimension's text; a value that is no name or too long leaves it empty, with the reason
+    (naming the attribute among `keys` of `attrs` that supplied it, when given)."""
     if value is None:
         return ""
     if type(value) is str and len(value) <= MAX_LABEL_CHARS:
@@ -310,7 +311,8 @@ def _label(value: Any, what: str, problems: list[str]) -> str:
     try:
         return label(value, what)
     except BadValue as exc:
-        problems.append(f"{exc}: field left empty")
+        source = f"{_source(attrs, keys)}: " if attrs is not None and keys else ""
+        problems.append(f"{source}{exc}: {what} left empty")
         return ""
 
 
@@ -342,10 +344,10 @@ def _cost(value: Any, key: str, problems: list[str]) -> Decimal | None:
         return None
 
 
-def _finish_reason(value: Any, problems: list[str]) -> str:
+def _finish_reason(value: Any, problems: list[str], attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     if isinstance(value, (list, tuple)):
         value = value[0] if value else None
-    return _label(value, "finish reason", problems)
+    return _label(value, "finish reason", problems, attrs, keys)
 
 
 def _detect(attrs: Mapping[str, Any], options: NormalizeOptions) -> tuple[str, _Keys, str] | None:
@@ -399,9 +401,9 @@ def _dimension(
     attrs: Mapping[str, Any], resource: Mapping[str, Any], span_keys: tuple[str, ...], resource_keys: tuple[str, ...],
     what: str, problems: list[str],
 ) -> str:
-    value = _label(_first(attrs, span_keys), what, problems) if span_keys else ""
+    value = _label(_first(attrs, span_keys), what, problems, attrs, span_keys) if span_keys else ""
     if not value and resource_keys:
-        value = _label(_first(resource, resource_keys), what, problems)
+        value = _label(_first(resource, resource_keys), what, problems, resource, resource_keys)
     return value
 
 
@@ -434,7 +436,7 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
     (provider_raw, request_model, response_model, input_raw, output_raw, total_raw, cache_read_raw,
      cache_write_raw, reasoning_raw, finish_raw, agent, conversation, cost_raw) = values
     problems: list[str] = []
-    provider_text = _label(provider_raw, "provider", problems)
+    provider_text = _label(provider_raw, "provider", problems, attrs, keys.provider)
     provider = normalize_provider(provider_text) if isinstance(provider_raw, str) else ""
 
     counts = []
@@ -458,7 +460,7 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         output_tokens += reasoning  # reasoning reported apart from output: fold it in
 
     status_error = span.status_code == _ERROR
-    error_type = _label(_first(attrs, ("error.type",)), "error.type", problems) if status_error else ""
+    error_type = _label(_first(attrs, ("error.type",)), "error type", problems, attrs, ("error.type",)) if status_error else ""
     if status_error and not error_type:
         error_type = "_OTHER"
 
@@ -468,19 +470,19 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         ts_ns=span.start_ns,
         trace_id=span.trace_id,
         span_id=span.span_id,
-        service=_label(resource.get("service.name") or "", "service.name", problems),
-        environment=_label(environment, "deployment.environment", problems),
+        service=_label(resource.get("service.name") or "", "service", problems, resource, ("service.name",)),
+        environment=_label(environment, "environment", problems, resource, ("deployment.environment.name", "deployment.environment")),
         team=_dimension(attrs, resource, opts.team_span_keys, opts.team_resource_keys, "team", problems),
         provider=provider,
-        request_model=_label(request_model, "request model", problems),
-        response_model=_label(response_model, "response model", problems),
-        operation=_label(operation, "operation", problems),
+        request_model=_label(request_model, "request model", problems, attrs, keys.request_model),
+        response_model=_label(response_model, "response model", problems, attrs, keys.response_model),
+        operation=_label(operation, "operation", problems, attrs, keys.operation),
         prompt_name=_dimension(attrs, resource, opts.prompt_name_span_keys, opts.prompt_name_resource_keys, "prompt name", problems),
         prompt_version=_dimension(
             attrs, resource, opts.prompt_version_span_keys, opts.prompt_version_resource_keys, "prompt version", problems
         ),
-        agent=_label(agent, "agent", problems),
-        conversation_id=_label(conversation, "conversation id", problems),
+        agent=_label(agent, "agent", problems, attrs, keys.agent),
+        conversation_id=_label(conversation, "conversation id", problems, attrs, keys.conversation),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=cache_read,
@@ -490,7 +492,7 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         duration_ms=(span.end_ns - span.start_ns) / 1e6 if span.end_ns >= span.start_ns else 0.0,
         status="error" if status_error else "ok",
         error_type=error_type,
-        finish_reason=_finish_reason(finish_raw, problems),
+        finish_reason=_finish_reason(finish_raw, problems, attrs, keys.finish_reasons),
         convention=convention,
     )
     if problems:

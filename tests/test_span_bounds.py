@@ -196,8 +196,8 @@ FIELD_LEVEL = {
                             "reported_cost IS NULL AND cost IS NOT NULL"),
     # A model name too long to be a name: stored empty, so unpriced (cost NULL), never mispriced.
     "model 10k chars": ({"attributes": {**GOOD, "gen_ai.request.model": "gpt-4o-mini" + "x" * 10_000}},
-                        "request model longer than 256 characters", "model = '' AND cost IS NULL"),
-    "agent as kvlist": ({"attributes": {**GOOD, "gen_ai.agent.name": {"a": 1}}}, "agent of type dict", "agent = ''"),
+                        "gen_ai.request.model: request model longer than 256 characters", "model = '' AND cost IS NULL"),
+    "agent as kvlist": ({"attributes": {**GOOD, "gen_ai.agent.name": {"a": 1}}}, "gen_ai.agent.name: agent of type dict", "agent = ''"),
 }  # fmt: skip
 
 
