@@ -224,16 +224,19 @@ def test_a_bad_optional_value_leaves_its_field_empty_with_the_reason(chdb_client
     assert "llm call stored without a value" in errors[0][1] and reason in errors[0][1], errors[0][1]
 
 
-def test_otel_traces_keeps_a_record_whose_spans_cover_more_than_100_days(chdb_client: Client) -> None:
-    """otel_traces is partitioned by day; ClickHouse refuses an insert touching more than 100
-    partitions unless told otherwise, and the sink retried that as transient until the worker
-    exited: a crash loop from one record with spans over 150 days (or 150 absurd start times)."""
-    day = 86_400 * 10**9
-    service = "many-days"
-    request = _request(service, [{"start": START - i * day, "end": START - i * day + 10**9} for i in range(150)])
+def test_a_record_whose_spans_cover_more_than_100_partitions_is_stored(chdb_client: Client) -> None:
+    """otel_traces is partitioned by day, llm_calls and the aggregates by month; ClickHouse refuses
+    an insert touching more than 100 partitions unless told otherwise, and the sink retried that
+    as transient until the worker exited: a crash loop from one record whose spans cover 150
+    months (or carry 150 absurd start times)."""
+    month = 31 * 86_400 * 10**9
+    service = "many-months"
+    request = _request(service, [{"start": START - i * month, "end": START - i * month + 10**9} for i in range(150)])
     assert _handle(chdb_client, request, offset=200) == []
     assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == 150
     assert _count(chdb_client, "SELECT count() FROM llm_calls WHERE service = {s:String}", service) == 150
+    assert _count(chdb_client, "SELECT sum(calls) FROM llm_usage_1m WHERE service = {s:String}", service) == 150
+    assert _count(chdb_client, "SELECT uniqExact(toYYYYMM(ts)) FROM llm_calls WHERE service = {s:String}", service) > 100
 
 
 def test_otel_traces_and_the_worker_apply_the_same_time_window(chdb_client: Client) -> None:
