@@ -275,16 +275,16 @@ def ttft_ms_from_span(span: SpanView, extra_attributes: Sequence[str] = (), prob
         except BadValue as exc:
             if problems is not None:
                 problems.append(f"{exc}: ttft_ms not read from it")
-    chunk_times = []
-    for event in span.events:
-        if event.name in FIRST_CHUNK_EVENTS and event.time_ns > 0:
-            if time_in_range(event.time_ns):
-                chunk_times.append(event.time_ns)
-            elif problems is not None:
-                problems.append(f"event {event.name!r} time_unix_nano {show(event.time_ns)} outside 2000-01-01..2200-01-01:"
-                                " ttft_ms not read from it")
+    chunk_times = [e.time_ns for e in span.events if e.name in FIRST_CHUNK_EVENTS and e.time_ns > 0]
     if chunk_times:
-        return (min(chunk_times) - span.start_ns) / 1e6
+        first = min(chunk_times)
+        if not time_in_range(first):  # the earliest is unusable: skip every time outside the window
+            if problems is not None:
+                problems.append(f"first-chunk event time_unix_nano {show(first)} outside 2000-01-01..2200-01-01: ttft_ms not read from it")
+            chunk_times = [t for t in chunk_times if time_in_range(t)]
+            first = min(chunk_times) if chunk_times else 0
+        if chunk_times:
+            return (first - span.start_ns) / 1e6
     for name in extra_attributes:
         value = span.attributes.get(name)
         started = _timestamp_ns(value)
