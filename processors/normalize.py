@@ -44,7 +44,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final, Mapping
 
-from processors.bounds import MAX_LABEL_CHARS, MAX_TOKENS, BadValue, amount, label, show, time_in_range, token_count
+from processors.bounds import MAX_LABEL_CHARS, MAX_TOKENS, TIME_MAX_NS, TIME_MIN_NS, BadValue, amount, label, show, token_count
 from processors.records import LLMCall, SpanView
 
 __all__ = [
@@ -185,7 +185,7 @@ _FIELDS: Final = (
 )
 
 
-# Positions of the token counts in `_FIELDS`: input, output, total, cache read, cache write, reasoning.
+# Positions of the token counts in `_FIELDS`, in the order normalize_call reads them.
 _TOKEN_INDEXES: Final = tuple(_FIELDS.index(name) for name in
                               ("input_tokens", "output_tokens", "total_tokens", "cache_read", "cache_write", "reasoning"))
 
@@ -333,6 +333,14 @@ def _tokens(value: Any) -> int:
     return token_count(value)
 
 
+def _valid_tokens(value: Any) -> bool:
+    try:
+        _tokens(value)
+    except BadValue:
+        return False
+    return True
+
+
 def _cost(value: Any, key: str, problems: list[str]) -> Decimal | None:
     """Provider-reported cost, exact; a bad one leaves it NULL, with the reason."""
     if value is None:
@@ -426,9 +434,9 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
     if detected is None:
         return None
     convention, keys, operation = detected
-    if not time_in_range(span.start_ns):
+    if not TIME_MIN_NS <= span.start_ns < TIME_MAX_NS:
         raise BadValue(f"start_time_unix_nano {show(span.start_ns)} outside 2000-01-01..2200-01-01")
-    if span.end_ns and not time_in_range(span.end_ns):
+    if span.end_ns and not TIME_MIN_NS <= span.end_ns < TIME_MAX_NS:
         raise BadValue(f"end_time_unix_nano {show(span.end_ns)} outside 2000-01-01..2200-01-01")
     resource = span.resource
     ordered = _ORDERED[convention]
@@ -439,13 +447,12 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
     provider_text = _label(provider_raw, "provider", problems, attrs, keys.provider)
     provider = normalize_provider(provider_text) if isinstance(provider_raw, str) else ""
 
-    counts = []
-    for index in _TOKEN_INDEXES:
-        try:
-            counts.append(_tokens(values[index]))
-        except BadValue as exc:
-            raise BadValue(f"{_source(attrs, ordered[index])}: {exc}") from None
-    input_tokens, output_tokens, total, cache_read, cache_write, reasoning = counts
+    token_values = (input_raw, output_raw, total_raw, cache_read_raw, cache_write_raw, reasoning_raw)
+    try:
+        input_tokens, output_tokens, total, cache_read, cache_write, reasoning = map(_tokens, token_values)
+    except BadValue as exc:
+        first_bad = next(i for i, value in zip(_TOKEN_INDEXES, token_values) if not _valid_tokens(value))
+        raise BadValue(f"{_source(attrs, ordered[first_bad])}: {exc}") from None
     if input_raw is None and output_raw is not None:
         if total > output_tokens:
             input_tokens = total - output_tokens
@@ -465,24 +472,32 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         error_type = "_OTHER"
 
     environment = resource.get("deployment.environment.name") or resource.get("deployment.environment") or ""
+    service = resource.get("service.name") or ""
+    # Names: the common case (a short string) is checked inline, anything else through `_label`.
 
     call = LLMCall(
         ts_ns=span.start_ns,
         trace_id=span.trace_id,
         span_id=span.span_id,
-        service=_label(resource.get("service.name") or "", "service", problems, resource, ("service.name",)),
-        environment=_label(environment, "environment", problems, resource, ("deployment.environment.name", "deployment.environment")),
+        service=(service if type(service) is str and len(service) <= MAX_LABEL_CHARS
+                 else _label(service, "service", problems, resource, ("service.name",))),
+        environment=(environment if type(environment) is str and len(environment) <= MAX_LABEL_CHARS
+                     else _label(environment, "environment", problems, resource, ("deployment.environment.name", "deployment.environment"))),
         team=_dimension(attrs, resource, opts.team_span_keys, opts.team_resource_keys, "team", problems),
         provider=provider,
-        request_model=_label(request_model, "request model", problems, attrs, keys.request_model),
-        response_model=_label(response_model, "response model", problems, attrs, keys.response_model),
+        request_model=(request_model if type(request_model) is str and len(request_model) <= MAX_LABEL_CHARS
+                       else _label(request_model, "request model", problems, attrs, keys.request_model)),
+        response_model=(response_model if type(response_model) is str and len(response_model) <= MAX_LABEL_CHARS
+                        else _label(response_model, "response model", problems, attrs, keys.response_model)),
         operation=_label(operation, "operation", problems, attrs, keys.operation),
         prompt_name=_dimension(attrs, resource, opts.prompt_name_span_keys, opts.prompt_name_resource_keys, "prompt name", problems),
         prompt_version=_dimension(
             attrs, resource, opts.prompt_version_span_keys, opts.prompt_version_resource_keys, "prompt version", problems
         ),
-        agent=_label(agent, "agent", problems, attrs, keys.agent),
-        conversation_id=_label(conversation, "conversation id", problems, attrs, keys.conversation),
+        agent=(agent if type(agent) is str and len(agent) <= MAX_LABEL_CHARS
+               else _label(agent, "agent", problems, attrs, keys.agent)),
+        conversation_id=(conversation if type(conversation) is str and len(conversation) <= MAX_LABEL_CHARS
+                         else _label(conversation, "conversation id", problems, attrs, keys.conversation)),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=cache_read,
