@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
+from processors.bounds import MAX_LABEL_CHARS
+
 __all__ = ["deployment_of", "is_located", "service_tier_of", "tier_said", "TIER_ATTRIBUTES"]
 
 _BEDROCK_PROFILE_RE: Final = re.compile(r"^(us-gov|global|us|eu|apac|au|jp|ca|in)\.")
@@ -47,7 +49,8 @@ def _attr(span_attrs: dict[str, Any], resource: dict[str, Any], key: str) -> str
     value = span_attrs.get(key)
     if value is None:
         value = resource.get(key)
-    return value.strip().lower() if isinstance(value, str) else ""
+    # A longer value is no host or region (processors/bounds.py): the deployment stays unknown.
+    return value.strip().lower() if isinstance(value, str) and len(value) <= MAX_LABEL_CHARS else ""
 
 
 def is_located(provider: str) -> bool:
@@ -97,7 +100,7 @@ def service_tier_of(provider: str, span_attrs: dict[str, Any]) -> str:
         return ""
     for key in TIER_ATTRIBUTES:
         value = span_attrs.get(key)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and len(value) <= MAX_LABEL_CHARS:
             tier = value.strip().lower()
             return "" if tier in ("auto", "default", "standard") else tier
     return ""

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 import processors.bounds as bounds
+import processors.deployment as deployment
 import processors.normalize as normalize_module
 from llmops.config import Settings
 from processors.batch_handler import BatchHandler
@@ -270,12 +271,13 @@ def _read_attributes() -> list[str]:
         "embedding.embeddings.0.embedding.vector", *signals.embedding_model_keys,
         "retrieval.documents.0.document.score", "retrieval.documents.1.document.score", "retrieval.documents.0.document.id",
     }  # fmt: skip
+    keys |= {*deployment.TIER_ATTRIBUTES, "cloud.region", "server.address"}  # what pricing reads
     return sorted(keys)
 
 
 READ_KEYS = _read_attributes()
 RESOURCE_KEYS = ["service.name", "deployment.environment.name", "deployment.environment", "team", "team.name", "llmops.team",
-                 "llmops.prompt.version"]  # fmt: skip
+                 "llmops.prompt.version", "cloud.region", "server.address"]  # fmt: skip
 # Detection decides whether a span is an LLM call at all; a fuzzed one may make it none.
 DETECTION_KEYS = {*normalize_module.LLM_MARKER_KEYS, "openinference.span.kind", "traceloop.span.kind", "gen_ai.operation.name",
                   "llm.request.type", "gen_ai.request.model", "gen_ai.response.model"}  # fmt: skip
@@ -400,7 +402,7 @@ def test_arbitrary_values_in_every_attribute_read(records: list[list[dict[str, A
                     assert span_id not in stored and any("gen_ai.usage.input_tokens" in r or "gen_ai.usage.prompt_tokens" in r for r in refused)
     for row in zip(*(calls.column(name) for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "ts"))):
         assert all(0 <= n <= 3 * bounds.MAX_TOKENS for n in row[:4]) and bounds.TIME_MIN_NS <= row[4] < bounds.TIME_MAX_NS
-    for name in ("service", "model", "request_model", "response_model", "agent", "prompt_name", "prompt_version", "finish_reason",
+    for name in ("service", "model", "request_model", "pricing_region", "service_tier", "response_model", "agent", "prompt_name", "prompt_version", "finish_reason",
                  "conversation_id", "team", "environment"):
         assert all(len(value) <= bounds.MAX_LABEL_CHARS for value in calls.column(name))  # fmt: skip
     for cost in (*calls.column("cost"), *calls.column("reported_cost")):
