@@ -12,6 +12,7 @@ Nothing here does I/O: the agent wires it to Kafka, the sink to ClickHouse.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from processors.records import LLMCall, SpanView
 from processors.rows import INGEST_ERRORS_COLUMNS, call_rows
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.otlp_ingest import OtlpRecords
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SourceRecord",
@@ -124,14 +127,22 @@ class CallStages:
         for span in spans:
             try:
                 call = normalize_call(span, options)
+                if call is None:
+                    continue
+                for enrich in enrichers:
+                    enrich(span, call)
             except BadValue as exc:
                 if problems is not None:
                     problems.append(_span_problem(span, f"llm call not stored: {exc}"))
                 continue
-            if call is None:
+            except Exception as exc:  # noqa: BLE001 - a bug met by one span costs that call, not the worker
+                # A value no bound foresaw must not crash-loop the worker on every restart: the call
+                # becomes an ingest_errors row that names the failure, and the record's other calls
+                # and its otel_traces rows are stored as usual.
+                log.debug("span %s: unexpected failure while normalising", span.span_id, exc_info=True)
+                if problems is not None:
+                    problems.append(_span_problem(span, f"llm call not stored: internal error {type(exc).__name__}: {exc}"[:1000]))
                 continue
-            for enrich in enrichers:
-                enrich(span, call)
             if call.problems and problems is not None:
                 problems.extend(_span_problem(span, f"llm call stored without a value: {reason}") for reason in call.problems)
             calls.append(call)

@@ -188,6 +188,39 @@ def test_a_poison_span_costs_only_its_own_call(chdb_client: Client, case: str) -
     assert usage == 9
 
 
+
+def test_an_unforeseen_failure_in_one_span_costs_only_that_call(chdb_client: Client) -> None:
+    """A bug no bound foresaw (here an enricher that raises on one span's model) must not crash the
+    worker or dead-letter the record: that call becomes an ingest_errors row naming the failure,
+    the other nine calls and all ten otel_traces rows are stored."""
+    service = "unforeseen-failure"
+    spans = [{} for _ in range(10)]
+    spans[6] = {"attributes": {**GOOD, "gen_ai.request.model": "model-that-trips-a-bug"}}
+    request = _request(service, spans)
+    bad_span_id = request.resource_spans[0].scope_spans[0].spans[6].span_id.hex()
+    stages = build_call_stages(Settings())
+
+    def buggy_enricher(span: Any, call: Any) -> None:
+        if call.request_model == "model-that-trips-a-bug":
+            raise ZeroDivisionError("a bug in an enricher")
+
+    stages.enrichers.append(buggy_enricher)
+    dead: list[Poison] = []
+
+    async def dead_letter(item: Poison) -> None:
+        dead.append(item)
+
+    handler = BatchHandler(ClickHouseSink(chdb_client, "llmops"), stages, dead_letter)
+    asyncio.run(handler.handle([SourceRecord("otlp_spans", 0, 9_000, request.SerializeToString(), "bounds-test/0")]))
+
+    assert dead == []
+    assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == 10
+    calls = chdb_client.query("SELECT span_id FROM llm_calls WHERE service = {s:String}", parameters={"s": service}).result_rows
+    assert len(calls) == 9 and bad_span_id not in {row[0] for row in calls}
+    errors = chdb_client.query("SELECT span_id, reason FROM ingest_errors WHERE service = {s:String}",
+                               parameters={"s": service}).result_rows  # fmt: skip
+    assert [(span_id, "ZeroDivisionError" in reason) for span_id, reason in errors] == [(bad_span_id, True)]
+
 FIELD_LEVEL = {
     # A first-chunk event outside the window: the call is stored, ttft_ms NULL.
     "event time 2**64-1": ({"events": [("gen_ai.content.completion.chunk", 2**64 - 1)]}, "ttft_ms", "ttft_ms IS NULL"),
