@@ -189,19 +189,7 @@ class Pricer:
                 if len(self._cache) >= _CACHE_MAX:
                     self._cache.clear()
                 self._cache[key] = hit
-        call.pricing_region, call.service_tier, resolution = hit
-        call.pricing_version = self._version
-        if resolution is None:
-            call.cost = None
-            call.pricing_entry = call.pricing_source = call.pricing_assumption = ""
-            return
-        rates = resolution.rates_for(call.input_tokens) if resolution.tiers else resolution.base
-        call.cost = Decimal(
-            cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
-        ).scaleb(-12)
-        call.pricing_entry = resolution.entry
-        call.pricing_source = resolution.source
-        call.pricing_assumption = resolution.assumption
+        self._apply(call, hit)
 
     def _resolve_call(self, call: LLMCall, attrs: dict, res: dict) -> tuple[str, str, Resolution | None]:
         provider = call.provider
@@ -217,10 +205,10 @@ class Pricer:
         """Price a call read back from llm_calls, whose deployment key and tier were stored with it."""
         day_ns = call.ts_ns - call.ts_ns % _NS_PER_DAY
         resolution = self.resolve(call.provider, (call.response_model, call.request_model), region, tier, True, day_ns)
-        self._cache_hit_apply(call, (region, tier, resolution))
+        self._apply(call, (region, tier, resolution))
 
-    def _cache_hit_apply(self, call: LLMCall, hit: tuple[str, str, Resolution | None]) -> None:
-        """What `_priced` does with a resolution (inlined there: it runs once per call in the worker)."""
+    def _apply(self, call: LLMCall, hit: tuple[str, str, Resolution | None]) -> None:
+        """Set a call's cost and pricing columns from its (region, tier, resolution)."""
         call.pricing_region, call.service_tier, resolution = hit
         call.pricing_version = self._version
         if resolution is None:
