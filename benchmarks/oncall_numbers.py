@@ -24,7 +24,6 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
-from tests.otlp_sink import otlp_http_sink
+from tests.otlp_sink import collecting_otlp_sink
 
 RATE = 20.0
 START_NS = 1_764_000_000 // 900 * 900 * 10**9
@@ -56,14 +55,7 @@ def _old_tracker_class(ref: str) -> Any:
 
 
 def _traffic(minutes: float, scenario: str) -> list[bytes]:
-    bodies: list[bytes] = []
-    lock = threading.Lock()
-
-    def keep(body: bytes) -> None:
-        with lock:
-            bodies.append(body)
-
-    with otlp_http_sink(keep) as url:
+    with collecting_otlp_sink() as (url, bodies):
         summary = run_loadgen(LoadgenOptions(endpoint=url, count=int(minutes * 60 * RATE), seed=1, start_ns=START_NS,
                                              time_step_ns=int(1e9 / RATE), scenario=scenario))  # fmt: skip
     assert summary.complete

@@ -11,7 +11,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-__all__ = ["otlp_http_sink"]
+__all__ = ["collecting_otlp_sink", "otlp_http_sink"]
 
 
 @contextmanager
@@ -48,3 +48,17 @@ def otlp_http_sink(on_body: Callable[[bytes], None], status: int = 200) -> Itera
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
+    """`otlp_http_sink` that keeps every accepted body, in arrival order: yields (base URL, bodies)."""
+    bodies: list[bytes] = []
+    lock = threading.Lock()
+
+    def keep(body: bytes) -> None:
+        with lock:
+            bodies.append(body)
+
+    with otlp_http_sink(keep) as url:
+        yield url, bodies

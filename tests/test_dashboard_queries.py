@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -41,7 +39,7 @@ from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.alert_eval import RuleRun, evaluate_once, parse_duration, run_rule
-from tests.otlp_sink import otlp_http_sink
+from tests.otlp_sink import collecting_otlp_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "dashboards" / "json").glob("*.json"))
@@ -121,20 +119,6 @@ RULES: list[dict[str, Any]] = [rule for group in yaml.safe_load(RULES_FILE.read_
 # ----------------------------------------------------------------------------- the store
 
 
-@contextmanager
-def _otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
-    """OTLP/HTTP endpoint that keeps each request body (a serialized ExportTraceServiceRequest)."""
-    bodies: list[bytes] = []
-    lock = threading.Lock()
-
-    def keep(body: bytes) -> None:
-        with lock:
-            bodies.append(body)
-
-    with otlp_http_sink(keep) as url:
-        yield url, bodies
-
-
 def _ns(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000_000
 
@@ -163,7 +147,7 @@ class _Feeder:
 
     def loadgen(self, start: datetime, count: int, seed: int, services: tuple[str, ...] | None = None) -> None:
         extra = {"services": services} if services else {}
-        with _otlp_sink() as (endpoint, bodies):
+        with collecting_otlp_sink() as (endpoint, bodies):
             summary = run_loadgen(
                 LoadgenOptions(endpoint=endpoint, count=count, seed=seed, start_ns=_ns(start), time_step_ns=int(STEP.total_seconds() * 1e9), **extra)
             )

@@ -9,7 +9,6 @@ what was sent, to the exact fraction.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -32,7 +31,7 @@ from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.alert_eval import evaluate_once
-from tests.otlp_sink import otlp_http_sink
+from tests.otlp_sink import collecting_otlp_sink
 from tests.test_dashboard_queries import PANEL_QUERIES, RULES
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc)
@@ -94,14 +93,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     client = connect(f"chdb://{tmp_path_factory.mktemp('oncall-chdb')}", "llmops", create_database=True)
     try:
         apply_migrations(client, "llmops")
-        bodies: list[bytes] = []
-        lock = threading.Lock()
-
-        def keep(body: bytes) -> None:
-            with lock:
-                bodies.append(body)
-
-        with otlp_http_sink(keep) as url:
+        with collecting_otlp_sink() as (url, bodies):
             _spans(url)
         stages = build_call_stages(Settings())
         records = [SourceRecord("otlp_spans", 0, i, body, "test/0") for i, body in enumerate(bodies)]
