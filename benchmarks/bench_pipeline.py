@@ -220,12 +220,17 @@ class LiveStack:
     receiver: subprocess.Popen[str] | None = None
     broker_pid: int = 0
 
-    def env(self) -> dict[str, str]:
+    broker_kind = "tansu"
+
+    def bootstrap(self) -> str:
         assert self.broker is not None
+        return self.broker.bootstrap
+
+    def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            "LLMOPS_KAFKA__BOOTSTRAP": self.broker.bootstrap,
-            "LLMOPS_KAFKA__BROKER_KIND": "tansu",
+            "LLMOPS_KAFKA__BOOTSTRAP": self.bootstrap(),
+            "LLMOPS_KAFKA__BROKER_KIND": self.broker_kind,
             "LLMOPS_KAFKA__PARTITIONS": str(self.partitions),
             "LLMOPS_DATA_DIR": str(self.data_dir),
             "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),

@@ -52,22 +52,11 @@ class KafkaLiveStack(LiveStack):
     cluster: KafkaCluster | None = None
     collector: Collector | None = None
 
-    def env(self) -> dict[str, str]:
+    broker_kind = "kafka"
+
+    def bootstrap(self) -> str:
         assert self.cluster is not None
-        env = dict(os.environ)
-        env.update({
-            "LLMOPS_KAFKA__BOOTSTRAP": self.cluster.bootstrap,
-            "LLMOPS_KAFKA__BROKER_KIND": "kafka",
-            "LLMOPS_KAFKA__PARTITIONS": str(self.partitions),
-            "LLMOPS_DATA_DIR": str(self.data_dir),
-            "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),
-            "LLMOPS_RECEIVER__GRPC_PORT": str(self.grpc_port),
-            "LLMOPS_SQL__PORT": str(self.sql_port),
-            "LLMOPS_PROCESSOR__BATCH_MAX_RECORDS": str(self.batch_max_records),
-            "LLMOPS_LOG_LEVEL": "WARNING",
-        })  # fmt: skip
-        env.update(self.extra_env)
-        return env
+        return self.cluster.bootstrap
 
     def start(self) -> None:
         self.cluster = KafkaCluster(1).start()
