@@ -103,12 +103,13 @@ def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: li
 
 
 def run_pricing(settings: Settings, args: argparse.Namespace) -> int:
+    from llmops.errors import UsageError
     from processors.pricing import PricingError
 
     try:
         return _run(settings, args)
-    except PricingError as exc:  # a pricing file the user can fix: one line, exit 2
-        raise SystemExit(f"llmops pricing: {exc}") from None
+    except PricingError as exc:  # a pricing file the user can fix: one line (llmops.cli.main prints it), exit 2
+        raise UsageError(" ".join(str(exc).split())) from exc
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:

@@ -129,6 +129,13 @@ def case_invalid_pricing_yaml_at_up(tmp_path: Path, store: Path, listener: Calla
     return Case(_up(tmp_path / "d", free_port(), free_port(), free_port(), "--pricing-file", str(bad)), 2, f"{bad}:5:1: while scanning a quoted scalar started at line 3, found unexpected end of stream")
 
 
+def case_broken_pricing_snapshot(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
+    snapshot = tmp_path / "prices.json"
+    snapshot.write_text('[{"id": "openai", "models": [{"id": 3}]}]')
+    args = ["pricing", "check", "gpt-4o", "--pricing-snapshot-file", str(snapshot)]
+    return Case(args, 2, f"llmops pricing check: {snapshot}: not a genai-prices snapshot: ")
+
+
 def case_drift_pin_unknown_key(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     args = ["drift", "pin", "--data-dir", str(store), "--service", "support-bot", "--model", "gpt-4o", "--prompt-name", "answer", "--prompt-version", "v3"]
     return Case(args, 1, "no drift key support-bot/gpt-4o/answer/v3 (service/model/prompt name/prompt version); nearest: " + "/".join(DRIFT_KEY))
@@ -155,6 +162,7 @@ CASES = [
     case_report_without_data,
     case_invalid_pricing_yaml,
     case_invalid_pricing_yaml_at_up,
+    case_broken_pricing_snapshot,
     case_drift_pin_unknown_key,
     case_drift_pin_unreachable_broker,
     case_loadgen_closed_port,
