@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from processors.drift.signals import extract_signals
 from processors.drift.stream import DriftStageConfig, DriftTracker
 
 
@@ -207,6 +208,30 @@ def test_drift_records_are_split_under_the_size_limit_and_decode_back() -> None:
     assert ids == sorted(c.span_id for c in calls)  # fewer calls than the sample size: all are sent
     assert all(set(call["attributes"]) == {"gen_ai.output.messages"} for record in decoded for call in record.calls)
     assert sorted((r.service, t.count) for r in decoded for t in r.tallies) == [("s", 150), ("t", 150)]
+
+
+def test_an_openinference_answer_reaches_the_drift_signals() -> None:
+    """Normalizer -> DriftSender -> wire -> the attributes the tracker extracts signals from (issue 14)."""
+    from processors.drift.wire import DriftSender, decode_payload
+    from processors.normalize import normalize_call
+    from processors.records import SpanView
+
+    answer = "I'm sorry, I can't help with that request."
+    attrs = {
+        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
+        "llm.token_count.prompt": 12, "llm.token_count.completion": 9,
+        "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": answer,
+        "llm.finish_reason": "length",
+    }  # fmt: skip
+    span = SpanView("ab" * 16, "cd" * 8, "", "ChatCompletion", 1, T0 * 10**9, T0 * 10**9 + 1, 0, "", attrs, {"service.name": "bot"})
+    call = normalize_call(span)
+    assert call is not None and call.status == "ok"
+    [(_, value)] = DriftSender(WINDOW, sample_size=10, max_windows=8).payloads([call], [span])
+    [sent] = decode_payload(value).calls
+    signals = extract_signals(sent["attributes"])
+    assert signals.answer_length == len(answer) and signals.refusal is True
+    assert signals.answer_embedding is not None
+    assert signals.finish_reason == "length"
 
 
 def test_sieved_records_give_the_tracker_the_same_windows_as_every_call() -> None:

@@ -30,8 +30,12 @@ __all__ = [
     "DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "tally_resolution_s", "window_index",
 ]  # fmt: skip
 
+# What `processors.drift.signals` reads, in every convention it knows (OTel GenAI, OpenInference, OpenLLMetry).
 DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.output.messages",
+    "llm.output_messages.",
+    "llm.finish_reason",
+    "openinference.span.kind",
     "gen_ai.completion.",
     "output.value",
     "embedding.",
