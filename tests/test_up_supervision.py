@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -191,12 +192,17 @@ def test_the_embedded_broker_is_refreshed_past_its_memory_limit_and_nothing_ackn
     try:
         first_broker = up.child("broker")
         assert (rss_mib(first_broker) or 0) < LIMIT_MIB
+        published = json.loads((tmp_path / "stack.json").read_text())["kafka"]
+        assert f"tcp://{published}" in up.children()[first_broker].split()
         options = LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=4000, seed=16, stop_on_failure=False)
         before = run_loadgen(options)
         up.wait_for(lambda: "embedded broker refreshed" in up.output(), 300, "the broker refreshed")
         broker = up.child("broker")
         assert broker != first_broker
         assert (rss_mib(broker) or LIMIT_MIB) < LIMIT_MIB
+        # The fresh broker listens where stack.json says (clients such as `llmops drift pin` read it from there).
+        assert json.loads((tmp_path / "stack.json").read_text())["kafka"] == published
+        assert f"tcp://{published}" in up.children()[broker].split()
         up.wait_for(lambda: endpoint_ready(up), 120, "receiver and SQL endpoint back")
         after = run_loadgen(options.model_copy(update={"seed": 17}))  # same topics on the fresh broker, new topic ids
         up.proc.send_signal(signal.SIGINT)
