@@ -3,6 +3,7 @@
 chDB cannot open ClickHouse's own listeners, and only the worker process may
 own the store, so the worker serves this: GET/POST with `query`, a POST body,
 `default_format`, `database`, `param_*` query parameters and a FORMAT clause,
+URL settings that only lower a limit, HTTP response compression when asked,
 answered by the engine itself in the requested format. curl, `llmops sql`,
 Grafana and clickhouse-connect's HTTP client can read the store while the
 pipeline runs.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import math
+import asyncio
 import ssl
 import uuid
 from pathlib import Path
@@ -26,7 +29,8 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
-from llmops.sql_engine import EngineBusy, QueryLimits, SqlEngine, engine_path
+from llmops.native_format import NativeTypeUnsupported, for_client_revision
+from llmops.sql_engine import LIMIT_SETTINGS, EngineBusy, QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
 from llmops.stack_state import STORE_ID_HEADER, store_id
 
@@ -40,8 +44,11 @@ _TRANSPORT_PARAMS = {
     "query", "default_format", "database", "user", "password", "query_id", "session_id", "session_timeout",
     "session_check", "compress", "decompress", "enable_http_compression", "wait_end_of_query", "readonly",
     "buffer_size", "http_response_buffer_size", "send_progress_in_http_headers", "http_headers_progress_interval_ms",
-    "quota_key", "client_protocol_version", "cancel_http_readonly_queries_on_client_close",
+    "quota_key", "client_protocol_version", "cancel_http_readonly_queries_on_client_close", "send_profile_events",
 }  # fmt: skip
+# Besides those, the settings in llmops.sql_engine.LIMIT_SETTINGS: they can only lower a limit. clickhouse-go
+# sends max_execution_time with every query (its context deadline + 5 s; Grafana's plugin: the query timeout),
+# so a value above the endpoint's cap is accepted and the cap applies; 0 ("no limit") is refused.
 _CONTENT_TYPES = {
     "JSON": "application/json; charset=UTF-8",
     "JSONCompact": "application/json; charset=UTF-8",
@@ -50,7 +57,7 @@ _CONTENT_TYPES = {
     "CSVWithNames": "text/csv; charset=UTF-8; header=present",
 }
 # As ClickHouse's HTTP handler maps them: what the client got wrong is 4xx, the rest 500.
-_STATUS = {516: 401, 164: 403, 497: 403, 62: 400, 36: 400, 47: 400, 46: 400, 60: 404, 81: 404, 73: 400, 457: 400, 202: 503}
+_STATUS = {516: 401, 164: 403, 497: 403, 62: 400, 36: 400, 72: 400, 47: 400, 46: 400, 60: 404, 81: 404, 73: 400, 457: 400, 202: 503}
 
 
 def _error(code: int, name: str, message: str, query_id: str = "") -> web.Response:
@@ -161,18 +168,38 @@ class SqlEndpoint:
             return _error(516, "AUTHENTICATION_FAILED", "Authentication failed: password is incorrect, or there is no user with such name")
         params = request.query
         sql = params.get("query", "")
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if request.method == "POST" and request.can_read_body and encoding not in ("", "identity"):
+            # ClickHouse clients compress insert bodies only; a query is a few hundred bytes.
+            return _error(36, "BAD_ARGUMENTS", f"Content-Encoding {encoding} is not accepted here: send the query uncompressed", query_id)
+        if params.get("compress", "0") != "0":
+            return _error(36, "BAD_ARGUMENTS", "compress=1 (ClickHouse's block compression) is not served here: use HTTP compression "
+                          "(enable_http_compression=1 with Accept-Encoding: gzip)", query_id)  # fmt: skip
         if request.method == "POST" and request.can_read_body:
             body = (await request.read()).decode("utf-8", errors="replace")
             sql = f"{sql}\n{body}" if sql else body
         database = params.get("database") or request.headers.get("X-ClickHouse-Database") or self._database
         if database != self._database:
             return _error(497, "ACCESS_DENIED", f"Database {database} is not served here: only {self._database}", query_id)
-        settings = sorted(k for k in params if k not in _TRANSPORT_PARAMS and not k.startswith("param_"))
+        settings = sorted(k for k in params if k not in _TRANSPORT_PARAMS and k not in LIMIT_SETTINGS and not k.startswith("param_"))
         if settings:
             return _error(164, "READONLY", f"Cannot modify '{settings[0]}' setting: this endpoint's settings are fixed", query_id)
+        requested: dict[str, float] = {}
+        for name in sorted(LIMIT_SETTINGS.keys() & params.keys()):
+            try:
+                value = float(params[name])
+            except ValueError:
+                return _error(72, "CANNOT_PARSE_NUMBER", f"Setting {name}: cannot parse {params[name]!r} as a number", query_id)
+            if not (math.isfinite(value) and value > 0):
+                return _error(164, "READONLY", f"Cannot modify '{name}' setting to {params[name]}: this endpoint only lowers its limits", query_id)
+            requested[name] = value
+        revision = params.get("client_protocol_version", "0")
+        if not revision.isdigit():
+            return _error(72, "CANNOT_PARSE_NUMBER", f"client_protocol_version: cannot parse {revision!r} as a number", query_id)
         parameters = {k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")}
+        limits = self._engine.limits.tightened(requested)
         try:
-            body, fmt = await self._engine.execute(sql, params.get("default_format", "TabSeparated"), parameters)
+            body, fmt = await self._engine.execute(sql, params.get("default_format", "TabSeparated"), parameters, limits)
         except QueryRefused as refused:
             return _error(refused.code, refused.name, str(refused), query_id)
         except EngineBusy as busy:
@@ -182,7 +209,12 @@ class SqlEndpoint:
             text = text[text.find("Code: ") :] if "Code: " in text else text
             code = text[6:].split(".", 1)[0] if text.startswith("Code: ") else ""
             return _error(int(code) if code.isdigit() else 1001, "STD_EXCEPTION", text, query_id)
-        return web.Response(
+        if fmt == "Native" and int(revision) > 0:  # the layout clickhouse-go reads (llmops.native_format)
+            try:
+                body = await asyncio.to_thread(for_client_revision, body, int(revision))
+            except NativeTypeUnsupported as unsupported:
+                return _error(50, "UNKNOWN_TYPE", str(unsupported), query_id)
+        response = web.Response(
             body=body,
             headers={
                 "Content-Type": _CONTENT_TYPES.get(fmt, "text/plain; charset=UTF-8"),
@@ -193,3 +225,8 @@ class SqlEndpoint:
                 "X-ClickHouse-Summary": '{"read_rows":"0","read_bytes":"0","written_rows":"0","written_bytes":"0"}',
             },
         )
+        if params.get("enable_http_compression") == "1":
+            # As ClickHouse: compressed only when asked by both the setting and Accept-Encoding (gzip, deflate;
+            # aiohttp picks). clickhouse-go's HTTP reader inflates by Content-Encoding and reads anything else raw.
+            response.enable_compression()
+        return response

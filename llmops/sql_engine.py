@@ -9,6 +9,12 @@ query takes a free handle, is checked by the QueryGuard on that handle's
 parser and, if allowed, its canonical text runs there alone: one statement
 per call, so one request's result can never be another's.
 
+A request may ask for tighter limits (the URL settings `max_execution_time`,
+`max_result_rows`, `max_result_bytes`, `max_memory_usage`, as clickhouse-go
+sends its context deadline): a `readonly=1` handle cannot change a setting,
+so such a query still takes a slot, but runs on a fresh handle set up the
+same way with the smaller limits (`QueryLimits.tightened`), closed after it.
+
 When every handle is busy a request waits, but only `max_queued_queries`
 may wait and only for `queue_timeout_s`; past that it is refused at once
 (`EngineBusy`, the endpoint's 503), so one slow query delays the others at
@@ -21,14 +27,22 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import chdb
 
 from llmops.sql_guard import CheckedQuery, QueryGuard
 
-__all__ = ["EngineBusy", "QueryLimits", "SqlEngine", "engine_path"]
+__all__ = ["EngineBusy", "LIMIT_SETTINGS", "QueryLimits", "SqlEngine", "engine_path"]
+
+# URL settings a request may send to lower a limit, and the QueryLimits field each lowers.
+LIMIT_SETTINGS = {
+    "max_execution_time": "max_execution_time_s",
+    "max_result_rows": "max_result_rows",
+    "max_result_bytes": "max_result_bytes",
+    "max_memory_usage": "max_memory_usage",
+}
 
 
 class EngineBusy(Exception):
@@ -55,6 +69,18 @@ class QueryLimits:
             # A URL read retries with backoff for ~30 s, past max_execution_time; one try if one ever got through.
             "http_max_tries": "1",
         }
+
+    def tightened(self, requested: Mapping[str, float]) -> "QueryLimits":
+        """These limits, lowered where `requested` (setting name -> positive value) asks for less; never raised.
+        Whole-number settings are rounded down, so a fraction cannot round up past what was asked."""
+        changes: dict[str, float | int] = {}
+        for name, value in requested.items():
+            field = LIMIT_SETTINGS[name]
+            cap = getattr(self, field)
+            wanted = float(value) if field == "max_execution_time_s" else max(1, int(value))
+            if wanted < cap:
+                changes[field] = wanted
+        return replace(self, **changes) if changes else self  # type: ignore[arg-type]
 
 
 def engine_path(dsn: str) -> str:
@@ -86,17 +112,28 @@ class SqlEngine:
         self._threads: ThreadPoolExecutor | None = None
         self.guard: QueryGuard | None = None
 
-    def open(self) -> None:
-        for _ in range(self._size):
-            handle = chdb.connect(self._path)
-            self._handles.append(handle)
-            for name, value in self._limits.engine_settings().items():
+    def _connect(self, limits: QueryLimits) -> Any:
+        handle = chdb.connect(self._path)
+        try:
+            for name, value in limits.engine_settings().items():
                 handle.query(f"SET {name} = '{value}'", "TSV")
             handle.query(f"USE `{self._database}`", "TSV")
             handle.query("SET readonly = 1", "TSV")  # last: from here on nothing on this handle changes a setting
+        except Exception:
+            handle.close()
+            raise
+        return handle
+
+    def open(self) -> None:
+        for _ in range(self._size):
+            self._handles.append(self._connect(self._limits))
         formats = self._handles[0].query("SELECT name FROM system.formats WHERE is_output", "TSVRaw").bytes().decode().split()
         self.guard = QueryGuard(self._database, formats)
         self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="sql-endpoint")
+
+    @property
+    def limits(self) -> QueryLimits:
+        return self._limits
 
     def close(self) -> None:
         if self._threads is not None:
@@ -123,11 +160,26 @@ class SqlEngine:
         """One query on the first handle, for a caller with no event loop (`llmops sql` without a running worker)."""
         return self.run(self._handles[0], sql, default_format, parameters or {})
 
-    async def execute(self, sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
+    def run_limited(self, limits: QueryLimits, sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
+        """`run` on a fresh handle set up with `limits` (tighter than this engine's), closed afterwards. Blocking."""
+        handle = self._connect(limits)
+        try:
+            return self.run(handle, sql, default_format, parameters)
+        finally:
+            handle.close()
+
+    async def execute(
+        self, sql: str, default_format: str, parameters: Mapping[str, str], limits: QueryLimits | None = None
+    ) -> tuple[bytes, str]:
+        """Run `sql` in a slot; `limits` (from `self.limits.tightened`) other than the engine's own run it on a fresh handle."""
         handle = await self._acquire()
         free = self._free
         assert free is not None and self._threads is not None
-        running = asyncio.get_running_loop().run_in_executor(self._threads, self.run, handle, sql, default_format, parameters)
+        loop = asyncio.get_running_loop()
+        if limits is None or limits == self._limits:
+            running = loop.run_in_executor(self._threads, self.run, handle, sql, default_format, parameters)
+        else:  # the slot's handle stays idle meanwhile: the number of queries running is bounded all the same
+            running = loop.run_in_executor(self._threads, self.run_limited, limits, sql, default_format, parameters)
         # The handle is free again when the engine is done with it, even if this request is cancelled first.
         running.add_done_callback(lambda _: free.put_nowait(handle))
         return await asyncio.shield(running)

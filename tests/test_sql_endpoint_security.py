@@ -558,3 +558,191 @@ def test_readers_reach_an_endpoint_with_credentials_and_tls(store: dict[str, Any
         assert run_sql_command(wrong, "SELECT 1", "TSV") == 1 and "AUTHENTICATION_FAILED" in capsys.readouterr().err
     finally:
         server.close()
+
+
+# ----------------------------------------------------------------------------- Grafana's plugin (clickhouse-go over HTTP)
+
+# What clickhouse-go v2 (conn_http.go, conn_http_query.go, context.go) sends for a query, as Grafana's ClickHouse
+# plugin (pkg/plugin/driver.go: protocol http, compression GZIP, query timeout 60 s) configures it: a POST whose body
+# is the SQL, URL parameters sorted as Go's url.Values.Encode writes them (the database, default_format=Native, its
+# protocol revision, max_execution_time = context deadline + 5 s, a query_id when set), Accept-Encoding from its
+# compression method, its User-Agent with the plugin's products, basic auth from the URL's user info.
+CLICKHOUSE_GO_REVISION = 54460  # lib/proto/const.go DBMS_TCP_PROTOCOL_VERSION
+CLICKHOUSE_GO_HELLO = "SELECT displayName(), version(), revision(), timezone()"
+
+
+def _clickhouse_go_request(url: str, sql: str, **settings: str) -> requests.Response:
+    from urllib.parse import urlencode
+
+    params = {"client_protocol_version": str(CLICKHOUSE_GO_REVISION), "database": "llmops", "default_format": "Native", **settings}
+    headers = {"Accept-Encoding": "gzip", "User-Agent": "clickhouse-go/2.40.1 (lv:go/1.24.4; os:linux) grafana/12.1.0 clickhouse-datasource/4.10.0"}
+    return requests.post(f"{url}?{urlencode(sorted(params.items()))}", data=sql.encode(), headers=headers, timeout=60)
+
+
+class _GoNative:
+    """Reads a Native answer as ch-go's proto.Block.Decode does at clickhouse-go's revision: BlockInfo fields, then
+    per column name, type, the custom-serialization flag, the data (the value types a panel query returns)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def _take(self, n: int) -> bytes:
+        assert self.pos + n <= len(self.data), "truncated"
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def _uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self._take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    def _str(self) -> str:
+        return self._take(self._uvarint()).decode()
+
+    def _int(self, size: int, signed: bool = False) -> int:
+        return int.from_bytes(self._take(size), "little", signed=signed)
+
+    def _column(self, type_name: str, rows: int) -> list[Any]:
+        import struct
+
+        if type_name.startswith("LowCardinality("):
+            assert self._int(8) == 1  # key version
+            flags = self._int(8)
+            keys = [self._column(type_name[len("LowCardinality(") : -1], self._int(8))] if flags & (1 << 9) else [[]]
+            width = (1, 2, 4, 8)[flags & 0xFF]
+            return [keys[0][self._int(width)] for _ in range(self._int(8))]
+        if type_name == "String":
+            return [self._str() for _ in range(rows)]
+        if type_name == "Float64":
+            return [struct.unpack("<d", self._take(8))[0] for _ in range(rows)]
+        if type_name.startswith("DateTime64("):
+            scale = int(type_name[len("DateTime64(") :].split(",")[0].rstrip(")"))
+            return [self._int(8, signed=True) / 10**scale for _ in range(rows)]
+        sizes = {"UInt8": 1, "UInt16": 2, "UInt32": 4, "UInt64": 8, "DateTime": 4}
+        name = type_name.split("(")[0]
+        assert name in sizes, type_name
+        return [self._int(sizes[name]) for _ in range(rows)]
+
+    def rows(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+        names: list[str] = []
+        out: list[tuple[Any, ...]] = []
+        while self.pos < len(self.data):
+            while (field := self._uvarint()) != 0:  # BlockInfo
+                self._take(1 if field == 1 else 4)
+            columns, rows = self._uvarint(), self._uvarint()
+            values = []
+            names = []
+            for _ in range(columns):
+                names.append(self._str())
+                type_name = self._str()
+                assert self._take(1) == b"\x00", "custom serialization flag"
+                values.append(self._column(type_name, rows))
+            out += list(zip(*values))
+        return names, out
+
+
+@pytest.fixture(scope="module")
+def panel(store: dict[str, Any]) -> str:
+    """The pipeline's tables with a few calls, and a dashboard panel query over them as Grafana renders it."""
+    from datetime import datetime, timedelta, timezone
+
+    from dashboards.macros import ALL, TimeRange, Variable
+    from sinks.clickhouse.migrations import apply_migrations
+    from tests.test_dashboard_queries import PANEL_QUERIES
+
+    writer = connect(store["dsn"], "llmops")
+    try:
+        apply_migrations(writer, "llmops")
+        writer.command(
+            "INSERT INTO llm_calls (ts, trace_id, span_id, service, model, request_model) SELECT "
+            "toDateTime64('2026-11-02 10:00:00', 9, 'UTC') + toIntervalSecond(number * 7), lower(hex(number)), lower(hex(number)), "
+            "['bot', 'search'][number % 2 + 1], 'gpt-4o-mini', 'gpt-4o-mini' FROM numbers(40)"
+        )
+    finally:
+        writer.close()
+    sql = next(sql for _, title, sql in PANEL_QUERIES if title == "LLM calls stored per second")
+    variables = {name: Variable(name, (ALL,)) for name in ("service", "environment", "team", "model")}
+    start = datetime(2026, 11, 2, 9, 55, tzinfo=timezone.utc)
+    return render_panel_query(sql, variables, TimeRange(start, start + timedelta(minutes=15), timedelta(minutes=1)))
+
+
+def test_clickhouse_go_hello_and_a_dashboard_panel_answer_as_grafana_reads_them(served: Served, panel: str) -> None:
+    hello = _clickhouse_go_request(served.url, CLICKHOUSE_GO_HELLO, max_execution_time="65")
+    assert hello.status_code == 200, hello.text
+    names, rows = _GoNative(hello.content).rows()
+    timezone = requests.get(served.url, params={"query": "SELECT timezone()"}, timeout=30).text.strip()
+    assert len(names) == 4 and len(rows) == 1 and rows[0][2] >= 54454 and rows[0][3] == timezone
+    answer = _clickhouse_go_request(served.url, panel, max_execution_time="65", query_id="c5b4a1f0-grafana")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-ClickHouse-Query-Id"] == "c5b4a1f0-grafana"
+    assert "Content-Encoding" not in answer.headers  # gzip only with enable_http_compression=1, as ClickHouse
+    names, rows = _GoNative(answer.content).rows()
+    expected = requests.post(served.url, params={"default_format": "JSONCompact"}, data=panel.encode(), timeout=30).json()
+    assert names == [c["name"] for c in expected["meta"]] == ["time", "service", "calls_per_s"]
+    assert [(service, rate) for _, service, rate in rows] == [(service, rate) for _, service, rate in expected["data"]]
+    assert len(rows) > 2 and sum(rate for _, _, rate in rows) * 60 == pytest.approx(40)
+
+
+def test_http_compression_when_asked_and_refused_encodings(served: Served) -> None:
+    import gzip as gzip_module
+    import zlib
+
+    for encoding, inflate in (("gzip", gzip_module.decompress), ("deflate", zlib.decompress)):
+        raw = requests.get(served.url, params={"query": "SELECT a FROM t ORDER BY a", "enable_http_compression": "1"},
+                           headers={"Accept-Encoding": encoding}, timeout=30, stream=True).raw  # fmt: skip
+        assert raw.headers["Content-Encoding"] == encoding
+        assert inflate(raw.read(decode_content=False)).split() == [str(n).encode() for n in range(100)]
+    answer = requests.post(served.url, data=gzip_module.compress(b"SELECT 1"), headers={"Content-Encoding": "gzip"}, timeout=30)
+    assert answer.status_code == 400 and "Content-Encoding gzip" in answer.text
+    answer = requests.get(served.url, params={"query": "SELECT 1", "compress": "1"}, timeout=30)
+    assert answer.status_code == 400 and "enable_http_compression" in answer.text
+
+
+def test_url_settings_lower_the_limits_and_never_raise_them(served: Served) -> None:
+    rows = {"query": "SELECT n FROM llmops.big"}  # 20,000 rows; the endpoint's cap is 5,000
+    for raise_it in ({"max_result_rows": "1000000"}, {"max_result_rows": "1000000", "max_result_bytes": "1000000000000"}):
+        answer = requests.get(served.url, params={**rows, **raise_it}, timeout=30)
+        assert answer.status_code == 500 and "(TOO_MANY_ROWS_OR_BYTES)" in answer.text, raise_it
+    answer = requests.get(served.url, params={"query": SLOW_SQL, "max_execution_time": "3600"}, timeout=60)
+    assert answer.status_code == 500 and "(TIMEOUT_EXCEEDED)" in answer.text and "maximum: 2" in answer.text  # the 2 s cap
+    # Lower than the cap: applied by the engine.
+    assert requests.get(served.url, params={"query": "SELECT a FROM t"}, timeout=30).status_code == 200
+    answer = requests.get(served.url, params={"query": "SELECT a FROM t", "max_result_rows": "10"}, timeout=30)
+    assert answer.status_code == 500 and "(TOO_MANY_ROWS_OR_BYTES)" in answer.text
+    answer = requests.get(served.url, params={"query": SLOW_SQL, "max_execution_time": "0.2"}, timeout=60)
+    assert answer.status_code == 500 and "(TIMEOUT_EXCEEDED)" in answer.text and "maximum: 200.000 ms" in answer.text
+    for bad, status in (({"max_execution_time": "0"}, 403), ({"max_memory_usage": "-1"}, 403), ({"max_result_rows": "many"}, 400)):
+        assert requests.get(served.url, params={"query": "SELECT 1", **bad}, timeout=30).status_code == status, bad
+    assert requests.get(served.url, params={"query": "SELECT 1"}, timeout=30).text == "1\n"
+
+
+def test_native_layout_for_a_client_revision_covers_the_pipeline_types(store: dict[str, Any]) -> None:
+    """Every byte of chDB's answer is walked (several blocks, nested types); only BlockInfo and the flags are added."""
+    from llmops.native_format import CUSTOM_SERIALIZATION_REVISION, NativeTypeUnsupported, for_client_revision
+
+    sql = (
+        "SELECT number AS n, toString(number) AS s, toLowCardinality(toString(number % 7)) AS lc,"
+        " if(number % 3 = 0, NULL, toLowCardinality(toNullable(toString(number % 5)))) AS lcn, toNullable(number % 3) AS nn,"
+        " toDecimal128(number, 9) AS d, toDateTime64(number, 9, 'UTC') AS ts, toFixedString('ab', 2) AS fs,"
+        " range(number % 4) AS arr, map('k', toString(number)) AS m, tuple(number, 'x') AS tup, CAST((1, 'y') AS Tuple(a UInt8, b String)) AS named,"
+        " [toLowCardinality(toString(number % 2))] AS alc, toUUID('00000000-0000-0000-0000-000000000001') AS u, toDate(number) AS day,"
+        " CAST(number % 2 AS Enum8('a' = 0, 'b' = 1)) AS e, toIPv4(number) AS ip, number % 2 = 1 AS flag FROM numbers(150000)"
+    )
+    handle = chdb.connect(engine_path(store["dsn"]))
+    try:
+        plain = handle.query(sql, "Native").bytes()
+        unsupported = handle.query("SELECT '{\"a\": 1}'::JSON AS j", "Native").bytes()
+    finally:
+        handle.close()
+    columns = 18
+    rewritten = for_client_revision(plain, CUSTOM_SERIALIZATION_REVISION)
+    blocks = rewritten.count(b"\x01\x00\x02\xff\xff\xff\xff\x00\x12")  # BlockInfo, then 18 columns
+    assert blocks > 1 and len(rewritten) == len(plain) + blocks * (8 + columns)
+    assert len(for_client_revision(plain, 54405)) == len(plain) + blocks * 8  # clickhouse-connect's revision: no flags
+    assert for_client_revision(plain, 0) == plain
+    with pytest.raises(NativeTypeUnsupported, match="JSON"):
+        for_client_revision(unsupported, CUSTOM_SERIALIZATION_REVISION)
