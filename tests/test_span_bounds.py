@@ -211,7 +211,7 @@ def test_an_unforeseen_failure_in_one_span_costs_only_that_call(chdb_client: Cli
         dead.append(item)
 
     handler = BatchHandler(ClickHouseSink(chdb_client, "llmops"), stages, dead_letter)
-    asyncio.run(handler.handle([SourceRecord("otlp_spans", 0, 9_000, request.SerializeToString(), "bounds-test/0")]))
+    asyncio.run(handler.handle([SourceRecord("otlp_spans", 0, 0, request.SerializeToString(), "unforeseen-test/0")]))
 
     assert dead == []
     assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == 10
