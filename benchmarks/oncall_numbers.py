@@ -31,7 +31,7 @@ from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.drift.stream import DriftStageConfig, DriftTracker
 from processors.drift.wire import DriftSender, decode_payload
-from processors.pipeline import SourceRecord, build_tables, decode_records
+from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
@@ -98,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     bodies = _traffic(args.minutes, args.scenario)
     stages = build_call_stages(Settings())
-    decoded, poison = decode_records([SourceRecord("otlp_spans", 0, i, b, "bench/0") for i, b in enumerate(bodies)], stages)
+    parsed, poison = parse_records([SourceRecord("otlp_spans", 0, i, b, "bench/0") for i, b in enumerate(bodies)])
+    decoded = decode_parsed(parsed, stages)
     assert not poison
     client = connect(f"chdb://{tempfile.mkdtemp(prefix='oncall-numbers-')}", "llmops", create_database=True)
     apply_migrations(client, "llmops")

@@ -1,7 +1,7 @@
 """The pure step between Kafka and ClickHouse: records in, table rows out.
 
-`decode_records` turns Kafka records into LLM calls and span problems (poison
-records are returned, not raised). `build_tables` turns what is not yet stored
+`parse_records` checks Kafka records (poison records are returned, not
+raised) and `decode_parsed` turns them into LLM calls and span problems. `build_tables` turns what is not yet stored
 (offset above the table's fence) into one batch per table, each row tagged
 with its source and offset so the sink can guard against double counting.
 otel_traces is the exception to row building: its batch is the records' raw
@@ -37,7 +37,6 @@ __all__ = [
     "parse_records",
     "decode_parsed",
     "decode_parsed_record",
-    "decode_records",
     "traces_batch",
     "may_be_llm_call",
     "build_tables",
@@ -197,11 +196,6 @@ def decode_parsed_record(item: ParsedRecord, stages: CallStages) -> DecodedRecor
 
 def decode_parsed(parsed: Sequence[ParsedRecord], stages: CallStages) -> list[DecodedRecord]:
     return [decode_parsed_record(item, stages) for item in parsed]
-
-
-def decode_records(records: Sequence[SourceRecord], stages: CallStages) -> tuple[list[DecodedRecord], list[Poison]]:
-    parsed, poison = parse_records(records)
-    return decode_parsed(parsed, stages), poison
 
 
 def traces_batch(items: Sequence[ParsedRecord | DecodedRecord], fence: Mapping[str, int]) -> OtlpRecords:

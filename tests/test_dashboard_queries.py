@@ -31,7 +31,7 @@ from dashboards.macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.latency import metric_rows
-from processors.pipeline import SourceRecord, build_tables, decode_records, poison_rows
+from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records, poison_rows
 from processors.records import LLMCall
 from processors.stages import build_call_stages
 from processors.usage import usage_rows
@@ -152,13 +152,15 @@ class _Feeder:
                 LoadgenOptions(endpoint=endpoint, count=count, seed=seed, start_ns=_ns(start), time_step_ns=int(STEP.total_seconds() * 1e9), **extra)
             )
         assert summary.complete and bodies
-        decoded, poison = decode_records(self._records(bodies), self.stages)
+        parsed, poison = parse_records(self._records(bodies))
+        decoded = decode_parsed(parsed, self.stages)
         assert not poison
         for rows in build_tables(decoded, {}, self.stages, now_ms=_ms(start)):
             self._write(rows)
 
     def poison(self, at: datetime, count: int) -> None:
-        decoded, poison = decode_records(self._records([b"\xff\x00 not protobuf"] * count), self.stages)
+        parsed, poison = parse_records(self._records([b"\xff\x00 not protobuf"] * count))
+        decoded = decode_parsed(parsed, self.stages)
         assert len(poison) == count and not decoded
         self._write(poison_rows(poison, _ms(at)))
 

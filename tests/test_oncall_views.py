@@ -25,7 +25,7 @@ from dashboards.macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
 from llmops.live import SUMMARY_QUERY, summary_line
 from llmops.report import MISSING, build_report, render_report
-from processors.pipeline import SourceRecord, build_tables, decode_records
+from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
@@ -97,7 +97,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             _spans(url)
         stages = build_call_stages(Settings())
         records = [SourceRecord("otlp_spans", 0, i, body, "test/0") for i, body in enumerate(bodies)]
-        decoded, poison = decode_records(records, stages)
+        parsed, poison = parse_records(records)
+        decoded = decode_parsed(parsed, stages)
         assert not poison
         sink = ClickHouseSink(client, "llmops")
         for n, rows in enumerate(build_tables(decoded, {}, stages, now_ms=int(T0.timestamp() * 1000))):

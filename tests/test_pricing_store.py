@@ -28,7 +28,7 @@ from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from llmops.pricing_cli import pricing_check, pricing_coverage, pricing_reprice, pricing_update
 from llmops.reprice import reprice
-from processors.pipeline import SourceRecord, build_tables, decode_records
+from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
 from processors.pricer import Pricer, PricerSources
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
@@ -64,7 +64,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
             assert summary.complete and bodies
             records = [SourceRecord("otlp_spans", batch % 2, offset + i, body, f"test/{batch % 2}") for i, body in enumerate(bodies)]
             offset += len(bodies)
-            decoded, poison = decode_records(records, stages)
+            parsed, poison = parse_records(records)
+            decoded = decode_parsed(parsed, stages)
             assert not poison
             for n, rows in enumerate(build_tables(decoded, {}, stages, now_ms=_ns(START) // 10**6)):
                 sink.write(rows, token=f"{rows.table}:{batch}:{n}")
