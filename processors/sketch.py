@@ -41,7 +41,6 @@ __all__ = [
     "bucket_values",
     "Sketch",
     "GroupedSketches",
-    "SketchAccumulator",
 ]
 
 DEFAULT_RELATIVE_ACCURACY = 0.01
@@ -251,10 +250,6 @@ class GroupedSketches:
     def group_of_bucket(self) -> NDArray[np.int64]:
         return np.repeat(np.arange(self.n_groups, dtype=np.int64), np.diff(self.offsets))
 
-    def bucketed_counts(self) -> NDArray[np.uint64]:
-        cum = np.concatenate((np.zeros(1, np.uint64), np.cumsum(self.counts, dtype=np.uint64)))
-        return cum[self.offsets[1:]] - cum[self.offsets[:-1]]
-
     def sketch(self, group: int) -> Sketch:
         lo, hi = int(self.offsets[group]), int(self.offsets[group + 1])
         return Sketch(self.gamma, self.keys[lo:hi].copy(), self.counts[lo:hi].copy(), int(self.nonpositive_counts[group]))
@@ -291,23 +286,3 @@ class GroupedSketches:
         """One ``Map(Int32, UInt64)`` value per group, for the ``sketch`` column."""
         keys, counts, bounds = self.keys.tolist(), self.counts.tolist(), self.offsets.tolist()
         return [dict(zip(keys[lo:hi], counts[lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
-
-
-class SketchAccumulator:
-    """Folds batches of (group_ids, values) into per-group sketches; owned by one stage instance."""
-
-    __slots__ = ("_relative_accuracy", "_acc")
-
-    def __init__(self, relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> None:
-        gamma_for(relative_accuracy)  # validate early
-        self._relative_accuracy = relative_accuracy
-        self._acc: GroupedSketches | None = None
-
-    def add(self, group_ids: ArrayLike, values: ArrayLike, n_groups: int | None = None) -> None:
-        batch = GroupedSketches.from_batch(group_ids, values, n_groups, self._relative_accuracy)
-        self._acc = batch if self._acc is None else self._acc.merge(batch)
-
-    def result(self, n_groups: int = 0) -> GroupedSketches:
-        """Everything added so far, with at least ``n_groups`` groups (missing ones empty)."""
-        empty = GroupedSketches.from_batch(np.empty(0, np.int64), np.empty(0), n_groups, self._relative_accuracy)
-        return empty if self._acc is None else self._acc.merge(empty)

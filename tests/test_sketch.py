@@ -20,7 +20,6 @@ from processors.latency import LatencyRows, metric_rows
 from processors.sketch import (
     GroupedSketches,
     Sketch,
-    SketchAccumulator,
     bucket_keys,
     bucket_values,
     gamma_for,
@@ -222,10 +221,9 @@ def test_merge_equals_sketch_of_union(a: list[float], b: list[float], accuracy: 
 def test_grouped_batches_accumulate_like_one_batch(data: list[tuple[int, float]], split: int) -> None:
     groups = np.array([g for g, _ in data], dtype=np.int64)
     values = np.array([v for _, v in data], dtype=np.float64)
-    acc = SketchAccumulator()
-    acc.add(groups[:split], values[:split])
-    acc.add(groups[split:], values[split:])
-    got = acc.result(n_groups=7)
+    first = GroupedSketches.from_batch(groups[:split], values[:split])
+    second = GroupedSketches.from_batch(groups[split:], values[split:])
+    got = first.merge(second).merge(GroupedSketches.from_batch(groups[:0], values[:0], n_groups=7))  # pad to 7 groups
     whole = GroupedSketches.from_batch(groups, values, n_groups=7)
     assert got.n_groups == whole.n_groups == 7
     for g in range(7):
@@ -273,7 +271,7 @@ def test_empty_input() -> None:
     assert np.all(np.isnan(s.quantiles(QS)))
     g = GroupedSketches.from_batch(np.empty(0, np.int64), np.empty(0))
     assert g.n_groups == 0 and g.quantiles(QS).shape == (0, len(QS)) and g.to_maps() == []
-    assert SketchAccumulator().result(n_groups=2).to_maps() == [{}, {}]
+    assert GroupedSketches.from_batch(np.empty(0, np.int64), np.empty(0), n_groups=2).to_maps() == [{}, {}]
 
 
 def test_single_sample() -> None:
