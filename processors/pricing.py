@@ -32,7 +32,7 @@ over generic, exact ids over globs, longer patterns over shorter.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -55,7 +55,6 @@ __all__ = [
     "PricingCatalog",
     "MatchExplanation",
     "canonical_model",
-    "compute_cost",
     "cost_pico",
     "load_catalog_file",
     "DEFAULT_CATALOG",
@@ -65,7 +64,6 @@ DEFAULT_CATALOG: Final = "catalog.yaml"  # inside the schemas.pricing package
 _NS_PER_DAY: Final = 86_400 * 10**9
 _PRICE_RE: Final = re.compile(r"^\d+(\.\d{1,6})?$")
 _FAR_FUTURE_NS: Final = 2**63 - 1
-_Q12: Final = Decimal(1).scaleb(-12)
 
 # Bedrock ids: optional cross-region inference prefix, vendor prefix, version suffix.
 _BEDROCK_REGION_RE: Final = re.compile(r"^(?:us|eu|apac|ap|global|us-gov|jp|au|ca)\.")
@@ -304,25 +302,6 @@ def cost_pico(rates: _Rates, input_tokens: int, output_tokens: int, cache_read: 
     return total
 
 
-def _pico_to_usd(pico: int) -> Decimal:
-    return Decimal(pico).scaleb(-12)
-
-
-def compute_cost(
-    entry: PriceEntry,
-    input_tokens: int,
-    output_tokens: int,
-    cache_read_tokens: int = 0,
-    cache_write_tokens: int = 0,
-    reasoning_tokens: int = 0,
-) -> Decimal:
-    """Exact USD cost of one call under `entry` (12 decimal places)."""
-    rule = _compile(entry, user=False, order=0)
-    rates = rule.rates_for(input_tokens)
-    pico = cost_pico(rates, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens)
-    return _pico_to_usd(pico).quantize(_Q12)
-
-
 def _compile(entry: PriceEntry, user: bool, order: int) -> _Rule:
     base = _rates(entry.input, entry.output, entry.cache_read, entry.cache_write, entry.reasoning)
     tiers = tuple(
@@ -455,12 +434,6 @@ class PricingCatalog:
                 return uplift, user
         return None
 
-    @classmethod
-    def from_entries(cls, entries: Iterable[PriceEntry], aliases: dict[str, str] | None = None) -> PricingCatalog:
-        """A catalog from entries already built in code (tests, embedding)."""
-        rules = [_compile(entry, user=False, order=i) for i, entry in enumerate(entries)]
-        return cls(rules=rules, aliases={k.lower(): v.lower() for k, v in (aliases or {}).items()})
-
     # -- lookup -------------------------------------------------------------------------------
 
     def candidates(self, model: str) -> tuple[str, ...]:
@@ -501,13 +474,8 @@ class PricingCatalog:
         self._cache[key] = result
         return result
 
-    def lookup(self, model: str, provider: str, at_ns: int, region: str = "", tier: str = "") -> PriceEntry | None:
-        """The entry pricing `model` (called through `provider`, deployment `region`, service `tier`) at `at_ns`, or None."""
-        rule = self.rule(model, provider, at_ns, region, tier)
-        return rule.entry if rule is not None else None
-
     def rule(self, model: str, provider: str, at_ns: int, region: str = "", tier: str = "") -> _Rule | None:
-        """The compiled winning rule (see `lookup`)."""
+        """The compiled rule pricing `model` (called through `provider`, deployment `region`, service `tier`) at `at_ns`, or None."""
         if not model:
             return None
         for rule in self._matching(model, provider):

@@ -20,7 +20,7 @@ import yaml
 from processors.deployment import deployment_of
 from processors.price_base import BaseSnapshot
 from processors.pricer import Pricer, PricerSources
-from processors.pricing import PricingCatalog, PricingError, canonical_model, compute_cost, load_catalog_file
+from processors.pricing import PricingCatalog, PricingError, canonical_model, load_catalog_file
 from processors.records import LLMCall
 
 M = Decimal(1_000_000)
@@ -365,12 +365,12 @@ def test_malformed_user_entries_fail_fast(tmp_path: Path, bad: dict, reason: str
         PricingCatalog.load([path])
 
 
-def test_compute_cost_reasoning_priced_separately() -> None:
-    from processors.pricing import PriceEntry
-
-    entry = PriceEntry(id="r", provider="p", match=["r"], effective_from=date(2024, 1, 1), input="1.000001",
-                       output="4", reasoning="2.5", source="https://example.com", checked=date(2026, 11, 1))
-    cost = compute_cost(entry, input_tokens=3, output_tokens=1000, reasoning_tokens=400)
+def test_compute_cost_reasoning_priced_separately(tmp_path: Path) -> None:
+    path = _user_file(tmp_path, [_entry(id="r", provider="p", match=["r"], input="1.000001", output="4", reasoning="2.5")])
+    call = _call("p", "r", (3, 1000, 0, 0))
+    call.reasoning_tokens = 400
+    Pricer(PricingCatalog.load([path], include_default=False), None).price(call)
+    cost = call.cost
     assert cost == (3 * Decimal("1.000001") + 600 * Decimal(4) + 400 * Decimal("2.5")) / M
     assert str(cost) == "0.003403000003"
 
