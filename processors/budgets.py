@@ -30,7 +30,6 @@ from typing import Annotated, Any, Final, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from processors.records import LLMCall
 from sinks.clickhouse.batches import TableRows
 
 __all__ = [
@@ -39,17 +38,14 @@ __all__ = [
     "BudgetsFile",
     "BudgetStatus",
     "Period",
-    "SCOPE_KINDS",
     "BUDGET_STATUS_COLUMNS",
     "load_budgets",
     "period_bounds",
     "budget_status",
     "budget_status_rows",
-    "spend_by_budget",
 ]
 
 Period = Literal["day", "month"]
-SCOPE_KINDS: Final = ("team", "environment", "service", "model")
 _Q12: Final = Decimal(1).scaleb(-12)
 BUDGET_STATUS_COLUMNS: Final = (
     "computed_at",
@@ -118,12 +114,6 @@ class Budget(BaseModel):
         if self.per_month is not None:
             out.append(("month", self.per_month))
         return out
-
-    def covers(self, call: LLMCall) -> bool:
-        """Whether a call's spend counts against this budget."""
-        kind = self.scope_kind
-        value = (call.response_model or call.request_model) if kind == "model" else getattr(call, kind)
-        return value == self.scope_value
 
 
 class BudgetsFile(BaseModel):
@@ -225,25 +215,6 @@ def budget_status(
                     status=status,
                 )
             )
-    return out
-
-
-def spend_by_budget(budgets: BudgetsFile, calls: Sequence[LLMCall], now: datetime) -> dict[tuple[str, Period], Decimal]:
-    """Spend per (budget, period) from calls (unpriced calls add nothing); for tests and small runs.
-
-    The pipeline reads the same sums from `llm_usage_1m` instead.
-    """
-    out: dict[tuple[str, Period], Decimal] = {}
-    now_ns = int(now.timestamp() * 1_000_000) * 1000
-    for budget in budgets.budgets:
-        for period, _amount in budget.amounts():
-            start, _end = period_bounds(period, now)
-            start_ns = int(start.timestamp()) * 10**9
-            total = Decimal(0)
-            for call in calls:
-                if call.cost is not None and start_ns <= call.ts_ns <= now_ns and budget.covers(call):
-                    total += call.cost
-            out[(budget.id, period)] = total
     return out
 
 

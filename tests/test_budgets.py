@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from processors.budgets import BudgetError, budget_status, budget_status_rows, load_budgets, period_bounds, spend_by_budget
+from clickhouse_connect.driver.client import Client
+
+from processors.budget_monitor import current_spend
+from processors.budgets import BudgetError, budget_status, budget_status_rows, load_budgets, period_bounds
 from processors.records import LLMCall
+from processors.usage import usage_rows
 
 FILE = """
 budgets:
@@ -62,7 +66,8 @@ def test_projection_warns_only_after_min_elapsed(budgets) -> None:
     assert s.projected == Decimal(12) and s.status == "warn"
 
 
-def test_spend_from_calls_respects_scope_period_and_unpriced(budgets) -> None:
+def test_spend_from_calls_respects_scope_period_and_unpriced(budgets, chdb_client: Client) -> None:
+    """The worker's path: calls fold into llm_usage_1m rows, `current_spend` sums them per budget and period."""
     now = datetime(2026, 11, 10, 12, tzinfo=timezone.utc)
     ts = int(datetime(2026, 11, 10, 1, tzinfo=timezone.utc).timestamp()) * 10**9
     old = int(datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()) * 10**9
@@ -72,7 +77,9 @@ def test_spend_from_calls_respects_scope_period_and_unpriced(budgets) -> None:
         LLMCall(ts_ns=old, trace_id="t", span_id="3", team="search", environment="prod", request_model="gpt-4o", cost=Decimal("2")),
         LLMCall(ts_ns=ts, trace_id="t", span_id="4", team="ads", environment="dev", response_model="gpt-4o", cost=Decimal("0.5")),
     ]
-    spend = spend_by_budget(budgets, calls, now)
+    rows = usage_rows(calls)
+    chdb_client.insert(rows.table, rows.columns, column_names=rows.column_names, column_oriented=True)
+    spend = current_spend(chdb_client, budgets, now)
     assert spend[("search-team", "day")] == Decimal("1.25")
     assert spend[("search-team", "month")] == Decimal("3.25")
     assert spend[("prod", "month")] == Decimal("3.25")
