@@ -19,7 +19,7 @@ successes (docs/dashboards.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, NamedTuple
@@ -38,7 +38,6 @@ __all__ = [
     "usage_partials",
     "usage_rows",
     "usage_columns",
-    "merge_partials",
     "window_start_s",
 ]
 
@@ -102,12 +101,6 @@ class UsagePartial:
             self.reported_cost_calls += 1
             self.reported_cost += call.reported_cost
 
-    def merge(self, other: UsagePartial) -> None:
-        for name in _INT_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.cost += other.cost
-        self.reported_cost += other.reported_cost
-
 
 _INT_FIELDS: Final = (
     "calls",
@@ -156,18 +149,6 @@ def usage_partials(calls: Iterable[LLMCall]) -> dict[UsageKey, UsagePartial]:
         if partial is None:
             partial = out[key] = UsagePartial()
         partial.add(call)
-    return out
-
-
-def merge_partials(parts: Iterable[dict[UsageKey, UsagePartial]]) -> dict[UsageKey, UsagePartial]:
-    """Totals per key over several partial sets (what the totals view computes)."""
-    out: dict[UsageKey, UsagePartial] = {}
-    for part in parts:
-        for key, partial in part.items():
-            total = out.get(key)
-            if total is None:
-                total = out[key] = UsagePartial()
-            total.merge(partial)
     return out
 
 
