@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import chdb  # noqa: E402
 
-from dashboards.macros import ALL, TimeRange, Variable, render_panel_query  # noqa: E402
+from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query  # noqa: E402
 from llmops.sql_engine import QueryLimits, SqlEngine, engine_path  # noqa: E402
 from sinks.clickhouse.client import connect  # noqa: E402
 from sinks.clickhouse.migrations import apply_migrations  # noqa: E402

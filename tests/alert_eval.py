@@ -5,7 +5,7 @@ unified alerting does it, step by step over event time:
 
 - every ``interval`` (the rule group's evaluation interval) the query ``A`` runs over its own
   ``relativeTimeRange`` ending at the evaluation time, with the plugin's backend macros
-  expanded (``dashboards.macros.render_alert_query``);
+  expanded (``tests.grafana_macros.render_alert_query``);
 - each row is one series: string columns are its labels, the single numeric column its value
   (the ClickHouse plugin's table → long-frame conversion);
 - ``B`` (reduce): ``last`` of the series (a table row is a one-point series; NULL or NaN
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dashboards.macros import TimeRange, render_alert_query
+from tests.grafana_macros import TimeRange, render_alert_query
 
 __all__ = ["Evaluation", "RuleRun", "evaluate_once", "run_rule", "parse_duration"]
 

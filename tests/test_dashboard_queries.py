@@ -3,7 +3,7 @@
 The store holds loadgen traffic sent through the OpenTelemetry SDK to a local OTLP/HTTP sink
 and fed through the pipeline's own decode/normalise/aggregate code and ClickHouse sink
 (no Kafka). Tables the stream does not fill yet (budget_status, llm_drift, change_events)
-and the alert scenarios get hand-made rows. Queries are expanded with dashboards.macros the
+and the alert scenarios get hand-made rows. Queries are expanded with tests/grafana_macros.py the
 way Grafana and the ClickHouse plugin expand them.
 
 Timeline (UTC): window 1 is 2026-03-02 10:00 (all services, budgets over, drift, poison
@@ -27,7 +27,7 @@ import pytest
 
 import yaml
 
-from dashboards.macros import ALL, TimeRange, Variable, render_panel_query
+from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.latency import metric_rows

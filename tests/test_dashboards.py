@@ -1,4 +1,4 @@
-"""The provisioning tree in dashboards/ is well formed, and dashboards.macros expands like the plugin.
+"""The provisioning tree in dashboards/ is well formed, and tests/grafana_macros.py expands like the plugin.
 
 Structure: every file parses; dashboards have unique uids and panel ids, grid positions that
 fit 24 columns and do not overlap, datasource references to the provisioned uid only, and
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards.macros import (
+from tests.grafana_macros import (
     ALL,
     MacroError,
     TimeRange,

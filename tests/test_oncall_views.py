@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from dashboards.macros import ALL, TimeRange, Variable, render_panel_query
+from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
 from llmops.live import SUMMARY_QUERY, summary_line
 from llmops.report import MISSING, build_report, render_report

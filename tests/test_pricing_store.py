@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards.macros import ALL, TimeRange, Variable, render_panel_query
+from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.broker import free_port
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from dashboards.macros import render_alert_query, render_panel_query
+from tests.grafana_macros import render_alert_query, render_panel_query
 from llmops.broker import free_port
 from llmops.sql_endpoint import SqlEndpoint
 from llmops.sql_engine import QueryLimits, SqlEngine, engine_path
@@ -252,7 +252,7 @@ def test_query_parameters_and_format_clause(store: dict[str, Any]) -> None:
 
 def test_every_dashboard_and_alert_query_passes_the_guard(store: dict[str, Any]) -> None:
     from tests.test_dashboard_queries import PANEL_QUERIES, RANGE_W1, RULES, W1_END, _load_dashboards, _variables
-    from dashboards.macros import TimeRange
+    from tests.grafana_macros import TimeRange
 
     queries = [render_panel_query(sql, _variables(), RANGE_W1) for _, _, sql in PANEL_QUERIES]
     for dash in _load_dashboards():
