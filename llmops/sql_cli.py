@@ -22,23 +22,13 @@ from llmops.sql_engine import QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
 from llmops.store import close_reader, find_endpoint, open_reader, require_store
 
-__all__ = ["run_sql", "run_sql_command"]
+__all__ = ["run_sql"]
 
 # The rule both transports apply (clickhouse-connect's chDB backend and the endpoint): a FORMAT clause at the
 # very end of the statement picks the output format, so the client must not append a second one.
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
 _SYNTAX_ERROR = 62
 _IN_WRAPPER = re.compile(r":? In scope SELECT formatQuery\(.*\)\.(?= \(SYNTAX_ERROR\))")
-
-
-def run_sql_command(settings: Settings, query: str, fmt: str) -> int:
-    """`llmops sql`: print the output, or the one-line error; the exit code."""
-    try:
-        sys.stdout.write(run_sql(settings, query, fmt))
-    except UserError as exc:
-        print(f"llmops sql: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
 
 
 def run_sql(settings: Settings, query: str, fmt: str) -> str:

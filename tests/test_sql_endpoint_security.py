@@ -539,10 +539,12 @@ def test_llmops_sql_uses_the_same_guard_without_a_worker(tmp_path: Path) -> None
     assert not (tmp_path / "written.txt").exists() and not (store / "written.txt").exists()
 
 
-def test_readers_reach_an_endpoint_with_credentials_and_tls(store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`llmops report`/`sql` (open_reader, run_sql_command) use the configured credentials and trust the configured certificate."""
+def test_readers_reach_an_endpoint_with_credentials_and_tls(
+    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`llmops report`/`sql` (open_reader, the `llmops sql` command) use the configured credentials and trust the configured certificate."""
+    from llmops.cli import main
     from llmops.config import Settings
-    from llmops.sql_cli import run_sql_command
     from llmops.store import open_reader
 
     cert, key = _self_signed(tmp_path)
@@ -551,11 +553,14 @@ def test_readers_reach_an_endpoint_with_credentials_and_tls(store: dict[str, Any
         sql = {"port": server.endpoint.port, "user": "reader", "password": "pw", "tls_cert_file": cert, "tls_key_file": key}
         settings = Settings(data_dir=store["root"], sql=sql)  # type: ignore[arg-type]
         assert open_reader(settings).query("SELECT count() FROM t").result_rows == [(100,)]
-        assert run_sql_command(settings, "SELECT 40 + 2", "TSV") == 0 and capsys.readouterr().out == "42\n"
-        assert run_sql_command(settings, "SELECT * FROM default.secret", "TSV") == 1
+        monkeypatch.setenv("LLMOPS_DATA_DIR", str(store["root"]))
+        for name, value in sql.items():
+            monkeypatch.setenv(f"LLMOPS_SQL__{name.upper()}", str(value))
+        assert main(["sql", "--format", "TSV", "SELECT 40 + 2"]) == 0 and capsys.readouterr().out == "42\n"
+        assert main(["sql", "--format", "TSV", "SELECT * FROM default.secret"]) == 1
         assert "ACCESS_DENIED" in capsys.readouterr().err
-        wrong = Settings(data_dir=store["root"], sql={**sql, "password": "nope"})  # type: ignore[arg-type]
-        assert run_sql_command(wrong, "SELECT 1", "TSV") == 1 and "AUTHENTICATION_FAILED" in capsys.readouterr().err
+        monkeypatch.setenv("LLMOPS_SQL__PASSWORD", "nope")
+        assert main(["sql", "--format", "TSV", "SELECT 1"]) == 1 and "AUTHENTICATION_FAILED" in capsys.readouterr().err
     finally:
         server.close()
 
