@@ -53,9 +53,10 @@ sys.path.insert(0, str(ROOT))
 from llmops.broker import EmbeddedBroker, free_port  # noqa: E402
 from llmops.config import KafkaSettings, Settings  # noqa: E402
 from llmops.loadgen import LoadgenOptions, run_loadgen  # noqa: E402
-from llmops.stack import spawn_component, stop_process, wait_for_line  # noqa: E402
+from llmops.stack import spawn_component, wait_for_line  # noqa: E402
 from llmops.store import endpoint_alive  # noqa: E402
 from llmops.topics import ensure_topics  # noqa: E402
+from tests.child_process import stop_process  # noqa: E402
 
 __all__ = ["capture_loadgen", "build_payloads", "main"]
 

@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_pipeline import LiveStack, build_payloads, capture_loadgen, run_live, span_total  # noqa: E402
 from llmops.config import KafkaSettings  # noqa: E402
 from llmops.store import endpoint_alive  # noqa: E402
-from llmops.stack import stop_process, wait_for_line  # noqa: E402
+from llmops.stack import wait_for_line  # noqa: E402
 from llmops.topics import ensure_topics  # noqa: E402
+from tests.child_process import stop_process  # noqa: E402
 from tests.kafka_cluster import KafkaCluster  # noqa: E402
 from tests.otelcol_process import Collector  # noqa: E402
 

@@ -24,7 +24,7 @@ from llmops.store import endpoint_alive, local_host
 from llmops.supervisor import Child, Supervisor
 from llmops.topics import consumer_lag, ensure_topics
 
-__all__ = ["run_stack", "child_env", "spawn_component", "wait_for_line", "stop_process"]
+__all__ = ["run_stack", "child_env", "spawn_component", "wait_for_line"]
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,6 @@ def _wait_until(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.1)
-
-
-def stop_process(proc: subprocess.Popen[str] | None, timeout_s: float = 60.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run_stack(

@@ -16,11 +16,12 @@ import pytest
 
 from llmops.broker import EmbeddedBroker, free_port
 from llmops.config import KafkaSettings
-from llmops.stack import spawn_component, stop_process, wait_for_line
+from llmops.stack import spawn_component, wait_for_line
 from llmops.store import endpoint_alive
 from llmops.topics import ensure_topics
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
+from tests.child_process import stop_process
 from tests.kafka_cluster import KafkaCluster
 from tests.kafka_jars import KafkaUnavailable, kafka_classpath
 from tests.otelcol_build import OtelcolUnavailable, otelcol_binary
