@@ -33,7 +33,6 @@ __all__ = [
     "token_count",
     "number",
     "amount",
-    "timestamp_ns",
     "time_in_range",
     "label",
     "show",
@@ -171,13 +170,6 @@ def amount(value: Any) -> Decimal:
 def time_in_range(ns: int) -> bool:
     """Whether a Unix-ns timestamp lies in the event-time window (2000-01-01 .. 2200-01-01)."""
     return TIME_MIN_NS <= ns < TIME_MAX_NS
-
-
-def timestamp_ns(ns: int, what: str) -> int:
-    """A Unix-ns timestamp inside the event-time window."""
-    if not TIME_MIN_NS <= ns < TIME_MAX_NS:
-        raise BadValue(f"{what} {show(ns)} outside 2000-01-01..2200-01-01")
-    return ns
 
 
 def label(value: Any, what: str) -> str:
