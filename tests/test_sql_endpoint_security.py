@@ -655,7 +655,7 @@ def panel(store: dict[str, Any]) -> str:
     """The pipeline's tables with a few calls, and a dashboard panel query over them as Grafana renders it."""
     from datetime import datetime, timedelta, timezone
 
-    from dashboards.macros import ALL, TimeRange, Variable
+    from tests.grafana_macros import ALL, TimeRange, Variable
     from sinks.clickhouse.migrations import apply_migrations
     from tests.test_dashboard_queries import PANEL_QUERIES
 
