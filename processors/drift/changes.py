@@ -40,9 +40,8 @@ from typing import NamedTuple
 
 from processors.drift.sampling import KeyRegistry
 
-__all__ = ["ChangeConfig", "ChangeDetector", "ChangeEvent", "KINDS"]
+__all__ = ["ChangeConfig", "ChangeDetector", "ChangeEvent"]
 
-KINDS = ("prompt_version", "response_model", "embedding_model")
 _NS = 1_000_000_000
 
 

@@ -161,12 +161,8 @@ class DriftTracker:
     def live_keys(self) -> int:
         return len(self._keys)
 
-    def watermark_s(self, key: DriftKey) -> float:
-        """Per key, so one service's clock or backlog never makes another's calls late."""
-        state = self._keys.get(key)
-        return self._watermark(state) if state is not None else float("-inf")
-
     def _watermark(self, state: _KeyState) -> float:
+        """Per key, so one service's clock or backlog never makes another's calls late."""
         mark = state.max_event_s - self.config.lateness_s
         now = self._clock()
         if now - state.last_event_wall >= self.config.idle_close_s:
