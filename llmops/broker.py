@@ -85,7 +85,7 @@ class EmbeddedBroker:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise BrokerStartError(f"Tansu is not accepting connections on {self.bootstrap}")
+                    raise BrokerStartError(f"Tansu is not accepting connections on {self.bootstrap}") from None
                 time.sleep(0.02)
         log.info("embedded broker ready", extra={"bootstrap": self.bootstrap})
         return self

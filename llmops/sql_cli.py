@@ -14,7 +14,6 @@ on one line: exit 2 for a query the guard refuses or the parser cannot read,
 from __future__ import annotations
 
 import re
-import sys
 
 from llmops.config import Settings
 from llmops.errors import UsageError, UserError, clickhouse_code, clickhouse_message

@@ -11,7 +11,6 @@ count() = uniqExact(SpanId) = spans the SDK exported, over the stores of every w
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 

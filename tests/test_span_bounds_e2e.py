@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import wait_until
-from tests.test_span_bounds import GOOD, START, _request
+from tests.test_span_bounds import GOOD, _request
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 
 from llmops.broker import free_port
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
