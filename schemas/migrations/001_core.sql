@@ -8,7 +8,7 @@
 
 -- Column layout of the OpenTelemetry Collector clickhouseexporter's otel_traces,
 -- so tools that read that table (Grafana's ClickHouse trace view) read this one.
-CREATE TABLE IF NOT EXISTS otel_traces
+{% call table("otel_traces", shard_by=by_partition) %}
 (
     Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
     TraceId String CODEC(ZSTD(1)),
@@ -46,9 +46,9 @@ CREATE TABLE IF NOT EXISTS otel_traces
 ENGINE = MergeTree
 PARTITION BY toDate(Timestamp)
 ORDER BY (ServiceName, SpanName, toDateTime(Timestamp))
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000{% endcall %};
 
-CREATE TABLE IF NOT EXISTS llm_calls
+{% call table("llm_calls", shard_by=by_partition) %}
 (
     ts DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
     trace_id String CODEC(ZSTD(1)),
@@ -85,9 +85,9 @@ CREATE TABLE IF NOT EXISTS llm_calls
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (service, model, ts)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000{% endcall %};
 
-CREATE TABLE IF NOT EXISTS ingest_errors
+{% call table("ingest_errors", shard_by=by_partition) %}
 (
     ts DateTime64(3, 'UTC') COMMENT 'when the error was recorded',
     stage LowCardinality(String) COMMENT 'decode | span | sink',
@@ -106,4 +106,4 @@ CREATE TABLE IF NOT EXISTS ingest_errors
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (stage, ts)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000{% endcall %};

@@ -1,3 +1,4 @@
+{% from "macros.sql" import usage_totals %}
 -- Usage and cost partials per 1-minute event-time window and key, their totals, and budget status.
 --
 -- llm_usage_1m: every row is an additive PARTIAL (one batch of the usage stage for one window and key).
@@ -10,7 +11,7 @@
 -- the fence and make a replay count twice. Here background merges sum the counters and the cost,
 -- keep max(_ingest_offset), and _ingest_source is part of the sorting key so rows of different
 -- sources never merge. Inserts take plain values; merges are eventual, so queries still sum().
-CREATE TABLE IF NOT EXISTS llm_usage_1m
+{% call table("llm_usage_1m", shard_by=by_partition) %}
 (
     window_start DateTime('UTC'),
     service LowCardinality(String),
@@ -40,40 +41,18 @@ CREATE TABLE IF NOT EXISTS llm_usage_1m
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (service, model, window_start, environment, team, provider, operation, agent, prompt_name, prompt_version, _ingest_source)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000{% endcall %};
 
 -- Totals per window and key: what dashboards and `llmops report` read. Sums over windows equal
 -- sums over llm_calls exactly (same calls, Decimal arithmetic).
-CREATE VIEW IF NOT EXISTS llm_usage_totals AS
-SELECT
-    window_start,
-    service,
-    environment,
-    team,
-    provider,
-    model,
-    operation,
-    agent,
-    prompt_name,
-    prompt_version,
-    sum(calls) AS calls,
-    sum(errors) AS errors,
-    sum(input_tokens) AS input_tokens,
-    sum(output_tokens) AS output_tokens,
-    sum(cache_read_tokens) AS cache_read_tokens,
-    sum(cache_write_tokens) AS cache_write_tokens,
-    sum(reasoning_tokens) AS reasoning_tokens,
-    sum(priced_calls) AS priced_calls,
-    sum(unpriced_calls) AS unpriced_calls,
-    sum(cost) AS cost,
-    sum(reported_cost_calls) AS reported_cost_calls,
-    sum(reported_cost) AS reported_cost
-FROM llm_usage_1m
-GROUP BY window_start, service, environment, team, provider, model, operation, agent, prompt_name, prompt_version;
+CREATE VIEW IF NOT EXISTS llm_usage_totals{{ on_cluster }} AS
+{{ usage_totals(
+    ["window_start", "service", "environment", "team", "provider", "model", "operation", "agent", "prompt_name", "prompt_version"],
+    ["calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "priced_calls", "unpriced_calls", "cost", "reported_cost_calls", "reported_cost"]) }};
 
 -- Budget status, recomputed periodically; the newest computed_at per (budget, period, period_start) wins.
 -- Read with FINAL (or argMax by computed_at). status: ok | warn | exceeded.
-CREATE TABLE IF NOT EXISTS budget_status
+{% call table("budget_status", shard_by="cityHash64(budget_id, period, period_start)") %}
 (
     computed_at DateTime64(3, 'UTC'),
     budget_id LowCardinality(String),
@@ -94,4 +73,4 @@ CREATE TABLE IF NOT EXISTS budget_status
 ENGINE = ReplacingMergeTree(computed_at)
 PARTITION BY toYYYYMM(period_start)
 ORDER BY (budget_id, period, period_start)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000{% endcall %};

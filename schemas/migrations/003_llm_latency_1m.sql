@@ -13,7 +13,7 @@
 -- p50..p99: quantiles of THIS partial row only, for a quick look. Never average them,
 --   merge the sketches instead (sketch_quantile below).
 -- _ingest_source, _ingest_offset: filled by the sink for exactly-once delivery.
-CREATE TABLE IF NOT EXISTS llm_latency_1m
+{% call table("llm_latency_1m", shard_by=by_partition) %}
 (
     window_start DateTime('UTC'),
     service LowCardinality(String),
@@ -40,13 +40,13 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (metric, model, service, window_start)
 SETTINGS non_replicated_deduplication_window = 1000
-;
+{% endcall %};
 
 -- sketch_quantile_gamma(buckets, q, gamma): quantile q of a merged sketch built with gamma.
 -- Rank: the bucket holding the 0-based floor(q * (n - 1))-th value (numpy method lower),
 -- the same rule as processors/sketch.py. NaN for an empty sketch.
 -- Usage: sketch_quantile_gamma(sumMap(sketch), 0.95, any(sketch_gamma)) ... GROUP BY ..., sketch_gamma
-CREATE FUNCTION IF NOT EXISTS sketch_quantile_gamma AS (buckets, q, gamma) ->
+CREATE FUNCTION IF NOT EXISTS sketch_quantile_gamma{{ on_cluster }} AS (buckets, q, gamma) ->
     if(
         empty(buckets),
         nan,
@@ -66,7 +66,7 @@ CREATE FUNCTION IF NOT EXISTS sketch_quantile_gamma AS (buckets, q, gamma) ->
 -- sketch_quantile(buckets, q): the same for the default relative accuracy 0.01.
 -- Usage: SELECT model, sketch_quantile(sumMap(sketch), 0.95) FROM llm_latency_1m
 --        WHERE metric = 'ttft_ms' AND window_start >= ... GROUP BY model
-CREATE FUNCTION IF NOT EXISTS sketch_quantile AS (buckets, q) ->
+CREATE FUNCTION IF NOT EXISTS sketch_quantile{{ on_cluster }} AS (buckets, q) ->
     sketch_quantile_gamma(buckets, q, 1.01 / 0.99)
 ;
 
@@ -74,7 +74,7 @@ CREATE FUNCTION IF NOT EXISTS sketch_quantile AS (buckets, q) ->
 -- Usage: SELECT model, p95 FROM llm_latency_merged(from_ts = '2026-01-01 00:00:00', to_ts = '2026-01-02 00:00:00')
 --        WHERE metric = 'ttft_ms'
 -- Quantiles are clamped into [min, max], which only brings them closer to the truth.
-CREATE VIEW IF NOT EXISTS llm_latency_merged AS
+CREATE VIEW IF NOT EXISTS llm_latency_merged{{ on_cluster }} AS
 SELECT
     metric,
     service,

@@ -10,7 +10,7 @@
 -- reference: what the window was compared with (e.g. 'trailing 24h', 'pinned ...', 'prompt v11').
 -- Dashboards read the newest window per key ("currently drifted keys"), alert rules the
 -- last closed window per key.
-CREATE TABLE IF NOT EXISTS llm_drift
+{% call table("llm_drift", shard_by="cityHash64(service, model, prompt_name, prompt_version)") %}
 (
     window_start DateTime64(3, 'UTC'),
     window_end DateTime64(3, 'UTC'),
@@ -33,13 +33,13 @@ CREATE TABLE IF NOT EXISTS llm_drift
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (service, model, prompt_name, prompt_version, window_start, signal, statistic)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000{% endcall %};
 
 -- change_events: the first sighting of a new value per service and kind, which drives Grafana annotations.
 -- kind: prompt_version | response_model | embedding_model. old_value is '' at the first sighting ever.
 -- Key columns say where the change happened (prompt_name for prompt versions, model for the
 -- response model the prompt ran on), and '' where they do not apply.
-CREATE TABLE IF NOT EXISTS change_events
+{% call table("change_events", shard_by="cityHash64(service, kind)") %}
 (
     ts DateTime64(9, 'UTC'),
     service LowCardinality(String),
@@ -56,4 +56,4 @@ CREATE TABLE IF NOT EXISTS change_events
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (service, kind, ts)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000{% endcall %};

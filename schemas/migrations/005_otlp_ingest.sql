@@ -1,3 +1,4 @@
+{% from "macros.sql" import otel_traces_select %}
 -- ClickHouse fills otel_traces from the raw OTLP bytes, so the worker never
 -- builds a Python object per attribute of every span (that was most of its CPU).
 --
@@ -12,7 +13,7 @@
 -- AnyValue -> the string held in Map(String, String) columns (pcommon Value.AsString()):
 -- scalars as text, arrays and maps as compact JSON. Values nested deeper than
 -- one level arrive as raw protobuf bytes and are kept as base64.
-CREATE FUNCTION IF NOT EXISTS otlp_scalar_json AS (sv) -> multiIf(
+CREATE FUNCTION IF NOT EXISTS otlp_scalar_json{{ on_cluster }} AS (sv) -> multiIf(
     tupleElement(sv, 'value') = 'string_value', toJSONString(tupleElement(sv, 'string_value')),
     tupleElement(sv, 'value') = 'bool_value', if(tupleElement(sv, 'bool_value'), 'true', 'false'),
     tupleElement(sv, 'value') = 'int_value', toString(tupleElement(sv, 'int_value')),
@@ -22,7 +23,7 @@ CREATE FUNCTION IF NOT EXISTS otlp_scalar_json AS (sv) -> multiIf(
     tupleElement(sv, 'value') = 'kvlist_value', concat('"', base64Encode(tupleElement(sv, 'kvlist_value')), '"'),
     'null');
 
-CREATE FUNCTION IF NOT EXISTS otlp_value_string AS (av) -> multiIf(
+CREATE FUNCTION IF NOT EXISTS otlp_value_string{{ on_cluster }} AS (av) -> multiIf(
     tupleElement(av, 'value') = 'string_value', tupleElement(av, 'string_value'),
     tupleElement(av, 'value') = 'bool_value', if(tupleElement(av, 'bool_value'), 'true', 'false'),
     tupleElement(av, 'value') = 'int_value', toString(tupleElement(av, 'int_value')),
@@ -34,7 +35,7 @@ CREATE FUNCTION IF NOT EXISTS otlp_value_string AS (av) -> multiIf(
 
 -- Keys and values -> Map; a repeated key keeps its last value, as the Collector does
 -- (the de-duplication only runs for the rare spans that repeat a key).
-CREATE FUNCTION IF NOT EXISTS otlp_map_last_wins AS (keys, vals) -> if(
+CREATE FUNCTION IF NOT EXISTS otlp_map_last_wins{{ on_cluster }} AS (keys, vals) -> if(
     length(arrayDistinct(keys)) = length(keys),
     mapFromArrays(keys, vals),
     mapFromArrays(
@@ -42,27 +43,30 @@ CREATE FUNCTION IF NOT EXISTS otlp_map_last_wins AS (keys, vals) -> if(
         arrayFilter((v, i) -> indexOf(arrayReverse(keys), keys[i]) = length(keys) - i + 1, vals, arrayEnumerate(keys))));
 
 -- Repeated KeyValue -> Map(String, String).
-CREATE FUNCTION IF NOT EXISTS otlp_attributes AS (kvs) -> otlp_map_last_wins(
+CREATE FUNCTION IF NOT EXISTS otlp_attributes{{ on_cluster }} AS (kvs) -> otlp_map_last_wins(
     arrayMap(attr -> tupleElement(attr, 'key'), kvs),
     arrayMap(attr -> otlp_value_string(tupleElement(attr, 'value')), kvs));
 
+{# AnyValue, unrolled: the tuple ClickHouse reads a KeyValue's value into (indented where it is used). #}
+{% set any_value %}
+string_value String, bool_value Bool, int_value Int64, double_value Float64,
+array_value Tuple(values Array(Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
+    array_value String, kvlist_value String, bytes_value String,
+    value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))),
+kvlist_value Tuple(values Array(Tuple(key String, value Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
+    array_value String, kvlist_value String, bytes_value String,
+    value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7))))),
+bytes_value String,
+value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7){% endset %}
 -- One row per Kafka record: IngestRecord in trace_ingest.proto. Column names
 -- are the protobuf field names; `value` columns say which oneof member is set.
-CREATE TABLE IF NOT EXISTS otlp_ingest
+{% call table("otlp_ingest") %}
 (
     ingest_source String,
     ingest_offset UInt64,
     resource_spans Array(Tuple(
         resource Tuple(attributes Array(Tuple(key String, value Tuple(
-            string_value String, bool_value Bool, int_value Int64, double_value Float64,
-            array_value Tuple(values Array(Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                array_value String, kvlist_value String, bytes_value String,
-                value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))),
-            kvlist_value Tuple(values Array(Tuple(key String, value Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                array_value String, kvlist_value String, bytes_value String,
-                value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7))))),
-            bytes_value String,
-            value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7))))),
+{{ any_value | indent(12, first=True) }})))),
         scope_spans Array(Tuple(
             scope Tuple(name String, version String),
             spans Array(Tuple(
@@ -75,82 +79,21 @@ CREATE TABLE IF NOT EXISTS otlp_ingest
                 start_time_unix_nano UInt64,
                 end_time_unix_nano UInt64,
                 attributes Array(Tuple(key String, value Tuple(
-                    string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                    array_value Tuple(values Array(Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                        array_value String, kvlist_value String, bytes_value String,
-                        value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))),
-                    kvlist_value Tuple(values Array(Tuple(key String, value Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                        array_value String, kvlist_value String, bytes_value String,
-                        value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7))))),
-                    bytes_value String,
-                    value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))),
+{{ any_value | indent(20, first=True) }}))),
                 events Array(Tuple(
                     time_unix_nano UInt64,
                     name String,
                     attributes Array(Tuple(key String, value Tuple(
-                        string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                        array_value Tuple(values Array(Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                            array_value String, kvlist_value String, bytes_value String,
-                            value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))),
-                        kvlist_value Tuple(values Array(Tuple(key String, value Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                            array_value String, kvlist_value String, bytes_value String,
-                            value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7))))),
-                        bytes_value String,
-                        value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))))),
+{{ any_value | indent(24, first=True) }}))))),
                 links Array(Tuple(
                     trace_id String,
                     span_id String,
                     trace_state String,
                     attributes Array(Tuple(key String, value Tuple(
-                        string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                        array_value Tuple(values Array(Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                            array_value String, kvlist_value String, bytes_value String,
-                            value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))),
-                        kvlist_value Tuple(values Array(Tuple(key String, value Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64,
-                            array_value String, kvlist_value String, bytes_value String,
-                            value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7))))),
-                        bytes_value String,
-                        value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)))))),
+{{ any_value | indent(24, first=True) }}))))),
                 status Tuple(message String, code Int32)))))))
 )
-ENGINE = Null;
+ENGINE = Null{% endcall %};
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS otlp_ingest_to_otel_traces TO otel_traces AS
-SELECT
-    fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano)) AS Timestamp,
-    lower(hex(span.trace_id)) AS TraceId,
-    lower(hex(span.span_id)) AS SpanId,
-    lower(hex(span.parent_span_id)) AS ParentSpanId,
-    span.trace_state AS TraceState,
-    span.name AS SpanName,
-    if(span.kind BETWEEN 0 AND 5,
-       ['SPAN_KIND_UNSPECIFIED', 'SPAN_KIND_INTERNAL', 'SPAN_KIND_SERVER', 'SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER', 'SPAN_KIND_CONSUMER'][span.kind + 1],
-       '') AS SpanKind,
-    resource_attributes['service.name'] AS ServiceName,
-    resource_attributes AS ResourceAttributes,
-    scope.scope.name AS ScopeName,
-    scope.scope.version AS ScopeVersion,
-    otlp_attributes(span.attributes) AS SpanAttributes,
-    if(span.end_time_unix_nano > span.start_time_unix_nano, span.end_time_unix_nano - span.start_time_unix_nano, 0) AS Duration,
-    if(span.status.code BETWEEN 0 AND 2, ['STATUS_CODE_UNSET', 'STATUS_CODE_OK', 'STATUS_CODE_ERROR'][span.status.code + 1], '') AS StatusCode,
-    span.status.message AS StatusMessage,
-    arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), span.events) AS `Events.Timestamp`,
-    arrayMap(e -> e.name, span.events) AS `Events.Name`,
-    arrayMap(e -> otlp_attributes(e.attributes), span.events) AS `Events.Attributes`,
-    arrayMap(l -> lower(hex(l.trace_id)), span.links) AS `Links.TraceId`,
-    arrayMap(l -> lower(hex(l.span_id)), span.links) AS `Links.SpanId`,
-    arrayMap(l -> l.trace_state, span.links) AS `Links.TraceState`,
-    arrayMap(l -> otlp_attributes(l.attributes), span.links) AS `Links.Attributes`,
-    ingest_source AS _ingest_source,
-    ingest_offset AS _ingest_offset
-FROM
-(
-    SELECT ingest_source, ingest_offset, otlp_attributes(rs.resource.attributes) AS resource_attributes, rs.scope_spans AS scopes
-    FROM otlp_ingest
-    ARRAY JOIN resource_spans AS rs
-)
-ARRAY JOIN scopes AS scope
-ARRAY JOIN scope.spans AS span
-WHERE length(span.trace_id) = 16 AND span.trace_id != repeat('\0', 16)
-  AND length(span.span_id) = 8 AND span.span_id != repeat('\0', 8)
-  AND span.start_time_unix_nano != 0;
+CREATE MATERIALIZED VIEW IF NOT EXISTS otlp_ingest_to_otel_traces{{ on_cluster }} TO otel_traces AS
+{{ otel_traces_select(one_attributes_call=false) }};

@@ -1,0 +1,190 @@
+"""Render the DDL templates in schemas/migrations for one server or for a sharded, replicated cluster.
+
+Why: each table, view and function is written once. The single-node migrations the runner applies and
+the `ON CLUSTER` DDL an operator applies to a cluster are two renderings of the same Jinja templates, as
+the OpenTelemetry Collector's clickhouseexporter renders both from one template (`ENGINE = %s`,
+`ON CLUSTER %s`). The single-node rendering of a released migration is frozen: its checksum is stored
+in schema_migrations, so templates and the macros they import must keep rendering the same text.
+
+What a template may use (nothing else varies between the two renderings):
+
+- `{% call table("name", shard_by=...) %}(columns) ENGINE = ... {% endcall %}`: a table. On a cluster a
+  `*MergeTree` table becomes `name_local` with the Replicated engine (Keeper path
+  `/clickhouse/tables/{shard}/{database}/name_local`, replica `{replica}`) plus a `Distributed` table
+  `name` over it, sharded by `shard_by`; `non_replicated_deduplication_window` is left out (replicated
+  tables deduplicate by themselves). Any other engine (`Null`) only gets `ON CLUSTER`.
+- `{% call alter_table("name") %}clauses{% endcall %}`: an ALTER of such a table. On a cluster it runs
+  on `name_local`, and its column clauses also on the Distributed `name`.
+- `{{ on_cluster }}`: after the object name of views, functions and other statements ('' on one node).
+- `by_partition`: the sharding key of fenced tables (the Kafka partition of `_ingest_source`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+__all__ = [
+    "BY_PARTITION",
+    "CLUSTER_MACRO",
+    "migration_names",
+    "migrations_directory",
+    "render",
+    "render_all",
+    "script",
+    "schema_migrations_ddl",
+    "split_statements",
+]
+
+# The Kafka partition number of '<topic id>/<partition>': all rows of one source land on one shard, so one
+# insert is atomic per source and the sink's fence max(_ingest_offset) is exact (schemas/cluster/README.md).
+BY_PARTITION = "toUInt64OrZero(splitByChar('/', toString(_ingest_source))[-1])"
+# The server-side macro for the cluster name; `llmops migrate --print --cluster NAME` may name it instead.
+CLUSTER_MACRO = "{cluster}"
+
+_ENGINE = re.compile(r"^ENGINE = (?P<engine>\w+)(?:\((?P<args>.*)\))?$", re.M)
+_SETTINGS = re.compile(r"^SETTINGS (?P<items>.*)$", re.M)
+_NON_REPLICATED = "non_replicated_deduplication_window"
+_COLUMN_CLAUSE = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b")
+# A migration is NNN_name.sql; other files there (macros.sql) are only imported by migrations.
+_MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def migrations_directory() -> Path:
+    return Path(str(resources.files("schemas") / "migrations"))
+
+
+def migration_names(directory: Path | None = None) -> list[str]:
+    """The migration templates in order; two files with one number are refused."""
+    root = directory or migrations_directory()
+    names = sorted(path.name for path in root.iterdir() if _MIGRATION.match(path.name))
+    versions = [name[:3] for name in names]
+    if len(versions) != len(set(versions)):
+        raise ValueError(f"duplicate migration numbers in {root}: {versions}")
+    return names
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass
+class _Flavour:
+    """One rendering: `cluster` None for a single server. Remembers the tables it gave a Distributed twin."""
+
+    cluster: str | None
+    distributed: set[str] = field(default_factory=set)
+
+    @property
+    def on_cluster(self) -> str:
+        return "" if self.cluster is None else f" ON CLUSTER {_literal(self.cluster)}"
+
+    def table(self, name: str, shard_by: str | None = None, *, caller) -> str:
+        body = caller()
+        if self.cluster is None:
+            return f"CREATE TABLE IF NOT EXISTS {name}\n{body}"
+        engine = _ENGINE.search(body)
+        if engine is None:
+            raise ValueError(f"table {name}: no line 'ENGINE = ...' in its template")
+        if not engine["engine"].endswith("MergeTree"):
+            return f"CREATE TABLE IF NOT EXISTS {name}{self.on_cluster}\n{body}"
+        if shard_by is None:
+            raise ValueError(f"table {name}: a {engine['engine']} table needs shard_by= for its Distributed table")
+        local = f"{name}_local"
+        args = [_literal(f"/clickhouse/tables/{{shard}}/{{database}}/{local}"), "'{replica}'"]
+        replicated = f"ENGINE = Replicated{engine['engine']}({', '.join(args + ([engine['args']] if engine['args'] else []))})"
+        body = body[: engine.start()] + replicated + body[engine.end() :]
+        body = _SETTINGS.sub(_drop_non_replicated, body)
+        tail = body[len(body.rstrip()) :]
+        self.distributed.add(name)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {local}{self.on_cluster}\n{body.rstrip()};\n\n"
+            f"CREATE TABLE IF NOT EXISTS {name}{self.on_cluster} AS {local}\n"
+            f"ENGINE = Distributed({_literal(self.cluster)}, currentDatabase(), {local}, {shard_by}){tail}"
+        )
+
+    def alter_table(self, name: str, *, caller) -> str:
+        body = caller()
+        if self.cluster is None:
+            return f"ALTER TABLE {name}\n{body}"
+        if name not in self.distributed:
+            raise ValueError(f"alter_table({name!r}): {name} is not created by table() in an earlier migration")
+        tail = body[len(body.rstrip()) :]
+        local = f"ALTER TABLE {name}_local{self.on_cluster}\n{body.rstrip()}"
+        columns = [c for c in re.split(r",\n", body.rstrip()) if _COLUMN_CLAUSE.match(c)]
+        if not columns:
+            return local + tail
+        return local + f";\n\nALTER TABLE {name}{self.on_cluster}\n" + ",\n".join(columns) + tail
+
+
+def _drop_non_replicated(match: re.Match[str]) -> str:
+    items = [item for item in match["items"].split(", ") if not item.startswith(_NON_REPLICATED)]
+    return f"SETTINGS {', '.join(items)}" if items else ""
+
+
+def _environment(directory: Path, flavour: _Flavour) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(directory),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        autoescape=False,
+    )
+    env.globals.update(table=flavour.table, alter_table=flavour.alter_table, on_cluster=flavour.on_cluster, by_partition=BY_PARTITION)
+    return env
+
+
+def render(name: str, directory: Path | None = None) -> str:
+    """The single-node text of one migration template: exactly what the runner applies and checksums."""
+    directory = directory or migrations_directory()
+    return _environment(directory, _Flavour(None)).get_template(name).render()
+
+
+def schema_migrations_ddl(database: str | None = None, cluster: str | None = None) -> str:
+    """The runner's bookkeeping table; on a cluster replicated to every node (no {shard} in its Keeper path)."""
+    table = "schema_migrations" if database is None else f"`{database}`.schema_migrations"
+    engine = "ReplacingMergeTree"
+    on_cluster = ""
+    if cluster is not None:
+        engine = f"ReplicatedReplacingMergeTree('/clickhouse/tables/all/{{database}}/schema_migrations', '{{replica}}')"
+        on_cluster = f" ON CLUSTER {_literal(cluster)}"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table}{on_cluster} "
+        "(version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        f"ENGINE = {engine} ORDER BY version"
+    )
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements end with ';' at the end of a line; comment-only chunks are dropped."""
+    statements = []
+    for chunk in re.split(r";\s*$", sql, flags=re.MULTILINE):
+        body = "\n".join(line for line in chunk.splitlines() if not line.strip().startswith("--")).strip()
+        if body:
+            statements.append(body)
+    return statements
+
+
+def render_all(cluster: str | None = None, directory: Path | None = None) -> list[tuple[str, list[str]]]:
+    """Every migration rendered in order, for one server (`cluster` None) or a cluster: [(file, statements)].
+
+    Led by schema_migrations. One flavour renders all files, so an ALTER in a later migration knows
+    which tables have a Distributed twin.
+    """
+    directory = directory or migrations_directory()
+    flavour = _Flavour(cluster)
+    env = _environment(directory, flavour)
+    rendered = [("schema_migrations", [schema_migrations_ddl(cluster=cluster)])]
+    for name in migration_names(directory):
+        rendered.append((name, split_statements(env.get_template(name).render())))
+    return rendered
+
+
+def script(cluster: str | None = None, directory: Path | None = None) -> str:
+    """The rendered DDL as one script for `clickhouse-client --multiquery`, a comment naming each file."""
+    parts = [f"-- {name}\n" + "".join(f"{statement};\n\n" for statement in statements) for name, statements in render_all(cluster, directory)]
+    return "".join(parts).rstrip("\n") + "\n"
