@@ -1,3 +1,4 @@
+{% from "macros.sql" import delivery_columns %}
 -- Core tables: raw spans, normalised LLM calls, ingest errors.
 -- Every table carries _ingest_source ('<topic id>/<partition>') and _ingest_offset
 -- (the Kafka offset of the record a row came from, or the highest one for
@@ -38,8 +39,7 @@
         TraceState String,
         Attributes Map(LowCardinality(String), String)
     ) CODEC(ZSTD(1)),
-    _ingest_source LowCardinality(String),
-    _ingest_offset UInt64,
+    {{ delivery_columns(defaults=false) }},
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_duration Duration TYPE minmax GRANULARITY 1
 )
@@ -79,8 +79,7 @@ SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_dedup
     error_type LowCardinality(String),
     finish_reason LowCardinality(String),
     convention LowCardinality(String),
-    _ingest_source LowCardinality(String),
-    _ingest_offset UInt64
+    {{ delivery_columns(defaults=false) }}
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
@@ -100,8 +99,7 @@ SETTINGS non_replicated_deduplication_window = 1000{% endcall %};
     kafka_offset Int64,
     payload_bytes UInt64,
     dead_lettered Bool,
-    _ingest_source LowCardinality(String),
-    _ingest_offset UInt64
+    {{ delivery_columns(defaults=false) }}
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)

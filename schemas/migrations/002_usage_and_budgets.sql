@@ -1,4 +1,4 @@
-{% from "macros.sql" import usage_totals %}
+{% from "macros.sql" import usage_totals, delivery_columns %}
 -- Usage and cost partials per 1-minute event-time window and key, their totals, and budget status.
 --
 -- llm_usage_1m: every row is an additive PARTIAL (one batch of the usage stage for one window and key).
@@ -35,8 +35,7 @@
     cost SimpleAggregateFunction(sum, Decimal(38, 12)) COMMENT 'USD over priced calls only',
     reported_cost_calls SimpleAggregateFunction(sum, UInt64),
     reported_cost SimpleAggregateFunction(sum, Decimal(38, 12)) COMMENT 'USD as reported by spans that carry it',
-    _ingest_source LowCardinality(String) DEFAULT '',
-    _ingest_offset SimpleAggregateFunction(max, UInt64) DEFAULT 0
+    {{ delivery_columns(offset="SimpleAggregateFunction(max, UInt64)") }}
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
@@ -67,8 +66,7 @@ CREATE VIEW IF NOT EXISTS llm_usage_totals{{ on_cluster }} AS
     projected Decimal(38, 12) COMMENT 'USD at period end at the current burn rate',
     warn_fraction Float64,
     status LowCardinality(String),
-    _ingest_source LowCardinality(String) DEFAULT '',
-    _ingest_offset UInt64 DEFAULT 0
+    {{ delivery_columns() }}
 )
 ENGINE = ReplacingMergeTree(computed_at)
 PARTITION BY toYYYYMM(period_start)

@@ -1,3 +1,4 @@
+{% from "macros.sql" import delivery_columns %}
 -- Each statement ends with a line holding only the statement terminator (the migration runner splits there).
 -- llm_latency_1m: TTFT, duration and time-per-output-token per 1-minute event-time window and key.
 -- Every row is a PARTIAL: one batch of one stage worker. Late data and several batches add rows
@@ -33,8 +34,7 @@
     nonpositive_count UInt64,
     sketch_gamma Float64,
     sketch Map(Int32, UInt64),
-    _ingest_source LowCardinality(String) DEFAULT '',
-    _ingest_offset UInt64 DEFAULT 0
+    {{ delivery_columns() }}
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(window_start)

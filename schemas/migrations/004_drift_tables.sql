@@ -1,3 +1,4 @@
+{% from "macros.sql" import delivery_columns %}
 -- Drift results and change events (contract tables, see ARCHITECTURE.md).
 -- Unqualified names: the runner sets the database. Each statement ends with a line-final terminator.
 --
@@ -27,8 +28,7 @@
     n_ref UInt32,
     n_cur UInt32,
     reference String,
-    _ingest_source LowCardinality(String) DEFAULT '',
-    _ingest_offset UInt64 DEFAULT 0
+    {{ delivery_columns() }}
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(window_start)
@@ -50,8 +50,7 @@ SETTINGS non_replicated_deduplication_window = 1000{% endcall %};
     prompt_name LowCardinality(String),
     trace_id String,
     span_id String,
-    _ingest_source LowCardinality(String) DEFAULT '',
-    _ingest_offset UInt64 DEFAULT 0
+    {{ delivery_columns() }}
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)

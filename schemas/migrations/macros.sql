@@ -2,6 +2,12 @@
    schema_migrations, and tests/test_cluster_ddl.py pins it), so a macro changes only by a new parameter
    whose other values keep the text they rendered. #}
 
+{# The sink's delivery columns, on every table it writes (sinks/clickhouse/README.md): the Kafka source
+   '<topic id>/<partition>' and offset a row came from; max(_ingest_offset) per source is the fence. #}
+{% macro delivery_columns(offset="UInt64", defaults=true) %}
+_ingest_source LowCardinality(String){{ " DEFAULT ''" if defaults }},
+    _ingest_offset {{ offset }}{{ " DEFAULT 0" if defaults }}{% endmacro %}
+
 {# otel_traces rows from the raw OTLP in otlp_ingest: the materialized view's query (005), and the same
    rows planned with one otlp_attributes call site (006, one_attributes_call=true). #}
 {% macro otel_traces_select(one_attributes_call) %}

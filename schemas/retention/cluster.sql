@@ -1,4 +1,4 @@
--- Optional retention for a cluster created from schemas/cluster/: the TTL belongs to the Replicated
+-- Optional retention for a cluster created with `llmops migrate --print --cluster`: the TTL belongs to the Replicated
 -- <table>_local tables (a Distributed table stores nothing). ALTER ... ON CLUSTER on a Replicated table
 -- runs once per shard and replicates through Keeper. Not applied by the migration runner: edit the
 -- numbers, then run  clickhouse-client --database llmops --multiquery < cluster.sql  on any one node.
