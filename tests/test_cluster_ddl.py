@@ -43,6 +43,7 @@ APPLIED_CHECKSUMS = {
     "004_drift_tables.sql": "41faa689cb65d6c2",
     "005_otlp_ingest.sql": "16a0a0c1afb0b45f",
     "006_otlp_view_planning.sql": "c0ff811fcc803294",
+    "007_pricing_columns.sql": "7d0747e3e13ace1c",
     "008_requested_model_and_unpriced_usage.sql": "0e33ad2567725e4e",
 }
 
