@@ -95,13 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="Apply ClickHouse migrations (idempotent).")
     _add_settings_flags(migrate, _STORE)
-    migrate.add_argument("--print", dest="print_ddl", action="store_true", help="Print the DDL instead of applying it (connects to nothing).")
+    migrate.add_argument("--print", dest="print_ddl", action="store_true", help="Print the DDL instead of applying it.")
     migrate.add_argument(
         "--cluster",
         default=None,
         metavar="NAME",
-        help="With --print: the DDL for the sharded, replicated cluster NAME (ON CLUSTER, Replicated <table>_local + Distributed "
-        "<table>); '{cluster}' leaves the server macro. Apply it with clickhouse-client (schemas/cluster/README.md).",
+        help="With --print: the DDL for the sharded, replicated cluster NAME (ON CLUSTER, Replicated <table>_local "
+        "+ Distributed <table>); '{cluster}' leaves the server macro. Apply it with clickhouse-client "
+        "(schemas/cluster/README.md).",
     )
 
     loadgen = commands.add_parser("loadgen", help="Send realistic GenAI traffic through the OpenTelemetry SDK.")
@@ -238,7 +239,7 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
             print(script(args.cluster), end="")
             return 0
         if args.cluster is not None:
-            print("llmops: migrate --cluster only prints DDL: add --print and apply the output with clickhouse-client", file=sys.stderr)
+            print("llmops: migrate --cluster only prints DDL: add --print and apply it with clickhouse-client", file=sys.stderr)
             return 2
         from sinks.clickhouse.client import connect
         from sinks.clickhouse.migrations import apply_migrations

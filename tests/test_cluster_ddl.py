@@ -1,4 +1,4 @@
-"""The DDL rendered from schemas/migrations (sinks/clickhouse/ddl.py), single-node and cluster, against ClickHouse itself.
+"""The DDL rendered from schemas/migrations (sinks/clickhouse/ddl.py), single-node and cluster, against ClickHouse.
 
 No Keeper or cluster here, so: every rendered statement goes through ClickHouse's own parser (formatQuery in
 chDB); the whole cluster rendering runs, in order, in its own database with each Replicated engine swapped
@@ -164,7 +164,8 @@ def test_cluster_ddl_covers_every_object_of_the_single_node_migrations(client: C
         ).result_rows
     ]
     assert {"otlp_ingest", "otlp_ingest_to_otel_traces"} <= set(views)
-    single_node_functions = {m.group(2) for s in render_all()[1:] for s in s[1] if (m := _CREATED.match(s)) and m.group(1) == "FUNCTION"}
+    single_node = [statement for _, statements in render_all() for statement in statements]
+    single_node_functions = {m.group(2) for s in single_node if (m := _CREATED.match(s)) and m.group(1) == "FUNCTION"}
     assert {"sketch_quantile", "sketch_quantile_gamma"} <= single_node_functions
     expected = {*tables, *(f"{t}_local" for t in tables), *views, *single_node_functions, "schema_migrations"}
     assert created == expected
@@ -257,7 +258,9 @@ def test_row_builders_write_exactly_the_columns_of_their_tables(client: Client) 
         assert list(columns) == stored, table
 
 
-def test_migrate_print_renders_the_cluster_ddl_for_a_named_cluster(client: Client, capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_print_renders_the_cluster_ddl_for_a_named_cluster(
+    client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["migrate", "--print", "--cluster", "prod's"]) == 0
     printed = capsys.readouterr().out
     assert printed == script("prod's")
@@ -272,13 +275,21 @@ def test_migrate_print_renders_the_cluster_ddl_for_a_named_cluster(client: Clien
 
 
 def test_a_template_that_breaks_the_rules_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "001_a.sql").write_text('{% call table("t") %}\n(x UInt8)\nENGINE = MergeTree\nORDER BY x{% endcall %};\n')
-    assert render_all(None, tmp_path)[1][1] == ["CREATE TABLE IF NOT EXISTS t\n(x UInt8)\nENGINE = MergeTree\nORDER BY x"]
-    with pytest.raises(ValueError, match="needs shard_by"):
-        render_all(CLUSTER_MACRO, tmp_path)
-    (tmp_path / "001_a.sql").write_text('{% call alter_table("t") %}\n    ADD COLUMN y UInt8{% endcall %};\n')
+    """Refused when rendered (the runner fails at start), not when a cluster applies half of it."""
+    template = tmp_path / "001_a.sql"
+    body = "\n(x UInt8)\nENGINE = MergeTree\nORDER BY x"
+    template.write_text('{% call table("t", shard_by=by_partition) %}' + body + "{% endcall %};\n")
+    assert render_all(None, tmp_path)[1][1] == ["CREATE TABLE IF NOT EXISTS t" + body]
+    template.write_text('{% call table("t") %}' + body + "{% endcall %};\n")
+    for cluster in (None, CLUSTER_MACRO):
+        with pytest.raises(ValueError, match="needs shard_by"):
+            render_all(cluster, tmp_path)
+    template.write_text('{% call alter_table("t") %}\n    ADD COLUMN y UInt8{% endcall %};\n')
     with pytest.raises(ValueError, match="not created by table"):
         render_all(CLUSTER_MACRO, tmp_path)
+    template.write_text('{% call alter_table("t") %}\n    MODIFY ORDER BY (x,\n        y){% endcall %};\n')
+    with pytest.raises(ValueError, match="one clause per line"):
+        render_all(None, tmp_path)
 
 
 def test_single_node_retention_applies_to_the_real_tables(client: Client) -> None:

@@ -13,8 +13,8 @@ What a template may use (nothing else varies between the two renderings):
   `/clickhouse/tables/{shard}/{database}/name_local`, replica `{replica}`) plus a `Distributed` table
   `name` over it, sharded by `shard_by`; `non_replicated_deduplication_window` is left out (replicated
   tables deduplicate by themselves). Any other engine (`Null`) only gets `ON CLUSTER`.
-- `{% call alter_table("name") %}clauses{% endcall %}`: an ALTER of such a table. On a cluster it runs
-  on `name_local`, and its column clauses also on the Distributed `name`.
+- `{% call alter_table("name") %}clauses{% endcall %}`: an ALTER of such a table, one clause per line.
+  On a cluster it runs on `name_local`, and its column clauses also on the Distributed `name`.
 - `{{ on_cluster }}`: after the object name of views, functions and other statements ('' on one node).
 - `by_partition`: the sharding key of fenced tables (the Kafka partition of `_ingest_source`).
 """
@@ -22,6 +22,7 @@ What a template may use (nothing else varies between the two renderings):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -49,7 +50,8 @@ CLUSTER_MACRO = "{cluster}"
 _ENGINE = re.compile(r"^ENGINE = (?P<engine>\w+)(?:\((?P<args>.*)\))?$", re.M)
 _SETTINGS = re.compile(r"^SETTINGS (?P<items>.*)$", re.M)
 _NON_REPLICATED = "non_replicated_deduplication_window"
-_COLUMN_CLAUSE = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b")
+_CLAUSE = re.compile(r"^ +[A-Z]+ [A-Z]")
+_COLUMN_CLAUSE = re.compile(r"^ +(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b")
 # A migration is NNN_name.sql; other files there (macros.sql) are only imported by migrations.
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -83,42 +85,47 @@ class _Flavour:
     def on_cluster(self) -> str:
         return "" if self.cluster is None else f" ON CLUSTER {_literal(self.cluster)}"
 
-    def table(self, name: str, shard_by: str | None = None, *, caller) -> str:
+    def table(self, name: str, shard_by: str | None = None, *, caller: Callable[[], str]) -> str:
         body = caller()
-        if self.cluster is None:
-            return f"CREATE TABLE IF NOT EXISTS {name}\n{body}"
         engine = _ENGINE.search(body)
         if engine is None:
             raise ValueError(f"table {name}: no line 'ENGINE = ...' in its template")
-        if not engine["engine"].endswith("MergeTree"):
+        storing = engine["engine"].endswith("MergeTree")
+        if storing and shard_by is None:
+            raise ValueError(f"table {name}: a {engine['engine']} table needs shard_by= (its Distributed sharding key)")
+        if self.cluster is None:
+            return f"CREATE TABLE IF NOT EXISTS {name}\n{body}"
+        if not storing:
             return f"CREATE TABLE IF NOT EXISTS {name}{self.on_cluster}\n{body}"
-        if shard_by is None:
-            raise ValueError(f"table {name}: a {engine['engine']} table needs shard_by= for its Distributed table")
         local = f"{name}_local"
         args = [_literal(f"/clickhouse/tables/{{shard}}/{{database}}/{local}"), "'{replica}'"]
-        replicated = f"ENGINE = Replicated{engine['engine']}({', '.join(args + ([engine['args']] if engine['args'] else []))})"
-        body = body[: engine.start()] + replicated + body[engine.end() :]
-        body = _SETTINGS.sub(_drop_non_replicated, body)
+        args += [engine["args"]] if engine["args"] else []
+        replicated = f"ENGINE = Replicated{engine['engine']}({', '.join(args)})"
         tail = body[len(body.rstrip()) :]
+        body = body[: engine.start()] + replicated + body[engine.end() :]
+        body = _SETTINGS.sub(_drop_non_replicated, body).rstrip()
         self.distributed.add(name)
         return (
-            f"CREATE TABLE IF NOT EXISTS {local}{self.on_cluster}\n{body.rstrip()};\n\n"
+            f"CREATE TABLE IF NOT EXISTS {local}{self.on_cluster}\n{body};\n\n"
             f"CREATE TABLE IF NOT EXISTS {name}{self.on_cluster} AS {local}\n"
             f"ENGINE = Distributed({_literal(self.cluster)}, currentDatabase(), {local}, {shard_by}){tail}"
         )
 
-    def alter_table(self, name: str, *, caller) -> str:
+    def alter_table(self, name: str, *, caller: Callable[[], str]) -> str:
         body = caller()
+        clauses = body.rstrip().split(",\n")
+        if not all(_CLAUSE.match(clause) for clause in clauses):
+            raise ValueError(f"alter_table({name!r}): write one clause per line, each ending with ',' but the last")
         if self.cluster is None:
             return f"ALTER TABLE {name}\n{body}"
         if name not in self.distributed:
             raise ValueError(f"alter_table({name!r}): {name} is not created by table() in an earlier migration")
         tail = body[len(body.rstrip()) :]
-        local = f"ALTER TABLE {name}_local{self.on_cluster}\n{body.rstrip()}"
-        columns = [c for c in re.split(r",\n", body.rstrip()) if _COLUMN_CLAUSE.match(c)]
-        if not columns:
-            return local + tail
-        return local + f";\n\nALTER TABLE {name}{self.on_cluster}\n" + ",\n".join(columns) + tail
+        statement = f"ALTER TABLE {name}_local{self.on_cluster}\n{body.rstrip()}"
+        columns = [clause for clause in clauses if _COLUMN_CLAUSE.match(clause)]
+        if columns:
+            statement += f";\n\nALTER TABLE {name}{self.on_cluster}\n" + ",\n".join(columns)
+        return statement + tail
 
 
 def _drop_non_replicated(match: re.Match[str]) -> str:
@@ -134,7 +141,9 @@ def _environment(directory: Path, flavour: _Flavour) -> Environment:
         trim_blocks=True,
         autoescape=False,
     )
-    env.globals.update(table=flavour.table, alter_table=flavour.alter_table, on_cluster=flavour.on_cluster, by_partition=BY_PARTITION)
+    env.globals.update(
+        table=flavour.table, alter_table=flavour.alter_table, on_cluster=flavour.on_cluster, by_partition=BY_PARTITION
+    )
     return env
 
 
@@ -186,5 +195,8 @@ def render_all(cluster: str | None = None, directory: Path | None = None) -> lis
 
 def script(cluster: str | None = None, directory: Path | None = None) -> str:
     """The rendered DDL as one script for `clickhouse-client --multiquery`, a comment naming each file."""
-    parts = [f"-- {name}\n" + "".join(f"{statement};\n\n" for statement in statements) for name, statements in render_all(cluster, directory)]
+    parts = [
+        f"-- {name}\n" + "".join(f"{statement};\n\n" for statement in statements)
+        for name, statements in render_all(cluster, directory)
+    ]
     return "".join(parts).rstrip("\n") + "\n"

@@ -44,7 +44,8 @@ def apply_migrations(client: Client, database: str, directory: Path | None = Non
     """Idempotent: already-applied versions are skipped; returns the names applied now."""
     client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     client.command(schema_migrations_ddl(database))
-    done = {row[0]: row[1] for row in client.query(f"SELECT version, checksum FROM `{database}`.schema_migrations FINAL").result_rows}
+    rows = client.query(f"SELECT version, checksum FROM `{database}`.schema_migrations FINAL").result_rows
+    done = {row[0]: row[1] for row in rows}
     applied = []
     for migration in available_migrations(directory):
         if migration.version in done:
