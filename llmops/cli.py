@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(migrate, _STORE)
     migrate.add_argument("--print", dest="print_ddl", action="store_true", help="Print the DDL instead of applying it.")
     migrate.add_argument(
+        "--retention", action="store_true", help="With --print: the optional TTLs of schemas/retention/ttl.sql instead."
+    )
+    migrate.add_argument(
         "--cluster",
         default=None,
         metavar="NAME",
@@ -236,10 +239,10 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
         if args.print_ddl:
             from sinks.clickhouse.ddl import script
 
-            print(script(args.cluster), end="")
+            print(script(args.cluster, retention=args.retention), end="")
             return 0
-        if args.cluster is not None:
-            print("llmops: migrate --cluster only prints DDL: add --print and apply it with clickhouse-client", file=sys.stderr)
+        if args.cluster is not None or args.retention:
+            print("llmops: --cluster and --retention only print DDL: add --print, apply with clickhouse-client", file=sys.stderr)
             return 2
         from sinks.clickhouse.client import connect
         from sinks.clickhouse.migrations import apply_migrations

@@ -26,11 +26,9 @@ from processors.latency import LATENCY_COLUMNS
 from processors.rows import INGEST_ERRORS_COLUMNS, LLM_CALLS_COLUMNS
 from processors.usage import USAGE_COLUMNS
 from sinks.clickhouse.client import connect
-from sinks.clickhouse.ddl import BY_PARTITION, CLUSTER_MACRO, render_all, script, split_statements
+from sinks.clickhouse.ddl import BY_PARTITION, CLUSTER_MACRO, render_all, render_retention, script, split_statements
 from sinks.clickhouse.migrations import apply_migrations, available_migrations
 
-ROOT = Path(__file__).resolve().parents[1] / "schemas"
-RETENTION = ROOT / "retention"
 DB = "llmops"
 CLUSTER_DB = "llmops_cluster_check"
 
@@ -64,8 +62,8 @@ def _cluster() -> list[str]:
     return [s for _, statements in render_all(CLUSTER_MACRO) for s in statements]
 
 
-def _retention() -> list[str]:
-    return [s for path in sorted(RETENTION.glob("*.sql")) for s in split_statements(path.read_text())]
+def _retention(cluster: str | None) -> list[str]:
+    return [s for _, statements in render_retention(cluster) for s in statements]
 
 
 def _single_node(statement: str) -> str:
@@ -138,8 +136,8 @@ def test_single_node_rendering_is_the_text_each_migration_was_applied_with(clien
 
 
 def test_every_statement_parses_and_targets_the_cluster(client: Client) -> None:
-    cluster_wide = _cluster() + [s for s in _retention() if "_local" in s]
-    statements = _cluster() + _retention()
+    cluster_wide = _cluster() + _retention(CLUSTER_MACRO)
+    statements = cluster_wide + _retention(None)
     assert len(cluster_wide) >= 25
     for statement in statements:
         formatted = client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows[0][0]
@@ -270,6 +268,8 @@ def test_migrate_print_renders_the_cluster_ddl_for_a_named_cluster(
         formatted = client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows[0][0]
         assert "ON CLUSTER `prod's`" in formatted, statement[:80]
     assert "Distributed('prod\\'s', currentDatabase(), llm_calls_local" in printed
+    assert main(["migrate", "--print", "--retention", "--cluster", "prod"]) == 0
+    assert split_statements(capsys.readouterr().out) == _retention("prod")
     assert main(["migrate", "--cluster", "prod"]) == 2
     assert "add --print" in capsys.readouterr().err
 
@@ -302,7 +302,7 @@ def test_single_node_retention_applies_to_the_real_tables(client: Client) -> Non
         "llm_drift": "toDateTime(window_start) + toIntervalDay(400)",
         "budget_status": "period_end + toIntervalDay(400)",
     }
-    for statement in (s for s in _retention() if "_local" not in s):
+    for statement in _retention(None):
         _run_in(client, DB, statement)
     for table, ttl in expected.items():
         create = client.query(f"SHOW CREATE TABLE `{DB}`.`{table}`").result_rows[0][0]
@@ -312,8 +312,8 @@ def test_single_node_retention_applies_to_the_real_tables(client: Client) -> Non
 
 
 def test_cluster_retention_names_the_local_tables_with_the_same_ttls(client: Client, cluster_db: str) -> None:
-    single = [s for s in _retention() if "_local" not in s]
-    cluster = [s for s in _retention() if "_local" in s]
+    single, cluster = _retention(None), _retention(CLUSTER_MACRO)
+    assert len(single) == 7
     assert [re.sub(r"^ALTER TABLE (\w+)_local ON CLUSTER '\{cluster\}'", r"ALTER TABLE \1", s) for s in cluster] == single
     for statement in cluster:
         _run_in(client, cluster_db, _ON_CLUSTER.sub("", statement, count=1))

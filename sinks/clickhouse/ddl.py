@@ -36,6 +36,7 @@ __all__ = [
     "migrations_directory",
     "render",
     "render_all",
+    "render_retention",
     "script",
     "schema_migrations_ddl",
     "split_statements",
@@ -52,6 +53,7 @@ _SETTINGS = re.compile(r"^SETTINGS (?P<items>.*)$", re.M)
 _NON_REPLICATED = "non_replicated_deduplication_window"
 _CLAUSE = re.compile(r"^ +[A-Z]+ [A-Z]")
 _COLUMN_CLAUSE = re.compile(r"^ +(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b")
+RETENTION = "ttl.sql"  # in schemas/retention: optional, applied by an operator, never by the runner
 # A migration is NNN_name.sql; other files there (macros.sql) are only imported by migrations.
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -135,7 +137,7 @@ def _drop_non_replicated(match: re.Match[str]) -> str:
 
 def _environment(directory: Path, flavour: _Flavour) -> Environment:
     env = Environment(
-        loader=FileSystemLoader(directory),
+        loader=FileSystemLoader([directory, Path(str(resources.files("schemas") / "retention"))]),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -193,10 +195,17 @@ def render_all(cluster: str | None = None, directory: Path | None = None) -> lis
     return rendered
 
 
-def script(cluster: str | None = None, directory: Path | None = None) -> str:
-    """The rendered DDL as one script for `clickhouse-client --multiquery`, a comment naming each file."""
-    parts = [
-        f"-- {name}\n" + "".join(f"{statement};\n\n" for statement in statements)
-        for name, statements in render_all(cluster, directory)
-    ]
+def render_retention(cluster: str | None = None) -> list[tuple[str, list[str]]]:
+    """The optional TTLs of schemas/retention/ttl.sql, on the tables (or `_local` tables) the migrations create."""
+    flavour = _Flavour(cluster)
+    env = _environment(migrations_directory(), flavour)
+    for name in migration_names():
+        env.get_template(name).render()  # the flavour learns which tables are stored
+    return [(RETENTION, split_statements(env.get_template(RETENTION).render()))]
+
+
+def script(cluster: str | None = None, *, retention: bool = False) -> str:
+    """The rendered DDL (or TTLs) as one script for `clickhouse-client --multiquery`, a comment naming each file."""
+    rendered = render_retention(cluster) if retention else render_all(cluster)
+    parts = [f"-- {name}\n" + "".join(f"{statement};\n\n" for statement in statements) for name, statements in rendered]
     return "".join(parts).rstrip("\n") + "\n"
