@@ -1,4 +1,4 @@
-"""Render the DDL templates in schemas/migrations for one server or for a sharded, replicated cluster.
+"""Render the DDL templates in schemas/migrations (and schemas/retention/ttl.sql) for one server or a cluster.
 
 Why: each table, view and function is written once. The single-node migrations the runner applies and
 the `ON CLUSTER` DDL an operator applies to a cluster are two renderings of the same Jinja templates, as
@@ -53,7 +53,7 @@ _SETTINGS = re.compile(r"^SETTINGS (?P<items>.*)$", re.M)
 _NON_REPLICATED = "non_replicated_deduplication_window"
 _CLAUSE = re.compile(r"^ +[A-Z]+ [A-Z]")
 _COLUMN_CLAUSE = re.compile(r"^ +(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b")
-RETENTION = "ttl.sql"  # in schemas/retention: optional, applied by an operator, never by the runner
+_RETENTION = "ttl.sql"  # in schemas/retention: optional, applied by an operator, never by the runner
 # A migration is NNN_name.sql; other files there (macros.sql) are only imported by migrations.
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -201,7 +201,7 @@ def render_retention(cluster: str | None = None) -> list[tuple[str, list[str]]]:
     env = _environment(migrations_directory(), flavour)
     for name in migration_names():
         env.get_template(name).render()  # the flavour learns which tables are stored
-    return [(RETENTION, split_statements(env.get_template(RETENTION).render()))]
+    return [(_RETENTION, split_statements(env.get_template(_RETENTION).render()))]
 
 
 def script(cluster: str | None = None, *, retention: bool = False) -> str:
