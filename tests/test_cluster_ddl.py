@@ -135,6 +135,23 @@ def test_single_node_rendering_is_the_text_each_migration_was_applied_with(clien
     assert stored == rendered
 
 
+def test_printed_single_node_ddl_creates_what_the_runner_created(client: Client) -> None:
+    """`llmops migrate --print` applied by hand gives the tables, views and columns the workers' runner gives."""
+    printed = "llmops_printed_check"
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{printed}`")
+    for statement in split_statements(script()):
+        _run_in(client, printed, statement)
+    query = (
+        "SELECT name, engine, partition_key, sorting_key, primary_key, "
+        "replaceAll(as_select, {db:String} || '.', '') FROM system.tables WHERE database = {db:String} ORDER BY name"
+    )
+    tables = client.query(query, parameters={"db": DB}).result_rows
+    assert client.query(query, parameters={"db": printed}).result_rows == tables
+    assert len(tables) == 13  # 8 MergeTree tables, schema_migrations, otlp_ingest, its view, 2 views
+    for table in (row[0] for row in tables):
+        assert _columns(client, printed, table) == _columns(client, DB, table), table
+
+
 def test_every_statement_parses_and_targets_the_cluster(client: Client) -> None:
     cluster_wide = _cluster() + _retention(CLUSTER_MACRO)
     statements = cluster_wide + _retention(None)
