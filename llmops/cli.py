@@ -242,8 +242,9 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
             print(script(args.cluster, retention=args.retention), end="")
             return 0
         if args.cluster is not None or args.retention:
-            print("llmops: --cluster and --retention only print DDL: add --print, apply with clickhouse-client", file=sys.stderr)
-            return 2
+            from llmops.errors import UsageError
+
+            raise UsageError("--cluster and --retention only print DDL: add --print, then apply it with clickhouse-client")
         from sinks.clickhouse.client import connect
         from sinks.clickhouse.migrations import apply_migrations
 
