@@ -43,6 +43,7 @@ APPLIED_CHECKSUMS = {
     "006_otlp_view_planning.sql": "c0ff811fcc803294",
     "007_pricing_columns.sql": "7d0747e3e13ace1c",
     "008_requested_model_and_unpriced_usage.sql": "0e33ad2567725e4e",
+    "009_otlp_view_time_window.sql": "f8120d1ef3770bfd",
 }
 
 _ON_CLUSTER = re.compile(r"\s+ON CLUSTER '\{cluster\}'")

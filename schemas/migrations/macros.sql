@@ -8,9 +8,10 @@
 _ingest_source LowCardinality(String){{ " DEFAULT ''" if defaults }},
     _ingest_offset {{ offset }}{{ " DEFAULT 0" if defaults }}{% endmacro %}
 
-{# otel_traces rows from the raw OTLP in otlp_ingest: the materialized view's query (005), and the same
-   rows planned with one otlp_attributes call site (006, one_attributes_call=true). #}
-{% macro otel_traces_select(one_attributes_call) %}
+{# otel_traces rows from the raw OTLP in otlp_ingest: the materialized view's query (005), the same
+   rows planned with one otlp_attributes call site (006, one_attributes_call=true), and without spans
+   that start outside 2000-01-01 .. 2200-01-01 (009, time_window=true: processors/bounds.py's window). #}
+{% macro otel_traces_select(one_attributes_call, time_window=false) %}
 SELECT
     fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano)) AS Timestamp,
     lower(hex(span.trace_id)) AS TraceId,
@@ -34,7 +35,12 @@ SELECT
 {% else %}
     otlp_attributes(span.attributes) AS SpanAttributes,
 {% endif %}
+{% if time_window %}
+    if(span.end_time_unix_nano > span.start_time_unix_nano AND span.end_time_unix_nano < 7258118400000000000,
+       span.end_time_unix_nano - span.start_time_unix_nano, 0) AS Duration,
+{% else %}
     if(span.end_time_unix_nano > span.start_time_unix_nano, span.end_time_unix_nano - span.start_time_unix_nano, 0) AS Duration,
+{% endif %}
     if(span.status.code BETWEEN 0 AND 2, ['STATUS_CODE_UNSET', 'STATUS_CODE_OK', 'STATUS_CODE_ERROR'][span.status.code + 1], '') AS StatusCode,
     span.status.message AS StatusMessage,
     arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), span.events) AS `Events.Timestamp`,
@@ -64,7 +70,9 @@ ARRAY JOIN scopes AS scope
 ARRAY JOIN scope.spans AS span
 WHERE length(span.trace_id) = 16 AND span.trace_id != repeat('\0', 16)
   AND length(span.span_id) = 8 AND span.span_id != repeat('\0', 8)
-  AND span.start_time_unix_nano != 0{% endmacro %}
+{% if time_window %}
+  AND span.start_time_unix_nano >= 946684800000000000 AND span.start_time_unix_nano < 7258118400000000000{% else %}
+  AND span.start_time_unix_nano != 0{% endif %}{% endmacro %}
 
 {# llm_usage_totals: the sum of every partial per window and key (002; 008 adds columns). #}
 {% macro usage_totals(keys, sums) %}
