@@ -15,7 +15,7 @@ from llmops.topics import ensure_topics
 from tests.conftest import Stack
 from tests.kafka_cluster import KafkaCluster
 
-__all__ = ["START_NS", "count_all", "kafka_stack", "more_worker", "send", "stored_rows", "stored_span_ids"]
+__all__ = ["START_NS", "count_all", "duplicate_origins", "kafka_stack", "more_worker", "send", "stored_rows", "stored_span_ids"]
 
 START_NS = 1_764_000_000_000_000_000  # a fixed timeline: the same seed gives the same spans, ids included
 
@@ -83,3 +83,51 @@ def stored_rows(stacks: list[Stack], sql: str) -> Counter[tuple[object, ...]]:
 def count_all(stacks: list[Stack], sql: str) -> int:
     return sum(stack.count(sql) for stack in stacks)
 
+
+
+def duplicate_origins(bootstrap: str, topic: str, stacks: list[Stack], span_ids: set[str]) -> dict[str, dict[str, list]]:
+    """Where each of `span_ids` lives: the Kafka records (partition, offset) that hold it, read from the beginning of
+    `topic`, and the rows (store, _ingest_source, _ingest_offset) that stored it. Tells a producer that wrote a span
+    twice (two records) from a sink that stored one record twice (one record, two rows)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from processors.decode import decode_request
+
+    found: dict[str, dict[str, list]] = {span: {"records": [], "rows": []} for span in span_ids}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "log_level": 2})  # fmt: skip
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {}
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        done: set[int] = set()
+        while len(done) < len(ends):
+            message = consumer.poll(10)
+            if message is None:
+                break
+            if message.error():
+                continue
+            partition, offset = message.partition(), message.offset()
+            for span in decode_request(message.value()).spans:
+                if span.span_id in found:
+                    found[span.span_id]["records"].append((partition, offset, message.timestamp()[1]))
+            if offset + 1 >= ends[partition]:
+                done.add(partition)
+    finally:
+        consumer.close()
+    for stack in stacks:
+        client = stack.reader()
+        try:
+            rows = client.query(
+                "SELECT SpanId, _ingest_source, _ingest_offset FROM otel_traces WHERE SpanId IN {ids:Array(String)}",
+                parameters={"ids": sorted(span_ids)},
+            ).result_rows
+        finally:
+            client.close()
+        for span, source, offset in rows:
+            found[span]["rows"].append((stack.data_dir.name, source, int(offset)))
+    return found

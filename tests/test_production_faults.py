@@ -18,7 +18,7 @@ from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from tests.conftest import Stack, wait_until
 from tests.kafka_cluster import KafkaCluster
 from tests.otelcol_process import Collector
-from tests.production_path import START_NS, count_all, kafka_stack, more_worker, send, stored_span_ids
+from tests.production_path import START_NS, count_all, duplicate_origins, kafka_stack, more_worker, send, stored_span_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.production_path]
 
@@ -100,6 +100,9 @@ def test_leader_killed_twice_then_rebalance_loses_and_duplicates_nothing(
         assert all(s.complete for s in stream.summaries), collector.log_tail()
         wait_until(lambda: count_all(workers, "SELECT count() FROM otel_traces") >= stream.acknowledged, 180, "every span stored")
         ids = stored_span_ids(workers)
+        twice = {span for span, n in ids.items() if n > 1}
+        # Which layer wrote a span twice: two Kafka records hold it (producer side) or one record was stored twice.
+        assert not twice, f"stored twice (span: records, rows): {duplicate_origins(cluster.bootstrap, TOPIC, workers, twice)}"
         assert sum(ids.values()) == stream.acknowledged and set(ids.values()) == {1}
         assert collector.metric("otelcol_exporter_send_failed_spans") == 0
     finally:
