@@ -148,6 +148,9 @@ class ReceiverSettings(_Section):
 class ProcessorSettings(_Section):
     batch_max_records: int = Field(32, ge=1, description="Kafka records per processing batch (one ClickHouse insert per table); bounds the worker's memory.")
     batch_max_wait_s: float = Field(0.5, gt=0, description="Longest a record waits for its batch to fill before the batch is processed as it is.")
+    commit_interval_s: float = Field(
+        1.0, gt=0, description="How often the worker commits the Kafka offsets of stored records; a worker killed between two commits leaves its next owner that much to read again (skipped by the fences of a shared store)."
+    )
     pricing_file: Path | None = Field(None, description="Extra pricing catalog YAML; its entries override the built-in ones.")
     pricing_snapshot_file: Path | None = Field(
         None,

@@ -53,7 +53,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=kafka.consumer_session_timeout_s,
         broker_heartbeat_interval=kafka.consumer_heartbeat_interval_s,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.processor.commit_interval_s,
         stream_wait_empty=True,
         # Prefetch at most four batches: OTLP records are ~200 KB each, and faust's default
         # (4,096 events) lets a busy worker buffer most of a GiB ahead of itself.
@@ -90,12 +90,19 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     handler = BatchHandler(sink, build_call_stages(settings), dead_letter, (sender, publish_drift) if d.enabled else None)
     spans_topic = app.topic(kafka.topic, value_serializer="raw", key_serializer="raw")
 
+    # Next offset to commit per partition: one past the last record whose batch is stored. Batches are written in
+    # order, so everything below it is stored too. Committed by `_revoked` (below), because faust does not.
+    written: dict[Any, int] = {}
+
     async def write_then_ack(ready: ReadyBatch, events: list[Any]) -> None:
         try:
             await handler.write(ready)
         except BaseException as exc:  # cancellation mid-write included: never ack what was not written
             _die_unacknowledged(exc, "write")
         for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            if offset >= written.get(tp, 0):
+                written[tp] = offset + 1
             event.ack()  # the reference take_batches took: now faust may commit the offset
 
     @app.agent(spans_topic, name="otlp_spans_to_clickhouse")
@@ -139,6 +146,30 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         sink.forget_fences()
         topic_ids.forget()
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        """Commit what this worker stored of the partitions it gives up, before the group moves them.
+
+        faust (0.15.3) forgets the acknowledged offsets of revoked partitions before its own commit at revocation,
+        so records stored in the last commit interval (`processor.commit_interval_s`) before a rebalance stayed uncommitted and their next
+        owner read them again. Its fences skip them in a store the workers share; in a store of its own it stored
+        them a second time (seen with one chDB per worker: tests/test_production_faults.py). The signal is sent
+        after faust waited for every batch in progress to be written (`stream_wait_empty`).
+        """
+        offsets = {tp: written.pop(tp) for tp in revoked if tp in written}
+        if not offsets:
+            return
+        try:
+            committed = await app.consumer._commit(offsets)  # faust's own path to the consumer thread's commit
+        except Exception as exc:  # the group moved on without us: the next owner reads them again
+            committed = False
+            log.debug("commit at revocation failed", exc_info=exc)
+        if not committed:
+            log.warning(
+                "offsets of revoked partitions not committed; their next owner reads these records again",
+                extra={"offsets": {f"{tp.topic}/{tp.partition}": offset for tp, offset in offsets.items()}},
+            )
 
     return app
 
