@@ -151,11 +151,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def _revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         """Commit what this worker stored of the partitions it gives up, before the group moves them.
 
-        faust (0.15.3) forgets the acknowledged offsets of revoked partitions before its own commit at revocation,
-        so records stored in the last commit interval (`processor.commit_interval_s`) before a rebalance stayed uncommitted and their next
-        owner read them again. Its fences skip them in a store the workers share; in a store of its own it stored
-        them a second time (seen with one chDB per worker: tests/test_production_faults.py). The signal is sent
-        after faust waited for every batch in progress to be written (`stream_wait_empty`).
+        faust 0.15.3 drops its acknowledgement bookkeeping of revoked partitions (Consumer.on_partitions_revoked)
+        before its own commit at revocation, so what it acknowledged since its last commit
+        (`processor.commit_interval_s`) may stay uncommitted, and the next owner reads it again. The fences skip it in a store the workers share; a
+        store of its own stored it a second time (one chDB per worker: tests/test_production_faults.py). The signal
+        is sent after faust waited for every batch in progress to be written (`stream_wait_empty`).
         """
         offsets = {tp: written.pop(tp) for tp in revoked if tp in written}
         if not offsets:

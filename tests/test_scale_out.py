@@ -97,7 +97,9 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:  
 
     What the first worker stored of a partition it gives up must be committed before the partition moves, or its
     new owner stores the same records again in its own store (faust forgets acknowledged offsets of revoked
-    partitions before its revocation commit; processors/app.py commits them itself)."""
+    partitions before its revocation commit; processors/app.py commits them itself). The commit interval is long so
+    that the periodic commit does not cover them first; timing decides whether a batch in progress at the
+    revocation does, so without the fix this fails often, not always."""
     # No periodic commit during the test: only the commit at revocation covers what the first worker stored.
     first = make_stack(partitions=4, LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="2", LLMOPS_PROCESSOR__COMMIT_INTERVAL_S="600")
     second = dataclasses.replace(first, data_dir=first.data_dir.with_name(first.data_dir.name + "-b"), sql_port=free_port())
