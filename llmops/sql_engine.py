@@ -7,7 +7,9 @@ limits, Python table functions off, then `readonly=1`, after which no query
 on it can change a setting (a SETTINGS clause or SET fails in the engine). A
 query takes a free handle, is checked by the QueryGuard on that handle's
 parser and, if allowed, its canonical text runs there alone: one statement
-per call, so one request's result can never be another's.
+per call, and a handle a query failed on is replaced (chDB would hand that
+query's partial output to the next one), so one request's result can never
+be another's.
 
 A request may ask for tighter limits (the URL settings `max_execution_time`,
 `max_result_rows`, `max_result_bytes`, `max_memory_usage`, as clickhouse-go
@@ -24,6 +26,7 @@ most by the time limit the engine enforces on it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
@@ -43,6 +46,9 @@ LIMIT_SETTINGS = {
     "max_result_bytes": "max_result_bytes",
     "max_memory_usage": "max_memory_usage",
 }
+
+
+log = logging.getLogger(__name__)
 
 
 class EngineBusy(Exception):
@@ -158,7 +164,11 @@ class SqlEngine:
 
     def run_now(self, sql: str, default_format: str, parameters: Mapping[str, str] | None = None) -> tuple[bytes, str]:
         """One query on the first handle, for a caller with no event loop (`llmops sql` without a running worker)."""
-        return self.run(self._handles[0], sql, default_format, parameters or {})
+        try:
+            return self.run(self._handles[0], sql, default_format, parameters or {})
+        except BaseException:
+            self._renew(self._handles[0])
+            raise
 
     def run_limited(self, limits: QueryLimits, sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
         """`run` on a fresh handle set up with `limits` (tighter than this engine's), closed afterwards. Blocking."""
@@ -172,17 +182,41 @@ class SqlEngine:
         self, sql: str, default_format: str, parameters: Mapping[str, str], limits: QueryLimits | None = None
     ) -> tuple[bytes, str]:
         """Run `sql` in a slot; `limits` (from `self.limits.tightened`) other than the engine's own run it on a fresh handle."""
-        handle = await self._acquire()
+        slot = [await self._acquire()]
         free = self._free
         assert free is not None and self._threads is not None
         loop = asyncio.get_running_loop()
         if limits is None or limits == self._limits:
-            running = loop.run_in_executor(self._threads, self.run, handle, sql, default_format, parameters)
+            running = loop.run_in_executor(self._threads, self._run_in_slot, slot, sql, default_format, parameters)
         else:  # the slot's handle stays idle meanwhile: the number of queries running is bounded all the same
             running = loop.run_in_executor(self._threads, self.run_limited, limits, sql, default_format, parameters)
-        # The handle is free again when the engine is done with it, even if this request is cancelled first.
-        running.add_done_callback(lambda _: free.put_nowait(handle))
+        # The slot is free again when the engine is done with it, even if this request is cancelled first.
+        running.add_done_callback(lambda _: free.put_nowait(slot[0]))
         return await asyncio.shield(running)
+
+    def _run_in_slot(self, slot: list[Any], sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
+        try:
+            return self.run(slot[0], sql, default_format, parameters)
+        except BaseException:
+            slot[0] = self._renew(slot[0])
+            raise
+
+    def _renew(self, handle: Any) -> Any:
+        """A fresh handle for one a query failed on. chDB keeps the partial output of a failed query in
+        its connection and hands it out at the start of the next result on that connection (seen with
+        chDB 4.4: `SELECT 'x' UNION ALL SELECT toString(throwIf(1))`, then `SELECT 1` answered `x\n1`),
+        so a handle that saw a failure never serves another request."""
+        try:
+            fresh = self._connect(self._limits)
+        except Exception:  # noqa: BLE001 - keep the slot rather than lose it; the next failure tries again
+            log.warning("could not open a fresh chDB handle after a failed query; reusing the old one", exc_info=True)
+            return handle
+        try:
+            handle.close()
+        except Exception:  # noqa: BLE001 - the old handle is dropped either way
+            pass
+        self._handles = [fresh if h is handle else h for h in self._handles]
+        return fresh
 
     async def _acquire(self) -> Any:
         if self._free is None:  # bound to the running loop on first use
