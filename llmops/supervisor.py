@@ -76,6 +76,9 @@ class StopTimeouts:
     drain_s: float = 120.0  # the worker consumes what the broker still holds
     worker_s: float = 60.0  # faust stops its agents and commits
     broker_s: float = 10.0
+    # With the embedded broker gone there is nothing to flush, drain or commit: what the receiver
+    # holds was never acknowledged, and offsets cannot be committed, so children get this long.
+    without_broker_s: float = 5.0
 
     @property
     def total_s(self) -> float:
@@ -239,6 +242,11 @@ class Supervisor:
     def shutdown(self) -> None:
         """Receiver, drain, worker, broker: in that order, each bounded by `timeouts`."""
         started = time.monotonic()
+        if self.broker_gone() is not None:
+            self.receiver.stop(self.timeouts.without_broker_s)
+            self.worker.stop(self.timeouts.without_broker_s)
+            log.info("stack stopped in %.1f s", time.monotonic() - started)
+            return
         self.receiver.stop(self.timeouts.receiver_s)
         if self.broker is not None and not self._drain() and self.broker_gone() is None:
             log.error("stopping anyway: the records the broker still holds are lost")
