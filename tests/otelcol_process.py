@@ -20,6 +20,10 @@ from tests.otelcol_build import otelcol_binary
 
 __all__ = ["OTELCOL_YAML", "Collector"]
 
+
+class _PortTaken(RuntimeError):
+    """The collector exited because a port it was given was taken meanwhile."""
+
 OTELCOL_YAML = Path(__file__).resolve().parent.parent / "collector" / "otelcol.yaml"
 
 
@@ -41,7 +45,19 @@ class Collector:
     def grpc_endpoint(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, timeout_s: float = 60.0) -> Collector:
+    def start(self, timeout_s: float = 60.0, attempts: int = 3) -> Collector:
+        """Start and wait until healthy. A port picked free can be taken by another process before the
+        collector binds it; then every port is picked again (read the ports after `start`)."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout_s)
+            except _PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.grpc_port, self.http_port, self.health_port, self.metrics_port = (free_port() for _ in range(4))
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> Collector:
         env = dict(os.environ)
         env.update({
             "KAFKA_BROKERS": self.brokers,
@@ -58,7 +74,10 @@ class Collector:
         deadline = time.monotonic() + timeout_s
         while not self._healthy():
             if self.process.poll() is not None:
-                raise RuntimeError(f"the collector exited with {self.process.returncode}:\n{self.log_tail()}")
+                tail = self.log_tail()
+                if any("address already in use" in line for line in tail.splitlines()[-3:]):
+                    raise _PortTaken(tail)
+                raise RuntimeError(f"the collector exited with {self.process.returncode}:\n{tail}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the collector was not healthy after {timeout_s}s:\n{self.log_tail()}")

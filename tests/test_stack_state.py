@@ -158,7 +158,7 @@ def test_drift_pin_needs_no_kafka_flag_while_up_runs(up: Up) -> None:
                                          time_step_ns=4 * 900 * 10**9 // count))  # fmt: skip
     assert summary.complete
     up.calls_sent += summary.llm_spans_acknowledged
-    wait_until(lambda: bool(_drift_keys(up)), 180, "a closed drift window")
+    wait_until(lambda: bool(_drift_keys(up)), 300, "a closed drift window")
     service, model, name, version = _drift_keys(up)[0]
     pin = ["drift", "pin", "--data-dir", str(up.data_dir), "--service", service, "--model", model, "--prompt-name", name, "--prompt-version", version]
     result = llmops(*pin)  # no --kafka: the stack file names the broker
