@@ -235,7 +235,9 @@ def test_lag_over_the_bound_refuses_with_retry_after_and_admits_after_catching_u
     refused = send.last  # type: ignore[attr-defined]
     assert set(statuses) == {200, 429} and int(refused.headers["Retry-After"]) >= 1
     stored = records_in(stack)
-    assert stored > 3 and stored == statuses.count(200)  # every accepted request is one record, every refused none
+    # Every accepted request is one record, every refused one none. `stored` may be below the bound + 1: a record
+    # accepted while the gate measures is in both the measurement and the gate's own count (it errs toward refusing).
+    assert stored == statuses.count(200)
     error = _grpc_export(stack.grpc_port, body)
     assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
     details = status_pb2.Status.FromString(dict(error.trailing_metadata())["grpc-status-details-bin"])
