@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -161,6 +162,37 @@ def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clickhouse
 
 
 # -- the production path: an OpenTelemetry Collector built from upstream, Apache Kafka from Maven Central ----------
+
+
+_PREBUILD = pytest.StashKey[threading.Thread]()
+
+
+def _prebuild_production_parts() -> None:
+    for build in (otelcol_binary, kafka_classpath):
+        try:
+            build()
+        except Exception:  # noqa: BLE001 - the production_parts fixture builds again and reports (or skips)
+            return
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start building the collector and fetching Kafka's jars while the tests before the production path run.
+
+    On a clean machine that takes minutes; in the background it overlaps the unit and embedded tests instead of
+    adding to the suite. The build cache's file lock makes the fixture wait for this build rather than repeat it.
+    """
+    if config.option.collectonly or not any(item.get_closest_marker("production_path") for item in items):
+        return
+    thread = threading.Thread(target=_prebuild_production_parts, name="production-parts", daemon=True)
+    config.stash[_PREBUILD] = thread
+    thread.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A session that ends early still lets the build finish: it is cached, and no half-built scratch dir is left."""
+    thread = session.config.stash.get(_PREBUILD, None)
+    if thread is not None:
+        thread.join()
 
 
 @pytest.fixture(scope="session")

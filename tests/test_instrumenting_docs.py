@@ -73,6 +73,9 @@ def test_examples_run_and_land_in_the_documented_dimensions(make_stack, tmp_path
         result = subprocess.run([sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and not result.stderr, result.stderr
     wait_until(lambda: stack.count("SELECT count() FROM llm_calls") >= len(EXPECTED), 90, "the examples' calls")
+    # A batch's otel_traces insert runs beside its llm_calls insert and may become visible a moment later.
+    wait_until(lambda: stack.count("SELECT count() FROM otel_traces WHERE SpanId IN (SELECT span_id FROM llm_calls)") >= len(EXPECTED),
+               60, "the examples' spans in otel_traces")  # fmt: skip
 
     client = stack.reader()
     try:
