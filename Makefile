@@ -20,6 +20,9 @@ up: install
 	$(BIN)/llmops up --demo
 
 ## Run the test suite (unit + integration on real parts). pytest's exit code 5 (no tests collected) is a failure.
+## Two pytest-xdist workers, one test file (one group) at a time each: most integration time is waiting on brokers
+## and timers, so two files overlap well on two cores (tests/conftest.py groups the heavy production path).
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc

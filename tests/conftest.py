@@ -175,12 +175,31 @@ def _prebuild_production_parts() -> None:
             return
 
 
+# The slowest groups first, so `-n 2 --dist loadgroup` (make test) starts them at once instead of ending on them.
+_HEAVY_FIRST = ("production", "tests/test_scale_out.py", "tests/test_up_supervision.py", "tests/test_drift_calibration.py")
+
+
+def _group_for_xdist(items: list[pytest.Item]) -> None:
+    """One xdist group per test file (its module fixtures start once), and one for both production-path files.
+
+    The production path runs three Kafka brokers (JVMs), the Collector and several workers: its two files share a
+    group so they never run beside each other on two cores.
+    """
+    groups = {item.nodeid: "production" if item.get_closest_marker("production_path") else item.nodeid.split("::", 1)[0]
+              for item in items}  # fmt: skip
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    rank = {group: index for index, group in enumerate(_HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))  # stable: file order kept otherwise
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start building the collector and fetching Kafka's jars while the tests before the production path run.
 
     On a clean machine that takes minutes; in the background it overlaps the unit and embedded tests instead of
     adding to the suite. The build cache's file lock makes the fixture wait for this build rather than repeat it.
     """
+    _group_for_xdist(items)
     if config.option.collectonly or not any(item.get_closest_marker("production_path") for item in items):
         return
     thread = threading.Thread(target=_prebuild_production_parts, name="production-parts", daemon=True)
