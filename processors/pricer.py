@@ -14,9 +14,11 @@ Each call records which layer and entry priced it (`pricing_source`,
 tier (processors.deployment) and, when the span did not say where or how the
 call ran, the assumption the price rests on (`pricing_assumption`).
 
-Resolution is cached per (provider, models, deployment, tier, UTC day): a
-dated price change takes effect at a day boundary, so one resolution holds for
-the whole day; after that a call costs one dict lookup and integer arithmetic.
+Resolution is cached per (provider, models, UTC day) and, for providers whose
+price depends on where or how a call ran, per the span attributes that say it
+(processors.deployment): a dated price change takes effect at a day boundary,
+so one resolution holds for the whole day; after that a call costs one or two
+dict lookups and integer arithmetic. The cache is bounded (`_CACHE_MAX`).
 
 Price files change under a running worker: every `reload_interval_s` the
 pricer compares the files' mtimes and sizes and, when one changed, reloads
@@ -29,13 +31,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
+from processors.bounds import MAX_LABEL_CHARS
 from processors.deployment import TIER_ATTRIBUTES, deployment_of, is_located, service_tier_of, tier_said
 from processors.price_base import BaseMatch, BaseRates, BaseSnapshot
 from processors.pricing import PricingCatalog, PricingError, cost_pico
@@ -46,7 +49,11 @@ __all__ = ["Pricer", "Resolution", "PricerSources", "describe_changes"]
 log = logging.getLogger(__name__)
 
 _NS_PER_DAY: Final = 86_400 * 10**9
-_CACHE_MAX: Final = 100_000
+# Cache entries, both levels counted: far above the (provider, model, deployment, tier) variants
+# a worker sees in a day, and a bound on what spans with ever-new ids can make it hold (~20 MB).
+_CACHE_MAX: Final = 10_000
+# Cost = integer pico-USD times this (processors.pricing).
+_PICO_USD: Final = Decimal("1E-12")
 _EMPTY: Final[dict] = {}
 
 _REGION_PROVIDERS: Final = {
@@ -55,6 +62,7 @@ _REGION_PROVIDERS: Final = {
     "gcp.vertex_ai": "region not on span: global price",
 }
 _TIER_PROVIDERS: Final = frozenset({"openai"})
+_TIER_0, _TIER_1, _TIER_2, _TIER_3 = TIER_ATTRIBUTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +75,22 @@ class Resolution:
     tiers: tuple[tuple[int, object], ...]  # (above_input_tokens, rates), highest first
     assumption: str
 
-    def rates_for(self, input_tokens: int) -> object:
-        for threshold, rates in self.tiers:
-            if input_tokens > threshold:
-                return rates
-        return self.base
+
+# What the cache holds for a call: its pricing columns (region, tier, version, entry, source,
+# assumption), then the base rates (None: unpriced) and the long-context tiers (threshold, rates).
+_Outcome = tuple[str, str, str, str, str, str, object | None, tuple[tuple[int, object], ...]]
+
+
+@dataclass(slots=True)
+class _ByAttributes:
+    """Outcomes of one (provider, models, day) whose price also depends on span attributes.
+
+    `tier` (OpenAI): keyed by the four service-tier attributes of the span; else (Bedrock, Azure,
+    Vertex): by server.address and cloud.region of the span and of its resource.
+    """
+
+    tier: bool
+    outcomes: dict[tuple, _Outcome] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +155,8 @@ class Pricer:
         self.base = base
         self.sources = sources
         self.reload_interval_s = reload_interval_s
-        self._cache: dict[tuple, tuple[str, str, Resolution | None]] = {}
-        self._located: dict[str, bool] = {}
+        self._cache: dict[tuple, _Outcome | _ByAttributes] = {}
+        self._cached = 0
         self._version = base.version if base is not None else ""
         self._stats = self._stat_all()
         self._next_check = time.monotonic() + reload_interval_s if reload_interval_s > 0 else float("inf")
@@ -164,34 +183,59 @@ class Pricer:
         self._priced(call, attributes or _EMPTY, resource or _EMPTY)
 
     def _priced(self, call: LLMCall, attrs: dict, res: dict) -> None:
-        provider = call.provider
-        # The key holds the raw inputs of deployment_of / service_tier_of that matter for this
-        # provider, so a hit costs a few dict gets and one tuple hash.
-        located = self._located.get(provider)
-        if located is None:
-            located = self._located[provider] = is_located(provider)
-        if located:
-            key: tuple | None = (provider, call.response_model, call.request_model, call.ts_ns // _NS_PER_DAY,
-                                 attrs.get("server.address"), attrs.get("cloud.region"), res.get("cloud.region"))
-        elif provider in _TIER_PROVIDERS:
+        # The call's own fields (normalised, bounded) pick the entry; only for a provider whose
+        # price depends on where or how the call ran are span attributes read (see _ByAttributes).
+        key = (call.provider, call.response_model, call.request_model, call.ts_ns // _NS_PER_DAY)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._first_seen(key, call, attrs, res)
+        if found.__class__ is _ByAttributes:
             get = attrs.get
-            key = (provider, call.response_model, call.request_model, call.ts_ns // _NS_PER_DAY,
-                   get(TIER_ATTRIBUTES[0]), get(TIER_ATTRIBUTES[1]), get(TIER_ATTRIBUTES[2]), get(TIER_ATTRIBUTES[3]))
-        else:
-            key = (provider, call.response_model, call.request_model, call.ts_ns // _NS_PER_DAY)
-        try:
-            hit = self._cache.get(key)
-        except TypeError:  # an unhashable attribute value (a list): resolve without the cache
-            hit, key = None, None
-        if hit is None:
-            hit = self._resolve_call(call, attrs, res)
-            if key is not None:
-                if len(self._cache) >= _CACHE_MAX:
-                    self._cache.clear()
-                self._cache[key] = hit
-        self._apply(call, hit)
+            if found.tier:
+                values: tuple = (get(_TIER_0), get(_TIER_1), get(_TIER_2), get(_TIER_3))
+            else:  # deployment_of reads these from the span, else from its resource
+                values = (get("server.address"), get("cloud.region"), res.get("server.address"), res.get("cloud.region"))
+            try:
+                outcome = found.outcomes.get(values)
+            except TypeError:  # an unhashable attribute value (a list): resolved, not kept
+                outcome, values = None, None
+            found = outcome if outcome is not None else self._variant_seen(found, values, call, attrs, res)
+        self._apply(call, found)
 
-    def _resolve_call(self, call: LLMCall, attrs: dict, res: dict) -> tuple[str, str, Resolution | None]:
+    def _first_seen(self, key: tuple, call: LLMCall, attrs: dict, res: dict) -> _Outcome | _ByAttributes:
+        provider = call.provider
+        if provider in _TIER_PROVIDERS or is_located(provider):
+            found: _Outcome | _ByAttributes = _ByAttributes(tier=provider in _TIER_PROVIDERS)
+        else:
+            found = self._outcome(call, attrs, res)
+        self._remember(self._cache, key, found)
+        return found
+
+    def _variant_seen(self, table: _ByAttributes, values: tuple | None, call: LLMCall, attrs: dict, res: dict) -> _Outcome:
+        found = self._outcome(call, attrs, res)
+        # Only short strings are kept as keys: anything else is resolved again each time.
+        if values is not None and all(v is None or (v.__class__ is str and len(v) <= MAX_LABEL_CHARS) for v in values):
+            self._remember(table.outcomes, values, found)
+        return found
+
+    def _remember(self, table: dict, key: tuple, found: _Outcome | _ByAttributes) -> None:
+        """Store one cache entry; at _CACHE_MAX entries (both levels counted) the whole cache starts over."""
+        if self._cached >= _CACHE_MAX:
+            self._cache.clear()
+            self._cached = 0
+        table[key] = found
+        self._cached += 1
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._cached = 0
+
+    @property
+    def cached(self) -> int:
+        """Entries in the cache (resolutions, and per-model tables of deployment / tier variants)."""
+        return self._cached
+
+    def _outcome(self, call: LLMCall, attrs: dict, res: dict) -> _Outcome:
         provider = call.provider
         region = deployment_of(provider, call.request_model, attrs, res) if call.request_model else ""
         if not region and call.response_model:
@@ -199,29 +243,36 @@ class Pricer:
         tier = service_tier_of(provider, attrs)
         known_tier = provider not in _TIER_PROVIDERS or tier_said(attrs)
         day_ns = call.ts_ns - call.ts_ns % _NS_PER_DAY
-        return region, tier, self.resolve(provider, (call.response_model, call.request_model), region, tier, known_tier, day_ns)
+        resolution = self.resolve(provider, (call.response_model, call.request_model), region, tier, known_tier, day_ns)
+        return self._outcome_of(region, tier, resolution)
+
+    def _outcome_of(self, region: str, tier: str, resolution: Resolution | None) -> _Outcome:
+        if resolution is None:
+            return (region, tier, self._version, "", "", "", None, ())
+        return (region, tier, self._version, resolution.entry, resolution.source, resolution.assumption, resolution.base, resolution.tiers)
 
     def price_stored(self, call: LLMCall, region: str, tier: str) -> None:
         """Price a call read back from llm_calls, whose deployment key and tier were stored with it."""
         day_ns = call.ts_ns - call.ts_ns % _NS_PER_DAY
         resolution = self.resolve(call.provider, (call.response_model, call.request_model), region, tier, True, day_ns)
-        self._apply(call, (region, tier, resolution))
+        self._apply(call, self._outcome_of(region, tier, resolution))
 
-    def _apply(self, call: LLMCall, hit: tuple[str, str, Resolution | None]) -> None:
-        """Set a call's cost and pricing columns from its (region, tier, resolution)."""
-        call.pricing_region, call.service_tier, resolution = hit
-        call.pricing_version = self._version
-        if resolution is None:
+    @staticmethod
+    def _apply(call: LLMCall, found: _Outcome) -> None:
+        """Set a call's pricing columns and its exact cost from its outcome."""
+        (call.pricing_region, call.service_tier, call.pricing_version, call.pricing_entry, call.pricing_source,
+         call.pricing_assumption, rates, tiers) = found
+        if rates is None:
             call.cost = None
-            call.pricing_entry = call.pricing_source = call.pricing_assumption = ""
             return
-        rates = resolution.rates_for(call.input_tokens) if resolution.tiers else resolution.base
-        call.cost = Decimal(
-            cost_pico(rates, call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
-        ).scaleb(-12)
-        call.pricing_entry = resolution.entry
-        call.pricing_source = resolution.source
-        call.pricing_assumption = resolution.assumption
+        input_tokens = call.input_tokens
+        if tiers:
+            for threshold, tier_rates in tiers:  # highest first
+                if input_tokens > threshold:
+                    rates = tier_rates
+                    break
+        pico = cost_pico(rates, input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
+        call.cost = _PICO_USD * pico  # exact: an int times 1E-12 (what Decimal(pico).scaleb(-12) gives, in one step)
 
     def resolve(
         self, provider: str, models: Sequence[str], region: str = "", tier: str = "", known_tier: bool = True, at_ns: int = 0
@@ -326,7 +377,7 @@ class Pricer:
         changes = describe_changes(self.catalog, self.base, catalog, base)
         self.catalog, self.base = catalog, base
         self._version = base.version
-        self._cache.clear()
+        self.clear_cache()
         log.warning("pricing reloaded: %s", "; ".join(changes) if changes else "no entry changed")
         return True
 

@@ -64,6 +64,7 @@ DEFAULT_CATALOG: Final = "catalog.yaml"  # inside the schemas.pricing package
 _NS_PER_DAY: Final = 86_400 * 10**9
 _PRICE_RE: Final = re.compile(r"^\d+(\.\d{1,6})?$")
 _FAR_FUTURE_NS: Final = 2**63 - 1
+_MATCH_CACHE_MAX: Final = 10_000  # (provider, model id) pairs whose matching entries are kept
 
 # Bedrock ids: optional cross-region inference prefix, vendor prefix, version suffix.
 _BEDROCK_REGION_RE: Final = re.compile(r"^(?:us|eu|apac|ap|global|us-gov|jp|au|ca)\.")
@@ -471,6 +472,8 @@ class PricingCatalog:
                 ranked.append(((*rule.rank[:4], *max(hits), rule.rank[4]), rule))
         ranked.sort(key=lambda item: item[0], reverse=True)
         result = tuple(rule for _, rule in ranked)
+        if len(self._cache) >= _MATCH_CACHE_MAX:  # keyed by model ids off the wire: bounded
+            self._cache.clear()
         self._cache[key] = result
         return result
 

@@ -439,3 +439,66 @@ def test_batch_tier_is_half_price_and_an_unknown_tier_day_is_flagged(pricer: Pri
     early = _call("openai", model, mix, int(datetime(2025, 11, 15, tzinfo=timezone.utc).timestamp()) * 10**9)
     pricer.price(early, {"openai.response.service_tier": "batch"}, {})
     assert early.cost == (mix[0] * inp + mix[1] * out) / M and "no batch price in the base" in early.pricing_assumption
+
+
+# -- the cache: a cached call is priced as an uncached one, and the cache stays bounded --------------------
+
+_COLUMNS = ("cost", "pricing_entry", "pricing_source", "pricing_version", "pricing_region", "service_tier", "pricing_assumption")
+HAIKU_35 = "anthropic.claude-3-5-haiku-20241022-v1:0"
+EU_HOST = "bedrock-runtime.eu-west-1.amazonaws.com"
+# One (provider, model, day) each, priced under different span attributes and resources.
+VARIANTS = [
+    ("aws.bedrock", HAIKU_35, {}, {}),
+    ("aws.bedrock", HAIKU_35, {"server.address": EU_HOST}, {}),
+    ("aws.bedrock", HAIKU_35, {}, {"server.address": EU_HOST}),  # deployment_of falls back to the resource
+    ("aws.bedrock", HAIKU_35, {}, {"cloud.region": "us-gov-west-1"}),
+    ("aws.bedrock", HAIKU_35, {"server.address": ["not", "a", "host"]}, {}),  # unhashable: resolved, not cached
+    ("aws.bedrock", HAIKU_35, {"server.address": "bedrock-runtime." + "x" * 5_000 + ".amazonaws.com"}, {}),  # over the label bound
+    ("openai", "gpt-5", {}, {}),
+    ("openai", "gpt-5", {"openai.response.service_tier": "flex"}, {}),
+    ("openai", "gpt-5", {"openai.request.service_tier": "priority"}, {}),
+    ("openai", "gpt-5", {"openai.response.service_tier": "default", "openai.request.service_tier": "priority"}, {}),
+    ("openai", "gpt-5", {"openai.response.service_tier": 3}, {}),
+    ("gcp.vertex_ai", "claude-haiku-4-5@20251001", {"server.address": "aiplatform.googleapis.com"}, {}),
+    ("gcp.vertex_ai", "claude-haiku-4-5@20251001", {}, {"server.address": "asia-southeast1-aiplatform.googleapis.com"}),
+    ("anthropic", "claude-haiku-4-5-20251001", {"server.address": "api.anthropic.com"}, {}),
+]
+
+
+def _columns(call: LLMCall) -> tuple:
+    return tuple(getattr(call, name) for name in _COLUMNS)
+
+
+def test_a_cached_call_is_priced_as_an_uncached_one() -> None:
+    uncached = Pricer.load(PricerSources())
+    shared = Pricer.load(PricerSources())
+    mix = (50_000, 2_000, 10_000, 0)
+    for provider, model, attrs, resource in VARIANTS * 3:  # every variant also meets a cache filled by the others
+        expected = _call(provider, model, mix)
+        uncached.clear_cache()
+        uncached.price(expected, attrs, resource)
+        got = _call(provider, model, mix)
+        shared.price(got, attrs, resource)
+        assert _columns(got) == _columns(expected), (provider, model, attrs, resource)
+    regions = {}
+    for provider, model, attrs, resource in VARIANTS[:4]:
+        call = _call(provider, model, mix)
+        shared.price(call, attrs, resource)
+        regions[call.pricing_region] = call.cost
+    assert set(regions) == {"", "aws:eu-west-1", "aws:us-gov-west-1"}  # the resource's host is not the span's ''
+    # 4 (provider, model, day) entries; kept variants: 4 Bedrock, 4 OpenAI (the int tier is not kept), 2 Vertex.
+    assert shared.cached == 4 + 4 + 4 + 2
+
+
+def test_the_cache_is_bounded_and_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    import processors.pricer as pricer_module
+
+    monkeypatch.setattr(pricer_module, "_CACHE_MAX", 20)
+    pricer = Pricer.load(PricerSources())
+    most = 0
+    for n in range(60):
+        call = _call("aws.bedrock", HAIKU_35, (1_000_000, 0, 0, 0))
+        pricer.price(call, {"cloud.region": f"eu-test-{n}"}, {})
+        assert call.pricing_region == f"aws:eu-test-{n}" and call.cost is not None
+        most = max(most, pricer.cached)
+    assert most == 20 and pricer.cached < 20
