@@ -1,0 +1,125 @@
+"""CPU time of pricing one LLM call as the worker does it: `Pricer.enrich(span, call)` in steady state.
+
+The worker prices each call right after normalising it (processors.pipeline.CallStages.calls_from,
+enricher from processors.stages). This measures that one step on calls decoded and normalised the
+way the worker does it, from two mixes:
+
+- `loadgen`: the spans `bench_pipeline.py` sends (`llmops.loadgen`: OpenAI, Anthropic, Gemini,
+  embeddings, an unpriced self-hosted model; errors included), decoded by processors.decode;
+- `shapes`: the 15 call shapes of `bench_pricing.py` (OpenAI service tiers, Bedrock profiles and
+  regional endpoints, Vertex, Azure data zones, ...), as OTel GenAI spans.
+
+Each pass runs the enricher over every call of a mix once; the cache is warm (one untimed pass
+first), as in a running worker. `noop_us` is the same loop with an enricher that does nothing: the
+loop's own share. Run it from each tree under comparison (same script, `PYTHONPATH` = that tree);
+a tree from before the layered pricer (`PricingCatalog.enrich`) is measured too.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_pricer.py [--spans 30000] [--repeat 7] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench_pipeline import capture_loadgen  # the same directory: benchmarks run as scripts
+from bench_pricing import CALLS
+from processors.decode import decode_request
+from processors.normalize import NormalizeOptions, normalize_call
+from processors.pipeline import may_be_llm_call
+from processors.records import LLMCall, SpanView
+
+Pairs = list[tuple[SpanView, LLMCall]]
+
+
+def loadgen_pairs(spans: int, seed: int) -> Pairs:
+    spans_out = [span for body in capture_loadgen(spans, seed) for span in decode_request(body, keep=may_be_llm_call).spans]
+    return _normalised(spans_out)
+
+
+def shape_pairs(n: int, seed: int) -> Pairs:
+    rng = random.Random(seed)
+    resource = {"service.name": "svc", "telemetry.sdk.language": "python"}
+    day0 = 1_763_000_000 * 10**9
+    spans = []
+    for i in range(n):
+        provider, model, extra = rng.choice(CALLS)
+        start = day0 + rng.randrange(3 * 86_400) * 10**9
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": model,
+                 "gen_ai.response.model": model, "gen_ai.usage.input_tokens": rng.randint(100, 20_000),
+                 "gen_ai.usage.output_tokens": rng.randint(10, 2_000), "gen_ai.usage.cache_read.input_tokens": rng.randint(0, 90),
+                 **extra}  # fmt: skip
+        spans.append(SpanView(trace_id="0af7651916cd43dd8448eb211c80319c", span_id=f"{i + 1:016x}", parent_span_id="", name="chat",
+                              kind=3, start_ns=start, end_ns=start + 10**9, status_code=0, status_message="", attributes=attrs,
+                              resource=resource))  # fmt: skip
+    return _normalised(spans)
+
+
+def _normalised(spans: Sequence[SpanView]) -> Pairs:
+    options = NormalizeOptions()
+    return [(span, call) for span in spans if (call := normalize_call(span, options)) is not None]
+
+
+def worker_enricher() -> Callable[[SpanView, LLMCall], None]:
+    """The enricher the worker builds (processors.stages), on the packaged prices."""
+    try:
+        from processors.pricer import Pricer, PricerSources
+    except ImportError:  # a tree from before the layered pricer: the catalog priced calls itself
+        from processors.pricing import PricingCatalog
+
+        return PricingCatalog.load([]).enrich
+    return Pricer.load(PricerSources()).enrich
+
+
+def cpu_per_call(enrich: Callable[[SpanView, LLMCall], None], pairs: Pairs, repeat: int) -> float:
+    """Best-of-`repeat` CPU seconds per call, after one untimed pass (warm caches)."""
+    for span, call in pairs:
+        enrich(span, call)
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        for span, call in pairs:
+            enrich(span, call)
+        best = min(best, time.process_time() - start)
+    return best / len(pairs)
+
+
+def _noop(span: SpanView, call: LLMCall) -> None:
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=30_000, help="loadgen spans to capture (~1 LLM call per 2.9 spans)")
+    parser.add_argument("--shape-calls", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--output", type=Path, help="also write the result as JSON here")
+    args = parser.parse_args()
+    mixes = {"loadgen": loadgen_pairs(args.spans, args.seed), "shapes": shape_pairs(args.shape_calls, args.seed)}
+    tree = Path(__file__).resolve().parents[1]
+    code = os.environ.get("PYTHONPATH", str(tree)).split(os.pathsep)[0]
+    commit = subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result: dict[str, object] = {"code": code, "commit": commit, "repeat": args.repeat,
+                                 "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
+    for name, pairs in mixes.items():
+        enrich = worker_enricher()
+        priced = cpu_per_call(enrich, pairs, args.repeat)
+        noop = cpu_per_call(_noop, pairs, args.repeat)
+        result[name] = {"calls": len(pairs), "priced": sum(call.cost is not None for _, call in pairs),
+                        "enrich_us": round(priced * 1e6, 3), "noop_us": round(noop * 1e6, 3)}  # fmt: skip
+    result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
