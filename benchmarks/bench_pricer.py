@@ -11,8 +11,11 @@ way the worker does it, from two mixes:
 
 Each pass runs the enricher over every call of a mix once; the cache is warm (one untimed pass
 first), as in a running worker. `noop_us` is the same loop with an enricher that does nothing: the
-loop's own share. Run it from each tree under comparison (same script, `PYTHONPATH` = that tree);
-a tree from before the layered pricer (`PricingCatalog.enrich`) is measured too.
+loop's own share. `stage_us` and `normalize_us` time normalisation with and without the enricher
+per call, as the worker interleaves them (the pricer's data no longer sits alone in the CPU cache):
+their difference is pricing's share of the per-call stage. Run it from each tree under comparison
+(same script, `PYTHONPATH` = that tree); a tree from before the layered pricer
+(`PricingCatalog.enrich`) is measured too.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_pricer.py [--spans 30000] [--repeat 7] [--output FILE]
 """
@@ -94,6 +97,26 @@ def _noop(span: SpanView, call: LLMCall) -> None:
     return None
 
 
+def stage_per_call(enrich: Callable[[SpanView, LLMCall], None], pairs: Pairs, repeat: int) -> float:
+    """Best-of-`repeat` CPU seconds per call of normalise-then-enrich (the worker's per-call stage)."""
+    spans = [span for span, _ in pairs]
+    options = NormalizeOptions()
+
+    def run() -> None:
+        for span in spans:
+            call = normalize_call(span, options)
+            if call is not None:
+                enrich(span, call)
+
+    run()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        run()
+        best = min(best, time.process_time() - start)
+    return best / len(pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=30_000, help="loadgen spans to capture (~1 LLM call per 2.9 spans)")
@@ -112,8 +135,11 @@ def main() -> None:
         enrich = worker_enricher()
         priced = cpu_per_call(enrich, pairs, args.repeat)
         noop = cpu_per_call(_noop, pairs, args.repeat)
+        stage = stage_per_call(enrich, pairs, args.repeat)
+        normalize = stage_per_call(_noop, pairs, args.repeat)
         result[name] = {"calls": len(pairs), "priced": sum(call.cost is not None for _, call in pairs),
-                        "enrich_us": round(priced * 1e6, 3), "noop_us": round(noop * 1e6, 3)}  # fmt: skip
+                        "enrich_us": round(priced * 1e6, 3), "noop_us": round(noop * 1e6, 3),
+                        "stage_us": round(stage * 1e6, 3), "normalize_us": round(normalize * 1e6, 3)}  # fmt: skip
     result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     text = json.dumps(result, indent=2)
     print(text)
