@@ -19,6 +19,13 @@ their difference is pricing's share of the per-call stage. Run it from each tree
 (`PricingCatalog.enrich`) is measured too.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_pricer.py [--spans 30000] [--repeat 25] [--output FILE]
+
+CPU time on a shared machine moves by more than the trees differ; instructions do not. With
+`--passes N` the script only runs N enrich passes over both mixes (no timing), so the difference of
+
+    perf stat -e instructions:u -x, <python> benchmarks/bench_pricer.py --passes 20   (and --passes 0)
+
+divided by 20 x the calls of both mixes is the instructions per priced call.
 """
 
 from __future__ import annotations
@@ -137,8 +144,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=25)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--passes", type=int, help="only run this many enrich passes over both mixes (for perf stat)")
     args = parser.parse_args()
     mixes = {"loadgen": loadgen_pairs(args.spans, args.seed), "shapes": shape_pairs(args.shape_calls, args.seed)}
+    if args.passes is not None:
+        for pairs in mixes.values():
+            enrich = worker_enricher()
+            for _ in range(args.passes + 1):  # the first pass fills the cache
+                for span, call in pairs:
+                    enrich(span, call)
+        print(json.dumps({"calls": {name: len(pairs) for name, pairs in mixes.items()}, "passes": args.passes}))
+        return
     tree = Path(__file__).resolve().parents[1]
     code = os.environ.get("PYTHONPATH", str(tree)).split(os.pathsep)[0]
     commit = subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
