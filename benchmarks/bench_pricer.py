@@ -15,36 +15,38 @@ running worker. `noop_us` is the same loop with an enricher that does nothing: t
 loop's own share. `stage_us` and `normalize_us` time normalisation with and without the enricher
 per call, as the worker interleaves them (the pricer's data no longer sits alone in the CPU cache):
 their difference is pricing's share of the per-call stage. Run it from each tree under comparison
-(same script, `PYTHONPATH` = that tree); a tree from before the layered pricer
-(`PricingCatalog.enrich`) is measured too.
+(same script, `PYTHONPATH` = that tree, which must have processors.pricer).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_pricer.py [--spans 30000] [--repeat 25] [--output FILE]
 
 CPU time on a shared machine moves by more than the trees differ; instructions do not. With
-`--passes N` the script only runs N enrich passes over both mixes (no timing), so the difference of
+`--passes N` the script only runs N enrich passes over the mixes (no timing), so the difference of
 
-    perf stat -e instructions:u -x, <python> benchmarks/bench_pricer.py --passes 20   (and --passes 0)
+    valgrind --tool=cachegrind --cache-sim=no <python> benchmarks/bench_pricer.py --spans 0 --shape-calls 2000 --passes 50
+    (and --passes 0)
 
-divided by 20 x the calls of both mixes is the instructions per priced call.
+in instructions (`I refs`), divided by 50 x 2000, is the instructions per priced call.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench_pipeline import capture_loadgen  # the same directory: benchmarks run as scripts
-from bench_pricing import CALLS
+# The code under test first, from PYTHONPATH: bench_pipeline puts its own tree first on sys.path,
+# and only packages not imported yet would come from there (the loadgen does: the same for all trees).
 from processors.decode import decode_request
 from processors.normalize import NormalizeOptions, normalize_call
 from processors.pipeline import may_be_llm_call
 from processors.records import LLMCall, SpanView
+
+from bench_pipeline import capture_loadgen  # noqa: E402 - the same directory: benchmarks run as scripts
+from bench_pricing import CALLS  # noqa: E402
 
 Pairs = list[tuple[SpanView, LLMCall]]
 
@@ -79,12 +81,8 @@ def _normalised(spans: Sequence[SpanView]) -> Pairs:
 
 def worker_enricher() -> Callable[[SpanView, LLMCall], None]:
     """The enricher the worker builds (processors.stages), on the packaged prices."""
-    try:
-        from processors.pricer import Pricer, PricerSources
-    except ImportError:  # a tree from before the layered pricer: the catalog priced calls itself
-        from processors.pricing import PricingCatalog
+    from processors.pricer import Pricer, PricerSources
 
-        return PricingCatalog.load([]).enrich
     return Pricer.load(PricerSources()).enrich
 
 
@@ -146,7 +144,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write the result as JSON here")
     parser.add_argument("--passes", type=int, help="only run this many enrich passes over both mixes (for perf stat)")
     args = parser.parse_args()
-    mixes = {"loadgen": loadgen_pairs(args.spans, args.seed), "shapes": shape_pairs(args.shape_calls, args.seed)}
+    mixes = {"shapes": shape_pairs(args.shape_calls, args.seed)}
+    if args.spans:  # --spans 0: no loadgen capture (its threads make the instruction count vary by ~1%)
+        mixes = {"loadgen": loadgen_pairs(args.spans, args.seed), **mixes}
     if args.passes is not None:
         for pairs in mixes.values():
             enrich = worker_enricher()
@@ -155,9 +155,10 @@ def main() -> None:
                     enrich(span, call)
         print(json.dumps({"calls": {name: len(pairs) for name, pairs in mixes.items()}, "passes": args.passes}))
         return
-    tree = Path(__file__).resolve().parents[1]
-    code = os.environ.get("PYTHONPATH", str(tree)).split(os.pathsep)[0]
-    commit = subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    import processors
+
+    code = str(Path(processors.__file__).resolve().parents[1])
+    commit = subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     result: dict[str, object] = {"code": code, "commit": commit, "repeat": args.repeat,
                                  "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
     for name, pairs in mixes.items():
