@@ -12,14 +12,18 @@ empty in every timed pass. Prints µs per attribute and the hit rate.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from bench_pipeline import capture_loadgen  # the same directory: benchmarks run as scripts
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks run as scripts
+
+from benchmarks.bench_pipeline import capture_loadgen
 from processors.decode import parse_record, parse_request
 from processors.otlp_values import KeyValueCache, attributes_dict
 from processors.pipeline import may_be_llm_call
@@ -37,7 +41,7 @@ def unique_values_payload(spans: int) -> list[bytes]:
     return [request.SerializeToString()]
 
 
-def best_of(repeat: int, run: Callable[[], None]) -> float:
+def best_of(repeat: int, run: Callable[[], object]) -> float:
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
@@ -63,7 +67,7 @@ def measure(name: str, bodies: list[bytes], repeat: int) -> None:
 
     before = best_of(repeat, lambda: [attributes_dict(a) for a in full_attrs])
     after = best_of(repeat, cached)
-    distinct = len(set(b for a in raw_attrs for b in a))
+    distinct = len({b for a in raw_attrs for b in a})
     print(f"{name}: {len(keep):,} LLM spans, {attributes:,} attributes, {distinct:,} distinct encodings "
           f"(hit rate at most {1 - distinct / attributes:.0%}; cache holds {len(caches[-1]):,})")  # fmt: skip
     print(f"  attributes_dict on parsed KeyValues  {1e6 * before / attributes:6.2f} µs/attribute")

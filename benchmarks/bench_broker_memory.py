@@ -112,9 +112,9 @@ def main() -> None:
     before = sample()
     senders = [
         subprocess.Popen([sys.executable, "-m", "llmops", "loadgen", "--endpoint", f"http://127.0.0.1:{http}", "--count", str(args.count),
-                          "--seed", str(seed), "--json", "--quiet"], env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+                          "--seed", str(seed), "--json", "--quiet"], env=env, stdout=subprocess.PIPE, text=True)
         for seed in range(args.senders)
-    ]
+    ]  # fmt: skip
     flood_start = time.monotonic()
     while any(s.poll() is None for s in senders):
         sample()

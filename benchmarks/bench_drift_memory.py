@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processors.drift.stream import DriftStageConfig, DriftTracker  # noqa: E402
+from processors.drift.stream import DriftStageConfig, DriftTracker
 
 WINDOW = 900
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1500, help="calls per key and window (above the reservoir size)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    words = "order refund shipping account policy delivery status help update details summary options".split()
+    words = ["order", "refund", "shipping", "account", "policy", "delivery", "status", "help", "update", "details", "summary", "options"]
     clock = [1_764_000_000.0]
     tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=0, idle_close_s=1e12), clock=lambda: clock[0])
     tracemalloc.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from typing import Any
 
 from processors.normalize import NormalizeOptions, normalize_call
 from processors.pricer import Pricer, PricerSources
@@ -32,6 +33,7 @@ def make_spans(n: int, seed: int = 7) -> list[SpanView]:
         provider, req, resp = rng.choice(MODELS)
         inp, out, cached = rng.randint(100, 20000), rng.randint(10, 2000), rng.randint(0, 90)
         kind = rng.random()
+        attrs: dict[str, Any]
         if kind < 0.4:
             attrs = rng.choice([
                 {"http.request.method": "POST", "url.full": "https://api/x", "http.response.status_code": 200,

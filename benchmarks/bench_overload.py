@@ -63,7 +63,7 @@ async def _sender(session: aiohttp.ClientSession, url: str, bodies: list[bytes],
                     i += 1
                 elif honor_retry_after:
                     await asyncio.sleep(min(float(response.headers.get("Retry-After", "1")), max(0.0, stop_at - time.monotonic())))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             outcome[type(exc).__name__] += 1
 
 
@@ -84,7 +84,7 @@ async def _sample(probe: LagProbe, pids: dict[str, int], samples: list[dict[str,
                         **{f"{name}_rss_mib": round(_rss_mib(pid), 1) for name, pid in pids.items()}})  # fmt: skip
         try:
             await asyncio.wait_for(until.wait(), 0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

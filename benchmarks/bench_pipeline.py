@@ -345,7 +345,7 @@ async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Se
         queue: asyncio.Queue[int] = asyncio.Queue()
         for index in range(len(bodies)):
             queue.put_nowait(index)
-        rss_samples: dict[str, int] = {name: 0 for name in pids}
+        rss_samples: dict[str, int] = dict.fromkeys(pids, 0)
 
         async def sender() -> None:
             while True:
@@ -424,7 +424,7 @@ async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Se
         # Threads that ended during the run are missing here, so the sum can be below cpu_s["worker"].
         "worker_cpu_s_by_thread": {name: round(cpu - worker_threads0.get(name, 0.0), 2)
                                    for name, cpu in sorted(worker_threads1.items(), key=lambda kv: -kv[1])
-                                   if cpu - worker_threads0.get(name, 0.0) >= 0.05},  # fmt: skip
+                                   if cpu - worker_threads0.get(name, 0.0) >= 0.05},
         "host_cpu_busy_share": (host1[0] - host0[0]) / max(1, host1[1] - host0[1]),
         "loadavg_before": load0,
         "loadavg_after": load1,
@@ -520,37 +520,37 @@ def replay_stages(bodies: Sequence[bytes], batch_records: int, chdb_dir: Path) -
 def _table(result: dict[str, Any]) -> str:
     live, ceiling, replay = result["live"], result["ceiling"], result["replay"]
     lines = [
-        f"payload: {result['payload']['spans']:,} spans in {result['payload']['requests']:,} requests, "
-        f"{result['payload']['bytes_per_span']:.0f} B/span on the wire, {result['payload']['llm_spans']:,} LLM calls",
-        f"load average before/after: {live['loadavg_before'][0]:.2f} / {live['loadavg_after'][0]:.2f}; "
-        f"host CPU busy during run {100 * live['host_cpu_busy_share']:.0f}% of {os.cpu_count()} cores",
+        (f"payload: {result['payload']['spans']:,} spans in {result['payload']['requests']:,} requests, "
+        f"{result['payload']['bytes_per_span']:.0f} B/span on the wire, {result['payload']['llm_spans']:,} LLM calls"),
+        (f"load average before/after: {live['loadavg_before'][0]:.2f} / {live['loadavg_after'][0]:.2f}; "
+        f"host CPU busy during run {100 * live['host_cpu_busy_share']:.0f}% of {os.cpu_count()} cores"),
         "",
         f"{'stage':<44}{'rate':>16}  source",
         f"{'end to end (first request -> last row)':<44}{live['e2e_spans_per_s']:>12,.0f} sp/s  live",
-        f"{'receiver accept':<44}{live['accept_spans_per_s']:>12,.0f} sp/s  live (client side; "
-        f"{live['accept_requests_per_s']:,.0f} req/s, {live['accept_mb_per_s']:.0f} MB/s)",
+        (f"{'receiver accept':<44}{live['accept_spans_per_s']:>12,.0f} sp/s  live (client side; "
+        f"{live['accept_requests_per_s']:,.0f} req/s, {live['accept_mb_per_s']:.0f} MB/s)"),
         f"{'protobuf ParseFromString (ceiling)':<44}{ceiling['spans_per_s']:>12,.0f} sp/s  in-process",
         f"{'decode_request (parse, check, flatten LLM spans)':<44}{replay['spans_per_s']['decode']:>12,.0f} sp/s  in-process",
         f"{'parse + decode_parsed (normalise + enrich)':<44}{replay['spans_per_s']['decode_normalise']:>12,.0f} sp/s  in-process",
         f"{'build_tables (llm_calls rows + aggregates)':<44}{replay['spans_per_s']['build_tables']:>12,.0f} sp/s  in-process",
-        f"{'drift payloads (tally + sieve + encode)':<44}{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process"
-        f" ({replay['drift_calls_sent']:,} of {replay['drift_calls_tallied']:,} calls sent)",
+        (f"{'drift payloads (tally + sieve + encode)':<44}{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process"
+        f" ({replay['drift_calls_sent']:,} of {replay['drift_calls_tallied']:,} calls sent)"),
     ]
     for table, rate in replay["insert_rows_per_s"].items():
         lines.append(f"{'ClickHouse insert ' + table:<44}{rate:>12,.0f} rows/s in-process ({replay['insert_rows'][table]:,} rows)")
     lines += [
         f"{'worker stages serially (sum of the above)':<44}{replay['serial_worker_spans_per_s']:>12,.0f} sp/s  in-process",
         "",
-        f"end to end / ceiling: {result['e2e_over_ceiling']:.3f}   target 30,000 sp/s: "
+        (f"end to end / ceiling: {result['e2e_over_ceiling']:.3f}   target 30,000 sp/s: "
         f"{'met' if live['e2e_spans_per_s'] >= 30_000 else 'NOT met'}   goal 100,000 sp/s: "
-        f"{'met' if live['e2e_spans_per_s'] >= 100_000 else 'not met'}",
+        f"{'met' if live['e2e_spans_per_s'] >= 100_000 else 'not met'}"),
         "peak RSS (VmHWM): " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in live["peak_rss_mib"].items())
         + f"  (limit 1024 MiB each: {'ok' if max(live['peak_rss_mib'].values()) <= 1024 else 'EXCEEDED'})",
         "CPU seconds during the run: " + ", ".join(f"{k} {v:.1f}" for k, v in live["cpu_s"].items())
         + f"  (wall {live['e2e_s']:.1f} s)",
         "worker CPU seconds by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in live["worker_cpu_s_by_thread"].items()),
-        f"request latency p50 {live['request_latency_ms']['p50']:.0f} ms, p99 {live['request_latency_ms']['p99']:.0f} ms; "
-        f"429/503 retries {live['http_retries']}; stored llm_calls {live['stored_llm_calls']:,} (replay found {replay['llm_calls']:,})",
+        (f"request latency p50 {live['request_latency_ms']['p50']:.0f} ms, p99 {live['request_latency_ms']['p99']:.0f} ms; "
+        f"429/503 retries {live['http_retries']}; stored llm_calls {live['stored_llm_calls']:,} (replay found {replay['llm_calls']:,})"),
     ]
     return "\n".join(lines)
 

@@ -18,17 +18,19 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import clickhouse_connect
+from clickhouse_connect.driver.client import Client
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import median_seconds  # noqa: E402
+from benchmarks.timing import median_seconds
 
-from processors.latency import metric_rows  # noqa: E402
-from processors.sketch import GroupedSketches  # noqa: E402
+from processors.latency import metric_rows
+from processors.sketch import GroupedSketches
 
 MIGRATION = Path(__file__).resolve().parents[1] / "schemas" / "migrations" / "003_llm_latency_1m.sql"
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -39,19 +41,19 @@ def bench_update(rng: np.random.Generator) -> list[tuple[str, str, str]]:
     for size, groups in ((10_000, 150), (100_000, 150), (1_000_000, 3_000)):
         values = rng.lognormal(np.log(400.0), 0.9, size)
         ids = rng.integers(0, groups, size)
-        t = median_seconds(lambda: GroupedSketches.from_batch(ids, values, groups), repeat=max(3, 2_000_000 // size))
+        t = median_seconds(partial(GroupedSketches.from_batch, ids, values, groups), repeat=max(3, 2_000_000 // size))
         out.append((f"from_batch  {size:>9,} values, {groups:>5} groups", f"{size / t / 1e6:8.1f} M values/s", f"{t * 1e3:8.2f} ms"))
     for size, keys in ((10_000, 50), (100_000, 50)):
         values = rng.lognormal(np.log(400.0), 0.9, size)
         windows = T0 + 60 * rng.integers(0, 3, size)
         key_ids = rng.integers(0, keys, size)
         names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", f"model{k // 10}", "chat") for k in range(keys)]
-        t = median_seconds(lambda: metric_rows(windows, key_ids, names, "ttft_ms", values), repeat=max(3, 1_000_000 // size))
+        t = median_seconds(partial(metric_rows, windows, key_ids, names, "ttft_ms", values), repeat=max(3, 1_000_000 // size))
         out.append((f"metric_rows {size:>9,} values, {keys:>5} keys x 3 min", f"{size / t / 1e6:8.1f} M values/s", f"{t * 1e3:8.2f} ms"))
     return out
 
 
-def load(client, rng: np.random.Generator, days: int, keys: int) -> tuple[int, int, float]:
+def load(client: Client, rng: np.random.Generator, days: int, keys: int) -> tuple[int, int, float]:
     names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", f"model{k // 10}", "chat") for k in range(keys)]
     medians = rng.uniform(150.0, 1500.0, keys)
     rows_total = buckets_total = 0
@@ -63,14 +65,14 @@ def load(client, rng: np.random.Generator, days: int, keys: int) -> tuple[int, i
         cell_key = np.repeat(np.tile(np.arange(keys), 1440), per_cell)
         values = rng.lognormal(np.log(medians[cell_key]), 0.6)
         rows = metric_rows(cell_window, cell_key, names, "ttft_ms", values)
-        client.insert("llm_latency_1m", rows.column_data(), column_names=list(rows.column_names), column_oriented=True)
+        client.insert("llm_latency_1m", rows.column_data(), column_names=list(rows.column_names), column_oriented=True)  # type: ignore[arg-type]  # clickhouse-connect inserts numpy columns; its annotation says Sequence
         rows_total += len(rows)
         buckets_total += sum(len(m) for m in rows.columns["sketch"])
         print(f"  loaded day {day + 1}/{days}: {rows_total:,} rows, {time.perf_counter() - started:6.1f} s", flush=True)
     return rows_total, buckets_total, time.perf_counter() - started
 
 
-def bench_query(client, days: int) -> list[tuple[str, str, str]]:
+def bench_query(client: Client, days: int) -> list[tuple[str, str, str]]:
     lo, hi = "2026-01-01 00:00:00", f"2026-01-{1 + days:02d} 00:00:00"
     queries = {
         "per model (5 groups)": (
@@ -96,7 +98,7 @@ def bench_query(client, days: int) -> list[tuple[str, str, str]]:
         start = time.perf_counter()
         client.query(sql)
         first = time.perf_counter() - start
-        warm = median_seconds(lambda: client.query(sql), repeat=5)
+        warm = median_seconds(partial(client.query, sql), repeat=5)
         out.append((f"query {name}", f"first {first * 1e3:7.0f} ms", f"median {warm * 1e3:7.0f} ms"))
     return out
 

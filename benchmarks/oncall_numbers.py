@@ -68,7 +68,7 @@ def _drift_events(decoded: list[Any], make_tracker: Any) -> list[tuple]:
     clock = [START_NS / 1e9]
     tracker = make_tracker(lambda: clock[0])
     sender = DriftSender(900, sample_size=1000, max_windows=8)
-    pairs = sorted(((c, s) for r in decoded for c, s in zip(r.calls, r.call_spans)), key=lambda p: p[0].ts_ns)
+    pairs = sorted(((c, s) for r in decoded for c, s in zip(r.calls, r.call_spans, strict=True)), key=lambda p: p[0].ts_ns)
     events: list[tuple] = []
     batch_ns = 2 * 10**9
     i = 0
@@ -77,16 +77,16 @@ def _drift_events(decoded: list[Any], make_tracker: Any) -> list[tuple]:
         j = i
         while j < len(pairs) and pairs[j][0].ts_ns < end:
             j += 1
-        calls, spans = zip(*pairs[i:j])
+        calls, spans = zip(*pairs[i:j], strict=True)
         for _, value in sender.payloads(list(calls), list(spans)):
             record = decode_payload(value)
             tracker.add(record.service, record.calls, record.tallies)
         clock[0] = end / 1e9 + 2
         _, changes = tracker.close()
-        events += list(zip(*changes.columns))
+        events += list(zip(*changes.columns, strict=True))
         i = j
     clock[0] += 3600
-    events += list(zip(*tracker.close()[1].columns))
+    events += list(zip(*tracker.close()[1].columns, strict=True))
     return events
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 
 from processors.deployment import deployment_of
-from processors.price_base import BaseSnapshot
+from processors.price_base import BaseMatch, BaseSnapshot
 from processors.pricer import Pricer, PricerSources
 from processors.pricing import PricingCatalog
 
@@ -44,7 +44,7 @@ PROVIDERS = {
     "cohere_chat": "cohere",
 }
 ROOT = Path(__file__).resolve().parents[1]
-AT_NS = int(datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp()) * 10**9
+AT_NS = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp()) * 10**9
 
 
 def _micro(per_token: float | None) -> int | None:
@@ -95,23 +95,17 @@ def main() -> None:
                 counter[f"{name}_agree"] += 1
     base = BaseSnapshot.packaged()
     token_models = priced_own = 0
-    for provider in base.providers:
-        for model in provider.models:
-            if BaseSnapshot.rates(_match(provider.id, model), datetime(2026, 12, 1, tzinfo=timezone.utc), {}) is None:
+    for base_provider in base.providers:
+        for base_model in base_provider.models:
+            if BaseSnapshot.rates(BaseMatch(base_provider.id, base_model, True), datetime(2026, 12, 1, tzinfo=UTC), {}) is None:
                 continue
             token_models += 1
-            if new.resolve(provider.id, (model.id,), "", "", True, AT_NS - AT_NS % (86_400 * 10**9)) is not None:
+            if new.resolve(base_provider.id, (base_model.id,), "", "", True, AT_NS - AT_NS % (86_400 * 10**9)) is not None:
                 priced_own += 1
     result = {"litellm_chat_models": counts["models"], **{k: v for k, v in counts.items() if k != "models"},
               "by_provider": {p: dict(c) for p, c in sorted(by_provider.items())},
               "base_token_priced_models": token_models, "base_models_priced_by_layers": priced_own, "base": base.version}
     print(json.dumps(result, indent=None if not args.json else 2))
-
-
-def _match(provider_id: str, model: object):  # type: ignore[no-untyped-def]
-    from processors.price_base import BaseMatch
-
-    return BaseMatch(provider_id, model, True)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

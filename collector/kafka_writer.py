@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -74,7 +74,7 @@ class KafkaWriter:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in values]
 
-        def on_delivery(fut: asyncio.Future) -> object:
+        def on_delivery(fut: asyncio.Future) -> Callable[[KafkaError | None, object], None]:
             def callback(err: KafkaError | None, _msg: object) -> None:
                 loop.call_soon_threadsafe(_settle, fut, err)
 
@@ -83,7 +83,7 @@ class KafkaWriter:
         self._inflight += size  # counted from the start: a request waiting for room holds its place
         try:
             deadline = loop.time() + self._delivery_timeout_s
-            for index, (value, fut) in enumerate(zip(values, futures)):
+            for index, (value, fut) in enumerate(zip(values, futures, strict=True)):
                 while True:
                     try:
                         self._producer.produce(self._topic, value=value, on_delivery=on_delivery(fut))

@@ -32,7 +32,7 @@ import grpc
 from aiohttp import hdrs, web
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
 from collector.kafka_writer import DeliveryFailed, KafkaWriter, QueueFull
 from collector.lag import LagGate
@@ -119,7 +119,7 @@ class OtlpReceiver:
         if lag is not None:
             raise _Busy(f"workers are {lag} Kafka records behind (limit {self._lag_gate.max_records}), retry later")
 
-    async def _accept(self, wire: bytes, parsed) -> None:  # type: ignore[no-untyped-def]
+    async def _accept(self, wire: bytes, parsed: ExportTraceServiceRequest) -> None:
         try:
             records = split_into_records(parsed, self._settings.max_record_bytes, wire)
         except TooLarge as exc:
@@ -182,7 +182,7 @@ class OtlpReceiver:
         except QueueFull as exc:
             self.stats.reject("backpressure")
             return _status_response(429, f"pipeline is busy, retry later: {exc}", content_type, retry_after=1)
-        except (DeliveryFailed, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeliveryFailed) as exc:
             self.stats.reject("kafka_unavailable")
             return _status_response(503, f"Kafka did not acknowledge: {exc}", content_type, retry_after=2)
         response = ExportTraceServiceResponse()
@@ -192,7 +192,8 @@ class OtlpReceiver:
 
     # -- gRPC -----------------------------------------------------------
     async def _grpc_export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        metadata = {key: value for key, value in (context.invocation_metadata() or ())}
+        # Pairs, last one wins; dict() would read a grpc.aio.Metadata as a mapping (first value of a repeated key).
+        metadata = {key: value for key, value in (context.invocation_metadata() or ())}  # noqa: C416
         if not self._authorized(metadata.get("authorization")):
             self.stats.reject("unauthenticated")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -217,7 +218,7 @@ class OtlpReceiver:
         except QueueFull as exc:
             self.stats.reject("backpressure")
             await _abort_retryable(context, f"pipeline is busy, retry later: {exc}", 1)
-        except (DeliveryFailed, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeliveryFailed) as exc:
             self.stats.reject("kafka_unavailable")
             await _abort_retryable(context, f"Kafka did not acknowledge: {exc}", 2)
         return ExportTraceServiceResponse().SerializeToString()
@@ -238,7 +239,7 @@ class OtlpReceiver:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, self._settings.http_port, ssl_context=tls)
         await site.start()
-        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.http_port = self._runner.addresses[0][1]  # (host, port, ...) of the bound socket: the port when 0 was asked
 
         limit = self._settings.max_request_bytes + 1024
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])

@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     drift = commands.add_parser("drift", help="Drift stage controls.")
     drift_commands = drift.add_subparsers(dest="drift_command", required=True, metavar="SUBCOMMAND")
     pin = drift_commands.add_parser("pin", help="Freeze a key's current reference (its last 24 h) for future windows.")
-    _add_settings_flags(pin, _READER + [("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)])
+    _add_settings_flags(pin, [*_READER, ("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)])
     pin.add_argument("--service", required=True, help="service.name of the key.")
     pin.add_argument("--model", required=True, help="Response model of the key.")
     pin.add_argument("--prompt-name", default="", help="Prompt name of the key.")

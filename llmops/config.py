@@ -77,7 +77,7 @@ class KafkaSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _heartbeat_below_session(self) -> "KafkaSettings":
+    def _heartbeat_below_session(self) -> KafkaSettings:
         if self.consumer_heartbeat_interval_s >= self.consumer_session_timeout_s:
             raise ValueError("heartbeat_interval_s must be below session_timeout_s")
         return self
@@ -137,7 +137,7 @@ class ReceiverSettings(_Section):
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> "ReceiverSettings":
+    def _tls_pair(self) -> ReceiverSettings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("set both receiver.tls_cert_file and receiver.tls_key_file, or neither")
         if any(not token.get_secret_value() for token in self.bearer_tokens):

@@ -20,7 +20,7 @@ def _rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str,
             rows.extend(_rows(annotation, f"{dotted}."))
             continue
         env = "LLMOPS_" + "__".join(part.upper() for part in dotted.split("."))
-        default = field.default if field.default_factory is None else field.default_factory()
+        default = field.get_default(call_default_factory=True, validated_data={})
         rows.append((dotted, env, "unset" if default is None else str(default), field.description or ""))
     return rows
 

@@ -31,7 +31,7 @@ def _render(key: tuple[str, ...]) -> str:
 def existing_keys(settings: Settings) -> list[tuple[str, str, str, str]]:
     reader = open_reader(settings)
     try:
-        return [tuple(row) for row in reader.query(_KEYS_SQL).result_rows]  # type: ignore[misc]
+        return [tuple(row) for row in reader.query(_KEYS_SQL).result_rows]
     finally:
         close_reader(reader)
 

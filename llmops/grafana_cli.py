@@ -10,7 +10,7 @@ __all__ = ["DEFAULT_ROOT", "add_cli"]
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "dashboards"
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """`llmops grafana sync [--url] [--token] [--root] [--dry-run]`."""
     grafana = subparsers.add_parser("grafana", help="Work with a running Grafana.")
     commands = grafana.add_subparsers(dest="grafana_command", required=True, metavar="COMMAND")

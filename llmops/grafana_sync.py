@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,7 +178,7 @@ def _contains(current: Any, wanted: Any) -> bool:
     if isinstance(wanted, dict):
         return isinstance(current, dict) and all(_contains(current.get(k), v) for k, v in wanted.items())
     if isinstance(wanted, list):
-        return isinstance(current, list) and len(current) == len(wanted) and all(_contains(c, w) for c, w in zip(current, wanted))
+        return isinstance(current, list) and len(current) == len(wanted) and all(_contains(c, w) for c, w in zip(current, wanted, strict=True))
     return current == wanted
 
 
@@ -207,12 +208,12 @@ class _Syncer:
 
     def datasources(self) -> None:
         for ds in self.tree.datasources:
-            current = self._get(lambda: self.api.datasource.get_datasource_by_uid(ds["uid"]))
+            current = self._get(partial(self.api.datasource.get_datasource_by_uid, ds["uid"]))
             public = {k: v for k, v in ds.items() if k != "secureJsonData"}
             if current is None:
-                self._record("datasource", ds["uid"], "create", lambda: self.api.datasource.create_datasource(ds))
+                self._record("datasource", ds["uid"], "create", partial(self.api.datasource.create_datasource, ds))
             elif _differs(public, current):
-                self._record("datasource", ds["uid"], "update", lambda: self.api.datasource.update_datasource_by_uid(ds["uid"], ds))
+                self._record("datasource", ds["uid"], "update", partial(self.api.datasource.update_datasource_by_uid, ds["uid"], ds))
             else:
                 self._record("datasource", ds["uid"], "unchanged", lambda: None)
 
@@ -230,7 +231,7 @@ class _Syncer:
         for dash in self.tree.dashboards:
             uid = dash["uid"]
             content = {k: v for k, v in dash.items() if k not in ("id", "version")}  # Grafana owns both
-            current = self._get(lambda: self.api.dashboard.get_dashboard(uid))
+            current = self._get(partial(self.api.dashboard.get_dashboard, uid))
             body = {"dashboard": {**content, "id": None}, "folderUid": self.tree.folder_uid, "overwrite": True,
                     "message": "llmops grafana sync"}
             if current is None:
@@ -239,25 +240,25 @@ class _Syncer:
                 action = "update"
             else:
                 action = "unchanged"
-            self._record("dashboard", uid, action, lambda: self.api.dashboard.update_dashboard(body))
+            self._record("dashboard", uid, action, partial(self.api.dashboard.update_dashboard, body))
 
     def alert_rules(self) -> None:
         provisioning = self.api.alertingprovisioning
         for group in self.tree.rule_groups:
             for rule in group["rules"]:
                 uid = rule["uid"]
-                current = self._get(lambda: provisioning.get_alertrule(uid))
+                current = self._get(partial(provisioning.get_alertrule, uid))
                 if current is None:
-                    self._record("alert-rule", uid, "create", lambda: provisioning.create_alertrule(rule))
+                    self._record("alert-rule", uid, "create", partial(provisioning.create_alertrule, rule))
                 elif _differs(rule, current):
-                    self._record("alert-rule", uid, "update", lambda: provisioning.update_alertrule(uid, rule))
+                    self._record("alert-rule", uid, "update", partial(provisioning.update_alertrule, uid, rule))
                 else:
                     self._record("alert-rule", uid, "unchanged", lambda: None)
             name = group["title"]
-            current_group = self._get(lambda: provisioning.get_rule_group(self.tree.folder_uid, name))
+            current_group = self._get(partial(provisioning.get_rule_group, self.tree.folder_uid, name))
             if current_group is not None and current_group.get("interval") != group["interval"]:
                 body = {**current_group, "interval": group["interval"]}
-                self._record("rule-group", name, "update", lambda: provisioning.update_rule_group(self.tree.folder_uid, name, body))
+                self._record("rule-group", name, "update", partial(provisioning.update_rule_group, self.tree.folder_uid, name, body))
             else:
                 self._record("rule-group", name, "unchanged", lambda: None)
 
@@ -268,9 +269,9 @@ class _Syncer:
             uid = point["uid"]
             current = existing.get(uid)
             if current is None:
-                self._record("contact-point", uid, "create", lambda: provisioning.create_contactpoint(point))
+                self._record("contact-point", uid, "create", partial(provisioning.create_contactpoint, point))
             elif _differs(point, current):
-                self._record("contact-point", uid, "update", lambda: provisioning.update_contactpoint(uid, point))
+                self._record("contact-point", uid, "update", partial(provisioning.update_contactpoint, uid, point))
             else:
                 self._record("contact-point", uid, "unchanged", lambda: None)
 

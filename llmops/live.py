@@ -98,7 +98,7 @@ def _decimal(text: Any) -> Decimal:
 def read_snapshot(client: Any, previous: Snapshot | None = None) -> Snapshot:
     """One consistent-enough read of the store; rates are the difference to `previous`."""
     result = client.query(_TOTALS)
-    row = dict(zip(result.column_names, result.result_rows[0]))
+    row = dict(zip(result.column_names, result.result_rows[0], strict=True))
     top = [(m or "?", None if c is None else Decimal(str(c)), int(n)) for m, c, n in client.query(_TOP_MODELS).result_rows]
     requested = [(m, int(c), int(e), int(i), int(o)) for m, c, e, i, o in client.query(SUMMARY_QUERY).result_rows]
     now = time.monotonic()

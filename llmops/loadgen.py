@@ -59,11 +59,7 @@ _LAG_NS = 60_000_000_000  # default timelines end this far behind the wall clock
 _ERROR_SHARE = 0.02
 _ERROR_TYPES = (("RateLimitError", 0.5), ("InternalServerError", 0.3), ("APITimeoutError", 0.2))
 _REFUSAL = "I'm sorry, but I can't help with that request."
-_WORDS = (
-    "your order ticket refund account shipping policy item payment delivery update status "
-    "please check the details below we can help with this request thanks for waiting "
-    "here is a summary of options available today you may also review settings and history"
-).split()
+_WORDS = ["your", "order", "ticket", "refund", "account", "shipping", "policy", "item", "payment", "delivery", "update", "status", "please", "check", "the", "details", "below", "we", "can", "help", "with", "this", "request", "thanks", "for", "waiting", "here", "is", "a", "summary", "of", "options", "available", "today", "you", "may", "also", "review", "settings", "and", "history"]
 _TOKENS_PER_CONTENT_WORD = 13  # content is a scaled-down stand-in for the answer, keeping spans small
 
 
@@ -744,7 +740,7 @@ def _table(title: str, rows: dict[str, UsageTotals]) -> list[str]:
     body = [[name, *(f"{getattr(t, c):,}" for c in _COLUMNS)] for name, t in rows.items()]
     head = [title, *_HEADERS]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in [head, *body]]
+    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in [head, *body]]
 
 
 def _iso(ns: int) -> str:
@@ -755,9 +751,9 @@ def render_summary(summary: LoadgenSummary) -> str:
     """Compact text report: totals, a table per model and per service, and the drift, if any."""
     rate = summary.calls_sent / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
     lines = [
-        f"{summary.calls_sent:,}/{summary.calls_planned:,} LLM calls, {summary.spans_sent:,} spans sent, "
+        (f"{summary.calls_sent:,}/{summary.calls_planned:,} LLM calls, {summary.spans_sent:,} spans sent, "
         f"{summary.spans_acknowledged:,} acknowledged, {summary.spans_failed:,} failed "
-        f"in {summary.elapsed_s:.2f} s ({rate:,.0f} calls/s) -> {summary.protocol} {summary.endpoint}",
+        f"in {summary.elapsed_s:.2f} s ({rate:,.0f} calls/s) -> {summary.protocol} {summary.endpoint}"),
         f"event time {_iso(summary.first_call_ns)} .. {_iso(summary.last_call_ns)}, scenario {summary.scenario}, seed {summary.seed}",
         "",
         *_table("model", summary.by_model),
@@ -767,6 +763,6 @@ def render_summary(summary: LoadgenSummary) -> str:
     if summary.drift is not None:
         d = summary.drift
         where = f"call {d.switch_call_index} ({_iso(d.switch_time_ns)})" if d.switch_call_index >= 0 else "no call after the midpoint"
-        lines += ["", f"drift: {d.service} / {d.model} / {d.prompt_name}: {d.from_version} -> {d.to_version} at {where}, "
-                      f"{d.calls_before} calls before, {d.calls_after} after"]
+        lines += ["", (f"drift: {d.service} / {d.model} / {d.prompt_name}: {d.from_version} -> {d.to_version} at {where}, "
+                      f"{d.calls_before} calls before, {d.calls_after} after")]
     return "\n".join(lines)

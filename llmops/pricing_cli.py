@@ -10,10 +10,11 @@ import json
 import os
 import tempfile
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from llmops.config import Settings
 
@@ -84,10 +85,10 @@ def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: li
     check.add_argument("--region", default="", help="Deployment key, e.g. aws:us-gov, azure:eu, gcp:us-east5.")
     check.add_argument("--tier", default="", help="Service tier: flex, priority, batch (default: standard).")
     unpriced = sub.add_parser("unpriced", help="Models seen without a price, with their token volumes.")
-    add_flags(unpriced, common + [("--sql-port", "sql.port", int)])
+    add_flags(unpriced, [*common, ("--sql-port", "sql.port", int)])
     unpriced.add_argument("--json", action="store_true", help="Print JSON.")
     coverage = sub.add_parser("coverage", help="Share of stored calls and tokens priced, by source and provider; unpriced models by tokens.")
-    add_flags(coverage, common + [("--sql-port", "sql.port", int)])
+    add_flags(coverage, [*common, ("--sql-port", "sql.port", int)])
     coverage.add_argument("--since", default="1970-01-01", help="Only calls at or after this UTC time (ISO 8601).")
     coverage.add_argument("--json", action="store_true", help="Print JSON.")
     update = sub.add_parser("update", help="Refresh the base price snapshot from a genai-prices data JSON file or URL (explicit; workers never fetch).")
@@ -135,7 +136,7 @@ def _pricer(settings: Settings) -> Any:
 def pricing_check(settings: Settings, args: argparse.Namespace) -> str:
     from processors.normalize import normalize_provider
 
-    when = _since(args.at, "check") if args.at else datetime.now(timezone.utc)
+    when = _since(args.at, "check") if args.at else datetime.now(UTC)
     provider = normalize_provider(args.provider) if args.provider else ""
     pricer = _pricer(settings)
     lines = [pricer.catalog.check(args.model, provider, when, args.region, args.tier.lower()).render(conclusion=False)]
@@ -152,8 +153,8 @@ def pricing_check(settings: Settings, args: argparse.Namespace) -> str:
             return format(Decimal(micro).scaleb(-6).normalize(), "f")
 
         lines.append(
-            f"  -> {resolution.source}: {resolution.entry} (input {usd(rates.input)}, output {usd(rates.output)}, "  # type: ignore[attr-defined]
-            f"cache_read {usd(rates.cache_read)}, cache_write {usd(rates.cache_write)} USD/1M tokens"  # type: ignore[attr-defined]
+            f"  -> {resolution.source}: {resolution.entry} (input {usd(rates.input)}, output {usd(rates.output)}, "
+            f"cache_read {usd(rates.cache_read)}, cache_write {usd(rates.cache_write)} USD/1M tokens"
             + (f"; {len(resolution.tiers)} long-context tier(s)" if resolution.tiers else "")
             + f"; base snapshot {pricer.version})"
         )
@@ -167,7 +168,7 @@ def pricing_unpriced(settings: Settings, as_json: bool) -> str:
     from llmops.store import open_reader
 
     result = open_reader(settings).query(UNPRICED_SQL)
-    rows = [dict(zip(result.column_names, row)) for row in result.result_rows]
+    rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
     if as_json:
         return json.dumps(rows, indent=2, default=str)
     if not rows:
@@ -183,8 +184,8 @@ def pricing_coverage(settings: Settings, since: str, as_json: bool) -> str:
     client = open_reader(settings)
     by_source = client.query(COVERAGE_SQL, parameters={"since": start})
     unpriced = client.query(UNPRICED_BY_TOKENS_SQL, parameters={"since": start})
-    sources = [dict(zip(by_source.column_names, row)) for row in by_source.result_rows]
-    models = [dict(zip(unpriced.column_names, row)) for row in unpriced.result_rows]
+    sources = [dict(zip(by_source.column_names, row, strict=True)) for row in by_source.result_rows]
+    models = [dict(zip(unpriced.column_names, row, strict=True)) for row in unpriced.result_rows]
     calls = sum(r["calls"] for r in sources)
     tokens = sum(r["tokens"] for r in sources)
     priced_calls = sum(r["calls"] for r in sources if r["source"] != "unpriced")
@@ -208,7 +209,7 @@ def pricing_coverage(settings: Settings, since: str, as_json: bool) -> str:
 
 def _since(text: str, command: str) -> datetime:
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
         raise SystemExit(f"llmops pricing {command}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00)") from None
 

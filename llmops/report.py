@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from typing import Any
 
@@ -86,11 +86,11 @@ REPORT_QUERIES: dict[str, str] = {
 
 def _rows(client: Client, sql: str) -> list[dict[str, Any]]:
     result = client.query(sql)
-    return [dict(zip(result.column_names, row)) for row in result.result_rows]
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
 def build_report(client: Client) -> dict[str, Any]:
-    report = {name: _rows(client, sql) for name, sql in REPORT_QUERIES.items()}
+    report: dict[str, Any] = {name: _rows(client, sql) for name, sql in REPORT_QUERIES.items()}
     report["totals"] = report["totals"][0] if report["totals"] else {}
     return report
 
@@ -110,7 +110,7 @@ def format_value(name: str, value: Any) -> str:
         return f"{value:,.1f}"
     if isinstance(value, datetime):
         if value.tzinfo is not None:  # the tables are UTC; naive values are UTC too
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat() + "Z"
     if isinstance(value, Decimal):
         return str(value)
@@ -123,8 +123,8 @@ def render_table(title: str, rows: list[dict[str, Any]]) -> str:
     headers = list(rows[0])
     cells = [[format_value(name, v) for name, v in row.items()] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = [title, "  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = [title, "  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines) + "\n"
 
 

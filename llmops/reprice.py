@@ -72,7 +72,7 @@ def _select_calls(client: Client, since: datetime, model: str | None) -> list[di
         f"FROM llm_calls WHERE {where}",
         parameters={"since": since, "model": model or ""},
     )
-    return [dict(zip(result.column_names, row)) for row in result.result_rows]
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
 def _reprice_rows(pricer: Pricer, rows: list[dict[str, Any]]) -> tuple[list[list[Any]], int, Decimal, Decimal]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
+from llmops.config import Settings
 from llmops.native_format import NativeTypeUnsupported, for_client_revision
 from llmops.sql_engine import LIMIT_SETTINGS, EngineBusy, QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
@@ -104,7 +105,7 @@ class SqlEndpoint:
         self.port: int | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> SqlEndpoint:  # type: ignore[no-untyped-def]
+    def from_settings(cls, settings: Settings) -> SqlEndpoint:
         """The endpoint `llmops.config.Settings` describe (its `sql` section, the store, the listen address)."""
         sql = settings.sql
         limits = QueryLimits(sql.max_execution_time_s, sql.max_result_rows, sql.max_result_bytes, sql.max_memory_usage)
@@ -128,8 +129,8 @@ class SqlEndpoint:
             context.load_cert_chain(str(self._tls[0]), str(self._tls[1]))
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=context)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        addresses = self._runner.addresses  # (host, port, ...) of the bound sockets: the port when 0 was asked
+        self.port = addresses[0][1] if addresses else self._port
         log.info("sql endpoint listening", extra={"host": self._host, "port": self.port, "tls": context is not None})
 
     async def stop(self) -> None:
@@ -176,8 +177,8 @@ class SqlEndpoint:
             return _error(36, "BAD_ARGUMENTS", "compress=1 (ClickHouse's block compression) is not served here: use HTTP compression "
                           "(enable_http_compression=1 with Accept-Encoding: gzip)", query_id)  # fmt: skip
         if request.method == "POST" and request.can_read_body:
-            body = (await request.read()).decode("utf-8", errors="replace")
-            sql = f"{sql}\n{body}" if sql else body
+            posted = (await request.read()).decode("utf-8", errors="replace")
+            sql = f"{sql}\n{posted}" if sql else posted
         database = params.get("database") or request.headers.get("X-ClickHouse-Database") or self._database
         if database != self._database:
             return _error(497, "ACCESS_DENIED", f"Database {database} is not served here: only {self._database}", query_id)

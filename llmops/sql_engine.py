@@ -76,7 +76,7 @@ class QueryLimits:
             "http_max_tries": "1",
         }
 
-    def tightened(self, requested: Mapping[str, float]) -> "QueryLimits":
+    def tightened(self, requested: Mapping[str, float]) -> QueryLimits:
         """These limits, lowered where `requested` (setting name -> positive value) asks for less; never raised.
         Whole-number settings are rounded down, so a fraction cannot round up past what was asked."""
         changes: dict[str, float | int] = {}

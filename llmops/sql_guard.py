@@ -86,14 +86,14 @@ class QueryGuard:
         if not sql.strip():
             raise QueryRefused("Empty query.", 62, "SYNTAX_ERROR")
         canonical = self._engine(run, "SELECT formatQuery({q:String})", sql).decode().strip()
-        for keyword, kind in (("DESCRIBE TABLE", "describe"), ("EXISTS TABLE", "exists")):
+        for keyword, table_kind in (("DESCRIBE TABLE", "describe"), ("EXISTS TABLE", "exists")):
             if canonical.startswith(keyword) and canonical[len(keyword) : len(keyword) + 1].isspace():
                 probe = "SELECT * FROM " + canonical[len(keyword) :].lstrip()
                 tree = self._tree(run, probe)
                 selects = tree.get("list_of_selects", {}).get("children", [])
                 if tree.get("type") != "SelectWithUnionQuery" or len(selects) != 1 or len(selects[0].get("tables", {}).get("children", [])) != 1:
                     raise QueryRefused(f"{keyword} takes one table.")
-                return CheckedQuery(canonical, kind, self._check_statement(tree))
+                return CheckedQuery(canonical, table_kind, self._check_statement(tree))
         tree = self._tree(run, canonical)
         kind = {"SelectWithUnionQuery": "select", "ShowTablesQuery": "show", "ShowColumnsQuery": "show", "ExplainQuery": "explain"}.get(
             str(tree.get("type"))

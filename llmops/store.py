@@ -14,6 +14,7 @@ from __future__ import annotations
 import ssl
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -62,8 +63,8 @@ def served_store(host: str, port: int, timeout_s: float = 5.0, *, tls_ca: Path |
 
 def _endpoint_client(settings: Settings, host: str, port: int) -> Client:
     sql = settings.sql
-    credentials = {"username": sql.user, "password": sql.password.get_secret_value()} if sql.password is not None else {}
-    tls = {"interface": "https", "ca_cert": str(sql.tls_cert_file)} if sql.tls_cert_file is not None else {}
+    credentials: dict[str, Any] = {"username": sql.user, "password": sql.password.get_secret_value()} if sql.password is not None else {}
+    tls: dict[str, Any] = {"interface": "https", "ca_cert": str(sql.tls_cert_file)} if sql.tls_cert_file is not None else {}
     return clickhouse_connect.get_client(
         host=host, port=port, database=settings.clickhouse.database, compress=False, autogenerate_session_id=False,
         **credentials, **tls,

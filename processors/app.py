@@ -31,6 +31,7 @@ from sinks.clickhouse.client import connect
 from sinks.clickhouse.errors import SinkError
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
+from datetime import UTC
 
 __all__ = ["create_app", "EXIT_SINK_FAILED"]
 
@@ -139,15 +140,16 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         log.info(
             "worker stopping",
             extra={"records": stats.records, "spans": stats.spans, "calls": stats.calls, "dead_lettered": stats.dead_lettered,
-                   "already_stored_records": stats.skipped_records, "rows_written": sink.rows_written},  # fmt: skip
-        )
+                   "already_stored_records": stats.skipped_records, "rows_written": sink.rows_written},
+        )  # fmt: skip
 
-    @app.on_partitions_assigned.connect
+    # faust types a handler as (sender, *args, signal=..., **kwargs); it sends the partitions as the one positional argument.
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         sink.forget_fences()
         topic_ids.forget()
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as on_partitions_assigned above
     async def _revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         """Commit what this worker stored of the partitions it gives up, before the group moves them.
 
@@ -161,7 +163,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         if not offsets:
             return
         try:
-            committed = await app.consumer._commit(offsets)  # faust's own path to the consumer thread's commit
+            # faust's own path to the consumer thread's commit; private, so not on the ConsumerT interface
+            committed = await app.consumer._commit(offsets)  # type: ignore[attr-defined]
         except Exception as exc:  # the group moved on without us: the next owner reads them again
             committed = False
             log.debug("commit at revocation failed", exc_info=exc)
@@ -207,16 +210,18 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
 def _add_budget_timer(app: faust.App, settings: Settings, client: Any, sink: ClickHouseSink) -> None:
     """Recompute budget status on a timer; a failed round is logged and retried next round."""
     import asyncio
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from processors.budget_monitor import compute_status
     from processors.budgets import budget_status_rows, load_budgets
 
-    budgets = load_budgets(settings.processor.budgets_file)  # fail fast at start-up on a bad file
+    budgets_file = settings.processor.budgets_file
+    assert budgets_file is not None, "added only when a budgets file is set"
+    budgets = load_budgets(budgets_file)  # fail fast at start-up on a bad file
 
     @app.timer(settings.processor.budget_interval_s)
     async def _budget_status() -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             statuses = await asyncio.to_thread(compute_status, client, budgets, now)
             await asyncio.to_thread(sink.write, budget_status_rows(statuses), f"budget_status:{now.isoformat()}")

@@ -88,7 +88,8 @@ class BatchHandler:
         self._sink = sink
         self._stages = stages
         self._dead_letter = dead_letter
-        self._drift_sender, self._publish_drift = drift if drift is not None else (None, None)
+        self._drift_sender: DriftSender | None = drift[0] if drift is not None else None
+        self._publish_drift: Publish | None = drift[1] if drift is not None else None
         self.stats = HandlerStats()
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
@@ -163,4 +164,4 @@ class BatchHandler:
 def _unstored(rows: TableRows, fence: dict[str, int]) -> TableRows:
     sources = rows.column("_ingest_source")
     offsets = rows.column("_ingest_offset")
-    return rows.select([i for i, (s, o) in enumerate(zip(sources, offsets)) if o > fence.get(s, -1)])
+    return rows.select([i for i, (s, o) in enumerate(zip(sources, offsets, strict=True)) if o > fence.get(s, -1)])

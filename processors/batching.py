@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 __all__ = ["take_batches"]
 
 
-async def take_batches(stream: Any, max_records: int, max_wait_s: float) -> AsyncIterator[list[Any]]:
+async def take_batches(stream: Any, max_records: int, max_wait_s: float) -> AsyncGenerator[list[Any], None]:
     """Lists of at most `max_records` events, in stream order; each event holds one extra reference."""
     loop = asyncio.get_running_loop()
     waiting: deque[tuple[float, Any]] = deque()  # (arrival time, event)
@@ -61,7 +61,7 @@ async def take_batches(stream: Any, max_records: int, max_wait_s: float) -> Asyn
                 arrived.clear()
                 try:
                     await asyncio.wait_for(arrived.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             if reader.done():
                 # The stream stopped (shutdown, rebalance) or failed. As with take_events, what still

@@ -164,7 +164,8 @@ def amount(value: Any) -> Decimal:
     if result < 0 or result.adjusted() > 12 or result > MAX_COST_USD:
         raise BadValue(f"cost {show(value)} outside 0..10**12")
     # The column is Decimal(38, 12): digits beyond 12 places cannot be stored.
-    return result.quantize(_PICO) if result.as_tuple().exponent < -12 else result
+    exponent = result.as_tuple().exponent  # an int: result is finite here
+    return result.quantize(_PICO) if isinstance(exponent, int) and exponent < -12 else result
 
 
 def time_in_range(ns: int) -> bool:

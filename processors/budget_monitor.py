@@ -7,7 +7,7 @@ The worker runs `refresh` on a timer and writes the rows to `budget_status`
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
@@ -33,5 +33,5 @@ def current_spend(client: Client, budgets: BudgetsFile, now: datetime) -> dict[t
 
 
 def compute_status(client: Client, budgets: BudgetsFile, now: datetime | None = None) -> list[BudgetStatus]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return budget_status(budgets, current_spend(client, budgets, now), now)

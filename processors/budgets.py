@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -143,12 +143,12 @@ def period_bounds(period: Period, now: datetime) -> tuple[datetime, datetime]:
     """[start, end) of the UTC day or calendar month holding `now` (aware datetimes)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     if period == "day":
-        start = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+        start = datetime(now.year, now.month, now.day, tzinfo=UTC)
         return start, start + timedelta(days=1)
-    start = datetime(now.year, now.month, 1, tzinfo=timezone.utc)
-    end = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=timezone.utc)
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    end = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
     return start, end
 
 
@@ -185,7 +185,7 @@ def budget_status(
         for period, amount in budget.amounts():
             start, end = period_bounds(period, now)
             spent = spend.get((budget.id, period), Decimal(0))
-            elapsed = _micros(now.astimezone(timezone.utc) - start)
+            elapsed = _micros(now.astimezone(UTC) - start)
             total = _micros(end - start)
             projected = spent if elapsed <= 0 else (spent * total / elapsed)
             projected = projected.quantize(_Q12)
@@ -222,6 +222,6 @@ def budget_status_rows(statuses: Sequence[BudgetStatus]) -> TableRows:
     """Columnar rows for `budget_status` (delivery columns added by the caller)."""
     rows = TableRows("budget_status", list(BUDGET_STATUS_COLUMNS))
     for status in statuses:
-        for column, name in zip(rows.columns, BUDGET_STATUS_COLUMNS):
+        for column, name in zip(rows.columns, BUDGET_STATUS_COLUMNS, strict=True):
             column.append(getattr(status, name))
     return rows

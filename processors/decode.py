@@ -54,25 +54,25 @@ class DecodedRequest:
 SpanFilter = Callable[[Any], bool]
 
 
-def _parse(message_class: Any, payload: bytes) -> Any:
+def _parse(message_class: Any, payload: bytes | bytearray | memoryview) -> Any:
     try:
         return message_class.FromString(payload)
     except DecodeError as exc:
         raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: {exc}") from exc
 
 
-def parse_request(payload: bytes) -> ExportTraceServiceRequest:
+def parse_request(payload: bytes | bytearray | memoryview) -> ExportTraceServiceRequest:
     """Parse wire bytes; raise MalformedPayload with the parser's reason."""
     return _parse(ExportTraceServiceRequest, payload)
 
 
-def parse_record(payload: bytes) -> Any:
+def parse_record(payload: bytes | bytearray | memoryview) -> Any:
     """Wire bytes as a RawAttributesRequest. It does not look inside span attributes:
     `parse_request` is what tells a malformed record apart."""
     return _parse(RawAttributesRequest, payload)
 
 
-def parse_checked_record(payload: bytes) -> tuple[Any, int]:
+def parse_checked_record(payload: bytes | bytearray | memoryview) -> tuple[Any, int]:
     """(RawAttributesRequest, spans in it) for a record the full OTLP parse accepts: that parse
     checks every attribute of every span, so a malformed one makes the whole record poison."""
     full = parse_request(payload)

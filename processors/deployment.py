@@ -68,9 +68,9 @@ def deployment_of(provider: str, model: str, span_attrs: dict[str, Any], resourc
         path = _BEDROCK_PATH_RE.match(low)  # LiteLLM ids: bedrock/us-gov-west-1/anthropic....
         if path:
             return f"aws:{path.group(1)}"
-        host = _BEDROCK_HOST_RE.match(_attr(span_attrs, resource, "server.address"))
-        if host:
-            return f"aws:{host.group(1)}"
+        bedrock_host = _BEDROCK_HOST_RE.match(_attr(span_attrs, resource, "server.address"))
+        if bedrock_host:
+            return f"aws:{bedrock_host.group(1)}"
         region = _attr(span_attrs, resource, "cloud.region")
         return f"aws:{region}" if region else ""
     if provider.startswith("azure"):

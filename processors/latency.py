@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,7 @@ LATENCY_COLUMNS: tuple[str, ...] = (
 
 _WINDOW_S = 60
 _WINDOW_NS = _WINDOW_S * 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 # OTel GenAI semconv (experimental): seconds from request to first chunk of a streamed response.
@@ -90,17 +90,20 @@ FIRST_CHUNK_EVENTS: frozenset[str] = frozenset(
 )
 
 
+Column = Sequence[Any] | NDArray[Any]  # a list, or a numpy array where the values come from numpy
+
+
 @dataclass(frozen=True, slots=True)
 class LatencyRows:
     """Columnar rows for ``llm_latency_1m``: column name -> list or numpy array, same length each."""
 
-    columns: dict[str, Sequence[Any]]
+    columns: dict[str, Column]
     column_names: tuple[str, ...] = field(default=LATENCY_COLUMNS)
 
     def __len__(self) -> int:
         return len(self.columns[self.column_names[0]])
 
-    def column_data(self) -> list[Sequence[Any]]:
+    def column_data(self) -> list[Column]:
         """Columns in ``column_names`` order, for ``client.insert(..., column_oriented=True)``."""
         return [self.columns[name] for name in self.column_names]
 
@@ -114,7 +117,7 @@ class LatencyRows:
         nonempty = [p for p in parts if len(p)]
         if not nonempty:
             return cls.empty()
-        out: dict[str, Sequence[Any]] = {}
+        out: dict[str, Column] = {}
         for name in LATENCY_COLUMNS:
             cols = [p.columns[name] for p in nonempty]
             if all(isinstance(c, np.ndarray) for c in cols):
@@ -130,7 +133,7 @@ def window_start_s(ts_ns: ArrayLike) -> NDArray[np.int64]:
 
 
 def _utc(seconds: NDArray[np.int64]) -> list[datetime]:
-    cache = {s: datetime.fromtimestamp(s, tz=timezone.utc) for s in np.unique(seconds).tolist()}
+    cache = {s: datetime.fromtimestamp(s, tz=UTC) for s in np.unique(seconds).tolist()}
     return [cache[s] for s in seconds.tolist()]
 
 
@@ -176,7 +179,7 @@ def metric_rows(
     quantiles = np.clip(sketches.quantiles(ROW_QUANTILES), mins[:, None], maxs[:, None])
 
     key_of_row = (groups % len(keys)).tolist()
-    columns: dict[str, Sequence[Any]] = {"window_start": _utc(windows[groups // len(keys)])}
+    columns: dict[str, Column] = {"window_start": _utc(windows[groups // len(keys)])}
     for i, name in enumerate(KEY_COLUMNS):
         columns[name] = [keys[r][i] for r in key_of_row]
     columns["metric"] = [metric] * n
@@ -250,7 +253,7 @@ def _timestamp_ns(value: AttrValue) -> int | None:
             except ValueError:
                 return None
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+                parsed = parsed.replace(tzinfo=UTC)
             value = (parsed - _EPOCH) // _MICROSECOND * 1000
     if not isinstance(value, int) or not time_in_range(value):
         return None

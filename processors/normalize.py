@@ -42,7 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Final, Mapping
+from typing import Any, Final
+from collections.abc import Mapping
 
 from processors.bounds import MAX_LABEL_CHARS, MAX_TOKENS, TIME_MAX_NS, TIME_MIN_NS, BadValue, amount, label, show, token_count
 from processors.records import LLMCall, SpanView
@@ -451,18 +452,18 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
     try:
         input_tokens, output_tokens, total, cache_read, cache_write, reasoning = map(_tokens, token_values)
     except BadValue as exc:
-        first_bad = next(i for i, value in zip(_TOKEN_INDEXES, token_values) if not _valid_tokens(value))
+        first_bad = next(i for i, value in zip(_TOKEN_INDEXES, token_values, strict=True) if not _valid_tokens(value))
         raise BadValue(f"{_source(attrs, ordered[first_bad])}: {exc}") from None
     if input_raw is None and output_raw is not None:
         if total > output_tokens:
             input_tokens = total - output_tokens
-    elif output_raw is None and input_raw is not None:
-        if total > input_tokens:
-            output_tokens = total - input_tokens
-    if cache_read or cache_write:
-        if _input_excludes_cache(span, provider, opts) or input_tokens < cache_read + cache_write:
-            # Anthropic-style count (cache excluded): an inclusive count can never be smaller.
-            input_tokens += cache_read + cache_write
+    elif output_raw is None and input_raw is not None and total > input_tokens:
+        output_tokens = total - input_tokens
+    if (cache_read or cache_write) and (
+        _input_excludes_cache(span, provider, opts) or input_tokens < cache_read + cache_write
+    ):
+        # Anthropic-style count (cache excluded): an inclusive count can never be smaller.
+        input_tokens += cache_read + cache_write
     if reasoning > output_tokens:
         output_tokens += reasoning  # reasoning reported apart from output: fold it in
 

@@ -68,7 +68,7 @@ class KeyValueCache:
     (benchmarks/bench_attributes.py).
     """
 
-    __slots__ = ("_entries", "_max_entries", "_max_encoded_bytes")
+    __slots__ = ("_entries", "_max_encoded_bytes", "_max_entries")
 
     def __init__(self, max_entries: int = 32_768, max_encoded_bytes: int = 160) -> None:
         self._entries: dict[bytes, tuple[str, Any]] = {}

@@ -218,7 +218,7 @@ def _per_record(kept: Sequence[DecodedRecord], rows: TableRows, counts: list[int
     """Tag each row with its record's source and offset (`counts[i]` rows came from `kept[i]`)."""
     sources: list[str] = []
     offsets: list[int] = []
-    for item, count in zip(kept, counts):
+    for item, count in zip(kept, counts, strict=True):
         sources.extend([item.record.source] * count)
         offsets.extend([item.record.offset] * count)
     return _tag(rows, sources, offsets)
@@ -232,7 +232,7 @@ def problem_rows(kept: Sequence[DecodedRecord], now_ms: int) -> tuple[TableRows,
         for problem in item.problems:
             values = [now_ms, "span", problem.reason, problem.service, problem.trace_id, problem.span_id,
                       record.topic, record.partition, record.offset, 0, False]
-            for column, value in zip(rows.columns, values):
+            for column, value in zip(rows.columns, values, strict=True):
                 column.append(value)
         counts.append(len(item.problems))
     return rows, counts
@@ -244,7 +244,7 @@ def poison_rows(poison: Sequence[Poison], now_ms: int, stage: str = "decode") ->
     for item in poison:
         record = item.record
         values = [now_ms, stage, item.reason, "", "", "", record.topic, record.partition, record.offset, len(record.value), True]
-        for column, value in zip(rows.columns, values):
+        for column, value in zip(rows.columns, values, strict=True):
             column.append(value)
     return _tag(rows, [p.record.source for p in poison], [p.record.offset for p in poison])
 

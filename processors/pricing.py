@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, UTC
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from fractions import Fraction
@@ -266,7 +266,7 @@ def _applies(entry: PriceEntry, region: str, tier: str) -> bool:
 
 
 def _day_ns(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) * 10**9
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 10**9
 
 
 def _pattern_rank(pattern: str) -> tuple[int, int]:
@@ -493,11 +493,11 @@ class PricingCatalog:
     ) -> MatchExplanation:
         """Which entry prices `model` at `at` (default: now, UTC) and why the others do not."""
         if at is None:
-            when = datetime.now(timezone.utc)
+            when = datetime.now(UTC)
         elif isinstance(at, datetime):
-            when = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+            when = at if at.tzinfo else at.replace(tzinfo=UTC)
         else:
-            when = datetime(at.year, at.month, at.day, tzinfo=timezone.utc)
+            when = datetime(at.year, at.month, at.day, tzinfo=UTC)
         at_ns = int(when.timestamp()) * 10**9
         platform = normalize_provider(provider) if provider else ""
         candidates = self.candidates(model)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+import itertools
 
 __all__ = [
     "DEFAULT_RELATIVE_ACCURACY",
@@ -185,7 +186,7 @@ class Sketch:
 
     def to_map(self) -> dict[int, int]:
         """The ``Map(Int32, UInt64)`` value stored in ClickHouse."""
-        return dict(zip(self.keys.tolist(), self.counts.tolist()))
+        return dict(zip(self.keys.tolist(), self.counts.tolist(), strict=True))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sketch):
@@ -285,4 +286,4 @@ class GroupedSketches:
     def to_maps(self) -> list[dict[int, int]]:
         """One ``Map(Int32, UInt64)`` value per group, for the ``sketch`` column."""
         keys, counts, bounds = self.keys.tolist(), self.counts.tolist(), self.offsets.tolist()
-        return [dict(zip(keys[lo:hi], counts[lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return [dict(zip(keys[lo:hi], counts[lo:hi], strict=True)) for lo, hi in itertools.pairwise(bounds)]

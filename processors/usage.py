@@ -160,9 +160,9 @@ def usage_columns(calls: Sequence[LLMCall]) -> tuple[dict[str, list], list[str]]
     key_lists = [data[name] for name in USAGE_KEY_COLUMNS]
     value_lists = [data[name] for name in USAGE_VALUE_COLUMNS]
     for key, partial in partials.items():
-        for column, value in zip(key_lists, key):
+        for column, value in zip(key_lists, key, strict=True):
             column.append(value)
-        for column, name in zip(value_lists, USAGE_VALUE_COLUMNS):
+        for column, name in zip(value_lists, USAGE_VALUE_COLUMNS, strict=True):
             column.append(getattr(partial, name))
     return data, list(USAGE_COLUMNS)
 

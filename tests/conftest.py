@@ -82,8 +82,8 @@ class Stack:
         return env
 
     def start_worker(self) -> None:
-        self.worker = spawn_component("worker", self.env(), None)
-        wait_until(lambda: endpoint_alive("127.0.0.1", self.sql_port) or self.worker.poll() is not None, 90, "worker SQL endpoint")
+        worker = self.worker = spawn_component("worker", self.env(), None)
+        wait_until(lambda: endpoint_alive("127.0.0.1", self.sql_port) or worker.poll() is not None, 90, "worker SQL endpoint")
         assert self.worker.poll() is None, f"worker exited with {self.worker.returncode}"
 
     def start_receiver(self) -> None:
@@ -104,7 +104,7 @@ class Stack:
         stop_process(self.receiver)
         self.stop_worker()
 
-    def reader(self):  # type: ignore[no-untyped-def]
+    def reader(self):
         """clickhouse-connect's HTTP client against the worker's read-only endpoint, or the store itself once the worker stopped."""
         if self.worker is None:
             from sinks.clickhouse.client import connect

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 __all__ = [
     "ALL",
@@ -190,7 +190,7 @@ def _seconds(t: datetime) -> int:
 
 
 def _millis(t: datetime) -> int:
-    delta = t - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = t - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
@@ -203,7 +203,7 @@ def _date_time64(t: datetime) -> str:
 
 
 def _date(t: datetime) -> str:
-    return f"toDate('{t.astimezone(timezone.utc).strftime('%Y-%m-%d')}')"
+    return f"toDate('{t.astimezone(UTC).strftime('%Y-%m-%d')}')"
 
 
 def _one(name: str, args: Sequence[str]) -> str:

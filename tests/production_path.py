@@ -112,6 +112,7 @@ def duplicate_origins(bootstrap: str, topic: str, stacks: list[Stack], span_ids:
             if message.error():
                 continue
             partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None, "a consumed record has both"
             for span in decode_request(message.value()).spans:
                 if span.span_id in found:
                     found[span.span_id]["records"].append((partition, offset, message.timestamp()[1]))

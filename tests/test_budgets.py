@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from processors.budget_monitor import current_spend
-from processors.budgets import BudgetError, budget_status, budget_status_rows, load_budgets, period_bounds
+from processors.budgets import BudgetError, Period, budget_status, budget_status_rows, load_budgets, period_bounds
 from processors.records import LLMCall
 from processors.usage import usage_rows
 
@@ -31,7 +31,7 @@ budgets:
 """
 
 
-@pytest.fixture()
+@pytest.fixture
 def budgets(tmp_path: Path):
     path = tmp_path / "budgets.yaml"
     path.write_text(FILE)
@@ -39,12 +39,12 @@ def budgets(tmp_path: Path):
 
 
 def test_status_projection_and_thresholds(budgets) -> None:
-    now = datetime(2026, 11, 10, 6, 0, tzinfo=timezone.utc)  # 1/4 of the day, 9.25 of 30 days of November
-    spend = {("search-team", "day"): Decimal("12.5"), ("search-team", "month"): Decimal("850"),
+    now = datetime(2026, 11, 10, 6, 0, tzinfo=UTC)  # 1/4 of the day, 9.25 of 30 days of November
+    spend: dict[tuple[str, Period], Decimal] = {("search-team", "day"): Decimal("12.5"), ("search-team", "month"): Decimal("850"),
              ("prod", "month"): Decimal("60"), ("gpt4o", "day"): Decimal("10")}
     rows = {(s.budget_id, s.period): s for s in budget_status(budgets, spend, now)}
     day = rows[("search-team", "day")]
-    assert (day.period_start, day.period_end) == (datetime(2026, 11, 10, tzinfo=timezone.utc), datetime(2026, 11, 11, tzinfo=timezone.utc))
+    assert (day.period_start, day.period_end) == (datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 11, tzinfo=UTC))
     assert day.projected == Decimal(50) and day.status == "ok"  # 12.5 * 4 == 50, not above the amount
     assert day.fraction == 0.25
     month = rows[("search-team", "month")]
@@ -58,9 +58,9 @@ def test_status_projection_and_thresholds(budgets) -> None:
 
 
 def test_projection_warns_only_after_min_elapsed(budgets) -> None:
-    early = datetime(2026, 11, 10, 0, 30, tzinfo=timezone.utc)  # 2% of the day
-    later = datetime(2026, 11, 10, 4, 0, tzinfo=timezone.utc)  # 1/6 of the day
-    spend = {("gpt4o", "day"): Decimal("2")}
+    early = datetime(2026, 11, 10, 0, 30, tzinfo=UTC)  # 2% of the day
+    later = datetime(2026, 11, 10, 4, 0, tzinfo=UTC)  # 1/6 of the day
+    spend: dict[tuple[str, Period], Decimal] = {("gpt4o", "day"): Decimal("2")}
     assert {s.status for s in budget_status(budgets, spend, early) if s.budget_id == "gpt4o"} == {"ok"}
     [s] = [s for s in budget_status(budgets, spend, later) if s.budget_id == "gpt4o"]
     assert s.projected == Decimal(12) and s.status == "warn"
@@ -68,9 +68,9 @@ def test_projection_warns_only_after_min_elapsed(budgets) -> None:
 
 def test_spend_from_calls_respects_scope_period_and_unpriced(budgets, chdb_client: Client) -> None:
     """The worker's path: calls fold into llm_usage_1m rows, `current_spend` sums them per budget and period."""
-    now = datetime(2026, 11, 10, 12, tzinfo=timezone.utc)
-    ts = int(datetime(2026, 11, 10, 1, tzinfo=timezone.utc).timestamp()) * 10**9
-    old = int(datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()) * 10**9
+    now = datetime(2026, 11, 10, 12, tzinfo=UTC)
+    ts = int(datetime(2026, 11, 10, 1, tzinfo=UTC).timestamp()) * 10**9
+    old = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp()) * 10**9
     calls = [
         LLMCall(ts_ns=ts, trace_id="t", span_id="1", team="search", environment="prod", response_model="gpt-4o", cost=Decimal("1.25")),
         LLMCall(ts_ns=ts, trace_id="t", span_id="2", team="search", response_model="x", cost=None),
@@ -87,8 +87,8 @@ def test_spend_from_calls_respects_scope_period_and_unpriced(budgets, chdb_clien
 
 
 def test_period_bounds_december() -> None:
-    start, end = period_bounds("month", datetime(2026, 12, 31, 23, tzinfo=timezone.utc))
-    assert (start, end) == (datetime(2026, 12, 1, tzinfo=timezone.utc), datetime(2027, 1, 1, tzinfo=timezone.utc))
+    start, end = period_bounds("month", datetime(2026, 12, 31, 23, tzinfo=UTC))
+    assert (start, end) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -19,7 +21,7 @@ def _errors(source: str, offsets: range, service: str = "svc") -> TableRows:
     return rows
 
 
-def _stored(client: Client, source: str) -> list[tuple]:
+def _stored(client: Client, source: str) -> Sequence[Sequence[Any]]:
     return client.query(
         "SELECT kafka_offset, stage, service, toTypeName(service) FROM llmops.ingest_errors WHERE _ingest_source = {s:String} ORDER BY kafka_offset",
         parameters={"s": source},

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def cluster_db(client: Client) -> str:
     return CLUSTER_DB
 
 
-def _columns(ch: Client, database: str, table: str) -> list[tuple]:
+def _columns(ch: Client, database: str, table: str) -> Sequence[Sequence[Any]]:
     return ch.query(
         "SELECT name, type, default_kind, default_expression, compression_codec, comment FROM system.columns "
         "WHERE database = {db:String} AND table = {t:String} ORDER BY position",
@@ -132,7 +133,7 @@ def _by_name() -> dict[str, str]:
 def test_single_node_rendering_is_the_text_each_migration_was_applied_with(client: Client) -> None:
     rendered = {m.name: m.checksum for m in available_migrations()}
     assert {name: rendered[name] for name in APPLIED_CHECKSUMS} == APPLIED_CHECKSUMS
-    stored = dict(client.query(f"SELECT name, checksum FROM `{DB}`.schema_migrations FINAL").result_rows)
+    stored = {row[0]: row[1] for row in client.query(f"SELECT name, checksum FROM `{DB}`.schema_migrations FINAL").result_rows}
     assert stored == rendered
 
 

@@ -103,5 +103,5 @@ def test_json_is_parsed_strictly_except_for_unknown_fields() -> None:
             parse_json((span % wrong).encode())
     deep = '{"kvlistValue": {"values": [{"key": "k", "value": ' * 300 + '{"stringValue": "x"}' + "}]}}" * 300
     with pytest.raises(BadRequest, match="nested"):
-        parse_json(('{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "a", "value": %s}]}]}]}]}' % deep).encode())
+        parse_json(('{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "a", "value": ' + deep + "}]}]}]}]}").encode())
 

@@ -80,6 +80,7 @@ def test_embedded_dsn_lives_under_data_dir(tmp_path: Path) -> None:
 def test_every_flag_has_help_naming_its_env_variable() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    assert isinstance(subparsers, dict), subparsers
     for name, sub in subparsers.items():
         for action in sub._actions:
             if action.dest.startswith("set:"):

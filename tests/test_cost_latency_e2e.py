@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 
 import numpy as np
@@ -16,6 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.budgets import period_bounds
@@ -33,7 +34,7 @@ budgets:
 
 
 @pytest.fixture(scope="module")
-def stack(make_stack, tmp_path_factory):  # type: ignore[no-untyped-def]
+def stack(make_stack, tmp_path_factory):
     budgets = tmp_path_factory.mktemp("budgets") / "budgets.yaml"
     budgets.write_text(BUDGETS)
     stack = make_stack(partitions=2, LLMOPS_PROCESSOR__BUDGETS_FILE=str(budgets), LLMOPS_PROCESSOR__BUDGET_INTERVAL_S="1")
@@ -44,21 +45,21 @@ def stack(make_stack, tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def loaded(stack):  # type: ignore[no-untyped-def]
+def loaded(stack):
     summary = run_loadgen(LoadgenOptions(endpoint=stack.http_url, count=1200, seed=11))
     assert summary.complete
     wait_until(lambda: stack.count("SELECT count() FROM llm_calls WHERE service != 'ttft-probe'") == summary.llm_spans_acknowledged, 90, "calls")
     return summary
 
 
-def _cli(stack, *args: str) -> str:  # type: ignore[no-untyped-def]
+def _cli(stack, *args: str) -> str:
     env = stack.env()
     out = subprocess.run([sys.executable, "-m", "llmops", *args, "--sql-port", str(stack.sql_port), "--data-dir", str(stack.data_dir)],
                          env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     return out.stdout
 
 
-def test_cost_is_exact_and_windows_sum_to_calls(stack, loaded) -> None:  # type: ignore[no-untyped-def]
+def test_cost_is_exact_and_windows_sum_to_calls(stack, loaded) -> None:
     client = stack.reader()
     # Independent hand computation for every gpt-4o-mini call (list prices per 1M tokens).
     rows = client.query(
@@ -86,7 +87,7 @@ def test_cost_is_exact_and_windows_sum_to_calls(stack, loaded) -> None:  # type:
     client.close()
 
 
-def test_report_shows_cost_by_model_and_team(stack, loaded) -> None:  # type: ignore[no-untyped-def]
+def test_report_shows_cost_by_model_and_team(stack, loaded) -> None:
     report = json.loads(_cli(stack, "report", "--json"))
     teams = {row["team"]: row for row in report["by_team"]}
     assert {"commerce", "customer-care", "search"} <= set(teams)
@@ -101,14 +102,14 @@ def test_report_shows_cost_by_model_and_team(stack, loaded) -> None:  # type: ig
     assert all(row["errors"] / row["calls"] == row["error_rate"] < 0.5 for row in requested.values())
 
 
-def test_worker_writes_budget_status(stack, loaded) -> None:  # type: ignore[no-untyped-def]
+def test_worker_writes_budget_status(stack, loaded) -> None:
     wait_until(lambda: stack.count("SELECT count() FROM budget_status FINAL WHERE period = 'month' AND spend > 0") > 0, 30, "budget status")
     client = stack.reader()
     status_day, = client.query("SELECT status FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'day' ORDER BY computed_at DESC LIMIT 1").result_rows[0]
     spend, computed_at = client.query(
         "SELECT toString(spend), computed_at FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'month' ORDER BY computed_at DESC LIMIT 1"
     ).result_rows[0]
-    start, _ = period_bounds("month", computed_at.replace(tzinfo=timezone.utc))
+    start, _ = period_bounds("month", computed_at.replace(tzinfo=UTC))
     expected = client.query(
         "SELECT toString(sum(cost)) FROM llm_calls WHERE team = 'commerce' AND ts >= {start:DateTime64(9)}",
         parameters={"start": start.replace(tzinfo=None)},
@@ -119,7 +120,7 @@ def test_worker_writes_budget_status(stack, loaded) -> None:  # type: ignore[no-
     assert "commerce-tight" in _cli(stack, "budgets", "--budgets", str(stack.budgets_file))
 
 
-def test_ttft_sources_and_sketch_percentiles(stack) -> None:  # type: ignore[no-untyped-def]
+def test_ttft_sources_and_sketch_percentiles(stack) -> None:
     rng = np.random.default_rng(5)
     ttft_ms = np.round(rng.lognormal(np.log(300), 0.6, 600), 3)
     provider = TracerProvider(resource=Resource.create({"service.name": "ttft-probe"}))
@@ -129,8 +130,8 @@ def test_ttft_sources_and_sketch_percentiles(stack) -> None:  # type: ignore[no-
     expected: dict[str, float | None] = {}
     for i, ttft in enumerate(ttft_ms):
         start = base + i * 1_000_000
-        ttft_ns = int(round(ttft * 1_000_000))
-        attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+        ttft_ns = round(ttft * 1_000_000)
+        attrs: dict[str, AttributeValue] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
                  "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 40}  # fmt: skip
         if i % 3 == 0:
             attrs["gen_ai.response.time_to_first_chunk"] = ttft / 1000.0

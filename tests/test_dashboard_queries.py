@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "dashboards" / "json").glob("*.json"))
 RULES_FILE = ROOT / "dashboards" / "provisioning" / "alerting" / "rules.yaml"
 
-W1 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+W1 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 W2 = W1 + timedelta(days=1)
 W1_CALLS, W2_CALLS = 400, 150
 STEP = timedelta(milliseconds=750)
@@ -171,7 +171,7 @@ def _insert(client: Any, table: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _budget(budget_id: str, kind: str, value: str, at: datetime, amount: str, spend: str, projected: str, status: str) -> dict[str, Any]:
-    start = datetime(at.year, at.month, at.day, tzinfo=timezone.utc)
+    start = datetime(at.year, at.month, at.day, tzinfo=UTC)
     return {
         "computed_at": at, "budget_id": budget_id, "scope_kind": kind, "scope_value": value, "period": "day",
         "period_start": start, "period_end": start + timedelta(days=1), "amount": Decimal(amount), "spend": Decimal(spend),
@@ -196,7 +196,7 @@ FLAKY = ("flaky-svc", "commerce", "gpt-4o-mini")
 
 
 def _flaky_calls() -> list[LLMCall]:
-    calls = []
+    calls: list[LLMCall] = []
 
     def add(at: datetime, n: int, failed: int) -> None:
         for i in range(n):
@@ -382,7 +382,7 @@ def test_variable_and_annotation_queries_run(dash_store: Any) -> None:
 # ----------------------------------------------------------------------------- alert rules
 
 
-def _firing_labels(firing: Mapping[frozenset[tuple[str, str]], Any], *keys: str) -> set[tuple[str, ...]]:
+def _firing_labels(firing: Iterable[frozenset[tuple[str, str]]], *keys: str) -> set[tuple[str, ...]]:
     return {tuple(dict(labels)[k] for k in keys) for labels in firing}
 
 
@@ -525,7 +525,9 @@ def test_alert_annotations_say_what_broke_how_much_where_and_link_the_panel(uid:
     shown = {"0": "0", "1": "1", "0.05": "5 %", "600": "10m", "10": "10"}[str(threshold)]
     assert shown in summary.split("threshold")[1], (uid, summary)
     if rule["for"] not in ("0s", 0):
-        assert parse_duration(rule["for"]) == parse_duration(re.search(r"held for (\d+) min", summary).group(1) + "m")
+        held = re.search(r"held for (\d+) min", summary)
+        assert held, (uid, summary)
+        assert parse_duration(rule["for"]) == parse_duration(held.group(1) + "m")
     query_sql = rule["data"][0]["model"]["rawSql"]
     for kind, name in _TEMPLATE_REF.findall(summary):
         if kind == "labels":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,7 @@ def test_alert_rules_are_complete_and_backend_safe() -> None:
                 assert not re.search(r"(?<!\$)\$(?!\$)", template), template
             sql = rule["data"][0]["model"]["rawSql"]
             assert "$__timeFilter(" in sql and "relativeTimeRange" in rule["data"][0]
-            render_alert_query(sql, TimeRange.relative(datetime(2026, 1, 1, tzinfo=timezone.utc), 600))
+            render_alert_query(sql, TimeRange.relative(datetime(2026, 1, 1, tzinfo=UTC), 600))
     assert len(uids) == len(set(uids)) == 9
 
 
@@ -231,8 +231,8 @@ def test_drift_migration_has_the_contract_tables() -> None:
 
 # ----------------------------------------------------------------------------- macros
 
-FROM = datetime(2021, 3, 6, 3, 6, 40, 123000, tzinfo=timezone.utc)  # 1615000000.123
-TO = datetime(2021, 3, 7, 0, 0, 0, 999000, tzinfo=timezone.utc)  # 1615075200.999
+FROM = datetime(2021, 3, 6, 3, 6, 40, 123000, tzinfo=UTC)  # 1615000000.123
+TO = datetime(2021, 3, 7, 0, 0, 0, 999000, tzinfo=UTC)  # 1615075200.999
 RANGE = TimeRange(FROM, TO, timedelta(seconds=30))
 
 
@@ -242,8 +242,8 @@ RANGE = TimeRange(FROM, TO, timedelta(seconds=30))
         ("$__timeFilter(ts)", "ts >= toDateTime(1615000000) AND ts <= toDateTime(1615075200)"),
         ("$__timeFilter_ms(ts)", "ts >= fromUnixTimestamp64Milli(1615000000123) AND ts <= fromUnixTimestamp64Milli(1615075200999)"),
         ("$__dateFilter(d)", "d >= toDate('2021-03-06') AND d <= toDate('2021-03-07')"),
-        ("$__dateTimeFilter(d, ts)", "(d >= toDate('2021-03-06') AND d <= toDate('2021-03-07')) AND "
-                                     "(ts >= toDateTime(1615000000) AND ts <= toDateTime(1615075200))"),
+        ("$__dateTimeFilter(d, ts)", ("(d >= toDate('2021-03-06') AND d <= toDate('2021-03-07')) AND "
+                                     "(ts >= toDateTime(1615000000) AND ts <= toDateTime(1615075200))")),
         ("$__fromTime < $__toTime", "toDateTime(1615000000) < toDateTime(1615075200)"),
         ("$__fromTime_ms,$__toTime_ms", "fromUnixTimestamp64Milli(1615000000123),fromUnixTimestamp64Milli(1615075200999)"),
         ("$__timeInterval(ts)", "toStartOfInterval(toDateTime(ts), INTERVAL 30 second)"),

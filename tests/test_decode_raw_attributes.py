@@ -52,7 +52,7 @@ def test_decoded_attributes_equal_the_full_parse_and_no_llm_span_is_skipped(span
     assert [view.attributes for view in decode_request(wire).spans] == full  # again, now from the cache
 
     kept = {view.span_id for view in decode_request(wire, keep=may_be_llm_call).spans}
-    for view, attributes in zip(everything.spans, full):
+    for view, attributes in zip(everything.spans, full, strict=True):
         assert (view.span_id in kept) == bool(LLM_MARKER_KEYS & attributes.keys())
 
 

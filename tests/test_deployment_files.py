@@ -230,7 +230,7 @@ def otelcol() -> dict[str, Any]:
     return yaml.safe_load(_COLLECTOR_ENV.sub(default, OTELCOL.read_text(encoding="utf-8")))
 
 
-@pytest.fixture()
+@pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No LLMOPS_* variables from the calling shell leak into Settings()."""
     for key in list(os.environ):
@@ -239,7 +239,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-@pytest.fixture()
+@pytest.fixture
 def defaults(clean_env: pytest.MonkeyPatch) -> dict[str, Any]:
     try:
         from llmops.config import Settings
@@ -271,7 +271,7 @@ def test_every_image_is_pinned(services: dict[str, Any]) -> None:
     for name, service in services.items():
         image = service.get("image")
         assert image, f"{name}: no image"
-        repository, sep, tag = image.rpartition(":")
+        _repository, sep, tag = image.rpartition(":")
         assert sep and "/" not in tag, f"{name}: image {image!r} has no tag"
         assert tag != "latest" and re.fullmatch(r"\d+(\.\d+)+", tag), f"{name}: tag {tag!r} is not a release"
         if "build" in service:

@@ -81,12 +81,12 @@ def _run(traffic: dict[str, list[dict[str, Any]]], batch_s: float = 5.0) -> tupl
             if batch:
                 tracker.add(service, batch)
         rows, changes = tracker.close()
-        events += [dict(zip(changes.column_names, row)) for row in zip(*changes.columns)]
-        drift += [dict(zip(rows.column_names, row)) for row in zip(*rows.columns)]
+        events += [dict(zip(changes.column_names, row, strict=True)) for row in zip(*changes.columns, strict=True)]
+        drift += [dict(zip(rows.column_names, row, strict=True)) for row in zip(*rows.columns, strict=True)]
     clock.now += 3600  # traffic stopped: idle keys close their windows
     rows, changes = tracker.close()
-    events += [dict(zip(changes.column_names, row)) for row in zip(*changes.columns)]
-    return events, drift + [dict(zip(rows.column_names, row)) for row in zip(*rows.columns)]
+    events += [dict(zip(changes.column_names, row, strict=True)) for row in zip(*changes.columns, strict=True)]
+    return events, drift + [dict(zip(rows.column_names, row, strict=True)) for row in zip(*rows.columns, strict=True)]
 
 
 def test_steady_mix_of_models_and_prompt_versions_gives_no_change_events() -> None:

@@ -17,7 +17,7 @@ WINDOW_S = 60
 START_NS = (1_764_000_000 // WINDOW_S) * WINDOW_S * 10**9  # drift windows start on a boundary
 
 
-def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack) -> None:
     stack = make_stack(
         partitions=2,
         LLMOPS_DRIFT__WINDOW_S=str(WINDOW_S),
@@ -58,7 +58,7 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
         "SELECT DISTINCT service, prompt_name, prompt_version, reference FROM llm_drift WHERE drifted"
     ).result_rows
     assert drifted, "the switched key must drift"
-    for service, prompt_name, version, reference in drifted:
+    for service, prompt_name, version, _reference in drifted:
         assert (service, prompt_name, version) == (key.service, key.prompt_name, key.to_version), drifted
     assert any(ref.startswith(f"previous version {key.from_version}") for *_, ref in drifted)
     signals = {row[0] for row in client.query("SELECT DISTINCT signal FROM llm_drift WHERE drifted").result_rows}

@@ -54,7 +54,7 @@ def test_bottom_k_keeps_the_smallest_priorities_once() -> None:
     st.integers(1, 4),  # keys a sieve remembers (fewer than the keys: forgetting must stay exact)
     st.randoms(use_true_random=False),
 )
-def test_sieved_calls_give_the_same_sample_as_all_calls(calls, workers, k, sieve_keys, random) -> None:  # type: ignore[no-untyped-def]
+def test_sieved_calls_give_the_same_sample_as_all_calls(calls, workers, k, sieve_keys, random) -> None:
     """Whichever worker sees a call, in whatever order, with duplicates and forgotten keys,
     the drift worker's sample from the calls the sieves let through is the bottom-k of all calls."""
     sieves = [PrioritySieve[int](k, sieve_keys) for _ in range(workers)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from processors.drift import SignalOptions, extract_signals, hashing_embedding, output_text
 from processors.drift.signals import finish_reason, is_refusal, span_embedding
+import itertools
 
 OTEL_MESSAGES = json.dumps(
     [
@@ -106,13 +108,13 @@ def test_configurable_refusal_patterns() -> None:
     # only the opening is scanned
     late = "x " * 400 + "I cannot help with that."
     assert not is_refusal(late, SignalOptions(refusal_scan_chars=100))
-    with pytest.raises(Exception):
+    with pytest.raises(re.error, match="missing"):
         SignalOptions(refusal_patterns=("(",))
 
 
 def _hashed_by_hand(text: str, dim: int) -> np.ndarray:
     words = text.lower().split()
-    features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
     vector = np.zeros(dim)
     mask = (1 << 64) - 1
     for f in features:
@@ -166,6 +168,7 @@ def test_openinference_embedding_and_retrieval() -> None:
         "retrieval.documents.2.document.content": "no score",
     }
     signals = extract_signals(attrs)
+    assert signals.span_embedding is not None
     np.testing.assert_allclose(signals.span_embedding, np.array([0.1, 0.2, 0.3], dtype=np.float32))
     assert signals.embedding_model == "text-embedding-3-small"
     assert signals.retrieval_documents == 3 and signals.retrieval_empty is False

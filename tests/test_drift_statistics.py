@@ -247,7 +247,7 @@ def test_control_across_keys_uses_benjamini_hochberg() -> None:
     ps = {"k1": 0.001, "k2": 0.004, "k3": 0.03, "k4": 0.5}
     kept = control_across_keys({k: window(p) for k, p in ps.items()}, fdr=0.05)
     q = stats.false_discovery_control(list(ps.values()), method="bh")
-    assert {k: window_drifted(v) for k, v in kept.items()} == {k: bool(qk <= 0.05) for k, qk in zip(ps, q)}
+    assert {k: window_drifted(v) for k, v in kept.items()} == {k: bool(qk <= 0.05) for k, qk in zip(ps, q, strict=True)}
     assert window_drifted(kept["k1"]) and not window_drifted(kept["k4"])
 
 
@@ -269,7 +269,7 @@ def test_evaluate_window_end_to_end(rng: np.random.Generator) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="alpha"):
         DriftConfig(alpha=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="psi_bins"):
         DriftConfig(psi_bins=1)

@@ -170,7 +170,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("make_case", CASES, ids=[c.__name__[len("case_"):] for c in CASES])
-def test_one_line_on_stderr_and_the_exit_code(make_case, tmp_path: Path, store: Path, listener) -> None:  # type: ignore[no-untyped-def]
+def test_one_line_on_stderr_and_the_exit_code(make_case, tmp_path: Path, store: Path, listener) -> None:
     case = make_case(tmp_path, store, listener)
     result = llmops(*case.args, prefix=case.prefix, timeout=case.timeout)
     lines = result.stderr.splitlines()

@@ -394,6 +394,7 @@ def test_the_tree_is_what_file_provisioning_reads() -> None:
     assert sorted(d["uid"] for d in tree.dashboards) == ["llmops-latency", "llmops-pipeline", "llmops-quality", "llmops-spend"]
     assert {g["title"]: g["interval"] for g in tree.rule_groups} == {
         "llmops-spend": 60, "llmops-latency": 60, "llmops-quality": 60, "llmops-pipeline": 60}
+    assert tree.policy is not None
     assert copy.deepcopy(tree.policy)["receiver"] == "llmops-oncall"
 
 

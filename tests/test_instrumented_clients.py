@@ -109,7 +109,7 @@ def catalog() -> Pricer:
     return Pricer.load(PricerSources())
 
 
-@pytest.fixture()
+@pytest.fixture
 def tracing() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "chat-api", "team": "search",
@@ -120,7 +120,7 @@ def tracing() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
 
 
 def _calls(exporter: InMemorySpanExporter, scope: str, catalog: Pricer) -> list[LLMCall]:
-    spans = [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == scope]
+    spans = [s for s in exporter.get_finished_spans() if s.instrumentation_scope is not None and s.instrumentation_scope.name == scope]
     assert spans, f"no spans from {scope}"
     payload = encode_spans(spans).SerializeToString()
     decoded = decode_request(payload)
@@ -145,7 +145,7 @@ def _openai_round(port: int) -> None:
 
 def _check_openai(calls: list[LLMCall], convention: str, expected_costs: list[Decimal], cache: list[int], reasoning: list[int]) -> None:
     assert len(calls) == 2
-    for call, cost, cached, reasoned in zip(calls, expected_costs, cache, reasoning):
+    for call, cost, cached, reasoned in zip(calls, expected_costs, cache, reasoning, strict=True):
         assert call.convention == convention
         assert call.provider == "openai"
         assert call.response_model == OPENAI_MODEL and call.model == OPENAI_MODEL

@@ -61,7 +61,7 @@ def test_the_doc_has_one_example_per_convention() -> None:
     assert all("OTLPSpanExporter()" in code for code in found)
 
 
-def test_examples_run_and_land_in_the_documented_dimensions(make_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_examples_run_and_land_in_the_documented_dimensions(make_stack, tmp_path: Path) -> None:
     stack = make_stack()
     stack.start_worker()
     stack.start_receiver()
@@ -80,9 +80,9 @@ def test_examples_run_and_land_in_the_documented_dimensions(make_stack, tmp_path
     client = stack.reader()
     try:
         result = client.query("SELECT * FROM llm_calls")
-        rows = [dict(zip(result.column_names, row)) for row in result.result_rows]
+        rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
         spans = client.query("SELECT SpanId, SpanAttributes FROM otel_traces")
-        attributes = {span_id: attrs for span_id, attrs in spans.result_rows}
+        attributes = dict(spans.result_rows)
     finally:
         client.close()
     by_key = {(row["service"], row["model"]): row for row in rows}

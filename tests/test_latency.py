@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import datetime, UTC
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,16 +30,16 @@ EPS = 1e-9
 
 
 def call(ts_ns: int, duration_ms: float, ttft_ms: float | None = None, output_tokens: int = 0, **key: str) -> LLMCall:
-    fields = {"service": "chat-api", "environment": "prod", "provider": "openai", "request_model": "gpt-4o", "operation": "chat"}
+    fields: dict[str, Any] = {"service": "chat-api", "environment": "prod", "provider": "openai", "request_model": "gpt-4o", "operation": "chat"}
     fields.update(key)
     return LLMCall(ts_ns=ts_ns, trace_id="t", span_id="s", duration_ms=duration_ms, ttft_ms=ttft_ms, output_tokens=output_tokens, **fields)
 
 
-def as_records(rows: LatencyRows) -> list[dict[str, object]]:
+def as_records(rows: LatencyRows) -> list[dict[str, Any]]:
     return [{name: rows.columns[name][i] for name in rows.column_names} for i in range(len(rows))]
 
 
-def only(rows: LatencyRows, metric: str) -> list[dict[str, object]]:
+def only(rows: LatencyRows, metric: str) -> list[dict[str, Any]]:
     return [r for r in as_records(rows) if r["metric"] == metric]
 
 
@@ -57,13 +59,13 @@ def test_window_assignment_at_minute_boundaries() -> None:
     assert window_start_s([-1]).tolist() == [-60]  # floor, not truncation
     rows = latency_rows([call(t, 100.0 + i) for i, t in enumerate(ts)])
     got = {(r["window_start"], r["count"], r["min"]) for r in only(rows, METRIC_DURATION)}
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     assert got == {
-        (datetime(2025, 12, 31, 23, 59, tzinfo=timezone.utc), 1, 100.0),
+        (datetime(2025, 12, 31, 23, 59, tzinfo=UTC), 1, 100.0),
         (start, 2, 101.0),
-        (datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc), 1, 103.0),
+        (datetime(2026, 1, 1, 0, 1, tzinfo=UTC), 1, 103.0),
     }
-    assert all(r["window_start"].tzinfo is timezone.utc for r in as_records(rows))
+    assert all(r["window_start"].tzinfo is UTC for r in as_records(rows))
 
 
 def test_non_streamed_calls_give_no_ttft_or_tpot_rows() -> None:
@@ -158,7 +160,7 @@ def test_relative_accuracy_is_configurable() -> None:
 
 
 def insert(client: Client, rows: LatencyRows) -> None:
-    client.insert("llm_latency_1m", rows.column_data(), column_names=list(rows.column_names), column_oriented=True)
+    client.insert("llm_latency_1m", rows.column_data(), column_names=list(rows.column_names), column_oriented=True)  # type: ignore[arg-type]  # clickhouse-connect inserts numpy columns; its annotation says Sequence
 
 
 def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Client) -> None:
@@ -200,7 +202,7 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Clien
         "SELECT model, sketch_quantile(sumMap(sketch), 0.5), sketch_quantile(sumMap(sketch), 0.95), sketch_quantile(sumMap(sketch), 0.99)"
         " FROM llm_latency_1m WHERE service = 'merge-test' AND metric = 'ttft_ms'"
         " AND window_start >= %(lo)s AND window_start < %(hi)s GROUP BY model ORDER BY model",
-        parameters={"lo": datetime(2026, 1, 1, tzinfo=timezone.utc), "hi": datetime(2026, 1, 1, 1, tzinfo=timezone.utc)},
+        parameters={"lo": datetime(2026, 1, 1, tzinfo=UTC), "hi": datetime(2026, 1, 1, 1, tzinfo=UTC)},
     ).result_rows
     assert [g[0] for g in got] == ["m-fast", "m-slow"]
     for model, *qs in got:
@@ -230,7 +232,7 @@ def test_insert_without_ingest_columns_uses_defaults(chdb_client: Client) -> Non
 START = 1_767_225_600_000_000_000
 
 
-def span(attributes: dict[str, object] | None = None, events: list[SpanEvent] | None = None) -> SpanView:
+def span(attributes: Mapping[str, object] | None = None, events: list[SpanEvent] | None = None) -> SpanView:
     return SpanView(
         trace_id="ab" * 16, span_id="cd" * 8, parent_span_id="", name="chat gpt-4o", kind=3,
         start_ns=START, end_ns=START + 2_000_000_000, status_code=0, status_message="",

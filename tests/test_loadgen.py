@@ -330,7 +330,7 @@ def test_options_validation() -> None:
     with pytest.raises(ValidationError):
         LoadgenOptions(max_export_batch_size=4096)
     with pytest.raises(ValidationError):
-        LoadgenOptions(bogus=1)
+        LoadgenOptions(bogus=1)  # type: ignore[call-arg]  # an unknown field, on purpose
     assert LoadgenOptions().total_calls == 1000
     assert LoadgenOptions(rate=50.0, duration_s=2.0).total_calls == 100
     assert astuple(UsageTotals()) == (0,) * 10

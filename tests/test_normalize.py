@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from processors.normalize import NormalizeOptions, normalize_call, normalize_provider
-from processors.records import SpanView
+from processors.records import LLMCall, SpanView
 
 RESOURCE = {"service.name": "rag-api", "deployment.environment.name": "prod", "team": "search"}
 
@@ -17,6 +17,13 @@ def span(attributes: dict, resource: dict | None = None, status: int = 0, scope:
                     name="chat", kind=3, start_ns=1_764_000_000_000_000_000, end_ns=1_764_000_001_250_000_000,
                     status_code=status, status_message="", attributes=attributes,
                     resource=RESOURCE if resource is None else resource, scope_name=scope)
+
+
+def llm_call(view: SpanView, options: NormalizeOptions | None = None) -> LLMCall:
+    """normalize_call of a span that is an LLM call."""
+    call = normalize_call(view, options)
+    assert call is not None, "not an LLM call"
+    return call
 
 
 def test_otel_genai_current_names() -> None:
@@ -90,16 +97,16 @@ def test_anthropic_exclusive_input_is_made_inclusive() -> None:
     attrs = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude-sonnet-4-20250514",
              "llm.token_count.prompt": 50, "llm.token_count.completion": 700,
              "llm.token_count.prompt_details.cache_read": 3000, "llm.token_count.prompt_details.cache_write": 2000}
-    assert normalize_call(span(attrs)).input_tokens == 5050
+    assert llm_call(span(attrs)).input_tokens == 5050
     # Not provable from the numbers, but the scope is configured as cache-exclusive.
     attrs["llm.token_count.prompt"] = 9000
     options = NormalizeOptions(cache_exclusive_input_scopes=(("legacy.anthropic", "anthropic"),))
-    assert normalize_call(span(attrs, scope="legacy.anthropic.v0"), options).input_tokens == 14000
-    assert normalize_call(span(attrs, scope="openinference.instrumentation.anthropic"), options).input_tokens == 9000
+    assert llm_call(span(attrs, scope="legacy.anthropic.v0"), options).input_tokens == 14000
+    assert llm_call(span(attrs, scope="openinference.instrumentation.anthropic"), options).input_tokens == 9000
 
 
 def test_missing_input_derived_from_total() -> None:
-    call = normalize_call(span({"openinference.span.kind": "LLM", "llm.model_name": "m",
+    call = llm_call(span({"openinference.span.kind": "LLM", "llm.model_name": "m",
                                 "llm.token_count.completion": 30, "llm.token_count.total": 100}))
     assert (call.input_tokens, call.output_tokens) == (70, 30)
 
@@ -124,15 +131,15 @@ def test_precedence_openinference_over_otel_and_configurable_team() -> None:
     both = {"openinference.span.kind": "LLM", "llm.model_name": "oi-model", "gen_ai.operation.name": "chat",
             "gen_ai.request.model": "otel-model", "llm.token_count.prompt": 7, "gen_ai.usage.input_tokens": 9,
             "app.owner": "payments"}
-    call = normalize_call(span(both))
+    call = llm_call(span(both))
     assert call.convention == "openinference" and call.input_tokens == 7 and call.response_model == "oi-model"
     options = NormalizeOptions(team_span_keys=("app.owner",), team_resource_keys=())
-    assert normalize_call(span(both), options).team == "payments"
-    assert normalize_call(span(both, resource={"team.name": "ml"})).team == "ml"
+    assert llm_call(span(both), options).team == "payments"
+    assert llm_call(span(both, resource={"team.name": "ml"})).team == "ml"
 
 
 def test_string_and_float_values_and_provider_aliases() -> None:
-    call = normalize_call(span({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "AWS.Bedrock",
+    call = llm_call(span({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "AWS.Bedrock",
                                 "gen_ai.request.model": "m", "gen_ai.usage.input_tokens": "12",
                                 "gen_ai.usage.output_tokens": 3.0, "gen_ai.usage.cost": "not-a-number"}))
     assert (call.provider, call.input_tokens, call.output_tokens, call.reported_cost) == ("aws.bedrock", 12, 3, None)

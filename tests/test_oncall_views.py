@@ -10,7 +10,7 @@ what was sent, to the exact fraction.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +34,7 @@ from tests.alert_eval import evaluate_once
 from tests.otlp_sink import collecting_otlp_sink
 from tests.test_dashboard_queries import PANEL_QUERIES, RULES
 
-T0 = datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
 # service, team, provider, requested model, answered model, successes, failures, streamed
 MIX = [
@@ -64,7 +64,7 @@ def _spans(endpoint: str) -> None:
             provider = TracerProvider(resource=Resource.create({"service.name": service, "team": team}))
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
             providers[service] = provider
-    step = {service: 0 for service in providers}
+    step = dict.fromkeys(providers, 0)
     for service, _, system, requested, answered, ok, failed, streamed in MIX:
         tracer = providers[service].get_tracer("oncall-views")
         for i in range(ok + failed):

@@ -157,23 +157,25 @@ def test_attributes_of_several_events_and_links_stay_with_their_owner(chdb_clien
     trace_id, span_id = _ids()
     span = ss.spans.add(trace_id=trace_id, span_id=span_id, name="sliced", start_time_unix_nano=START, end_time_unix_nano=START + 10)
     set_any_value(span.attributes.add(key="own").value, "span")
-    for i, attrs in enumerate([[("e", 0)], [], [("e", 2), ("dup", "x"), ("dup", "y")]]):
+    event_attrs: list[list[tuple[str, Any]]] = [[("e", 0)], [], [("e", 2), ("dup", "x"), ("dup", "y")]]
+    for i, attrs in enumerate(event_attrs):
         event = span.events.add(time_unix_nano=START + i, name=f"event-{i}")
         for key, value in attrs:
             set_any_value(event.attributes.add(key=key).value, value)
-    for i, attrs in enumerate([[("l", "zero")], [("l", "one"), ("n", 1)]]):
+    links: list[list[tuple[str, Any]]] = [[("l", "zero")], [("l", "one"), ("n", 1)]]
+    for i, link_attrs in enumerate(links):
         link = span.links.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"))
-        for key, value in attrs:
+        for key, value in link_attrs:
             set_any_value(link.attributes.add(key=key).value, value)
     bare_trace, bare_span = _ids()
     ss.spans.add(trace_id=bare_trace, span_id=bare_span, name="bare", start_time_unix_nano=START, end_time_unix_nano=START + 10)
     _write(chdb_client, request)
-    rows = dict(
-        (row[0], row[1:])
+    rows = {
+        row[0]: row[1:]
         for row in chdb_client.query(
             "SELECT SpanName, SpanAttributes, Events.Name, Events.Attributes, Links.Attributes FROM otel_traces WHERE ServiceName = 'svc-slices'"
         ).result_rows
-    )
+    }
     assert rows["sliced"] == (
         {"own": "span"},
         ["event-0", "event-1", "event-2"],
@@ -184,8 +186,8 @@ def test_attributes_of_several_events_and_links_stay_with_their_owner(chdb_clien
 
 
 def test_spans_decode_reports_as_problems_are_not_stored(chdb_client: Client) -> None:
-    good = {"name": "good"}
-    bad = [{"name": "zero-trace", "trace_id": bytes(16)}, {"name": "short-span", "span_id": b"\x01\x02"}, {"name": "no-start", "start": 0}]
+    good: dict[str, Any] = {"name": "good"}
+    bad: list[dict[str, Any]] = [{"name": "zero-trace", "trace_id": bytes(16)}, {"name": "short-span", "span_id": b"\x01\x02"}, {"name": "no-start", "start": 0}]
     request = _request("svc-bad", [good, *bad, good])
     decoded = decode_request(request.SerializeToString())
     _write(chdb_client, request)
@@ -230,7 +232,7 @@ def test_stored_strings_decode_back_to_the_sent_values(chdb_client: Client, valu
 
 def _same(decoded: Any, sent: Any) -> bool:
     if isinstance(sent, list):
-        return isinstance(decoded, list) and len(decoded) == len(sent) and all(_same(d, s) for d, s in zip(decoded, sent))
+        return isinstance(decoded, list) and len(decoded) == len(sent) and all(_same(d, s) for d, s in zip(decoded, sent, strict=True))
     if isinstance(sent, float):
         return not isinstance(decoded, (bool, str)) and float(decoded) == sent  # 1.0 arrives as 1
     return decoded == sent and type(decoded) is type(sent)

@@ -16,6 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from tests.conftest import wait_until
@@ -23,7 +24,7 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.integration
 
 
-def _send_with_sdk(exporter, service: str, n_requests: int, model: str) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+def _send_with_sdk(exporter, service: str, n_requests: int, model: str) -> dict[str, dict]:
     """Each request: a SERVER span with one LLM CLIENT child. Returns expected LLM rows by span id."""
     provider = TracerProvider(resource=Resource.create({"service.name": service, "deployment.environment.name": "test", "team": "qa"}))
     provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=128, schedule_delay_millis=50))
@@ -31,7 +32,7 @@ def _send_with_sdk(exporter, service: str, n_requests: int, model: str) -> dict[
     expected: dict[str, dict] = {}
     for i in range(n_requests):
         with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
-            attrs = {
+            attrs: dict[str, AttributeValue] = {
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": model,
@@ -50,7 +51,7 @@ def _send_with_sdk(exporter, service: str, n_requests: int, model: str) -> dict[
     return expected
 
 
-def _assert_exactly_once(stack, expected_llm: dict[str, dict], service: str) -> None:  # type: ignore[no-untyped-def]
+def _assert_exactly_once(stack, expected_llm: dict[str, dict], service: str) -> None:
     n_spans = 2 * len(expected_llm)
     wait_until(lambda: stack.count(f"SELECT count() FROM otel_traces WHERE ServiceName = '{service}'") >= n_spans, 60, "spans stored")
     wait_until(lambda: stack.count(f"SELECT count() FROM llm_calls WHERE service = '{service}'") >= len(expected_llm), 60, "calls")
@@ -78,14 +79,14 @@ def _assert_exactly_once(stack, expected_llm: dict[str, dict], service: str) -> 
 
 
 @pytest.fixture
-def running(make_stack):  # type: ignore[no-untyped-def]
+def running(make_stack):
     stack = make_stack(partitions=2, LLMOPS_RECEIVER__MAX_REQUEST_BYTES="300000")
     stack.start_worker()
     stack.start_receiver()
     return stack
 
 
-def test_sdk_http_and_grpc_exporters_land_exactly_once(running) -> None:  # type: ignore[no-untyped-def]
+def test_sdk_http_and_grpc_exporters_land_exactly_once(running) -> None:
     http_expected = _send_with_sdk(HttpExporter(endpoint=f"{running.http_url}/v1/traces"), "svc-http", 300, "gpt-4o-mini")
     grpc_expected = _send_with_sdk(GrpcExporter(endpoint=f"127.0.0.1:{running.grpc_port}", insecure=True), "svc-grpc", 300, "gpt-4o-mini")
     _assert_exactly_once(running, http_expected, "svc-http")
@@ -108,7 +109,7 @@ def _request_with_spans(service: str, n: int, *, bad_span_at: int | None = None)
     return request
 
 
-def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running) -> None:  # type: ignore[no-untyped-def]
+def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running) -> None:
     url = f"{running.http_url}/v1/traces"
     document = {
         "resourceSpans": [{
@@ -152,7 +153,7 @@ def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running
     client.close()
 
 
-def test_poison_record_is_dead_lettered_and_processing_continues(running) -> None:  # type: ignore[no-untyped-def]
+def test_poison_record_is_dead_lettered_and_processing_continues(running) -> None:
     producer = Producer({"bootstrap.servers": running.bootstrap})
     producer.produce(running.topic, value=b"\xff\xfe this is not protobuf", partition=0)
     producer.produce(running.topic, value=_request_with_spans("svc-after-poison", 5).SerializeToString(), partition=0)
@@ -173,11 +174,14 @@ def test_poison_record_is_dead_lettered_and_processing_continues(running) -> Non
     consumer.close()
     assert message is not None and message.error() is None
     assert message.value() == b"\xff\xfe this is not protobuf"
-    headers = dict(message.headers())
-    assert headers["llmops.source.topic"] == running.topic.encode() and b"ExportTraceServiceRequest" in headers["llmops.error"]
+    raw_headers = message.headers()
+    assert isinstance(raw_headers, list), raw_headers
+    headers = dict(raw_headers)
+    error = headers["llmops.error"]
+    assert headers["llmops.source.topic"] == running.topic.encode() and isinstance(error, bytes) and b"ExportTraceServiceRequest" in error
 
 
-def test_record_clickhouse_refuses_is_bisected_out_and_dead_lettered(running) -> None:  # type: ignore[no-untyped-def]
+def test_record_clickhouse_refuses_is_bisected_out_and_dead_lettered(running) -> None:
     """Python's parser accepts an unknown *group* field; ClickHouse's Protobuf reader does not (code 444).
 
     The batch insert fails as bad data, is bisected down to that record, which goes to the dead-letter
@@ -211,7 +215,7 @@ def test_record_clickhouse_refuses_is_bisected_out_and_dead_lettered(running) ->
     assert refused in values
 
 
-def test_killed_worker_restarts_without_loss_or_duplicates(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_killed_worker_restarts_without_loss_or_duplicates(make_stack) -> None:
     stack = make_stack(partitions=3, LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="2")
     stack.start_worker()
     stack.start_receiver()
@@ -235,7 +239,7 @@ def test_killed_worker_restarts_without_loss_or_duplicates(make_stack) -> None: 
     client.close()
 
 
-def test_sql_endpoint_speaks_clickhouse_http_and_refuses_writes(running) -> None:  # type: ignore[no-untyped-def]
+def test_sql_endpoint_speaks_clickhouse_http_and_refuses_writes(running) -> None:
     base = f"http://127.0.0.1:{running.sql_port}/"
     answer = requests.get(base, params={"query": "SELECT 1 AS one, 'a' AS s FORMAT JSONEachRow"}, timeout=10)
     assert answer.status_code == 200 and answer.json() == {"one": 1, "s": "a"}

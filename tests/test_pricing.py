@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,11 +20,11 @@ import yaml
 from processors.deployment import deployment_of
 from processors.price_base import BaseSnapshot
 from processors.pricer import Pricer, PricerSources
-from processors.pricing import PricingCatalog, PricingError, canonical_model, load_catalog_file
+from processors.pricing import PriceEntry, PricingCatalog, PricingError, Uplift, canonical_model, load_catalog_file
 from processors.records import LLMCall
 
 M = Decimal(1_000_000)
-AT = datetime(2026, 11, 15, 12, 0, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
 AT_NS = int(AT.timestamp()) * 10**9
 OLD_CATALOG = Path(__file__).with_name("data") / "catalog_2026-11-26.yaml"
 
@@ -36,7 +36,8 @@ BEDROCK_REGIONAL = "clauder-navi.com/en/bedrock-claude-cost/ (Bedrock regional =
 AZURE_DZ = "directionsonmicrosoft.com/?p=124071 (Data Zone = Global + 10%)"
 
 # Page prices, USD per 1M tokens: (input, 5m cache write, cache read, output).
-CLAUDE = {
+Prices = tuple[str, str, str, str]
+CLAUDE: dict[str, Prices] = {
     "opus-4.6": ("5", "6.25", "0.50", "25"),
     "opus-4.5": ("5", "6.25", "0.50", "25"),
     "opus-4.1": ("15", "18.75", "1.50", "75"),
@@ -51,8 +52,9 @@ CLAUDE = {
 }
 
 
-def _plus10(prices: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(str(Decimal(p) * Decimal("1.1")) for p in prices)
+def _plus10(prices: Prices) -> Prices:
+    inp, write, read, out = (str(Decimal(p) * Decimal("1.1")) for p in prices)
+    return inp, write, read, out
 
 
 # OpenAI priority (input, cached input, output) and Azure data zone, from the pages above.
@@ -169,7 +171,7 @@ def _old_catalog_pricer() -> Pricer:
 def test_regional_endpoints_are_not_priced_at_the_global_price(pricer: Pricer, which: str) -> None:
     subject = pricer if which == "new" else _old_catalog_pricer()
     mix = (10_000, 1_000, 0, 0)
-    regional = [
+    regional: list[tuple[str, str, dict[str, str], Prices]] = [
         ("aws.bedrock", "apac.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, _plus10(CLAUDE["sonnet-4.5"])),
         ("aws.bedrock", "au.anthropic.claude-haiku-4-5-20251001-v1:0", {}, _plus10(CLAUDE["haiku-4.5"])),
         ("azure.ai.openai", "azure/eu/gpt-4o", {}, ("2.75", "2.75", "1.375", "11.00")),
@@ -228,7 +230,7 @@ def _user_file(tmp_path: Path, entries: list[dict], aliases: dict | None = None)
 
 
 def _entry(**kw: object) -> dict:
-    base = {"id": "x", "provider": "openai", "match": ["gpt-4o"], "effective_from": "2024-01-01", "input": "1", "output": "1",
+    base: dict[str, object] = {"id": "x", "provider": "openai", "match": ["gpt-4o"], "effective_from": "2024-01-01", "input": "1", "output": "1",
             "source": "our contract with the vendor, section 4", "checked": "2026-11-01"}
     base.update(kw)
     return base
@@ -274,10 +276,10 @@ def test_a_dated_change_applies_only_from_its_date(tmp_path: Path) -> None:
         call = _call("openai", "gpt-4o", (1_000_000, 1_000_000, 0, 0), int(day.timestamp()) * 10**9)
         pricer.price(call, {}, {})
         return call.pricing_entry, call.cost
-    assert cost(datetime(2026, 11, 9, 23, 59, 59, tzinfo=timezone.utc)) == ("acme/old", Decimal(10))
-    assert cost(datetime(2026, 11, 10, tzinfo=timezone.utc)) == ("acme/new", Decimal(5))
+    assert cost(datetime(2026, 11, 9, 23, 59, 59, tzinfo=UTC)) == ("acme/old", Decimal(10))
+    assert cost(datetime(2026, 11, 10, tzinfo=UTC)) == ("acme/new", Decimal(5))
     # Before the user's first entry: the base's price of that day.
-    entry, _ = cost(datetime(2023, 6, 1, tzinfo=timezone.utc))
+    entry, _ = cost(datetime(2023, 6, 1, tzinfo=UTC))
     assert entry == "base:openai/gpt-4o"
 
 
@@ -309,10 +311,10 @@ def test_uplifts_are_exact_and_a_user_uplift_wins(tmp_path: Path) -> None:
     pricer.price(call, {}, {})
     assert (call.pricing_source, call.pricing_entry) == ("user", "acme-eu-deal:base:openai/gpt-4o")
     assert call.cost == Decimal("2.625") + Decimal("10.50")
+    path.write_text(yaml.safe_dump({"uplifts": [{
+        "id": "x", "platforms": ["aws.bedrock"], "regions": ["aws:*"], "base_entries": ["*"], "multiplier": 1.1,
+        "effective_from": "2025-01-01", "source": "s", "checked": "2026-11-30"}]}))
     with pytest.raises(PricingError, match="multiplier"):
-        path.write_text(yaml.safe_dump({"uplifts": [{
-            "id": "x", "platforms": ["aws.bedrock"], "regions": ["aws:*"], "base_entries": ["*"], "multiplier": 1.1,
-            "effective_from": "2025-01-01", "source": "s", "checked": "2026-11-30"}]}))
         PricingCatalog.load([path])
 
 
@@ -345,7 +347,8 @@ def test_long_context_tier_of_the_base_applies_above_its_threshold(pricer: Price
 def test_project_entries_each_have_a_reason_and_a_source() -> None:
     parsed = load_catalog_file(None)
     assert parsed.entries or parsed.uplifts
-    for item in [*parsed.entries, *parsed.uplifts]:
+    items: list[PriceEntry | Uplift] = [*parsed.entries, *parsed.uplifts]
+    for item in items:
         assert item.reason and item.source, item.id
 
 
@@ -436,7 +439,7 @@ def test_batch_tier_is_half_price_and_an_unknown_tier_day_is_flagged(pricer: Pri
     inp, out = (Decimal(p) for p in standard)
     assert call.cost == (mix[0] * inp + mix[1] * out) / 2 / M and call.service_tier == "batch"
     # The base's batch prices start 2026-10-12: before that the standard price, and the record says so.
-    early = _call("openai", model, mix, int(datetime(2025, 11, 15, tzinfo=timezone.utc).timestamp()) * 10**9)
+    early = _call("openai", model, mix, int(datetime(2025, 11, 15, tzinfo=UTC).timestamp()) * 10**9)
     pricer.price(early, {"openai.response.service_tier": "batch"}, {})
     assert early.cost == (mix[0] * inp + mix[1] * out) / M and "no batch price in the base" in early.pricing_assumption
 

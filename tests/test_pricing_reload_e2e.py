@@ -29,7 +29,7 @@ def _write_prices(path: Path, price: str) -> None:
         "input": price, "output": price, "source": "our GPU cost per token", "checked": "2026-11-30"}]}))
 
 
-def test_a_changed_pricing_file_reprices_new_calls_in_the_running_worker(make_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_changed_pricing_file_reprices_new_calls_in_the_running_worker(make_stack, tmp_path: Path) -> None:
     prices = tmp_path / "prices.yaml"
     _write_prices(prices, "0.20")
     stack = make_stack(partitions=1, LLMOPS_PROCESSOR__PRICING_FILE=str(prices), LLMOPS_PROCESSOR__PRICING_RELOAD_S="0.2",

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from tests.otlp_sink import otlp_http_sink
 from tests.pricing_snapshots import snapshot_json
 
 ROOT = Path(__file__).resolve().parents[1]
-START = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 SELF_HOSTED = "acme-llama-ft-v3"
 
 
@@ -132,7 +132,7 @@ def test_coverage_reports_shares_by_source_and_the_unpriced_models(store: tuple[
 
 
 def test_reprice_prices_null_calls_and_the_aggregates_follow_idempotently(store: tuple[Settings, Any], tmp_path: Path) -> None:
-    settings, client = store
+    _settings, client = store
     nulls = _scalar(client, f"SELECT count() FROM llm_calls WHERE model = '{SELF_HOSTED}' AND cost IS NULL")
     assert nulls > 0
     _totals_agree(client)

@@ -87,7 +87,11 @@ def test_leader_killed_twice_then_rebalance_loses_and_duplicates_nothing(
             for round_ in (1, 2):
                 leader = cluster.node(cluster.partition_leader(TOPIC, 0))
                 cluster.kill(leader)
-                wait_until(lambda: cluster.partition_leader(TOPIC, 0) not in (leader.node_id, -1), 60, f"new leader (kill {round_})")
+
+                def leader_moved(old: int = leader.node_id) -> bool:
+                    return cluster.partition_leader(TOPIC, 0) not in (old, -1)
+
+                wait_until(leader_moved, 60, f"new leader (kill {round_})")
                 _progress(workers[:2], f"spans stored with node {leader.node_id} down")
                 cluster.restart(leader)
                 cluster.wait_in_sync(TOPIC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -107,8 +108,8 @@ def test_collector_path_stores_what_the_builtin_receiver_path_stores(paths: Path
     assert _sum_partials(stored_rows(paths.workers, usage)) == _sum_partials(stored_rows([paths.builtin], usage))
 
 
-def _sum_partials(rows: Counter[tuple[object, ...]]) -> dict[tuple[object, ...], tuple[int, int, Decimal]]:
-    out: dict[tuple[object, ...], list] = {}
+def _sum_partials(rows: Counter[tuple[Any, ...]]) -> dict[tuple[Any, ...], tuple[int, int, Decimal]]:
+    out: dict[tuple[Any, ...], list] = {}
     for (window, service, model, calls, tokens, cost), n in rows.items():
         acc = out.setdefault((window, service, model), [0, 0, Decimal(0)])
         acc[0] += calls * n
@@ -140,8 +141,10 @@ def _decoded_spans(bootstrap: str, topic: str) -> dict[str, object]:
             for span in decode_request(message.value()).spans:
                 assert span.span_id not in spans, f"span {span.span_id} in two records"
                 spans[span.span_id] = span
-            if message.offset() + 1 >= ends[message.partition()]:
-                done.add(message.partition())
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None, "a consumed record has both"
+            if offset + 1 >= ends[partition]:
+                done.add(partition)
         return spans
     finally:
         consumer.close()

@@ -42,7 +42,7 @@ _EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 _MARKER = b"records_in-marker:"
 
 
-def records_in(stack) -> int:  # type: ignore[no-untyped-def]
+def records_in(stack) -> int:
     """Records the receiver wrote to the stack's spans topic, counted by reading them back.
 
     Not from high watermarks: Tansu reports a partition's high watermark as the last batch's base
@@ -63,11 +63,13 @@ def records_in(stack) -> int:  # type: ignore[no-untyped-def]
             message = consumer.poll(0.1)
             if message is None or message.error() is not None:
                 continue
-            if message.value() == marker:
+            value = message.value()
+            assert value is not None, "every record here has a value"
+            if value == marker:
                 open_partitions.discard(message.partition())
                 if not open_partitions:
                     return count
-            elif not message.value().startswith(_MARKER):
+            elif not value.startswith(_MARKER):
                 count += 1
         raise AssertionError(f"markers not read back from {stack.topic}")
     finally:
@@ -90,7 +92,7 @@ def _request(service: str, spans: int, attr_bytes: int = 10, big_span_bytes: int
     return request
 
 
-def _grpc_export(port: int, body: bytes, metadata: tuple = ()) -> grpc.RpcError | None:  # type: ignore[type-arg]
+def _grpc_export(port: int, body: bytes, metadata: tuple = ()) -> grpc.RpcError | None:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
             channel.unary_unary(_EXPORT)(body, timeout=20, metadata=metadata)
@@ -102,7 +104,7 @@ def _grpc_export(port: int, body: bytes, metadata: tuple = ()) -> grpc.RpcError 
 # -- section 5: wholly queued or wholly refused; 4xx at once ------------------------------------------
 
 
-def test_request_with_a_span_too_big_for_a_record_is_refused_whole_and_stores_nothing(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_request_with_a_span_too_big_for_a_record_is_refused_whole_and_stores_nothing(make_stack) -> None:
     stack = make_stack(partitions=2, LLMOPS_RECEIVER__MAX_RECORD_BYTES="100000")
     stack.start_receiver()
     # Six 40 kB spans split into three records that fit; the 200 kB span cannot fit in any record.
@@ -118,7 +120,7 @@ def test_request_with_a_span_too_big_for_a_record_is_refused_whole_and_stores_no
     assert records_in(stack) == 3  # the same spans without the big one: split into 3 records, all stored
 
 
-def test_a_request_whose_records_overflow_the_producer_queue_is_still_queued_whole(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_whose_records_overflow_the_producer_queue_is_still_queued_whole(make_stack) -> None:
     """librdkafka's queue (1 MiB here) fills on the third of three 400 kB records: the request was admitted
     (nothing else in flight), so the third record waits for room instead of the request being refused
     with two records already queued, which the client's retry would store again."""
@@ -131,7 +133,7 @@ def test_a_request_whose_records_overflow_the_producer_queue_is_still_queued_who
 
 
 @pytest.fixture(scope="module")
-def small_limits(make_stack):  # type: ignore[no-untyped-def]
+def small_limits(make_stack):
     stack = make_stack(partitions=1, LLMOPS_RECEIVER__MAX_REQUEST_BYTES=str(4 * 1024 * 1024))
     stack.start_receiver()
     return stack
@@ -164,7 +166,7 @@ _JSON_SPAN = ('{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8eff
         ("unknown Content-Encoding", b"x", {**_PROTO, "Content-Encoding": "br"}, 415),
     ],
 )
-def test_bad_bodies_get_a_4xx_and_store_nothing(small_limits, case: str, body: bytes, headers: dict, status: int) -> None:  # type: ignore[type-arg]
+def test_bad_bodies_get_a_4xx_and_store_nothing(small_limits, case: str, body: bytes, headers: dict, status: int) -> None:
     before = records_in(small_limits)
     response = requests.post(f"{small_limits.http_url}/v1/traces", data=body, headers=headers, timeout=20)
     assert response.status_code == status, (case, response.status_code, response.text[:200])
@@ -182,7 +184,7 @@ def _vm_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def test_gzip_bomb_is_refused_without_inflating_it(small_limits) -> None:  # type: ignore[no-untyped-def]
+def test_gzip_bomb_is_refused_without_inflating_it(small_limits) -> None:
     bomb = _gzip_bomb(1 << 30)  # 1 GiB of zeros in ~1 MB: fits the 4 MiB request limit only compressed
     assert len(bomb) < 4 * 1024 * 1024
     before = records_in(small_limits)
@@ -193,7 +195,7 @@ def test_gzip_bomb_is_refused_without_inflating_it(small_limits) -> None:  # typ
     assert _vm_kib(small_limits.receiver.pid, "VmHWM") < 512 * 1024
 
 
-def test_huge_content_length_is_refused_from_the_header(small_limits) -> None:  # type: ignore[no-untyped-def]
+def test_huge_content_length_is_refused_from_the_header(small_limits) -> None:
     """The body is never sent: the answer must come from the header alone (a wait would hang the test)."""
     with socket.create_connection(("127.0.0.1", small_limits.http_port), timeout=20) as sock:
         sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
@@ -205,7 +207,7 @@ def test_huge_content_length_is_refused_from_the_header(small_limits) -> None:  
 # -- section 4: refuse while the workers are behind ---------------------------------------------------
 
 
-def _commit_everything(stack) -> None:  # type: ignore[no-untyped-def]
+def _commit_everything(stack) -> None:
     """Catch the worker group up, as a worker does after processing: commit each partition's high watermark."""
     consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": stack.group_id, "enable.auto.commit": False})
     try:
@@ -219,7 +221,7 @@ def _commit_everything(stack) -> None:  # type: ignore[no-untyped-def]
         consumer.close()
 
 
-def test_lag_over_the_bound_refuses_with_retry_after_and_admits_after_catching_up(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_lag_over_the_bound_refuses_with_retry_after_and_admits_after_catching_up(make_stack) -> None:
     stack = make_stack(partitions=2, LLMOPS_RECEIVER__MAX_CONSUMER_LAG_RECORDS="3", LLMOPS_RECEIVER__LAG_CHECK_INTERVAL_S="0.1")
     stack.start_receiver()  # no worker: nothing consumes, lag grows with every accepted request
     body = _request("svc-lag", 2).SerializeToString()
@@ -285,7 +287,7 @@ _TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture(scope="module")
-def secured(make_stack, tmp_path_factory):  # type: ignore[no-untyped-def]
+def secured(make_stack, tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
@@ -300,7 +302,7 @@ def secured(make_stack, tmp_path_factory):  # type: ignore[no-untyped-def]
     return stack
 
 
-def _spans(service: str, n: int):  # type: ignore[no-untyped-def]
+def _spans(service: str, n: int):
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -311,7 +313,7 @@ def _spans(service: str, n: int):  # type: ignore[no-untyped-def]
     return memory.get_finished_spans()
 
 
-def test_sdk_http_exporter_needs_the_token_over_tls(secured, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_sdk_http_exporter_needs_the_token_over_tls(secured, monkeypatch) -> None:
     # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own `verify` (the exporter's certificate_file).
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
@@ -330,7 +332,7 @@ def test_sdk_http_exporter_needs_the_token_over_tls(secured, monkeypatch) -> Non
     assert records_in(secured) == before + 1
 
 
-def test_sdk_grpc_exporter_needs_the_token_over_tls(secured) -> None:  # type: ignore[no-untyped-def]
+def test_sdk_grpc_exporter_needs_the_token_over_tls(secured) -> None:
     endpoint = f"https://127.0.0.1:{secured.grpc_port}"
     credentials = grpc.ssl_channel_credentials(root_certificates=secured.cert.read_bytes())
     spans = _spans("svc-tls-grpc", 4)
@@ -340,8 +342,7 @@ def test_sdk_grpc_exporter_needs_the_token_over_tls(secured) -> None:  # type: i
     assert records_in(secured) == before + 1
     wrong = GrpcExporter(endpoint=endpoint, credentials=credentials, headers={"authorization": "Bearer guess"}, timeout=20)
     assert wrong.export(spans) == SpanExportResult.FAILURE
-    with grpc.secure_channel(f"127.0.0.1:{secured.grpc_port}", credentials) as channel:
-        with pytest.raises(grpc.RpcError) as failure:
-            channel.unary_unary(_EXPORT)(ExportTraceServiceRequest().SerializeToString(), timeout=20)
+    with grpc.secure_channel(f"127.0.0.1:{secured.grpc_port}", credentials) as channel, pytest.raises(grpc.RpcError) as failure:
+        channel.unary_unary(_EXPORT)(ExportTraceServiceRequest().SerializeToString(), timeout=20)
     assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert records_in(secured) == before + 1

@@ -23,13 +23,13 @@ pytestmark = pytest.mark.integration
 START_NS = 1_764_000_000_000_000_000  # fixed timeline: same seed and start give identical spans and ids
 
 
-def _traffic(stack, seed: int, count: int):  # type: ignore[no-untyped-def]
+def _traffic(stack, seed: int, count: int):
     summary = run_loadgen(LoadgenOptions(endpoint=stack.http_url, count=count, seed=seed, start_ns=START_NS, max_export_batch_size=64))
     assert summary.complete
     return summary
 
 
-def _contents(stacks) -> tuple[Counter, Counter, dict]:  # type: ignore[no-untyped-def]
+def _contents(stacks) -> tuple[Counter, Counter, dict]:
     spans: Counter = Counter()
     calls: Counter = Counter()
     usage: dict = {}
@@ -46,14 +46,14 @@ def _contents(stacks) -> tuple[Counter, Counter, dict]:  # type: ignore[no-untyp
     return spans, calls, usage
 
 
-def _total(stacks, sql: str) -> int:  # type: ignore[no-untyped-def]
+def _total(stacks, sql: str) -> int:
     return sum(stack.count(sql) for stack in stacks)
 
 
 PHASES = ((21, 1200), (22, 1300))  # (seed, LLM calls): different seeds, different trace and span ids
 
 
-def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:
     baseline = make_stack(partitions=4)
     baseline.start_worker()
     baseline.start_receiver()
@@ -92,7 +92,7 @@ def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:  # t
     assert got_usage == want_usage  # additive windows sum to the same totals per key
 
 
-def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:
     """A worker joins while spans stream in: partitions move away from the first worker in the middle of its work.
 
     What the first worker stored of a partition it gives up must be committed before the partition moves, or its
@@ -109,9 +109,9 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:  
     stream = threading.Thread(
         target=lambda: summaries.append(run_loadgen(LoadgenOptions(
             endpoint=first.http_url, rate=15, duration_s=30, seed=23, start_ns=START_NS, max_export_batch_size=16,
-        ))),  # fmt: skip
+        ))),
         daemon=True,
-    )
+    )  # fmt: skip
     try:
         first.start_worker()
         first.start_receiver()

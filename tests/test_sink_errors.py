@@ -10,6 +10,7 @@ import logging
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkError, classify
@@ -20,7 +21,7 @@ from sinks.clickhouse.writer import ClickHouseSink
 
 
 def _error(chdb_client: Client, sql: str) -> Exception:
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(ClickHouseError) as caught:
         chdb_client.command(sql)
     return caught.value
 

@@ -96,9 +96,9 @@ def test_numbers_and_labels() -> None:
         with pytest.raises(BadValue):
             number(bad, 0, 5, "x")
     assert label("gpt-4o", "m") == "gpt-4o" and label(3, "m") == "3" and label(1.5, "m") == "1.5"
-    for bad in ("m" * 257, [1], {"a": "b"}, b"x", 10**200):
+    for wrong in ("m" * 257, [1], {"a": "b"}, b"x", 10**200):
         with pytest.raises(BadValue):
-            label(bad, "m")
+            label(wrong, "m")
 
 
 # -- the worker's steps on chDB: the issue's poison spans among good ones ---------------------------
@@ -146,7 +146,7 @@ def _count(client: Client, sql: str, service: str) -> int:
     return int(client.query(sql, parameters={"s": service}).result_rows[0][0])
 
 
-POISON = {
+POISON: dict[str, tuple[dict[str, Any], str, bool]] = {
     "start 2**63": ({"start": 2**63}, "start_time_unix_nano ~2**63 outside 2000-01-01..2200-01-01", False),
     "start 2**64-1": ({"start": 2**64 - 1}, "start_time_unix_nano", False),
     "end 2**64-1": ({"end": 2**64 - 1}, "llm call not stored: end_time_unix_nano", True),
@@ -168,7 +168,7 @@ def test_a_poison_span_costs_only_its_own_call(chdb_client: Client, case: str) -
     span whose start time is in the window."""
     fields, reason, in_traces = POISON[case]
     service = f"poison-{case}"
-    spans = [{} for _ in range(10)]
+    spans: list[dict[str, Any]] = [{} for _ in range(10)]
     spans[3] = fields
     request = _request(service, spans)
     bad_span_id = request.resource_spans[0].scope_spans[0].spans[3].span_id.hex()
@@ -196,7 +196,7 @@ def test_an_unforeseen_failure_in_one_span_costs_only_that_call(chdb_client: Cli
     worker or dead-letter the record: that call becomes an ingest_errors row naming the failure,
     the other nine calls and all ten otel_traces rows are stored."""
     service = "unforeseen-failure"
-    spans = [{} for _ in range(10)]
+    spans: list[dict[str, Any]] = [{} for _ in range(10)]
     spans[6] = {"attributes": {**GOOD, "gen_ai.request.model": "model-that-trips-a-bug"}}
     request = _request(service, spans)
     bad_span_id = request.resource_spans[0].scope_spans[0].spans[6].span_id.hex()
@@ -223,7 +223,7 @@ def test_an_unforeseen_failure_in_one_span_costs_only_that_call(chdb_client: Cli
                                parameters={"s": service}).result_rows  # fmt: skip
     assert [(span_id, "ZeroDivisionError" in reason) for span_id, reason in errors] == [(bad_span_id, True)]
 
-FIELD_LEVEL = {
+FIELD_LEVEL: dict[str, tuple[dict[str, Any], str, str]] = {
     # A first-chunk event outside the window: the call is stored, ttft_ms NULL.
     "event time 2**64-1": ({"events": [("gen_ai.content.completion.chunk", 2**64 - 1)]}, "ttft_ms", "ttft_ms IS NULL"),
     "ttft inf": ({"attributes": {**GOOD, TTFT_ATTRIBUTE: math.inf}}, TTFT_ATTRIBUTE, "ttft_ms IS NULL"),
@@ -407,14 +407,14 @@ def test_arbitrary_values_in_every_attribute_read(records: list[list[dict[str, A
 
     tables = {rows.table: rows for rows in prepared.tables}
     calls = tables["llm_calls"]
-    stored = dict(zip(calls.column("span_id"), zip(calls.column("input_tokens"), calls.column("output_tokens"), calls.column("ts"))))
+    stored = dict(zip(calls.column("span_id"), zip(calls.column("input_tokens"), calls.column("output_tokens"), calls.column("ts"), strict=True), strict=True))
     errors = tables["ingest_errors"]
     reasons: dict[str, list[str]] = {}
-    for span_id, reason in zip(errors.column("span_id"), errors.column("reason")):
+    for span_id, reason in zip(errors.column("span_id"), errors.column("reason"), strict=True):
         reasons.setdefault(span_id, []).append(reason)
 
-    for (_, ids), spans in zip(built, records):
-        for span_id, fields in zip(ids, spans):
+    for (_, ids), spans in zip(built, records, strict=True):
+        for span_id, fields in zip(ids, spans, strict=True):
             start_ok = bounds.TIME_MIN_NS <= fields.get("start", START) < bounds.TIME_MAX_NS
             refused = [r for r in reasons.get(span_id, []) if "stored without" not in r]
             if not fields:  # a good span: stored exactly, nothing reported
@@ -435,7 +435,7 @@ def test_arbitrary_values_in_every_attribute_read(records: list[list[dict[str, A
                 chosen = next((fields["fuzz"].get(k, GOOD.get(k)) for k in TOKEN_KEYS if fields["fuzz"].get(k, GOOD.get(k)) not in (None, "")), None)
                 if _token_ok(chosen) is False:
                     assert span_id not in stored and any("gen_ai.usage.input_tokens" in r or "gen_ai.usage.prompt_tokens" in r for r in refused)
-    for row in zip(*(calls.column(name) for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "ts"))):
+    for row in zip(*(calls.column(name) for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "ts")), strict=True):
         assert all(0 <= n <= 3 * bounds.MAX_TOKENS for n in row[:4]) and bounds.TIME_MIN_NS <= row[4] < bounds.TIME_MAX_NS
     for name in ("service", "model", "request_model", "pricing_region", "service_tier", "response_model", "agent", "prompt_name", "prompt_version", "finish_reason",
                  "conversation_id", "team", "environment"):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import pytest
 import requests
 
@@ -16,12 +18,12 @@ from tests.test_span_bounds import GOOD, _request
 pytestmark = pytest.mark.integration
 
 
-def test_poison_spans_among_good_ones_leave_the_worker_up_and_the_good_calls_stored(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_poison_spans_among_good_ones_leave_the_worker_up_and_the_good_calls_stored(make_stack) -> None:
     stack = make_stack(partitions=1)
     stack.start_worker()
     stack.start_receiver()
     service = "poison-e2e"
-    spans = [{} for _ in range(12)]
+    spans: list[dict[str, Any]] = [{} for _ in range(12)]
     spans[1] = {"start": 2**63}  # OverflowError in the latency rows: the worker's crash loop
     spans[3] = {"attributes": {**GOOD, "gen_ai.usage.input_tokens": "1e30"}}  # UInt64 overflow: the record went to the DLQ
     spans[5] = {"attributes": {**GOOD, "gen_ai.usage.input_tokens": "1e1000000"}}  # ~38 s of CPU

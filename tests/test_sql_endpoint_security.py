@@ -37,6 +37,7 @@ from llmops.sql_engine import QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
 from sinks.clickhouse.client import connect
 from tests.conftest import wait_until
+from datetime import UTC
 
 SECRET = "TOPSECRET-4f1c"
 LIMITS = QueryLimits(max_execution_time_s=2.0, max_result_rows=5_000, max_result_bytes=4 * 1024 * 1024, max_memory_usage=256 * 1024 * 1024)
@@ -120,7 +121,7 @@ def _escapes(files: Path, port: int) -> dict[str, str]:
         "outfile, two spaces": f"SELECT 'x' INTO  OUTFILE '{files}/o1.txt' TRUNCATE FORMAT RawBLOB",
         "outfile, tab": f"SELECT 'x' INTO\tOUTFILE '{files}/o2.txt' TRUNCATE FORMAT RawBLOB",
         "outfile, newline": f"SELECT 'x' INTO\nOUTFILE '{files}/o3.txt' TRUNCATE FORMAT RawBLOB",
-        "outfile, comment": f"SELECT 'x' INTO/* c */OUTFILE 'o4.txt'",
+        "outfile, comment": "SELECT 'x' INTO/* c */OUTFILE 'o4.txt'",
         "outfile, relative": "select 'x' into outfile 'o5.txt'",
         "describe file": "DESCRIBE file('/etc/passwd', 'TSVWithNames')",
         "describe url": f"DESCRIBE url('http://127.0.0.1:{port}/x', 'TSV')",
@@ -182,12 +183,12 @@ def test_the_escapes_work_on_a_readonly_handle_without_the_guard(store: dict[str
         assert (tmp_path / "o.txt").read_text() == "x"
         assert handle.query("DESCRIBE file('/etc/passwd', 'TSVWithNames')", "TSV").bytes()
         before = listener.accepted
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match=r"^Code: \d+\. DB::Exception"):  # chDB raises chdb._exceptions.ChdbError, not chdb.ChdbError
             handle.query(f"DESCRIBE url('http://127.0.0.1:{listener.port}/x', 'TSV')", "TSV")
         wait_until(lambda: listener.accepted > before, 10, "the url() connection")
         assert SECRET.encode() in handle.query("SELECT s FROM default.secret", "TSV").bytes()
         # A failed multi-statement query leaves its first result in the handle for the next query.
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match=r"^Code: \d+\. DB::Exception"):
             handle.query("SELECT 'LEAK'; SELECT throwIf(1)", "TSV")
         assert handle.query("SELECT 1", "TSV").bytes() == b"LEAK\n1\n"
     finally:
@@ -210,7 +211,7 @@ def test_a_failed_query_leaves_nothing_for_the_next(store: dict[str, Any]) -> No
     in 5 for the UNION below), so this repeats: one leak in 20 rounds fails the test."""
     for _ in range(20):
         for failing in ("SELECT 'LEAK'; SELECT throwIf(1)", "SELECT 'LEAK' UNION ALL SELECT toString(throwIf(1))", "SELECT throwIf(1)"):
-            with pytest.raises(Exception):
+            with pytest.raises(Exception, match=r"^Code: \d+\. DB::Exception"):  # the engine's error or the guard's refusal, both in ClickHouse's form
                 _check(store, failing)
             assert _check(store, "SELECT 1") == (b"1\n", "TabSeparated")
 
@@ -222,7 +223,7 @@ def test_a_failed_query_leaves_nothing_for_the_next_request_in_its_slot(store: d
     async def rounds() -> list[bytes]:
         answers = []
         for _ in range(20):
-            with pytest.raises(Exception):
+            with pytest.raises(Exception, match=r"^Code: \d+\. DB::Exception"):  # the engine's error or the guard's refusal, both in ClickHouse's form
                 await engine.execute("SELECT 'LEAK' UNION ALL SELECT toString(throwIf(1))", "TabSeparated", {})
             answers.append((await engine.execute("SELECT 1", "TabSeparated", {}))[0])
         return answers
@@ -378,7 +379,7 @@ def test_no_variant_writes_connects_or_reads_another_database(store: dict[str, A
 @given(ws=st.lists(_WS, min_size=6, max_size=6), case=st.lists(st.booleans(), min_size=6, max_size=6), quote=st.sampled_from(["", "`", '"']))
 def test_benign_variants_stay_allowed(store: dict[str, Any], ws: list[str], case: list[bool], quote: str) -> None:
     """The same mutations on a query of the pipeline's own tables: still allowed, same answer."""
-    words = [w.upper() if up else w.lower() for w, up in zip(["SELECT", "FROM", "WHERE", "IN", "SELECT", "FROM"], case)]
+    words = [w.upper() if up else w.lower() for w, up in zip(["SELECT", "FROM", "WHERE", "IN", "SELECT", "FROM"], case, strict=True)]
     table = f"{quote}llmops{quote}.{quote}t{quote}"
     sql = f"{words[0]}{ws[0]}count(){ws[1]}{words[1]}{ws[2]}{table}{ws[3]}{words[2]} a {words[3]}{ws[4]}({words[4]} a {words[5]}{ws[5]}{table} WHERE a < 10)"
     assert _check(store, sql) == (b"10\n", "TabSeparated")
@@ -570,7 +571,7 @@ def test_readers_reach_an_endpoint_with_credentials_and_tls(
     server = Served(store["dsn"], limits=LIMITS, user="reader", password=SecretStr("pw"), tls_cert_file=cert, tls_key_file=key)
     try:
         sql = {"port": server.endpoint.port, "user": "reader", "password": "pw", "tls_cert_file": cert, "tls_key_file": key}
-        settings = Settings(data_dir=store["root"], sql=sql)  # type: ignore[arg-type]
+        settings = Settings(data_dir=store["root"], sql=sql)
         assert open_reader(settings).query("SELECT count() FROM t").result_rows == [(100,)]
         monkeypatch.setenv("LLMOPS_DATA_DIR", str(store["root"]))
         for name, value in sql.items():
@@ -665,14 +666,14 @@ class _GoNative:
                 type_name = self._str()
                 assert self._take(1) == b"\x00", "custom serialization flag"
                 values.append(self._column(type_name, rows))
-            out += list(zip(*values))
+            out += list(zip(*values, strict=True))
         return names, out
 
 
 @pytest.fixture(scope="module")
 def panel(store: dict[str, Any]) -> str:
     """The pipeline's tables with a few calls, and a dashboard panel query over them as Grafana renders it."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from tests.grafana_macros import ALL, TimeRange, Variable
     from sinks.clickhouse.migrations import apply_migrations
@@ -690,7 +691,7 @@ def panel(store: dict[str, Any]) -> str:
         writer.close()
     sql = next(sql for _, title, sql in PANEL_QUERIES if title == "LLM calls stored per second")
     variables = {name: Variable(name, (ALL,)) for name in ("service", "environment", "team", "model")}
-    start = datetime(2026, 11, 2, 9, 55, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 2, 9, 55, tzinfo=UTC)
     return render_panel_query(sql, variables, TimeRange(start, start + timedelta(minutes=15), timedelta(minutes=1)))
 
 

@@ -92,7 +92,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         stderr.close()
 
 
-def _sql_client(up: Up):  # type: ignore[no-untyped-def]
+def _sql_client(up: Up):
     return clickhouse_connect.get_client(host="127.0.0.1", port=up.sql, database="llmops", compress=False)
 
 
@@ -132,8 +132,8 @@ def test_a_stack_file_pointing_at_another_stacks_port_is_refused(up: Up, tmp_pat
     result = llmops("report", "--data-dir", str(other))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"llmops report: the SQL endpoint on 127.0.0.1:{up.sql} serves another store than data dir {other}: "
-        "another llmops took the port; stop it and restart `llmops up`"
+        (f"llmops report: the SQL endpoint on 127.0.0.1:{up.sql} serves another store than data dir {other}: "
+        "another llmops took the port; stop it and restart `llmops up`")
     ]
 
 

@@ -113,7 +113,7 @@ def _ports() -> tuple[int, int, int]:
     return free_port(), free_port(), free_port()
 
 
-def test_a_worker_killed_under_traffic_is_restarted_and_every_acknowledged_span_is_stored_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_killed_under_traffic_is_restarted_and_every_acknowledged_span_is_stored_once(tmp_path) -> None:
     up = Up(tmp_path, _ports())
     try:
         worker = up.child("worker")
@@ -121,7 +121,7 @@ def test_a_worker_killed_under_traffic_is_restarted_and_every_acknowledged_span_
         options = LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=12000, seed=14, stop_on_failure=False)
         sender = threading.Thread(target=lambda: result.append(run_loadgen(options)))
         sender.start()
-        wait_until(lambda: up.children() and _stored_while_running(up) > 0 or not sender.is_alive(), 120, "first spans stored")
+        wait_until(lambda: (up.children() and _stored_while_running(up) > 0) or not sender.is_alive(), 120, "first spans stored")
         os.kill(worker, signal.SIGKILL)
         sender.join(timeout=600)
         wait_until(lambda: "worker restarted" in up.output(), 60, "the worker restarted")
@@ -150,7 +150,7 @@ def _stored_while_running(up: Up) -> int:
         client.close()
 
 
-def test_sigkill_of_up_leaves_no_child_and_a_second_up_starts_on_the_same_ports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_of_up_leaves_no_child_and_a_second_up_starts_on_the_same_ports(tmp_path) -> None:
     ports = _ports()
     up = Up(tmp_path / "first", ports)
     children = up.children()
@@ -163,7 +163,7 @@ def test_sigkill_of_up_leaves_no_child_and_a_second_up_starts_on_the_same_ports(
     assert second.wait() == 0, second.output()
 
 
-def test_sigterm_to_every_process_at_once_stops_in_order_and_keeps_what_was_acknowledged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_to_every_process_at_once_stops_in_order_and_keeps_what_was_acknowledged(tmp_path) -> None:
     """systemd's default stop: SIGTERM to the whole cgroup, here while traffic flows. The children ignore it; `up`
     stops them in order (receiver, drain, worker, broker), so what the broker held when the signal came is stored."""
     up = Up(tmp_path, _ports())
@@ -185,7 +185,7 @@ def test_sigterm_to_every_process_at_once_stops_in_order_and_keeps_what_was_ackn
     assert up.stored() == (summary.spans_acknowledged, summary.spans_acknowledged), up.output()
 
 
-def test_the_embedded_broker_is_refreshed_past_its_memory_limit_and_nothing_acknowledged_is_lost(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_embedded_broker_is_refreshed_past_its_memory_limit_and_nothing_acknowledged_is_lost(tmp_path) -> None:
     """Tansu's memory storage frees no record: past the limit `up` drains the broker and starts it afresh."""
     up = Up(tmp_path, _ports(), LLMOPS_KAFKA__EMBEDDED_MAX_RSS_MIB=str(LIMIT_MIB))
     try:
@@ -229,7 +229,7 @@ def endpoint_ready(up: Up) -> bool:
     return endpoint_alive("127.0.0.1", up.sql)
 
 
-def test_a_dead_broker_ends_the_stack_and_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_broker_ends_the_stack_and_says_so(tmp_path) -> None:
     up = Up(tmp_path, _ports())
     children = up.children()
     os.kill(up.child("broker"), signal.SIGKILL)

@@ -76,7 +76,7 @@ def test_any_order_and_batch_split_gives_exact_totals(calls: list[LLMCall], data
     order = data.draw(st.permutations(range(len(calls))))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(calls)), max_size=8)))
     arrived = [calls[i] for i in order]
-    batches = [arrived[a:b] for a, b in zip([0, *cuts], [*cuts, len(arrived)])]
+    batches = [arrived[a:b] for a, b in zip([0, *cuts], [*cuts, len(arrived)], strict=True)]
     stored = [usage_columns(batch) for batch in batches if batch]
     assert _sum_rows(stored) == _reference(calls)
 

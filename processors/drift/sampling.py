@@ -105,7 +105,7 @@ class PrioritySieve(Generic[K]):
 class KeyRegistry(Generic[K, V]):
     """Live values per key, at most ``max_keys``; the least recently used key is evicted first."""
 
-    __slots__ = ("_max_keys", "_values", "_evicted")
+    __slots__ = ("_evicted", "_max_keys", "_values")
 
     def __init__(self, max_keys: int) -> None:
         if max_keys < 1:

@@ -41,6 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processors.bounds import MAX_JSON_CHARS, MAX_VECTOR_LEN, BadValue, label, number
+import itertools
 
 __all__ = [
     "DEFAULT_REFUSAL_PATTERNS",
@@ -56,8 +57,8 @@ __all__ = [
 
 DEFAULT_REFUSAL_PATTERNS: Final[tuple[str, ...]] = (
     r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I (?:can't|cannot|can not|won't|will not|am unable|'m unable|am not able|'m not able)",
-    r"\bI (?:can't|cannot|can not|won't|will not|am unable to|'m unable to|am not able to|'m not able to) "
-    r"(?:help|assist|comply|provide|do that|fulfil|fulfill|answer|share|support|engage)",
+    (r"\bI (?:can't|cannot|can not|won't|will not|am unable to|'m unable to|am not able to|'m not able to) "
+    r"(?:help|assist|comply|provide|do that|fulfil|fulfill|answer|share|support|engage)"),
     r"\bI must (?:decline|refuse)\b",
     r"\bas an AI(?: language model)?\b",
     r"\bI'm not (?:allowed|permitted) to\b",
@@ -239,7 +240,7 @@ def hashing_embedding(text: str, dim: int = 384, max_chars: int = 20_000) -> NDA
     Text without words gives the zero vector.
     """
     words = _WORD.findall(text[:max_chars].lower())
-    features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
     if not features:
         return np.zeros(dim, dtype=np.float32)
     hashes = _fmix64(np.fromiter((zlib.crc32(f.encode("utf-8")) for f in features), dtype=np.uint64, count=len(features)))

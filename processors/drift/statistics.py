@@ -477,9 +477,10 @@ def decide_window(results: Sequence[DriftResult], config: DriftConfig) -> list[D
     signal has an effect size over threshold, and an effect size drifts only if its signal has a
     rejecting test.
     """
-    with_p = [i for i, r in enumerate(results) if r.p_value is not None and r.statistic in P_VALUE_THRESHOLD_STATISTICS]
-    adjusted = holm_adjust([results[i].p_value for i in with_p])
-    adj_by_index = dict(zip(with_p, adjusted.tolist()))
+    tested = [(i, r.p_value) for i, r in enumerate(results) if r.p_value is not None and r.statistic in P_VALUE_THRESHOLD_STATISTICS]
+    with_p = [i for i, _ in tested]
+    adjusted = holm_adjust([p for _, p in tested])
+    adj_by_index = dict(zip(with_p, adjusted.tolist(), strict=True))
     significant: set[str] = set()
     material: set[str] = set()
     for i, r in enumerate(results):

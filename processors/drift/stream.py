@@ -183,25 +183,25 @@ class DriftTracker:
                                     c.get("span_id", "")) for c in calls), tally_resolution_s(window))  # fmt: skip
         now = self._clock()
         for tally in tallies:
-            self.calls_seen += tally.count
+            self.calls_seen += tally.call_count
             self._note_changes(service, tally, now)
             key = self._key(service, tally.model, tally.prompt_name, tally.prompt_version)
             ts_s = tally.max_ts_ns / 1e9
             start = _window_start(tally.max_ts_ns, window)
             state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=now))
             if start + window <= self._watermark(state):
-                self.late_calls += tally.count
+                self.late_calls += tally.call_count
                 continue
             opened = state.open.get(start)
             if opened is None:
                 opened = state.open[start] = _OpenWindow(BottomK(self.config.reservoir_size))
-            opened.seen += tally.count
+            opened.seen += tally.call_count
             # A span from a clock running ahead must not close windows before their time.
             state.max_event_s = max(state.max_event_s, min(ts_s, now))
             state.last_event_wall = now
         for call in calls:
-            state = self._keys.get(self._key(service, call["model"], call["prompt_name"], call["prompt_version"]))
-            opened = state.open.get(_window_start(int(call["ts_ns"]), window)) if state is not None else None
+            found = self._keys.get(self._key(service, call["model"], call["prompt_name"], call["prompt_version"]))
+            opened = found.open.get(_window_start(int(call["ts_ns"]), window)) if found is not None else None
             if opened is None:
                 continue
             priority = call.get("priority") or call_priority(call.get("trace_id", ""), call.get("span_id", ""))
@@ -213,7 +213,7 @@ class DriftTracker:
         """The window key: the service, and of model, prompt and version those `key_fields` name."""
         fields = self.config.key_fields
         values = (model, prompt_name, prompt_version)
-        return DriftKey(service, *(value if name in fields else "" for name, value in zip(KEY_FIELDS, values)))
+        return DriftKey(service, *(value if name in fields else "" for name, value in zip(KEY_FIELDS, values, strict=True)))
 
     def _sample(self, call: _RawCall) -> _Sampled:
         """Signal extraction (the answer embedding included), for calls a closing window kept."""
@@ -229,7 +229,7 @@ class DriftTracker:
         """Feed the change detector (key: service and prompt name) and remember the order versions appeared in."""
         for kind, value in (("prompt_version", tally.prompt_version), ("response_model", tally.model),
                             ("embedding_model", tally.embedding_model)):  # fmt: skip
-            self._changes.observe(service, tally.prompt_name, kind, value, tally.count, tally.first_ts_ns, tally.max_ts_ns,
+            self._changes.observe(service, tally.prompt_name, kind, value, tally.call_count, tally.first_ts_ns, tally.max_ts_ns,
                                   tally.first_trace_id, tally.first_span_id, tally.model, now)  # fmt: skip
         if tally.prompt_version:
             order, _ = self._versions.get_or_create((service, tally.model, tally.prompt_name), dict)
@@ -248,24 +248,26 @@ class DriftTracker:
         """Rows for every window the watermark passed, and change events noted since the last call."""
         window = self.config.window_s
         closing: list[tuple[DriftKey, int, _OpenWindow]] = []
-        for key in self._keys.keys():
+        for key in self._keys.keys():  # noqa: SIM118 - a KeyRegistry, not a dict: keys() is how it iterates
             state = self._keys.get(key)
             assert state is not None
             mark = self._watermark(state)
             for start in sorted(s for s in state.open if s + window <= mark):
                 closing.append((key, start, state.open.pop(start)))
-        results: dict[tuple[DriftKey, int], tuple[list[DriftResult], str]] = {}
+        results: dict[tuple[DriftKey, int], tuple[list[DriftResult], tuple[str, int]]] = {}
         for key, start, current in sorted(closing, key=lambda item: item[1]):
             state = self._keys.get(key)
             assert state is not None
             reference, description, reference_end = self._reference(key, state, start)
             items = [self._sample(call) for call in current.sample.items]
             if reference and items:  # reference_end <= start: `_reference` only chooses the past
+                assert reference_end is not None, "a reference sample has an end"
                 sample_ref, sample_cur = _window_sample(reference), _window_sample(items)
                 results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), (description, reference_end))
             self._remember(state, _Closed(start, current.seen, items))
             self._last_closed.pop(key.lineage)
-            self._last_closed.get_or_create(key.lineage, lambda v=key.prompt_version, e=start + window, i=items: (v, e, i))
+            last: tuple[str, int, list[_Sampled]] = (key.prompt_version, start + window, items)
+            self._last_closed.get_or_create(key.lineage, lambda: last)  # noqa: B023 - called before the loop moves on
         rows = TableRows("llm_drift", list(DRIFT_COLUMNS))
         for start in sorted({s for _, s in results}):
             same_window = {k: r for (k, s), (r, _) in results.items() if s == start}
@@ -277,12 +279,12 @@ class DriftTracker:
                                                            key.prompt_name, key.prompt_version, result.signal, result.statistic,
                                                            float(result.value), result.p_value, float(result.threshold),
                                                            bool(result.drifted), result.n_ref, result.n_cur, description,
-                                                           reference_end * 1000)):  # fmt: skip
+                                                           reference_end * 1000), strict=True):  # fmt: skip
                         column.append(item)
         changes = TableRows("change_events", list(CHANGE_COLUMNS))
         for event in self._changes.decide(self._clock()):
-            for column, item in zip(changes.columns, event):
-                column.append(item)
+            for column, cell in zip(changes.columns, event, strict=True):
+                column.append(cell)
         return rows, changes
 
     def _remember(self, state: _KeyState, closed: _Closed) -> None:
@@ -302,7 +304,7 @@ class DriftTracker:
         size = int(min(self.config.reservoir_size, seen.sum()))
         counts = self._rng.multivariate_hypergeometric(seen, size) if len(history) > 1 else np.array([size])
         merged: list[_Sampled] = []
-        for window, count in zip(history, counts.tolist()):
+        for window, count in zip(history, counts.tolist(), strict=True):
             take = min(count, len(window.sample))  # a window far busier than the others may give fewer
             chosen = self._rng.choice(len(window.sample), size=take, replace=False) if take else []
             merged.extend(window.sample[int(i)] for i in chosen)
@@ -329,7 +331,7 @@ class DriftTracker:
         order = self._versions.get(key.lineage) or {}
         mine = order.get(key.prompt_version, -1)
         best: tuple[int, str, Sequence[_Sampled | _RawCall]] | None = None
-        for other in self._keys.keys():
+        for other in self._keys.keys():  # noqa: SIM118 - a KeyRegistry, not a dict
             if other.lineage != key.lineage or other == key or order.get(other.prompt_version, mine) >= mine:
                 continue  # only versions first seen before this one are what it replaced
             state = self._keys.get(other)

@@ -53,7 +53,7 @@ class Tally(NamedTuple):
     prompt_name: str
     prompt_version: str
     embedding_model: str
-    count: int
+    call_count: int
     max_ts_ns: int
     first_ts_ns: int  # the earliest call of the batch with these values: a change event is stamped with it
     first_trace_id: str
@@ -111,7 +111,7 @@ def _no_bytes(value: Any) -> None:
     """orjson's fallback for values JSON has no type for: bytes inside an array or kvlist become null
     (no signal reads them; top-level bytes are already left out)."""
     if isinstance(value, (bytes, bytearray)):
-        return None
+        return
     raise TypeError(f"{type(value).__name__} in a drift record")
 
 
@@ -145,7 +145,7 @@ class DriftSender:
         """Tally the calls (`calls[i]` came from `spans[i]`) and encode those the sieve passes.
         Nothing keeps a reference to the spans, so a caller can drop them record by record."""
         window = self._window_s
-        for call, span in zip(calls, spans):
+        for call, span in zip(calls, spans, strict=True):
             if call.status != "ok" or call.operation in ("embeddings", "embedding"):
                 continue
             service, model = call.service, call.model

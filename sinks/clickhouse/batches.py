@@ -25,15 +25,15 @@ class TableRows:
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
 
-    def extend(self, other: "TableRows") -> None:
+    def extend(self, other: TableRows) -> None:
         if other.column_names != self.column_names:
             raise ValueError(f"{self.table}: column mismatch")
-        for mine, theirs in zip(self.columns, other.columns):
+        for mine, theirs in zip(self.columns, other.columns, strict=True):
             mine.extend(theirs)
 
     def column(self, name: str) -> list[Any]:
         return self.columns[self.column_names.index(name)]
 
-    def select(self, keep: list[int]) -> "TableRows":
+    def select(self, keep: list[int]) -> TableRows:
         """A copy holding only the rows at the given indexes."""
         return TableRows(self.table, list(self.column_names), [[col[i] for i in keep] for col in self.columns])

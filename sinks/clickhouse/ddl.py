@@ -161,7 +161,7 @@ def schema_migrations_ddl(database: str | None = None, cluster: str | None = Non
     engine = "ReplacingMergeTree"
     on_cluster = ""
     if cluster is not None:
-        engine = f"ReplicatedReplacingMergeTree('/clickhouse/tables/all/{{database}}/schema_migrations', '{{replica}}')"
+        engine = "ReplicatedReplacingMergeTree('/clickhouse/tables/all/{database}/schema_migrations', '{replica}')"
         on_cluster = f" ON CLUSTER {_literal(cluster)}"
     return (
         f"CREATE TABLE IF NOT EXISTS {table}{on_cluster} "

@@ -60,7 +60,7 @@ def _varint(value: int) -> bytes:
 def frame_records(values: Iterable[bytes], sources: Iterable[str], offsets: Iterable[int]) -> bytes:
     """Length-delimited IngestRecord messages, the Protobuf format's input."""
     parts: list[bytes] = []
-    for value, source, offset in zip(values, sources, offsets):
+    for value, source, offset in zip(values, sources, offsets, strict=True):
         encoded_source = source.encode()
         tail = _SOURCE_TAG + _varint(len(encoded_source)) + encoded_source + _OFFSET_TAG + _varint(offset)
         parts.append(_varint(len(value) + len(tail)))

@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from sinks.clickhouse.batches import TableRows
 from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkError, SinkError, classify
@@ -38,6 +39,12 @@ from sinks.clickhouse.otlp_ingest import INGEST_TABLE, OtlpRecords, frame_record
 __all__ = ["ClickHouseSink", "TransientSinkError"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None  # set before every sleep
+    log.warning("clickhouse call failed, retrying", extra={"attempt": state.attempt_number, "error": str(error)[:300]})
 
 
 class TransientSinkError(SinkError):
@@ -91,7 +98,7 @@ class ClickHouseSink:
         else:
             return
         with self._lock:
-            for source, offset in zip(sources, offsets):
+            for source, offset in zip(sources, offsets, strict=True):
                 key = (rows.table, source)
                 if offset > self._fences.get(key, -1):
                     self._fences[key] = offset
@@ -150,14 +157,12 @@ class ClickHouseSink:
         self._advance(records)
         self.rows_written[records.table] = self.rows_written.get(records.table, 0) + len(records)
 
-    def _retrying(self, call):  # type: ignore[no-untyped-def]
+    def _retrying(self, call: Callable[[], T]) -> T:
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: classify(exc) == ErrorClass.TRANSIENT),
             stop=stop_after_attempt(self._retries + 1),
             wait=wait_exponential_jitter(initial=0.2, max=self._max_backoff_s),
-            before_sleep=lambda state: log.warning(
-                "clickhouse call failed, retrying", extra={"attempt": state.attempt_number, "error": str(state.outcome.exception())[:300]}
-            ),
+            before_sleep=_log_retry,
             reraise=True,
         )
         try:
