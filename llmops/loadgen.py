@@ -59,7 +59,11 @@ _LAG_NS = 60_000_000_000  # default timelines end this far behind the wall clock
 _ERROR_SHARE = 0.02
 _ERROR_TYPES = (("RateLimitError", 0.5), ("InternalServerError", 0.3), ("APITimeoutError", 0.2))
 _REFUSAL = "I'm sorry, but I can't help with that request."
-_WORDS = ["your", "order", "ticket", "refund", "account", "shipping", "policy", "item", "payment", "delivery", "update", "status", "please", "check", "the", "details", "below", "we", "can", "help", "with", "this", "request", "thanks", "for", "waiting", "here", "is", "a", "summary", "of", "options", "available", "today", "you", "may", "also", "review", "settings", "and", "history"]
+_WORDS = (
+    "your order ticket refund account shipping policy item payment delivery update status "
+    "please check the details below we can help with this request thanks for waiting "
+    "here is a summary of options available today you may also review settings and history"
+).split()
 _TOKENS_PER_CONTENT_WORD = 13  # content is a scaled-down stand-in for the answer, keeping spans small
 
 

@@ -34,7 +34,7 @@ class Clock:
 
 
 def _answer(words: int, rng: np.random.Generator, refusal: bool = False) -> str:
-    vocab = ["order", "refund", "shipping", "account", "policy", "delivery", "status", "help", "update", "details", "summary", "options"]
+    vocab = "order refund shipping account policy delivery status help update details summary options".split()
     text = " ".join(rng.choice(vocab, size=words))
     if refusal:
         text = "I'm sorry, but I can't help with that request. " + text
