@@ -1,7 +1,7 @@
 """ruff and mypy over the tree, configured in pyproject.toml: any finding fails the suite.
 
 Both run as `python -m` of the interpreter running pytest (they are test dependencies). mypy
-keeps its incremental cache in .mypy_cache: about 15 s warm on 2 cores, about 90 s cold.
+keeps its incremental cache in .mypy_cache: 3 s warm, up to 2 min cold on 2 busy cores.
 """
 
 from __future__ import annotations
