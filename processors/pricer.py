@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -194,17 +194,18 @@ class Pricer:
             found = self._cache.get(key)
             if found is None:
                 found = self._first_seen(key, call, attrs, res)
-        if found.__class__ is _ByAttributes:
+        if isinstance(found, _ByAttributes):
             get = attrs.get
             if found.tier:
-                values: tuple | None = (get(_TIER_0), get(_TIER_1), get(_TIER_2), get(_TIER_3))
+                values: tuple = (get(_TIER_0), get(_TIER_1), get(_TIER_2), get(_TIER_3))
             else:  # deployment_of reads these from the span, else from its resource
                 values = (get("server.address"), get("cloud.region"), res.get("server.address"), res.get("cloud.region"))
+            kept: tuple | None = values
             try:
                 outcome = found.outcomes.get(values)
             except TypeError:  # an unhashable attribute value (a list): resolved, not kept
-                outcome, values = None, None
-            found = outcome if outcome is not None else self._variant_seen(found, values, call, attrs, res)
+                outcome, kept = None, None
+            found = outcome if outcome is not None else self._variant_seen(found, kept, call, attrs, res)
         (call.pricing_region, call.service_tier, call.pricing_version, call.pricing_entry, call.pricing_source,
          call.pricing_assumption, rates, tiers) = found
         if rates is None:
@@ -317,7 +318,7 @@ class Pricer:
             context["processing"] = "batch"
         elif tier:
             context["service_tier"] = tier
-        at = datetime.fromtimestamp(at_ns / 1e9, tz=timezone.utc)
+        at = datetime.fromtimestamp(at_ns / 1e9, tz=UTC)
         priced = BaseSnapshot.rates(match, at, context)
         if priced is None:
             return None

@@ -450,7 +450,7 @@ _COLUMNS = ("cost", "pricing_entry", "pricing_source", "pricing_version", "prici
 HAIKU_35 = "anthropic.claude-3-5-haiku-20241022-v1:0"
 EU_HOST = "bedrock-runtime.eu-west-1.amazonaws.com"
 # One (provider, model, day) each, priced under different span attributes and resources.
-VARIANTS = [
+VARIANTS: list[tuple[str, str, dict[str, object], dict[str, object]]] = [
     ("aws.bedrock", HAIKU_35, {}, {}),
     ("aws.bedrock", HAIKU_35, {"server.address": EU_HOST}, {}),
     ("aws.bedrock", HAIKU_35, {}, {"server.address": EU_HOST}),  # deployment_of falls back to the resource
