@@ -20,16 +20,18 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from processors.core.errors import RetryableError
+
 __all__ = ["KafkaWriter", "QueueFull", "DeliveryFailed"]
 
 log = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
+class QueueFull(RetryableError):
     """The producer's local buffer is full: tell the client to retry later."""
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(RetryableError):
     """Kafka did not acknowledge a record in time."""
 
 

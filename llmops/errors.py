@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 
+from processors.core.errors import LlmopsError
+
 __all__ = ["UserError", "UsageError", "clickhouse_code", "clickhouse_message", "file_problem"]
 
 
-class UserError(Exception):
+class UserError(LlmopsError):
     """Something the user can fix; the message is the whole story (exit code 1)."""
 
     exit_code = 1

@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops.grafana_cli import DEFAULT_ROOT, add_cli
+from processors.core.errors import LlmopsError
 
 __all__ = [
     "Action",
@@ -53,7 +54,7 @@ Action = Literal["create", "update", "unchanged"]
 _ENV = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
 
 
-class GrafanaSyncError(RuntimeError):
+class GrafanaSyncError(LlmopsError, RuntimeError):
     """The sync cannot proceed: Grafana unreachable, token rejected, or the files are incomplete."""
 
 

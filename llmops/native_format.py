@@ -16,6 +16,8 @@ rather than sent in a layout the client would misread.
 
 from __future__ import annotations
 
+from processors.core.errors import PermanentError
+
 __all__ = ["CUSTOM_SERIALIZATION_REVISION", "NativeTypeUnsupported", "for_client_revision"]
 
 CUSTOM_SERIALIZATION_REVISION = 54454  # DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION (ClickHouse src/Core/ProtocolDefines.h)
@@ -33,7 +35,7 @@ _FIXED = {
 }  # fmt: skip
 
 
-class NativeTypeUnsupported(ValueError):
+class NativeTypeUnsupported(PermanentError, ValueError):
     """A result column whose Native layout this module does not know."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from processors.core.errors import LlmopsError
 from processors.pricer import Pricer
 from processors.records import LLMCall
 
@@ -43,7 +44,7 @@ _GROUP = (*_KEYS, "_ingest_source")
 _PRICING = ("cost", "pricing_entry", "pricing_source", "pricing_version", "pricing_assumption")
 
 
-class RepriceError(RuntimeError):
+class RepriceError(LlmopsError, RuntimeError):
     """The store did not end up consistent (reported, never silently ignored)."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import chdb
 
 from llmops.sql_guard import CheckedQuery, QueryGuard
+from processors.core.errors import RetryableError
 
 __all__ = ["EngineBusy", "LIMIT_SETTINGS", "QueryLimits", "SqlEngine", "engine_path"]
 
@@ -51,7 +52,7 @@ LIMIT_SETTINGS = {
 log = logging.getLogger(__name__)
 
 
-class EngineBusy(Exception):
+class EngineBusy(RetryableError):
     """Every handle is busy and the wait queue is full, or the wait timed out."""
 
 

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from processors.core.errors import PermanentError
+
 __all__ = ["CheckedQuery", "GRAFANA_SYSTEM_TABLES", "QueryGuard", "QueryRefused"]
 
 # What Grafana's ClickHouse plugin (SHOW DATABASES/TABLES, DESC TABLE, system.columns,
@@ -54,7 +56,7 @@ _SHOW_TABLES_KEYS = frozenset({"type", "databases", "from", "like", "not_like", 
 _OUTPUT_KEYS = frozenset({"format_ast", "is_outfile_append", "is_outfile_truncate", "is_into_outfile_with_stdout"})
 
 
-class QueryRefused(Exception):
+class QueryRefused(PermanentError):
     """The query is not allowed (or not valid); `code` is the ClickHouse error code to answer with."""
 
     def __init__(self, message: str, code: int = 164, name: str = "READONLY") -> None:

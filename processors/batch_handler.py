@@ -37,9 +37,8 @@ from processors.pipeline import (
 )
 from processors.drift.wire import DriftSender
 from processors.prepare import PreparedBatch, prepare_batch
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import OtlpRecords, TableRows
 from sinks.clickhouse.errors import PermanentSinkError
-from sinks.clickhouse.otlp_ingest import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 
 __all__ = ["BatchHandler", "HandlerStats", "DeadLetter", "Publish", "ReadyBatch"]

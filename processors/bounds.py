@@ -19,6 +19,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+from processors.core.errors import PermanentError
+
 __all__ = [
     "BadValue",
     "MAX_TOKENS",
@@ -67,7 +69,7 @@ _TOKEN_DIGITS: Final = len(str(MAX_TOKENS))
 _PICO: Final = Decimal("1e-12")
 
 
-class BadValue(ValueError):
+class BadValue(PermanentError, ValueError):
     """A span value outside its bound, or not of a usable type; the message says which and why."""
 
 

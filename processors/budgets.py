@@ -30,7 +30,8 @@ from typing import Annotated, Any, Final, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
+from processors.core.errors import PermanentError
 
 __all__ = [
     "BudgetError",
@@ -64,7 +65,7 @@ BUDGET_STATUS_COLUMNS: Final = (
 )
 
 
-class BudgetError(ValueError):
+class BudgetError(PermanentError, ValueError):
     """The budgets file is malformed."""
 
 

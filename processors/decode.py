@@ -21,6 +21,7 @@ from processors.bounds import MAX_LABEL_CHARS, TIME_MAX_NS, TIME_MIN_NS, show
 from processors.otlp_schema import RawAttributesRequest
 from processors.otlp_values import KeyValueCache, attributes_dict
 from processors.records import SpanEvent, SpanLink, SpanView
+from processors.core.errors import PermanentError
 
 __all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request", "parse_record",
            "parse_checked_record"]
@@ -29,7 +30,7 @@ __all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "d
 _SPAN_ATTRIBUTES = KeyValueCache()
 
 
-class MalformedPayload(ValueError):
+class MalformedPayload(PermanentError, ValueError):
     """The bytes are not a serialized ExportTraceServiceRequest."""
 
 

@@ -23,8 +23,7 @@ from processors.decode import MalformedPayload, SpanProblem, decode_request, par
 from processors.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.records import LLMCall, SpanView
 from processors.rows import INGEST_ERRORS_COLUMNS, call_rows
-from sinks.clickhouse.batches import TableRows
-from sinks.clickhouse.otlp_ingest import OtlpRecords
+from processors.core.tables import OtlpRecords, TableRows
 
 log = logging.getLogger(__name__)
 

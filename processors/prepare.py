@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from processors.drift.wire import DriftSender
 from processors.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed_record
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
 
 __all__ = ["PreparedBatch", "prepare_batch"]
 

@@ -46,6 +46,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from processors.normalize import normalize_provider
+from processors.core.errors import PermanentError
 
 __all__ = [
     "PricingError",
@@ -74,7 +75,7 @@ _BEDROCK_VENDOR_RE: Final = re.compile(
 _BEDROCK_VERSION_RE: Final = re.compile(r"-v\d+(?::\d+)?$|:\d+$")
 
 
-class PricingError(ValueError):
+class PricingError(PermanentError, ValueError):
     """A catalog file is malformed (bad price, unknown key, duplicate id); fail at start-up."""
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from operator import attrgetter
 
 from processors.records import LLMCall
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
 
 __all__ = ["LLM_CALLS_COLUMNS", "INGEST_ERRORS_COLUMNS", "call_rows"]
 

@@ -11,7 +11,7 @@ from processors.pipeline import CallStages
 from processors.pricer import Pricer, PricerSources
 from processors.records import LLMCall, SpanView
 from processors.usage import usage_rows
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
 
 __all__ = ["build_call_stages", "build_pricer", "pricer_sources"]
 

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from processors.records import LLMCall
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
 
 __all__ = [
     "WINDOW_NS",

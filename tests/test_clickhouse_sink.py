@@ -9,7 +9,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from processors.pipeline import Poison, SourceRecord, poison_rows
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
 from sinks.clickhouse.writer import ClickHouseSink
 
 

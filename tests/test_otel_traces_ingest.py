@@ -27,7 +27,8 @@ from processors.normalize import LLM_MARKER_KEYS, normalize_call
 from processors.pipeline import may_be_llm_call
 from processors.records import SpanView
 from sinks.clickhouse.migrations import available_migrations
-from sinks.clickhouse.otlp_ingest import OtlpRecords, frame_records, insert_settings
+from sinks.clickhouse.otlp_ingest import frame_records, insert_settings
+from processors.core.tables import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.otlp_values_build import set_any_value
 

@@ -12,9 +12,8 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import OtlpRecords, TableRows
 from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkError, classify
-from sinks.clickhouse.otlp_ingest import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 
 

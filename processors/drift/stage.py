@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from processors.drift.stream import DriftKey, DriftTracker
 from processors.drift.wire import decode_payload
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
 from sinks.clickhouse.writer import ClickHouseSink
 
 __all__ = ["DriftStage"]

@@ -47,7 +47,7 @@ from processors.drift.sampling import BottomK, KeyRegistry, call_priority
 from processors.drift.signals import CallSignals, SignalOptions, extract_signals
 from processors.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
 from processors.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, tally_resolution_s, window_index
-from sinks.clickhouse.batches import TableRows
+from processors.core.tables import TableRows
 
 __all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]
 

@@ -11,6 +11,8 @@ import re
 
 from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, OperationalError
 
+from processors.core.errors import LlmopsError, PermanentError
+
 __all__ = ["ErrorClass", "classify", "SinkError", "PermanentSinkError", "FatalSinkError"]
 
 # ClickHouse server error codes (src/Common/ErrorCodes.cpp).
@@ -58,11 +60,11 @@ class ErrorClass:
     FATAL = "fatal"
 
 
-class SinkError(Exception):
+class SinkError(LlmopsError):
     """Base of the sink's own errors."""
 
 
-class PermanentSinkError(SinkError):
+class PermanentSinkError(SinkError, PermanentError):
     """These rows can never be written; dead-letter their records."""
 
 

@@ -15,34 +15,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from importlib import resources
 
-__all__ = ["INGEST_TABLE", "OtlpRecords", "frame_records", "insert_settings", "ingest_schema"]
+__all__ = ["INGEST_TABLE", "frame_records", "insert_settings", "ingest_schema"]
 
 INGEST_TABLE = "otlp_ingest"
 _SOURCE_TAG = b"\x7a"  # field 15, wire type 2 (length-delimited)
 _OFFSET_TAG = b"\x80\x01"  # field 16, wire type 0 (varint)
-
-
-@dataclass(slots=True)
-class OtlpRecords:
-    """Kafka records bound for `table`, which ClickHouse fills from their raw OTLP bytes."""
-
-    table: str
-    values: list[bytes] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    spans: int = 0  # spans in the records, for the sink's row counts (the view drops the few invalid ones)
-
-    def __len__(self) -> int:
-        return self.spans
-
-    def append(self, value: bytes, source: str, offset: int, spans: int) -> None:
-        self.values.append(value)
-        self.sources.append(source)
-        self.offsets.append(offset)
-        self.spans += spans
 
 
 def _varint(value: int) -> bytes:

@@ -32,9 +32,10 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from sinks.clickhouse.batches import TableRows
+from processors.core.errors import RetryableError
+from processors.core.tables import OtlpRecords, TableRows
 from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkError, SinkError, classify
-from sinks.clickhouse.otlp_ingest import INGEST_TABLE, OtlpRecords, frame_records, insert_settings
+from sinks.clickhouse.otlp_ingest import INGEST_TABLE, frame_records, insert_settings
 
 __all__ = ["ClickHouseSink", "TransientSinkError"]
 
@@ -47,7 +48,7 @@ def _log_retry(state: RetryCallState) -> None:
     log.warning("clickhouse call failed, retrying", extra={"attempt": state.attempt_number, "error": str(error)[:300]})
 
 
-class TransientSinkError(SinkError):
+class TransientSinkError(SinkError, RetryableError):
     """Retries ran out on an error that might pass; stop without acknowledging."""
 
 

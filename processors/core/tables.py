@@ -1,11 +1,11 @@
-"""A columnar batch of rows for one table: what every row builder returns and the sink writes."""
+"""What the core hands the sink: a columnar batch of rows per table, or raw OTLP records for otel_traces."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TableRows"]
+__all__ = ["TableRows", "OtlpRecords"]
 
 
 @dataclass(slots=True)
@@ -37,3 +37,23 @@ class TableRows:
     def select(self, keep: list[int]) -> TableRows:
         """A copy holding only the rows at the given indexes."""
         return TableRows(self.table, list(self.column_names), [[col[i] for i in keep] for col in self.columns])
+
+
+@dataclass(slots=True)
+class OtlpRecords:
+    """Kafka records bound for `table`, which ClickHouse fills from their raw OTLP bytes (sinks/clickhouse/otlp_ingest.py)."""
+
+    table: str
+    values: list[bytes] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    spans: int = 0  # spans in the records, for the sink's row counts (the view drops the few invalid ones)
+
+    def __len__(self) -> int:
+        return self.spans
+
+    def append(self, value: bytes, source: str, offset: int, spans: int) -> None:
+        self.values.append(value)
+        self.sources.append(source)
+        self.offsets.append(offset)
+        self.spans += spans
