@@ -24,9 +24,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks run as scripts
 
 from benchmarks.bench_pipeline import capture_loadgen
-from processors.decode import parse_record, parse_request
-from processors.otlp_values import KeyValueCache, attributes_dict
-from processors.pipeline import may_be_llm_call
+from processors.core.decode import parse_record, parse_request
+from processors.core.otlp_values import KeyValueCache, attributes_dict
+from processors.core.pipeline import may_be_llm_call
 
 
 def unique_values_payload(spans: int) -> list[bytes]:

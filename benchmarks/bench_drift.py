@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_seconds
 
-from processors.drift import (
+from processors.core.drift import (
     CallSignals,
     DriftConfig,
     BottomK,

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processors.drift.stream import DriftStageConfig, DriftTracker
+from processors.core.drift.stream import DriftStageConfig, DriftTracker
 
 WINDOW = 900
 

@@ -14,9 +14,9 @@ import random
 import time
 from typing import Any
 
-from processors.normalize import NormalizeOptions, normalize_call
-from processors.pricer import Pricer, PricerSources
-from processors.records import SpanView
+from processors.core.normalize import NormalizeOptions, normalize_call
+from processors.core.pricer import Pricer, PricerSources
+from processors.core.records import SpanView
 
 MODELS = [("openai", "gpt-4o", "gpt-4o-2024-08-06"), ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
           ("anthropic", "claude-sonnet-4-20250514", "claude-sonnet-4-20250514"), ("gcp.gemini", "gemini-2.5-pro", "gemini-2.5-pro"),

@@ -447,9 +447,9 @@ def parse_ceiling(bodies: Sequence[bytes], spans: int, repeat: int = 3) -> dict[
 
 def replay_stages(bodies: Sequence[bytes], batch_records: int, chdb_dir: Path) -> dict[str, Any]:
     """The worker's stage functions, batch by batch, on the same bodies (no Kafka, no faust)."""
-    from processors.decode import decode_request
-    from processors.drift.wire import DriftSender
-    from processors.pipeline import SourceRecord, build_tables, decode_parsed, may_be_llm_call, parse_records
+    from processors.core.decode import decode_request
+    from processors.core.drift.wire import DriftSender
+    from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, may_be_llm_call, parse_records
     from processors.stages import build_call_stages
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.migrations import apply_migrations

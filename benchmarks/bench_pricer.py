@@ -1,11 +1,11 @@
 """CPU time of pricing one LLM call as the worker does it: `Pricer.enrich(span, call)` in steady state.
 
-The worker prices each call right after normalising it (processors.pipeline.CallStages.calls_from,
+The worker prices each call right after normalising it (processors.core.pipeline.CallStages.calls_from,
 enricher from processors.stages). This measures that one step on calls decoded and normalised the
 way the worker does it, from two mixes:
 
 - `loadgen`: the spans `bench_pipeline.py` sends (`llmops.loadgen`: OpenAI, Anthropic, Gemini,
-  embeddings, an unpriced self-hosted model; errors included), decoded by processors.decode;
+  embeddings, an unpriced self-hosted model; errors included), decoded by processors.core.decode;
 - `shapes`: the 15 call shapes of `bench_pricing.py` (OpenAI service tiers, Bedrock profiles and
   regional endpoints, Vertex, Azure data zones, ...), as OTel GenAI spans.
 
@@ -15,7 +15,8 @@ running worker. `noop_us` is the same loop with an enricher that does nothing: t
 loop's own share. `stage_us` and `normalize_us` time normalisation with and without the enricher
 per call, as the worker interleaves them (the pricer's data no longer sits alone in the CPU cache):
 their difference is pricing's share of the per-call stage. Run it from each tree under comparison
-(same script, `PYTHONPATH` = that tree, which must have processors.pricer).
+(same script, `PYTHONPATH` = that tree, which must have processors.core.pricer; a tree from before
+the core layer runs its own copy of this script).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_pricer.py [--spans 30000] [--repeat 25] [--output FILE]
 
@@ -40,10 +41,10 @@ from pathlib import Path
 
 # The code under test first, from PYTHONPATH: bench_pipeline puts its own tree first on sys.path,
 # and only packages not imported yet would come from there (the loadgen does: the same for all trees).
-from processors.decode import decode_request
-from processors.normalize import NormalizeOptions, normalize_call
-from processors.pipeline import may_be_llm_call
-from processors.records import LLMCall, SpanView
+from processors.core.decode import decode_request
+from processors.core.normalize import NormalizeOptions, normalize_call
+from processors.core.pipeline import may_be_llm_call
+from processors.core.records import LLMCall, SpanView
 
 # Benchmarks run as scripts: their siblings import by file name, which mypy (run from the root) cannot see.
 from bench_pipeline import capture_loadgen  # type: ignore[import-not-found]
@@ -82,7 +83,7 @@ def _normalised(spans: Sequence[SpanView]) -> Pairs:
 
 def worker_enricher() -> Callable[[SpanView, LLMCall], None]:
     """The enricher the worker builds (processors.stages), on the packaged prices."""
-    from processors.pricer import Pricer, PricerSources
+    from processors.core.pricer import Pricer, PricerSources
 
     return Pricer.load(PricerSources()).enrich
 

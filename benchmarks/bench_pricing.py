@@ -16,8 +16,8 @@ import json
 import random
 import time
 
-from processors.pricer import Pricer, PricerSources
-from processors.records import LLMCall
+from processors.core.pricer import Pricer, PricerSources
+from processors.core.records import LLMCall
 
 CALLS = [
     ("openai", "gpt-4o-2024-08-06", {}),

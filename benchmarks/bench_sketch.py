@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_seconds
 
-from processors.latency import metric_rows
-from processors.sketch import GroupedSketches
+from processors.core.latency import metric_rows
+from processors.core.sketch import GroupedSketches
 
 MIGRATION = Path(__file__).resolve().parents[1] / "schemas" / "migrations" / "003_llm_latency_1m.sql"
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

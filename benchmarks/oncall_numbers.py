@@ -13,7 +13,7 @@ time, as the drift worker sees them. Printed:
 - the "Error rate by model" numbers the old panel showed (grouped by billed model) and the new
   panel's (by requested model), for gpt-4o;
 - change events per hour with this tree's tracker and, with --old-ref, the tracker of that commit
-  (its processors/drift/stream.py, loaded beside this one);
+  (its processors/core/drift/stream.py, loaded beside this one);
 - for `--scenario drift`, how far the switch's event is from the first call with the new version.
 """
 
@@ -29,9 +29,9 @@ from typing import Any
 
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
-from processors.drift.stream import DriftStageConfig, DriftTracker
-from processors.drift.wire import DriftSender, decode_payload
-from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
+from processors.core.drift.stream import DriftStageConfig, DriftTracker
+from processors.core.drift.wire import DriftSender, decode_payload
+from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
@@ -43,7 +43,7 @@ START_NS = 1_764_000_000 // 900 * 900 * 10**9
 
 
 def _old_tracker_class(ref: str) -> Any:
-    source = subprocess.run(["git", "show", f"{ref}:processors/drift/stream.py"], capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(["git", "show", f"{ref}:processors/core/drift/stream.py"], capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp()) / "old_drift_stream.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("old_drift_stream", path)

@@ -23,10 +23,10 @@ from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 
-from processors.deployment import deployment_of
-from processors.price_base import BaseMatch, BaseSnapshot
-from processors.pricer import Pricer, PricerSources
-from processors.pricing import PricingCatalog
+from processors.core.deployment import deployment_of
+from processors.core.price_base import BaseMatch, BaseSnapshot
+from processors.core.pricer import Pricer, PricerSources
+from processors.core.pricing import PricingCatalog
 
 PROVIDERS = {
     "openai": "openai",

@@ -24,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
-from processors.decode import MalformedPayload, parse_request
+from processors.core.decode import MalformedPayload, parse_request
 from processors.core.errors import PermanentError
 
 __all__ = [

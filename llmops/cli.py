@@ -209,8 +209,8 @@ def _user_error(exc: Exception, args: argparse.Namespace, settings: Settings) ->
 
     if isinstance(exc, UserError):
         return str(exc), exc.exit_code
-    from processors.budgets import BudgetError
-    from processors.pricing import PricingError
+    from processors.core.budgets import BudgetError
+    from processors.core.pricing import PricingError
 
     if isinstance(exc, PricingError):
         return file_problem(exc, settings.processor.pricing_file or "pricing catalog"), 2

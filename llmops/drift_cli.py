@@ -56,7 +56,7 @@ def drift_pin(settings: Settings, overrides: dict[str, Any], service: str, model
 def _send(bootstrap: str, topic: str, key: tuple[str, str, str, str], debug: bool) -> None:
     from confluent_kafka import KafkaException, Producer
 
-    from processors.drift.wire import pin_payload
+    from processors.core.drift.wire import pin_payload
 
     quiet = logging.getLogger("llmops.drift_pin.kafka")  # librdkafka's connection retries are not the user's news
     quiet.setLevel(logging.DEBUG if debug else logging.CRITICAL)

@@ -81,7 +81,7 @@ def check_pricing_file(settings: Settings) -> None:
     pricing_file = settings.processor.pricing_file
     if pricing_file is None:
         return
-    from processors.pricing import PricingCatalog, PricingError
+    from processors.core.pricing import PricingCatalog, PricingError
 
     try:
         PricingCatalog.load([pricing_file])
@@ -93,7 +93,7 @@ def check_budgets_file(settings: Settings) -> None:
     budgets_file = settings.processor.budgets_file
     if budgets_file is None:
         return
-    from processors.budgets import load_budgets
+    from processors.core.budgets import load_budgets
 
     try:
         load_budgets(budgets_file)

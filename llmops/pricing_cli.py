@@ -105,7 +105,7 @@ def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: li
 
 def run_pricing(settings: Settings, args: argparse.Namespace) -> int:
     from llmops.errors import UsageError
-    from processors.pricing import PricingError
+    from processors.core.pricing import PricingError
 
     try:
         return _run(settings, args)
@@ -134,7 +134,7 @@ def _pricer(settings: Settings) -> Any:
 
 
 def pricing_check(settings: Settings, args: argparse.Namespace) -> str:
-    from processors.normalize import normalize_provider
+    from processors.core.normalize import normalize_provider
 
     when = _since(args.at, "check") if args.at else datetime.now(UTC)
     provider = normalize_provider(args.provider) if args.provider else ""
@@ -252,8 +252,8 @@ def _fetch(source: str, timeout: float) -> bytes:
 
 def pricing_update(settings: Settings, source: str, timeout: float = 30.0) -> str:
     """Validate a snapshot, then atomically replace the one workers read (they reload it by themselves)."""
-    from processors.price_base import BaseSnapshot
-    from processors.pricer import describe_changes
+    from processors.core.price_base import BaseSnapshot
+    from processors.core.pricer import describe_changes
     from processors.stages import pricer_sources
 
     target = pricer_sources(settings).snapshot
@@ -281,7 +281,7 @@ def pricing_update(settings: Settings, source: str, timeout: float = 30.0) -> st
 def budgets_report(settings: Settings, budgets_file: Path | None, as_json: bool) -> str:
     from llmops.store import open_reader
     from processors.budget_monitor import compute_status
-    from processors.budgets import load_budgets
+    from processors.core.budgets import load_budgets
 
     path = budgets_file or settings.processor.budgets_file
     if path is None:

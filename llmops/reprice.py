@@ -34,8 +34,8 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from processors.core.errors import LlmopsError
-from processors.pricer import Pricer
-from processors.records import LLMCall
+from processors.core.pricer import Pricer
+from processors.core.records import LLMCall
 
 __all__ = ["reprice", "RepriceReport", "RepriceError"]
 

@@ -23,9 +23,9 @@ import faust
 from llmops.config import Settings
 from processors.batch_handler import BatchHandler, ReadyBatch
 from processors.batching import take_batches
-from processors.drift.wire import DriftSender
+from processors.core.drift.wire import DriftSender
 from processors.kafka_sources import TopicIds
-from processors.pipeline import Poison, SourceRecord
+from processors.core.pipeline import Poison, SourceRecord
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.errors import SinkError
@@ -180,7 +180,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink: ClickHouseSink) -> None:
     """Second stage: drift records arrive keyed by service, so one worker owns each service's windows."""
     from processors.drift.stage import DriftStage
-    from processors.drift.stream import DriftStageConfig, DriftTracker
+    from processors.core.drift.stream import DriftStageConfig, DriftTracker
 
     d = settings.drift
     config = DriftStageConfig(window_s=d.window_s, lateness_s=d.lateness_s, idle_close_s=d.idle_close_s,
@@ -213,7 +213,7 @@ def _add_budget_timer(app: faust.App, settings: Settings, client: Any, sink: Cli
     from datetime import datetime
 
     from processors.budget_monitor import compute_status
-    from processors.budgets import budget_status_rows, load_budgets
+    from processors.core.budgets import budget_status_rows, load_budgets
 
     budgets_file = settings.processor.budgets_file
     assert budgets_file is not None, "added only when a budgets file is set"

@@ -1,6 +1,6 @@
 """What the agent does with one batch of Kafka records, in two steps:
 
-1. `prepare`: parse -> read fences -> dead-letter poison -> processors/prepare.py
+1. `prepare`: parse -> read fences -> dead-letter poison -> processors/core/prepare.py
    decodes the LLM spans into rows and drift records (Python, holds the GIL).
 2. `write`: insert otel_traces from the raw bytes (ClickHouse flattens them)
    while publishing drift records and inserting the other tables.
@@ -24,7 +24,7 @@ from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from processors.pipeline import (
+from processors.core.pipeline import (
     CallStages,
     ParsedRecord,
     Poison,
@@ -35,8 +35,8 @@ from processors.pipeline import (
     poison_rows,
     traces_batch,
 )
-from processors.drift.wire import DriftSender
-from processors.prepare import PreparedBatch, prepare_batch
+from processors.core.drift.wire import DriftSender
+from processors.core.prepare import PreparedBatch, prepare_batch
 from processors.core.tables import OtlpRecords, TableRows
 from sinks.clickhouse.errors import PermanentSinkError
 from sinks.clickhouse.writer import ClickHouseSink

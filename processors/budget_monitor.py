@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
-from processors.budgets import BudgetsFile, BudgetStatus, Period, budget_status, period_bounds
+from processors.core.budgets import BudgetsFile, BudgetStatus, Period, budget_status, period_bounds
 
 __all__ = ["current_spend", "compute_status"]
 

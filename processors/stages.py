@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llmops.config import Settings
-from processors.latency import latency_rows, ttft_ms_from_span
-from processors.normalize import NormalizeOptions
-from processors.pipeline import CallStages
-from processors.pricer import Pricer, PricerSources
-from processors.records import LLMCall, SpanView
-from processors.usage import usage_rows
+from processors.core.latency import latency_rows, ttft_ms_from_span
+from processors.core.normalize import NormalizeOptions
+from processors.core.pipeline import CallStages
+from processors.core.pricer import Pricer, PricerSources
+from processors.core.records import LLMCall, SpanView
+from processors.core.usage import usage_rows
 from processors.core.tables import TableRows
 
 __all__ = ["build_call_stages", "build_pricer", "pricer_sources"]

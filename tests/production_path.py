@@ -91,7 +91,7 @@ def duplicate_origins(bootstrap: str, topic: str, stacks: list[Stack], span_ids:
     twice (two records) from a sink that stored one record twice (one record, two rows)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from processors.decode import decode_request
+    from processors.core.decode import decode_request
 
     found: dict[str, dict[str, list]] = {span: {"records": [], "rows": []} for span in span_ids}
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{uuid.uuid4().hex[:8]}",

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from llmops.config import Settings
 from processors.batch_handler import BatchHandler
-from processors.pipeline import Poison, SourceRecord
+from processors.core.pipeline import Poison, SourceRecord
 from processors.stages import build_call_stages
 from sinks.clickhouse.writer import ClickHouseSink
 

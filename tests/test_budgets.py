@@ -11,9 +11,9 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from processors.budget_monitor import current_spend
-from processors.budgets import BudgetError, Period, budget_status, budget_status_rows, load_budgets, period_bounds
-from processors.records import LLMCall
-from processors.usage import usage_rows
+from processors.core.budgets import BudgetError, Period, budget_status, budget_status_rows, load_budgets, period_bounds
+from processors.core.records import LLMCall
+from processors.core.usage import usage_rows
 
 FILE = """
 budgets:

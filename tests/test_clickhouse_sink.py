@@ -8,7 +8,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from processors.pipeline import Poison, SourceRecord, poison_rows
+from processors.core.pipeline import Poison, SourceRecord, poison_rows
 from processors.core.tables import TableRows
 from sinks.clickhouse.writer import ClickHouseSink
 

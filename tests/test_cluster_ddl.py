@@ -21,11 +21,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from llmops.cli import main
-from processors.budgets import BUDGET_STATUS_COLUMNS
-from processors.drift.stream import CHANGE_COLUMNS, DRIFT_COLUMNS
-from processors.latency import LATENCY_COLUMNS
-from processors.rows import INGEST_ERRORS_COLUMNS, LLM_CALLS_COLUMNS
-from processors.usage import USAGE_COLUMNS
+from processors.core.budgets import BUDGET_STATUS_COLUMNS
+from processors.core.drift.stream import CHANGE_COLUMNS, DRIFT_COLUMNS
+from processors.core.latency import LATENCY_COLUMNS
+from processors.core.rows import INGEST_ERRORS_COLUMNS, LLM_CALLS_COLUMNS
+from processors.core.usage import USAGE_COLUMNS
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.ddl import BY_PARTITION, CLUSTER_MACRO, render_all, render_retention, script, split_statements
 from sinks.clickhouse.migrations import apply_migrations, available_migrations

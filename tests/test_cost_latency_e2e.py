@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from llmops.loadgen import LoadgenOptions, run_loadgen
-from processors.budgets import period_bounds
+from processors.core.budgets import period_bounds
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

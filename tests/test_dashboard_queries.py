@@ -30,11 +30,11 @@ import yaml
 from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
-from processors.latency import metric_rows
-from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records, poison_rows
-from processors.records import LLMCall
+from processors.core.latency import metric_rows
+from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, parse_records, poison_rows
+from processors.core.records import LLMCall
 from processors.stages import build_call_stages
-from processors.usage import usage_rows
+from processors.core.usage import usage_rows
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink

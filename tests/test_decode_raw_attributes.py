@@ -1,4 +1,4 @@
-"""The worker's decode reads span attributes from their wire bytes (processors/otlp_schema.py) through a
+"""The worker's decode reads span attributes from their wire bytes (processors/core/otlp_schema.py) through a
 KeyValueCache. The reference is what the full OTLP parse gives (attributes_dict over KeyValue messages)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from processors.decode import decode_request, parse_record, parse_request
-from processors.normalize import LLM_MARKER_KEYS
-from processors.otlp_values import KeyValueCache, attributes_dict
-from processors.pipeline import SourceRecord, may_be_llm_call, parse_records
+from processors.core.decode import decode_request, parse_record, parse_request
+from processors.core.normalize import LLM_MARKER_KEYS
+from processors.core.otlp_values import KeyValueCache, attributes_dict
+from processors.core.pipeline import SourceRecord, may_be_llm_call, parse_records
 from tests.otlp_values_build import any_value_of, set_any_value
 
 START = 1_764_000_000_000_000_000

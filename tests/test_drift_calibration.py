@@ -26,7 +26,7 @@ Simulated world (one key):
 - refusal flag: 2 %; drift: 10 %. Empty retrieval flag: 3 %.
 
 Time budget: MMD runs with 1 permutation here instead of 200. Justified: the MMD permutation
-p-value takes no part in any decision (it is reported only, see processors/drift/statistics.py),
+p-value takes no part in any decision (it is reported only, see processors/core/drift/statistics.py),
 and the MMD^2 value, which is an effect gate, does not depend on the permutations. BLAS is held
 to one thread: the 384 x 384 factorisations are faster single-threaded, and a loaded machine
 otherwise makes OpenBLAS threads spin.
@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from processors.drift import DriftConfig, DriftResult, WindowSample, evaluate_window, window_drifted
+from processors.core.drift import DriftConfig, DriftResult, WindowSample, evaluate_window, window_drifted
 
 DIM = 384
 N = 500

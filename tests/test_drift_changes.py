@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from processors.drift.changes import ChangeConfig, ChangeDetector
-from processors.drift.stream import DriftStageConfig, DriftTracker
+from processors.core.drift.changes import ChangeConfig, ChangeDetector
+from processors.core.drift.stream import DriftStageConfig, DriftTracker
 from tests.test_drift_stream import assert_judged_against_the_past
 
 T0 = 1_764_000_000 // 900 * 900

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from processors.drift import BottomK, KeyRegistry, PrioritySieve, call_priority
+from processors.core.drift import BottomK, KeyRegistry, PrioritySieve, call_priority
 
 
 def test_priority_is_stable_and_spreads_over_64_bits() -> None:

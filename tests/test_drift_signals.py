@@ -12,8 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
-from processors.drift import SignalOptions, extract_signals, hashing_embedding, output_text
-from processors.drift.signals import finish_reason, is_refusal, span_embedding
+from processors.core.drift import SignalOptions, extract_signals, hashing_embedding, output_text
+from processors.core.drift.signals import finish_reason, is_refusal, span_embedding
 import itertools
 
 OTEL_MESSAGES = json.dumps(
@@ -139,7 +139,7 @@ def test_hashing_embedding_matches_hand_computation() -> None:
 
 def test_hashing_embedding_is_stable_across_processes() -> None:
     # Python's own hash() is salted per process; ours must not be.
-    code = "from processors.drift import hashing_embedding; print(hashing_embedding('Stable across runs, really.').tobytes().hex())"
+    code = "from processors.core.drift import hashing_embedding; print(hashing_embedding('Stable across runs, really.').tobytes().hex())"
     out = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": s}).stdout
         for s in ("1", "2")

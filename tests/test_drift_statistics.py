@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from processors.drift import (
+from processors.core.drift import (
     DriftConfig,
     DriftResult,
     WindowSample,

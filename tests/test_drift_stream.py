@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from processors.drift.signals import extract_signals
-from processors.drift.stream import DriftStageConfig, DriftTracker
+from processors.core.drift.signals import extract_signals
+from processors.core.drift.stream import DriftStageConfig, DriftTracker
 
 
 def _iso(seconds: int) -> str:
@@ -153,7 +153,7 @@ def test_pinned_window_becomes_the_reference() -> None:
         tracker.add("bot", _calls(rng, T0 + w * WINDOW, 200, "v1", 40))
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW + 10, 1, "v1", 40))
     tracker.close()
-    from processors.drift.stream import DriftKey
+    from processors.core.drift.stream import DriftKey
 
     key = DriftKey("bot", "m1", "answer", "v1")
     assert tracker.pin(key)
@@ -176,7 +176,7 @@ def test_history_is_trimmed_to_twice_the_reservoir() -> None:
         rows += _rows(tracker.close()[0])
     assert rows
     assert_judged_against_the_past(rows)
-    from processors.drift.stream import DriftKey
+    from processors.core.drift.stream import DriftKey
 
     state = tracker._keys.get(DriftKey("bot", "m1", "answer", "v1"))
     assert state is not None and len(state.history) == 8
@@ -185,7 +185,7 @@ def test_history_is_trimmed_to_twice_the_reservoir() -> None:
 
 
 def _llm_spans(n: int, services: tuple[str, ...], text: str = "x" * 3000) -> tuple[list, list]:
-    from processors.records import LLMCall, SpanView
+    from processors.core.records import LLMCall, SpanView
 
     spans, calls = [], []
     for i in range(n):
@@ -197,7 +197,7 @@ def _llm_spans(n: int, services: tuple[str, ...], text: str = "x" * 3000) -> tup
 
 
 def test_drift_records_are_split_under_the_size_limit_and_decode_back() -> None:
-    from processors.drift.wire import DriftSender, decode_payload
+    from processors.core.drift.wire import DriftSender, decode_payload
 
     calls, spans = _llm_spans(300, ("t", "s"))
     records = DriftSender(WINDOW, sample_size=1000, max_windows=8).payloads(calls, spans, max_bytes=100_000)
@@ -212,9 +212,9 @@ def test_drift_records_are_split_under_the_size_limit_and_decode_back() -> None:
 
 def test_an_openinference_answer_reaches_the_drift_signals() -> None:
     """Normalizer -> DriftSender -> wire -> the attributes the tracker extracts signals from (issue 14)."""
-    from processors.drift.wire import DriftSender, decode_payload
-    from processors.normalize import normalize_call
-    from processors.records import SpanView
+    from processors.core.drift.wire import DriftSender, decode_payload
+    from processors.core.normalize import normalize_call
+    from processors.core.records import SpanView
 
     answer = "I'm sorry, I can't help with that request."
     attrs = {
@@ -237,9 +237,9 @@ def test_an_openinference_answer_reaches_the_drift_signals() -> None:
 def test_sieved_records_give_the_tracker_the_same_windows_as_every_call() -> None:
     """Two decoding workers send only what their sieves pass; the drift worker ends with the same
     samples, counts and change events as a tracker fed every call."""
-    from processors.drift.stream import DriftKey
-    from processors.drift.wire import DriftSender, decode_payload
-    from processors.records import LLMCall, SpanView
+    from processors.core.drift.stream import DriftKey
+    from processors.core.drift.wire import DriftSender, decode_payload
+    from processors.core.records import LLMCall, SpanView
 
     rng = np.random.default_rng(11)
     everything = [c for v, words in (("v1", 20), ("v2", 60)) for w in range(2) for c in _calls(rng, T0 + w * WINDOW, 3000, v, words)]

@@ -4,7 +4,7 @@ A stand-in OpenAI-compatible server (chat completions, streamed and not, with
 cached and reasoning token details) and Anthropic Messages API (cache writes and
 reads) runs on 127.0.0.1; the real `openai` / `anthropic` SDKs call it, each
 instrumentation library in turn records spans, which are encoded to an OTLP
-ExportTraceServiceRequest, decoded by processors.decode, normalised and priced,
+ExportTraceServiceRequest, decoded by processors.core.decode, normalised and priced,
 and compared with a hand computation of tokens and cost.
 """
 
@@ -26,10 +26,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from processors.decode import decode_request
-from processors.normalize import normalize_call
-from processors.pricer import Pricer, PricerSources
-from processors.records import LLMCall
+from processors.core.decode import decode_request
+from processors.core.normalize import normalize_call
+from processors.core.pricer import Pricer, PricerSources
+from processors.core.records import LLMCall
 
 M = Decimal(1_000_000)
 OPENAI_MODEL = "gpt-4o-2024-08-06"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from processors.drift.signals import output_text
+from processors.core.drift.signals import output_text
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

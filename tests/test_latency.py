@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from processors.latency import (
+from processors.core.latency import (
     KEY_COLUMNS,
     LATENCY_COLUMNS,
     METRIC_DURATION,
@@ -21,8 +21,8 @@ from processors.latency import (
     ttft_ms_from_span,
     window_start_s,
 )
-from processors.records import LLMCall, SpanEvent, SpanView
-from processors.sketch import Sketch, gamma_for
+from processors.core.records import LLMCall, SpanEvent, SpanView
+from processors.core.sketch import Sketch, gamma_for
 
 MINUTE_NS = 60_000_000_000
 T0_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from processors.normalize import NormalizeOptions, normalize_call, normalize_provider
-from processors.records import LLMCall, SpanView
+from processors.core.normalize import NormalizeOptions, normalize_call, normalize_provider
+from processors.core.records import LLMCall, SpanView
 
 RESOURCE = {"service.name": "rag-api", "deployment.environment.name": "prod", "team": "search"}
 

@@ -25,7 +25,7 @@ from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
 from llmops.live import SUMMARY_QUERY, summary_line
 from llmops.report import MISSING, build_report, render_report
-from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
+from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations

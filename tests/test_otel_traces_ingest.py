@@ -21,11 +21,11 @@ from opentelemetry.proto.common.v1.common_pb2 import ArrayValue
 
 import pytest
 
-import processors.normalize as normalize_module
-from processors.decode import decode_request, parse_record
-from processors.normalize import LLM_MARKER_KEYS, normalize_call
-from processors.pipeline import may_be_llm_call
-from processors.records import SpanView
+import processors.core.normalize as normalize_module
+from processors.core.decode import decode_request, parse_record
+from processors.core.normalize import LLM_MARKER_KEYS, normalize_call
+from processors.core.pipeline import may_be_llm_call
+from processors.core.records import SpanView
 from sinks.clickhouse.migrations import available_migrations
 from sinks.clickhouse.otlp_ingest import frame_records, insert_settings
 from processors.core.tables import OtlpRecords

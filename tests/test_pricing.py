@@ -1,7 +1,7 @@
 """Prices of real calls, checked by hand against the providers' pricing pages, exact to the pico-dollar.
 
-Layers under test (processors.pricer): a user's pricing file > the project's catalog
-(schemas/pricing/catalog.yaml) > the base database (genai-prices, processors.price_base).
+Layers under test (processors.core.pricer): a user's pricing file > the project's catalog
+(schemas/pricing/catalog.yaml) > the base database (genai-prices, processors.core.price_base).
 Expected costs are computed here from the page prices written in the table, never read back
 from the code under test.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processors.deployment import deployment_of
-from processors.price_base import BaseSnapshot
-from processors.pricer import Pricer, PricerSources
-from processors.pricing import PriceEntry, PricingCatalog, PricingError, Uplift, canonical_model, load_catalog_file
-from processors.records import LLMCall
+from processors.core.deployment import deployment_of
+from processors.core.price_base import BaseSnapshot
+from processors.core.pricer import Pricer, PricerSources
+from processors.core.pricing import PriceEntry, PricingCatalog, PricingError, Uplift, canonical_model, load_catalog_file
+from processors.core.records import LLMCall
 
 M = Decimal(1_000_000)
 AT = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
@@ -397,7 +397,7 @@ def test_a_changed_pricing_file_is_picked_up_and_logged(tmp_path: Path, caplog: 
     path.write_text(yaml.safe_dump({"entries": [_entry(id="acme/gpt-4o", input="1.50", output="8.00"),
                                                 _entry(id="acme/extra", match=["gpt-4o-mini"])]}))
     os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
-    with caplog.at_level(logging.WARNING, logger="processors.pricer"):
+    with caplog.at_level(logging.WARNING, logger="processors.core.pricer"):
         assert pricer.reload_if_changed()
     assert "added acme/extra" in caplog.text and "changed acme/gpt-4o" in caplog.text
     again = _call("openai", "gpt-4o", (1_000_000, 0, 0, 0))
@@ -406,7 +406,7 @@ def test_a_changed_pricing_file_is_picked_up_and_logged(tmp_path: Path, caplog: 
     # A broken edit keeps the previous prices and says why.
     path.write_text("entries: [ {id: broken")
     os.utime(path, ns=(path.stat().st_mtime_ns + 2 * 10**9,) * 2)
-    with caplog.at_level(logging.ERROR, logger="processors.pricer"):
+    with caplog.at_level(logging.ERROR, logger="processors.core.pricer"):
         assert not pricer.reload_if_changed()
     assert "previous prices stay in force" in caplog.text
     third = _call("openai", "gpt-4o", (1_000_000, 0, 0, 0))
@@ -494,7 +494,7 @@ def test_a_cached_call_is_priced_as_an_uncached_one() -> None:
 
 
 def test_the_cache_is_bounded_and_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    import processors.pricer as pricer_module
+    import processors.core.pricer as pricer_module
 
     monkeypatch.setattr(pricer_module, "_CACHE_MAX", 20)
     pricer = Pricer.load(PricerSources())

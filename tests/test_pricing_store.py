@@ -28,8 +28,8 @@ from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from llmops.pricing_cli import pricing_check, pricing_coverage, pricing_reprice, pricing_update
 from llmops.reprice import reprice
-from processors.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
-from processors.pricer import Pricer, PricerSources
+from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
+from processors.core.pricer import Pricer, PricerSources
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations

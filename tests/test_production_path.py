@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from llmops.loadgen import LoadgenSummary
-from processors.decode import decode_request
+from processors.core.decode import decode_request
 from tests.conftest import Stack, wait_until
 from tests.kafka_cluster import KafkaCluster
 from tests.otelcol_process import Collector

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
-from processors.latency import LatencyRows, metric_rows
-from processors.sketch import (
+from processors.core.latency import LatencyRows, metric_rows
+from processors.core.sketch import (
     GroupedSketches,
     Sketch,
     bucket_keys,

@@ -22,18 +22,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-import processors.bounds as bounds
-import processors.deployment as deployment
-import processors.normalize as normalize_module
+import processors.core.bounds as bounds
+import processors.core.deployment as deployment
+import processors.core.normalize as normalize_module
 from llmops.config import Settings
 from processors.batch_handler import BatchHandler
-from processors.bounds import BadValue, amount, label, number, token_count
-from processors.decode import decode_request
-from processors.drift.signals import SignalOptions, extract_signals
-from processors.drift.wire import DriftSender, decode_payload
-from processors.latency import FIRST_CHUNK_EVENTS, TTFT_ATTRIBUTE
-from processors.pipeline import Poison, SourceRecord, parse_records
-from processors.prepare import prepare_batch
+from processors.core.bounds import BadValue, amount, label, number, token_count
+from processors.core.decode import decode_request
+from processors.core.drift.signals import SignalOptions, extract_signals
+from processors.core.drift.wire import DriftSender, decode_payload
+from processors.core.latency import FIRST_CHUNK_EVENTS, TTFT_ATTRIBUTE
+from processors.core.pipeline import Poison, SourceRecord, parse_records
+from processors.core.prepare import prepare_batch
 from processors.stages import build_call_stages
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.otlp_values_build import set_any_value
@@ -457,7 +457,7 @@ def test_arbitrary_values_in_every_attribute_read(records: list[list[dict[str, A
 
 @contextmanager
 def _decimal_text_lengths() -> Iterator[list[int]]:
-    """Records the length of every string `processors.bounds` hands to Decimal (all numeric text goes there)."""
+    """Records the length of every string `processors.core.bounds` hands to Decimal (all numeric text goes there)."""
     seen: list[int] = []
     original = bounds.Decimal
 

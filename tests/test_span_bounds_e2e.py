@@ -1,6 +1,6 @@
 """The issue's poison spans end to end: receiver -> Tansu -> the real worker process -> chDB.
 
-Before processors/bounds.py the worker exited on the first of these and again on every restart.
+Before processors/core/bounds.py the worker exited on the first of these and again on every restart.
 """
 
 from __future__ import annotations

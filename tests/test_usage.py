@@ -8,8 +8,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.records import LLMCall
-from processors.usage import USAGE_COLUMNS, USAGE_KEY_COLUMNS, usage_columns, usage_partials, usage_rows
+from processors.core.records import LLMCall
+from processors.core.usage import USAGE_COLUMNS, USAGE_KEY_COLUMNS, usage_columns, usage_partials, usage_rows
 
 T0 = 1_764_000_000 * 10**9
 
@@ -39,7 +39,7 @@ def _key(call: LLMCall) -> tuple:
 
 
 def _reference(calls: list[LLMCall]) -> dict[tuple, tuple]:
-    """Per-call sums computed independently of processors.usage."""
+    """Per-call sums computed independently of processors.core.usage."""
     out: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0), 0, 0])
     for c in calls:
         acc = out[_key(c)]

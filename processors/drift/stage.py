@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from threadpoolctl import threadpool_limits
 
-from processors.drift.stream import DriftKey, DriftTracker
-from processors.drift.wire import decode_payload
+from processors.core.drift.stream import DriftKey, DriftTracker
+from processors.core.drift.wire import decode_payload
 from processors.core.tables import TableRows
 from sinks.clickhouse.writer import ClickHouseSink
 

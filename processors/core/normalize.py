@@ -45,8 +45,8 @@ from types import MappingProxyType
 from typing import Any, Final
 from collections.abc import Mapping
 
-from processors.bounds import MAX_LABEL_CHARS, MAX_TOKENS, TIME_MAX_NS, TIME_MIN_NS, BadValue, amount, label, show, token_count
-from processors.records import LLMCall, SpanView
+from processors.core.bounds import MAX_LABEL_CHARS, MAX_TOKENS, TIME_MAX_NS, TIME_MIN_NS, BadValue, amount, label, show, token_count
+from processors.core.records import LLMCall, SpanView
 
 __all__ = [
     "NormalizeOptions",
@@ -424,7 +424,7 @@ def _source(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
 def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> LLMCall | None:
     """One `LLMCall` (tokens in OTel GenAI semantics, cost unset) for an LLM span, else None.
 
-    Values are read through `processors.bounds`. A bad token count or a start/end time
+    Values are read through `processors.core.bounds`. A bad token count or a start/end time
     outside the event-time window raises `BadValue` (the call cannot be priced or windowed
     honestly: the caller records it in ingest_errors instead of llm_calls). A bad name or
     reported cost leaves that field empty/NULL and is listed in `LLMCall.problems`.

@@ -6,17 +6,17 @@ Layers (first that prices the call wins):
 2. the project's own entries and uplifts (`schemas/pricing/catalog.yaml`):
    corrections the base lacks, each with its `reason`; an uplift scales the
    base's price where a call runs (Azure data zones, Bedrock GovCloud, ...);
-3. the base: `genai-prices` (processors.price_base), the snapshot the package
+3. the base: `genai-prices` (processors.core.price_base), the snapshot the package
    ships or the file `llmops pricing update` wrote.
 
 Each call records which layer and entry priced it (`pricing_source`,
 `pricing_entry`), the base snapshot's version, its deployment key and service
-tier (processors.deployment) and, when the span did not say where or how the
+tier (processors.core.deployment) and, when the span did not say where or how the
 call ran, the assumption the price rests on (`pricing_assumption`).
 
 Resolution is cached per (provider, models, UTC day) and, for providers whose
 price depends on where or how a call ran, per the span attributes that say it
-(processors.deployment): a dated price change takes effect at a day boundary,
+(processors.core.deployment): a dated price change takes effect at a day boundary,
 so one resolution holds for the whole day; after that a call costs one or two
 dict lookups and integer arithmetic. The cache is bounded (`_CACHE_MAX`).
 
@@ -38,11 +38,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
-from processors.bounds import MAX_LABEL_CHARS
-from processors.deployment import TIER_ATTRIBUTES, deployment_of, is_located, service_tier_of, tier_said
-from processors.price_base import BaseMatch, BaseRates, BaseSnapshot
-from processors.pricing import PricingCatalog, PricingError, cost_pico
-from processors.records import LLMCall, SpanView
+from processors.core.bounds import MAX_LABEL_CHARS
+from processors.core.deployment import TIER_ATTRIBUTES, deployment_of, is_located, service_tier_of, tier_said
+from processors.core.price_base import BaseMatch, BaseRates, BaseSnapshot
+from processors.core.pricing import PricingCatalog, PricingError, cost_pico
+from processors.core.records import LLMCall, SpanView
 
 __all__ = ["Pricer", "Resolution", "PricerSources", "describe_changes"]
 
@@ -52,7 +52,7 @@ _NS_PER_DAY: Final = 86_400 * 10**9
 # Cache entries, both levels counted: far above the (provider, model, deployment, tier) variants
 # a worker sees in a day, and a bound on what spans with ever-new ids can make it hold (~20 MB).
 _CACHE_MAX: Final = 10_000
-# Cost = integer pico-USD times this (processors.pricing).
+# Cost = integer pico-USD times this (processors.core.pricing).
 _PICO_USD: Final = Decimal("1E-12")
 _EMPTY: Final[dict] = {}
 
@@ -173,7 +173,7 @@ class Pricer:
     # -- pricing ------------------------------------------------------------------------------
 
     def enrich(self, span: SpanView, call: LLMCall) -> None:
-        """`CallEnricher` signature for processors.pipeline.CallStages.enrichers (the worker's hot path)."""
+        """`CallEnricher` signature for processors.core.pipeline.CallStages.enrichers (the worker's hot path)."""
         if time.monotonic() >= self._next_check:
             self.reload_if_changed()
         self._priced(call, span.attributes, span.resource)

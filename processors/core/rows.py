@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from operator import attrgetter
 
-from processors.records import LLMCall
+from processors.core.records import LLMCall
 from processors.core.tables import TableRows
 
 __all__ = ["LLM_CALLS_COLUMNS", "INGEST_ERRORS_COLUMNS", "call_rows"]

@@ -40,7 +40,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from processors.bounds import MAX_JSON_CHARS, MAX_VECTOR_LEN, BadValue, label, number
+from processors.core.bounds import MAX_JSON_CHARS, MAX_VECTOR_LEN, BadValue, label, number
 import itertools
 
 __all__ = [

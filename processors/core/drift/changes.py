@@ -25,7 +25,7 @@ appeared after the key's first calls is still one switch event, so a switch duri
 first minutes is not lost.
 
 Counts go into `bucket_s` buckets of event time (tallies come at that resolution, see
-`processors.drift.wire`); decisions wait for the key's watermark (newest event time minus
+`processors.core.drift.wire`); decisions wait for the key's watermark (newest event time minus
 `lateness_s`) or, after `idle_s` of wall-clock time without calls, are taken on what arrived.
 Pure state, no I/O; memory is bounded by the number of keys (`max_keys`, least recently used
 evicted) and per key by the values of its reference and a few `persist_s` of buckets.
@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from processors.drift.sampling import KeyRegistry
+from processors.core.drift.sampling import KeyRegistry
 
 __all__ = ["ChangeConfig", "ChangeDetector", "ChangeEvent"]
 

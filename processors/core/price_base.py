@@ -8,7 +8,7 @@ inference profiles, long-context tiers and Anthropic 1-hour cache writes. Its
 matching is explicit per model (equals / starts_with / regex clauses written
 by hand), not a glob over families, so a TTS or embedding variant is its own
 model. Lookup is a linear scan over a provider's models (~10-100 us), which is
-why `processors.pricer` caches every resolution.
+why `processors.core.pricer` caches every resolution.
 
 We use only the data and its matching. The package's `UpdatePrices` would
 fetch from the network in a background thread; the worker never starts it.
@@ -16,7 +16,7 @@ The snapshot is the one the installed package ships, or a JSON file of the
 same format that `llmops pricing update` wrote (`load_snapshot_file`).
 
 Rates leave this module as integer pico-USD per token (micro-USD per 1M
-tokens), the unit of `processors.pricing`. The few base prices with more than
+tokens), the unit of `processors.core.pricing`. The few base prices with more than
 six decimals (float artefacts in a handful of OpenRouter entries) are rounded
 half-even to six decimals and the rounding is recorded as an assumption.
 """
@@ -40,7 +40,7 @@ __all__ = ["BaseSnapshot", "BaseMatch", "BaseRates", "load_snapshot_file", "snap
 
 _MICRO: Final = Decimal(1_000_000)
 
-# OTel gen_ai.provider.name values (after processors.normalize.normalize_provider) -> genai-prices provider ids.
+# OTel gen_ai.provider.name values (after processors.core.normalize.normalize_provider) -> genai-prices provider ids.
 _PROVIDER_IDS: Final = {
     "openai": "openai",
     "azure.ai.openai": "azure",

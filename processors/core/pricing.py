@@ -26,7 +26,7 @@ effective_to) contains the call's day. Among those, the best rank wins: user
 files over the project's catalog, then platform-, region- and tier-specific
 over generic, exact ids over globs, longer patterns over shorter.
 `PricingCatalog.check` explains a decision. This module is the YAML layer only:
-`processors.pricer` puts it above the base price database and prices calls.
+`processors.core.pricer` puts it above the base price database and prices calls.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from typing import Annotated, Any, Final
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from processors.normalize import normalize_provider
+from processors.core.normalize import normalize_provider
 from processors.core.errors import PermanentError
 
 __all__ = [
@@ -127,7 +127,7 @@ class PriceEntry(BaseModel):
     checked: date
     # Why this entry exists beside the base price database (required in the project's own catalog).
     reason: str = ""
-    # Only for calls whose deployment key (processors.deployment: "aws:us-gov", "azure:eu", ...) matches a glob here.
+    # Only for calls whose deployment key (processors.core.deployment: "aws:us-gov", "azure:eu", ...) matches a glob here.
     regions: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
     # Only for calls whose service tier (OpenAI service_tier: default, flex, priority, batch) is listed here.
     service_tiers: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from processors.bounds import MAX_TTFT_S, BadValue, number, show, time_in_range
-from processors.records import AttrValue, LLMCall, SpanView
-from processors.sketch import DEFAULT_RELATIVE_ACCURACY, GroupedSketches
+from processors.core.bounds import MAX_TTFT_S, BadValue, number, show, time_in_range
+from processors.core.records import AttrValue, LLMCall, SpanView
+from processors.core.sketch import DEFAULT_RELATIVE_ACCURACY, GroupedSketches
 
 __all__ = [
     "METRIC_TTFT",
@@ -237,7 +237,7 @@ def _timestamp_ns(value: AttrValue) -> int | None:
     ISO strings may end in ``Z`` or carry an offset; without one they are taken as UTC; a
     JSON-quoted string (``"\\"2026-01-01T00:00:00.5Z\\""``, as Langfuse SDKs write it) is unquoted.
     Precision of ISO strings is 1 µs (further digits are cut). None when unreadable; a result
-    outside the event-time window (processors/bounds.py) is unreadable too.
+    outside the event-time window (processors/core/bounds.py) is unreadable too.
     """
     if isinstance(value, bool):
         return None
@@ -267,7 +267,7 @@ def ttft_ms_from_span(span: SpanView, extra_attributes: Sequence[str] = (), prob
     either way); (2) the earliest event named in ``FIRST_CHUNK_EVENTS`` minus the span start;
     (3) the first of ``extra_attributes`` holding a completion-start timestamp (see
     ``_timestamp_ns`` for accepted forms), minus the span start. A source that is present but
-    unreadable or out of bounds (processors/bounds.py) falls through to the next, and its
+    unreadable or out of bounds (processors/core/bounds.py) falls through to the next, and its
     reason is appended to `problems`. Negative results (clock skew) are returned as they
     are: the latency rows count them in ``nonpositive_count``.
     """

@@ -3,7 +3,7 @@
 Everything between Kafka and the sink that is pure Python (decoding LLM spans,
 normalising, pricing, building rows and drift records) happens here, so the
 handler only sequences I/O. Its one piece of state is the drift sender's memory
-of what it already sent (processors/drift/wire.py). Running it in a spawned child
+of what it already sent (processors/core/drift/wire.py). Running it in a spawned child
 process was measured (benchmarks/results, BENCHMARKS.md) and gave no gain on 2
 cores: the child's pickling and the extra process ate what the second core offered.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from processors.drift.wire import DriftSender
-from processors.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed_record
+from processors.core.drift.wire import DriftSender
+from processors.core.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed_record
 from processors.core.tables import TableRows
 
 __all__ = ["PreparedBatch", "prepare_batch"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from processors.bounds import MAX_LABEL_CHARS
+from processors.core.bounds import MAX_LABEL_CHARS
 
 __all__ = ["deployment_of", "is_located", "service_tier_of", "tier_said", "TIER_ATTRIBUTES"]
 
@@ -49,7 +49,7 @@ def _attr(span_attrs: dict[str, Any], resource: dict[str, Any], key: str) -> str
     value = span_attrs.get(key)
     if value is None:
         value = resource.get(key)
-    # A longer value is no host or region (processors/bounds.py): the deployment stays unknown.
+    # A longer value is no host or region (processors/core/bounds.py): the deployment stays unknown.
     return value.strip().lower() if isinstance(value, str) and len(value) <= MAX_LABEL_CHARS else ""
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, NamedTuple
 
-from processors.records import LLMCall
+from processors.core.records import LLMCall
 from processors.core.tables import TableRows
 
 __all__ = [
@@ -168,6 +168,6 @@ def usage_columns(calls: Sequence[LLMCall]) -> tuple[dict[str, list], list[str]]
 
 
 def usage_rows(calls: Sequence[LLMCall]) -> TableRows:
-    """`Aggregator` for processors.pipeline.CallStages: llm_usage_1m rows (delivery columns added by the caller)."""
+    """`Aggregator` for processors.core.pipeline.CallStages: llm_usage_1m rows (delivery columns added by the caller)."""
     data, names = usage_columns(calls)
     return TableRows(USAGE_TABLE, names, [data[name] for name in names])

@@ -2,9 +2,9 @@
 
 A record that does not parse is poison (the caller dead-letters it). A span
 that parses but is unusable (bad ids, no start time or one outside the
-event-time window of processors/bounds.py) becomes an ingest error
+event-time window of processors/core/bounds.py) becomes an ingest error
 and the rest of the record proceeds. Records are decoded from the
-RawAttributesRequest schema (processors/otlp_schema.py): a span's attributes
+RawAttributesRequest schema (processors/core/otlp_schema.py): a span's attributes
 stay wire bytes until a span is kept, and then come from a KeyValueCache.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from processors.bounds import MAX_LABEL_CHARS, TIME_MAX_NS, TIME_MIN_NS, show
-from processors.otlp_schema import RawAttributesRequest
-from processors.otlp_values import KeyValueCache, attributes_dict
-from processors.records import SpanEvent, SpanLink, SpanView
+from processors.core.bounds import MAX_LABEL_CHARS, TIME_MAX_NS, TIME_MIN_NS, show
+from processors.core.otlp_schema import RawAttributesRequest
+from processors.core.otlp_values import KeyValueCache, attributes_dict
+from processors.core.records import SpanEvent, SpanLink, SpanView
 from processors.core.errors import PermanentError
 
 __all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request", "parse_record",

@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.bounds import MAX_LABEL_CHARS, BadValue
-from processors.decode import MalformedPayload, SpanProblem, decode_request, parse_checked_record, parse_record
-from processors.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
-from processors.records import LLMCall, SpanView
-from processors.rows import INGEST_ERRORS_COLUMNS, call_rows
+from processors.core.bounds import MAX_LABEL_CHARS, BadValue
+from processors.core.decode import MalformedPayload, SpanProblem, decode_request, parse_checked_record, parse_record
+from processors.core.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
+from processors.core.records import LLMCall, SpanView
+from processors.core.rows import INGEST_ERRORS_COLUMNS, call_rows
 from processors.core.tables import OtlpRecords, TableRows
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class SourceRecord:
 class ParsedRecord:
     """A record whose bytes parsed as an ExportTraceServiceRequest (so ClickHouse may read them too).
 
-    `request` is the record as a RawAttributesRequest (processors/otlp_schema.py); `release`
+    `request` is the record as a RawAttributesRequest (processors/core/otlp_schema.py); `release`
     drops it once the record is decoded, and `request` parses the bytes again if it is needed
     after that (bisecting an insert ClickHouse refused).
     """

@@ -27,7 +27,7 @@ on every row, and the reference text names the exact windows):
    first seen before this one, so the dashboard can say "answers drifted after prompt
    v12". Without such a window there is no reference and no verdict.
 
-Change events come from `processors.drift.changes.ChangeDetector`, fed with the
+Change events come from `processors.core.drift.changes.ChangeDetector`, fed with the
 same tallies (a new value that persists, or one that carried the key and stops;
 stamped with the first call's event time).
 """
@@ -42,11 +42,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from processors.drift.changes import ChangeConfig, ChangeDetector
-from processors.drift.sampling import BottomK, KeyRegistry, call_priority
-from processors.drift.signals import CallSignals, SignalOptions, extract_signals
-from processors.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
-from processors.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, tally_resolution_s, window_index
+from processors.core.drift.changes import ChangeConfig, ChangeDetector
+from processors.core.drift.sampling import BottomK, KeyRegistry, call_priority
+from processors.core.drift.signals import CallSignals, SignalOptions, extract_signals
+from processors.core.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
+from processors.core.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, tally_resolution_s, window_index
 from processors.core.tables import TableRows
 
 __all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]

@@ -7,7 +7,7 @@ and model of that service, which change detection needs. A record holds:
   window, with the newest event time and the first call (for change events and the
   watermark). A tally is a few dozen bytes however many calls it stands for.
 - ``calls``: only the calls that can still be in their window's bottom-k sample
-  (`processors.drift.sampling`), with their priority, and of each only what drift
+  (`processors.core.drift.sampling`), with their priority, and of each only what drift
   reads: the key, a few scalars and the span attributes the signal extractor reads
   (answer text, vectors, retrieval scores).
 
@@ -22,15 +22,15 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from processors.bounds import MAX_VECTOR_LEN, BadValue, label
-from processors.drift.sampling import PrioritySieve, call_priority
-from processors.records import LLMCall, SpanView
+from processors.core.bounds import MAX_VECTOR_LEN, BadValue, label
+from processors.core.drift.sampling import PrioritySieve, call_priority
+from processors.core.records import LLMCall, SpanView
 
 __all__ = [
     "DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "tally_resolution_s", "window_index",
 ]  # fmt: skip
 
-# What `processors.drift.signals` reads, in every convention it knows (OTel GenAI, OpenInference, OpenLLMetry).
+# What `processors.core.drift.signals` reads, in every convention it knows (OTel GenAI, OpenInference, OpenLLMetry).
 DRIFT_ATTRIBUTE_PREFIXES = (
     "gen_ai.output.messages",
     "llm.output_messages.",
@@ -69,7 +69,7 @@ def window_index(ts_ns: int, window_s: int) -> int:
 def tally_resolution_s(window_s: int) -> int:
     """Seconds of event time one tally covers: 10 s, or the largest divisor of the drift window below it, so
     a tally never straddles two drift windows. Change events compare shares of a key's calls at this
-    resolution (`processors.drift.changes`)."""
+    resolution (`processors.core.drift.changes`)."""
     return math.gcd(window_s, 10)
 
 
@@ -116,7 +116,7 @@ def _no_bytes(value: Any) -> None:
 
 
 def _embedding_model(value: Any) -> str:
-    """The embedding model name a tally is keyed by; "" when absent or not a name (processors/bounds.py)."""
+    """The embedding model name a tally is keyed by; "" when absent or not a name (processors/core/bounds.py)."""
     if value is None:
         return ""
     try:

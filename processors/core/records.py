@@ -86,7 +86,7 @@ class LLMCall:
     convention: str = ""  # "otel_genai" | "openllmetry" | "openinference"
     pricing_source: str = ""  # "user" | "project" | "base"; "" when unpriced
     pricing_version: str = ""  # base price snapshot in force
-    pricing_region: str = ""  # deployment key (processors.deployment); "" when the span does not say
+    pricing_region: str = ""  # deployment key (processors.core.deployment); "" when the span does not say
     service_tier: str = ""  # OpenAI service tier (flex, priority, batch); "" = standard
     pricing_assumption: str = ""  # what the price assumed because the span did not say it
     # Values left out while reading the span (field empty or NULL), one reason each: ingest_errors rows.
