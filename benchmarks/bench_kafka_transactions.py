@@ -25,8 +25,8 @@ from confluent_kafka import Producer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from collector.config import KafkaSettings  # noqa: E402
 from llmops.broker import EmbeddedBroker  # noqa: E402
-from llmops.config import KafkaSettings  # noqa: E402
 from llmops.topics import ensure_topics  # noqa: E402
 
 __all__ = ["main"]

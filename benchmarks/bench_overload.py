@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_pipeline import LiveStack, _status_kib, build_payloads, capture_loadgen  # noqa: E402
-from llmops.config import KafkaSettings  # noqa: E402
-from llmops.topics import LagProbe  # noqa: E402
+from collector.config import KafkaSettings  # noqa: E402
+from collector.lag import LagProbe  # noqa: E402
 
 __all__ = ["main"]
 

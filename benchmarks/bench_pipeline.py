@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llmops.broker import EmbeddedBroker, free_port  # noqa: E402
-from llmops.config import KafkaSettings, Settings  # noqa: E402
+from collector.config import KafkaSettings  # noqa: E402
+from llmops.config import Settings  # noqa: E402
 from llmops.loadgen import LoadgenOptions, run_loadgen  # noqa: E402
 from llmops.stack import spawn_component, wait_for_line  # noqa: E402
 from llmops.store import endpoint_alive  # noqa: E402

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_pipeline import LiveStack, build_payloads, capture_loadgen, run_live, span_total  # noqa: E402
-from llmops.config import KafkaSettings  # noqa: E402
+from collector.config import KafkaSettings  # noqa: E402
 from llmops.store import endpoint_alive  # noqa: E402
 from llmops.stack import wait_for_line  # noqa: E402
 from llmops.topics import ensure_topics  # noqa: E402

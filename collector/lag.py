@@ -1,5 +1,7 @@
 """Backpressure on the workers' backlog: refuse new spans while the worker group is too far behind.
 
+`LagGate` caches the lag the request path reads; `LagProbe` measures it on the broker.
+
 The receiver's own producer queue only fills when Kafka is slow; when the
 workers are slow, Kafka keeps accepting and the backlog (and, with the embedded
 memory broker, its memory) grows without bound. So the receiver also refuses
@@ -30,7 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["LagGate", "LagReading"]
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+__all__ = ["LagGate", "LagProbe", "LagReading"]
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +117,40 @@ class LagGate:
                 self._stop.wait(self._interval_s)
         finally:
             probe.close()
+
+
+class LagProbe:
+    """Measures a consumer group's lag on one topic, again and again, with long-lived clients.
+
+    Lag = for each partition, high watermark minus the group's committed offset (the low
+    watermark when the group never committed there): records written and not yet processed.
+    Every broker call is bounded by the timeout given to `measure`; a failure raises
+    KafkaException (or TimeoutError), it never blocks longer.
+    """
+
+    def __init__(self, bootstrap: str, group_id: str, topic: str) -> None:
+        self._group_id = group_id
+        self._topic = topic
+        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group_id}-lag-probe", "enable.auto.commit": False})
+
+    def measure(self, timeout_s: float) -> int:
+        metadata = self._admin.list_topics(self._topic, timeout=timeout_s)
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None:
+            raise KafkaException(topic.error if topic is not None else f"topic {self._topic} not found")
+        partitions = [TopicPartition(self._topic, p) for p in topic.partitions]
+        request = ConsumerGroupTopicPartitions(self._group_id, partitions)
+        future = self._admin.list_consumer_group_offsets([request], request_timeout=timeout_s)[self._group_id]
+        committed = future.result(timeout=timeout_s)
+        offsets = {tp.partition: tp.offset for tp in committed.topic_partitions}
+        lag = 0
+        for tp in partitions:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            done = offsets.get(tp.partition, -1)
+            # Tansu can report a high watermark below a committed offset; never count that as negative lag.
+            lag += max(0, high - (done if done >= 0 else low))
+        return lag
+
+    def close(self) -> None:
+        self._consumer.close()

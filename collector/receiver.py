@@ -34,6 +34,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
+from collector.config import ReceiverSettings
 from collector.kafka_writer import DeliveryFailed, KafkaWriter, QueueFull
 from collector.lag import LagGate
 from collector.payloads import (
@@ -46,7 +47,6 @@ from collector.payloads import (
     span_count,
     split_into_records,
 )
-from llmops.config import ReceiverSettings
 from processors.core.errors import RetryableError
 
 __all__ = ["OtlpReceiver", "ReceiverStats"]

@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
     if args.command == "receive":
         from collector.service import run_receiver
 
-        return run_receiver(settings, _require_kafka(settings))
+        return run_receiver(settings.receiver, settings.kafka, _require_kafka(settings))
     if args.command == "worker":
         from processors.worker import run_worker
 

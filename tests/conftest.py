@@ -15,8 +15,8 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
+from collector.config import KafkaSettings
 from llmops.broker import EmbeddedBroker, free_port
-from llmops.config import KafkaSettings
 from llmops.stack import spawn_component, wait_for_line
 from llmops.store import endpoint_alive
 from llmops.topics import ensure_topics

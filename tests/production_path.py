@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
+from collector.config import KafkaSettings
 from llmops.broker import free_port
-from llmops.config import KafkaSettings
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from llmops.topics import ensure_topics
 from tests.conftest import Stack

@@ -27,10 +27,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from collector.lag import LagGate
+from collector.config import KafkaSettings
+from collector.lag import LagGate, LagProbe
 from llmops.broker import EmbeddedBroker, free_port
-from llmops.config import KafkaSettings
-from llmops.topics import LagProbe, ensure_topics
+from llmops.topics import ensure_topics
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
