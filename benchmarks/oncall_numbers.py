@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,13 @@ START_NS = 1_764_000_000 // 900 * 900 * 10**9
 
 
 def _old_tracker_class(ref: str) -> Any:
-    source = subprocess.run(["git", "show", f"{ref}:processors/core/drift/stream.py"], capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(["git", "show", f"{ref}:processors/core/drift/stream.py"], capture_output=True, text=True)
+    if shown.returncode != 0:  # a commit before the core layer: the tracker was processors/drift/stream.py
+        shown = subprocess.run(["git", "show", f"{ref}:processors/drift/stream.py"], capture_output=True, text=True, check=True)
+        # Its imports named the modules by their old paths; the same modules live under processors.core now.
+        shown.stdout = re.sub(r"\bprocessors\.(?!core\.)", "processors.core.", shown.stdout).replace(
+            "sinks.clickhouse.batches", "processors.core.tables")
+    source = shown.stdout
     path = Path(tempfile.mkdtemp()) / "old_drift_stream.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("old_drift_stream", path)
