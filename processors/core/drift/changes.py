@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from processors.core.drift.sampling import KeyRegistry
+from processors.core.window import Window
 
 __all__ = ["ChangeConfig", "ChangeDetector", "ChangeEvent"]
 
@@ -106,6 +107,7 @@ class _Slot:
 class ChangeDetector:
     def __init__(self, config: ChangeConfig | None = None) -> None:
         self.config = config or ChangeConfig()
+        self._buckets = Window(self.config.bucket_s)  # the tallies' resolution: counts are kept per bucket
         self._slots: KeyRegistry[tuple[str, str, str], _Slot] = KeyRegistry(self.config.max_keys)
 
     @property
@@ -123,7 +125,7 @@ class ChangeDetector:
         slot.max_ns = max(slot.max_ns, min(max_ns, cap_ns))  # a clock running ahead must not decide early
         slot.last_wall = now
         slot.calls += count
-        bucket = max_ns // (self.config.bucket_s * _NS)
+        bucket = self._buckets.index(max_ns)
         slot.buckets.setdefault(bucket, Counter())[value] += count
         known = slot.values.get(value)
         if known is not None:
@@ -178,7 +180,7 @@ class ChangeDetector:
 
     # -- judgements -------------------------------------------------------
     def _bucket(self, ts_ns: int) -> int:
-        return ts_ns // (self.config.bucket_s * _NS)
+        return self._buckets.index(ts_ns)
 
     def _persists(self, slot: _Slot, value: str, seen: _Value) -> bool:
         """Enough of the key's calls over persist_s after its first call, and still there in its second half."""
@@ -231,7 +233,7 @@ class ChangeDetector:
         return best
 
     def _first_bucket_ns(self) -> int:
-        return self.config.bucket_s * _NS
+        return self._buckets.size_ns
 
     def _forget(self, slot: _Slot) -> None:
         """Drop buckets older than the judgements need and values older than the reference period."""

@@ -46,8 +46,9 @@ from processors.core.drift.changes import ChangeConfig, ChangeDetector
 from processors.core.drift.sampling import BottomK, KeyRegistry, call_priority
 from processors.core.drift.signals import CallSignals, SignalOptions, extract_signals
 from processors.core.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
-from processors.core.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, tally_resolution_s, window_index
+from processors.core.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, tally_resolution_s
 from processors.core.tables import TableRows
+from processors.core.window import Window
 
 __all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]
 
@@ -142,6 +143,8 @@ class DriftTracker:
         if unknown:
             raise ValueError(f"drift key fields must be among {KEY_FIELDS}, not {sorted(unknown)}")
         self._clock = clock
+        self._window = Window(self.config.window_s, self.config.lateness_s, clock)
+        self._tally_bucket = Window(tally_resolution_s(self.config.window_s))
         self._keys: KeyRegistry[DriftKey, _KeyState] = KeyRegistry(self.config.max_keys)
         self._rng = np.random.default_rng(self.config.seed)
         # lineage (service, model, prompt) -> version -> order of first sighting: which version replaced which
@@ -163,11 +166,7 @@ class DriftTracker:
 
     def _watermark(self, state: _KeyState) -> float:
         """Per key, so one service's clock or backlog never makes another's calls late."""
-        mark = state.max_event_s - self.config.lateness_s
-        now = self._clock()
-        if now - state.last_event_wall >= self.config.idle_close_s:
-            mark = max(mark, now - self.config.lateness_s)
-        return mark
+        return self._window.watermark(state.max_event_s, state.last_event_wall, self.config.idle_close_s)
 
     # -- input ------------------------------------------------------------
     def add(self, service: str, calls: Sequence[dict[str, Any]], tallies: Sequence[Tally] | None = None) -> None:
@@ -176,20 +175,20 @@ class DriftTracker:
         Without `tallies`, `calls` are all the calls and are tallied here. A call whose window
         is not open (its tally was late) is skipped: the tally already counted it.
         """
-        window = self.config.window_s
+        window = self._window
         if tallies is None:
             tallies = tally_calls(((c["ts_ns"], c["model"], c["prompt_name"], c["prompt_version"],
                                     str(c["attributes"].get(EMBEDDING_MODEL_ATTRIBUTE, "")), c.get("trace_id", ""),
-                                    c.get("span_id", "")) for c in calls), tally_resolution_s(window))  # fmt: skip
+                                    c.get("span_id", "")) for c in calls), self._tally_bucket)  # fmt: skip
         now = self._clock()
         for tally in tallies:
             self.calls_seen += tally.call_count
             self._note_changes(service, tally, now)
             key = self._key(service, tally.model, tally.prompt_name, tally.prompt_version)
             ts_s = tally.max_ts_ns / 1e9
-            start = _window_start(tally.max_ts_ns, window)
+            start = window.start_s(tally.max_ts_ns)
             state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=now))
-            if start + window <= self._watermark(state):
+            if window.closed(start, self._watermark(state)):
                 self.late_calls += tally.call_count
                 continue
             opened = state.open.get(start)
@@ -201,7 +200,7 @@ class DriftTracker:
             state.last_event_wall = now
         for call in calls:
             found = self._keys.get(self._key(service, call["model"], call["prompt_name"], call["prompt_version"]))
-            opened = found.open.get(_window_start(int(call["ts_ns"]), window)) if found is not None else None
+            opened = found.open.get(window.start_s(int(call["ts_ns"]))) if found is not None else None
             if opened is None:
                 continue
             priority = call.get("priority") or call_priority(call.get("trace_id", ""), call.get("span_id", ""))
@@ -252,7 +251,7 @@ class DriftTracker:
             state = self._keys.get(key)
             assert state is not None
             mark = self._watermark(state)
-            for start in sorted(s for s in state.open if s + window <= mark):
+            for start in sorted(s for s in state.open if self._window.closed(s, mark)):
                 closing.append((key, start, state.open.pop(start)))
         results: dict[tuple[DriftKey, int], tuple[list[DriftResult], tuple[str, int]]] = {}
         for key, start, current in sorted(closing, key=lambda item: item[1]):
@@ -352,10 +351,6 @@ class DriftTracker:
         end, version, items = best
         sample = [self._sample(item) if isinstance(item, _RawCall) else item for item in items]
         return sample, f"previous version {version}: window {_iso(end - window)}..{_iso(end)}", end
-
-
-def _window_start(ts_ns: int, window_s: int) -> int:
-    return window_index(ts_ns, window_s) * window_s
 
 
 def _iso(seconds: int) -> str:

@@ -25,9 +25,10 @@ import orjson
 from processors.core.bounds import MAX_VECTOR_LEN, BadValue, label
 from processors.core.drift.sampling import PrioritySieve, call_priority
 from processors.core.records import LLMCall, SpanView
+from processors.core.window import Window
 
 __all__ = [
-    "DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "tally_resolution_s", "window_index",
+    "DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "tally_resolution_s",
 ]  # fmt: skip
 
 # What `processors.core.drift.signals` reads, in every convention it knows (OTel GenAI, OpenInference, OpenLLMetry).
@@ -60,12 +61,6 @@ class Tally(NamedTuple):
     first_span_id: str
 
 
-def window_index(ts_ns: int, window_s: int) -> int:
-    """The event-time window a call belongs to, in integers on both sides of the topic: a float
-    would put a call 1 ns before a boundary after it."""
-    return ts_ns // 1_000_000_000 // window_s
-
-
 def tally_resolution_s(window_s: int) -> int:
     """Seconds of event time one tally covers: 10 s, or the largest divisor of the drift window below it, so
     a tally never straddles two drift windows. Change events compare shares of a key's calls at this
@@ -77,12 +72,13 @@ def tally_resolution_s(window_s: int) -> int:
 TallyInput = tuple[int, str, str, str, str, str, str]
 
 
-def tally_calls(calls: Iterable[TallyInput], resolution_s: int) -> list[Tally]:
-    """Tallies per `resolution_s` bucket, in the order their first call appears; each names its earliest call
-    (calls of a batch are not in event-time order)."""
+def tally_calls(calls: Iterable[TallyInput], bucket: Window) -> list[Tally]:
+    """Tallies per `bucket` window (`tally_resolution_s` long), in the order their first call appears; each
+    names its earliest call (calls of a batch are not in event-time order)."""
     open_: dict[tuple[str, str, str, str, int], list[Any]] = {}  # slot -> [count, max_ts_ns, earliest ts, trace, span]
+    index = bucket.index
     for ts_ns, model, prompt_name, prompt_version, embedding_model, trace_id, span_id in calls:
-        slot = (model, prompt_name, prompt_version, embedding_model, window_index(ts_ns, resolution_s))
+        slot = (model, prompt_name, prompt_version, embedding_model, index(ts_ns))
         entry = open_.get(slot)
         if entry is None:
             open_[slot] = [1, ts_ns, ts_ns, trace_id, span_id]
@@ -134,7 +130,8 @@ class DriftSender:
     """
 
     def __init__(self, window_s: int, sample_size: int, max_windows: int) -> None:
-        self._window_s = window_s
+        self._window = Window(window_s)
+        self._tally_bucket = Window(tally_resolution_s(window_s))
         self._sieve: PrioritySieve[tuple[str, str, str, str, int]] = PrioritySieve(sample_size, max_windows)
         self._tally_inputs: dict[str, list[TallyInput]] = {}
         self._items: dict[str, list[bytes]] = {}
@@ -144,7 +141,7 @@ class DriftSender:
     def add(self, calls: Sequence[LLMCall], spans: Sequence[SpanView]) -> None:
         """Tally the calls (`calls[i]` came from `spans[i]`) and encode those the sieve passes.
         Nothing keeps a reference to the spans, so a caller can drop them record by record."""
-        window = self._window_s
+        window_index = self._window.index
         for call, span in zip(calls, spans, strict=True):
             if call.status != "ok" or call.operation in ("embeddings", "embedding"):
                 continue
@@ -154,7 +151,7 @@ class DriftSender:
                 (call.ts_ns, model, call.prompt_name, call.prompt_version, embedding_model, call.trace_id, call.span_id)
             )
             priority = call_priority(call.trace_id, call.span_id)
-            slot = (service, model, call.prompt_name, call.prompt_version, window_index(call.ts_ns, window))
+            slot = (service, model, call.prompt_name, call.prompt_version, window_index(call.ts_ns))
             if not self._sieve.passes(slot, priority):
                 continue
             item = {
@@ -180,7 +177,7 @@ class DriftSender:
             items = self._items.get(service, [])
             self.calls_tallied += len(inputs)
             self.calls_sent += len(items)
-            tallies = orjson.dumps([list(t) for t in tally_calls(inputs, tally_resolution_s(self._window_s))])
+            tallies = orjson.dumps([list(t) for t in tally_calls(inputs, self._tally_bucket)])
             records += _chunks(service, tallies, items, max_bytes)
         self._tally_inputs, self._items = {}, {}
         return records
