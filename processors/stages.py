@@ -1,28 +1,20 @@
-"""Assemble the per-call stages from settings: normalise, time, price, aggregate."""
+"""Assemble the per-call stages from settings: normalise, time, price, and the registered signals."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from llmops.config import Settings
-from processors.core.latency import latency_rows, ttft_ms_from_span
+from processors.core.latency import ttft_ms_from_span
 from processors.core.normalize import NormalizeOptions
 from processors.core.pipeline import CallStages
 from processors.core.pricer import Pricer, PricerSources
 from processors.core.records import LLMCall, SpanView
-from processors.core.usage import usage_rows
-from processors.core.tables import TableRows
+from processors.core.registry import SIGNALS
 
 __all__ = ["build_call_stages", "build_pricer", "pricer_sources"]
 
 
 def _set_ttft(span: SpanView, call: LLMCall) -> None:
     call.ttft_ms = ttft_ms_from_span(span, problems=call.problems)
-
-
-def _latency_table(calls: Sequence[LLMCall]) -> TableRows:
-    rows = latency_rows(calls)
-    return TableRows("llm_latency_1m", list(rows.column_names), [list(column) for column in rows.column_data()])
 
 
 def pricer_sources(settings: Settings) -> PricerSources:
@@ -41,5 +33,5 @@ def build_call_stages(settings: Settings) -> CallStages:
     return CallStages(
         normalize_options=NormalizeOptions(),
         enrichers=[_set_ttft, pricer.enrich],
-        aggregators={"llm_usage_1m": usage_rows, "llm_latency_1m": _latency_table},
+        signals=SIGNALS,
     )

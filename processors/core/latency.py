@@ -1,7 +1,8 @@
 """Latency stage logic: LLM calls -> partial rows of ``llm_latency_1m``; TTFT read from a span.
 
-Pure functions, no I/O: the agent hands a batch of ``LLMCall`` to ``latency_rows`` and the
-sink inserts the result with
+Pure functions, no I/O. ``LATENCY`` is the worker's signal (processors/core/signal.py): it folds a
+source's calls of a batch into arrays and makes the rows in numpy passes. ``latency_rows`` gives
+the same rows as a ``LatencyRows`` block, for
 ``client.insert("llm_latency_1m", rows.column_data(), column_names=rows.column_names, column_oriented=True)``
 (the sink adds ``_ingest_source`` / ``_ingest_offset``).
 
@@ -35,7 +36,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from processors.core.bounds import MAX_TTFT_S, BadValue, number, show, time_in_range
 from processors.core.records import AttrValue, LLMCall, SpanView
+from processors.core.signal import Column, Merge, TableSpec
 from processors.core.sketch import DEFAULT_RELATIVE_ACCURACY, GroupedSketches
+from processors.core.tables import TableRows
+from processors.core.window import MINUTE, Window
 
 __all__ = [
     "METRIC_TTFT",
@@ -46,7 +50,11 @@ __all__ = [
     "ROW_QUANTILES",
     "TTFT_ATTRIBUTE",
     "FIRST_CHUNK_EVENTS",
+    "LATENCY",
+    "LATENCY_TABLE",
+    "LatencyInput",
     "LatencyRows",
+    "LatencySignal",
     "window_start_s",
     "metric_rows",
     "latency_rows",
@@ -76,8 +84,16 @@ LATENCY_COLUMNS: tuple[str, ...] = (
     "sketch",
 )
 
-_WINDOW_S = 60
-_WINDOW_NS = _WINDOW_S * 1_000_000_000
+# How partial rows of one key merge (migration 003: readers take sum, min, max, sumMap of the
+# sketch; the quantile columns describe their own row only).
+_MERGE: dict[str, Merge] = {
+    "window_start": "key", **{name: "key" for name in KEY_COLUMNS}, "metric": "key",
+    "count": "sum", "sum": "sum", "min": "min", "max": "max",
+    "p50": "partial", "p90": "partial", "p95": "partial", "p99": "partial",
+    "nonpositive_count": "sum", "sketch_gamma": "any", "sketch": "sum_map",
+}  # fmt: skip
+LATENCY_TABLE = TableSpec("llm_latency_1m", tuple(Column(name, _MERGE[name]) for name in LATENCY_COLUMNS))
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -129,7 +145,7 @@ class LatencyRows:
 
 def window_start_s(ts_ns: ArrayLike) -> NDArray[np.int64]:
     """Start of the UTC minute of each Unix-ns timestamp, in Unix seconds (floors negatives too)."""
-    return (np.asarray(ts_ns, dtype=np.int64) // _WINDOW_NS) * _WINDOW_S
+    return MINUTE.starts_s(ts_ns)
 
 
 def _utc(seconds: NDArray[np.int64]) -> list[datetime]:
@@ -195,32 +211,78 @@ def metric_rows(
     return LatencyRows(columns)
 
 
+@dataclass(slots=True)
+class LatencyInput:
+    """A source's calls as arrays (what the rows read of them), and the dimension keys they index."""
+
+    keys: dict[tuple[str, ...], int] = field(default_factory=dict)  # key -> its index in `key_ids`
+    chunks: list[tuple[NDArray[Any], ...]] = field(default_factory=list)  # (window, key id, duration, streamed, ttft, output tokens)
+
+
+class LatencySignal:
+    """The ``llm_latency_1m`` signal (processors/core/signal.py): per 1-minute window, key and metric,
+    count, sum, min, max and a sketch."""
+
+    table = LATENCY_TABLE
+
+    def __init__(self, window: Window = MINUTE, relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> None:
+        self.window = window
+        self.relative_accuracy = relative_accuracy
+
+    def new(self) -> LatencyInput:
+        return LatencyInput()
+
+    def fold(self, acc: LatencyInput, calls: Sequence[LLMCall]) -> LatencyInput:
+        n = len(calls)
+        if not n:
+            return acc
+        key_index = acc.keys
+        key_ids = np.fromiter(
+            (key_index.setdefault((c.service, c.environment, c.provider, c.model, c.request_model or c.response_model, c.operation),
+                                   len(key_index)) for c in calls),
+            dtype=np.int64,
+            count=n,
+        )
+        acc.chunks.append((
+            self.window.starts_s(np.fromiter((c.ts_ns for c in calls), dtype=np.int64, count=n)),
+            key_ids,
+            np.fromiter((c.duration_ms for c in calls), dtype=np.float64, count=n),
+            np.fromiter((c.ttft_ms is not None for c in calls), dtype=np.bool_, count=n),
+            np.fromiter((0.0 if c.ttft_ms is None else c.ttft_ms for c in calls), dtype=np.float64, count=n),
+            np.fromiter((c.output_tokens for c in calls), dtype=np.int64, count=n),
+        ))
+        return acc
+
+    def block(self, acc: LatencyInput) -> LatencyRows:
+        """The rows as a ``LatencyRows`` block: metric, then window, then key order."""
+        if not acc.chunks:
+            return LatencyRows.empty()
+        chunks = acc.chunks
+        windows, key_ids, duration, streamed, ttft, output_tokens = (
+            chunks[0] if len(chunks) == 1 else tuple(np.concatenate(parts) for parts in zip(*chunks))
+        )
+        keys = list(acc.keys)
+        accuracy = self.relative_accuracy
+        has_tokens = streamed & (output_tokens > 0)
+        tpot = (duration[has_tokens] - ttft[has_tokens]) / output_tokens[has_tokens]
+        return LatencyRows.concat([
+            metric_rows(windows[streamed], key_ids[streamed], keys, METRIC_TTFT, ttft[streamed], accuracy),
+            metric_rows(windows, key_ids, keys, METRIC_DURATION, duration, accuracy),
+            metric_rows(windows[has_tokens], key_ids[has_tokens], keys, METRIC_TPOT, tpot, accuracy),
+        ])
+
+    def rows(self, acc: LatencyInput) -> TableRows:
+        block = self.block(acc)
+        return TableRows(LATENCY_TABLE.name, list(block.column_names), [list(column) for column in block.column_data()])
+
+
+LATENCY = LatencySignal()
+
+
 def latency_rows(calls: Iterable[LLMCall], relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> LatencyRows:
     """Partial ``llm_latency_1m`` rows for one batch of calls: metric, then window, then key order."""
-    batch = list(calls)
-    if not batch:
-        return LatencyRows.empty()
-    n = len(batch)
-    key_index: dict[tuple[str, ...], int] = {}
-    key_ids = np.fromiter(
-        (key_index.setdefault((c.service, c.environment, c.provider, c.model, c.request_model or c.response_model, c.operation),
-                               len(key_index)) for c in batch),
-        dtype=np.int64,
-        count=n,
-    )
-    keys = list(key_index)
-    windows = window_start_s(np.fromiter((c.ts_ns for c in batch), dtype=np.int64, count=n))
-    duration = np.fromiter((c.duration_ms for c in batch), dtype=np.float64, count=n)
-    streamed = np.fromiter((c.ttft_ms is not None for c in batch), dtype=np.bool_, count=n)
-    ttft = np.fromiter((0.0 if c.ttft_ms is None else c.ttft_ms for c in batch), dtype=np.float64, count=n)
-    output_tokens = np.fromiter((c.output_tokens for c in batch), dtype=np.int64, count=n)
-    has_tokens = streamed & (output_tokens > 0)
-    tpot = (duration[has_tokens] - ttft[has_tokens]) / output_tokens[has_tokens]
-    return LatencyRows.concat([
-        metric_rows(windows[streamed], key_ids[streamed], keys, METRIC_TTFT, ttft[streamed], relative_accuracy),
-        metric_rows(windows, key_ids, keys, METRIC_DURATION, duration, relative_accuracy),
-        metric_rows(windows[has_tokens], key_ids[has_tokens], keys, METRIC_TPOT, tpot, relative_accuracy),
-    ])
+    signal = LATENCY if relative_accuracy == LATENCY.relative_accuracy else LatencySignal(relative_accuracy=relative_accuracy)
+    return signal.block(signal.fold(signal.new(), list(calls)))
 
 
 def _seconds(value: AttrValue) -> float:

@@ -23,6 +23,7 @@ from processors.core.decode import MalformedPayload, SpanProblem, decode_request
 from processors.core.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.core.records import LLMCall, SpanView
 from processors.core.rows import INGEST_ERRORS_COLUMNS, call_rows
+from processors.core.signal import Signal, signal_rows
 from processors.core.tables import OtlpRecords, TableRows
 
 log = logging.getLogger(__name__)
@@ -94,22 +95,20 @@ class Poison:
 
 # A per-call enrichment (TTFT, cost) applied after normalisation.
 CallEnricher = Callable[[SpanView, LLMCall], None]
-# Builds rows for an aggregate table from the calls of one source's records.
-Aggregator = Callable[[Sequence[LLMCall]], TableRows]
 
 
 @dataclass(slots=True)
 class CallStages:
-    """What turns a span into a priced, timed LLM call, and which tables aggregate calls."""
+    """What turns a span into a priced, timed LLM call, and the per-window signals (processors/core/signal.py) of the calls."""
 
     normalize_options: NormalizeOptions = field(default_factory=NormalizeOptions)
     enrichers: list[CallEnricher] = field(default_factory=list)
-    aggregators: dict[str, Aggregator] = field(default_factory=dict)
+    signals: Sequence[Signal[Any]] = ()
 
     @property
     def tables(self) -> list[str]:
         """Every table a batch writes (each with its own fence)."""
-        return ["otel_traces", "llm_calls", "ingest_errors", *self.aggregators]
+        return ["otel_traces", "llm_calls", "ingest_errors", *(signal.table.name for signal in self.signals)]
 
     def calls_from(self, spans: Sequence[SpanView], problems: list[SpanProblem] | None = None) -> tuple[list[LLMCall], list[SpanView]]:
         """The LLM calls among `spans`, with the span each came from.
@@ -278,7 +277,10 @@ def build_tables(
         rows, counts = problem_rows(kept, now_ms)
         out.append(_per_record(kept, rows, counts))
 
-    for table, aggregate in stages.aggregators.items():
+    # The signal contract (processors/core/signal.py): once per source, on the calls of its records above
+    # the table's fence, rows tagged with the highest of those offsets.
+    for signal in stages.signals:
+        table = signal.table.name
         if not wanted(table):
             continue
         by_source: dict[str, list[DecodedRecord]] = {}
@@ -286,7 +288,7 @@ def build_tables(
             by_source.setdefault(item.record.source, []).append(item)
         merged: TableRows | None = None
         for source, items in by_source.items():
-            rows = aggregate([call for item in items for call in item.calls])
+            rows = signal_rows(signal, [call for item in items for call in item.calls])
             top = max(item.record.offset for item in items)
             _tag(rows, [source] * len(rows), [top] * len(rows))
             if merged is None:

@@ -25,23 +25,24 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from processors.core.records import LLMCall
+from processors.core.signal import Column, TableSpec, signal_rows
 from processors.core.tables import TableRows
+from processors.core.window import MINUTE, Window
 
 __all__ = [
-    "WINDOW_NS",
+    "USAGE",
     "USAGE_TABLE",
     "USAGE_KEY_COLUMNS",
     "USAGE_VALUE_COLUMNS",
     "USAGE_COLUMNS",
     "UsageKey",
     "UsagePartial",
+    "UsageSignal",
     "usage_partials",
     "usage_rows",
     "usage_columns",
-    "window_start_s",
 ]
 
-WINDOW_NS: Final = 60 * 10**9
 USAGE_TABLE: Final = "llm_usage_1m"
 _ZERO: Final = Decimal(0).scaleb(-12)
 
@@ -123,39 +124,56 @@ USAGE_VALUE_COLUMNS: Final = (*_INT_FIELDS[:11], "cost", "reported_cost_calls", 
 USAGE_COLUMNS: Final = (*USAGE_KEY_COLUMNS, *USAGE_VALUE_COLUMNS)
 
 
-def window_start_s(ts_ns: int) -> int:
-    """Start of the 1-minute tumbling window holding `ts_ns`, in Unix seconds (event time)."""
-    return (ts_ns // WINDOW_NS) * 60
+
+class UsageSignal:
+    """The `llm_usage_1m` signal (processors/core/signal.py): one `UsagePartial` per 1-minute window and key."""
+
+    table: Final = TableSpec(
+        USAGE_TABLE, (*(Column(name, "key") for name in USAGE_KEY_COLUMNS), *(Column(name, "sum") for name in USAGE_VALUE_COLUMNS))
+    )
+
+    def __init__(self, window: Window = MINUTE) -> None:
+        self.window = window
+
+    def new(self) -> dict[UsageKey, UsagePartial]:
+        return {}
+
+    def fold(self, acc: dict[UsageKey, UsagePartial], calls: Iterable[LLMCall]) -> dict[UsageKey, UsagePartial]:
+        start_s = self.window.start_s
+        for call in calls:
+            key = UsageKey(
+                start_s(call.ts_ns),
+                call.service,
+                call.environment,
+                call.team,
+                call.provider,
+                call.response_model or call.request_model,
+                call.request_model or call.response_model,
+                call.operation,
+                call.agent,
+                call.prompt_name,
+                call.prompt_version,
+            )
+            partial = acc.get(key)
+            if partial is None:
+                partial = acc[key] = UsagePartial()
+            partial.add(call)
+        return acc
+
+    def rows(self, acc: dict[UsageKey, UsagePartial]) -> TableRows:
+        data = _columns(acc)
+        return TableRows(USAGE_TABLE, list(USAGE_COLUMNS), [data[name] for name in USAGE_COLUMNS])
+
+
+USAGE: Final = UsageSignal()
 
 
 def usage_partials(calls: Iterable[LLMCall]) -> dict[UsageKey, UsagePartial]:
     """Sum calls per (window, key)."""
-    out: dict[UsageKey, UsagePartial] = {}
-    for call in calls:
-        key = UsageKey(
-            window_start_s(call.ts_ns),
-            call.service,
-            call.environment,
-            call.team,
-            call.provider,
-            call.response_model or call.request_model,
-            call.request_model or call.response_model,
-            call.operation,
-            call.agent,
-            call.prompt_name,
-            call.prompt_version,
-        )
-        partial = out.get(key)
-        if partial is None:
-            partial = out[key] = UsagePartial()
-        partial.add(call)
-    return out
+    return USAGE.fold(USAGE.new(), calls)
 
 
-def usage_columns(calls: Sequence[LLMCall]) -> tuple[dict[str, list], list[str]]:
-    """Columnar partial rows: {column: values} and the column order for
-    `client.insert(table, data, column_names=..., column_oriented=True)`."""
-    partials = usage_partials(calls)
+def _columns(partials: dict[UsageKey, UsagePartial]) -> dict[str, list]:
     data: dict[str, list] = {name: [] for name in USAGE_COLUMNS}
     key_lists = [data[name] for name in USAGE_KEY_COLUMNS]
     value_lists = [data[name] for name in USAGE_VALUE_COLUMNS]
@@ -164,10 +182,15 @@ def usage_columns(calls: Sequence[LLMCall]) -> tuple[dict[str, list], list[str]]
             column.append(value)
         for column, name in zip(value_lists, USAGE_VALUE_COLUMNS, strict=True):
             column.append(getattr(partial, name))
-    return data, list(USAGE_COLUMNS)
+    return data
+
+
+def usage_columns(calls: Sequence[LLMCall]) -> tuple[dict[str, list], list[str]]:
+    """Columnar partial rows: {column: values} and the column order for
+    `client.insert(table, data, column_names=..., column_oriented=True)`."""
+    return _columns(usage_partials(calls)), list(USAGE_COLUMNS)
 
 
 def usage_rows(calls: Sequence[LLMCall]) -> TableRows:
-    """`Aggregator` for processors.core.pipeline.CallStages: llm_usage_1m rows (delivery columns added by the caller)."""
-    data, names = usage_columns(calls)
-    return TableRows(USAGE_TABLE, names, [data[name] for name in names])
+    """llm_usage_1m rows of `calls` (the caller adds the delivery columns)."""
+    return signal_rows(USAGE, calls)

@@ -1,0 +1,99 @@
+"""The contract of a per-window signal: LLM calls in, additive rows of one table out.
+
+A signal (usage, latency, ...) turns the calls of a batch into partial rows of one ClickHouse
+table, per event-time window and key. The worker runs every registered signal
+(processors/core/registry.py) the same way, in `signal_rows`:
+
+- called once per source (Kafka partition) per batch, on the calls of that source's records
+  the table has not stored yet (offset above the table's fence);
+- the caller tags every row with the source and the highest offset among those records: the
+  sink's fence is max(_ingest_offset) per source, so a replay after a crash skips what is stored;
+- rows must merge additively: any number of partial rows of one key, from any batch split,
+  arrival order or worker, combine (by the table engine or by readers) into the totals of all
+  their calls. Each value column declares how (`Column.merge`), as the table's
+  SimpleAggregateFunction types or its readers do;
+- no I/O, no clock: a signal reads only the calls (event time is `LLMCall.ts_ns`).
+
+The shape follows Bytewax's aggregators: `new()` an empty accumulator, `fold(acc, calls)` adds
+calls, `rows(acc)` the table rows. `fold` takes a sequence (a source's calls of a batch), not one
+call, so a signal may read it in numpy passes and the worker makes no call per call per signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar, get_args
+
+from processors.core.records import LLMCall
+from processors.core.tables import TableRows
+
+__all__ = ["Column", "Merge", "Signal", "TableSpec", "signal_rows"]
+
+# How partial rows of one key combine: "key" columns identify the row; "sum", "min", "max" and
+# "sum_map" (a Map whose values add per map key) are the additive ones; "any" must be equal on
+# every row of a key (a parameter such as the sketch's gamma); "partial" describes its row only
+# (a quantile of this partial) and readers recompute it from the merged columns.
+Merge = Literal["key", "sum", "min", "max", "sum_map", "any", "partial"]
+_MERGES = frozenset(get_args(Merge))
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    merge: Merge
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A signal's table as the worker writes it: columns in the table's order, without the sink's
+    delivery columns (`_ingest_source`, `_ingest_offset`). A test checks them against the migrated table."""
+
+    name: str
+    columns: tuple[Column, ...]
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: duplicate columns")
+        bad = [c.name for c in self.columns if c.merge not in _MERGES]
+        if bad:
+            raise ValueError(f"{self.name}: columns {bad} declare no known merge")
+        if not any(c.merge == "key" for c in self.columns):
+            raise ValueError(f"{self.name}: no key column")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The columns that identify a row: window start and the dimensions."""
+        return tuple(c.name for c in self.columns if c.merge == "key")
+
+
+Acc = TypeVar("Acc")
+
+
+class Signal(Protocol[Acc]):
+    """A per-window signal; see the module docstring for the rules the worker relies on."""
+
+    @property
+    def table(self) -> TableSpec: ...
+
+    def new(self) -> Acc:
+        """An empty accumulator."""
+        ...
+
+    def fold(self, acc: Acc, calls: Sequence[LLMCall]) -> Acc:
+        """`acc` with `calls` added (may update `acc` in place and return it)."""
+        ...
+
+    def rows(self, acc: Acc) -> TableRows:
+        """The accumulator's partial rows, columns `table.column_names` in order."""
+        ...
+
+
+def signal_rows(signal: Signal[Acc], calls: Sequence[LLMCall]) -> TableRows:
+    """The rows one signal makes of one source's calls in a batch (the caller adds the delivery columns)."""
+    return signal.rows(signal.fold(signal.new(), calls))

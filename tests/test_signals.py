@@ -1,0 +1,176 @@
+"""The per-window signal contract: every registered signal, and one defined here, through the in-memory harness."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmops.config import Settings
+from processors.core.registry import SIGNALS
+from processors.core.records import LLMCall
+from processors.core.signal import Column, Signal, TableSpec, signal_rows
+from processors.stages import build_call_stages
+from processors.core.window import Window
+from processors.core.tables import TableRows
+from tests.signal_harness import Record, merged, rows_of, run
+
+T0 = 1_764_000_000 * 10**9
+
+
+class ErrorsSignal:
+    """A signal that ships nowhere: calls and failed calls per 10-second window and provider."""
+
+    table = TableSpec("test_errors_10s", (Column("window_start", "key"), Column("provider", "key"),
+                                          Column("calls", "sum"), Column("errors", "sum")))  # fmt: skip
+    window = Window(10)
+
+    def new(self) -> dict[tuple[int, str], list[int]]:
+        return {}
+
+    def fold(self, acc: dict[tuple[int, str], list[int]], calls: Sequence[LLMCall]) -> dict[tuple[int, str], list[int]]:
+        for call in calls:
+            counts = acc.setdefault((self.window.start_s(call.ts_ns), call.provider), [0, 0])
+            counts[0] += 1
+            counts[1] += call.status == "error"
+        return acc
+
+    def rows(self, acc: dict[tuple[int, str], list[int]]) -> TableRows:
+        rows = TableRows(self.table.name, list(self.table.column_names))
+        for (start, provider), (calls, errors) in acc.items():
+            for column, value in zip(rows.columns, (start, provider, calls, errors)):
+                column.append(value)
+        return rows
+
+
+ERRORS = ErrorsSignal()
+REGISTERED = (*SIGNALS, ERRORS)  # registering a signal: one more entry next to the shipped ones
+
+call_strategy = st.builds(
+    LLMCall,
+    ts_ns=st.integers(T0, T0 + 3 * 60 * 10**9),
+    trace_id=st.just("t"),
+    span_id=st.just("s"),
+    service=st.sampled_from(["a", "b"]),
+    provider=st.sampled_from(["openai", "anthropic"]),
+    request_model=st.sampled_from(["", "gpt-4o"]),
+    response_model=st.sampled_from(["", "gpt-4o-2024-08-06"]),
+    input_tokens=st.integers(0, 10**6),
+    output_tokens=st.integers(0, 10**4),
+    duration_ms=st.floats(0.5, 60_000),
+    ttft_ms=st.one_of(st.none(), st.floats(-5, 5_000)),
+    cost=st.one_of(st.none(), st.integers(0, 10**12).map(lambda n: Decimal(n).scaleb(-12))),
+    status=st.sampled_from(["ok", "error"]),
+)
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return a == b
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-6) or (math.isnan(a) and math.isnan(b))
+    return bool(a == b)
+
+
+def _assert_same_totals(signal: Signal[Any], got: dict[tuple[Any, ...], dict[str, Any]], want: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    assert got.keys() == want.keys(), signal.table.name
+    for key, values in want.items():
+        for name, value in values.items():
+            assert _close(got[key][name], value), (signal.table.name, key, name, got[key][name], value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(records=st.lists(st.tuples(st.sampled_from(["topic/0", "topic/1"]), st.lists(call_strategy, max_size=3)), max_size=25),
+       data=st.data())  # fmt: skip
+def test_any_batch_split_arrival_and_replay_gives_the_totals_of_one_fold(records: list[tuple[str, list[LLMCall]]], data: st.DataObject) -> None:
+    """The contract's promise, for each registered signal: rows stored batch by batch, with crashes that
+    replay from the last commit, merge into what one fold of every call gives."""
+    offsets: dict[str, int] = defaultdict(int)
+    log = []
+    for source, calls in records:
+        log.append(Record(source, offsets[source], calls))
+        offsets[source] += 1
+    batches: list[list[Record]] = []
+    position = committed = 0
+    while position < len(log):
+        size = data.draw(st.integers(1, len(log) - position))
+        batches.append(log[position:position + size])
+        if data.draw(st.booleans()):  # crash after storing, before committing: the consumer reads again
+            position = committed = data.draw(st.integers(committed, position))
+        else:
+            position = committed = position + size
+    sink = run(REGISTERED, batches)
+    every_call = [call for record in log for call in record.calls]
+    for signal in REGISTERED:
+        whole = merged(signal.table, rows_of(signal_rows(signal, every_call)))
+        _assert_same_totals(signal, merged(signal.table, sink.rows[signal.table.name]), whole)
+
+
+def test_a_signal_defined_in_a_test_runs_beside_the_shipped_ones() -> None:
+    calls = [
+        LLMCall(ts_ns=T0 + 1, trace_id="t", span_id="1", provider="openai", status="error"),
+        LLMCall(ts_ns=T0 + 9 * 10**9, trace_id="t", span_id="2", provider="openai"),
+        LLMCall(ts_ns=T0 + 10 * 10**9, trace_id="t", span_id="3", provider="openai"),
+        LLMCall(ts_ns=T0 + 11 * 10**9, trace_id="t", span_id="4", provider="anthropic", status="error"),
+    ]
+    log = [Record("topic/0", 0, calls[:2]), Record("topic/1", 0, calls[2:3]), Record("topic/0", 1, calls[3:])]
+    sink = run(REGISTERED, [log[:2], log[1:]])  # the second batch replays topic/1's record: the fence skips it
+    start = T0 // 10**9
+    assert sorted((r["window_start"], r["provider"], r["calls"], r["errors"], r["_ingest_source"], r["_ingest_offset"])
+                  for r in sink.rows["test_errors_10s"]) == [  # fmt: skip
+        (start, "openai", 2, 1, "topic/0", 0),
+        (start + 10, "anthropic", 1, 1, "topic/0", 1),
+        (start + 10, "openai", 1, 0, "topic/1", 0),
+    ]
+    # The shipped signals stored the same calls once each.
+    assert sum(r["calls"] for r in sink.rows["llm_usage_1m"]) == 4
+    assert sum(r["count"] for r in sink.rows["llm_latency_1m"] if r["metric"] == "duration_ms") == 4
+
+
+def test_the_worker_runs_the_registry() -> None:
+    stages = build_call_stages(Settings())
+    assert tuple(stages.signals) == SIGNALS
+    assert stages.tables == ["otel_traces", "llm_calls", "ingest_errors", *(s.table.name for s in SIGNALS)]
+
+
+def test_rows_are_tagged_with_the_highest_offset_of_their_source() -> None:
+    one = LLMCall(ts_ns=T0, trace_id="t", span_id="1", service="a")
+    log = [Record("topic/0", 3, [one]), Record("topic/0", 7, []), Record("topic/0", 5, [one])]
+    sink = run(SIGNALS, [log])
+    for signal in SIGNALS:
+        assert {r["_ingest_offset"] for r in sink.rows[signal.table.name]} == {7}, signal.table.name
+
+
+def test_table_specs_refuse_what_cannot_be_merged() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        TableSpec("t", (Column("a", "key"), Column("a", "sum")))
+    with pytest.raises(ValueError, match="no known merge"):
+        TableSpec("t", (Column("a", "key"), Column("b", "avg")))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no key"):
+        TableSpec("t", (Column("a", "sum"),))
+
+
+_SIMPLE = re.compile(r"^SimpleAggregateFunction\((\w+), ")
+
+
+def test_every_registered_signal_writes_its_migrated_table(chdb_client: Client) -> None:
+    """Columns in the table's order (less the delivery columns); a SimpleAggregateFunction column merges as declared."""
+    for signal in SIGNALS:
+        stored = chdb_client.query(
+            "SELECT name, type FROM system.columns WHERE database = 'llmops' AND table = {t:String} ORDER BY position",
+            parameters={"t": signal.table.name},
+        ).result_rows
+        columns = [(name, kind) for name, kind in stored if name not in ("_ingest_source", "_ingest_offset")]
+        assert [name for name, _ in columns] == list(signal.table.column_names), signal.table.name
+        for column, (_, kind) in zip(signal.table.columns, columns):
+            engine_merge = _SIMPLE.match(kind)
+            if engine_merge is not None:
+                assert column.merge == engine_merge.group(1), (signal.table.name, column.name, kind)
