@@ -19,8 +19,8 @@ from processors.core.registry import SIGNALS
 from processors.core.records import LLMCall
 from processors.core.signal import Column, Signal, TableSpec, signal_rows
 from processors.stages import build_call_stages
-from processors.core.window import Window
 from processors.core.tables import TableRows
+from processors.core.window import Window
 from tests.signal_harness import Record, merged, rows_of, run
 
 T0 = 1_764_000_000 * 10**9
@@ -124,8 +124,9 @@ def test_a_signal_defined_in_a_test_runs_beside_the_shipped_ones() -> None:
     log = [Record("topic/0", 0, calls[:2]), Record("topic/1", 0, calls[2:3]), Record("topic/0", 1, calls[3:])]
     sink = run(REGISTERED, [log[:2], log[1:]])  # the second batch replays topic/1's record: the fence skips it
     start = T0 // 10**9
-    assert sorted((r["window_start"], r["provider"], r["calls"], r["errors"], r["_ingest_source"], r["_ingest_offset"])
-                  for r in sink.rows["test_errors_10s"]) == [  # fmt: skip
+    stored = [(r["window_start"], r["provider"], r["calls"], r["errors"], r["_ingest_source"], r["_ingest_offset"])
+              for r in sink.rows["test_errors_10s"]]  # fmt: skip
+    assert sorted(stored) == [
         (start, "openai", 2, 1, "topic/0", 0),
         (start + 10, "anthropic", 1, 1, "topic/0", 1),
         (start + 10, "openai", 1, 0, "topic/1", 0),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ def test_scalar_and_array_bucketing_agree_with_calendar_arithmetic(ts: list[int]
     w = Window(size)
     expected = []
     for t in ts:
-        moment = datetime.fromtimestamp(t // NS_PER_S, tz=timezone.utc)  # whole seconds: the window holds the ns too
+        moment = datetime.fromtimestamp(t // NS_PER_S, tz=UTC)  # whole seconds: the window holds the ns too
         expected.append(int(moment.timestamp()) - int(moment.timestamp()) % size)
     assert [w.start_s(t) for t in ts] == expected
     assert w.starts_s(np.array(ts, dtype=np.int64)).tolist() == expected

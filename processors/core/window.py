@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["NS_PER_S", "Window", "MINUTE"]
+__all__ = ["MINUTE", "NS_PER_S", "Window"]
 
 NS_PER_S = 1_000_000_000
 
