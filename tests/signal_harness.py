@@ -52,18 +52,19 @@ class MemorySink:
 
 
 def rows_of(rows: TableRows) -> list[dict[str, Any]]:
-    return [dict(zip(rows.column_names, values)) for values in zip(*rows.columns)]
+    return [dict(zip(rows.column_names, values, strict=True)) for values in zip(*rows.columns, strict=True)]
 
 
-def run(signals: Sequence[Signal[Any]], batches: Iterable[Sequence[Record]], sink: MemorySink | None = None) -> MemorySink:
+def run(signals: Sequence[Signal[Any]], batches: Iterable[Sequence[Record]],
+        sink: MemorySink | None = None) -> MemorySink:  # fmt: skip
     """Each batch as the worker handles it: read fences, build the signals' rows, store them."""
     sink = sink if sink is not None else MemorySink()
     stages = CallStages(signals=tuple(signals))
     for batch in batches:
-        decoded = [
-            DecodedRecord(SourceRecord("spans", int(r.source.rsplit("/", 1)[-1]), r.offset, b"", r.source), 0, list(r.calls), [])
-            for r in batch
-        ]
+        decoded = []
+        for r in batch:
+            record = SourceRecord("spans", int(r.source.rsplit("/", 1)[-1]), r.offset, b"", r.source)
+            decoded.append(DecodedRecord(record, 0, list(r.calls), []))
         fences = {table: sink.fences(table) for table in stages.tables if table not in _NOT_SIGNALS}
         for rows in build_tables(decoded, fences, stages, now_ms=0, skip=_NOT_SIGNALS):
             assert isinstance(rows, TableRows)

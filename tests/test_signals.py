@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmops.config import Settings
-from processors.core.registry import SIGNALS
 from processors.core.records import LLMCall
-from processors.core.signal import Column, Signal, TableSpec, signal_rows
-from processors.stages import build_call_stages
+from processors.core.registry import SIGNALS
+from processors.core.signal import ColumnSpec, Signal, TableSpec, signal_rows
 from processors.core.tables import TableRows
 from processors.core.window import Window
+from processors.stages import build_call_stages
 from tests.signal_harness import Record, merged, rows_of, run
 
 T0 = 1_764_000_000 * 10**9
@@ -29,8 +29,8 @@ T0 = 1_764_000_000 * 10**9
 class ErrorsSignal:
     """A signal that ships nowhere: calls and failed calls per 10-second window and provider."""
 
-    table = TableSpec("test_errors_10s", (Column("window_start", "key"), Column("provider", "key"),
-                                          Column("calls", "sum"), Column("errors", "sum")))  # fmt: skip
+    table = TableSpec("test_errors_10s", (ColumnSpec("window_start", "key"), ColumnSpec("provider", "key"),
+                                          ColumnSpec("calls", "sum"), ColumnSpec("errors", "sum")))  # fmt: skip
     window = Window(10)
 
     def new(self) -> dict[tuple[int, str], list[int]]:
@@ -46,7 +46,7 @@ class ErrorsSignal:
     def rows(self, acc: dict[tuple[int, str], list[int]]) -> TableRows:
         rows = TableRows(self.table.name, list(self.table.column_names))
         for (start, provider), (calls, errors) in acc.items():
-            for column, value in zip(rows.columns, (start, provider, calls, errors)):
+            for column, value in zip(rows.columns, (start, provider, calls, errors), strict=True):
                 column.append(value)
         return rows
 
@@ -80,7 +80,10 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _assert_same_totals(signal: Signal[Any], got: dict[tuple[Any, ...], dict[str, Any]], want: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+Merged = dict[tuple[Any, ...], dict[str, Any]]
+
+
+def _assert_same_totals(signal: Signal[Any], got: Merged, want: Merged) -> None:
     assert got.keys() == want.keys(), signal.table.name
     for key, values in want.items():
         for name, value in values.items():
@@ -88,9 +91,12 @@ def _assert_same_totals(signal: Signal[Any], got: dict[tuple[Any, ...], dict[str
 
 
 @settings(max_examples=40, deadline=None)
-@given(records=st.lists(st.tuples(st.sampled_from(["topic/0", "topic/1"]), st.lists(call_strategy, max_size=3)), max_size=25),
+@given(records=st.lists(st.tuples(st.sampled_from(["topic/0", "topic/1"]), st.lists(call_strategy, max_size=3)),
+                        max_size=25),
        data=st.data())  # fmt: skip
-def test_any_batch_split_arrival_and_replay_gives_the_totals_of_one_fold(records: list[tuple[str, list[LLMCall]]], data: st.DataObject) -> None:
+def test_any_batch_split_arrival_and_replay_gives_the_totals_of_one_fold(
+    records: list[tuple[str, list[LLMCall]]], data: st.DataObject
+) -> None:
     """The contract's promise, for each registered signal: rows stored batch by batch, with crashes that
     replay from the last commit, merge into what one fold of every call gives."""
     offsets: dict[str, int] = defaultdict(int)
@@ -152,11 +158,11 @@ def test_rows_are_tagged_with_the_highest_offset_of_their_source() -> None:
 
 def test_table_specs_refuse_what_cannot_be_merged() -> None:
     with pytest.raises(ValueError, match="duplicate"):
-        TableSpec("t", (Column("a", "key"), Column("a", "sum")))
+        TableSpec("t", (ColumnSpec("a", "key"), ColumnSpec("a", "sum")))
     with pytest.raises(ValueError, match="no known merge"):
-        TableSpec("t", (Column("a", "key"), Column("b", "avg")))  # type: ignore[arg-type]
+        TableSpec("t", (ColumnSpec("a", "key"), ColumnSpec("b", "avg")))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no key"):
-        TableSpec("t", (Column("a", "sum"),))
+        TableSpec("t", (ColumnSpec("a", "sum"),))
 
 
 _SIMPLE = re.compile(r"^SimpleAggregateFunction\((\w+), ")
@@ -171,7 +177,7 @@ def test_every_registered_signal_writes_its_migrated_table(chdb_client: Client) 
         ).result_rows
         columns = [(name, kind) for name, kind in stored if name not in ("_ingest_source", "_ingest_offset")]
         assert [name for name, _ in columns] == list(signal.table.column_names), signal.table.name
-        for column, (_, kind) in zip(signal.table.columns, columns):
+        for column, (_, kind) in zip(signal.table.columns, columns, strict=True):
             engine_merge = _SIMPLE.match(kind)
             if engine_merge is not None:
                 assert column.merge == engine_merge.group(1), (signal.table.name, column.name, kind)

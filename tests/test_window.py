@@ -17,7 +17,8 @@ T0_S = 1_764_000_000  # a minute boundary (divisible by 60 and 900)
 def test_boundaries_are_integer_and_floor() -> None:
     w = Window(60)
     boundary = T0_S * NS_PER_S
-    assert [w.start_s(t) for t in (boundary - 1, boundary, boundary + 59 * NS_PER_S + 999_999_999, boundary + 60 * NS_PER_S)] == [
+    times = (boundary - 1, boundary, boundary + 59 * NS_PER_S + 999_999_999, boundary + 60 * NS_PER_S)
+    assert [w.start_s(t) for t in times] == [
         T0_S - 60, T0_S, T0_S, T0_S + 60,
     ]  # fmt: skip
     assert w.start_s(-1) == -60 and w.index(-1) == -1  # floor, not truncation toward zero

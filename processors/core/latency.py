@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from processors.core.bounds import MAX_TTFT_S, BadValue, number, show, time_in_range
 from processors.core.records import AttrValue, LLMCall, SpanView
-from processors.core.signal import Column, Merge, TableSpec
+from processors.core.signal import ColumnSpec, Merge, TableSpec
 from processors.core.sketch import DEFAULT_RELATIVE_ACCURACY, GroupedSketches
 from processors.core.tables import TableRows
 from processors.core.window import MINUTE, Window
@@ -87,12 +87,12 @@ LATENCY_COLUMNS: tuple[str, ...] = (
 # How partial rows of one key merge (migration 003: readers take sum, min, max, sumMap of the
 # sketch; the quantile columns describe their own row only).
 _MERGE: dict[str, Merge] = {
-    "window_start": "key", **{name: "key" for name in KEY_COLUMNS}, "metric": "key",
+    "window_start": "key", **dict.fromkeys(KEY_COLUMNS, "key"), "metric": "key",
     "count": "sum", "sum": "sum", "min": "min", "max": "max",
     "p50": "partial", "p90": "partial", "p95": "partial", "p99": "partial",
     "nonpositive_count": "sum", "sketch_gamma": "any", "sketch": "sum_map",
 }  # fmt: skip
-LATENCY_TABLE = TableSpec("llm_latency_1m", tuple(Column(name, _MERGE[name]) for name in LATENCY_COLUMNS))
+LATENCY_TABLE = TableSpec("llm_latency_1m", tuple(ColumnSpec(name, _MERGE[name]) for name in LATENCY_COLUMNS))
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -216,7 +216,8 @@ class LatencyInput:
     """A source's calls as arrays (what the rows read of them), and the dimension keys they index."""
 
     keys: dict[tuple[str, ...], int] = field(default_factory=dict)  # key -> its index in `key_ids`
-    chunks: list[tuple[NDArray[Any], ...]] = field(default_factory=list)  # (window, key id, duration, streamed, ttft, output tokens)
+    # One per fold: (window start, key id, duration, streamed, ttft, output tokens).
+    chunks: list[tuple[NDArray[Any], ...]] = field(default_factory=list)
 
 
 class LatencySignal:
@@ -238,8 +239,9 @@ class LatencySignal:
             return acc
         key_index = acc.keys
         key_ids = np.fromiter(
-            (key_index.setdefault((c.service, c.environment, c.provider, c.model, c.request_model or c.response_model, c.operation),
-                                   len(key_index)) for c in calls),
+            (key_index.setdefault((c.service, c.environment, c.provider, c.model,
+                                   c.request_model or c.response_model, c.operation), len(key_index))
+             for c in calls),
             dtype=np.int64,
             count=n,
         )
@@ -259,7 +261,7 @@ class LatencySignal:
             return LatencyRows.empty()
         chunks = acc.chunks
         windows, key_ids, duration, streamed, ttft, output_tokens = (
-            chunks[0] if len(chunks) == 1 else tuple(np.concatenate(parts) for parts in zip(*chunks))
+            chunks[0] if len(chunks) == 1 else tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
         )
         keys = list(acc.keys)
         accuracy = self.relative_accuracy
@@ -281,7 +283,9 @@ LATENCY = LatencySignal()
 
 def latency_rows(calls: Iterable[LLMCall], relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> LatencyRows:
     """Partial ``llm_latency_1m`` rows for one batch of calls: metric, then window, then key order."""
-    signal = LATENCY if relative_accuracy == LATENCY.relative_accuracy else LatencySignal(relative_accuracy=relative_accuracy)
+    signal = LATENCY
+    if relative_accuracy != signal.relative_accuracy:
+        signal = LatencySignal(relative_accuracy=relative_accuracy)
     return signal.block(signal.fold(signal.new(), list(calls)))
 
 

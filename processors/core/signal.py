@@ -10,7 +10,7 @@ table, per event-time window and key. The worker runs every registered signal
   sink's fence is max(_ingest_offset) per source, so a replay after a crash skips what is stored;
 - rows must merge additively: any number of partial rows of one key, from any batch split,
   arrival order or worker, combine (by the table engine or by readers) into the totals of all
-  their calls. Each value column declares how (`Column.merge`), as the table's
+  their calls. Each value column declares how (`ColumnSpec.merge`), as the table's
   SimpleAggregateFunction types or its readers do;
 - no I/O, no clock: a signal reads only the calls (event time is `LLMCall.ts_ns`).
 
@@ -28,7 +28,7 @@ from typing import Literal, Protocol, TypeVar, get_args
 from processors.core.records import LLMCall
 from processors.core.tables import TableRows
 
-__all__ = ["Column", "Merge", "Signal", "TableSpec", "signal_rows"]
+__all__ = ["ColumnSpec", "Merge", "Signal", "TableSpec", "signal_rows"]
 
 # How partial rows of one key combine: "key" columns identify the row; "sum", "min", "max" and
 # "sum_map" (a Map whose values add per map key) are the additive ones; "any" must be equal on
@@ -39,7 +39,7 @@ _MERGES = frozenset(get_args(Merge))
 
 
 @dataclass(frozen=True, slots=True)
-class Column:
+class ColumnSpec:
     name: str
     merge: Merge
 
@@ -50,7 +50,7 @@ class TableSpec:
     delivery columns (`_ingest_source`, `_ingest_offset`). A test checks them against the migrated table."""
 
     name: str
-    columns: tuple[Column, ...]
+    columns: tuple[ColumnSpec, ...]
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]

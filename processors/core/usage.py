@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from processors.core.records import LLMCall
-from processors.core.signal import Column, TableSpec, signal_rows
+from processors.core.signal import ColumnSpec, TableSpec, signal_rows
 from processors.core.tables import TableRows
 from processors.core.window import MINUTE, Window
 
@@ -129,7 +129,9 @@ class UsageSignal:
     """The `llm_usage_1m` signal (processors/core/signal.py): one `UsagePartial` per 1-minute window and key."""
 
     table: Final = TableSpec(
-        USAGE_TABLE, (*(Column(name, "key") for name in USAGE_KEY_COLUMNS), *(Column(name, "sum") for name in USAGE_VALUE_COLUMNS))
+        USAGE_TABLE,
+        tuple(ColumnSpec(name, "key") for name in USAGE_KEY_COLUMNS)
+        + tuple(ColumnSpec(name, "sum") for name in USAGE_VALUE_COLUMNS),
     )
 
     def __init__(self, window: Window = MINUTE) -> None:
