@@ -151,6 +151,9 @@ def test_ttft_sources_and_sketch_percentiles(stack) -> None:
     assert provider.force_flush(30_000)
     provider.shutdown()
     wait_until(lambda: stack.count("SELECT count() FROM llm_calls WHERE service = 'ttft-probe'") == len(expected), 60, "ttft calls")
+    # A batch's window rows are inserted after its calls: wait for them too (seen: a read in between gave NaN).
+    ttft_windows = "SELECT sum(count) FROM llm_latency_1m WHERE service = 'ttft-probe' AND metric = 'ttft_ms'"
+    wait_until(lambda: stack.count(ttft_windows) == len(ttft_ms), 60, "ttft windows")
     client = stack.reader()
     stored = dict(client.query("SELECT span_id, ttft_ms FROM llm_calls WHERE service = 'ttft-probe'").result_rows)
     for span_id, want in expected.items():
