@@ -1,7 +1,7 @@
 """What the agent does with one batch of Kafka records, in two steps:
 
-1. `prepare`: parse -> read fences -> dead-letter poison -> processors/core/prepare.py
-   decodes the LLM spans into rows and drift records (Python, holds the GIL).
+1. `prepare`: parse (once per record) -> read fences -> dead-letter poison ->
+   processors/core/prepare.py turns the LLM spans into rows and drift records (Python, holds the GIL).
 2. `write`: insert otel_traces from the raw bytes (ClickHouse flattens them)
    while publishing drift records and inserting the other tables.
 
@@ -11,7 +11,8 @@ ClickHouse holds every row (or the record went to the dead-letter topic).
 Writes stay in batch order: a batch's rows never land before an earlier
 batch's, so a fence (highest stored offset) never passes a batch that is not
 stored. A row set ClickHouse rejects as bad data is bisected down to the
-record(s) that cause it; those are dead-lettered, the rest is written.
+record(s) that cause it; those are dead-lettered, the rest is written. The
+bisect rebuilds rows from the batch's decoded records: no record is parsed twice.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 
 from processors.core.pipeline import (
     CallStages,
-    ParsedRecord,
+    DecodedRecord,
     Poison,
     SourceRecord,
     build_tables,
-    decode_parsed,
     parse_records,
     poison_rows,
     traces_batch,
@@ -50,7 +50,7 @@ DeadLetter = Callable[[Poison], Awaitable[None]]
 # Sends keyed records (key, value) to the drift topic and returns once Kafka acknowledged them.
 Publish = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
 # Rebuilds a table's batch for some of the batch's records.
-Rebuild = Callable[[Sequence[ParsedRecord]], list[TableRows | OtlpRecords]]
+Rebuild = Callable[[Sequence[DecodedRecord]], list[TableRows | OtlpRecords]]
 
 
 @dataclass(slots=True)
@@ -66,7 +66,6 @@ class HandlerStats:
 class ReadyBatch:
     """A prepared batch waiting for its writes."""
 
-    parsed: list[ParsedRecord]
     poison: list[Poison]
     fences: dict[str, dict[str, int]]
     prepared: PreparedBatch
@@ -106,15 +105,16 @@ class BatchHandler:
             self.stats.dead_lettered += len(poison)
             log.warning("dead-lettered %d undecodable record(s)", len(poison), extra={"reason": poison[0].reason[:200]})
         prepared = await asyncio.to_thread(prepare_batch, parsed, fences, self._stages, self._drift_sender)
-        return ReadyBatch(parsed, poison, fences, prepared)
+        return ReadyBatch(poison, fences, prepared)
 
     async def write(self, batch: ReadyBatch) -> None:
         """Store a prepared batch; returns once every table holds its rows."""
-        parsed, fences, prepared = batch.parsed, batch.fences, batch.prepared
+        fences, prepared = batch.fences, batch.prepared
+        decoded = prepared.decoded
         # otel_traces needs only the raw bytes: ClickHouse flattens them (C++, GIL released)
         # while the other tables are written.
         traces = asyncio.ensure_future(
-            self._insert(traces_batch(parsed, fences["otel_traces"]), parsed, lambda part: [traces_batch(part, fences["otel_traces"])])
+            self._insert(traces_batch(decoded, fences["otel_traces"]), decoded, lambda part: [traces_batch(part, fences["otel_traces"])])
         )
         try:
             if self._publish_drift is not None and prepared.drift:
@@ -123,19 +123,19 @@ class BatchHandler:
             for rows in prepared.tables:
                 if rows.table == "ingest_errors" and batch.poison:
                     rows.extend(_unstored(poison_rows(batch.poison, int(time.time() * 1000)), fences["ingest_errors"]))
-                await self._insert(rows, parsed, partial(self._rebuild, table=rows.table, fences=fences))
+                await self._insert(rows, decoded, partial(self._rebuild, table=rows.table, fences=fences))
         finally:
             await traces
-        self.stats.records += len(batch.parsed) + len(batch.poison)
+        self.stats.records += len(decoded) + len(batch.poison)
         self.stats.spans += prepared.spans
         self.stats.calls += prepared.calls
         self.stats.skipped_records += prepared.skipped_records
 
-    def _rebuild(self, part: Sequence[ParsedRecord], *, table: str, fences: dict[str, dict[str, int]]) -> list[TableRows | OtlpRecords]:
+    def _rebuild(self, part: Sequence[DecodedRecord], *, table: str, fences: dict[str, dict[str, int]]) -> list[TableRows | OtlpRecords]:
         """Rows of `table` for some of the batch's records: bisecting an insert ClickHouse refused."""
-        return build_tables(decode_parsed(part, self._stages), fences, self._stages, only=table)
+        return build_tables(part, fences, self._stages, only=table)
 
-    async def _insert(self, rows: TableRows | OtlpRecords, items: Sequence[ParsedRecord], rebuild: Rebuild) -> None:
+    async def _insert(self, rows: TableRows | OtlpRecords, items: Sequence[DecodedRecord], rebuild: Rebuild) -> None:
         """Write `rows` (built from `items`); if ClickHouse refuses the data, bisect to the records it refuses."""
         try:
             await asyncio.to_thread(self._sink.write, rows, _token(rows.table, [item.record for item in items]))
@@ -148,7 +148,7 @@ class BatchHandler:
                 for part_rows in rebuild(part):
                     await self._insert(part_rows, part, rebuild)
 
-    async def _reject_after_sink(self, items: Sequence[ParsedRecord], table: str, reason: str) -> None:
+    async def _reject_after_sink(self, items: Sequence[DecodedRecord], table: str, reason: str) -> None:
         """A record ClickHouse refuses on its own: dead-letter it and say why in ingest_errors."""
         poison = [Poison(item.record, f"{table}: {reason}"[:2000]) for item in items]
         for item in poison:

@@ -1,16 +1,20 @@
-"""Decode stage: one Kafka record (an OTLP ExportTraceServiceRequest) into SpanViews.
+"""Decode stage: one Kafka record (an OTLP ExportTraceServiceRequest) into SpanViews, in one parse.
 
-A record that does not parse is poison (the caller dead-letters it). A span
-that parses but is unusable (bad ids, no start time or one outside the
-event-time window of processors/core/bounds.py) becomes an ingest error
-and the rest of the record proceeds. Records are decoded from the
-RawAttributesRequest schema (processors/core/otlp_schema.py): a span's attributes
-stay wire bytes until a span is kept, and then come from a KeyValueCache.
+The record is parsed once, with the RawAttributesRequest schema (processors/core/otlp_schema.py), whose
+span attributes stay wire bytes. One pass over its spans then gives all the worker needs from it:
+
+- whether it is OTLP: the parse checks everything but span attributes, and the pass parses each span
+  attribute as a KeyValue unless those exact bytes were checked before (KeyValueCache), so a record
+  is poison (MalformedPayload) exactly when the full OTLP parse refuses it;
+- the spans the bad-span rule refuses (`span_problem`), which become `ingest_errors` rows; the
+  otel_traces view's WHERE clause applies the same rule (tests/test_bad_span_rule.py checks it);
+- the number of valid spans (the rows otel_traces gets from the record);
+- SpanViews for the valid spans carrying a marker attribute (`keep`), attributes from the cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +22,13 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from processors.core.bounds import MAX_LABEL_CHARS, TIME_MAX_NS, TIME_MIN_NS, show
-from processors.core.otlp_schema import RawAttributesRequest
+from processors.core.otlp_schema import RAW_PACKAGE_PREFIX, RawAttributesRequest
 from processors.core.otlp_values import KeyValueCache, attributes_dict
-from processors.core.records import SpanEvent, SpanLink, SpanView
 from processors.core.errors import PermanentError
+from processors.core.records import SpanEvent, SpanLink, SpanView
 
-__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "SpanFilter", "decode_request", "parse_request", "parse_record",
-           "parse_checked_record"]
+__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "AttributeMarkers", "decode_request", "parse_request", "parse_record",
+           "span_problem"]
 
 # Shared by every decode in the process: the attribute encodings seen so far.
 _SPAN_ATTRIBUTES = KeyValueCache()
@@ -51,73 +55,118 @@ class DecodedRequest:
     span_count: int = 0  # every valid span, kept or not (what otel_traces stores)
 
 
-# Chooses, from the RawAttributesRequest Span, which spans become SpanViews.
-SpanFilter = Callable[[Any], bool]
+class AttributeMarkers:
+    """Attribute keys whose presence makes a span worth decoding, tested on a KeyValue's wire bytes.
+
+    Encoders write a KeyValue's key first (field order): tag 0x0a, length, name, so a prefix test
+    finds it. A KeyValue encoded with its key not first is searched whole for the names (a name
+    inside a value is then a harmless yes). Calling it on a RawAttributesRequest Span tells
+    whether any of its attributes is a marker.
+    """
+
+    __slots__ = ("prefixes", "names")
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        names = sorted(key.encode() for key in keys)
+        if any(len(name) >= 128 for name in names):
+            raise ValueError("marker keys must be shorter than 128 bytes (a one-byte length)")
+        self.prefixes = tuple(b"\x0a" + bytes([len(name)]) + name for name in names)
+        self.names = tuple(names)
+
+    def matches(self, encoded: bytes) -> bool:
+        if encoded.startswith(self.prefixes):
+            return True
+        return not encoded.startswith(b"\x0a") and any(name in encoded for name in self.names)
+
+    def __call__(self, span: Any) -> bool:
+        return any(self.matches(encoded) for encoded in span.attributes)
 
 
 def _parse(message_class: Any, payload: bytes | bytearray | memoryview) -> Any:
     try:
         return message_class.FromString(payload)
     except DecodeError as exc:
-        raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: {exc}") from exc
+        # The schema copy's package is an implementation detail: name the OTLP message.
+        raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: {str(exc).replace(RAW_PACKAGE_PREFIX, '')}") from exc
 
 
 def parse_request(payload: bytes | bytearray | memoryview) -> ExportTraceServiceRequest:
-    """Parse wire bytes; raise MalformedPayload with the parser's reason."""
+    """Parse wire bytes as OTLP; raise MalformedPayload with the parser's reason (the receiver's check)."""
     return _parse(ExportTraceServiceRequest, payload)
 
 
 def parse_record(payload: bytes | bytearray | memoryview) -> Any:
     """Wire bytes as a RawAttributesRequest. It does not look inside span attributes:
-    `parse_request` is what tells a malformed record apart."""
+    `decode_request` is what tells a malformed record apart."""
     return _parse(RawAttributesRequest, payload)
 
 
-def parse_checked_record(payload: bytes | bytearray | memoryview) -> tuple[Any, int]:
-    """(RawAttributesRequest, spans in it) for a record the full OTLP parse accepts: that parse
-    checks every attribute of every span, so a malformed one makes the whole record poison."""
-    full = parse_request(payload)
-    spans = sum(len(scope.spans) for resource in full.resource_spans for scope in resource.scope_spans)
-    return parse_record(payload), spans
+def span_problem(trace_id: bytes, span_id: bytes, start_time_unix_nano: int) -> str | None:
+    """The bad-span rule: why a span is left out of otel_traces and llm_calls, or None if it is not.
 
-
-def decode_request(payload: bytes | Any, keep: SpanFilter | None = None) -> DecodedRequest:
-    """Check every span; flatten resource/scope/span nesting into SpanViews for those `keep` accepts.
-
-    `payload` is wire bytes or a RawAttributesRequest. Without `keep` every valid span becomes
-    a SpanView. The worker passes a filter because only LLM spans need one: ClickHouse stores
-    all spans from the raw bytes.
+    The otel_traces view (schemas/migrations/macros.sql, otel_traces_select) has the same rule as
+    its WHERE clause; tests/test_bad_span_rule.py feeds both the same spans.
     """
-    request = parse_checked_record(payload)[0] if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    if len(trace_id) != 16 or not any(trace_id):
+        return "invalid trace_id (need 16 non-zero bytes)"
+    if len(span_id) != 8 or not any(span_id):
+        return "invalid span_id (need 8 non-zero bytes)"
+    if start_time_unix_nano == 0:
+        return "missing start_time_unix_nano"
+    if not TIME_MIN_NS <= start_time_unix_nano < TIME_MAX_NS:
+        return f"start_time_unix_nano {show(start_time_unix_nano)} outside 2000-01-01..2200-01-01"
+    return None
+
+
+def decode_request(payload: bytes | Any, keep: AttributeMarkers | None = None) -> DecodedRequest:
+    """Check every span; flatten resource/scope/span nesting into SpanViews for those `keep` marks.
+
+    `payload` is wire bytes (parsed here, once) or a RawAttributesRequest. Raises MalformedPayload
+    for a record that is not OTLP, span attributes included. Without `keep` every valid span
+    becomes a SpanView. The worker passes markers because only LLM spans need one: ClickHouse
+    stores all spans from the raw bytes.
+    """
+    request = parse_record(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    cache = _SPAN_ATTRIBUTES
+    checked = cache.checked
+    prefixes = keep.prefixes if keep is not None else ()
     decoded = DecodedRequest()
     spans_out = decoded.spans
     valid = 0
-    for resource_spans in request.resource_spans:
-        resource: dict[str, Any] | None = None  # built on first need: most spans never need it
-        for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            for span in scope_spans.spans:
-                trace_id = span.trace_id
-                span_id = span.span_id
-                problem = None
-                if len(trace_id) != 16 or not any(trace_id):
-                    problem = "invalid trace_id (need 16 non-zero bytes)"
-                elif len(span_id) != 8 or not any(span_id):
-                    problem = "invalid span_id (need 8 non-zero bytes)"
-                elif span.start_time_unix_nano == 0:
-                    problem = "missing start_time_unix_nano"
-                elif not TIME_MIN_NS <= span.start_time_unix_nano < TIME_MAX_NS:
-                    problem = f"start_time_unix_nano {show(span.start_time_unix_nano)} outside 2000-01-01..2200-01-01"
-                if problem is None:
-                    valid += 1
-                    if keep is not None and not keep(span):
+    try:
+        for resource_spans in request.resource_spans:
+            resource: dict[str, Any] | None = None  # built on first need: most spans never need it
+            for scope_spans in resource_spans.scope_spans:
+                scope = scope_spans.scope
+                for span in scope_spans.spans:
+                    encoded = span.attributes
+                    # One loop over the attributes finds a marker and checks the attributes before it;
+                    # a marked span's attributes are checked by the decode below (or by `check_all`).
+                    marked = keep is None
+                    if not marked:
+                        for raw in encoded:
+                            if raw.startswith(prefixes) or (not raw.startswith(b"\x0a") and keep.matches(raw)):  # type: ignore[union-attr]
+                                marked = True
+                                break
+                            if raw not in checked:
+                                cache.check(raw)
+                    trace_id = span.trace_id
+                    span_id = span.span_id
+                    problem = span_problem(trace_id, span_id, span.start_time_unix_nano)
+                    if problem is None:
+                        valid += 1
+                        if not marked:
+                            continue
+                    elif marked:
+                        cache.check_all(encoded)
+                    if resource is None:
+                        resource = attributes_dict(resource_spans.resource.attributes)
+                    if problem is not None:
+                        decoded.problems.append(SpanProblem(problem, str(resource.get("service.name", ""))[:MAX_LABEL_CHARS], trace_id.hex(), span_id.hex()))
                         continue
-                if resource is None:
-                    resource = attributes_dict(resource_spans.resource.attributes)
-                if problem is not None:
-                    decoded.problems.append(SpanProblem(problem, str(resource.get("service.name", ""))[:MAX_LABEL_CHARS], trace_id.hex(), span_id.hex()))
-                    continue
-                spans_out.append(_span_view(span, resource, scope.name, scope.version))
+                    spans_out.append(_span_view(span, resource, scope.name, scope.version))
+    except DecodeError as exc:
+        raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: span attribute: {exc}") from exc
     decoded.span_count = valid
     return decoded
 

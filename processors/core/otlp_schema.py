@@ -10,6 +10,11 @@ distinct one once (processors/otlp_values.KeyValueCache).
 The schema is OTLP's own, copied from opentelemetry-proto's descriptors with one
 change: `Span.attributes` (field 9) is `repeated bytes`, whose wire format is
 the same as a repeated message's. Events, links and resources keep their types.
+
+`AttributeAtSpanDepth` parses one span attribute four messages deep, where it sits
+in a request: the parser limits nesting per parse, so an attribute checked on its
+own must be checked at its depth in the record (processors/otlp_values.py). Its
+wrappers are groups, whose tags do not depend on the attribute's length.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-__all__ = ["RawAttributesRequest"]
+__all__ = ["RAW_PACKAGE_PREFIX", "RawAttributesRequest", "AttributeAtSpanDepth", "AT_SPAN_DEPTH_HEAD", "AT_SPAN_DEPTH_TAIL"]
 
 _PREFIX = "llmops.raw_attributes"
+# What the copy's full names start with (its messages are `<this><OTLP full name>`).
+RAW_PACKAGE_PREFIX = f"{_PREFIX}."
 
 
 def _copy_with_raw_span_attributes(pool: descriptor_pool.DescriptorPool) -> None:
@@ -53,12 +60,38 @@ def _retarget(message: descriptor_pb2.DescriptorProto) -> None:
         _retarget(nested)
 
 
-def _build() -> type[Message]:
+def _add_attribute_at_span_depth(pool: descriptor_pool.DescriptorPool) -> None:
+    """AttributeAtSpanDepth { group G = 1 { group G = 1 { group G = 1 { repeated KeyValue attributes = 9 } } } }."""
+    field_type = descriptor_pb2.FieldDescriptorProto
+    common = f"{_PREFIX}/{common_pb2.DESCRIPTOR.name}"
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{_PREFIX}/at_span_depth.proto", package=_PREFIX, syntax="proto2", dependency=[common])
+    inner = descriptor_pb2.DescriptorProto(name="G")
+    inner.field.add(name="attributes", number=9, label=field_type.LABEL_REPEATED, type=field_type.TYPE_MESSAGE,
+                    type_name=f".{_PREFIX}.{common_pb2.KeyValue.DESCRIPTOR.full_name}")  # fmt: skip
+    message = descriptor_pb2.DescriptorProto(name="AttributeAtSpanDepth")
+    parent, path = message, f".{_PREFIX}.AttributeAtSpanDepth"
+    for level in range(3):
+        path += ".G"
+        parent.field.add(name="g", number=1, label=field_type.LABEL_OPTIONAL, type=field_type.TYPE_GROUP, type_name=path)
+        nested = inner if level == 2 else descriptor_pb2.DescriptorProto(name="G")
+        parent.nested_type.append(nested)
+        parent = parent.nested_type[-1]
+    proto.message_type.append(message)
+    pool.Add(proto)
+
+
+def _build() -> tuple[type[Message], type[Message]]:
     pool = descriptor_pool.DescriptorPool()
     _copy_with_raw_span_attributes(pool)
+    _add_attribute_at_span_depth(pool)
     name = f"{_PREFIX}.{trace_service_pb2.ExportTraceServiceRequest.DESCRIPTOR.full_name}"
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName(name)),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PREFIX}.AttributeAtSpanDepth")))  # fmt: skip
 
 
 # ExportTraceServiceRequest, except that each span's `attributes` is a list of KeyValue wire bytes.
-RawAttributesRequest: type[Message] = _build()
+# AttributeAtSpanDepth: AT_SPAN_DEPTH_HEAD + length + KeyValue bytes + AT_SPAN_DEPTH_TAIL is one span
+# attribute as deep as in a request (read it back as `.g.g.g.attributes[0]`).
+RawAttributesRequest, AttributeAtSpanDepth = _build()
+AT_SPAN_DEPTH_HEAD = b"\x0b\x0b\x0b\x4a"  # three group starts (field 1), then field 9's tag
+AT_SPAN_DEPTH_TAIL = b"\x0c\x0c\x0c"  # three group ends

@@ -1,7 +1,8 @@
 """The pure step between Kafka and ClickHouse: records in, table rows out.
 
-`parse_records` checks Kafka records (poison records are returned, not
-raised) and `decode_parsed` turns them into LLM calls and span problems. `build_tables` turns what is not yet stored
+`parse_records` parses each Kafka record once and reads from it, in one pass, all
+the worker needs (poison records are returned, not raised); `decode_parsed` turns
+the LLM spans into LLM calls. `build_tables` turns what is not yet stored
 (offset above the table's fence) into one batch per table, each row tagged
 with its source and offset so the sink can guard against double counting.
 otel_traces is the exception to row building: its batch is the records' raw
@@ -16,10 +17,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from processors.core.bounds import MAX_LABEL_CHARS, BadValue
-from processors.core.decode import MalformedPayload, SpanProblem, decode_request, parse_checked_record, parse_record
+from processors.core.decode import AttributeMarkers, MalformedPayload, SpanProblem, decode_request
 from processors.core.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.core.records import LLMCall, SpanView
 from processors.core.rows import INGEST_ERRORS_COLUMNS, call_rows
@@ -57,25 +57,17 @@ class SourceRecord:
 
 @dataclass(slots=True)
 class ParsedRecord:
-    """A record whose bytes parsed as an ExportTraceServiceRequest (so ClickHouse may read them too).
-
-    `request` is the record as a RawAttributesRequest (processors/core/otlp_schema.py); `release`
-    drops it once the record is decoded, and `request` parses the bytes again if it is needed
-    after that (bisecting an insert ClickHouse refused).
-    """
+    """A record whose bytes are an ExportTraceServiceRequest (so ClickHouse may read them too),
+    with what its one parse gave: the valid spans' count, the spans the bad-span rule refused,
+    and the spans that may be LLM calls. `release` drops those spans once they are decoded."""
 
     record: SourceRecord
-    span_count: int
-    _request: Any = None
-
-    @property
-    def request(self) -> Any:
-        if self._request is None:
-            self._request = parse_record(self.record.value)
-        return self._request
+    span_count: int  # valid spans: the rows otel_traces gets from this record
+    problems: list[SpanProblem] = field(default_factory=list)
+    spans: list[SpanView] = field(default_factory=list)
 
     def release(self) -> None:
-        self._request = None
+        self.spans = []
 
 
 @dataclass(slots=True)
@@ -152,44 +144,29 @@ def _span_problem(span: SpanView, reason: str) -> SpanProblem:
     return SpanProblem(reason, service if type(service) is str and len(service) <= MAX_LABEL_CHARS else "", span.trace_id, span.span_id)
 
 
-# Encoders write a KeyValue's key first (field order): tag 0x0a, length, name. All markers are
-# shorter than 128 bytes, so their length is one byte.
-_MARKER_PREFIXES = tuple(b"\x0a" + bytes([len(key)]) + key.encode() for key in sorted(LLM_MARKER_KEYS))
-_MARKER_NAMES = tuple(key.encode() for key in sorted(LLM_MARKER_KEYS))
-
-
-def may_be_llm_call(span: Any) -> bool:
-    """Whether a RawAttributesRequest Span carries an attribute without which `normalize_call`
-    gives None. A KeyValue encoded with its key not first is searched whole for the names
-    (a name inside a value is then a harmless yes)."""
-    for encoded in span.attributes:
-        if encoded.startswith(_MARKER_PREFIXES):
-            return True
-        if not encoded.startswith(b"\x0a"):
-            for name in _MARKER_NAMES:
-                if name in encoded:
-                    return True
-    return False
+# Whether a RawAttributesRequest Span carries an attribute without which `normalize_call` gives None.
+may_be_llm_call = AttributeMarkers(LLM_MARKER_KEYS)
 
 
 def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], list[Poison]]:
-    """Parse every record (C speed); the ones that do not parse are poison."""
+    """Parse every record once (processors/decode.py); the ones that are not OTLP are poison."""
     parsed: list[ParsedRecord] = []
     poison: list[Poison] = []
     for record in records:
         try:
-            request, spans = parse_checked_record(record.value)
-            parsed.append(ParsedRecord(record, spans, request))
+            request = decode_request(record.value, keep=may_be_llm_call)
         except MalformedPayload as exc:
             poison.append(Poison(record, str(exc)))
+            continue
+        parsed.append(ParsedRecord(record, request.span_count, request.problems, request.spans))
     return parsed, poison
 
 
 def decode_parsed_record(item: ParsedRecord, stages: CallStages) -> DecodedRecord:
-    """Check every span of one record and turn its LLM spans into calls; other spans stay protobuf."""
-    request = decode_request(item.request, keep=may_be_llm_call)
-    calls, call_spans = stages.calls_from(request.spans, request.problems)
-    return DecodedRecord(item.record, request.span_count, calls, request.problems, call_spans)
+    """Turn one record's LLM spans into calls; a span normalising refuses adds to its problems."""
+    problems = list(item.problems)
+    calls, call_spans = stages.calls_from(item.spans, problems)
+    return DecodedRecord(item.record, item.span_count, calls, problems, call_spans)
 
 
 def decode_parsed(parsed: Sequence[ParsedRecord], stages: CallStages) -> list[DecodedRecord]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from processors.core.drift.wire import DriftSender
-from processors.core.pipeline import CallStages, ParsedRecord, build_tables, decode_parsed_record
+from processors.core.pipeline import CallStages, DecodedRecord, ParsedRecord, build_tables, decode_parsed_record
 from processors.core.tables import TableRows
 
 __all__ = ["PreparedBatch", "prepare_batch"]
@@ -26,6 +26,9 @@ Fences = Mapping[str, Mapping[str, int]]
 class PreparedBatch:
     """What one batch writes besides otel_traces, ready for the sink."""
 
+    # Each record's calls and problems (not its spans): what a table's rows are rebuilt from for
+    # some of the records when ClickHouse refuses an insert, without parsing them again.
+    decoded: list[DecodedRecord]
     tables: list[TableRows]
     drift: list[tuple[str, bytes]]  # (service, record) for the drift topic
     spans: int
@@ -36,9 +39,8 @@ class PreparedBatch:
 def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallStages, drift_sender: DriftSender | None) -> PreparedBatch:
     """Decode parsed records into the rows of every table but otel_traces, and drift records.
 
-    Record by record: a record's parsed message and spans (attribute dicts, answer texts) are
-    dropped once its calls are built and its drift items encoded, so a batch never holds all
-    of them at once.
+    Record by record: a record's spans (attribute dicts, answer texts) are dropped once its calls
+    are built and its drift items encoded, so the batch keeps only calls and problems.
     """
     llm_fence = fences.get("llm_calls", {})
     decoded = []
@@ -53,4 +55,4 @@ def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallSt
     drift = drift_sender.take() if drift_sender is not None else []
     skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables))
     rows = [r for r in build_tables(decoded, fences, stages, skip=("otel_traces",)) if isinstance(r, TableRows)]
-    return PreparedBatch(rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped)
+    return PreparedBatch(decoded, rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped)
