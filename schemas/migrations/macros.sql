@@ -10,7 +10,9 @@ _ingest_source LowCardinality(String){{ " DEFAULT ''" if defaults }},
 
 {# otel_traces rows from the raw OTLP in otlp_ingest: the materialized view's query (005), the same
    rows planned with one otlp_attributes call site (006, one_attributes_call=true), and without spans
-   that start outside 2000-01-01 .. 2200-01-01 (009, time_window=true: processors/bounds.py's window). #}
+   that start outside 2000-01-01 .. 2200-01-01 (009, time_window=true: processors/bounds.py's window).
+   The WHERE clause is the bad-span rule; its one definition is processors/decode.span_problem, and
+   tests/test_bad_span_rule.py checks that the migrated view keeps exactly the spans it accepts. #}
 {% macro otel_traces_select(one_attributes_call, time_window=false) %}
 SELECT
     fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano)) AS Timestamp,
