@@ -88,7 +88,7 @@ def test_the_cache_stays_within_its_bounds() -> None:
 
 
 def test_a_malformed_attribute_makes_the_record_poison() -> None:
-    """The decode does not look inside attributes, so the full parse in parse_records must."""
+    """The record's parse does not look inside span attributes, so the pass in parse_records must."""
     request = parse_record(_request([[("gen_ai.operation.name", "chat")]]).SerializeToString())
     request.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\x40truncated")
     bad = SourceRecord("otlp_spans", 0, 7, request.SerializeToString(), "t/0")
