@@ -138,6 +138,8 @@ _SHALLOW_BYTES = 128
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x4000:  # a Kafka record is at most ~1 MB: mostly one or two bytes
+        return bytes((n,)) if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
@@ -155,7 +157,7 @@ def _parse_as_span_attribute(raw: bytes) -> Any:
     """
     if len(raw) <= _SHALLOW_BYTES:
         return KeyValue.FromString(raw)
-    return AttributeAtSpanDepth.FromString(AT_SPAN_DEPTH_HEAD + _varint(len(raw)) + raw + AT_SPAN_DEPTH_TAIL).g.g.g.attributes[0]
+    return AttributeAtSpanDepth.FromString(b"".join((AT_SPAN_DEPTH_HEAD, _varint(len(raw)), raw, AT_SPAN_DEPTH_TAIL))).g.g.g.attributes[0]
 
 
 def _immutable_list(value: Any) -> tuple[Any, ...] | None:

@@ -1,0 +1,143 @@
+"""The worker's CPU per record from Kafka bytes to rows, A/B between two trees, on loadgen traffic.
+
+Captures request bodies from `llmops loadgen` once (OTel SDK exporter, regrouped into records of
+`--spans-per-record` spans as in bench_pipeline.py), then runs each tree in its own process
+(PYTHONPATH=tree) on the same bytes, alternating A and B for `--rounds`. A child times, in CPU
+seconds of its thread, the batch handler's Python steps on batches of `processor.batch_max_records`:
+
+- `parse`: bytes to what the record's parse gives: poison or not, span problems, the valid-span count
+  and SpanViews of the spans that may be LLM calls (`parse_records`, and in a tree whose
+  ParsedRecord still holds the parsed request, `decode_request` on it as `decode_parsed` ran it);
+- `parse+decode`: `parse_records` then `decode_parsed` (records to LLM calls and span problems);
+- `prepare`: `parse_records` then `prepare_batch` (that, plus the rows of every table but otel_traces).
+
+The machine is shared, so the fastest pass of each tree counts; /proc/loadavg is recorded.
+
+    .venv/bin/python benchmarks/bench_parse.py --tree before=/path/to/main --tree after=. [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
+    """In the child: best-of-`repeat` CPU seconds of each step over all records."""
+    from llmops.config import Settings
+    from processors.decode import decode_request
+    from processors.pipeline import ParsedRecord, SourceRecord, decode_parsed, may_be_llm_call, parse_records
+    from processors.prepare import prepare_batch
+    from processors.stages import build_call_stages
+
+    bodies: list[bytes] = pickle.loads(bodies_file.read_bytes())
+    settings = Settings()
+    stages = build_call_stages(settings)
+    size = settings.processor.batch_max_records
+    batches = [[SourceRecord("otlp_spans", 0, start + i, body, "bench/0") for i, body in enumerate(bodies[start:start + size])]
+               for start in range(0, len(bodies), size)]  # fmt: skip
+
+    def parse() -> None:
+        for records in batches:
+            parsed, _ = parse_records(records)
+            if hasattr(ParsedRecord, "request"):  # the tree before one parse: SpanViews came from a second pass
+                for item in parsed:
+                    decode_request(item.request, keep=may_be_llm_call)
+
+    def decode() -> None:
+        for records in batches:
+            parsed, poison = parse_records(records)
+            assert not poison
+            decode_parsed(parsed, stages)
+
+    def prepare() -> None:
+        for records in batches:
+            parsed, _ = parse_records(records)
+            prepare_batch(parsed, {}, stages, None)
+
+    out = {}
+    for name, step in (("parse", parse), ("parse+decode", decode), ("prepare", prepare)):
+        step()  # warm the attribute cache and the pricing lookups, as a running worker has them
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.thread_time()
+            step()
+            best = min(best, time.thread_time() - started)
+        out[name] = best
+    return out
+
+
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def _commit(tree: Path) -> str:
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH", help="a tree to measure (give two)")
+    parser.add_argument("--spans", type=int, default=30_000, help="spans in the replayed records (default 30000)")
+    parser.add_argument("--spans-per-record", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3, help="A/B alternations (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed passes per child; the fastest counts (default 5)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child's mode
+    args = parser.parse_args(argv)
+
+    if args.measure is not None:
+        print(json.dumps(measure(args.measure, args.repeat)))
+        return 0
+
+    trees = dict(item.split("=", 1) for item in args.tree)
+    sys.path.insert(0, str(HERE))
+    from bench_pipeline import build_payloads, capture_loadgen, span_total
+
+    print(f"capturing ~{args.spans:,} spans from llmops.loadgen ...", file=sys.stderr, flush=True)
+    bodies, spans = build_payloads(capture_loadgen(args.spans, args.seed), args.spans, args.spans_per_record)
+    assert span_total(bodies) == spans
+    loadavg_before = _loadavg()
+    best: dict[str, dict[str, float]] = {name: {} for name in trees}
+    with tempfile.TemporaryDirectory(prefix="bench-parse-") as work:
+        bodies_file = Path(work) / "bodies.pickle"
+        bodies_file.write_bytes(pickle.dumps(bodies))
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+                done = subprocess.run([sys.executable, str(HERE / "bench_parse.py"), "--measure", str(bodies_file), "--repeat", str(args.repeat)],
+                                      env=env, cwd=tree, capture_output=True, text=True, check=True)  # fmt: skip
+                for step, seconds in json.loads(done.stdout.splitlines()[-1]).items():
+                    best[name][step] = min(best[name].get(step, float("inf")), seconds)
+    result: dict[str, Any] = {
+        "benchmark": "bench_parse",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
+        "payload": {"records": len(bodies), "spans": spans, "bytes": sum(len(b) for b in bodies), "spans_per_record": args.spans_per_record},
+        "rounds": args.rounds,
+        "repeat": args.repeat,
+        "trees": {name: {"path": str(tree), "commit": _commit(Path(tree))} for name, tree in trees.items()},
+        "cpu_s": best,
+        "us_per_record": {name: {k: 1e6 * v / len(bodies) for k, v in steps.items()} for name, steps in best.items()},
+        "us_per_span": {name: {k: 1e6 * v / spans for k, v in steps.items()} for name, steps in best.items()},
+    }
+    print(json.dumps(result, indent=2))
+    if args.output is not None:
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
