@@ -9,8 +9,11 @@ seconds of its thread, the batch handler's Python steps on batches of `processor
   and SpanViews of the spans that may be LLM calls (`parse_records`, and in a tree whose
   ParsedRecord still holds the parsed request, `decode_request` on it as `decode_parsed` ran it);
 - `parse+decode`: `parse_records` then `decode_parsed` (records to LLM calls and span problems);
-- `prepare`: `parse_records` then `prepare_batch` (that, plus the rows of every table but otel_traces).
+- `prepare`: what the batch handler runs in its thread: that, plus the rows of every table but
+  otel_traces and the drift records (`prepare_records`; `parse_records` then `prepare_batch` in a
+  tree without it). Drift is off (no sender), as in the replay of bench_pipeline.py.
 
+The children collect garbage as the worker does (its gc thresholds, a collection before each pass).
 The machine is shared, so the fastest pass of each tree counts; /proc/loadavg is recorded.
 
     .venv/bin/python benchmarks/bench_parse.py --tree before=/path/to/main --tree after=. [--output FILE]
@@ -19,6 +22,7 @@ The machine is shared, so the fastest pass of each tree counts; /proc/loadavg is
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import pickle
@@ -37,9 +41,10 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
     from llmops.config import Settings
     from processors.decode import decode_request
     from processors.pipeline import ParsedRecord, SourceRecord, decode_parsed, may_be_llm_call, parse_records
-    from processors.prepare import prepare_batch
+    from processors import prepare as prepare_module
     from processors.stages import build_call_stages
 
+    gc.set_threshold(100_000, 50, 100)  # as processors/worker.py sets them
     bodies: list[bytes] = pickle.loads(bodies_file.read_bytes())
     settings = Settings()
     stages = build_call_stages(settings)
@@ -62,14 +67,18 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
 
     def prepare() -> None:
         for records in batches:
-            parsed, _ = parse_records(records)
-            prepare_batch(parsed, {}, stages, None)
+            if hasattr(prepare_module, "prepare_records"):
+                prepare_module.prepare_records(records, {}, stages, None)
+            else:
+                parsed, _ = parse_records(records)
+                prepare_module.prepare_batch(parsed, {}, stages, None)
 
     out = {}
     for name, step in (("parse", parse), ("parse+decode", decode), ("prepare", prepare)):
         step()  # warm the attribute cache and the pricing lookups, as a running worker has them
         best = float("inf")
         for _ in range(repeat):
+            gc.collect()
             started = time.thread_time()
             step()
             best = min(best, time.thread_time() - started)

@@ -1,7 +1,7 @@
 """What the agent does with one batch of Kafka records, in two steps:
 
-1. `prepare`: parse (once per record) -> read fences -> dead-letter poison ->
-   processors/core/prepare.py turns the LLM spans into rows and drift records (Python, holds the GIL).
+1. `prepare`: read fences -> processors/core/prepare.py parses each record once and turns
+   its LLM spans into rows and drift records (Python, holds the GIL) -> dead-letter poison.
 2. `write`: insert otel_traces from the raw bytes (ClickHouse flattens them)
    while publishing drift records and inserting the other tables.
 
@@ -31,12 +31,11 @@ from processors.core.pipeline import (
     Poison,
     SourceRecord,
     build_tables,
-    parse_records,
     poison_rows,
     traces_batch,
 )
 from processors.core.drift.wire import DriftSender
-from processors.core.prepare import PreparedBatch, prepare_batch
+from processors.core.prepare import PreparedBatch, prepare_records
 from processors.core.tables import OtlpRecords, TableRows
 from sinks.clickhouse.errors import PermanentSinkError
 from sinks.clickhouse.writer import ClickHouseSink
@@ -95,16 +94,15 @@ class BatchHandler:
         await self.write(await self.prepare(records))
 
     async def prepare(self, records: Sequence[SourceRecord]) -> ReadyBatch:
-        """Decode a batch into rows; poison records go to the dead-letter topic now."""
-        parsed, poison = await asyncio.to_thread(parse_records, records)
+        """Parse and decode a batch into rows; poison records go to the dead-letter topic now."""
         sources = {r.source for r in records}
         fences = {table: await asyncio.to_thread(self._sink.fences, table, sources) for table in self._stages.tables}
+        poison, prepared = await asyncio.to_thread(prepare_records, records, fences, self._stages, self._drift_sender)
         for item in poison:
             await self._dead_letter(item)
         if poison:
             self.stats.dead_lettered += len(poison)
             log.warning("dead-lettered %d undecodable record(s)", len(poison), extra={"reason": poison[0].reason[:200]})
-        prepared = await asyncio.to_thread(prepare_batch, parsed, fences, self._stages, self._drift_sender)
         return ReadyBatch(poison, fences, prepared)
 
     async def write(self, batch: ReadyBatch) -> None:

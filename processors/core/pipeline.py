@@ -34,6 +34,7 @@ __all__ = [
     "DecodedRecord",
     "Poison",
     "CallStages",
+    "parse_record_once",
     "parse_records",
     "decode_parsed",
     "decode_parsed_record",
@@ -148,17 +149,25 @@ def _span_problem(span: SpanView, reason: str) -> SpanProblem:
 may_be_llm_call = AttributeMarkers(LLM_MARKER_KEYS)
 
 
+def parse_record_once(record: SourceRecord) -> ParsedRecord | Poison:
+    """Parse one record, once (processors/decode.py); a record that is not OTLP is poison."""
+    try:
+        request = decode_request(record.value, keep=may_be_llm_call)
+    except MalformedPayload as exc:
+        return Poison(record, str(exc))
+    return ParsedRecord(record, request.span_count, request.problems, request.spans)
+
+
 def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], list[Poison]]:
-    """Parse every record once (processors/decode.py); the ones that are not OTLP are poison."""
+    """Parse every record once; the ones that are not OTLP are poison."""
     parsed: list[ParsedRecord] = []
     poison: list[Poison] = []
     for record in records:
-        try:
-            request = decode_request(record.value, keep=may_be_llm_call)
-        except MalformedPayload as exc:
-            poison.append(Poison(record, str(exc)))
-            continue
-        parsed.append(ParsedRecord(record, request.span_count, request.problems, request.spans))
+        item = parse_record_once(record)
+        if isinstance(item, Poison):
+            poison.append(item)
+        else:
+            parsed.append(item)
     return parsed, poison
 
 

@@ -10,14 +10,14 @@ cores: the child's pickling and the extra process ate what the second core offer
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from processors.core.drift.wire import DriftSender
-from processors.core.pipeline import CallStages, DecodedRecord, ParsedRecord, build_tables, decode_parsed_record
+from processors.core.pipeline import CallStages, DecodedRecord, ParsedRecord, Poison, SourceRecord, build_tables, decode_parsed_record, parse_record_once
 from processors.core.tables import TableRows
 
-__all__ = ["PreparedBatch", "prepare_batch"]
+__all__ = ["PreparedBatch", "prepare_batch", "prepare_records"]
 
 Fences = Mapping[str, Mapping[str, int]]
 
@@ -36,7 +36,7 @@ class PreparedBatch:
     skipped_records: int  # already stored in every table (redelivery)
 
 
-def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallStages, drift_sender: DriftSender | None) -> PreparedBatch:
+def prepare_batch(parsed: Iterable[ParsedRecord], fences: Fences, stages: CallStages, drift_sender: DriftSender | None) -> PreparedBatch:
     """Decode parsed records into the rows of every table but otel_traces, and drift records.
 
     Record by record: a record's spans (attribute dicts, answer texts) are dropped once its calls
@@ -56,3 +56,21 @@ def prepare_batch(parsed: Sequence[ParsedRecord], fences: Fences, stages: CallSt
     skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables))
     rows = [r for r in build_tables(decoded, fences, stages, skip=("otel_traces",)) if isinstance(r, TableRows)]
     return PreparedBatch(decoded, rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped)
+
+
+def prepare_records(records: Sequence[SourceRecord], fences: Fences, stages: CallStages,
+                    drift_sender: DriftSender | None) -> tuple[list[Poison], PreparedBatch]:  # fmt: skip
+    """`prepare_batch` on records, each parsed just before it is decoded: a batch holds one record's
+    parsed message and spans at a time. Returns the poison records too."""
+    poison: list[Poison] = []
+
+    def parsed() -> Iterator[ParsedRecord]:
+        for record in records:
+            item = parse_record_once(record)
+            if isinstance(item, Poison):
+                poison.append(item)
+            else:
+                yield item
+
+    prepared = prepare_batch(parsed(), fences, stages, drift_sender)
+    return poison, prepared
