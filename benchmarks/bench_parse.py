@@ -57,7 +57,7 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
             parsed, _ = parse_records(records)
             if hasattr(ParsedRecord, "request"):  # the tree before one parse: SpanViews came from a second pass
                 for item in parsed:
-                    decode_request(item.request, keep=may_be_llm_call)
+                    decode_request(item.request, keep=may_be_llm_call)  # type: ignore[attr-defined]
 
     def decode() -> None:
         for records in batches:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trees = dict(item.split("=", 1) for item in args.tree)
     sys.path.insert(0, str(HERE))
-    from bench_pipeline import build_payloads, capture_loadgen, span_total
+    from bench_pipeline import build_payloads, capture_loadgen, span_total  # type: ignore[import-not-found]
 
     print(f"capturing ~{args.spans:,} spans from llmops.loadgen ...", file=sys.stderr, flush=True)
     bodies, spans = build_payloads(capture_loadgen(args.spans, args.seed), args.spans, args.spans_per_record)

@@ -59,12 +59,12 @@ def parses() -> Iterator[Counter[bytes]]:
         return staticmethod(from_string)
 
     for cls, original in originals.items():
-        cls.FromString = counting(original)  # type: ignore[method-assign]
+        cls.FromString = counting(original)
     try:
         yield seen
     finally:
         for cls, original in originals.items():
-            cls.FromString = original  # type: ignore[method-assign]
+            cls.FromString = original
 
 
 def test_each_record_is_parsed_once_through_the_handler_and_its_bisect(chdb_client: Client, parses: Counter[bytes]) -> None:

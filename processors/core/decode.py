@@ -64,7 +64,7 @@ class AttributeMarkers:
     whether any of its attributes is a marker.
     """
 
-    __slots__ = ("prefixes", "names")
+    __slots__ = ("names", "prefixes")
 
     def __init__(self, keys: Iterable[str]) -> None:
         names = sorted(key.encode() for key in keys)
