@@ -17,6 +17,14 @@ The children collect garbage as the worker does (its gc thresholds, a collection
 The machine is shared, so the fastest pass of each tree counts; /proc/loadavg is recorded.
 
     .venv/bin/python benchmarks/bench_parse.py --tree before=/path/to/main --tree after=. [--output FILE]
+
+CPU time on a shared machine moves by more than a few per cent between runs, so the same step can be
+counted in instructions instead (load does not move them): save the records once, then per tree run
+`prepare` on them `--passes` times after one warm pass under valgrind, minus the same with 0 passes:
+
+    .venv/bin/python benchmarks/bench_parse.py --save-records records.pickle
+    PYTHONHASHSEED=0 PYTHONPATH=<tree> valgrind --tool=cachegrind --cache-sim=no .venv/bin/python \
+        benchmarks/bench_parse.py --replay records.pickle --records 16 --passes 2      # and --passes 0
 """
 
 from __future__ import annotations
@@ -86,6 +94,35 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
     return out
 
 
+def replay(bodies_file: Path, records: int, passes: int) -> None:
+    """In a child under valgrind: the `prepare` step on the first `records` records, once warm, then `passes` times."""
+    from llmops.config import Settings
+    from processors import prepare as prepare_module
+    from processors.pipeline import SourceRecord, parse_records
+    from processors.stages import build_call_stages
+
+    gc.set_threshold(100_000, 50, 100)  # as processors/worker.py sets them
+    bodies: list[bytes] = pickle.loads(bodies_file.read_bytes())[:records]
+    settings = Settings()
+    stages = build_call_stages(settings)
+    size = settings.processor.batch_max_records
+    batches = [[SourceRecord("otlp_spans", 0, start + i, body, "bench/0") for i, body in enumerate(bodies[start:start + size])]
+               for start in range(0, len(bodies), size)]  # fmt: skip
+
+    def prepare() -> None:
+        for batch in batches:
+            if hasattr(prepare_module, "prepare_records"):
+                prepare_module.prepare_records(batch, {}, stages, None)
+            else:
+                parsed, _ = parse_records(batch)
+                prepare_module.prepare_batch(parsed, {}, stages, None)
+
+    prepare()
+    for _ in range(passes):
+        gc.collect()
+        prepare()
+
+
 def _loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -104,11 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed passes per child; the fastest counts (default 5)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--save-records", type=Path, default=None, help="capture loadgen records into this file and stop")
+    parser.add_argument("--replay", type=Path, default=None, help="run `prepare` on saved records (for valgrind)")
+    parser.add_argument("--records", type=int, default=16, help="with --replay: records to use (default 16)")
+    parser.add_argument("--passes", type=int, default=2, help="with --replay: passes after the warm one (default 2)")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args(argv)
 
     if args.measure is not None:
         print(json.dumps(measure(args.measure, args.repeat)))
+        return 0
+    if args.replay is not None:
+        replay(args.replay, args.records, args.passes)
         return 0
 
     trees = dict(item.split("=", 1) for item in args.tree)
@@ -118,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"capturing ~{args.spans:,} spans from llmops.loadgen ...", file=sys.stderr, flush=True)
     bodies, spans = build_payloads(capture_loadgen(args.spans, args.seed), args.spans, args.spans_per_record)
     assert span_total(bodies) == spans
+    if args.save_records is not None:
+        args.save_records.write_bytes(pickle.dumps(bodies))
+        print(f"{len(bodies)} records, {spans} spans -> {args.save_records}", file=sys.stderr)
+        return 0
     loadavg_before = _loadavg()
     best: dict[str, dict[str, float]] = {name: {} for name in trees}
     with tempfile.TemporaryDirectory(prefix="bench-parse-") as work:
