@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
+import importlib.util
 import json
 import os
 import pickle
@@ -44,12 +46,19 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
+def _modules() -> tuple[Any, Any, Any]:
+    """decode_request, the pipeline and prepare modules of the tree on PYTHONPATH (before or after processors/core/)."""
+    base = "processors.core" if importlib.util.find_spec("processors.core") is not None else "processors"
+    pipeline, prepare = (importlib.import_module(f"{base}.{name}") for name in ("pipeline", "prepare"))
+    return importlib.import_module(f"{base}.decode").decode_request, pipeline, prepare
+
+
 def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
     """In the child: best-of-`repeat` CPU seconds of each step over all records."""
     from llmops.config import Settings
-    from processors.decode import decode_request
-    from processors.pipeline import ParsedRecord, SourceRecord, decode_parsed, may_be_llm_call, parse_records
-    from processors import prepare as prepare_module
+    decode_request, pipeline, prepare_module = _modules()
+    ParsedRecord, SourceRecord, decode_parsed, may_be_llm_call, parse_records = (
+        pipeline.ParsedRecord, pipeline.SourceRecord, pipeline.decode_parsed, pipeline.may_be_llm_call, pipeline.parse_records)
     from processors.stages import build_call_stages
 
     gc.set_threshold(100_000, 50, 100)  # as processors/worker.py sets them
@@ -65,7 +74,7 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
             parsed, _ = parse_records(records)
             if hasattr(ParsedRecord, "request"):  # the tree before one parse: SpanViews came from a second pass
                 for item in parsed:
-                    decode_request(item.request, keep=may_be_llm_call)  # type: ignore[attr-defined]
+                    decode_request(item.request, keep=may_be_llm_call)
 
     def decode() -> None:
         for records in batches:
@@ -97,8 +106,8 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
 def replay(bodies_file: Path, records: int, passes: int) -> None:
     """In a child under valgrind: the `prepare` step on the first `records` records, once warm, then `passes` times."""
     from llmops.config import Settings
-    from processors import prepare as prepare_module
-    from processors.pipeline import SourceRecord, parse_records
+    _, pipeline, prepare_module = _modules()
+    SourceRecord, parse_records = pipeline.SourceRecord, pipeline.parse_records
     from processors.stages import build_call_stages
 
     gc.set_threshold(100_000, 50, 100)  # as processors/worker.py sets them

@@ -15,9 +15,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from processors import bounds
-from processors.decode import decode_request, span_problem
-from sinks.clickhouse.otlp_ingest import OtlpRecords
+from processors.core import bounds
+from processors.core.decode import decode_request, span_problem
+from processors.core.tables import OtlpRecords
 from sinks.clickhouse.writer import ClickHouseSink
 
 _services = itertools.count()
