@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from processors.core.bounds import MAX_LABEL_CHARS, BadValue
 from processors.core.decode import AttributeMarkers, MalformedPayload, SpanProblem, decode_request
