@@ -34,7 +34,9 @@ def unique_values_payload(spans: int) -> list[bytes]:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for n in range(spans):
-        span = scope.spans.add(trace_id=(n + 1).to_bytes(16, "big"), span_id=(n + 1).to_bytes(8, "big"), start_time_unix_nano=1)
+        span = scope.spans.add(
+            trace_id=(n + 1).to_bytes(16, "big"), span_id=(n + 1).to_bytes(8, "big"), start_time_unix_nano=1
+        )
         for key, value in (("gen_ai.operation.name", AnyValue(string_value="chat")), ("gen_ai.response.id", AnyValue(string_value=f"chatcmpl-{uuid.uuid4().hex[:24]}")),
                            ("gen_ai.usage.input_tokens", AnyValue(int_value=1000 + n)), ("gen_ai.usage.output_tokens", AnyValue(int_value=50 + n))):  # fmt: skip
             span.attributes.add(key=key).value.CopyFrom(value)
@@ -51,8 +53,20 @@ def best_of(repeat: int, run: Callable[[], object]) -> float:
 
 
 def measure(name: str, bodies: list[bytes], repeat: int) -> None:
-    full = [span for body in bodies for rs in parse_request(body).resource_spans for ss in rs.scope_spans for span in ss.spans]
-    raw = [span for body in bodies for rs in parse_record(body).resource_spans for ss in rs.scope_spans for span in ss.spans]
+    full = [
+        span
+        for body in bodies
+        for rs in parse_request(body).resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    raw = [
+        span
+        for body in bodies
+        for rs in parse_record(body).resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
     keep = [i for i, span in enumerate(raw) if may_be_llm_call(span)]
     full_attrs = [full[i].attributes for i in keep]
     raw_attrs = [list(raw[i].attributes) for i in keep]
@@ -77,7 +91,9 @@ def measure(name: str, bodies: list[bytes], repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=60_000, help="spans to capture from loadgen (default 60000)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed passes per measurement; the best counts (default 5)")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed passes per measurement; the best counts (default 5)"
+    )
     args = parser.parse_args()
     print(f"capturing ~{args.spans:,} spans from llmops.loadgen (OTel SDK) ...", flush=True)
     measure("loadgen", capture_loadgen(args.spans, 1), args.repeat)

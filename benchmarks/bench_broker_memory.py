@@ -32,8 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import clickhouse_connect  # noqa: E402
 import logging  # noqa: E402
+
+import clickhouse_connect  # noqa: E402
 
 from llmops.broker import free_port  # noqa: E402
 
@@ -67,22 +68,40 @@ def child_pid(parent: int, word: str) -> int:
 
 
 def main() -> None:
-    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # the SQL endpoint is down while a refresh restarts the worker
+    logging.getLogger("clickhouse_connect").setLevel(
+        logging.CRITICAL
+    )  # the SQL endpoint is down while a refresh restarts the worker
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--senders", type=int, default=8, help="Concurrent loadgen processes.")
     parser.add_argument("--count", type=int, default=25000, help="LLM calls per sender (each call is ~3-4 spans).")
     parser.add_argument("--settle", type=float, default=15.0, help="Seconds of RSS samples after the drain.")
-    parser.add_argument("--broker-max-rss-mib", type=int, default=None,
-                        help="kafka.embedded_max_rss_mib for the run (default: the setting's default).")
+    parser.add_argument(
+        "--broker-max-rss-mib",
+        type=int,
+        default=None,
+        help="kafka.embedded_max_rss_mib for the run (default: the setting's default).",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON result file.")
     args = parser.parse_args()
 
     http, grpc_port, sql = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")} | {"PYTHONPATH": str(ROOT), "LLMOPS_LOG_LEVEL": "WARNING"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")} | {
+        "PYTHONPATH": str(ROOT),
+        "LLMOPS_LOG_LEVEL": "WARNING",
+    }
     if args.broker_max_rss_mib is not None:
         env["LLMOPS_KAFKA__EMBEDDED_MAX_RSS_MIB"] = str(args.broker_max_rss_mib)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
-    flags = ["--data-dir", str(data_dir), "--otlp-http-port", str(http), "--otlp-grpc-port", str(grpc_port), "--sql-port", str(sql)]
+    flags = [
+        "--data-dir",
+        str(data_dir),
+        "--otlp-http-port",
+        str(http),
+        "--otlp-grpc-port",
+        str(grpc_port),
+        "--sql-port",
+        str(sql),
+    ]
     up = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, start_new_session=True)  # fmt: skip
     assert up.stdout is not None
@@ -138,7 +157,11 @@ def main() -> None:
     # Acknowledged-but-unstored spans over time: acknowledgements are only known per sender at its end, so the
     # flood-time figure uses the acknowledged rate (acknowledged / flood seconds) as the sent curve.
     rate = acknowledged / flood_s
-    window = [max(0, min(acknowledged, round(rate * (t - (flood_start - t0)))) - s) for t, _, s in samples if t <= at_flood_end[0]]
+    window = [
+        max(0, min(acknowledged, round(rate * (t - (flood_start - t0)))) - s)
+        for t, _, s in samples
+        if t <= at_flood_end[0]
+    ]
     result = {
         "command": " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -26,11 +26,10 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_seconds
-
 from processors.core.drift import (
+    BottomK,
     CallSignals,
     DriftConfig,
-    BottomK,
     WindowSample,
     call_priority,
     cosine_centroid_distance,
@@ -124,7 +123,9 @@ def bench_memory(capacity: int) -> None:
     for i in range(offered):
         r.offer(call_priority("trace", str(i)), i)
     took = time.perf_counter() - start
-    print(f"  call_priority + offer(): {offered / took / 1e6:.2f} M calls/s on one core ({offered:,} offers, {capacity} kept)")
+    print(
+        f"  call_priority + offer(): {offered / took / 1e6:.2f} M calls/s on one core ({offered:,} offers, {capacity} kept)"
+    )
 
 
 def main() -> None:

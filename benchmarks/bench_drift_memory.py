@@ -49,7 +49,9 @@ def main() -> None:
         print(f"window {w + 1}/{args.windows} done", file=sys.stderr)
     current = tracemalloc.get_traced_memory()[0] - base
     print(f"live keys {tracker.live_keys}, reservoir {tracker.config.reservoir_size}, windows {args.windows}")
-    print(f"python heap for drift state: {current / 2**20:.1f} MiB = {current / tracker.live_keys / 2**20:.2f} MiB per live key")
+    print(
+        f"python heap for drift state: {current / 2**20:.1f} MiB = {current / tracker.live_keys / 2**20:.2f} MiB per live key"
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ __all__ = ["main"]
 
 def _ms(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"median_ms": round(statistics.median(ordered) * 1e3, 2), "p90_ms": round(ordered[int(len(ordered) * 0.9)] * 1e3, 2)}
+    return {
+        "median_ms": round(statistics.median(ordered) * 1e3, 2),
+        "p90_ms": round(ordered[int(len(ordered) * 0.9)] * 1e3, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     n = args.records_per_request
     with EmbeddedBroker() as broker:
         topic = "txn_bench_" + uuid.uuid4().hex[:6]
-        ensure_topics(broker.bootstrap, KafkaSettings(topic=topic, dead_letter_topic=topic + "_dlq", drift_topic=topic + "_drift"))
+        ensure_topics(
+            broker.bootstrap, KafkaSettings(topic=topic, dead_letter_topic=topic + "_dlq", drift_topic=topic + "_drift")
+        )
         common = {"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
         idempotent = Producer(common)
         transactional = Producer({**common, "transactional.id": f"bench-{uuid.uuid4().hex}"})
@@ -93,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     print(json.dumps(report, indent=2))
-    output = args.output or ROOT / "benchmarks" / "results" / f"kafka-transactions-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    output = (
+        args.output or ROOT / "benchmarks" / "results" / f"kafka-transactions-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
     output.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 

@@ -62,7 +62,9 @@ async def _sender(session: aiohttp.ClientSession, url: str, bodies: list[bytes],
                     outcome["spans_accepted"] += spans[i % len(bodies)]
                     i += 1
                 elif honor_retry_after:
-                    await asyncio.sleep(min(float(response.headers.get("Retry-After", "1")), max(0.0, stop_at - time.monotonic())))
+                    await asyncio.sleep(
+                        min(float(response.headers.get("Retry-After", "1")), max(0.0, stop_at - time.monotonic()))
+                    )
         except (TimeoutError, aiohttp.ClientError) as exc:
             outcome[type(exc).__name__] += 1
 
@@ -74,7 +76,9 @@ def _rss_mib(pid: int, key: str = "VmRSS") -> float:
         return 0.0
 
 
-async def _sample(probe: LagProbe, pids: dict[str, int], samples: list[dict[str, Any]], t0: float, until: asyncio.Event) -> None:
+async def _sample(
+    probe: LagProbe, pids: dict[str, int], samples: list[dict[str, Any]], t0: float, until: asyncio.Event
+) -> None:
     while not until.is_set():
         try:
             lag: int | None = await asyncio.to_thread(probe.measure, 5.0)
@@ -98,7 +102,9 @@ async def run(args: argparse.Namespace, stack: LiveStack, bodies: list[bytes], s
     connector = aiohttp.TCPConnector(limit=args.senders)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         # Warm-up: one request stored end to end means the worker joined its group.
-        async with session.post(stack.traces_url, data=bodies[0], headers={"Content-Type": "application/x-protobuf"}) as response:
+        async with session.post(
+            stack.traces_url, data=bodies[0], headers={"Content-Type": "application/x-protobuf"}
+        ) as response:
             assert response.status == 200, response.status
         deadline = time.monotonic() + 180
         while await asyncio.to_thread(probe.measure, 5.0) > 0:
@@ -152,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-max-records", type=int, default=32)
     parser.add_argument("--drain-timeout", type=float, default=600.0)
-    parser.add_argument("--no-retry-after", action="store_true", help="senders retry at once instead of waiting Retry-After")
+    parser.add_argument(
+        "--no-retry-after", action="store_true", help="senders retry at once instead of waiting Retry-After"
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -168,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(run(args, stack, bodies, spans))
         finally:
             stack.stop()
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     report = {
         "benchmark": "overload",
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

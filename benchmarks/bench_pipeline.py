@@ -45,13 +45,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llmops.broker import EmbeddedBroker, free_port  # noqa: E402
 from collector.config import KafkaSettings  # noqa: E402
+from llmops.broker import EmbeddedBroker, free_port  # noqa: E402
 from llmops.config import Settings  # noqa: E402
 from llmops.loadgen import LoadgenOptions, run_loadgen  # noqa: E402
 from llmops.stack import spawn_component, wait_for_line  # noqa: E402
@@ -89,7 +92,11 @@ def capture_loadgen(spans: int, seed: int) -> list[bytes]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{server.server_address[1]}", count=max(1, spans * 10 // 29), seed=seed))
+        run_loadgen(
+            LoadgenOptions(
+                endpoint=f"http://127.0.0.1:{server.server_address[1]}", count=max(1, spans * 10 // 29), seed=seed
+            )
+        )
     finally:
         server.shutdown()
     return bodies
@@ -103,7 +110,9 @@ def _remap(identifier: bytes, copy: int) -> bytes:
     return head.to_bytes(2, "big") + identifier[2:]
 
 
-def build_payloads(captured: Sequence[bytes], total_spans: int, per_request: int, first_copy: int = 0) -> tuple[list[bytes], int]:
+def build_payloads(
+    captured: Sequence[bytes], total_spans: int, per_request: int, first_copy: int = 0
+) -> tuple[list[bytes], int]:
     """Regroup captured spans (per resource/scope) into requests of `per_request` spans, replicated to `total_spans`.
 
     Copy k rewrites trace, span and parent ids, so every span stays unique.
@@ -129,7 +138,7 @@ def build_payloads(captured: Sequence[bytes], total_spans: int, per_request: int
             for start in range(0, len(spans), per_request):
                 if made >= total_spans:
                     break
-                chunk = spans[start:start + min(per_request, total_spans - made)]
+                chunk = spans[start : start + min(per_request, total_spans - made)]
                 request = ExportTraceServiceRequest()
                 out_rs = request.resource_spans.add(schema_url=rs.schema_url)
                 out_rs.resource.CopyFrom(rs.resource)
@@ -230,17 +239,19 @@ class LiveStack:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "LLMOPS_KAFKA__BOOTSTRAP": self.bootstrap(),
-            "LLMOPS_KAFKA__BROKER_KIND": self.broker_kind,
-            "LLMOPS_KAFKA__PARTITIONS": str(self.partitions),
-            "LLMOPS_DATA_DIR": str(self.data_dir),
-            "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),
-            "LLMOPS_RECEIVER__GRPC_PORT": str(self.grpc_port),
-            "LLMOPS_SQL__PORT": str(self.sql_port),
-            "LLMOPS_PROCESSOR__BATCH_MAX_RECORDS": str(self.batch_max_records),
-            "LLMOPS_LOG_LEVEL": "WARNING",
-        })
+        env.update(
+            {
+                "LLMOPS_KAFKA__BOOTSTRAP": self.bootstrap(),
+                "LLMOPS_KAFKA__BROKER_KIND": self.broker_kind,
+                "LLMOPS_KAFKA__PARTITIONS": str(self.partitions),
+                "LLMOPS_DATA_DIR": str(self.data_dir),
+                "LLMOPS_RECEIVER__HTTP_PORT": str(self.http_port),
+                "LLMOPS_RECEIVER__GRPC_PORT": str(self.grpc_port),
+                "LLMOPS_SQL__PORT": str(self.sql_port),
+                "LLMOPS_PROCESSOR__BATCH_MAX_RECORDS": str(self.batch_max_records),
+                "LLMOPS_LOG_LEVEL": "WARNING",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -386,8 +397,11 @@ async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Se
             timeline.append((round(elapsed, 3), result.spans, stored))
             if elapsed - last_print >= 1.0 or traces_done_at:
                 last_print = elapsed
-                progress(f"  t={elapsed:6.1f}s  accepted {result.spans:>9,} spans ({result.spans / elapsed:8,.0f}/s)  "
-                         f"stored {stored:>9,} ({stored / elapsed:8,.0f}/s)" + (f"  llm_calls {calls:,}/{llm_calls:,}" if traces_done_at else ""))
+                progress(
+                    f"  t={elapsed:6.1f}s  accepted {result.spans:>9,} spans ({result.spans / elapsed:8,.0f}/s)  "
+                    f"stored {stored:>9,} ({stored / elapsed:8,.0f}/s)"
+                    + (f"  llm_calls {calls:,}/{llm_calls:,}" if traces_done_at else "")
+                )
             if traces_done_at and calls >= llm_calls:
                 break
             if stack.worker is not None and stack.worker.poll() is not None:
@@ -418,14 +432,20 @@ async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Se
         "accept_requests_per_s": result.requests / send_s,
         "accept_spans_per_s": result.spans / send_s,
         "accept_mb_per_s": sum(len(b) for b in bodies) / send_s / 1e6,
-        "request_latency_ms": {"p50": 1000 * lat[len(lat) // 2], "p99": 1000 * lat[int(len(lat) * 0.99)], "max": 1000 * lat[-1]},
+        "request_latency_ms": {
+            "p50": 1000 * lat[len(lat) // 2],
+            "p99": 1000 * lat[int(len(lat) * 0.99)],
+            "max": 1000 * lat[-1],
+        },
         "peak_rss_mib": {name: kib / 1024 for name, kib in peak.items()},
         "peak_rss_sampled_during_run_mib": {name: kib / 1024 for name, kib in rss_samples.items()},
         "cpu_s": {**{name: cpu1[name] - cpu0[name] for name in pids}, "bench_client": client_cpu},
         # Threads that ended during the run are missing here, so the sum can be below cpu_s["worker"].
-        "worker_cpu_s_by_thread": {name: round(cpu - worker_threads0.get(name, 0.0), 2)
-                                   for name, cpu in sorted(worker_threads1.items(), key=lambda kv: -kv[1])
-                                   if cpu - worker_threads0.get(name, 0.0) >= 0.05},
+        "worker_cpu_s_by_thread": {
+            name: round(cpu - worker_threads0.get(name, 0.0), 2)
+            for name, cpu in sorted(worker_threads1.items(), key=lambda kv: -kv[1])
+            if cpu - worker_threads0.get(name, 0.0) >= 0.05
+        },
         "host_cpu_busy_share": (host1[0] - host0[0]) / max(1, host1[1] - host0[1]),
         "loadavg_before": load0,
         "loadavg_after": load1,
@@ -467,7 +487,7 @@ def replay_stages(bodies: Sequence[bytes], batch_records: int, chdb_dir: Path) -
     rows: dict[str, int] = {}
     spans = calls = 0
     for start in range(0, len(bodies), batch_records):
-        chunk = bodies[start:start + batch_records]
+        chunk = bodies[start : start + batch_records]
         records = [SourceRecord("otlp_spans", 0, start + i, body, "bench/0") for i, body in enumerate(chunk)]
         t0 = time.perf_counter()
         for body in chunk:
@@ -521,37 +541,53 @@ def replay_stages(bodies: Sequence[bytes], batch_records: int, chdb_dir: Path) -
 def _table(result: dict[str, Any]) -> str:
     live, ceiling, replay = result["live"], result["ceiling"], result["replay"]
     lines = [
-        (f"payload: {result['payload']['spans']:,} spans in {result['payload']['requests']:,} requests, "
-        f"{result['payload']['bytes_per_span']:.0f} B/span on the wire, {result['payload']['llm_spans']:,} LLM calls"),
-        (f"load average before/after: {live['loadavg_before'][0]:.2f} / {live['loadavg_after'][0]:.2f}; "
-        f"host CPU busy during run {100 * live['host_cpu_busy_share']:.0f}% of {os.cpu_count()} cores"),
+        (
+            f"payload: {result['payload']['spans']:,} spans in {result['payload']['requests']:,} requests, "
+            f"{result['payload']['bytes_per_span']:.0f} B/span on the wire, {result['payload']['llm_spans']:,} LLM calls"
+        ),
+        (
+            f"load average before/after: {live['loadavg_before'][0]:.2f} / {live['loadavg_after'][0]:.2f}; "
+            f"host CPU busy during run {100 * live['host_cpu_busy_share']:.0f}% of {os.cpu_count()} cores"
+        ),
         "",
         f"{'stage':<44}{'rate':>16}  source",
         f"{'end to end (first request -> last row)':<44}{live['e2e_spans_per_s']:>12,.0f} sp/s  live",
-        (f"{'receiver accept':<44}{live['accept_spans_per_s']:>12,.0f} sp/s  live (client side; "
-        f"{live['accept_requests_per_s']:,.0f} req/s, {live['accept_mb_per_s']:.0f} MB/s)"),
+        (
+            f"{'receiver accept':<44}{live['accept_spans_per_s']:>12,.0f} sp/s  live (client side; "
+            f"{live['accept_requests_per_s']:,.0f} req/s, {live['accept_mb_per_s']:.0f} MB/s)"
+        ),
         f"{'protobuf ParseFromString (ceiling)':<44}{ceiling['spans_per_s']:>12,.0f} sp/s  in-process",
         f"{'decode_request (parse, check, flatten LLM spans)':<44}{replay['spans_per_s']['decode']:>12,.0f} sp/s  in-process",
         f"{'parse + decode_parsed (normalise + enrich)':<44}{replay['spans_per_s']['decode_normalise']:>12,.0f} sp/s  in-process",
         f"{'build_tables (llm_calls rows + aggregates)':<44}{replay['spans_per_s']['build_tables']:>12,.0f} sp/s  in-process",
-        (f"{'drift payloads (tally + sieve + encode)':<44}{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process"
-        f" ({replay['drift_calls_sent']:,} of {replay['drift_calls_tallied']:,} calls sent)"),
+        (
+            f"{'drift payloads (tally + sieve + encode)':<44}{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process"
+            f" ({replay['drift_calls_sent']:,} of {replay['drift_calls_tallied']:,} calls sent)"
+        ),
     ]
     for table, rate in replay["insert_rows_per_s"].items():
-        lines.append(f"{'ClickHouse insert ' + table:<44}{rate:>12,.0f} rows/s in-process ({replay['insert_rows'][table]:,} rows)")
+        lines.append(
+            f"{'ClickHouse insert ' + table:<44}{rate:>12,.0f} rows/s in-process ({replay['insert_rows'][table]:,} rows)"
+        )
     lines += [
         f"{'worker stages serially (sum of the above)':<44}{replay['serial_worker_spans_per_s']:>12,.0f} sp/s  in-process",
         "",
-        (f"end to end / ceiling: {result['e2e_over_ceiling']:.3f}   target 30,000 sp/s: "
-        f"{'met' if live['e2e_spans_per_s'] >= 30_000 else 'NOT met'}   goal 100,000 sp/s: "
-        f"{'met' if live['e2e_spans_per_s'] >= 100_000 else 'not met'}"),
-        "peak RSS (VmHWM): " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in live["peak_rss_mib"].items())
+        (
+            f"end to end / ceiling: {result['e2e_over_ceiling']:.3f}   target 30,000 sp/s: "
+            f"{'met' if live['e2e_spans_per_s'] >= 30_000 else 'NOT met'}   goal 100,000 sp/s: "
+            f"{'met' if live['e2e_spans_per_s'] >= 100_000 else 'not met'}"
+        ),
+        "peak RSS (VmHWM): "
+        + ", ".join(f"{k} {v:,.0f} MiB" for k, v in live["peak_rss_mib"].items())
         + f"  (limit 1024 MiB each: {'ok' if max(live['peak_rss_mib'].values()) <= 1024 else 'EXCEEDED'})",
-        "CPU seconds during the run: " + ", ".join(f"{k} {v:.1f}" for k, v in live["cpu_s"].items())
+        "CPU seconds during the run: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in live["cpu_s"].items())
         + f"  (wall {live['e2e_s']:.1f} s)",
         "worker CPU seconds by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in live["worker_cpu_s_by_thread"].items()),
-        (f"request latency p50 {live['request_latency_ms']['p50']:.0f} ms, p99 {live['request_latency_ms']['p99']:.0f} ms; "
-        f"429/503 retries {live['http_retries']}; stored llm_calls {live['stored_llm_calls']:,} (replay found {replay['llm_calls']:,})"),
+        (
+            f"request latency p50 {live['request_latency_ms']['p50']:.0f} ms, p99 {live['request_latency_ms']['p99']:.0f} ms; "
+            f"429/503 retries {live['http_retries']}; stored llm_calls {live['stored_llm_calls']:,} (replay found {replay['llm_calls']:,})"
+        ),
     ]
     return "\n".join(lines)
 
@@ -559,23 +595,46 @@ def _table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=300_000, help="Spans to send through the live stack.")
-    parser.add_argument("--base-spans", type=int, default=60_000, help="Spans captured from loadgen before replication.")
+    parser.add_argument(
+        "--base-spans", type=int, default=60_000, help="Spans captured from loadgen before replication."
+    )
     parser.add_argument("--spans-per-request", type=int, default=512)
     parser.add_argument("--senders", type=int, default=8, help="Concurrent HTTP requests in flight.")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch-max-records", type=int, default=Settings().processor.batch_max_records,
-                        help="Worker batch size (also used by the replay); default: the worker's default.")
+    parser.add_argument(
+        "--batch-max-records",
+        type=int,
+        default=Settings().processor.batch_max_records,
+        help="Worker batch size (also used by the replay); default: the worker's default.",
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--drift", choices=["off", "on"], default="on",
-                        help="Run the worker's drift stage (LLMOPS_DRIFT__ENABLED).")
-    parser.add_argument("--child-gc-threshold", default=None, metavar="G0,G1,G2",
-                        help="Experiment: gc.set_threshold(G0,G1,G2) in the worker/receiver (a temporary sitecustomize on PYTHONPATH).")
-    parser.add_argument("--code-root", type=Path, default=None,
-                        help="Experiment: run the children from this copy of the tree (its processors/, sinks/, llmops/ ...).")
+    parser.add_argument(
+        "--drift", choices=["off", "on"], default="on", help="Run the worker's drift stage (LLMOPS_DRIFT__ENABLED)."
+    )
+    parser.add_argument(
+        "--child-gc-threshold",
+        default=None,
+        metavar="G0,G1,G2",
+        help="Experiment: gc.set_threshold(G0,G1,G2) in the worker/receiver (a temporary sitecustomize on PYTHONPATH).",
+    )
+    parser.add_argument(
+        "--code-root",
+        type=Path,
+        default=None,
+        help="Experiment: run the children from this copy of the tree (its processors/, sinks/, llmops/ ...).",
+    )
     parser.add_argument("--no-replay", action="store_true", help="Skip the in-process stage replays.")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary data directory.")
-    parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE", help="Extra LLMOPS_* setting for the children.")
-    parser.add_argument("--output", type=Path, default=None, help="JSON results file (default benchmarks/results/pipeline-<time>.json).")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra LLMOPS_* setting for the children.",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="JSON results file (default benchmarks/results/pipeline-<time>.json)."
+    )
     args = parser.parse_args(argv)
 
     def say(text: str) -> None:
@@ -615,7 +674,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         say(f"sending with {args.senders} concurrent senders to {stack.traces_url} ...")
-        live = asyncio.run(run_live(stack, bodies, spans_per_body, warmup[0], warmup_spans, llm_spans, args.senders, say))
+        live = asyncio.run(
+            run_live(stack, bodies, spans_per_body, warmup[0], warmup_spans, llm_spans, args.senders, say)
+        )
     finally:
         stack.stop()
     replay: dict[str, Any] = {}
@@ -630,8 +691,14 @@ def main(argv: list[str] | None = None) -> int:
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "payload": {"spans": spans, "requests": len(bodies), "bytes": wire, "bytes_per_span": wire / spans,
-                    "llm_spans": llm_spans, "captured_requests": len(captured)},
+        "payload": {
+            "spans": spans,
+            "requests": len(bodies),
+            "bytes": wire,
+            "bytes_per_span": wire / spans,
+            "llm_spans": llm_spans,
+            "captured_requests": len(captured),
+        },
         "ceiling": ceiling,
         "live": live,
         "replay": replay,

@@ -39,6 +39,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# Benchmarks run as scripts: their siblings import by file name, which mypy (run from the root) cannot see.
+from bench_pipeline import capture_loadgen  # type: ignore[import-not-found]
+from bench_pricing import CALLS  # type: ignore[import-not-found]
+
 # The code under test first, from PYTHONPATH: bench_pipeline puts its own tree first on sys.path,
 # and only packages not imported yet would come from there (the loadgen does: the same for all trees).
 from processors.core.decode import decode_request
@@ -46,15 +50,13 @@ from processors.core.normalize import NormalizeOptions, normalize_call
 from processors.core.pipeline import may_be_llm_call
 from processors.core.records import LLMCall, SpanView
 
-# Benchmarks run as scripts: their siblings import by file name, which mypy (run from the root) cannot see.
-from bench_pipeline import capture_loadgen  # type: ignore[import-not-found]
-from bench_pricing import CALLS  # type: ignore[import-not-found]
-
 Pairs = list[tuple[SpanView, LLMCall]]
 
 
 def loadgen_pairs(spans: int, seed: int) -> Pairs:
-    spans_out = [span for body in capture_loadgen(spans, seed) for span in decode_request(body, keep=may_be_llm_call).spans]
+    spans_out = [
+        span for body in capture_loadgen(spans, seed) for span in decode_request(body, keep=may_be_llm_call).spans
+    ]
     return _normalised(spans_out)
 
 
@@ -139,7 +141,9 @@ def stage_per_call(enrich: Callable[[SpanView, LLMCall], None], pairs: Pairs, re
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spans", type=int, default=30_000, help="loadgen spans to capture (~1 LLM call per 2.9 spans)")
+    parser.add_argument(
+        "--spans", type=int, default=30_000, help="loadgen spans to capture (~1 LLM call per 2.9 spans)"
+    )
     parser.add_argument("--shape-calls", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=25)
     parser.add_argument("--seed", type=int, default=7)
@@ -160,7 +164,9 @@ def main() -> None:
     import processors
 
     code = str(Path(processors.__file__).resolve().parents[1])
-    commit = subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     result: dict[str, object] = {"code": code, "commit": commit, "repeat": args.repeat,
                                  "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
     for name, pairs in mixes.items():

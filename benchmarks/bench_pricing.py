@@ -27,7 +27,11 @@ CALLS = [
     ("anthropic", "claude-haiku-4-5-20251001", {}),
     ("aws.bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", {}),
     ("aws.bedrock", "global.anthropic.claude-sonnet-4-5-20250929-v1:0", {}),
-    ("aws.bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0", {"server.address": "bedrock-runtime.eu-west-1.amazonaws.com"}),
+    (
+        "aws.bedrock",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        {"server.address": "bedrock-runtime.eu-west-1.amazonaws.com"},
+    ),
     ("gcp.vertex_ai", "claude-sonnet-4-5@20250929", {"server.address": "us-east5-aiplatform.googleapis.com"}),
     ("gcp.gemini", "gemini-2.5-pro", {}),
     ("azure.ai.openai", "azure/eu/gpt-4o", {}),
@@ -44,9 +48,17 @@ def make_calls(n: int, seed: int = 7) -> list[tuple[LLMCall, dict]]:
     day0 = 1_763_000_000 * 10**9
     for i in range(n):
         provider, model, attrs = rng.choice(CALLS)
-        call = LLMCall(ts_ns=day0 + rng.randrange(3 * 86_400) * 10**9, trace_id="t", span_id=str(i), provider=provider,
-                       request_model=model, response_model=model, input_tokens=rng.randint(100, 20_000),
-                       output_tokens=rng.randint(10, 2_000), cache_read_tokens=rng.randint(0, 90))
+        call = LLMCall(
+            ts_ns=day0 + rng.randrange(3 * 86_400) * 10**9,
+            trace_id="t",
+            span_id=str(i),
+            provider=provider,
+            request_model=model,
+            response_model=model,
+            input_tokens=rng.randint(100, 20_000),
+            output_tokens=rng.randint(10, 2_000),
+            cache_read_tokens=rng.randint(0, 90),
+        )
         out.append((call, attrs))
     return out
 

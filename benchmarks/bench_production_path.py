@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_pipeline import LiveStack, build_payloads, capture_loadgen, run_live, span_total  # noqa: E402
 from collector.config import KafkaSettings  # noqa: E402
-from llmops.store import endpoint_alive  # noqa: E402
 from llmops.stack import wait_for_line  # noqa: E402
+from llmops.store import endpoint_alive  # noqa: E402
 from llmops.topics import ensure_topics  # noqa: E402
 from tests.child_process import stop_process  # noqa: E402
 from tests.kafka_cluster import KafkaCluster  # noqa: E402
@@ -70,7 +70,9 @@ class KafkaLiveStack(LiveStack):
             time.sleep(0.1)
         if self.use_collector:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.collector = Collector(self.cluster.bootstrap, log=self.data_dir / "otelcol.log", http_port=self.http_port).start()
+            self.collector = Collector(
+                self.cluster.bootstrap, log=self.data_dir / "otelcol.log", http_port=self.http_port
+            ).start()
         else:
             self.receiver = self._spawn("receive")
             wait_for_line(self.receiver, "receiver ready", 60)
@@ -129,11 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, label in VARIANTS.items():
             common = (work / name, args.partitions, args.batch_max_records, {"LLMOPS_DRIFT__ENABLED": "true"})
-            stack = LiveStack(*common) if name.startswith("a_") else KafkaLiveStack(*common, use_collector=name.startswith("c_"))
+            stack = (
+                LiveStack(*common)
+                if name.startswith("a_")
+                else KafkaLiveStack(*common, use_collector=name.startswith("c_"))
+            )
             say(f"--- ({name[0]}) {label}")
             try:
                 stack.start()
-                live = asyncio.run(run_live(stack, bodies, spans_per_body, warmup[0], warmup_spans, llm_spans, args.senders, say))
+                live = asyncio.run(
+                    run_live(stack, bodies, spans_per_body, warmup[0], warmup_spans, llm_spans, args.senders, say)
+                )
             finally:
                 stack.stop()
             live.pop("timeline", None)
@@ -150,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_to_a": round(live["e2e_spans_per_s"] / base["e2e_spans_per_s"], 3),
             "cpu_s": cpu,
             "cpu_us_per_span": {k: round(1e6 * v / spans, 2) for k, v in live["cpu_s"].items()},
-            "cpu_ratio_to_a": {k: round(v / base["cpu_s"][k], 3) if base["cpu_s"].get(k) else None for k, v in live["cpu_s"].items()},
+            "cpu_ratio_to_a": {
+                k: round(v / base["cpu_s"][k], 3) if base["cpu_s"].get(k) else None for k, v in live["cpu_s"].items()
+            },
             "peak_rss_mib": {k: round(v) for k, v in live["peak_rss_mib"].items()},
         }
     result = {

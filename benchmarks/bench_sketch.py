@@ -22,13 +22,12 @@ from functools import partial
 from pathlib import Path
 
 import clickhouse_connect
-from clickhouse_connect.driver.client import Client
 import numpy as np
+from clickhouse_connect.driver.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_seconds
-
 from processors.core.latency import metric_rows
 from processors.core.sketch import GroupedSketches
 
@@ -42,14 +41,28 @@ def bench_update(rng: np.random.Generator) -> list[tuple[str, str, str]]:
         values = rng.lognormal(np.log(400.0), 0.9, size)
         ids = rng.integers(0, groups, size)
         t = median_seconds(partial(GroupedSketches.from_batch, ids, values, groups), repeat=max(3, 2_000_000 // size))
-        out.append((f"from_batch  {size:>9,} values, {groups:>5} groups", f"{size / t / 1e6:8.1f} M values/s", f"{t * 1e3:8.2f} ms"))
+        out.append(
+            (
+                f"from_batch  {size:>9,} values, {groups:>5} groups",
+                f"{size / t / 1e6:8.1f} M values/s",
+                f"{t * 1e3:8.2f} ms",
+            )
+        )
     for size, keys in ((10_000, 50), (100_000, 50)):
         values = rng.lognormal(np.log(400.0), 0.9, size)
         windows = T0 + 60 * rng.integers(0, 3, size)
         key_ids = rng.integers(0, keys, size)
         names = [(f"svc{k % 10}", "prod", "openai", f"model{k // 10}", f"model{k // 10}", "chat") for k in range(keys)]
-        t = median_seconds(partial(metric_rows, windows, key_ids, names, "ttft_ms", values), repeat=max(3, 1_000_000 // size))
-        out.append((f"metric_rows {size:>9,} values, {keys:>5} keys x 3 min", f"{size / t / 1e6:8.1f} M values/s", f"{t * 1e3:8.2f} ms"))
+        t = median_seconds(
+            partial(metric_rows, windows, key_ids, names, "ttft_ms", values), repeat=max(3, 1_000_000 // size)
+        )
+        out.append(
+            (
+                f"metric_rows {size:>9,} values, {keys:>5} keys x 3 min",
+                f"{size / t / 1e6:8.1f} M values/s",
+                f"{t * 1e3:8.2f} ms",
+            )
+        )
     return out
 
 
@@ -131,8 +144,16 @@ def main() -> None:
         client.command("TRUNCATE TABLE llm_latency_1m")
         print(f"loading {args.days} days x 1440 minutes x {args.keys} keys into chDB at {path}", flush=True)
         rows, buckets, load_s = load(client, rng, args.days, args.keys)
-        parts = client.query("SELECT count() FROM system.parts WHERE table = 'llm_latency_1m' AND active").result_rows[0][0]
-        table.append((f"load {rows:,} rows, {buckets / rows:.1f} buckets/row", f"{rows / load_s:8,.0f} rows/s", f"{load_s:8.1f} s"))
+        parts = client.query("SELECT count() FROM system.parts WHERE table = 'llm_latency_1m' AND active").result_rows[
+            0
+        ][0]
+        table.append(
+            (
+                f"load {rows:,} rows, {buckets / rows:.1f} buckets/row",
+                f"{rows / load_s:8,.0f} rows/s",
+                f"{load_s:8.1f} s",
+            )
+        )
         table += bench_query(client, args.days)
         client.close()
     finally:

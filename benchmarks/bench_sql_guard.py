@@ -1,6 +1,6 @@
 """What the SQL endpoint's parser-based check costs per query: a bare chDB handle vs SqlEngine (check + run).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_sql_guard.py --repeat 200
+PYTHONPATH=. .venv/bin/python benchmarks/bench_sql_guard.py --repeat 200
 """
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from collections.abc import Callable, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datetime import UTC
+
 import chdb
 
-from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.sql_engine import QueryLimits, SqlEngine, engine_path
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
-from datetime import UTC
+from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 
 
 def _median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -48,7 +49,11 @@ def main() -> None:
     dash = json.loads(next((Path(__file__).resolve().parents[1] / "dashboards" / "json").glob("*.json")).read_text())
     now = datetime(2026, 3, 2, tzinfo=UTC)
     variables = {name: Variable(name, (ALL,)) for name in ("service", "environment", "team", "model")}
-    panel = render_panel_query(dash["panels"][0]["targets"][0]["rawSql"], variables, TimeRange(now - timedelta(hours=1), now, timedelta(minutes=1)))
+    panel = render_panel_query(
+        dash["panels"][0]["targets"][0]["rawSql"],
+        variables,
+        TimeRange(now - timedelta(hours=1), now, timedelta(minutes=1)),
+    )
     engine = SqlEngine(engine_path(dsn), "llmops", QueryLimits(), max_concurrent_queries=1)
     engine.open()
     bare = chdb.connect(engine_path(dsn))
@@ -61,7 +66,11 @@ def main() -> None:
 
     print("| query | bare chDB handle | SqlEngine (check + run) | check alone |")
     print("|---|---|---|---|")
-    for name, sql in (("SELECT 1", "SELECT 1"), ("SHOW TABLES", "SHOW TABLES"), (f"dashboard panel ({len(panel)} chars)", panel)):
+    for name, sql in (
+        ("SELECT 1", "SELECT 1"),
+        ("SHOW TABLES", "SHOW TABLES"),
+        (f"dashboard panel ({len(panel)} chars)", panel),
+    ):
         raw = _median_ms(partial(bare.query, sql, "TSV"), args.repeat)
         guarded = _median_ms(partial(engine.run_now, sql, "TSV"), args.repeat)
         check = _median_ms(partial(guard.check, sql, describe), args.repeat)

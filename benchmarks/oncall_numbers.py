@@ -46,10 +46,13 @@ START_NS = 1_764_000_000 // 900 * 900 * 10**9
 def _old_tracker_class(ref: str) -> Any:
     shown = subprocess.run(["git", "show", f"{ref}:processors/core/drift/stream.py"], capture_output=True, text=True)
     if shown.returncode != 0:  # a commit before the core layer: the tracker was processors/drift/stream.py
-        shown = subprocess.run(["git", "show", f"{ref}:processors/drift/stream.py"], capture_output=True, text=True, check=True)
+        shown = subprocess.run(
+            ["git", "show", f"{ref}:processors/drift/stream.py"], capture_output=True, text=True, check=True
+        )
         # Its imports named the modules by their old paths; the same modules live under processors.core now.
         shown.stdout = re.sub(r"\bprocessors\.(?!core\.)", "processors.core.", shown.stdout).replace(
-            "sinks.clickhouse.batches", "processors.core.tables")
+            "sinks.clickhouse.batches", "processors.core.tables"
+        )
     source = shown.stdout
     path = Path(tempfile.mkdtemp()) / "old_drift_stream.py"
     path.write_text(source)
@@ -75,7 +78,9 @@ def _drift_events(decoded: list[Any], make_tracker: Any) -> list[tuple]:
     clock = [START_NS / 1e9]
     tracker = make_tracker(lambda: clock[0])
     sender = DriftSender(900, sample_size=1000, max_windows=8)
-    pairs = sorted(((c, s) for r in decoded for c, s in zip(r.calls, r.call_spans, strict=True)), key=lambda p: p[0].ts_ns)
+    pairs = sorted(
+        ((c, s) for r in decoded for c, s in zip(r.calls, r.call_spans, strict=True)), key=lambda p: p[0].ts_ns
+    )
     events: list[tuple] = []
     batch_ns = 2 * 10**9
     i = 0
@@ -116,12 +121,15 @@ def main() -> None:
     calls = client.query("SELECT count() FROM llm_calls").result_rows[0][0]
     print(f"{args.minutes:g} min of demo traffic ({args.scenario}): {calls:,} LLM calls")
     print("Error rate by model, old panel (billed model):")
-    for model, n, e in client.query("SELECT model, sum(calls), sum(errors) FROM llm_usage_1m WHERE model LIKE 'gpt-4o%' "
-                                    "AND model NOT LIKE 'gpt-4o-mini%' GROUP BY model ORDER BY model").result_rows:
+    for model, n, e in client.query(
+        "SELECT model, sum(calls), sum(errors) FROM llm_usage_1m WHERE model LIKE 'gpt-4o%' "
+        "AND model NOT LIKE 'gpt-4o-mini%' GROUP BY model ORDER BY model"
+    ).result_rows:
         print(f"  {model:<22} {e:>5,} of {n:>6,} failed ({e / n:.1%})")
     print("Error rate by requested model, new panel:")
-    for model, n, e in client.query("SELECT request_model, sum(calls), sum(errors) FROM llm_usage_1m GROUP BY request_model "
-                                    "ORDER BY request_model").result_rows:
+    for model, n, e in client.query(
+        "SELECT request_model, sum(calls), sum(errors) FROM llm_usage_1m GROUP BY request_model ORDER BY request_model"
+    ).result_rows:
         print(f"  {model:<22} {e:>5,} of {n:>6,} failed ({e / n:.1%})")
     hours = args.minutes / 60
     config = DriftStageConfig(window_s=900, lateness_s=60, idle_close_s=30)
@@ -140,7 +148,9 @@ def main() -> None:
     if summary.drift is not None:
         switch = [e for e in new if e[2] == "prompt_version"]
         for e in switch:
-            print(f"switch event {e[3]} -> {e[4]}: {(e[0] - summary.drift.switch_time_ns) / 1e9:+.3f} s from the first call on {e[4]}")
+            print(
+                f"switch event {e[3]} -> {e[4]}: {(e[0] - summary.drift.switch_time_ns) / 1e9:+.3f} s from the first call on {e[4]}"
+            )
 
 
 if __name__ == "__main__":

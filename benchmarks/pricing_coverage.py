@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -57,8 +57,26 @@ def _model_id(key: str, provider: str) -> str:
     # LiteLLM keys carry a route prefix ("bedrock/", "groq/", "xai/"...); azure keys keep their data zone.
     if provider.startswith("azure"):
         return key
-    return key.split("/", 1)[1] if "/" in key and not key.startswith(("us.", "eu.")) and key.split("/", 1)[0] in {
-        "bedrock", "groq", "xai", "mistral", "deepseek", "gemini", "vertex_ai", "cohere_chat", "anthropic", "openai", "converse"} else key
+    return (
+        key.split("/", 1)[1]
+        if "/" in key
+        and not key.startswith(("us.", "eu."))
+        and key.split("/", 1)[0]
+        in {
+            "bedrock",
+            "groq",
+            "xai",
+            "mistral",
+            "deepseek",
+            "gemini",
+            "vertex_ai",
+            "cohere_chat",
+            "anthropic",
+            "openai",
+            "converse",
+        }
+        else key
+    )
 
 
 def main() -> None:
@@ -67,7 +85,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data = json.loads(args.litellm_json.read_text())
-    old = Pricer(PricingCatalog.load([ROOT / "tests" / "data" / "catalog_2026-11-26.yaml"], include_default=False), None)
+    old = Pricer(
+        PricingCatalog.load([ROOT / "tests" / "data" / "catalog_2026-11-26.yaml"], include_default=False), None
+    )
     new = Pricer.load(PricerSources())
     counts: Counter[str] = Counter()
     by_provider: dict[str, Counter[str]] = {}
@@ -97,14 +117,25 @@ def main() -> None:
     token_models = priced_own = 0
     for base_provider in base.providers:
         for base_model in base_provider.models:
-            if BaseSnapshot.rates(BaseMatch(base_provider.id, base_model, True), datetime(2026, 12, 1, tzinfo=UTC), {}) is None:
+            if (
+                BaseSnapshot.rates(BaseMatch(base_provider.id, base_model, True), datetime(2026, 12, 1, tzinfo=UTC), {})
+                is None
+            ):
                 continue
             token_models += 1
-            if new.resolve(base_provider.id, (base_model.id,), "", "", True, AT_NS - AT_NS % (86_400 * 10**9)) is not None:
+            if (
+                new.resolve(base_provider.id, (base_model.id,), "", "", True, AT_NS - AT_NS % (86_400 * 10**9))
+                is not None
+            ):
                 priced_own += 1
-    result = {"litellm_chat_models": counts["models"], **{k: v for k, v in counts.items() if k != "models"},
-              "by_provider": {p: dict(c) for p, c in sorted(by_provider.items())},
-              "base_token_priced_models": token_models, "base_models_priced_by_layers": priced_own, "base": base.version}
+    result = {
+        "litellm_chat_models": counts["models"],
+        **{k: v for k, v in counts.items() if k != "models"},
+        "by_provider": {p: dict(c) for p, c in sorted(by_provider.items())},
+        "base_token_priced_models": token_models,
+        "base_models_priced_by_layers": priced_own,
+        "base": base.version,
+    }
     print(json.dumps(result, indent=None if not args.json else 2))
 
 

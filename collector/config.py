@@ -24,8 +24,12 @@ class KafkaSettings(ConfigSection):
         description="Kafka bootstrap servers host:port[,host:port]. Unset: `llmops up` starts the embedded Tansu broker.",
     )
     topic: str = Field("otlp_spans", description="Topic holding OTLP trace batches (otlp_proto encoding).")
-    dead_letter_topic: str = Field("otlp_spans_dlq", description="Topic receiving records that cannot be decoded or stored.")
-    drift_topic: str = Field("llm_drift_signals", description="Keyed topic (by service) carrying drift signals to the drift stage.")
+    dead_letter_topic: str = Field(
+        "otlp_spans_dlq", description="Topic receiving records that cannot be decoded or stored."
+    )
+    drift_topic: str = Field(
+        "llm_drift_signals", description="Keyed topic (by service) carrying drift signals to the drift stage."
+    )
     partitions: int = Field(4, ge=1, description="Partitions for topics the pipeline creates.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for topics the pipeline creates.")
     group_id: str = Field("llmops-processors", description="Consumer group of the processor workers.")
@@ -45,7 +49,9 @@ class KafkaSettings(ConfigSection):
         ),
     )
     heartbeat_interval_s: float | None = Field(
-        None, gt=0, description="Consumer heartbeat interval, below the session timeout. Unset: 1 s on Tansu, 3 s on Apache Kafka."
+        None,
+        gt=0,
+        description="Consumer heartbeat interval, below the session timeout. Unset: 1 s on Tansu, 3 s on Apache Kafka.",
     )
     embedded_max_rss_mib: int = Field(
         2048,
@@ -93,7 +99,9 @@ class ReceiverSettings(ConfigSection):
         262_144, ge=1024, description="Producer buffer; when full the receiver answers 429 / UNAVAILABLE."
     )
     producer_linger_ms: float = Field(5.0, ge=0, description="How long the producer waits to fill a batch.")
-    delivery_timeout_s: float = Field(30.0, gt=0, description="Time limit for Kafka to acknowledge a request's records.")
+    delivery_timeout_s: float = Field(
+        30.0, gt=0, description="Time limit for Kafka to acknowledge a request's records."
+    )
     max_consumer_lag_records: int = Field(
         500,
         ge=0,
@@ -101,17 +109,23 @@ class ReceiverSettings(ConfigSection):
         " Kafka records behind on the spans topic; 0 = off. A record is at most max_record_bytes, so this also caps"
         " the backlog's bytes.",
     )
-    lag_check_interval_s: float = Field(1.0, gt=0, description="How often the receiver measures the worker group's lag (in the background).")
+    lag_check_interval_s: float = Field(
+        1.0, gt=0, description="How often the receiver measures the worker group's lag (in the background)."
+    )
     lag_check_timeout_s: float = Field(2.0, gt=0, description="Time limit of each broker call of a lag measurement.")
     lag_stale_after_s: float = Field(
-        10.0, gt=0, description="A lag measurement older than this is unknown; unknown lag admits requests (the producer queue still bounds them)."
+        10.0,
+        gt=0,
+        description="A lag measurement older than this is unknown; unknown lag admits requests (the producer queue still bounds them).",
     )
     bearer_tokens: list[SecretStr] = Field(
         [],
         description="When set, every OTLP request needs `Authorization: Bearer <one of these>` (gRPC metadata"
-        " `authorization`), else 401 / UNAUTHENTICATED. Env: LLMOPS_RECEIVER__BEARER_TOKENS='[\"t1\",\"t2\"]'.",
+        ' `authorization`), else 401 / UNAUTHENTICATED. Env: LLMOPS_RECEIVER__BEARER_TOKENS=\'["t1","t2"]\'.',
     )
-    tls_cert_file: Path | None = Field(None, description="PEM certificate (chain) for OTLP/HTTP and OTLP/gRPC; with tls_key_file turns TLS on.")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain) for OTLP/HTTP and OTLP/gRPC; with tls_key_file turns TLS on."
+    )
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
 
     @model_validator(mode="after")

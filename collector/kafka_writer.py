@@ -96,7 +96,9 @@ class KafkaWriter:
                         if loop.time() > deadline:
                             # Only reachable when Kafka accepts nothing for delivery_timeout_s: the
                             # records already queued may still be stored (see README, delivery guarantees).
-                            raise DeliveryFailed(f"producer queue stayed full; {index} of {len(values)} records queued") from exc
+                            raise DeliveryFailed(
+                                f"producer queue stayed full; {index} of {len(values)} records queued"
+                            ) from exc
                         await asyncio.sleep(0.01)  # the delivery thread frees room as Kafka acknowledges
                     except KafkaException as exc:
                         raise DeliveryFailed(str(exc)) from exc

@@ -111,7 +111,9 @@ class LagGate:
                 except Exception as exc:  # noqa: BLE001 - any probe failure means "unknown", never a crash
                     self.failures += 1
                     previous = self.reading
-                    self.reading = LagReading(previous.records, previous.measured_at, f"{type(exc).__name__}: {exc}", previous.produced_before)
+                    self.reading = LagReading(
+                        previous.records, previous.measured_at, f"{type(exc).__name__}: {exc}", previous.produced_before
+                    )
                     if self.failures == 1 or self.failures % 60 == 0:
                         log.warning("cannot measure consumer lag (%s); unknown lag admits requests", exc)
                 self._stop.wait(self._interval_s)
@@ -132,7 +134,9 @@ class LagProbe:
         self._group_id = group_id
         self._topic = topic
         self._admin = AdminClient({"bootstrap.servers": bootstrap})
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group_id}-lag-probe", "enable.auto.commit": False})
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"{group_id}-lag-probe", "enable.auto.commit": False}
+        )
 
     def measure(self, timeout_s: float) -> int:
         metadata = self._admin.list_topics(self._topic, timeout=timeout_s)

@@ -190,8 +190,10 @@ def split_into_records(request: ExportTraceServiceRequest, max_bytes: int, wire:
     flush()
     for record in records:
         if len(record) > max_bytes:
-            raise TooLarge(f"a span needs a {len(record)}-byte Kafka record, over the {max_bytes}-byte limit"
-                           " (receiver.max_record_bytes); shorten its attributes or events")
+            raise TooLarge(
+                f"a span needs a {len(record)}-byte Kafka record, over the {max_bytes}-byte limit"
+                " (receiver.max_record_bytes); shorten its attributes or events"
+            )
     return records
 
 

@@ -32,7 +32,10 @@ import grpc
 from aiohttp import hdrs, web
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from collector.config import ReceiverSettings
 from collector.kafka_writer import DeliveryFailed, KafkaWriter, QueueFull
@@ -114,7 +117,9 @@ class OtlpReceiver:
         if (lag is not None) != self._refusing:  # log the transitions, not every request
             self._refusing = lag is not None
             if self._refusing:
-                log.warning("workers are %d records behind (limit %d): refusing new spans", lag, self._lag_gate.max_records)
+                log.warning(
+                    "workers are %d records behind (limit %d): refusing new spans", lag, self._lag_gate.max_records
+                )
             else:
                 log.warning("workers caught up: accepting spans again")
         if lag is not None:
@@ -126,7 +131,9 @@ class OtlpReceiver:
         except TooLarge as exc:
             raise _SpanTooLarge(str(exc)) from exc
         if self._lag_gate is not None:
-            self._lag_gate.note_produced(len(records))  # counted before sending: errs high, never low, until the next measurement
+            self._lag_gate.note_produced(
+                len(records)
+            )  # counted before sending: errs high, never low, until the next measurement
         await asyncio.wait_for(self._writer.send(records), timeout=self._settings.delivery_timeout_s + 5)
         self.stats.requests += 1
         self.stats.spans += span_count(parsed)
@@ -151,7 +158,9 @@ class OtlpReceiver:
         if request.content_length is not None and request.content_length > limit:
             # Refused from the header: the body is never read, the connection is closed.
             self.stats.reject("too_large")
-            return _closing(_status_response(413, f"request body of {request.content_length} bytes exceeds {limit}", reply_type))
+            return _closing(
+                _status_response(413, f"request body of {request.content_length} bytes exceeds {limit}", reply_type)
+            )
         if content_type not in (_PROTOBUF, _JSON):
             self.stats.reject("unsupported_media_type")
             return _closing(_status_response(415, f"unsupported Content-Type {content_type!r}", _JSON))
@@ -240,7 +249,9 @@ class OtlpReceiver:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, self._settings.http_port, ssl_context=tls)
         await site.start()
-        self.http_port = self._runner.addresses[0][1]  # (host, port, ...) of the bound socket: the port when 0 was asked
+        self.http_port = self._runner.addresses[0][
+            1
+        ]  # (host, port, ...) of the bound socket: the port when 0 was asked
 
         limit = self._settings.max_request_bytes + 1024
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
@@ -258,7 +269,10 @@ class OtlpReceiver:
         await self._grpc.start()
         if self._lag_gate is not None:
             self._lag_gate.start()
-        log.info("otlp receiver listening", extra={"http_port": self.http_port, "grpc_port": self.grpc_port, "tls": tls is not None})
+        log.info(
+            "otlp receiver listening",
+            extra={"http_port": self.http_port, "grpc_port": self.grpc_port, "tls": tls is not None},
+        )
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, flush the producer. Idempotent."""
@@ -287,7 +301,11 @@ async def _abort_retryable(context: grpc.aio.ServicerContext, message: str, retr
     info = error_details_pb2.RetryInfo()
     info.retry_delay.FromSeconds(retry_after_s)
     status.details.add().Pack(info)
-    await context.abort(grpc.StatusCode.UNAVAILABLE, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE,
+        message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+    )
 
 
 def _status_response(status: int, message: str, content_type: str, retry_after: int | None = None) -> web.Response:

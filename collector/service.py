@@ -46,7 +46,10 @@ async def _serve(receiver_settings: ReceiverSettings, kafka: KafkaSettings, boot
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await receiver.stop()
-    log.info("receiver stopped", extra={"requests": receiver.stats.requests, "spans": receiver.stats.spans, "rejected": receiver.stats.rejected})
+    log.info(
+        "receiver stopped",
+        extra={"requests": receiver.stats.requests, "spans": receiver.stats.spans, "rejected": receiver.stats.rejected},
+    )
 
 
 def run_receiver(receiver: ReceiverSettings, kafka: KafkaSettings, bootstrap: str) -> int:

@@ -49,9 +49,18 @@ def _only(*flags: str) -> list[tuple[str, str, type]]:
 
 
 _RECEIVE = _only(
-    "--log-level", "--kafka", "--topic", "--group-id", "--listen", "--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes"
+    "--log-level",
+    "--kafka",
+    "--topic",
+    "--group-id",
+    "--listen",
+    "--otlp-grpc-port",
+    "--otlp-http-port",
+    "--max-request-bytes",
 )  # --group-id: the receiver refuses spans while that group lags
-_WORKER = [row for row in _COMMON + _SERVING if row[0] not in ("--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes")]
+_WORKER = [
+    row for row in _COMMON + _SERVING if row[0] not in ("--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes")
+]
 _STORE = _only("--data-dir", "--log-level", "--clickhouse", "--database")
 _READER = _STORE + _only("--sql-port")
 
@@ -70,7 +79,9 @@ def _describe(dotted: str) -> str:
 def _add_settings_flags(parser: argparse.ArgumentParser, table: list[tuple[str, str, type]]) -> None:
     for flag, key, kind in table:
         metavar = flag.lstrip("-").upper().replace("-", "_")
-        parser.add_argument(flag, dest=f"set:{key}", type=kind, default=argparse.SUPPRESS, metavar=metavar, help=_describe(key))
+        parser.add_argument(
+            flag, dest=f"set:{key}", type=kind, default=argparse.SUPPRESS, metavar=metavar, help=_describe(key)
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,9 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="Run the whole stack in the foreground until Ctrl-C.")
     _add_settings_flags(up, _COMMON + _SERVING)
-    up.add_argument("--demo", action="store_true", help="Also send demo traffic (the live view shows what the store made of it).")
+    up.add_argument(
+        "--demo", action="store_true", help="Also send demo traffic (the live view shows what the store made of it)."
+    )
     up.add_argument("--demo-rate", type=float, default=20.0, help="Demo LLM calls per second (default 20).")
-    up.add_argument("--live-interval", type=float, default=2.0, help="Seconds between refreshes of the live view (default 2).")
+    up.add_argument(
+        "--live-interval", type=float, default=2.0, help="Seconds between refreshes of the live view (default 2)."
+    )
 
     receive = commands.add_parser("receive", help="Run the OTLP receiver (HTTP + gRPC) writing to Kafka.")
     _add_settings_flags(receive, _RECEIVE)
@@ -110,9 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     loadgen = commands.add_parser("loadgen", help="Send realistic GenAI traffic through the OpenTelemetry SDK.")
     _add_settings_flags(loadgen, [("--log-level", "log_level", str)])
-    loadgen.add_argument("--endpoint", default=None, help="OTLP endpoint (default http://127.0.0.1:4318, or 127.0.0.1:4317 with --protocol grpc).")
-    loadgen.add_argument("--protocol", choices=["http/protobuf", "grpc"], default="http/protobuf", help="OTLP transport.")
-    loadgen.add_argument("--count", type=int, default=None, help="LLM calls to send as fast as possible (default 1000; 6000 for --scenario drift).")
+    loadgen.add_argument(
+        "--endpoint",
+        default=None,
+        help="OTLP endpoint (default http://127.0.0.1:4318, or 127.0.0.1:4317 with --protocol grpc).",
+    )
+    loadgen.add_argument(
+        "--protocol", choices=["http/protobuf", "grpc"], default="http/protobuf", help="OTLP transport."
+    )
+    loadgen.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="LLM calls to send as fast as possible (default 1000; 6000 for --scenario drift).",
+    )
     loadgen.add_argument("--rate", type=float, default=None, help="LLM calls per second (with --duration).")
     loadgen.add_argument("--duration", type=float, default=None, help="Seconds to run at --rate.")
     loadgen.add_argument("--seed", type=int, default=0, help="Random seed (same seed, same traffic).")
@@ -137,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     budgets = commands.add_parser("budgets", help="Budget status: spend so far, fraction, projected end of period.")
     _add_settings_flags(budgets, _READER)
     budgets.add_argument(
-        "--budgets", type=Path, default=None, help="Budgets YAML (default: the running stack's, else LLMOPS_PROCESSOR__BUDGETS_FILE); format in docs/budgets.md."
+        "--budgets",
+        type=Path,
+        default=None,
+        help="Budgets YAML (default: the running stack's, else LLMOPS_PROCESSOR__BUDGETS_FILE); format in docs/budgets.md.",
     )
     budgets.add_argument("--json", action="store_true", help="Print JSON.")
 
@@ -150,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     drift = commands.add_parser("drift", help="Drift stage controls.")
     drift_commands = drift.add_subparsers(dest="drift_command", required=True, metavar="SUBCOMMAND")
     pin = drift_commands.add_parser("pin", help="Freeze a key's current reference (its last 24 h) for future windows.")
-    _add_settings_flags(pin, [*_READER, ("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)])
+    _add_settings_flags(
+        pin, [*_READER, ("--kafka", "kafka.bootstrap", str), ("--drift-topic", "kafka.drift_topic", str)]
+    )
     pin.add_argument("--service", required=True, help="service.name of the key.")
     pin.add_argument("--model", required=True, help="Response model of the key.")
     pin.add_argument("--prompt-name", default="", help="Prompt name of the key.")
@@ -162,13 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = commands.add_parser("sql", help="Run one read-only SQL query against the store.")
     _add_settings_flags(sql, _READER)
-    sql.add_argument("query", help="One SELECT, SHOW, DESCRIBE TABLE, EXISTS or EXPLAIN statement on the llmops database; a trailing FORMAT clause beats --format.")
-    sql.add_argument("--format", default="PrettyCompactMonoBlock", help="ClickHouse output format (default PrettyCompactMonoBlock).")
+    sql.add_argument(
+        "query",
+        help="One SELECT, SHOW, DESCRIBE TABLE, EXISTS or EXPLAIN statement on the llmops database; a trailing FORMAT clause beats --format.",
+    )
+    sql.add_argument(
+        "--format", default="PrettyCompactMonoBlock", help="ClickHouse output format (default PrettyCompactMonoBlock)."
+    )
     return parser
 
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
-    overrides = {k[len("set:"):]: v for k, v in vars(args).items() if k.startswith("set:")}
+    overrides = {k[len("set:") :]: v for k, v in vars(args).items() if k.startswith("set:")}
     return load_settings(overrides, args.config), overrides
 
 
@@ -224,7 +260,12 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
         from llmops.stack import run_stack
 
         return run_stack(
-            settings, overrides, config_file=args.config, demo=args.demo, demo_rate=args.demo_rate, live_interval=args.live_interval
+            settings,
+            overrides,
+            config_file=args.config,
+            demo=args.demo,
+            demo_rate=args.demo_rate,
+            live_interval=args.live_interval,
         )
     if args.command == "receive":
         from collector.service import run_receiver
@@ -244,7 +285,9 @@ def _run(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]
         if args.cluster is not None or args.retention:
             from llmops.errors import UsageError
 
-            raise UsageError("--cluster and --retention only print DDL: add --print, then apply it with clickhouse-client")
+            raise UsageError(
+                "--cluster and --retention only print DDL: add --print, then apply it with clickhouse-client"
+            )
         from sinks.clickhouse.client import connect
         from sinks.clickhouse.migrations import apply_migrations
 

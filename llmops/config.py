@@ -34,22 +34,42 @@ __all__ = ["SqlEndpointSettings", "Settings", "load_settings"]
 
 
 class SqlEndpointSettings(ConfigSection):
-    port: int = Field(8123, ge=0, le=65535, description="Read-only ClickHouse-HTTP endpoint over the embedded store (0 = free port).")
+    port: int = Field(
+        8123, ge=0, le=65535, description="Read-only ClickHouse-HTTP endpoint over the embedded store (0 = free port)."
+    )
     enabled: bool = Field(True, description="Serve the endpoint from the worker when the store is embedded chDB.")
-    max_execution_time_s: float = Field(30.0, gt=0, description="Per-query time limit; the engine stops a query at it (TIMEOUT_EXCEEDED).")
-    max_result_rows: int = Field(1_000_000, ge=1, description="Per-query result row limit; a bigger result is an error, not a truncation.")
-    max_result_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Per-query result size limit in bytes (uncompressed blocks), an error past it.")
+    max_execution_time_s: float = Field(
+        30.0, gt=0, description="Per-query time limit; the engine stops a query at it (TIMEOUT_EXCEEDED)."
+    )
+    max_result_rows: int = Field(
+        1_000_000, ge=1, description="Per-query result row limit; a bigger result is an error, not a truncation."
+    )
+    max_result_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Per-query result size limit in bytes (uncompressed blocks), an error past it.",
+    )
     max_memory_usage: int = Field(
-        512 * 1024 * 1024, ge=1, description="Per-query memory limit in bytes, formatted output included (MEMORY_LIMIT_EXCEEDED past it)."
+        512 * 1024 * 1024,
+        ge=1,
+        description="Per-query memory limit in bytes, formatted output included (MEMORY_LIMIT_EXCEEDED past it).",
     )
     max_concurrent_queries: int = Field(2, ge=1, description="Queries run in parallel (one chDB handle each).")
-    max_queued_queries: int = Field(8, ge=0, description="Queries that may wait for a free slot; more are refused at once with 503.")
-    queue_timeout_s: float = Field(5.0, gt=0, description="How long a query waits for a free slot before a 503.")
-    user: str = Field("default", description="User name clients send when `password` is set (basic auth, X-ClickHouse-User or `user`).")
-    password: SecretStr | None = Field(
-        None, description="Unset: no credentials asked. Set: every query needs `user` and this password (401 otherwise)."
+    max_queued_queries: int = Field(
+        8, ge=0, description="Queries that may wait for a free slot; more are refused at once with 503."
     )
-    tls_cert_file: Path | None = Field(None, description="PEM certificate (chain): serve the endpoint over HTTPS. Needs `tls_key_file`.")
+    queue_timeout_s: float = Field(5.0, gt=0, description="How long a query waits for a free slot before a 503.")
+    user: str = Field(
+        "default",
+        description="User name clients send when `password` is set (basic auth, X-ClickHouse-User or `user`).",
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="Unset: no credentials asked. Set: every query needs `user` and this password (401 otherwise).",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain): serve the endpoint over HTTPS. Needs `tls_key_file`."
+    )
     tls_key_file: Path | None = Field(None, description="PEM private key of `tls_cert_file`.")
 
     @model_validator(mode="after")
@@ -120,7 +140,9 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: Path | N
         raise FileNotFoundError(f"config file not found: {config_file}")
     settings_cls: type[Settings] = Settings
     if config_file is not None:
-        settings_cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+        settings_cls = type(
+            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
+        )
     base = settings_cls()
     if not overrides:
         return base

@@ -36,19 +36,27 @@ def existing_keys(settings: Settings) -> list[tuple[str, str, str, str]]:
         close_reader(reader)
 
 
-def drift_pin(settings: Settings, overrides: dict[str, Any], service: str, model: str, prompt_name: str, prompt_version: str) -> str:
+def drift_pin(
+    settings: Settings, overrides: dict[str, Any], service: str, model: str, prompt_name: str, prompt_version: str
+) -> str:
     key = (service, model, prompt_name, prompt_version)
     keys = existing_keys(settings)
     if key not in keys:
         if not keys:
-            raise UserError(f"no drift key has a closed window in {settings.data_dir} yet: keys appear when their first drift window closes")
+            raise UserError(
+                f"no drift key has a closed window in {settings.data_dir} yet: keys appear when their first drift window closes"
+            )
         nearest = difflib.get_close_matches(_render(key), [_render(k) for k in keys], n=3, cutoff=0.0)
-        raise UserError(f"no drift key {_render(key)} (service/model/prompt name/prompt version); nearest: {', '.join(nearest)}")
+        raise UserError(
+            f"no drift key {_render(key)} (service/model/prompt name/prompt version); nearest: {', '.join(nearest)}"
+        )
     stack = running_stack(settings.data_dir)
     bootstrap = settings.kafka.bootstrap or (stack.kafka if stack is not None else None)
     if not bootstrap:
         raise UsageError(f"no `llmops up` runs on data dir {settings.data_dir}: start it, or pass --kafka HOST:PORT")
-    topic = stack.drift_topic if stack is not None and "kafka.drift_topic" not in overrides else settings.kafka.drift_topic
+    topic = (
+        stack.drift_topic if stack is not None and "kafka.drift_topic" not in overrides else settings.kafka.drift_topic
+    )
     _send(bootstrap, topic, key, settings.log_level == "DEBUG")
     return f"pinned the current reference of {_render(key)}"
 

@@ -84,7 +84,11 @@ class SyncReport:
         return [c for c in self.changes if c.action != "unchanged"]
 
     def render(self) -> str:
-        verb = {"create": "would create", "update": "would update"} if self.dry_run else {"create": "created", "update": "updated"}
+        verb = (
+            {"create": "would create", "update": "would update"}
+            if self.dry_run
+            else {"create": "created", "update": "updated"}
+        )
         lines = [f"{verb.get(c.action, 'unchanged')}: {c.kind} {c.name}" for c in self.changes]
         lines.append(f"{len(self.writes)} change(s){' (dry run: nothing written)' if self.dry_run else ''}")
         return "\n".join(lines)
@@ -146,7 +150,9 @@ def load_tree(root: Path, environ: Mapping[str, str] | None = None, *, notificat
     datasources = []
     for doc in _yaml_files(prov / "datasources"):
         for ds in doc.get("datasources", []):
-            datasources.append(_expand_env({k: v for k, v in ds.items() if k not in ("orgId", "version")}, env, missing))
+            datasources.append(
+                _expand_env({k: v for k, v in ds.items() if k not in ("orgId", "version")}, env, missing)
+            )
     providers = [p for doc in _yaml_files(prov / "dashboards") for p in doc.get("providers", [])]
     if len(providers) != 1:
         raise GrafanaSyncError(f"expected one dashboards provider in {prov / 'dashboards'}, found {len(providers)}")
@@ -156,7 +162,9 @@ def load_tree(root: Path, environ: Mapping[str, str] | None = None, *, notificat
     for doc in _yaml_files(prov / "alerting"):
         for group in doc.get("groups", []):
             if group["folder"] != folder_title:
-                raise GrafanaSyncError(f"rule group {group['name']} is in folder {group['folder']!r}, not {folder_title!r}")
+                raise GrafanaSyncError(
+                    f"rule group {group['name']} is in folder {group['folder']!r}, not {folder_title!r}"
+                )
             rules = []
             for rule in group["rules"]:
                 api_rule = {k: v for k, v in rule.items() if k != "labels"}
@@ -170,7 +178,9 @@ def load_tree(root: Path, environ: Mapping[str, str] | None = None, *, notificat
         for tree in doc.get("policies", []) if notifications else []:
             policy = {k: v for k, v in tree.items() if k != "orgId"}
     if missing:
-        raise GrafanaSyncError(f"environment variables used by dashboards/provisioning are not set: {', '.join(sorted(missing))}")
+        raise GrafanaSyncError(
+            f"environment variables used by dashboards/provisioning are not set: {', '.join(sorted(missing))}"
+        )
     return ProvisioningTree(datasources, folder_uid, folder_title, dashboards, rule_groups, contact_points, policy)
 
 
@@ -179,7 +189,11 @@ def _contains(current: Any, wanted: Any) -> bool:
     if isinstance(wanted, dict):
         return isinstance(current, dict) and all(_contains(current.get(k), v) for k, v in wanted.items())
     if isinstance(wanted, list):
-        return isinstance(current, list) and len(current) == len(wanted) and all(_contains(c, w) for c, w in zip(current, wanted, strict=True))
+        return (
+            isinstance(current, list)
+            and len(current) == len(wanted)
+            and all(_contains(c, w) for c, w in zip(current, wanted, strict=True))
+        )
     return current == wanted
 
 
@@ -214,7 +228,12 @@ class _Syncer:
             if current is None:
                 self._record("datasource", ds["uid"], "create", partial(self.api.datasource.create_datasource, ds))
             elif _differs(public, current):
-                self._record("datasource", ds["uid"], "update", partial(self.api.datasource.update_datasource_by_uid, ds["uid"], ds))
+                self._record(
+                    "datasource",
+                    ds["uid"],
+                    "update",
+                    partial(self.api.datasource.update_datasource_by_uid, ds["uid"], ds),
+                )
             else:
                 self._record("datasource", ds["uid"], "unchanged", lambda: None)
 
@@ -224,7 +243,9 @@ class _Syncer:
         if current is None:
             self._record("folder", uid, "create", lambda: self.api.folder.create_folder(title, uid=uid))
         elif current.get("title") != title:
-            self._record("folder", uid, "update", lambda: self.api.folder.update_folder(uid, title=title, overwrite=True))
+            self._record(
+                "folder", uid, "update", lambda: self.api.folder.update_folder(uid, title=title, overwrite=True)
+            )
         else:
             self._record("folder", uid, "unchanged", lambda: None)
 
@@ -233,11 +254,18 @@ class _Syncer:
             uid = dash["uid"]
             content = {k: v for k, v in dash.items() if k not in ("id", "version")}  # Grafana owns both
             current = self._get(partial(self.api.dashboard.get_dashboard, uid))
-            body = {"dashboard": {**content, "id": None}, "folderUid": self.tree.folder_uid, "overwrite": True,
-                    "message": "llmops grafana sync"}
+            body = {
+                "dashboard": {**content, "id": None},
+                "folderUid": self.tree.folder_uid,
+                "overwrite": True,
+                "message": "llmops grafana sync",
+            }
             if current is None:
                 action: Action = "create"
-            elif _differs(content, current.get("dashboard", {})) or current.get("meta", {}).get("folderUid") != self.tree.folder_uid:
+            elif (
+                _differs(content, current.get("dashboard", {}))
+                or current.get("meta", {}).get("folderUid") != self.tree.folder_uid
+            ):
                 action = "update"
             else:
                 action = "unchanged"
@@ -259,7 +287,12 @@ class _Syncer:
             current_group = self._get(partial(provisioning.get_rule_group, self.tree.folder_uid, name))
             if current_group is not None and current_group.get("interval") != group["interval"]:
                 body = {**current_group, "interval": group["interval"]}
-                self._record("rule-group", name, "update", partial(provisioning.update_rule_group, self.tree.folder_uid, name, body))
+                self._record(
+                    "rule-group",
+                    name,
+                    "update",
+                    partial(provisioning.update_rule_group, self.tree.folder_uid, name, body),
+                )
             else:
                 self._record("rule-group", name, "unchanged", lambda: None)
 
@@ -288,13 +321,17 @@ class _Syncer:
 
 def _friendly(exc: Exception, url: str) -> GrafanaSyncError:
     if isinstance(exc, GrafanaUnauthorizedError):
-        return GrafanaSyncError(f"Grafana at {url} rejected the token (401 Unauthorized): check --token / GRAFANA_TOKEN")
+        return GrafanaSyncError(
+            f"Grafana at {url} rejected the token (401 Unauthorized): check --token / GRAFANA_TOKEN"
+        )
     if isinstance(exc, GrafanaClientError) and exc.status_code == 403:
         return GrafanaSyncError(
             f"the token lacks rights on Grafana at {url} (403 Forbidden: {exc.message}): "
             "use a service account token with the Admin role"
         )
-    if isinstance(exc, niquests.exceptions.ConnectionError) or (isinstance(exc, GrafanaException) and exc.status_code == 0):
+    if isinstance(exc, niquests.exceptions.ConnectionError) or (
+        isinstance(exc, GrafanaException) and exc.status_code == 0
+    ):
         return GrafanaSyncError(f"cannot reach Grafana at {url}: {exc} (is it running, and is the URL right?)")
     if isinstance(exc, GrafanaException):
         return GrafanaSyncError(f"Grafana at {url} refused a request: {exc.message}")
@@ -302,7 +339,13 @@ def _friendly(exc: Exception, url: str) -> GrafanaSyncError:
 
 
 def sync(
-    url: str, token: str, root: Path, dry_run: bool, *, environ: Mapping[str, str] | None = None, timeout_s: float = 10.0,
+    url: str,
+    token: str,
+    root: Path,
+    dry_run: bool,
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout_s: float = 10.0,
     notifications: bool = True,
 ) -> SyncReport:
     """Create or update everything under `root` in the Grafana at `url`; with dry_run, only read."""
@@ -352,12 +395,21 @@ def run_command(args: argparse.Namespace) -> int:
     environ = local_stack_environ(args.data_dir, os.environ)
     notifications = environ is None or "LLMOPS_ALERT_WEBHOOK_URL" in environ
     try:
-        report = sync(target.url, target.token.get_secret_value(), args.root, args.dry_run, environ=environ, notifications=notifications)
+        report = sync(
+            target.url,
+            target.token.get_secret_value(),
+            args.root,
+            args.dry_run,
+            environ=environ,
+            notifications=notifications,
+        )
     except GrafanaSyncError as exc:
         print(f"llmops grafana sync: {exc}", file=sys.stderr)
         return 1
     if environ is not None:
-        print(f"data source: the SQL endpoint of `llmops up` on {args.data_dir} (http://{environ['CLICKHOUSE_HOST']}:{environ['CLICKHOUSE_PORT']})")
+        print(
+            f"data source: the SQL endpoint of `llmops up` on {args.data_dir} (http://{environ['CLICKHOUSE_HOST']}:{environ['CLICKHOUSE_PORT']})"
+        )
     if not notifications:
         print("contact point and notification policy left out: set LLMOPS_ALERT_WEBHOOK_URL to route alerts")
     print(report.render())

@@ -28,7 +28,16 @@ from rich.text import Text
 
 from llmops.config import Settings
 
-__all__ = ["Snapshot", "read_snapshot", "render", "plain_line", "closing_note", "LiveView", "SUMMARY_QUERY", "summary_line"]
+__all__ = [
+    "Snapshot",
+    "read_snapshot",
+    "render",
+    "plain_line",
+    "closing_note",
+    "LiveView",
+    "SUMMARY_QUERY",
+    "summary_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +73,10 @@ FROM llm_calls GROUP BY requested_model ORDER BY calls DESC LIMIT 8
 def summary_line(model: str, calls: int, errors: int, input_tokens: int, output_tokens: int) -> str:
     """One line per requested model: calls and failed share, and its tokens."""
     rate = f"{errors / calls:.1%}" if calls else "—"
-    return (f"  {model or '?':<34} calls {calls:>7,}  errors {errors:>5,} ({rate:>6})  "
-            f"tokens in {input_tokens:>12,} out {output_tokens:>10,}")
+    return (
+        f"  {model or '?':<34} calls {calls:>7,}  errors {errors:>5,} ({rate:>6})  "
+        f"tokens in {input_tokens:>12,} out {output_tokens:>10,}"
+    )
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,9 @@ def read_snapshot(client: Any, previous: Snapshot | None = None) -> Snapshot:
     """One consistent-enough read of the store; rates are the difference to `previous`."""
     result = client.query(_TOTALS)
     row = dict(zip(result.column_names, result.result_rows[0], strict=True))
-    top = [(m or "?", None if c is None else Decimal(str(c)), int(n)) for m, c, n in client.query(_TOP_MODELS).result_rows]
+    top = [
+        (m or "?", None if c is None else Decimal(str(c)), int(n)) for m, c, n in client.query(_TOP_MODELS).result_rows
+    ]
     requested = [(m, int(c), int(e), int(i), int(o)) for m, c, e, i, o in client.query(SUMMARY_QUERY).result_rows]
     now = time.monotonic()
     ttft = row["ttft_p95_ms"]
@@ -120,7 +133,9 @@ def read_snapshot(client: Any, previous: Snapshot | None = None) -> Snapshot:
     )
     if previous is not None and now > previous.at:
         elapsed = now - previous.at
-        snapshot = _with_rates(snapshot, (snapshot.spans - previous.spans) / elapsed, (snapshot.calls - previous.calls) / elapsed)
+        snapshot = _with_rates(
+            snapshot, (snapshot.spans - previous.spans) / elapsed, (snapshot.calls - previous.calls) / elapsed
+        )
     return snapshot
 
 
@@ -144,13 +159,22 @@ def render(snapshot: Snapshot, title: str = "llmops up") -> Group:
     for _ in range(4):
         figures.add_column()
     figures.add_row(
-        Text("spans/s", style="dim"), f"{snapshot.spans_per_s:,.0f}", Text("calls/s", style="dim"), f"{snapshot.calls_per_s:,.1f}"
+        Text("spans/s", style="dim"),
+        f"{snapshot.spans_per_s:,.0f}",
+        Text("calls/s", style="dim"),
+        f"{snapshot.calls_per_s:,.1f}",
     )
     figures.add_row(
-        Text("cost last minute", style="dim"), _usd(snapshot.cost_last_minute), Text("cost today (UTC)", style="dim"), _usd(snapshot.cost_today)
+        Text("cost last minute", style="dim"),
+        _usd(snapshot.cost_last_minute),
+        Text("cost today (UTC)", style="dim"),
+        _usd(snapshot.cost_today),
     )
     figures.add_row(
-        Text("TTFT p95 (5 min)", style="dim"), _ttft(snapshot.ttft_p95_ms), Text("error rate (5 min)", style="dim"), f"{snapshot.error_rate:.1%}"
+        Text("TTFT p95 (5 min)", style="dim"),
+        _ttft(snapshot.ttft_p95_ms),
+        Text("error rate (5 min)", style="dim"),
+        f"{snapshot.error_rate:.1%}",
     )
     figures.add_row(
         Text("unpriced calls", style="dim"),
@@ -194,7 +218,11 @@ def closing_note(settings: Settings) -> str:
     """What `up` prints when it stops: where the data is and how to read it."""
     if not settings.embedded_store:
         return f"llmops up stopped. The data is in ClickHouse database {settings.clickhouse.database} (--clickhouse)."
-    flag = "" if settings.data_dir == type(settings).model_fields["data_dir"].default else f" --data-dir {settings.data_dir}"
+    flag = (
+        ""
+        if settings.data_dir == type(settings).model_fields["data_dir"].default
+        else f" --data-dir {settings.data_dir}"
+    )
     return (
         f"llmops up stopped. The data is in {settings.data_dir.resolve()} (embedded ClickHouse). Read it with:\n"
         f"  llmops report{flag}\n"
@@ -206,7 +234,9 @@ def closing_note(settings: Settings) -> str:
 class LiveView(threading.Thread):
     """Refresh the view every `interval_s` until `stop` is set; a failed read is retried at the next tick."""
 
-    def __init__(self, settings: Settings, stop: threading.Event, interval_s: float = 2.0, out: TextIO | None = None) -> None:
+    def __init__(
+        self, settings: Settings, stop: threading.Event, interval_s: float = 2.0, out: TextIO | None = None
+    ) -> None:
         super().__init__(name="live-view", daemon=True)
         self._settings = settings
         self._halt = stop

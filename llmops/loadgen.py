@@ -77,24 +77,35 @@ class LoadgenOptions(BaseModel):
         description="OTLP endpoint. HTTP: base URL (spans go to <endpoint>/v1/traces); gRPC: host:port or URL.",
     )
     protocol: Literal["http/protobuf", "grpc"] = Field("http/protobuf", description="OTLP transport.")
-    count: int | None = Field(None, ge=1, description=f"LLM calls to send as fast as the exporter accepts (default {_DEFAULT_COUNT}).")
+    count: int | None = Field(
+        None, ge=1, description=f"LLM calls to send as fast as the exporter accepts (default {_DEFAULT_COUNT})."
+    )
     rate: float | None = Field(None, gt=0, description="LLM calls per second (rate mode, with duration_s).")
     duration_s: float | None = Field(None, gt=0, description="Length of a rate-mode run in seconds.")
     seed: int = Field(0, description="Seed; the same seed and timeline give the same spans, ids included.")
     scenario: Literal["mixed", "drift"] = Field(
-        "mixed", description="mixed: steady traffic. drift: one key switches prompt version mid-run and its answers change."
+        "mixed",
+        description="mixed: steady traffic. drift: one key switches prompt version mid-run and its answers change.",
     )
-    services: tuple[str, ...] = Field(DEFAULT_SERVICES, min_length=1, description="Services to simulate (unknown names get a generic profile).")
+    services: tuple[str, ...] = Field(
+        DEFAULT_SERVICES, min_length=1, description="Services to simulate (unknown names get a generic profile)."
+    )
     environment: str = Field("production", description="deployment.environment.name of every service.")
     max_export_batch_size: int = Field(512, ge=1, description="BatchSpanProcessor max_export_batch_size.")
-    max_queue_size: int = Field(2048, ge=1, description="BatchSpanProcessor max_queue_size; the generator waits instead of overflowing it.")
+    max_queue_size: int = Field(
+        2048, ge=1, description="BatchSpanProcessor max_queue_size; the generator waits instead of overflowing it."
+    )
     schedule_delay_ms: float = Field(50.0, gt=0, description="BatchSpanProcessor schedule delay.")
     export_timeout_s: float = Field(10.0, gt=0, description="Exporter timeout per request, retries included.")
     compression: Literal["none", "gzip"] = Field("none", description="Exporter compression.")
     insecure: bool = Field(True, description="gRPC without TLS.")
-    stop_on_failure: bool = Field(True, description="Stop generating once an export fails (the endpoint is down or refusing).")
+    stop_on_failure: bool = Field(
+        True, description="Stop generating once an export fails (the endpoint is down or refusing)."
+    )
     start_ns: int | None = Field(
-        None, ge=0, description="Start time (Unix ns) of LLM call 0. Unset: the timeline ends about a minute before now."
+        None,
+        ge=0,
+        description="Start time (Unix ns) of LLM call 0. Unset: the timeline ends about a minute before now.",
     )
     time_step_ns: int | None = Field(
         None, ge=0, description="Event-time spacing of LLM call starts. Unset: 1/rate, or 10 ms in count mode."
@@ -212,20 +223,63 @@ class _Model:
 
 
 _GPT_4O = _Model("openai", "gpt-4o", "gpt-4o-2024-08-06", "chat", 2500, 1.0, 300, 0.8, 0.6, 70, 0.35, 128, 1024)
-_GPT_4O_MINI = _Model("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "chat", 1200, 1.0, 180, 0.8, 0.35, 90, 0.35, 128, 1024)
+_GPT_4O_MINI = _Model(
+    "openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "chat", 1200, 1.0, 180, 0.8, 0.35, 90, 0.35, 128, 1024
+)
 _O4_MINI = _Model(
-    "openai", "o4-mini", "o4-mini-2025-04-16", "chat", 3000, 0.9, 900, 0.7, 2.5, 110, 0.3, 128, 1024, reasoning_share=1.0
+    "openai",
+    "o4-mini",
+    "o4-mini-2025-04-16",
+    "chat",
+    3000,
+    0.9,
+    900,
+    0.7,
+    2.5,
+    110,
+    0.3,
+    128,
+    1024,
+    reasoning_share=1.0,
 )
 _CLAUDE = _Model(
-    "anthropic", "claude-sonnet-4", "claude-sonnet-4-20250514", "chat", 4000, 1.1, 250, 0.7, 1.1, 60,
-    cache_read_share=0.5, cache_min_input=1024, cache_write_share=0.15, max_input=200_000,
+    "anthropic",
+    "claude-sonnet-4",
+    "claude-sonnet-4-20250514",
+    "chat",
+    4000,
+    1.1,
+    250,
+    0.7,
+    1.1,
+    60,
+    cache_read_share=0.5,
+    cache_min_input=1024,
+    cache_write_share=0.15,
+    max_input=200_000,
 )
 _GEMINI = _Model(
-    "gcp.gemini", "gemini-2.5-flash", "gemini-2.5-flash", "chat", 2000, 1.0, 250, 0.9, 0.3, 180,
-    cache_read_share=0.2, cache_min_input=1024, reasoning_share=0.6, max_input=1_000_000,
+    "gcp.gemini",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash",
+    "chat",
+    2000,
+    1.0,
+    250,
+    0.9,
+    0.3,
+    180,
+    cache_read_share=0.2,
+    cache_min_input=1024,
+    reasoning_share=0.6,
+    max_input=1_000_000,
 )
-_ACME = _Model("acme.vllm", "acme-llama-ft-v3", "acme-llama-ft-v3", "text_completion", 600, 0.6, 120, 0.6, 0.15, 45, max_input=8192)
-_EMBED = _Model("openai", "text-embedding-3-small", "text-embedding-3-small", "embeddings", 400, 1.2, 0, 0, 0.08, 0, max_input=8191)
+_ACME = _Model(
+    "acme.vllm", "acme-llama-ft-v3", "acme-llama-ft-v3", "text_completion", 600, 0.6, 120, 0.6, 0.15, 45, max_input=8192
+)
+_EMBED = _Model(
+    "openai", "text-embedding-3-small", "text-embedding-3-small", "embeddings", 400, 1.2, 0, 0, 0.08, 0, max_input=8191
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,21 +308,42 @@ class _Service:
 
 
 _CATALOG: tuple[_Service, ...] = (
-    _Service("checkout-assistant", "commerce", "2.14.0", 0.35, False, (
-        _Route(_GPT_4O_MINI, 0.6, "/assist", "checkout-help", "v7", "checkout-agent", 2048, 0.6, 0.15),
-        _Route(_GPT_4O, 0.25, "/summary", "order-summary", "v2", "", 1024, 0.3),
-        _Route(_O4_MINI, 0.15, "/review", "fraud-review", "v1", "fraud-reviewer", 4096),
-    )),
-    _Service("support-bot", "customer-care", "1.8.3", 0.4, True, (
-        _Route(_CLAUDE, 0.55, "/chat", "support-answer", "v3", "support-agent", 1024, 0.8, 0.05),
-        _Route(_GEMINI, 0.3, "/triage", "ticket-triage", "v5", "triage-agent", 1024, 0.5),
-        _Route(_ACME, 0.15, "/rewrite", "tone-rewrite", "v1", "", 512),
-    )),
-    _Service("search-rag", "search", "0.9.1", 0.25, False, (
-        _Route(_GPT_4O, 0.5, "/ask", "rag-answer", "v12", "", 2048, 0.7, collection="kb-articles"),
-        _Route(_GEMINI, 0.2, "/ask", "rag-answer", "v12", "", 2048, 0.7, collection="kb-articles"),
-        _Route(_EMBED, 0.3, "/index"),
-    )),
+    _Service(
+        "checkout-assistant",
+        "commerce",
+        "2.14.0",
+        0.35,
+        False,
+        (
+            _Route(_GPT_4O_MINI, 0.6, "/assist", "checkout-help", "v7", "checkout-agent", 2048, 0.6, 0.15),
+            _Route(_GPT_4O, 0.25, "/summary", "order-summary", "v2", "", 1024, 0.3),
+            _Route(_O4_MINI, 0.15, "/review", "fraud-review", "v1", "fraud-reviewer", 4096),
+        ),
+    ),
+    _Service(
+        "support-bot",
+        "customer-care",
+        "1.8.3",
+        0.4,
+        True,
+        (
+            _Route(_CLAUDE, 0.55, "/chat", "support-answer", "v3", "support-agent", 1024, 0.8, 0.05),
+            _Route(_GEMINI, 0.3, "/triage", "ticket-triage", "v5", "triage-agent", 1024, 0.5),
+            _Route(_ACME, 0.15, "/rewrite", "tone-rewrite", "v1", "", 512),
+        ),
+    ),
+    _Service(
+        "search-rag",
+        "search",
+        "0.9.1",
+        0.25,
+        False,
+        (
+            _Route(_GPT_4O, 0.5, "/ask", "rag-answer", "v12", "", 2048, 0.7, collection="kb-articles"),
+            _Route(_GEMINI, 0.2, "/ask", "rag-answer", "v12", "", 2048, 0.7, collection="kb-articles"),
+            _Route(_EMBED, 0.3, "/index"),
+        ),
+    ),
 )
 
 _DRIFT_TO_VERSION = "v4"
@@ -280,7 +355,14 @@ def _service_profile(name: str) -> _Service:
     for service in _CATALOG:
         if service.name == name:
             return service
-    return _Service(name, "platform", "1.0.0", 0.2, False, (_Route(_GPT_4O_MINI, 1.0, "/chat", f"{name}-default", "v1", "", 1024, 0.5),))
+    return _Service(
+        name,
+        "platform",
+        "1.0.0",
+        0.2,
+        False,
+        (_Route(_GPT_4O_MINI, 1.0, "/chat", f"{name}-default", "v1", "", 1024, 0.5),),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +435,11 @@ def _plan_call(seed: int, index: int, services: Sequence[_Service], drift: _Drif
     drifted = drift.drifted(service, route, index) if drift else None
     output_median = model.output_median * (_DRIFT_OUTPUT_FACTOR if drifted else 1.0)
     refusal_share = _DRIFT_REFUSAL_SHARE if drifted else route.refusal_share
-    error_type = rng.choices([e for e, _ in _ERROR_TYPES], weights=[w for _, w in _ERROR_TYPES])[0] if rng.random() < _ERROR_SHARE else ""
+    error_type = (
+        rng.choices([e for e, _ in _ERROR_TYPES], weights=[w for _, w in _ERROR_TYPES])[0]
+        if rng.random() < _ERROR_SHARE
+        else ""
+    )
     streamed = model.operation != "embeddings" and rng.random() < route.stream_share  # embeddings never stream
     retrieval_ns = round(_lognormal(rng, 0.045, 0.5) * 1e9) if route.collection else 0
 
@@ -425,7 +511,12 @@ def _plan_call(seed: int, index: int, services: Sequence[_Service], drift: _Drif
 def _output_messages(rng: random.Random, finish_reason: str, refusal: bool, visible_tokens: int, call_id: int) -> str:
     """gen_ai.output.messages JSON (OTel GenAI OutputMessage); text scaled down to keep spans small."""
     if finish_reason == "tool_calls":
-        part: dict[str, Any] = {"type": "tool_call", "id": f"call_{call_id:016x}", "name": "lookup_order", "arguments": {"order_id": f"A{rng.randint(1000, 9999)}"}}
+        part: dict[str, Any] = {
+            "type": "tool_call",
+            "id": f"call_{call_id:016x}",
+            "name": "lookup_order",
+            "arguments": {"order_id": f"A{rng.randint(1000, 9999)}"},
+        }
         reason = "tool_call"
     else:
         if refusal:
@@ -503,7 +594,10 @@ class _Tally:
                     continue
                 self.llm_spans += 1
                 model = str(attrs.get("gen_ai.request.model", ""))
-                for totals in (self.by_model.setdefault(model, UsageTotals()), self.by_service.setdefault(service, UsageTotals())):
+                for totals in (
+                    self.by_model.setdefault(model, UsageTotals()),
+                    self.by_service.setdefault(service, UsageTotals()),
+                ):
                     _add_call(totals, span, attrs)
 
 
@@ -572,17 +666,28 @@ def _emit(call: _Call, tracer: trace_api.Tracer, ids: _PlannedIds, llm_start_ns:
     ids.load(call.trace_id, call.span_ids)
     root_start = llm_start_ns - call.retrieval_ns - (2_000_000 if call.retrieval_ns else 1_000_000)
     root = tracer.start_span(
-        f"POST {route.path}", kind=SpanKind.SERVER, start_time=root_start,
+        f"POST {route.path}",
+        kind=SpanKind.SERVER,
+        start_time=root_start,
         attributes={"http.request.method": "POST", "http.route": route.path},
     )
     ctx = trace_api.set_span_in_context(root)
     if route.collection:
         retrieval = tracer.start_span(
-            f"search {route.collection}", ctx, SpanKind.CLIENT, start_time=root_start + 500_000,
-            attributes={"db.system.name": "qdrant", "db.operation.name": "search", "db.collection.name": route.collection},
+            f"search {route.collection}",
+            ctx,
+            SpanKind.CLIENT,
+            start_time=root_start + 500_000,
+            attributes={
+                "db.system.name": "qdrant",
+                "db.operation.name": "search",
+                "db.collection.name": route.collection,
+            },
         )
         retrieval.end(end_time=llm_start_ns - 500_000)
-    llm = tracer.start_span(f"{model.operation} {model.request_model}", ctx, SpanKind.CLIENT, _llm_attributes(call), start_time=llm_start_ns)
+    llm = tracer.start_span(
+        f"{model.operation} {model.request_model}", ctx, SpanKind.CLIENT, _llm_attributes(call), start_time=llm_start_ns
+    )
     if call.ttft_source == "event":
         llm.add_event(CHUNK_EVENT, timestamp=llm_start_ns + call.ttft_ns)
     if call.error_type:
@@ -666,29 +771,40 @@ def run_loadgen(options: LoadgenOptions, progress: Callable[[int, int], None] | 
         flows[service.name] = _Flow(options.max_queue_size)
         provider = TracerProvider(
             sampler=ALWAYS_ON,
-            resource=Resource.create({
-                "service.name": service.name,
-                "service.version": service.version,
-                "service.instance.id": str(uuid.UUID(int=random.Random(f"{options.seed}:{service.name}").getrandbits(128), version=4)),
-                "deployment.environment.name": options.environment,
-                "team": service.team,
-            }),
+            resource=Resource.create(
+                {
+                    "service.name": service.name,
+                    "service.version": service.version,
+                    "service.instance.id": str(
+                        uuid.UUID(int=random.Random(f"{options.seed}:{service.name}").getrandbits(128), version=4)
+                    ),
+                    "deployment.environment.name": options.environment,
+                    "team": service.team,
+                }
+            ),
             shutdown_on_exit=False,
             id_generator=ids,
         )
-        provider.add_span_processor(BatchSpanProcessor(
-            _AckingExporter(_make_exporter(options), flows[service.name], tally),
-            max_queue_size=options.max_queue_size,
-            schedule_delay_millis=options.schedule_delay_ms,
-            max_export_batch_size=options.max_export_batch_size,
-            export_timeout_millis=options.export_timeout_s * 1000,
-        ))
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                _AckingExporter(_make_exporter(options), flows[service.name], tally),
+                max_queue_size=options.max_queue_size,
+                schedule_delay_millis=options.schedule_delay_ms,
+                max_export_batch_size=options.max_export_batch_size,
+                export_timeout_millis=options.export_timeout_s * 1000,
+            )
+        )
         providers.append(provider)
         tracers[service.name] = provider.get_tracer("llmops.loadgen")
 
     summary = LoadgenSummary(
-        endpoint=options.endpoint, protocol=options.protocol, scenario=options.scenario, seed=options.seed,
-        calls_planned=total, first_call_ns=start_ns, time_step_ns=step_ns,
+        endpoint=options.endpoint,
+        protocol=options.protocol,
+        scenario=options.scenario,
+        seed=options.seed,
+        calls_planned=total,
+        first_call_ns=start_ns,
+        time_step_ns=step_ns,
     )
     drift_seen = {"before": 0, "after": 0, "index": -1}
     every = max(1, total // 100)
@@ -726,17 +842,31 @@ def run_loadgen(options: LoadgenOptions, progress: Callable[[int, int], None] | 
     if drift is not None:
         switch = drift_seen["index"]
         summary.drift = DriftInfo(
-            service=drift.service, model=drift.route.model.request_model, prompt_name=drift.route.prompt_name,
-            from_version=drift.route.prompt_version, to_version=_DRIFT_TO_VERSION,
-            switch_call_index=switch, switch_time_ns=start_ns + switch * step_ns if switch >= 0 else 0,
-            calls_before=drift_seen["before"], calls_after=drift_seen["after"],
+            service=drift.service,
+            model=drift.route.model.request_model,
+            prompt_name=drift.route.prompt_name,
+            from_version=drift.route.prompt_version,
+            to_version=_DRIFT_TO_VERSION,
+            switch_call_index=switch,
+            switch_time_ns=start_ns + switch * step_ns if switch >= 0 else 0,
+            calls_before=drift_seen["before"],
+            calls_after=drift_seen["after"],
         )
     return summary
 
 
 # --------------------------------------------------------------------------- text output
 
-_COLUMNS = ("calls", "errors", "streamed", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+_COLUMNS = (
+    "calls",
+    "errors",
+    "streamed",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 _HEADERS = ("calls", "errors", "streamed", "input", "output", "cache_read", "cache_write", "reasoning")
 
 
@@ -744,7 +874,10 @@ def _table(title: str, rows: dict[str, UsageTotals]) -> list[str]:
     body = [[name, *(f"{getattr(t, c):,}" for c in _COLUMNS)] for name, t in rows.items()]
     head = [title, *_HEADERS]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in [head, *body]]
+    return [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        for r in [head, *body]
+    ]
 
 
 def _iso(ns: int) -> str:
@@ -755,9 +888,11 @@ def render_summary(summary: LoadgenSummary) -> str:
     """Compact text report: totals, a table per model and per service, and the drift, if any."""
     rate = summary.calls_sent / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
     lines = [
-        (f"{summary.calls_sent:,}/{summary.calls_planned:,} LLM calls, {summary.spans_sent:,} spans sent, "
-        f"{summary.spans_acknowledged:,} acknowledged, {summary.spans_failed:,} failed "
-        f"in {summary.elapsed_s:.2f} s ({rate:,.0f} calls/s) -> {summary.protocol} {summary.endpoint}"),
+        (
+            f"{summary.calls_sent:,}/{summary.calls_planned:,} LLM calls, {summary.spans_sent:,} spans sent, "
+            f"{summary.spans_acknowledged:,} acknowledged, {summary.spans_failed:,} failed "
+            f"in {summary.elapsed_s:.2f} s ({rate:,.0f} calls/s) -> {summary.protocol} {summary.endpoint}"
+        ),
         f"event time {_iso(summary.first_call_ns)} .. {_iso(summary.last_call_ns)}, scenario {summary.scenario}, seed {summary.seed}",
         "",
         *_table("model", summary.by_model),
@@ -766,7 +901,16 @@ def render_summary(summary: LoadgenSummary) -> str:
     ]
     if summary.drift is not None:
         d = summary.drift
-        where = f"call {d.switch_call_index} ({_iso(d.switch_time_ns)})" if d.switch_call_index >= 0 else "no call after the midpoint"
-        lines += ["", (f"drift: {d.service} / {d.model} / {d.prompt_name}: {d.from_version} -> {d.to_version} at {where}, "
-                      f"{d.calls_before} calls before, {d.calls_after} after")]
+        where = (
+            f"call {d.switch_call_index} ({_iso(d.switch_time_ns)})"
+            if d.switch_call_index >= 0
+            else "no call after the midpoint"
+        )
+        lines += [
+            "",
+            (
+                f"drift: {d.service} / {d.model} / {d.prompt_name}: {d.from_version} -> {d.to_version} at {where}, "
+                f"{d.calls_before} calls before, {d.calls_after} after"
+            ),
+        ]
     return "\n".join(lines)

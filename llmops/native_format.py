@@ -20,7 +20,9 @@ from processors.core.errors import PermanentError
 
 __all__ = ["CUSTOM_SERIALIZATION_REVISION", "NativeTypeUnsupported", "for_client_revision"]
 
-CUSTOM_SERIALIZATION_REVISION = 54454  # DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION (ClickHouse src/Core/ProtocolDefines.h)
+CUSTOM_SERIALIZATION_REVISION = (
+    54454  # DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION (ClickHouse src/Core/ProtocolDefines.h)
+)
 # BlockInfo as ClickHouse writes it: field 1 is_overflows = 0, field 2 bucket_num = -1, end marker 0.
 _BLOCK_INFO = b"\x01\x00\x02\xff\xff\xff\xff\x00"
 
@@ -163,7 +165,9 @@ def _skip(reader: _Reader, type_name: str, rows: int) -> None:
     elif name == "LowCardinality":
         _skip_low_cardinality(reader, args[0], rows)
     else:
-        raise NativeTypeUnsupported(f"type {type_name} has no Native layout here: select it as another type (e.g. toString(…))")
+        raise NativeTypeUnsupported(
+            f"type {type_name} has no Native layout here: select it as another type (e.g. toString(…))"
+        )
 
 
 def _skip_low_cardinality(reader: _Reader, nested: str, rows: int) -> None:

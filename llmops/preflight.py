@@ -19,7 +19,14 @@ from llmops.config import Settings
 from llmops.errors import UsageError, UserError, file_problem
 from llmops.stack_state import DataDirLock
 
-__all__ = ["check_ports", "check_data_dir", "check_input_files", "check_pricing_file", "check_budgets_file", "preflight"]
+__all__ = [
+    "check_ports",
+    "check_data_dir",
+    "check_input_files",
+    "check_pricing_file",
+    "check_budgets_file",
+    "preflight",
+]
 
 
 def _ports(settings: Settings) -> list[tuple[int, str, str]]:
@@ -46,7 +53,9 @@ def check_ports(settings: Settings) -> None:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     raise UserError(f"port {port} ({role}) is in use: stop the other process or pass {flag}") from exc
-                raise UserError(f"cannot listen on {host}:{port} ({role}): {exc.strerror}; check --listen or pass {flag}") from exc
+                raise UserError(
+                    f"cannot listen on {host}:{port} ({role}): {exc.strerror}; check --listen or pass {flag}"
+                ) from exc
 
 
 def check_data_dir(settings: Settings) -> DataDirLock:
@@ -66,7 +75,9 @@ def check_data_dir(settings: Settings) -> DataDirLock:
     store = data_dir / "clickhouse"
     if store.exists() and not os.access(store, os.W_OK | os.X_OK):
         lock.release()
-        raise UserError(f"store directory {store} is not writable by user {getpass.getuser()}: fix its permissions or pass another --data-dir")
+        raise UserError(
+            f"store directory {store} is not writable by user {getpass.getuser()}: fix its permissions or pass another --data-dir"
+        )
     return lock
 
 
@@ -117,4 +128,3 @@ def preflight(settings: Settings) -> DataDirLock:
         lock.release()
         raise
     return lock
-

@@ -10,11 +10,11 @@ import json
 import os
 import tempfile
 import urllib.request
-from datetime import datetime, UTC
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from llmops.config import Settings
 
@@ -73,13 +73,20 @@ _HOW_TO_PRICE = """\
 
 def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: list[tuple[str, str, type]]) -> None:
     """The `pricing` command and its subcommands (called by llmops.cli.build_parser)."""
-    pricing = commands.add_parser("pricing", help="Explain prices; list unpriced models; coverage; refresh the base prices.")
+    pricing = commands.add_parser(
+        "pricing", help="Explain prices; list unpriced models; coverage; refresh the base prices."
+    )
     sub = pricing.add_subparsers(dest="pricing_command", required=True, metavar="SUBCOMMAND")
-    files = [("--pricing-file", "processor.pricing_file", Path), ("--pricing-snapshot-file", "processor.pricing_snapshot_file", Path),
-             ("--data-dir", "data_dir", Path)]
+    files = [
+        ("--pricing-file", "processor.pricing_file", Path),
+        ("--pricing-snapshot-file", "processor.pricing_snapshot_file", Path),
+        ("--data-dir", "data_dir", Path),
+    ]
     check = sub.add_parser("check", help="Which layer and entry price MODEL, and why; how to price it if nothing does.")
     add_flags(check, files)
-    check.add_argument("model", help="Model id as spans carry it (e.g. gpt-4o-2024-08-06, us.anthropic.claude-sonnet-4-...).")
+    check.add_argument(
+        "model", help="Model id as spans carry it (e.g. gpt-4o-2024-08-06, us.anthropic.claude-sonnet-4-...)."
+    )
     check.add_argument("--provider", default="", help="Provider name (gen_ai.provider.name), to disambiguate.")
     check.add_argument("--at", default=None, help="Date (YYYY-MM-DD) the price applies to; default today.")
     check.add_argument("--region", default="", help="Deployment key, e.g. aws:us-gov, azure:eu, gcp:us-east5.")
@@ -87,20 +94,28 @@ def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: li
     unpriced = sub.add_parser("unpriced", help="Models seen without a price, with their token volumes.")
     add_flags(unpriced, [*common, ("--sql-port", "sql.port", int)])
     unpriced.add_argument("--json", action="store_true", help="Print JSON.")
-    coverage = sub.add_parser("coverage", help="Share of stored calls and tokens priced, by source and provider; unpriced models by tokens.")
+    coverage = sub.add_parser(
+        "coverage", help="Share of stored calls and tokens priced, by source and provider; unpriced models by tokens."
+    )
     add_flags(coverage, [*common, ("--sql-port", "sql.port", int)])
     coverage.add_argument("--since", default="1970-01-01", help="Only calls at or after this UTC time (ISO 8601).")
     coverage.add_argument("--json", action="store_true", help="Print JSON.")
-    update = sub.add_parser("update", help="Refresh the base price snapshot from a genai-prices data JSON file or URL (explicit; workers never fetch).")
+    update = sub.add_parser(
+        "update",
+        help="Refresh the base price snapshot from a genai-prices data JSON file or URL (explicit; workers never fetch).",
+    )
     add_flags(update, files)
     update.add_argument("--from", dest="source", required=True, help="Path or http(s) URL of a genai-prices data.json.")
     update.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for a URL.")
     reprice = sub.add_parser(
-        "reprice", help="Price stored calls again (cost NULL, or all of --model after a correction); window aggregates follow."
+        "reprice",
+        help="Price stored calls again (cost NULL, or all of --model after a correction); window aggregates follow.",
     )
     add_flags(reprice, common + files[:2] + [("--sql-port", "sql.port", int)])
     reprice.add_argument("--since", required=True, help="First UTC time to reprice (ISO 8601, e.g. 2026-11-01).")
-    reprice.add_argument("--model", default=None, help="Reprice every call of this model (billed model id), not only unpriced ones.")
+    reprice.add_argument(
+        "--model", default=None, help="Reprice every call of this model (billed model id), not only unpriced ones."
+    )
 
 
 def run_pricing(settings: Settings, args: argparse.Namespace) -> int:
@@ -141,11 +156,19 @@ def pricing_check(settings: Settings, args: argparse.Namespace) -> str:
     pricer = _pricer(settings)
     lines = [pricer.catalog.check(args.model, provider, when, args.region, args.tier.lower()).render(conclusion=False)]
     at_ns = int(when.timestamp()) * 10**9
-    resolution = pricer.resolve(provider, (args.model,), args.region, args.tier.lower(), True, at_ns - at_ns % (86_400 * 10**9))
+    resolution = pricer.resolve(
+        provider, (args.model,), args.region, args.tier.lower(), True, at_ns - at_ns % (86_400 * 10**9)
+    )
     if resolution is None:
-        lines.append(f"  -> unpriced: no user entry, project entry or base price ({pricer.version}) matches: cost is NULL")
+        lines.append(
+            f"  -> unpriced: no user entry, project entry or base price ({pricer.version}) matches: cost is NULL"
+        )
         slug = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in args.model.lower()).strip("-")
-        lines.append(_HOW_TO_PRICE.format(model=args.model, provider=provider or "self-hosted", slug=slug, today=when.date().isoformat()))
+        lines.append(
+            _HOW_TO_PRICE.format(
+                model=args.model, provider=provider or "self-hosted", slug=slug, today=when.date().isoformat()
+            )
+        )
     else:
         rates = resolution.base
 
@@ -173,7 +196,10 @@ def pricing_unpriced(settings: Settings, as_json: bool) -> str:
         return json.dumps(rows, indent=2, default=str)
     if not rows:
         return "every model seen has a price"
-    return render_table("Unpriced models seen", rows) + "Price them in a pricing file: `llmops pricing check MODEL` shows how."
+    return (
+        render_table("Unpriced models seen", rows)
+        + "Price them in a pricing file: `llmops pricing check MODEL` shows how."
+    )
 
 
 def pricing_coverage(settings: Settings, since: str, as_json: bool) -> str:
@@ -197,13 +223,18 @@ def pricing_coverage(settings: Settings, since: str, as_json: bool) -> str:
         "priced_tokens_pct": round(100 * priced_tokens / tokens, 2) if tokens else None,
     }
     if as_json:
-        return json.dumps({"summary": summary, "by_provider_and_source": sources, "unpriced_models": models}, indent=2, default=str)
+        return json.dumps(
+            {"summary": summary, "by_provider_and_source": sources, "unpriced_models": models}, indent=2, default=str
+        )
     if not calls:
         return "no calls stored yet"
-    head = (f"{summary['priced_calls_pct']}% of {calls} calls and {summary['priced_tokens_pct']}% of {tokens} tokens are priced\n\n")
+    head = f"{summary['priced_calls_pct']}% of {calls} calls and {summary['priced_tokens_pct']}% of {tokens} tokens are priced\n\n"
     out = head + render_table("Calls by provider and price source", sources)
     if models:
-        out += render_table("Unpriced models, most tokens first", models) + "Price one: `llmops pricing check MODEL` shows how."
+        out += (
+            render_table("Unpriced models, most tokens first", models)
+            + "Price one: `llmops pricing check MODEL` shows how."
+        )
     return out
 
 
@@ -211,7 +242,9 @@ def _since(text: str, command: str) -> datetime:
     try:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
-        raise SystemExit(f"llmops pricing {command}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00)") from None
+        raise SystemExit(
+            f"llmops pricing {command}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00)"
+        ) from None
 
 
 def pricing_reprice(settings: Settings, since: str, model: str | None) -> str:
@@ -274,8 +307,10 @@ def pricing_update(settings: Settings, source: str, timeout: float = 30.0) -> st
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return (f"base prices {new.version} ({new.model_count()} models) written to {target}; running workers pick it up by themselves\n"
-            + ("; ".join(changes) if changes else "no price changed"))
+    return (
+        f"base prices {new.version} ({new.model_count()} models) written to {target}; running workers pick it up by themselves\n"
+        + ("; ".join(changes) if changes else "no price changed")
+    )
 
 
 def budgets_report(settings: Settings, budgets_file: Path | None, as_json: bool) -> str:
@@ -289,7 +324,9 @@ def budgets_report(settings: Settings, budgets_file: Path | None, as_json: bool)
     statuses = compute_status(open_reader(settings), load_budgets(path))
     if as_json:
         return json.dumps([{k: getattr(s, k) for k in s.__dataclass_fields__} for s in statuses], indent=2, default=str)
-    lines = [f"{'budget':<20} {'scope':<26} {'period':<6} {'spend':>14} {'amount':>12} {'used':>7} {'projected':>14}  status"]
+    lines = [
+        f"{'budget':<20} {'scope':<26} {'period':<6} {'spend':>14} {'amount':>12} {'used':>7} {'projected':>14}  status"
+    ]
     for s in statuses:
         lines.append(
             f"{s.budget_id:<20} {s.scope_kind + '=' + s.scope_value:<26} {s.period:<6} {s.spend:>14.4f} {s.amount:>12.2f} "

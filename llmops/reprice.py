@@ -39,7 +39,18 @@ from processors.core.records import LLMCall
 
 __all__ = ["reprice", "RepriceReport", "RepriceError"]
 
-_KEYS = ("window_start", "service", "environment", "team", "provider", "model", "operation", "agent", "prompt_name", "prompt_version")
+_KEYS = (
+    "window_start",
+    "service",
+    "environment",
+    "team",
+    "provider",
+    "model",
+    "operation",
+    "agent",
+    "prompt_name",
+    "prompt_version",
+)
 _GROUP = (*_KEYS, "_ingest_source")
 _PRICING = ("cost", "pricing_entry", "pricing_source", "pricing_version", "pricing_assumption")
 
@@ -115,8 +126,11 @@ def _update_calls(client: Client, changed: list[list[Any]], since: datetime) -> 
     )  # fmt: skip
     try:
         join_name = table.replace("`", "")
-        client.insert(join_name.split(".", 1)[1], [[r[0], r[1], 1, *r[2:]] for r in changed],
-                      column_names=["trace_id", "span_id", "present", *_PRICING])
+        client.insert(
+            join_name.split(".", 1)[1],
+            [[r[0], r[1], 1, *r[2:]] for r in changed],
+            column_names=["trace_id", "span_id", "present", *_PRICING],
+        )
         sets = ", ".join(f"{c} = joinGet('{join_name}', '{c}', trace_id, span_id)" for c in _PRICING)
         # A Join table cannot be scanned (IN (SELECT ...)): membership is joinGet's `present` flag.
         _mutate(client, "llm_calls",
@@ -133,7 +147,9 @@ def _group_sums(client: Client, sql: str, since: datetime, model: str | None) ->
     return {tuple(row[:n]): tuple(row[n:]) for row in result.result_rows}
 
 
-def _truth_and_stored(client: Client, since: datetime, model: str | None) -> tuple[dict[tuple, tuple], dict[tuple, tuple]]:
+def _truth_and_stored(
+    client: Client, since: datetime, model: str | None
+) -> tuple[dict[tuple, tuple], dict[tuple, tuple]]:
     keys = ", ".join(_GROUP)
     model_filter = " AND model = {model:String}" if model else ""
     truth = _group_sums(
@@ -158,23 +174,35 @@ def _reconcile_usage(client: Client, since: datetime, model: str | None) -> int:
     for group, (priced, unpriced, cost) in truth.items():
         have = stored.get(group)
         if have is None:
-            raise RepriceError(f"llm_usage_1m has no partial for {group} that llm_calls has: not repriced, check the sink")
+            raise RepriceError(
+                f"llm_usage_1m has no partial for {group} that llm_calls has: not repriced, check the sink"
+            )
         if (priced, unpriced, cost) != have[:3]:
             fixes.append([*group, 1, have[3], cost, priced, unpriced])
     if not fixes:
         return 0
-    columns = ("window_start DateTime('UTC'), service String, environment String, team String, provider String, model String, "
-               "operation String, agent String, prompt_name String, prompt_version String, _ingest_source String, "
-               "present UInt8, carrier UInt64, cost Decimal(38, 12), priced_calls UInt64, unpriced_calls UInt64")
+    columns = (
+        "window_start DateTime('UTC'), service String, environment String, team String, provider String, model String, "
+        "operation String, agent String, prompt_name String, prompt_version String, _ingest_source String, "
+        "present UInt8, carrier UInt64, cost Decimal(38, 12), priced_calls UInt64, unpriced_calls UInt64"
+    )
     table = _join_table(client, "_reprice_usage", columns, _GROUP)
     join_name = table.replace("`", "")
     try:
-        client.insert(join_name.split(".", 1)[1], fixes, column_names=[*_GROUP, "present", "carrier", "cost", "priced_calls", "unpriced_calls"])
+        client.insert(
+            join_name.split(".", 1)[1],
+            fixes,
+            column_names=[*_GROUP, "present", "carrier", "cost", "priced_calls", "unpriced_calls"],
+        )
         key_args = ", ".join(_GROUP)
         carrier = f"_ingest_offset = joinGet('{join_name}', 'carrier', {key_args})"
         sets = ", ".join(
             f"{c} = if({carrier}, joinGet('{join_name}', '{c}', {key_args}), {zero})"
-            for c, zero in (("cost", "toDecimal128(0, 12)"), ("priced_calls", "toUInt64(0)"), ("unpriced_calls", "toUInt64(0)"))
+            for c, zero in (
+                ("cost", "toDecimal128(0, 12)"),
+                ("priced_calls", "toUInt64(0)"),
+                ("unpriced_calls", "toUInt64(0)"),
+            )
         )
         _mutate(client, "llm_usage_1m",
                 f"ALTER TABLE llm_usage_1m UPDATE {sets} WHERE window_start >= toStartOfMinute({{since:DateTime64(9, 'UTC')}}) "
@@ -185,7 +213,9 @@ def _reconcile_usage(client: Client, since: datetime, model: str | None) -> int:
     truth, stored = _truth_and_stored(client, since, model)
     left = [g for g, sums in truth.items() if sums != stored.get(g, (None,) * 4)[:3]]
     if left:
-        raise RepriceError(f"{len(left)} window partial groups still differ from llm_calls after reconciling, e.g. {left[0]}")
+        raise RepriceError(
+            f"{len(left)} window partial groups still differ from llm_calls after reconciling, e.g. {left[0]}"
+        )
     return len(fixes)
 
 
@@ -198,7 +228,9 @@ def _mutate(client: Client, table: str, sql: str, parameters: dict[str, Any]) ->
             "KILL MUTATION WHERE database = {db:String} AND table = {t:String} AND NOT is_done",
             parameters={"db": client.database, "t": table},
         )
-        raise RepriceError(f"updating {table} failed, nothing of that step was applied: {str(exc).splitlines()[0]}") from None
+        raise RepriceError(
+            f"updating {table} failed, nothing of that step was applied: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def reprice(client: Client, pricer: Pricer, since: datetime, model: str | None = None) -> RepriceReport:

@@ -53,7 +53,9 @@ def _run_on_store(settings: Settings, query: str, fmt: str) -> bytes:
     require_store(settings)
     sql = settings.sql
     limits = QueryLimits(sql.max_execution_time_s, sql.max_result_rows, sql.max_result_bytes, sql.max_memory_usage)
-    engine = SqlEngine(engine_path(settings.clickhouse_dsn), settings.clickhouse.database, limits, max_concurrent_queries=1)
+    engine = SqlEngine(
+        engine_path(settings.clickhouse_dsn), settings.clickhouse.database, limits, max_concurrent_queries=1
+    )
     engine.open()
     try:
         body, _ = engine.run_now(query, fmt)

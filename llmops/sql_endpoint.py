@@ -17,11 +17,11 @@ the bounded wait by `llmops.sql_engine`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import logging
 import math
-import asyncio
 import ssl
 import uuid
 from pathlib import Path
@@ -58,7 +58,21 @@ _CONTENT_TYPES = {
     "CSVWithNames": "text/csv; charset=UTF-8; header=present",
 }
 # As ClickHouse's HTTP handler maps them: what the client got wrong is 4xx, the rest 500.
-_STATUS = {516: 401, 164: 403, 497: 403, 62: 400, 36: 400, 72: 400, 47: 400, 46: 400, 60: 404, 81: 404, 73: 400, 457: 400, 202: 503}
+_STATUS = {
+    516: 401,
+    164: 403,
+    497: 403,
+    62: 400,
+    36: 400,
+    72: 400,
+    47: 400,
+    46: 400,
+    60: 404,
+    81: 404,
+    73: 400,
+    457: 400,
+    202: 503,
+}
 
 
 def _error(code: int, name: str, message: str, query_id: str = "") -> web.Response:
@@ -166,13 +180,22 @@ class SqlEndpoint:
         if request.method not in ("GET", "POST"):
             return web.Response(status=405, text="only GET and POST\n")
         if not self._authorised(request):
-            return _error(516, "AUTHENTICATION_FAILED", "Authentication failed: password is incorrect, or there is no user with such name")
+            return _error(
+                516,
+                "AUTHENTICATION_FAILED",
+                "Authentication failed: password is incorrect, or there is no user with such name",
+            )
         params = request.query
         sql = params.get("query", "")
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if request.method == "POST" and request.can_read_body and encoding not in ("", "identity"):
             # ClickHouse clients compress insert bodies only; a query is a few hundred bytes.
-            return _error(36, "BAD_ARGUMENTS", f"Content-Encoding {encoding} is not accepted here: send the query uncompressed", query_id)
+            return _error(
+                36,
+                "BAD_ARGUMENTS",
+                f"Content-Encoding {encoding} is not accepted here: send the query uncompressed",
+                query_id,
+            )
         if params.get("compress", "0") != "0":
             return _error(36, "BAD_ARGUMENTS", "compress=1 (ClickHouse's block compression) is not served here: use HTTP compression "
                           "(enable_http_compression=1 with Accept-Encoding: gzip)", query_id)  # fmt: skip
@@ -181,30 +204,49 @@ class SqlEndpoint:
             sql = f"{sql}\n{posted}" if sql else posted
         database = params.get("database") or request.headers.get("X-ClickHouse-Database") or self._database
         if database != self._database:
-            return _error(497, "ACCESS_DENIED", f"Database {database} is not served here: only {self._database}", query_id)
-        settings = sorted(k for k in params if k not in _TRANSPORT_PARAMS and k not in LIMIT_SETTINGS and not k.startswith("param_"))
+            return _error(
+                497, "ACCESS_DENIED", f"Database {database} is not served here: only {self._database}", query_id
+            )
+        settings = sorted(
+            k for k in params if k not in _TRANSPORT_PARAMS and k not in LIMIT_SETTINGS and not k.startswith("param_")
+        )
         if settings:
-            return _error(164, "READONLY", f"Cannot modify '{settings[0]}' setting: this endpoint's settings are fixed", query_id)
+            return _error(
+                164, "READONLY", f"Cannot modify '{settings[0]}' setting: this endpoint's settings are fixed", query_id
+            )
         requested: dict[str, float] = {}
         for name in sorted(LIMIT_SETTINGS.keys() & params.keys()):
             try:
                 value = float(params[name])
             except ValueError:
-                return _error(72, "CANNOT_PARSE_NUMBER", f"Setting {name}: cannot parse {params[name]!r} as a number", query_id)
+                return _error(
+                    72, "CANNOT_PARSE_NUMBER", f"Setting {name}: cannot parse {params[name]!r} as a number", query_id
+                )
             if not (math.isfinite(value) and value > 0):
-                return _error(164, "READONLY", f"Cannot modify '{name}' setting to {params[name]}: this endpoint only lowers its limits", query_id)
+                return _error(
+                    164,
+                    "READONLY",
+                    f"Cannot modify '{name}' setting to {params[name]}: this endpoint only lowers its limits",
+                    query_id,
+                )
             requested[name] = value
         revision = params.get("client_protocol_version", "0")
         if not revision.isdigit():
-            return _error(72, "CANNOT_PARSE_NUMBER", f"client_protocol_version: cannot parse {revision!r} as a number", query_id)
+            return _error(
+                72, "CANNOT_PARSE_NUMBER", f"client_protocol_version: cannot parse {revision!r} as a number", query_id
+            )
         parameters = {k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")}
         limits = self._engine.limits.tightened(requested)
         try:
-            body, fmt = await self._engine.execute(sql, params.get("default_format", "TabSeparated"), parameters, limits)
+            body, fmt = await self._engine.execute(
+                sql, params.get("default_format", "TabSeparated"), parameters, limits
+            )
         except QueryRefused as refused:
             return _error(refused.code, refused.name, str(refused), query_id)
         except EngineBusy as busy:
-            return _error(202, "TOO_MANY_SIMULTANEOUS_QUERIES", f"Too many simultaneous queries: {busy}; retry later", query_id)
+            return _error(
+                202, "TOO_MANY_SIMULTANEOUS_QUERIES", f"Too many simultaneous queries: {busy}; retry later", query_id
+            )
         except Exception as exc:  # the engine's message is the answer, as ClickHouse's own server does
             text = str(exc)
             text = text[text.find("Code: ") :] if "Code: " in text else text

@@ -28,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -134,7 +134,9 @@ class SqlEngine:
     def open(self) -> None:
         for _ in range(self._size):
             self._handles.append(self._connect(self._limits))
-        formats = self._handles[0].query("SELECT name FROM system.formats WHERE is_output", "TSVRaw").bytes().decode().split()
+        formats = (
+            self._handles[0].query("SELECT name FROM system.formats WHERE is_output", "TSVRaw").bytes().decode().split()
+        )
         self.guard = QueryGuard(self._database, formats)
         self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="sql-endpoint")
 
@@ -158,7 +160,9 @@ class SqlEngine:
     def run(self, handle: Any, sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
         """Check `sql` on `handle` and run its canonical text there. Blocking; raises QueryRefused or the engine's error."""
         assert self.guard is not None, "open() first"
-        checked: CheckedQuery = self.guard.check(sql, lambda text, params: handle.query(text, "TSVRaw", params=dict(params)).bytes())
+        checked: CheckedQuery = self.guard.check(
+            sql, lambda text, params: handle.query(text, "TSVRaw", params=dict(params)).bytes()
+        )
         fmt = checked.format or default_format
         result = handle.query(checked.sql, fmt, params=dict(parameters) or None)
         return result.bytes() or b"", fmt
@@ -171,7 +175,9 @@ class SqlEngine:
             self._renew(self._handles[0])
             raise
 
-    def run_limited(self, limits: QueryLimits, sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
+    def run_limited(
+        self, limits: QueryLimits, sql: str, default_format: str, parameters: Mapping[str, str]
+    ) -> tuple[bytes, str]:
         """`run` on a fresh handle set up with `limits` (tighter than this engine's), closed afterwards. Blocking."""
         handle = self._connect(limits)
         try:
@@ -195,7 +201,9 @@ class SqlEngine:
         running.add_done_callback(lambda _: free.put_nowait(slot[0]))
         return await asyncio.shield(running)
 
-    def _run_in_slot(self, slot: list[Any], sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
+    def _run_in_slot(
+        self, slot: list[Any], sql: str, default_format: str, parameters: Mapping[str, str]
+    ) -> tuple[bytes, str]:
         try:
             return self.run(slot[0], sql, default_format, parameters)
         except BaseException:

@@ -51,8 +51,12 @@ _IN_FUNCTIONS = frozenset({
 })  # fmt: skip
 # Output formats that read a schema or template file named by a setting.
 _FILE_BACKED_FORMATS = frozenset({"template", "protobuf", "protobuflist", "protobufsingle", "capnproto"})
-_EXPLAIN_KINDS = frozenset({"EXPLAIN", "EXPLAIN AST", "EXPLAIN SYNTAX", "EXPLAIN PLAN", "EXPLAIN PIPELINE", "EXPLAIN ESTIMATE"})
-_SHOW_TABLES_KEYS = frozenset({"type", "databases", "from", "like", "not_like", "case_insensitive_like", "where_expression", "limit_length"})
+_EXPLAIN_KINDS = frozenset(
+    {"EXPLAIN", "EXPLAIN AST", "EXPLAIN SYNTAX", "EXPLAIN PLAN", "EXPLAIN PIPELINE", "EXPLAIN ESTIMATE"}
+)
+_SHOW_TABLES_KEYS = frozenset(
+    {"type", "databases", "from", "like", "not_like", "case_insensitive_like", "where_expression", "limit_length"}
+)
 _OUTPUT_KEYS = frozenset({"format_ast", "is_outfile_append", "is_outfile_truncate", "is_into_outfile_with_stdout"})
 
 
@@ -78,7 +82,9 @@ Run = Callable[[str, Mapping[str, str]], bytes]  # (sql, query parameters) -> TS
 class QueryGuard:
     """The endpoint's policy. `run` executes a parameterised helper query on a chDB handle."""
 
-    def __init__(self, database: str, output_formats: Iterable[str], system_tables: Iterable[str] = GRAFANA_SYSTEM_TABLES) -> None:
+    def __init__(
+        self, database: str, output_formats: Iterable[str], system_tables: Iterable[str] = GRAFANA_SYSTEM_TABLES
+    ) -> None:
         self.database = database
         self.system_tables = frozenset(system_tables)
         self.output_formats = {f.lower(): f for f in output_formats if f.lower() not in _FILE_BACKED_FORMATS}
@@ -93,20 +99,29 @@ class QueryGuard:
                 probe = "SELECT * FROM " + canonical[len(keyword) :].lstrip()
                 tree = self._tree(run, probe)
                 selects = tree.get("list_of_selects", {}).get("children", [])
-                if tree.get("type") != "SelectWithUnionQuery" or len(selects) != 1 or len(selects[0].get("tables", {}).get("children", [])) != 1:
+                if (
+                    tree.get("type") != "SelectWithUnionQuery"
+                    or len(selects) != 1
+                    or len(selects[0].get("tables", {}).get("children", [])) != 1
+                ):
                     raise QueryRefused(f"{keyword} takes one table.")
                 return CheckedQuery(canonical, table_kind, self._check_statement(tree))
         tree = self._tree(run, canonical)
-        kind = {"SelectWithUnionQuery": "select", "ShowTablesQuery": "show", "ShowColumnsQuery": "show", "ExplainQuery": "explain"}.get(
-            str(tree.get("type"))
-        )
+        kind = {
+            "SelectWithUnionQuery": "select",
+            "ShowTablesQuery": "show",
+            "ShowColumnsQuery": "show",
+            "ExplainQuery": "explain",
+        }.get(str(tree.get("type")))
         if kind is None:
             raise QueryRefused(self._refusal(canonical))
         if kind == "show":
             self._check_show(tree)
         if kind == "explain":
             if tree.get("kind") not in _EXPLAIN_KINDS or set(tree) - {"type", "kind", "query"} - _OUTPUT_KEYS:
-                raise QueryRefused("Only EXPLAIN [AST|SYNTAX|PLAN|PIPELINE|ESTIMATE] of a SELECT, without explain settings.")
+                raise QueryRefused(
+                    "Only EXPLAIN [AST|SYNTAX|PLAN|PIPELINE|ESTIMATE] of a SELECT, without explain settings."
+                )
             if tree["query"].get("type") != "SelectWithUnionQuery":
                 raise QueryRefused("EXPLAIN is allowed for a SELECT only.")
         return CheckedQuery(canonical, kind, self._check_statement(tree))
@@ -127,20 +142,28 @@ class QueryGuard:
     def _check_node(self, node: dict[str, Any]) -> None:
         if "out_file" in node or node.get("is_into_outfile_with_stdout"):
             raise QueryRefused("INTO OUTFILE is not allowed: results come back in the HTTP response.")
-        if "settings_ast" in node or (isinstance(node.get("settings"), dict) and node["settings"].get("type") == "SetQuery"):
+        if "settings_ast" in node or (
+            isinstance(node.get("settings"), dict) and node["settings"].get("type") == "SetQuery"
+        ):
             raise QueryRefused("SETTINGS clauses are not allowed on this endpoint; its limits are fixed by the server.")
         kind = node.get("type")
         if kind == "TableExpression" and "table_function" in node:
             name = node["table_function"].get("name", "?")
-            raise QueryRefused(f"Table function {name}() is not allowed: only tables of {self.database} and system can be read.")
+            raise QueryRefused(
+                f"Table function {name}() is not allowed: only tables of {self.database} and system can be read."
+            )
         if kind == "TableIdentifier":
             self._check_table(node)
         if kind == "QueryParameter" and str(node.get("param_type", "")).strip().lower() == "identifier":
-            raise QueryRefused("Identifier query parameters are not allowed: name tables and columns in the query text.")
+            raise QueryRefused(
+                "Identifier query parameters are not allowed: name tables and columns in the query text."
+            )
         if kind == "Function":
             name = str(node.get("name", "")).lower()
             if name in _DENIED_FUNCTIONS or name.startswith(_DENIED_FUNCTION_PREFIXES):
-                raise QueryRefused(f"Function {node.get('name')}() is not allowed: it reads outside the query's tables.")
+                raise QueryRefused(
+                    f"Function {node.get('name')}() is not allowed: it reads outside the query's tables."
+                )
             if name in _IN_FUNCTIONS:
                 args = node.get("arguments", {}).get("children", [])
                 if len(args) == 2 and args[1].get("type") == "Identifier":
@@ -156,7 +179,11 @@ class QueryGuard:
         if database == "system" and table in self.system_tables:
             return
         allowed = ", ".join(f"system.{t}" for t in sorted(self.system_tables))
-        raise QueryRefused(f"Table {database}.{table} is not served: only database {self.database} and {allowed}.", 497, "ACCESS_DENIED")
+        raise QueryRefused(
+            f"Table {database}.{table} is not served: only database {self.database} and {allowed}.",
+            497,
+            "ACCESS_DENIED",
+        )
 
     def _check_show(self, tree: dict[str, Any]) -> None:
         if tree["type"] == "ShowTablesQuery":
@@ -166,7 +193,9 @@ class QueryGuard:
         else:
             database = tree.get("database", self.database)
         if database not in (self.database, "system"):
-            raise QueryRefused(f"Database {database} is not served: only {self.database} and system.", 497, "ACCESS_DENIED")
+            raise QueryRefused(
+                f"Database {database} is not served: only {self.database} and system.", 497, "ACCESS_DENIED"
+            )
 
     # -- talking to the parser ---------------------------------------------------
 

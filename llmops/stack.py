@@ -43,12 +43,20 @@ def child_env(overrides: dict[str, Any], bootstrap: str, broker_kind: str) -> di
     return env
 
 
-def spawn_component(command: str, env: dict[str, str], config_file: Path | None, *, guarded: bool = False) -> subprocess.Popen[str]:
+def spawn_component(
+    command: str, env: dict[str, str], config_file: Path | None, *, guarded: bool = False
+) -> subprocess.Popen[str]:
     """`guarded`: the child dies with this process and ignores SIGTERM (llmops.child_guard); stop it with SIGINT."""
     argv = [sys.executable, "-m", "llmops"] + (["--config", str(config_file)] if config_file else []) + [command]
     # A session of its own: Ctrl-C reaches only the supervisor, which stops children in order.
     return subprocess.Popen(
-        guarded_argv(argv) if guarded else argv, env=env, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL, text=True, start_new_session=True
+        guarded_argv(argv) if guarded else argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -82,7 +90,13 @@ def _wait_until(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[
 
 
 def run_stack(
-    settings: Settings, overrides: dict[str, Any], *, config_file: Path | None, demo: bool, demo_rate: float, live_interval: float = 2.0
+    settings: Settings,
+    overrides: dict[str, Any],
+    *,
+    config_file: Path | None,
+    demo: bool,
+    demo_rate: float,
+    live_interval: float = 2.0,
 ) -> int:
     from llmops import stack_state
     from llmops.live import LiveView, closing_note
@@ -114,13 +128,22 @@ def run_stack(
         worker_proc = worker.start()
         host = local_host(settings.receiver.listen)
         if settings.embedded_store and settings.sql.enabled:
-            _wait_until(lambda: endpoint_alive(host, settings.sql.port, tls_ca=settings.sql.tls_cert_file), 120, "the worker's SQL endpoint", worker_proc)
+            _wait_until(
+                lambda: endpoint_alive(host, settings.sql.port, tls_ca=settings.sql.tls_cert_file),
+                120,
+                "the worker's SQL endpoint",
+                worker_proc,
+            )
         ready = wait_for_line(receiver.start(), "receiver ready", 60)
         print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)
-        print(f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})")
+        print(
+            f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})"
+        )
         if settings.embedded_store:
             scheme = "https" if settings.sql.tls_cert_file else "http"
-            print(f"  SQL (read-only ClickHouse HTTP) {scheme}://{host}:{settings.sql.port}/?query=SELECT+count()+FROM+llmops.otel_traces")
+            print(
+                f"  SQL (read-only ClickHouse HTTP) {scheme}://{host}:{settings.sql.port}/?query=SELECT+count()+FROM+llmops.otel_traces"
+            )
         print("  Ctrl-C to stop.", flush=True)
         if demo:
             from llmops.demo import DemoTraffic

@@ -21,7 +21,18 @@ from urllib.parse import urlsplit, urlunsplit
 from llmops.config import Settings
 from llmops.errors import UserError
 
-__all__ = ["StackState", "DataDirLock", "publish", "store_id", "STORE_ID_HEADER", "write_state", "remove_state", "running_stack", "STATE_FILE", "LOCK_FILE"]
+__all__ = [
+    "StackState",
+    "DataDirLock",
+    "publish",
+    "store_id",
+    "STORE_ID_HEADER",
+    "write_state",
+    "remove_state",
+    "running_stack",
+    "STATE_FILE",
+    "LOCK_FILE",
+]
 
 STATE_FILE = "stack.json"
 LOCK_FILE = "llmops.lock"

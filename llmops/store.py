@@ -24,7 +24,16 @@ from llmops.errors import UserError, clickhouse_code, clickhouse_message
 from llmops.stack_state import STORE_ID_HEADER, running_stack, store_id
 from sinks.clickhouse.client import connect
 
-__all__ = ["open_reader", "close_reader", "find_endpoint", "require_store", "endpoint_alive", "local_host", "served_store", "store_dir"]
+__all__ = [
+    "open_reader",
+    "close_reader",
+    "find_endpoint",
+    "require_store",
+    "endpoint_alive",
+    "local_host",
+    "served_store",
+    "store_dir",
+]
 
 _UNKNOWN_DATABASE = 81
 
@@ -63,8 +72,12 @@ def served_store(host: str, port: int, timeout_s: float = 5.0, *, tls_ca: Path |
 
 def _endpoint_client(settings: Settings, host: str, port: int) -> Client:
     sql = settings.sql
-    credentials: dict[str, Any] = {"username": sql.user, "password": sql.password.get_secret_value()} if sql.password is not None else {}
-    tls: dict[str, Any] = {"interface": "https", "ca_cert": str(sql.tls_cert_file)} if sql.tls_cert_file is not None else {}
+    credentials: dict[str, Any] = (
+        {"username": sql.user, "password": sql.password.get_secret_value()} if sql.password is not None else {}
+    )
+    tls: dict[str, Any] = (
+        {"interface": "https", "ca_cert": str(sql.tls_cert_file)} if sql.tls_cert_file is not None else {}
+    )
     return clickhouse_connect.get_client(
         host=host, port=port, database=settings.clickhouse.database, compress=False, autogenerate_session_id=False,
         **credentials, **tls,
@@ -126,7 +139,9 @@ def open_reader(settings: Settings) -> Client:
         client = connect(settings.clickhouse_dsn, settings.clickhouse.database, readonly=True)
     except Exception as exc:
         if clickhouse_code(exc) == _UNKNOWN_DATABASE:
-            raise UserError(f"no data in {settings.data_dir} yet: start `llmops up` (or pass the --data-dir it uses)") from exc
+            raise UserError(
+                f"no data in {settings.data_dir} yet: start `llmops up` (or pass the --data-dir it uses)"
+            ) from exc
         raise UserError(
             f"cannot open the store in {expected}: {clickhouse_message(exc)} (is another process using data dir {settings.data_dir}?)"
         ) from exc

@@ -111,7 +111,9 @@ def rss_mib(pid: int) -> float | None:
 class Child:
     """One supervised process (`llmops worker` or `llmops receive`), started by `spawn`, restarted when it exits."""
 
-    def __init__(self, name: str, spawn: Callable[[], subprocess.Popen[str]], policy: RestartPolicy = RestartPolicy()) -> None:
+    def __init__(
+        self, name: str, spawn: Callable[[], subprocess.Popen[str]], policy: RestartPolicy = RestartPolicy()
+    ) -> None:
         self.name = name
         self._spawn = spawn
         self.backoff = Backoff(policy)
@@ -237,7 +239,11 @@ class Supervisor:
         self.receiver.start_unwatched()
         self.broker_refreshes += 1
         pid = self.broker.pid
-        log.warning("embedded broker refreshed in %.1f s (%.0f MiB now)", time.monotonic() - started, (rss_mib(pid) if pid else 0) or 0)
+        log.warning(
+            "embedded broker refreshed in %.1f s (%.0f MiB now)",
+            time.monotonic() - started,
+            (rss_mib(pid) if pid else 0) or 0,
+        )
 
     def shutdown(self) -> None:
         """Receiver, drain, worker, broker: in that order, each bounded by `timeouts`."""

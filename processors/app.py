@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from datetime import UTC
 from typing import Any, NoReturn
 
 import faust
@@ -24,14 +25,13 @@ from llmops.config import Settings
 from processors.batch_handler import BatchHandler, ReadyBatch
 from processors.batching import take_batches
 from processors.core.drift.wire import DriftSender
-from processors.kafka_sources import TopicIds
 from processors.core.pipeline import Poison, SourceRecord
+from processors.kafka_sources import TopicIds
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.errors import SinkError
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
-from datetime import UTC
 
 __all__ = ["create_app", "EXIT_SINK_FAILED"]
 
@@ -88,7 +88,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     d = settings.drift
     # Remembers what it sent for two windows per live key: enough to filter, bounded in memory.
     sender = DriftSender(d.window_s, d.reservoir_size, max_windows=2 * d.max_keys)
-    handler = BatchHandler(sink, build_call_stages(settings), dead_letter, (sender, publish_drift) if d.enabled else None)
+    handler = BatchHandler(
+        sink, build_call_stages(settings), dead_letter, (sender, publish_drift) if d.enabled else None
+    )
     spans_topic = app.topic(kafka.topic, value_serializer="raw", key_serializer="raw")
 
     # Next offset to commit per partition: one past the last record whose batch is stored. Batches are written in
@@ -109,7 +111,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.agent(spans_topic, name="otlp_spans_to_clickhouse")
     async def process(stream: Any) -> None:
         writing: asyncio.Future[None] | None = None
-        async for events in take_batches(stream, settings.processor.batch_max_records, settings.processor.batch_max_wait_s):
+        async for events in take_batches(
+            stream, settings.processor.batch_max_records, settings.processor.batch_max_wait_s
+        ):
             records = [
                 SourceRecord(
                     topic=e.message.topic,
@@ -179,8 +183,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
 def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink: ClickHouseSink) -> None:
     """Second stage: drift records arrive keyed by service, so one worker owns each service's windows."""
-    from processors.drift.stage import DriftStage
     from processors.core.drift.stream import DriftStageConfig, DriftTracker
+    from processors.drift.stage import DriftStage
 
     d = settings.drift
     config = DriftStageConfig(window_s=d.window_s, lateness_s=d.lateness_s, idle_close_s=d.idle_close_s,

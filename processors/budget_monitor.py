@@ -7,7 +7,7 @@ The worker runs `refresh` on a timer and writes the rows to `budget_status`
 
 from __future__ import annotations
 
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
@@ -26,7 +26,11 @@ def current_spend(client: Client, budgets: BudgetsFile, now: datetime) -> dict[t
             result = client.query(
                 f"SELECT toString(sum(cost)) FROM llm_usage_1m WHERE {budget.scope_kind} = {{value:String}} "
                 "AND window_start >= {start:DateTime} AND window_start <= {now:DateTime}",
-                parameters={"value": budget.scope_value, "start": start.replace(tzinfo=None), "now": now.replace(tzinfo=None)},
+                parameters={
+                    "value": budget.scope_value,
+                    "start": start.replace(tzinfo=None),
+                    "now": now.replace(tzinfo=None),
+                },
             )
             spend[(budget.id, period)] = Decimal(result.result_rows[0][0] or "0")
     return spend

@@ -52,7 +52,11 @@ def _run_from_data_dir(settings: Settings) -> Settings:
     started.
     """
     processor = settings.processor
-    files = {name: path.resolve() for name in ("pricing_file", "budgets_file", "pricing_snapshot_file") if (path := getattr(processor, name)) is not None}
+    files = {
+        name: path.resolve()
+        for name in ("pricing_file", "budgets_file", "pricing_snapshot_file")
+        if (path := getattr(processor, name)) is not None
+    }
     data_dir = settings.data_dir.resolve()
     settings = settings.model_copy(update={"data_dir": data_dir, "processor": processor.model_copy(update=files)})
     data_dir.mkdir(parents=True, exist_ok=True)

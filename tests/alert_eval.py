@@ -100,7 +100,11 @@ def evaluate_once(client: Any, rule: dict[str, Any], at: datetime) -> Evaluation
     if len(numeric) != 1 or len(numeric) + len(strings) != len(types):
         raise AssertionError(f"{rule['uid']}: a rule query returns string labels and one number, not {columns}")
     reduce_node, threshold_node = nodes["B"]["model"], nodes["C"]["model"]
-    if reduce_node.get("type") != "reduce" or reduce_node.get("expression") != "A" or reduce_node.get("reducer") != "last":
+    if (
+        reduce_node.get("type") != "reduce"
+        or reduce_node.get("expression") != "A"
+        or reduce_node.get("reducer") != "last"
+    ):
         raise AssertionError(f"{rule['uid']}: B must reduce A with last, not {reduce_node}")
     if threshold_node.get("type") != "threshold" or threshold_node.get("expression") != "B" or rule["condition"] != "C":
         raise AssertionError(f"{rule['uid']}: C must be the threshold on B and the condition")

@@ -28,7 +28,9 @@ from tests.kafka_jars import KafkaUnavailable, kafka_classpath
 from tests.otelcol_build import OtelcolUnavailable, otelcol_binary
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition", interval_s: float = 0.1) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition", interval_s: float = 0.1
+) -> None:
     """Poll a readiness check (never a blind sleep)."""
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -83,7 +85,9 @@ class Stack:
 
     def start_worker(self) -> None:
         worker = self.worker = spawn_component("worker", self.env(), None)
-        wait_until(lambda: endpoint_alive("127.0.0.1", self.sql_port) or worker.poll() is not None, 90, "worker SQL endpoint")
+        wait_until(
+            lambda: endpoint_alive("127.0.0.1", self.sql_port) or worker.poll() is not None, 90, "worker SQL endpoint"
+        )
         assert self.worker.poll() is None, f"worker exited with {self.worker.returncode}"
 
     def start_receiver(self) -> None:
@@ -139,9 +143,15 @@ def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory)
             drift_topic=f"llm_drift_signals_{name}",
             group_id=f"llmops-{name}",
         )
-        ensure_topics(broker.bootstrap, KafkaSettings(
-                topic=stack.topic, dead_letter_topic=stack.dead_letter_topic, drift_topic=stack.drift_topic, partitions=partitions
-            ))
+        ensure_topics(
+            broker.bootstrap,
+            KafkaSettings(
+                topic=stack.topic,
+                dead_letter_topic=stack.dead_letter_topic,
+                drift_topic=stack.drift_topic,
+                partitions=partitions,
+            ),
+        )
         stacks.append(stack)
         return stack
 
@@ -176,7 +186,12 @@ def _prebuild_production_parts() -> None:
 
 
 # The slowest groups first, so `-n 2 --dist loadgroup` (make test) starts them at once instead of ending on them.
-_HEAVY_FIRST = ("production", "tests/test_scale_out.py", "tests/test_up_supervision.py", "tests/test_drift_calibration.py")
+_HEAVY_FIRST = (
+    "production",
+    "tests/test_scale_out.py",
+    "tests/test_up_supervision.py",
+    "tests/test_drift_calibration.py",
+)
 
 
 def _group_for_xdist(items: list[pytest.Item]) -> None:

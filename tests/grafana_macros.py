@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "ALL",
@@ -62,7 +62,9 @@ class TimeRange:
             raise ValueError("time range bounds must be timezone-aware")
 
     @classmethod
-    def relative(cls, now: datetime, from_s: int, to_s: int = 0, interval: timedelta = timedelta(minutes=1)) -> TimeRange:
+    def relative(
+        cls, now: datetime, from_s: int, to_s: int = 0, interval: timedelta = timedelta(minutes=1)
+    ) -> TimeRange:
         """An alert rule's relativeTimeRange (seconds before the evaluation time)."""
         return cls(now - timedelta(seconds=from_s), now - timedelta(seconds=to_s), interval)
 
@@ -290,7 +292,7 @@ def _parse_args(text: str, start: int) -> tuple[list[str] | None, int]:
         elif char == "," and depth == 1:
             args.append(text[last:index])
             last = index + 1
-    raise MacroError(f"missing closing bracket after {text[max(0, start - 20):start + 20]!r}")
+    raise MacroError(f"missing closing bracket after {text[max(0, start - 20) : start + 20]!r}")
 
 
 def expand_backend_macros(sql: str, time_range: TimeRange) -> str:
@@ -304,7 +306,7 @@ def expand_backend_macros(sql: str, time_range: TimeRange) -> str:
                 break
             args, end = _parse_args(sql, match.end())
             expanded = func(time_range, args if args is not None else [])
-            sql = sql[: match.start()] + expanded + sql[end if args is not None else match.end():]
+            sql = sql[: match.start()] + expanded + sql[end if args is not None else match.end() :]
     leftover = re.search(r"\$__\w+", sql)
     if leftover:
         raise MacroError(f"unknown or unexpanded macro {leftover.group(0)}")

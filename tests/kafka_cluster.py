@@ -147,7 +147,9 @@ class KafkaCluster:
         """One admin client per cluster (a future outlives its call only while its client lives). Its log is quiet:
         connection errors to a node that is down are what the fault tests cause on purpose."""
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "client.id": "llmops-test-admin", "log_level": 2})
+            self._admin = AdminClient(
+                {"bootstrap.servers": self.bootstrap, "client.id": "llmops-test-admin", "log_level": 2}
+            )
         return self._admin
 
     def wait_ready(self, timeout_s: float = 120.0, only: KafkaNode | None = None) -> None:
@@ -159,7 +161,9 @@ class KafkaCluster:
         while True:
             for node in self.nodes:
                 if node.process is not None and node.process.poll() is not None and node.node_id in want:
-                    raise RuntimeError(f"Kafka node {node.node_id} exited with {node.process.returncode}:\n{node.log_tail()}")
+                    raise RuntimeError(
+                        f"Kafka node {node.node_id} exited with {node.process.returncode}:\n{node.log_tail()}"
+                    )
             try:
                 described = admin.describe_cluster(request_timeout=5).result(timeout=10)
                 seen = {broker.id for broker in described.nodes}
@@ -169,7 +173,9 @@ class KafkaCluster:
                 pass
             if time.monotonic() > deadline:
                 tails = "\n".join(f"--- node {n.node_id}\n{n.log_tail(10)}" for n in self.nodes)
-                raise RuntimeError(f"Kafka not ready after {timeout_s}s (brokers seen {sorted(seen)}, want {sorted(want)})\n{tails}")
+                raise RuntimeError(
+                    f"Kafka not ready after {timeout_s}s (brokers seen {sorted(seen)}, want {sorted(want)})\n{tails}"
+                )
             time.sleep(0.2)
 
     def wait_in_sync(self, topic: str, timeout_s: float = 120.0) -> None:
@@ -199,9 +205,16 @@ class KafkaCluster:
 
     def _java(self, node: KafkaNode, main: str, *args: str) -> list[str]:
         return [
-            "java", HEAP, "-Xms64m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            HEAP,
+            "-Xms64m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={node.home / 'log4j2.properties'}",
-            "-cp", self.classpath, main, *args,
+            "-cp",
+            self.classpath,
+            main,
+            *args,
         ]
 
     def _write_config(self, node: KafkaNode) -> None:
@@ -243,8 +256,12 @@ class KafkaCluster:
 
     def _format(self, node: KafkaNode) -> None:
         done = subprocess.run(
-            self._java(node, "kafka.tools.StorageTool", "format", "--cluster-id", self.cluster_id, "--config", str(node.config)),
-            capture_output=True, text=True, timeout=120,
+            self._java(
+                node, "kafka.tools.StorageTool", "format", "--cluster-id", self.cluster_id, "--config", str(node.config)
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if done.returncode != 0:
             raise RuntimeError(f"Kafka storage format failed for node {node.node_id}:\n{done.stdout}\n{done.stderr}")
@@ -253,7 +270,10 @@ class KafkaCluster:
         with open(node.home / "stdout.log", "ab") as out:
             node.process = subprocess.Popen(
                 self._java(node, "kafka.Kafka", str(node.config)),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     @staticmethod

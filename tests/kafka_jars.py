@@ -42,8 +42,17 @@ def kafka_classpath() -> str:
 
     def fetch(out: Path) -> None:
         subprocess.run(
-            ["mvn", "--batch-mode", "--quiet", "-Dstyle.color=never", "-f", str(POM),
-             f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={out}"],
+            [
+                "mvn",
+                "--batch-mode",
+                "--quiet",
+                "-Dstyle.color=never",
+                "-f",
+                str(POM),
+                f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={out}",
+            ],
             check=True,
         )
 

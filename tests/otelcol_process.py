@@ -24,6 +24,7 @@ __all__ = ["OTELCOL_YAML", "Collector"]
 class _PortTaken(RuntimeError):
     """The collector exited because a port it was given was taken meanwhile."""
 
+
 OTELCOL_YAML = Path(__file__).resolve().parent.parent / "collector" / "otelcol.yaml"
 
 
@@ -99,7 +100,9 @@ class Collector:
         """Sum of one of the collector's own Prometheus metrics over its label sets (0 when absent)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((name + "{", name + " ")))
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((name + "{", name + " "))
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -17,9 +17,17 @@ def snapshot_json(prices: dict[tuple[str, str], tuple[str, str]]) -> bytes:
     providers: dict[str, dict] = {}
     for (provider_id, model_id), (inp, out) in prices.items():
         provider = providers.setdefault(
-            provider_id, {"id": provider_id, "name": provider_id, "api_pattern": f"https://api\\.{provider_id}\\.example", "models": []}
+            provider_id,
+            {
+                "id": provider_id,
+                "name": provider_id,
+                "api_pattern": f"https://api\\.{provider_id}\\.example",
+                "models": [],
+            },
         )
-        provider["models"].append({"id": model_id, "match": {"equals": model_id}, "prices": {"input_mtok": inp, "output_mtok": out}})
+        provider["models"].append(
+            {"id": model_id, "match": {"equals": model_id}, "prices": {"input_mtok": inp, "output_mtok": out}}
+        )
     return json.dumps(list(providers.values())).encode()
 
 

@@ -15,7 +15,16 @@ from llmops.topics import ensure_topics
 from tests.conftest import Stack
 from tests.kafka_cluster import KafkaCluster
 
-__all__ = ["START_NS", "count_all", "duplicate_origins", "kafka_stack", "more_worker", "send", "stored_rows", "stored_span_ids"]
+__all__ = [
+    "START_NS",
+    "count_all",
+    "duplicate_origins",
+    "kafka_stack",
+    "more_worker",
+    "send",
+    "stored_rows",
+    "stored_span_ids",
+]
 
 START_NS = 1_764_000_000_000_000_000  # a fixed timeline: the same seed gives the same spans, ids included
 
@@ -84,8 +93,9 @@ def count_all(stacks: list[Stack], sql: str) -> int:
     return sum(stack.count(sql) for stack in stacks)
 
 
-
-def duplicate_origins(bootstrap: str, topic: str, stacks: list[Stack], span_ids: set[str]) -> dict[str, dict[str, list]]:
+def duplicate_origins(
+    bootstrap: str, topic: str, stacks: list[Stack], span_ids: set[str]
+) -> dict[str, dict[str, list]]:
     """Where each of `span_ids` lives: the Kafka records (partition, offset) that hold it, read from the beginning of
     `topic`, and the rows (store, _ingest_source, _ingest_offset) that stored it. Tells a producer that wrote a span
     twice (two records) from a sink that stored one record twice (one record, two rows)."""

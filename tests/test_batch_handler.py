@@ -18,8 +18,6 @@ from sinks.clickhouse.writer import ClickHouseSink
 START = 1_764_000_000_000_000_000
 
 
-
-
 def _record(offset: int, spans: int = 20) -> SourceRecord:
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
@@ -28,7 +26,11 @@ def _record(offset: int, spans: int = 20) -> SourceRecord:
     for i in range(spans):
         span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="chat gpt-4o-mini", kind=3,
                                start_time_unix_nano=START + i, end_time_unix_nano=START + i + 10**9)  # fmt: skip
-        for key, value in (("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", "openai"), ("gen_ai.request.model", "gpt-4o-mini")):
+        for key, value in (
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.provider.name", "openai"),
+            ("gen_ai.request.model", "gpt-4o-mini"),
+        ):
             span.attributes.add(key=key).value.string_value = value
         span.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 100
         span.attributes.add(key="gen_ai.usage.output_tokens").value.int_value = 20
@@ -65,6 +67,9 @@ def test_batches_leave_a_bounded_set_of_insert_contexts(chdb_client: Client) -> 
     finally:
         gc.set_threshold(*thresholds)
     assert not dead and handler.stats.calls == 6 * 80
-    assert int(chdb_client.query("SELECT count() FROM llmops.llm_calls WHERE service = 'handler-test'").result_rows[0][0]) == 6 * 80
+    assert (
+        int(chdb_client.query("SELECT count() FROM llmops.llm_calls WHERE service = 'handler-test'").result_rows[0][0])
+        == 6 * 80
+    )
     assert after_one[0] - before[0] <= len(build_call_stages(Settings()).tables)
     assert after_six == after_one  # contexts, and the columns they reach (the last insert's), do not grow

@@ -110,6 +110,7 @@ def test_the_reader_stops_pulling_while_a_full_batch_waits() -> None:
 
 def test_when_the_stream_stops_what_waits_is_left_unacknowledged() -> None:
     """As with faust's take_events: Kafka delivers it again (the sink's fences make that harmless)."""
+
     async def scenario() -> list[int]:
         stream = _Stream([(0, 3)])
         assert [batch async for batch in take_batches(stream, 10, 5.0)] == []

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from clickhouse_connect.driver.client import Client
 
 from processors.budget_monitor import current_spend
@@ -40,11 +39,18 @@ def budgets(tmp_path: Path):
 
 def test_status_projection_and_thresholds(budgets) -> None:
     now = datetime(2026, 11, 10, 6, 0, tzinfo=UTC)  # 1/4 of the day, 9.25 of 30 days of November
-    spend: dict[tuple[str, Period], Decimal] = {("search-team", "day"): Decimal("12.5"), ("search-team", "month"): Decimal("850"),
-             ("prod", "month"): Decimal("60"), ("gpt4o", "day"): Decimal("10")}
+    spend: dict[tuple[str, Period], Decimal] = {
+        ("search-team", "day"): Decimal("12.5"),
+        ("search-team", "month"): Decimal("850"),
+        ("prod", "month"): Decimal("60"),
+        ("gpt4o", "day"): Decimal("10"),
+    }
     rows = {(s.budget_id, s.period): s for s in budget_status(budgets, spend, now)}
     day = rows[("search-team", "day")]
-    assert (day.period_start, day.period_end) == (datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 11, tzinfo=UTC))
+    assert (day.period_start, day.period_end) == (
+        datetime(2026, 11, 10, tzinfo=UTC),
+        datetime(2026, 11, 11, tzinfo=UTC),
+    )
     assert day.projected == Decimal(50) and day.status == "ok"  # 12.5 * 4 == 50, not above the amount
     assert day.fraction == 0.25
     month = rows[("search-team", "month")]
@@ -72,10 +78,34 @@ def test_spend_from_calls_respects_scope_period_and_unpriced(budgets, chdb_clien
     ts = int(datetime(2026, 11, 10, 1, tzinfo=UTC).timestamp()) * 10**9
     old = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp()) * 10**9
     calls = [
-        LLMCall(ts_ns=ts, trace_id="t", span_id="1", team="search", environment="prod", response_model="gpt-4o", cost=Decimal("1.25")),
+        LLMCall(
+            ts_ns=ts,
+            trace_id="t",
+            span_id="1",
+            team="search",
+            environment="prod",
+            response_model="gpt-4o",
+            cost=Decimal("1.25"),
+        ),
         LLMCall(ts_ns=ts, trace_id="t", span_id="2", team="search", response_model="x", cost=None),
-        LLMCall(ts_ns=old, trace_id="t", span_id="3", team="search", environment="prod", request_model="gpt-4o", cost=Decimal("2")),
-        LLMCall(ts_ns=ts, trace_id="t", span_id="4", team="ads", environment="dev", response_model="gpt-4o", cost=Decimal("0.5")),
+        LLMCall(
+            ts_ns=old,
+            trace_id="t",
+            span_id="3",
+            team="search",
+            environment="prod",
+            request_model="gpt-4o",
+            cost=Decimal("2"),
+        ),
+        LLMCall(
+            ts_ns=ts,
+            trace_id="t",
+            span_id="4",
+            team="ads",
+            environment="dev",
+            response_model="gpt-4o",
+            cost=Decimal("0.5"),
+        ),
     ]
     rows = usage_rows(calls)
     chdb_client.insert(rows.table, rows.columns, column_names=rows.column_names, column_oriented=True)

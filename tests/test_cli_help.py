@@ -21,7 +21,19 @@ def _options(*path: str) -> set[str]:
 @pytest.mark.parametrize(
     ("command", "absent"),
     [
-        (("receive",), {"--sql-port", "--pricing-file", "--budgets-file", "--batch-max-records", "--batch-max-wait", "--data-dir", "--clickhouse", "--partitions"}),
+        (
+            ("receive",),
+            {
+                "--sql-port",
+                "--pricing-file",
+                "--budgets-file",
+                "--batch-max-records",
+                "--batch-max-wait",
+                "--data-dir",
+                "--clickhouse",
+                "--partitions",
+            },
+        ),
         (("worker",), {"--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes"}),
         (("migrate",), {"--kafka", "--sql-port", "--otlp-http-port"}),
         (("report",), {"--kafka", "--otlp-http-port", "--batch-max-records", "--pricing-file", "--partitions"}),
@@ -40,7 +52,14 @@ def test_help_lists_only_what_the_command_reads(command: tuple[str, ...], absent
 
 def test_receive_lists_what_the_receiver_reads() -> None:
     assert _options("receive") == {
-        "--log-level", "--kafka", "--topic", "--group-id", "--listen", "--otlp-grpc-port", "--otlp-http-port", "--max-request-bytes"
+        "--log-level",
+        "--kafka",
+        "--topic",
+        "--group-id",
+        "--listen",
+        "--otlp-grpc-port",
+        "--otlp-http-port",
+        "--max-request-bytes",
     }
 
 

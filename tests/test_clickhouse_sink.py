@@ -40,13 +40,18 @@ def test_a_retried_insert_with_the_same_token_is_stored_once(chdb_client: Client
 def test_low_cardinality_columns_sent_as_strings_keep_their_values_and_type(chdb_client: Client) -> None:
     sink = ClickHouseSink(chdb_client, "llmops")
     sink.write(_errors("sink-lc/0", range(3), service="checkout-ü"), "ingest_errors:lc")
-    assert _stored(chdb_client, "sink-lc/0") == [(i, "decode", "checkout-ü", "LowCardinality(String)") for i in range(3)]
+    assert _stored(chdb_client, "sink-lc/0") == [
+        (i, "decode", "checkout-ü", "LowCardinality(String)") for i in range(3)
+    ]
 
 
 def test_concurrent_writes_to_one_table_share_its_context_safely(chdb_client: Client) -> None:
     sink = ClickHouseSink(chdb_client, "llmops")
     threads = [
-        threading.Thread(target=sink.write, args=(_errors(f"sink-threads/{n}", range(200)), f"ingest_errors:threads-{n}")) for n in range(4)
+        threading.Thread(
+            target=sink.write, args=(_errors(f"sink-threads/{n}", range(200)), f"ingest_errors:threads-{n}")
+        )
+        for n in range(4)
     ]
     for thread in threads:
         thread.start()

@@ -14,8 +14,8 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -72,7 +72,9 @@ def _single_node(statement: str) -> str:
     """What a single server would run: no ON CLUSTER, plain engines, a Memory table for a Distributed one."""
     statement = _ON_CLUSTER.sub("", statement, count=1)
     statement = re.sub(r"ENGINE = Distributed\(.*\)$", "ENGINE = Memory", statement, flags=re.S)
-    return _REPLICATED.sub(lambda m: f"ENGINE = {m.group(1)}" + (f"({m.group('rest')[2:]})" if m.group("rest") else ""), statement)
+    return _REPLICATED.sub(
+        lambda m: f"ENGINE = {m.group(1)}" + (f"({m.group('rest')[2:]})" if m.group("rest") else ""), statement
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,9 @@ def _by_name() -> dict[str, str]:
 def test_single_node_rendering_is_the_text_each_migration_was_applied_with(client: Client) -> None:
     rendered = {m.name: m.checksum for m in available_migrations()}
     assert {name: rendered[name] for name in APPLIED_CHECKSUMS} == APPLIED_CHECKSUMS
-    stored = {row[0]: row[1] for row in client.query(f"SELECT name, checksum FROM `{DB}`.schema_migrations FINAL").result_rows}
+    stored = {
+        row[0]: row[1] for row in client.query(f"SELECT name, checksum FROM `{DB}`.schema_migrations FINAL").result_rows
+    }
     assert stored == rendered
 
 
@@ -173,11 +177,21 @@ def test_a_broken_statement_is_rejected_by_the_parser(client: Client) -> None:
 def test_cluster_ddl_covers_every_object_of_the_single_node_migrations(client: Client) -> None:
     created = {m.group(2) for s in _cluster() if (m := _CREATED.match(s))}
     tables = _contract_tables(client)
-    assert set(tables) >= {"otel_traces", "llm_calls", "ingest_errors", "llm_usage_1m", "budget_status", "llm_latency_1m", "llm_drift", "change_events"}
+    assert set(tables) >= {
+        "otel_traces",
+        "llm_calls",
+        "ingest_errors",
+        "llm_usage_1m",
+        "budget_status",
+        "llm_latency_1m",
+        "llm_drift",
+        "change_events",
+    }
     views = [
         r[0]
         for r in client.query(
-            "SELECT name FROM system.tables WHERE database = {db:String} AND engine IN ('View', 'MaterializedView', 'Null')", parameters={"db": DB}
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine IN ('View', 'MaterializedView', 'Null')",
+            parameters={"db": DB},
         ).result_rows
     ]
     assert {"otlp_ingest", "otlp_ingest_to_otel_traces"} <= set(views)
@@ -190,6 +204,7 @@ def test_cluster_ddl_covers_every_object_of_the_single_node_migrations(client: C
 
 def test_otlp_ingest_statements_equal_the_single_node_ones_plus_on_cluster() -> None:
     """The raw-OTLP path (Null table, view into the Distributed otel_traces, functions) has no per-node variant."""
+
     def otlp(rendered: list[tuple[str, list[str]]]) -> list[str]:
         return [s for name, statements in rendered if re.match(r"00[56]_otlp_", name) for s in statements]
 
@@ -199,7 +214,11 @@ def test_otlp_ingest_statements_equal_the_single_node_ones_plus_on_cluster() -> 
 
 
 def test_local_tables_match_the_single_node_tables(client: Client, cluster_db: str) -> None:
-    engines = {"MergeTree": "ReplicatedMergeTree", "AggregatingMergeTree": "ReplicatedAggregatingMergeTree", "ReplacingMergeTree": "ReplicatedReplacingMergeTree"}
+    engines = {
+        "MergeTree": "ReplicatedMergeTree",
+        "AggregatingMergeTree": "ReplicatedAggregatingMergeTree",
+        "ReplacingMergeTree": "ReplicatedReplacingMergeTree",
+    }
     by_name = _by_name()
     for table in _contract_tables(client):
         statement = by_name[f"{table}_local"]
@@ -224,7 +243,8 @@ def test_local_tables_match_the_single_node_tables(client: Client, cluster_db: s
 
 def test_ttl_only_drop_parts_is_kept_on_raw_spans(client: Client, cluster_db: str) -> None:
     engine_full = client.query(
-        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'otel_traces_local'", parameters={"db": cluster_db}
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'otel_traces_local'",
+        parameters={"db": cluster_db},
     ).result_rows[0][0]
     assert "ttl_only_drop_parts = 1" in engine_full and "index_granularity = 8192" in engine_full
 
@@ -255,7 +275,13 @@ def test_partition_sharding_key_keeps_each_source_on_one_shard(client: Client) -
         "FROM (SELECT arrayJoin({sources:Array(String)})::LowCardinality(String) AS s)",
         parameters={"sources": sources},
     ).result_rows
-    assert [(r[0], r[1]) for r in rows] == [(sources[0], 0), (sources[1], 7), (sources[2], 11), (sources[3], 23), ("", 0)]
+    assert [(r[0], r[1]) for r in rows] == [
+        (sources[0], 0),
+        (sources[1], 7),
+        (sources[2], 11),
+        (sources[3], 23),
+        ("", 0),
+    ]
     assert {r[2] for r in rows} == {"UInt64"}
 
 
@@ -333,7 +359,9 @@ def test_single_node_retention_applies_to_the_real_tables(client: Client) -> Non
 def test_cluster_retention_names_the_local_tables_with_the_same_ttls(client: Client, cluster_db: str) -> None:
     single, cluster = _retention(None), _retention(CLUSTER_MACRO)
     assert len(single) == 7
-    assert [re.sub(r"^ALTER TABLE (\w+)_local ON CLUSTER '\{cluster\}'", r"ALTER TABLE \1", s) for s in cluster] == single
+    assert [
+        re.sub(r"^ALTER TABLE (\w+)_local ON CLUSTER '\{cluster\}'", r"ALTER TABLE \1", s) for s in cluster
+    ] == single
     for statement in cluster:
         _run_in(client, cluster_db, _ON_CLUSTER.sub("", statement, count=1))
     create = client.query(f"SHOW CREATE TABLE `{cluster_db}`.otel_traces_local").result_rows[0][0]

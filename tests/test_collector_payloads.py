@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-import gzip
-import zlib
 
 from collector.payloads import BadRequest, TooLarge, inflate, parse_json, parse_protobuf, span_count, split_into_records
 
@@ -44,8 +43,13 @@ def _spans(request: ExportTraceServiceRequest) -> list[tuple[str, str, str]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(layout=st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=3), min_size=1, max_size=4), limit=st.integers(300, 3000))
-def test_split_keeps_every_span_with_its_resource_and_scope_within_the_limit(layout: list[list[int]], limit: int) -> None:
+@given(
+    layout=st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=3), min_size=1, max_size=4),
+    limit=st.integers(300, 3000),
+)
+def test_split_keeps_every_span_with_its_resource_and_scope_within_the_limit(
+    layout: list[list[int]], limit: int
+) -> None:
     request = _request(layout)
     records = split_into_records(request, limit)
     rebuilt = [parse_protobuf(r) for r in records]
@@ -103,5 +107,10 @@ def test_json_is_parsed_strictly_except_for_unknown_fields() -> None:
             parse_json((span % wrong).encode())
     deep = '{"kvlistValue": {"values": [{"key": "k", "value": ' * 300 + '{"stringValue": "x"}' + "}]}}" * 300
     with pytest.raises(BadRequest, match="nested"):
-        parse_json(('{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "a", "value": ' + deep + "}]}]}]}]}").encode())
-
+        parse_json(
+            (
+                '{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "a", "value": '
+                + deep
+                + "}]}]}]}]}"
+            ).encode()
+        )

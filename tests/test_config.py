@@ -57,15 +57,25 @@ def test_consumer_timeouts_follow_the_broker_kind(monkeypatch: pytest.MonkeyPatc
         if key.startswith("LLMOPS_"):
             monkeypatch.delenv(key)
     embedded = load_settings().kafka  # no bootstrap: `llmops up` starts Tansu
-    assert (embedded.kind, embedded.consumer_session_timeout_s, embedded.consumer_heartbeat_interval_s) == ("tansu", 6.0, 1.0)
+    assert (embedded.kind, embedded.consumer_session_timeout_s, embedded.consumer_heartbeat_interval_s) == (
+        "tansu",
+        6.0,
+        1.0,
+    )
     # A flag merged over file and env (load_settings) still decides the kind.
     external = load_settings({"kafka.bootstrap": "kafka:9092"}).kafka
-    assert (external.kind, external.consumer_session_timeout_s, external.consumer_heartbeat_interval_s) == ("kafka", 30.0, 3.0)
+    assert (external.kind, external.consumer_session_timeout_s, external.consumer_heartbeat_interval_s) == (
+        "kafka",
+        30.0,
+        3.0,
+    )
     tests_tansu = load_settings({"kafka.bootstrap": "127.0.0.1:9", "kafka.broker_kind": "tansu"}).kafka
     assert tests_tansu.consumer_session_timeout_s == 6.0
     chosen = load_settings({"kafka.bootstrap": "kafka:9092", "kafka.session_timeout_s": 10.0}).kafka
     assert (chosen.consumer_session_timeout_s, chosen.consumer_heartbeat_interval_s) == (10.0, 3.0)
-    assert load_settings({"kafka.session_timeout_s": 2.4}).kafka.consumer_heartbeat_interval_s == pytest.approx(0.8)  # kept below
+    assert load_settings({"kafka.session_timeout_s": 2.4}).kafka.consumer_heartbeat_interval_s == pytest.approx(
+        0.8
+    )  # kept below
     # `llmops up` hands its children the address of the Tansu it started, and the kind with it.
     monkeypatch.setattr(os, "environ", child_env({}, "127.0.0.1:9", embedded.kind))
     assert load_settings().kafka.consumer_session_timeout_s == 6.0
@@ -88,4 +98,6 @@ def test_every_flag_has_help_naming_its_env_variable() -> None:
 
 
 def test_generated_reference_is_up_to_date() -> None:
-    assert (ROOT / "docs" / "configuration.md").read_text() == render_reference(), "run: llmops config docs > docs/configuration.md"
+    assert (ROOT / "docs" / "configuration.md").read_text() == render_reference(), (
+        "run: llmops config docs > docs/configuration.md"
+    )

@@ -37,7 +37,9 @@ budgets:
 def stack(make_stack, tmp_path_factory):
     budgets = tmp_path_factory.mktemp("budgets") / "budgets.yaml"
     budgets.write_text(BUDGETS)
-    stack = make_stack(partitions=2, LLMOPS_PROCESSOR__BUDGETS_FILE=str(budgets), LLMOPS_PROCESSOR__BUDGET_INTERVAL_S="1")
+    stack = make_stack(
+        partitions=2, LLMOPS_PROCESSOR__BUDGETS_FILE=str(budgets), LLMOPS_PROCESSOR__BUDGET_INTERVAL_S="1"
+    )
     stack.start_worker()
     stack.start_receiver()
     stack.budgets_file = budgets
@@ -48,7 +50,13 @@ def stack(make_stack, tmp_path_factory):
 def loaded(stack):
     summary = run_loadgen(LoadgenOptions(endpoint=stack.http_url, count=1200, seed=11))
     assert summary.complete
-    wait_until(lambda: stack.count("SELECT count() FROM llm_calls WHERE service != 'ttft-probe'") == summary.llm_spans_acknowledged, 90, "calls")
+    wait_until(
+        lambda: (
+            stack.count("SELECT count() FROM llm_calls WHERE service != 'ttft-probe'") == summary.llm_spans_acknowledged
+        ),
+        90,
+        "calls",
+    )
     return summary
 
 
@@ -68,10 +76,20 @@ def test_cost_is_exact_and_windows_sum_to_calls(stack, loaded) -> None:
     ).result_rows
     assert rows
     for tin, tout, cread, cwrite, cost in rows:
-        expected = ((tin - cread - cwrite) * Decimal("0.15") + cread * Decimal("0.075") + cwrite * Decimal("0.15") + tout * Decimal("0.60")) / 10**6
+        expected = (
+            (tin - cread - cwrite) * Decimal("0.15")
+            + cread * Decimal("0.075")
+            + cwrite * Decimal("0.15")
+            + tout * Decimal("0.60")
+        ) / 10**6
         assert Decimal(cost) == expected
     # The unpriced self-hosted model is NULL, never zero, and listed as unpriced.
-    assert client.query("SELECT countIf(cost IS NOT NULL), count() FROM llm_calls WHERE model = 'acme-llama-ft-v3'").result_rows[0][0] == 0
+    assert (
+        client.query(
+            "SELECT countIf(cost IS NOT NULL), count() FROM llm_calls WHERE model = 'acme-llama-ft-v3'"
+        ).result_rows[0][0]
+        == 0
+    )
     assert "acme-llama-ft-v3" in _cli(stack, "pricing", "unpriced")
     # Additive windows: sums over llm_usage_1m equal sums over llm_calls, to the last decimal.
     per_call = client.query(
@@ -93,7 +111,9 @@ def test_report_shows_cost_by_model_and_team(stack, loaded) -> None:
     assert {"commerce", "customer-care", "search"} <= set(teams)
     assert Decimal(teams["commerce"]["cost_usd"]) > 0
     models = {row["model"]: row for row in report["by_model"]}
-    assert models["acme-llama-ft-v3"]["cost_usd"] in (None, "0", "\\N") or models["acme-llama-ft-v3"]["unpriced_calls"] > 0
+    assert (
+        models["acme-llama-ft-v3"]["cost_usd"] in (None, "0", "\\N") or models["acme-llama-ft-v3"]["unpriced_calls"] > 0
+    )
     assert sum(row["calls"] for row in report["by_model"]) == loaded.llm_spans_acknowledged
     latency = {row["request_model"]: row for row in report["latency_by_model"]}  # reliability: by requested model
     assert latency["gpt-4o"]["p95_duration_ms"] >= latency["gpt-4o"]["p50_duration_ms"] > 0
@@ -103,9 +123,15 @@ def test_report_shows_cost_by_model_and_team(stack, loaded) -> None:
 
 
 def test_worker_writes_budget_status(stack, loaded) -> None:
-    wait_until(lambda: stack.count("SELECT count() FROM budget_status FINAL WHERE period = 'month' AND spend > 0") > 0, 30, "budget status")
+    wait_until(
+        lambda: stack.count("SELECT count() FROM budget_status FINAL WHERE period = 'month' AND spend > 0") > 0,
+        30,
+        "budget status",
+    )
     client = stack.reader()
-    status_day, = client.query("SELECT status FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'day' ORDER BY computed_at DESC LIMIT 1").result_rows[0]
+    (status_day,) = client.query(
+        "SELECT status FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'day' ORDER BY computed_at DESC LIMIT 1"
+    ).result_rows[0]
     spend, computed_at = client.query(
         "SELECT toString(spend), computed_at FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'month' ORDER BY computed_at DESC LIMIT 1"
     ).result_rows[0]
@@ -124,7 +150,9 @@ def test_ttft_sources_and_sketch_percentiles(stack) -> None:
     rng = np.random.default_rng(5)
     ttft_ms = np.round(rng.lognormal(np.log(300), 0.6, 600), 3)
     provider = TracerProvider(resource=Resource.create({"service.name": "ttft-probe"}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{stack.http_url}/v1/traces"), max_export_batch_size=200))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{stack.http_url}/v1/traces"), max_export_batch_size=200)
+    )
     tracer = provider.get_tracer("ttft")
     base = (time.time_ns() // 60_000_000_000 - 5) * 60_000_000_000  # five minutes ago, on a minute boundary
     expected: dict[str, float | None] = {}
@@ -150,7 +178,11 @@ def test_ttft_sources_and_sketch_percentiles(stack) -> None:
         expected[format(span.get_span_context().span_id, "016x")] = None
     assert provider.force_flush(30_000)
     provider.shutdown()
-    wait_until(lambda: stack.count("SELECT count() FROM llm_calls WHERE service = 'ttft-probe'") == len(expected), 60, "ttft calls")
+    wait_until(
+        lambda: stack.count("SELECT count() FROM llm_calls WHERE service = 'ttft-probe'") == len(expected),
+        60,
+        "ttft calls",
+    )
     # A batch's window rows are inserted after its calls: wait for them too (seen: a read in between gave NaN).
     ttft_windows = "SELECT sum(count) FROM llm_latency_1m WHERE service = 'ttft-probe' AND metric = 'ttft_ms'"
     wait_until(lambda: stack.count(ttft_windows) == len(ttft_ms), 60, "ttft windows")

@@ -17,28 +17,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
 import yaml
 
-from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.core.latency import metric_rows
 from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, parse_records, poison_rows
 from processors.core.records import LLMCall
-from processors.stages import build_call_stages
 from processors.core.usage import usage_rows
+from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.alert_eval import RuleRun, evaluate_once, parse_duration, run_rule
+from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from tests.otlp_sink import collecting_otlp_sink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +58,17 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
     ("llmops-latency", "Duration p50 / p95 / p99 by requested model"): ["time", "request_model", "p50", "p95", "p99"],
     ("llmops-latency", "Duration p95 by provider"): ["time", "provider", "p95"],
     ("llmops-latency", "Error rate by requested model"): ["time", "request_model", "error_rate"],
-    ("llmops-latency", "Percentiles over the range"): ["metric", "provider", "request_model", "samples", "p50", "p90", "p95", "p99", "max_ms"],
+    ("llmops-latency", "Percentiles over the range"): [
+        "metric",
+        "provider",
+        "request_model",
+        "samples",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "max_ms",
+    ],
     ("llmops-latency", "TTFT p50 / p95 / p99 by requested model"): ["time", "request_model", "p50", "p95", "p99"],
     ("llmops-latency", "TTFT p95 by provider"): ["time", "provider", "p95"],
     ("llmops-latency", "Time per output token p50 / p95 by requested model"): ["time", "request_model", "p50", "p95"],
@@ -71,11 +80,33 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
     ("llmops-pipeline", "Ingest rate (spans/s) by service"): ["time", "service", "spans_per_s"],
     ("llmops-pipeline", "LLM calls stored per second"): ["time", "service", "calls_per_s"],
     ("llmops-pipeline", "Recent ingest errors"): [
-        "ts", "stage", "reason", "service", "kafka_topic", "kafka_partition", "kafka_offset", "payload_bytes", "dead_lettered"],
+        "ts",
+        "stage",
+        "reason",
+        "service",
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "payload_bytes",
+        "dead_lettered",
+    ],
     ("llmops-quality", "Change events"): ["ts", "service", "kind", "old_value", "new_value", "model", "prompt_name"],
     ("llmops-quality", "Currently drifted keys"): [
-        "service", "model", "prompt_name", "prompt_version", "signal", "statistic", "value", "p_value", "threshold",
-        "n_ref", "n_cur", "reference", "window_start", "window_end"],
+        "service",
+        "model",
+        "prompt_name",
+        "prompt_version",
+        "signal",
+        "statistic",
+        "value",
+        "p_value",
+        "threshold",
+        "n_ref",
+        "n_cur",
+        "reference",
+        "window_start",
+        "window_end",
+    ],
     ("llmops-quality", "Drift effect sizes (value / threshold)"): ["time", "series", "value_over_threshold"],
     ("llmops-quality", "Drift test p-values (Holm-adjusted)"): ["time", "series", "p_value"],
     ("llmops-quality", "Drifted statistics per signal"): ["time", "signal", "drifted_statistics"],
@@ -83,19 +114,58 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
     ("llmops-quality", "Refusal rate"): ["time", "service", "refusal_rate"],
     ("llmops-quality", "Retrieval score trend"): ["time", "service", "mean_score", "p10_score"],
     ("llmops-spend", "Budget status"): [
-        "budget_id", "scope_kind", "scope_value", "period", "period_start", "budget_usd", "spend_usd", "fraction", "status", "computed_at"],
+        "budget_id",
+        "scope_kind",
+        "scope_value",
+        "period",
+        "period_start",
+        "budget_usd",
+        "spend_usd",
+        "fraction",
+        "status",
+        "computed_at",
+    ],
     ("llmops-spend", "Cost by environment"): ["time", "environment", "cost_usd", "unpriced_calls"],
     ("llmops-spend", "Cost by model"): ["time", "model", "cost_usd", "unpriced_calls"],
     ("llmops-spend", "Cost by service"): ["time", "service", "cost_usd", "unpriced_calls"],
     ("llmops-spend", "Cost by team"): ["time", "team", "cost_usd", "unpriced_calls"],
     ("llmops-spend", "Price coverage by provider and source"): [
-        "provider", "source", "calls", "tokens", "pct_calls_of_provider", "pct_tokens_of_provider"],
+        "provider",
+        "source",
+        "calls",
+        "tokens",
+        "pct_calls_of_provider",
+        "pct_tokens_of_provider",
+    ],
     ("llmops-spend", "Projected end-of-period spend"): ["budget", "projected_fraction"],
-    ("llmops-spend", "Tokens by kind"): ["time", "input_uncached", "input_cached", "output_visible", "output_reasoning"],
+    ("llmops-spend", "Tokens by kind"): [
+        "time",
+        "input_uncached",
+        "input_cached",
+        "output_visible",
+        "output_reasoning",
+    ],
     ("llmops-spend", "Top spenders"): [
-        "service", "team", "model", "prompt_name", "calls", "tokens", "cost_usd", "unpriced_calls", "unpriced_tokens"],
+        "service",
+        "team",
+        "model",
+        "prompt_name",
+        "calls",
+        "tokens",
+        "cost_usd",
+        "unpriced_calls",
+        "unpriced_tokens",
+    ],
     ("llmops-spend", "Unpriced calls"): ["time", "model", "unpriced_calls"],
-    ("llmops-spend", "Unpriced models"): ["provider", "model", "unpriced_calls", "input_tokens", "output_tokens", "first_seen", "last_seen"],
+    ("llmops-spend", "Unpriced models"): [
+        "provider",
+        "model",
+        "unpriced_calls",
+        "input_tokens",
+        "output_tokens",
+        "first_seen",
+        "last_seen",
+    ],
 }
 
 
@@ -113,7 +183,9 @@ def _panel_queries() -> list[tuple[str, str, str]]:
 
 
 PANEL_QUERIES = _panel_queries()
-RULES: list[dict[str, Any]] = [rule for group in yaml.safe_load(RULES_FILE.read_text())["groups"] for rule in group["rules"]]
+RULES: list[dict[str, Any]] = [
+    rule for group in yaml.safe_load(RULES_FILE.read_text())["groups"] for rule in group["rules"]
+]
 
 
 # ----------------------------------------------------------------------------- the store
@@ -149,7 +221,14 @@ class _Feeder:
         extra = {"services": services} if services else {}
         with collecting_otlp_sink() as (endpoint, bodies):
             summary = run_loadgen(
-                LoadgenOptions(endpoint=endpoint, count=count, seed=seed, start_ns=_ns(start), time_step_ns=int(STEP.total_seconds() * 1e9), **extra)
+                LoadgenOptions(
+                    endpoint=endpoint,
+                    count=count,
+                    seed=seed,
+                    start_ns=_ns(start),
+                    time_step_ns=int(STEP.total_seconds() * 1e9),
+                    **extra,
+                )
             )
         assert summary.complete and bodies
         parsed, poison = parse_records(self._records(bodies))
@@ -170,22 +249,53 @@ def _insert(client: Any, table: str, rows: list[dict[str, Any]]) -> None:
     client.insert(table, [[row[n] for n in names] for row in rows], column_names=names)
 
 
-def _budget(budget_id: str, kind: str, value: str, at: datetime, amount: str, spend: str, projected: str, status: str) -> dict[str, Any]:
+def _budget(
+    budget_id: str, kind: str, value: str, at: datetime, amount: str, spend: str, projected: str, status: str
+) -> dict[str, Any]:
     start = datetime(at.year, at.month, at.day, tzinfo=UTC)
     return {
-        "computed_at": at, "budget_id": budget_id, "scope_kind": kind, "scope_value": value, "period": "day",
-        "period_start": start, "period_end": start + timedelta(days=1), "amount": Decimal(amount), "spend": Decimal(spend),
-        "fraction": float(Decimal(spend) / Decimal(amount)), "projected": Decimal(projected), "warn_fraction": 0.8, "status": status,
+        "computed_at": at,
+        "budget_id": budget_id,
+        "scope_kind": kind,
+        "scope_value": value,
+        "period": "day",
+        "period_start": start,
+        "period_end": start + timedelta(days=1),
+        "amount": Decimal(amount),
+        "spend": Decimal(spend),
+        "fraction": float(Decimal(spend) / Decimal(amount)),
+        "projected": Decimal(projected),
+        "warn_fraction": 0.8,
+        "status": status,
     }
 
 
-def _drift(key: tuple[str, str, str, str], end: datetime, signal: str, statistic: str, value: float, p: float | None,
-           threshold: float, drifted: bool) -> dict[str, Any]:
+def _drift(
+    key: tuple[str, str, str, str],
+    end: datetime,
+    signal: str,
+    statistic: str,
+    value: float,
+    p: float | None,
+    threshold: float,
+    drifted: bool,
+) -> dict[str, Any]:
     service, model, prompt_name, prompt_version = key
     return {
-        "window_start": end - timedelta(minutes=15), "window_end": end, "service": service, "model": model,
-        "prompt_name": prompt_name, "prompt_version": prompt_version, "signal": signal, "statistic": statistic,
-        "value": value, "p_value": p, "threshold": threshold, "drifted": drifted, "n_ref": 500, "n_cur": 480,
+        "window_start": end - timedelta(minutes=15),
+        "window_end": end,
+        "service": service,
+        "model": model,
+        "prompt_name": prompt_name,
+        "prompt_version": prompt_version,
+        "signal": signal,
+        "statistic": statistic,
+        "value": value,
+        "p_value": p,
+        "threshold": threshold,
+        "drifted": drifted,
+        "n_ref": 500,
+        "n_cur": 480,
         "reference": "trailing 24h",
     }
 
@@ -201,11 +311,23 @@ def _flaky_calls() -> list[LLMCall]:
     def add(at: datetime, n: int, failed: int) -> None:
         for i in range(n):
             error = i < failed
-            calls.append(LLMCall(ts_ns=_ns(at) + i * 1_000_000, trace_id=f"{len(calls):032x}", span_id=f"{len(calls):016x}",
-                                 service=FLAKY[0], team=FLAKY[1], provider="openai", request_model=FLAKY[2],
-                                 response_model="" if error else "gpt-4o-mini-2024-07-18", status="error" if error else "ok",
-                                 input_tokens=0 if error else 100, output_tokens=0 if error else 20,
-                                 cost=Decimal(0) if error else Decimal("0.000027")))
+            calls.append(
+                LLMCall(
+                    ts_ns=_ns(at) + i * 1_000_000,
+                    trace_id=f"{len(calls):032x}",
+                    span_id=f"{len(calls):016x}",
+                    service=FLAKY[0],
+                    team=FLAKY[1],
+                    provider="openai",
+                    request_model=FLAKY[2],
+                    response_model="" if error else "gpt-4o-mini-2024-07-18",
+                    status="error" if error else "ok",
+                    input_tokens=0 if error else 100,
+                    output_tokens=0 if error else 20,
+                    cost=Decimal(0) if error else Decimal("0.000027"),
+                )
+            )
+
     for minute in range(8):
         add(W1 + timedelta(minutes=minute), 30, 9)
     add(W2, 60, 18)
@@ -220,41 +342,87 @@ SUPPORT = ("support-bot", "claude-sonnet-4-20250514", "support-answer", "v3")
 def _hand_made_rows(client: Any) -> None:
     # Budgets: window 1 has one exceeded budget and one whose burn rate overshoots; window 2 is fine.
     at1, at2 = W1_END, W2_END
-    _insert(client, "budget_status", [
-        _budget("commerce-daily", "team", "commerce", at1, "10", "12.5", "30", "exceeded"),
-        _budget("care-daily", "team", "customer-care", at1, "50", "30", "72", "warn"),
-        _budget("search-daily", "team", "search", at1, "100", "5", "12", "ok"),
-        _budget("commerce-daily", "team", "commerce", at2, "10", "1", "2.4", "ok"),
-        _budget("care-daily", "team", "customer-care", at2, "50", "10", "24", "ok"),
-        _budget("search-daily", "team", "search", at2, "100", "5", "12", "ok"),
-    ])
+    _insert(
+        client,
+        "budget_status",
+        [
+            _budget("commerce-daily", "team", "commerce", at1, "10", "12.5", "30", "exceeded"),
+            _budget("care-daily", "team", "customer-care", at1, "50", "30", "72", "warn"),
+            _budget("search-daily", "team", "search", at1, "100", "5", "12", "ok"),
+            _budget("commerce-daily", "team", "commerce", at2, "10", "1", "2.4", "ok"),
+            _budget("care-daily", "team", "customer-care", at2, "50", "10", "24", "ok"),
+            _budget("search-daily", "team", "search", at2, "100", "5", "12", "ok"),
+        ],
+    )
     # Drift: window 1 -- CHECKOUT drifted in its last window; SUPPORT drifted earlier but not in its last window.
     e1, e0 = W1 + timedelta(minutes=5), W1 - timedelta(minutes=10)
     e2 = W2 + timedelta(minutes=2)
-    _insert(client, "llm_drift", [
-        _drift(CHECKOUT, e1, "answer_length", "ks", 0.31, 1e-9, 0.005, True),
-        _drift(CHECKOUT, e1, "answer_length", "wasserstein_norm", 0.42, None, 0.1, True),
-        _drift(CHECKOUT, e1, "finish_reason", "jensen_shannon", 0.01, None, 0.05, False),
-        _drift(SUPPORT, e0, "refusal", "chi2", 40.0, 1e-7, 0.005, True),
-        _drift(SUPPORT, e1, "refusal", "chi2", 0.4, 0.52, 0.005, False),
-        _drift(SUPPORT, e1, "retrieval_score", "psi", 0.05, None, 0.2, False),
-        _drift(CHECKOUT, e2, "answer_length", "ks", 0.03, 0.7, 0.005, False),
-        _drift(CHECKOUT, e2, "answer_length", "wasserstein_norm", 0.02, None, 0.1, False),
-    ])
-    _insert(client, "change_events", [
-        {"ts": W1 + timedelta(minutes=1), "service": "checkout-assistant", "kind": "prompt_version", "old_value": "v6",
-         "new_value": "v7", "model": CHECKOUT[1], "prompt_name": "checkout-help", "trace_id": "ab" * 16, "span_id": "cd" * 8},
-        {"ts": W1 + timedelta(minutes=3), "service": "support-bot", "kind": "response_model", "old_value": "claude-sonnet-4-20250301",
-         "new_value": SUPPORT[1], "model": SUPPORT[1], "prompt_name": "", "trace_id": "ef" * 16, "span_id": "01" * 8},
-    ])
+    _insert(
+        client,
+        "llm_drift",
+        [
+            _drift(CHECKOUT, e1, "answer_length", "ks", 0.31, 1e-9, 0.005, True),
+            _drift(CHECKOUT, e1, "answer_length", "wasserstein_norm", 0.42, None, 0.1, True),
+            _drift(CHECKOUT, e1, "finish_reason", "jensen_shannon", 0.01, None, 0.05, False),
+            _drift(SUPPORT, e0, "refusal", "chi2", 40.0, 1e-7, 0.005, True),
+            _drift(SUPPORT, e1, "refusal", "chi2", 0.4, 0.52, 0.005, False),
+            _drift(SUPPORT, e1, "retrieval_score", "psi", 0.05, None, 0.2, False),
+            _drift(CHECKOUT, e2, "answer_length", "ks", 0.03, 0.7, 0.005, False),
+            _drift(CHECKOUT, e2, "answer_length", "wasserstein_norm", 0.02, None, 0.1, False),
+        ],
+    )
+    _insert(
+        client,
+        "change_events",
+        [
+            {
+                "ts": W1 + timedelta(minutes=1),
+                "service": "checkout-assistant",
+                "kind": "prompt_version",
+                "old_value": "v6",
+                "new_value": "v7",
+                "model": CHECKOUT[1],
+                "prompt_name": "checkout-help",
+                "trace_id": "ab" * 16,
+                "span_id": "cd" * 8,
+            },
+            {
+                "ts": W1 + timedelta(minutes=3),
+                "service": "support-bot",
+                "kind": "response_model",
+                "old_value": "claude-sonnet-4-20250301",
+                "new_value": SUPPORT[1],
+                "model": SUPPORT[1],
+                "prompt_name": "",
+                "trace_id": "ef" * 16,
+                "span_id": "01" * 8,
+            },
+        ],
+    )
     # Retrieval spans with OpenInference document scores (loadgen's retrieval spans carry none).
     spans = []
     for i in range(20):
-        attrs = {"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.score": str(0.9 - i * 0.01),
-                 "retrieval.documents.1.document.score": str(0.7 - i * 0.01), "retrieval.documents.1.document.id": "doc-7"}
-        spans.append({"Timestamp": W1 + timedelta(seconds=15 * i), "TraceId": f"{i:032x}", "SpanId": f"{i:016x}",
-                      "SpanName": "retrieve", "SpanKind": "Internal", "ServiceName": "search-rag", "SpanAttributes": attrs,
-                      "Duration": 40_000_000, "StatusCode": "Ok", "_ingest_source": "hand/0", "_ingest_offset": i})
+        attrs = {
+            "openinference.span.kind": "RETRIEVER",
+            "retrieval.documents.0.document.score": str(0.9 - i * 0.01),
+            "retrieval.documents.1.document.score": str(0.7 - i * 0.01),
+            "retrieval.documents.1.document.id": "doc-7",
+        }
+        spans.append(
+            {
+                "Timestamp": W1 + timedelta(seconds=15 * i),
+                "TraceId": f"{i:032x}",
+                "SpanId": f"{i:016x}",
+                "SpanName": "retrieve",
+                "SpanKind": "Internal",
+                "ServiceName": "search-rag",
+                "SpanAttributes": attrs,
+                "Duration": 40_000_000,
+                "StatusCode": "Ok",
+                "_ingest_source": "hand/0",
+                "_ingest_offset": i,
+            }
+        )
     _insert(client, "otel_traces", spans)
     # A key whose TTFT is far over its SLO (9-11 s against 4 s), in window 1 only.
     rng = np.random.default_rng(3)
@@ -322,7 +490,12 @@ def test_panel_query_runs_with_all_selected(dash_store: Any, uid: str, title: st
     assert _run(dash_store, rendered).result_rows, f"{uid} / {title}: no rows although window 1 has data for it"
 
 
-SELECTION = {"service": ("support-bot",), "environment": ("production",), "team": ("customer-care",), "model": ("claude-sonnet-4-20250514", "gemini-2.5-flash")}
+SELECTION = {
+    "service": ("support-bot",),
+    "environment": ("production",),
+    "team": ("customer-care",),
+    "model": ("claude-sonnet-4-20250514", "gemini-2.5-flash"),
+}
 
 
 @pytest.mark.parametrize(("uid", "title", "sql"), PANEL_QUERIES, ids=[f"{u}:{t}" for u, t, _ in PANEL_QUERIES])
@@ -353,9 +526,14 @@ def test_latency_panel_percentiles_come_from_merged_sketches(dash_store: Any) ->
     for row in rows:
         if row["metric"] != "ttft_ms" or row["request_model"] == SLOW[4] or row["samples"] < 30:
             continue
-        values = [v for (v,) in dash_store.query(
-            "SELECT ttft_ms FROM llm_calls WHERE request_model = {m:String} AND provider = {p:String} AND ttft_ms IS NOT NULL "
-            "AND toDate(ts) = '2026-03-02'", parameters={"m": row["request_model"], "p": row["provider"]}).result_rows]
+        values = [
+            v
+            for (v,) in dash_store.query(
+                "SELECT ttft_ms FROM llm_calls WHERE request_model = {m:String} AND provider = {p:String} AND ttft_ms IS NOT NULL "
+                "AND toDate(ts) = '2026-03-02'",
+                parameters={"m": row["request_model"], "p": row["provider"]},
+            ).result_rows
+        ]
         assert len(values) == row["samples"]
         reference = float(np.quantile(values, 0.95, method="lower"))
         assert abs(row["p95"] - reference) <= 0.0101 * reference
@@ -374,8 +552,15 @@ def test_variable_and_annotation_queries_run(dash_store: Any) -> None:
             result = _run(dash_store, render_panel_query(annotation["target"]["rawSql"], _variables(), RANGE_W1))
             assert list(result.column_names) == ["time", "text", "tags"]
             assert len(result.result_rows) == 2
-    teams = {r[0] for r in _run(dash_store, render_panel_query(
-        _load_dashboards()[0]["templating"]["list"][2]["query"]["rawSql"], _variables(), RANGE_W1)).result_rows}
+    teams = {
+        r[0]
+        for r in _run(
+            dash_store,
+            render_panel_query(
+                _load_dashboards()[0]["templating"]["list"][2]["query"]["rawSql"], _variables(), RANGE_W1
+            ),
+        ).result_rows
+    }
     assert teams == {"commerce", "customer-care", "search"}
 
 
@@ -398,24 +583,60 @@ def _group_interval(uid: str) -> str:
 # uid -> (end of the firing history, expected Alerting instances as label tuples, label names, end of the quiet history).
 # Each rule is evaluated every group interval over the `for` duration plus 10 minutes before each end.
 SCENARIOS: dict[str, tuple[datetime, set[tuple[str, ...]], tuple[str, ...], datetime]] = {
-    "llmops-budget-exceeded": (W1_END + timedelta(minutes=2), {("commerce-daily", "commerce", "critical")},
-                               ("budget_id", "team", "severity"), W2_END + timedelta(minutes=2)),
-    "llmops-budget-burn-rate": (W1_END + timedelta(minutes=20), {("care-daily", "customer-care", "warning")},
-                                ("budget_id", "team", "severity"), W2_END + timedelta(minutes=20)),
-    "llmops-unpriced-models": (W1_END + timedelta(minutes=2), {("support-bot", "customer-care", "acme-llama-ft-v3")},
-                               ("service", "team", "model"), W2_END + timedelta(minutes=2)),
-    "llmops-ttft-p95-slo": (W1_END + timedelta(minutes=8), {("slow-svc", "platform", SLOW[4])},
-                            ("service", "team", "model"), W2_END + timedelta(minutes=8)),
-    "llmops-error-rate": (W1 + timedelta(minutes=9), {(FLAKY[0], FLAKY[1], FLAKY[2])},
-                          ("service", "team", "model"), W2 + timedelta(minutes=9)),
-    "llmops-drift-detected": (W1 + timedelta(minutes=20), {("checkout-assistant", "commerce", CHECKOUT[1], "v7")},
-                              ("service", "team", "model", "prompt_version"), W2 + timedelta(minutes=20)),
-    "llmops-data-freshness": (W2_END + timedelta(hours=1), {("checkout-assistant", "commerce", "all")},
-                              ("service", "team", "model"), W2_END + timedelta(minutes=9)),
-    "llmops-ingest-errors": (W1 + timedelta(minutes=8), {("decode", "platform", "warning")},
-                             ("stage", "team", "severity"), W2 + timedelta(minutes=8)),
-    "llmops-dead-letters": (W1 + timedelta(minutes=8), {("otlp_spans", "platform", "critical")},
-                            ("topic", "team", "severity"), W2 + timedelta(minutes=8)),
+    "llmops-budget-exceeded": (
+        W1_END + timedelta(minutes=2),
+        {("commerce-daily", "commerce", "critical")},
+        ("budget_id", "team", "severity"),
+        W2_END + timedelta(minutes=2),
+    ),
+    "llmops-budget-burn-rate": (
+        W1_END + timedelta(minutes=20),
+        {("care-daily", "customer-care", "warning")},
+        ("budget_id", "team", "severity"),
+        W2_END + timedelta(minutes=20),
+    ),
+    "llmops-unpriced-models": (
+        W1_END + timedelta(minutes=2),
+        {("support-bot", "customer-care", "acme-llama-ft-v3")},
+        ("service", "team", "model"),
+        W2_END + timedelta(minutes=2),
+    ),
+    "llmops-ttft-p95-slo": (
+        W1_END + timedelta(minutes=8),
+        {("slow-svc", "platform", SLOW[4])},
+        ("service", "team", "model"),
+        W2_END + timedelta(minutes=8),
+    ),
+    "llmops-error-rate": (
+        W1 + timedelta(minutes=9),
+        {(FLAKY[0], FLAKY[1], FLAKY[2])},
+        ("service", "team", "model"),
+        W2 + timedelta(minutes=9),
+    ),
+    "llmops-drift-detected": (
+        W1 + timedelta(minutes=20),
+        {("checkout-assistant", "commerce", CHECKOUT[1], "v7")},
+        ("service", "team", "model", "prompt_version"),
+        W2 + timedelta(minutes=20),
+    ),
+    "llmops-data-freshness": (
+        W2_END + timedelta(hours=1),
+        {("checkout-assistant", "commerce", "all")},
+        ("service", "team", "model"),
+        W2_END + timedelta(minutes=9),
+    ),
+    "llmops-ingest-errors": (
+        W1 + timedelta(minutes=8),
+        {("decode", "platform", "warning")},
+        ("stage", "team", "severity"),
+        W2 + timedelta(minutes=8),
+    ),
+    "llmops-dead-letters": (
+        W1 + timedelta(minutes=8),
+        {("otlp_spans", "platform", "critical")},
+        ("topic", "team", "severity"),
+        W2 + timedelta(minutes=8),
+    ),
 }
 # Rules whose quiet history holds the condition for less than `for`: Pending there, never Alerting.
 BLIPS = {"llmops-ttft-p95-slo": ("slow-svc", SLOW[4]), "llmops-error-rate": (FLAKY[0], FLAKY[2])}
@@ -460,9 +681,14 @@ def _error_rate_oracle(client: Any, end: datetime) -> set[tuple[str, str, str]]:
     """(service, team, requested model) whose failed share over 15 minutes was above 5 % with at least 50
     calls at every minute of the last 5: computed from llm_calls and the hand-made calls themselves,
     not from the llm_usage_1m partials the rule reads."""
-    stored = client.query("SELECT toUnixTimestamp(toStartOfMinute(ts)), service, team, if(request_model = '', response_model, "
-                          "request_model), status = 'error' FROM llm_calls").result_rows
-    calls = stored + [((c.ts_ns // 60_000_000_000) * 60, c.service, c.team, c.request_model, c.status == "error") for c in _flaky_calls()]
+    stored = client.query(
+        "SELECT toUnixTimestamp(toStartOfMinute(ts)), service, team, if(request_model = '', response_model, "
+        "request_model), status = 'error' FROM llm_calls"
+    ).result_rows
+    calls = stored + [
+        ((c.ts_ns // 60_000_000_000) * 60, c.service, c.team, c.request_model, c.status == "error")
+        for c in _flaky_calls()
+    ]
     held: set[tuple[str, str, str]] | None = None
     for minutes in range(6):
         at = int((end - timedelta(minutes=minutes)).timestamp())

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from sinks.clickhouse.migrations import available_migrations
 from tests.grafana_macros import (
     ALL,
     MacroError,
@@ -31,7 +32,6 @@ from tests.grafana_macros import (
     render_panel_query,
     template_variable_names,
 )
-from sinks.clickhouse.migrations import available_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 DASH_DIR = ROOT / "dashboards"
@@ -81,7 +81,9 @@ def test_uids_and_panel_ids_are_unique() -> None:
 
 
 def _overlap(a: dict[str, int], b: dict[str, int]) -> bool:
-    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    return (
+        a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    )
 
 
 def test_grid_positions_fit_and_do_not_overlap() -> None:
@@ -90,7 +92,7 @@ def test_grid_positions_fit_and_do_not_overlap() -> None:
         for g in grids:
             assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0 and g["x"] + g["w"] <= 24, (dash["uid"], g)
         for i, a in enumerate(grids):
-            for b in grids[i + 1:]:
+            for b in grids[i + 1 :]:
                 assert not _overlap(a, b), (dash["uid"], a, b)
 
 
@@ -178,7 +180,9 @@ def test_alert_rules_are_complete_and_backend_safe() -> None:
             assert set(rule["labels"]) >= {"team", "service", "model", "severity"}
             assert rule["labels"]["severity"] in ("critical", "warning")
             assert rule["annotations"]["summary"] and rule["annotations"]["runbook_url"]
-            match = re.match(r"/d/([a-z-]+)/[a-z-]+\?viewPanel=(\d+)&from=now-\d+[mh]&to=now", rule["annotations"]["runbook_url"])
+            match = re.match(
+                r"/d/([a-z-]+)/[a-z-]+\?viewPanel=(\d+)&from=now-\d+[mh]&to=now", rule["annotations"]["runbook_url"]
+            )
             assert match and int(match.group(2)) in panel_ids[match.group(1)], rule["annotations"]["runbook_url"]
             for template in rule["labels"].values():  # file provisioning expands $x in labels: escape as $$
                 assert not re.search(r"(?<!\$)\$(?!\$)", template), template
@@ -219,13 +223,22 @@ def test_drift_migration_has_the_contract_tables() -> None:
         if line.strip().startswith("--"):
             assert ";" not in line
     drift, events = statements
-    for column in ("window_start DateTime64(3, 'UTC')", "p_value Nullable(Float64)", "drifted Bool", "n_ref UInt32", "reference String"):
+    for column in (
+        "window_start DateTime64(3, 'UTC')",
+        "p_value Nullable(Float64)",
+        "drifted Bool",
+        "n_ref UInt32",
+        "reference String",
+    ):
         assert column in drift
     for column in ("ts DateTime64(9, 'UTC')", "kind LowCardinality(String)", "old_value String", "new_value String"):
         assert column in events
     for statement in statements:
         assert statement.startswith("CREATE TABLE IF NOT EXISTS ")
-        assert "_ingest_source LowCardinality(String) DEFAULT ''" in statement and "_ingest_offset UInt64 DEFAULT 0" in statement
+        assert (
+            "_ingest_source LowCardinality(String) DEFAULT ''" in statement
+            and "_ingest_offset UInt64 DEFAULT 0" in statement
+        )
         assert statement.endswith("SETTINGS non_replicated_deduplication_window = 1000")
 
 
@@ -240,16 +253,30 @@ RANGE = TimeRange(FROM, TO, timedelta(seconds=30))
     ("sql", "expected"),
     [
         ("$__timeFilter(ts)", "ts >= toDateTime(1615000000) AND ts <= toDateTime(1615075200)"),
-        ("$__timeFilter_ms(ts)", "ts >= fromUnixTimestamp64Milli(1615000000123) AND ts <= fromUnixTimestamp64Milli(1615075200999)"),
+        (
+            "$__timeFilter_ms(ts)",
+            "ts >= fromUnixTimestamp64Milli(1615000000123) AND ts <= fromUnixTimestamp64Milli(1615075200999)",
+        ),
         ("$__dateFilter(d)", "d >= toDate('2021-03-06') AND d <= toDate('2021-03-07')"),
-        ("$__dateTimeFilter(d, ts)", ("(d >= toDate('2021-03-06') AND d <= toDate('2021-03-07')) AND "
-                                     "(ts >= toDateTime(1615000000) AND ts <= toDateTime(1615075200))")),
+        (
+            "$__dateTimeFilter(d, ts)",
+            (
+                "(d >= toDate('2021-03-06') AND d <= toDate('2021-03-07')) AND "
+                "(ts >= toDateTime(1615000000) AND ts <= toDateTime(1615075200))"
+            ),
+        ),
         ("$__fromTime < $__toTime", "toDateTime(1615000000) < toDateTime(1615075200)"),
-        ("$__fromTime_ms,$__toTime_ms", "fromUnixTimestamp64Milli(1615000000123),fromUnixTimestamp64Milli(1615075200999)"),
+        (
+            "$__fromTime_ms,$__toTime_ms",
+            "fromUnixTimestamp64Milli(1615000000123),fromUnixTimestamp64Milli(1615075200999)",
+        ),
         ("$__timeInterval(ts)", "toStartOfInterval(toDateTime(ts), INTERVAL 30 second)"),
         ("$__timeInterval_ms(ts)", "toStartOfInterval(toDateTime64(ts, 3), INTERVAL 30000 millisecond)"),
         ("count() / $__interval_s", "count() / 30"),
-        ("$__timeFilter(toDateTime(ts, 'UTC') )", "toDateTime(ts, 'UTC') >= toDateTime(1615000000) AND toDateTime(ts, 'UTC') <= toDateTime(1615075200)"),
+        (
+            "$__timeFilter(toDateTime(ts, 'UTC') )",
+            "toDateTime(ts, 'UTC') >= toDateTime(1615000000) AND toDateTime(ts, 'UTC') <= toDateTime(1615075200)",
+        ),
         ("($__fromTime)", "(toDateTime(1615000000))"),
         ("$__fromTime (x)", "toDateTime(1615000000) (x)"),  # args only when '(' follows directly
     ],
@@ -261,12 +288,23 @@ def test_backend_macros_expand_like_the_plugin(sql: str, expected: str) -> None:
 def test_interval_is_at_least_one_unit_and_truncated() -> None:
     short = TimeRange(FROM, TO, timedelta(milliseconds=400))
     assert expand_backend_macros("$__interval_s $__timeInterval_ms(t)", short) == (
-        "1 toStartOfInterval(toDateTime64(t, 3), INTERVAL 400 millisecond)")
+        "1 toStartOfInterval(toDateTime64(t, 3), INTERVAL 400 millisecond)"
+    )
     odd = TimeRange(FROM, TO, timedelta(seconds=90, milliseconds=900))
     assert expand_backend_macros("$__interval_s", odd) == "90"
 
 
-@pytest.mark.parametrize("sql", ["$__timeFilter(ts", "$__timeFilter(f(ts)", "$__timeFilter(a, b)", "$__timeFilter", "$__timeFilterEpoch(ts)", "$__unknown"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "$__timeFilter(ts",
+        "$__timeFilter(f(ts)",
+        "$__timeFilter(a, b)",
+        "$__timeFilter",
+        "$__timeFilterEpoch(ts)",
+        "$__unknown",
+    ],
+)
 def test_bad_macros_are_errors(sql: str) -> None:
     with pytest.raises(MacroError):
         expand_backend_macros(sql, RANGE)
@@ -280,19 +318,31 @@ def test_conditional_all_follows_the_plugin() -> None:
     sql = "WHERE $__conditionalAll(x IN (${v}), $v) AND $__conditionalAll(y IN (f(1, 2), ${w}), ${w}) AND z"
     assert apply_conditional_all(sql, _vars(v=(ALL,), w=("b",))) == "WHERE 1=1 AND y IN (f(1, 2), ${w}) AND z"
     assert apply_conditional_all(sql, _vars(v=(), w=(ALL,))) == "WHERE 1=1 AND 1=1 AND z"
-    assert apply_conditional_all(sql, _vars(v=("a", "b"), w=("c",))) == "WHERE x IN (${v}) AND y IN (f(1, 2), ${w}) AND z"
+    assert (
+        apply_conditional_all(sql, _vars(v=("a", "b"), w=("c",))) == "WHERE x IN (${v}) AND y IN (f(1, 2), ${w}) AND z"
+    )
     # An unknown variable keeps the condition; a malformed occurrence stops the scan where it is.
     assert apply_conditional_all("$__conditionalAll(x = 1, $nope)", {}) == "x = 1"
-    assert apply_conditional_all("$__conditionalAll(x) AND $__conditionalAll(y, $v)", _vars(v=(ALL,))) == "$__conditionalAll(x) AND 1=1"
+    assert (
+        apply_conditional_all("$__conditionalAll(x) AND $__conditionalAll(y, $v)", _vars(v=(ALL,)))
+        == "$__conditionalAll(x) AND 1=1"
+    )
 
 
 def test_variables_interpolate_like_grafana_with_the_plugin_format() -> None:
-    variables = {"m": Variable("m", ("a", "b")), "s": Variable("s", ("x",), multi=False), "all": Variable("all", (ALL,), options=("p", "q"))}
+    variables = {
+        "m": Variable("m", ("a", "b")),
+        "s": Variable("s", ("x",), multi=False),
+        "all": Variable("all", (ALL,), options=("p", "q")),
+    }
     assert interpolate_variables("IN ($m) ${m} [[m]]", variables) == "IN ('a','b') 'a','b' 'a','b'"
     assert interpolate_variables("= $s", variables) == "= x"
     assert interpolate_variables("IN (${all})", variables) == "IN ('p','q')"
     assert interpolate_variables("${m:csv} ${m:raw} ${m:sqlstring}", variables) == "a,b a,b 'a','b'"
-    assert interpolate_variables("$unknown $__interval_s $__timeFilter(ts)", variables) == "$unknown $__interval_s $__timeFilter(ts)"
+    assert (
+        interpolate_variables("$unknown $__interval_s $__timeFilter(ts)", variables)
+        == "$unknown $__interval_s $__timeFilter(ts)"
+    )
     assert template_variable_names("$a ${b} [[c]] $__timeFilter(x) ${d:csv}") == {"a", "b", "c", "d"}
 
 
@@ -304,4 +354,6 @@ def test_panel_and_alert_rendering_order() -> None:
         render_alert_query(sql, RANGE)
     with pytest.raises(MacroError, match="variables"):
         render_alert_query("SELECT $service", RANGE)
-    assert render_alert_query("SELECT 1 WHERE $__timeFilter(ts)", TimeRange.relative(TO, 600)).startswith("SELECT 1 WHERE ts >= toDateTime(1615074600)")
+    assert render_alert_query("SELECT 1 WHERE $__timeFilter(ts)", TimeRange.relative(TO, 600)).startswith(
+        "SELECT 1 WHERE ts >= toDateTime(1615074600)"
+    )

@@ -106,7 +106,9 @@ ALLOWED_COMPONENT_KEYS: dict[str, dict[str, Any]] = {
     "extensions/health_check": dict.fromkeys(["endpoint", "path", "response_body", "tls", "check_collector_pipeline"]),
 }  # fmt: skip
 
-_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+_INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -286,7 +288,12 @@ def test_bind_mounted_paths_exist(services: dict[str, Any]) -> None:
             assert not source.startswith(("/", "~")), f"{name}: {source} is outside the repository"
             assert (ROOT / source).exists(), f"{name}: {source} does not exist"
             mounted.add(source)
-    assert mounted == {"./collector/otelcol.yaml", "./deploy/clickhouse/initdb.d", "./dashboards/provisioning", "./dashboards/json"}
+    assert mounted == {
+        "./collector/otelcol.yaml",
+        "./deploy/clickhouse/initdb.d",
+        "./dashboards/provisioning",
+        "./dashboards/json",
+    }
 
 
 def test_health_checks_and_start_order(services: dict[str, Any]) -> None:
@@ -446,7 +453,9 @@ def test_collector_pipeline_wiring(otelcol: dict[str, Any], services: dict[str, 
     assert "KAFKA_BROKERS" in otelcol["exporters"]["kafka"]["brokers"]
 
 
-def test_collector_request_limits_match_builtin_receiver(otelcol: dict[str, Any], clean_env: pytest.MonkeyPatch) -> None:
+def test_collector_request_limits_match_builtin_receiver(
+    otelcol: dict[str, Any], clean_env: pytest.MonkeyPatch
+) -> None:
     try:
         from llmops.config import Settings
     except ImportError:
@@ -460,7 +469,9 @@ def test_collector_request_limits_match_builtin_receiver(otelcol: dict[str, Any]
 # -- Grafana provisioning --------------------------------------------------------------
 
 
-def test_datasource_provisioning(services: dict[str, Any], example_env: dict[str, str], defaults: dict[str, Any]) -> None:
+def test_datasource_provisioning(
+    services: dict[str, Any], example_env: dict[str, str], defaults: dict[str, Any]
+) -> None:
     document = _load_yaml(DATASOURCE)
     assert document["apiVersion"] == 1
     (source,) = document["datasources"]
@@ -509,7 +520,16 @@ def test_dockerfile_installs_the_package_as_non_root() -> None:
     assert re.search(r'^ENTRYPOINT \["llmops"\]', text, flags=re.MULTILINE)
     ignored = {line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()}
     assert {".git", ".venv", ".env"} <= ignored
-    needed = {"pyproject.toml", "requirements.lock", "README.md", "llmops", "collector", "processors", "sinks", "schemas"}
+    needed = {
+        "pyproject.toml",
+        "requirements.lock",
+        "README.md",
+        "llmops",
+        "collector",
+        "processors",
+        "sinks",
+        "schemas",
+    }
     assert not needed & ignored
 
 
@@ -534,18 +554,28 @@ def _run_init_script(tmp_path: Path, **users: str) -> subprocess.CompletedProces
 
 
 def test_clickhouse_init_script_creates_both_users(tmp_path: Path, example_env: dict[str, str]) -> None:
-    users = {key: example_env[key] for key in example_env if key.startswith(("CLICKHOUSE_PIPELINE", "CLICKHOUSE_GRAFANA"))}
+    users = {
+        key: example_env[key] for key in example_env if key.startswith(("CLICKHOUSE_PIPELINE", "CLICKHOUSE_GRAFANA"))
+    }
     users["CLICKHOUSE_PIPELINE_PASSWORD"] = "it's-a\\test"  # quoting must survive quotes and backslashes
     result = _run_init_script(tmp_path, **users)
     assert result.returncode == 0, result.stderr
     sql = (tmp_path / "statements.sql").read_text(encoding="utf-8")
     statements = [" ".join(s.split()) for s in sql.split(";") if s.strip()]
     writer, reader = users["CLICKHOUSE_PIPELINE_USER"], users["CLICKHOUSE_GRAFANA_USER"]
-    grants = {s.rsplit(" TO ", 1)[1]: s for s in statements if s.startswith("GRANT ") and "CREATE DATABASE" not in s and "FUNCTION" not in s}
-    assert f"GRANT CREATE FUNCTION ON *.* TO {users['CLICKHOUSE_PIPELINE_USER']}" in statements  # the migrations' SQL functions
+    grants = {
+        s.rsplit(" TO ", 1)[1]: s
+        for s in statements
+        if s.startswith("GRANT ") and "CREATE DATABASE" not in s and "FUNCTION" not in s
+    }
+    assert (
+        f"GRANT CREATE FUNCTION ON *.* TO {users['CLICKHOUSE_PIPELINE_USER']}" in statements
+    )  # the migrations' SQL functions
     assert "INSERT" in grants[writer] and "CREATE TABLE" in grants[writer] and " ON llmops.* " in grants[writer]
     assert "INSERT" not in grants[reader] and grants[reader].startswith("GRANT SELECT")
-    assert any(s.startswith(f"CREATE USER IF NOT EXISTS {reader} ") and "llmops_grafana_readonly" in s for s in statements)
+    assert any(
+        s.startswith(f"CREATE USER IF NOT EXISTS {reader} ") and "llmops_grafana_readonly" in s for s in statements
+    )
     assert any("readonly = 1" in s and "max_execution_time = 60 CHANGEABLE_IN_READONLY" in s for s in statements)
     assert "BY 'it\\'s-a\\\\test'" in sql
     assert "--user admin --password admin-pw" in (tmp_path / "statements.sql.args").read_text(encoding="utf-8")

@@ -42,7 +42,9 @@ def _call(ts_ns: int, model: str, prompt: str, version: str) -> dict[str, Any]:
             "attributes": {"gen_ai.output.messages": "ok"}}  # fmt: skip
 
 
-def _traffic(seed: int, switch_at_s: float | None = None, added_at_s: float | None = None) -> dict[str, list[dict[str, Any]]]:
+def _traffic(
+    seed: int, switch_at_s: float | None = None, added_at_s: float | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Calls per service in event-time order. `switch_at_s`: svc-a's answer prompt goes v3 -> v4 (v2 stays).
     `added_at_s`: svc-a's answer prompt starts sending 20 % of its calls to a sixth model."""
     rng = random.Random(seed)
@@ -65,11 +67,15 @@ def _traffic(seed: int, switch_at_s: float | None = None, added_at_s: float | No
     return out
 
 
-def _run(traffic: dict[str, list[dict[str, Any]]], batch_s: float = 5.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _run(
+    traffic: dict[str, list[dict[str, Any]]], batch_s: float = 5.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Feed batches of `batch_s` of event time, service by service, as the drift worker would; the wall
     clock is 2 s behind the newest event. Returns (change events, drift rows)."""
     clock = Clock()
-    tracker = DriftTracker(DriftStageConfig(window_s=300, lateness_s=10, idle_close_s=60, reservoir_size=50), clock=clock)
+    tracker = DriftTracker(
+        DriftStageConfig(window_s=300, lateness_s=10, idle_close_s=60, reservoir_size=50), clock=clock
+    )
     events: list[dict[str, Any]] = []
     drift: list[dict[str, Any]] = []
     end_ns = (T0 + 1 + MINUTES * 60) * 10**9
@@ -104,9 +110,13 @@ def test_a_real_switch_inside_the_mix_gives_exactly_one_event_at_its_first_call(
     first_v4 = min((c for c in traffic["svc-a"] if c["prompt_version"] == "v4"), key=lambda c: c["ts_ns"])
     events, drift = _run(traffic, batch_s)
     assert [(e["service"], e["kind"], e["old_value"], e["new_value"], e["prompt_name"]) for e in events] == [
-        ("svc-a", "prompt_version", "v3", "v4", "answer")]
+        ("svc-a", "prompt_version", "v3", "v4", "answer")
+    ]
     (event,) = events
-    assert abs(event["ts"] - first_v4["ts_ns"]) <= 10**9 and (event["trace_id"], event["span_id"]) == (first_v4["trace_id"], first_v4["span_id"])
+    assert abs(event["ts"] - first_v4["ts_ns"]) <= 10**9 and (event["trace_id"], event["span_id"]) == (
+        first_v4["trace_id"],
+        first_v4["span_id"],
+    )
     assert_judged_against_the_past(drift)
 
 
@@ -115,7 +125,8 @@ def test_a_model_added_to_the_mix_that_carries_a_fifth_gives_one_event() -> None
     first = min((c for c in traffic["svc-a"] if c["model"] == "mycorp-summarizer-v2"), key=lambda c: c["ts_ns"])
     events, _ = _run(traffic)
     assert [(e["service"], e["kind"], e["old_value"], e["new_value"], e["prompt_name"]) for e in events] == [
-        ("svc-a", "response_model", "", "mycorp-summarizer-v2", "answer")]
+        ("svc-a", "response_model", "", "mycorp-summarizer-v2", "answer")
+    ]
     assert events[0]["ts"] == first["ts_ns"]
 
 
@@ -123,11 +134,17 @@ def test_a_value_that_carried_the_key_and_stops_is_one_event() -> None:
     """A model that took 35 % of a key's calls disappears (the others take over): one stop event."""
     traffic = _traffic(seed=4)
     cut = (T0 + 1 + 15 * 60) * 10**9
-    kept = {s: [c for c in calls if not (s == "svc-b" and c["model"] == MODELS[0][0] and c["ts_ns"] >= cut)] for s, calls in traffic.items()}
+    kept = {
+        s: [c for c in calls if not (s == "svc-b" and c["model"] == MODELS[0][0] and c["ts_ns"] >= cut)]
+        for s, calls in traffic.items()
+    }
     last = max(c["ts_ns"] for c in kept["svc-b"] if c["model"] == MODELS[0][0] and c["prompt_name"] == "answer")
     events, _ = _run(kept)
     stops = [(e["service"], e["kind"], e["old_value"], e["new_value"], e["prompt_name"]) for e in events]
-    assert sorted(stops) == [("svc-b", "response_model", MODELS[0][0], "", "answer"), ("svc-b", "response_model", MODELS[0][0], "", "summarize")]
+    assert sorted(stops) == [
+        ("svc-b", "response_model", MODELS[0][0], "", "answer"),
+        ("svc-b", "response_model", MODELS[0][0], "", "summarize"),
+    ]
     assert min(e["ts"] for e in events if e["prompt_name"] == "answer") == last
 
 

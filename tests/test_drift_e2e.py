@@ -36,20 +36,28 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
                                          start_ns=START_NS, time_step_ns=20_000_000))  # fmt: skip
     assert summary.complete and summary.drift is not None
     key = summary.drift
-    wait_until(lambda: stack.count("SELECT count() FROM llm_calls") == summary.llm_spans_acknowledged, 120, "calls stored")
+    wait_until(
+        lambda: stack.count("SELECT count() FROM llm_calls") == summary.llm_spans_acknowledged, 120, "calls stored"
+    )
     # Windows close per key as their watermarks pass (idle close here): wait for the switched key's
     # verdict, not just for the first keys to close (the first window has no reference: no rows).
     wait_until(lambda: stack.count("SELECT uniqExact(window_start) FROM llm_drift") >= 2, 120, "drift windows closed")
     wait_until(lambda: stack.count(f"SELECT count() FROM llm_drift WHERE drifted AND prompt_version = '{key.to_version}'") > 0,
                120, "switched key evaluated")  # fmt: skip
-    others = (f"SELECT count() FROM llm_drift WHERE NOT (service = '{key.service}' AND prompt_name = '{key.prompt_name}')")
+    others = (
+        f"SELECT count() FROM llm_drift WHERE NOT (service = '{key.service}' AND prompt_name = '{key.prompt_name}')"
+    )
     wait_until(lambda: stack.count(others) > 0, 120, "other keys evaluated")
 
     wait_until(lambda: stack.count("SELECT count() FROM change_events") > 0, 120, "change event written")
     client = stack.reader()
     # One change in this traffic: the switch. The steady mix of models and versions around it is no change.
-    events = client.query("SELECT service, kind, old_value, new_value, prompt_name, toUnixTimestamp64Nano(ts) FROM change_events").result_rows
-    assert [e[:5] for e in events] == [(key.service, "prompt_version", key.from_version, key.to_version, key.prompt_name)]
+    events = client.query(
+        "SELECT service, kind, old_value, new_value, prompt_name, toUnixTimestamp64Nano(ts) FROM change_events"
+    ).result_rows
+    assert [e[:5] for e in events] == [
+        (key.service, "prompt_version", key.from_version, key.to_version, key.prompt_name)
+    ]
     assert abs(events[0][5] - summary.drift.switch_time_ns) <= 10**9  # stamped with the first call on the new version
     # Every verdict is judged against the past: its reference ended before the judged window opened.
     assert client.query("SELECT count() FROM llm_drift WHERE reference_end > window_start").result_rows[0][0] == 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -14,7 +15,6 @@ import pytest
 
 from processors.core.drift import SignalOptions, extract_signals, hashing_embedding, output_text
 from processors.core.drift.signals import finish_reason, is_refusal, span_embedding
-import itertools
 
 OTEL_MESSAGES = json.dumps(
     [
@@ -43,7 +43,11 @@ def test_otel_genai_output_messages() -> None:
 
 
 def test_otel_messages_already_decoded_and_max_tokens_mapping() -> None:
-    attrs = {"gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": "abc"}], "finish_reason": "max_tokens"}]}
+    attrs = {
+        "gen_ai.output.messages": [
+            {"role": "assistant", "parts": [{"type": "text", "content": "abc"}], "finish_reason": "max_tokens"}
+        ]
+    }
     assert output_text(attrs) == "abc"
     assert finish_reason(attrs) == "length"
 
@@ -52,7 +56,11 @@ def test_openinference_output_value_and_messages() -> None:
     attrs = {"openinference.span.kind": "LLM", "output.value": "Hello there", "llm.finish_reason": "end_turn"}
     assert output_text(attrs) == "Hello there"
     assert finish_reason(attrs) == "stop"
-    with_messages = {**attrs, "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": "Hi"}
+    with_messages = {
+        **attrs,
+        "llm.output_messages.0.message.role": "assistant",
+        "llm.output_messages.0.message.content": "Hi",
+    }
     assert output_text(with_messages) == "Hi"
 
 
@@ -141,7 +149,13 @@ def test_hashing_embedding_is_stable_across_processes() -> None:
     # Python's own hash() is salted per process; ours must not be.
     code = "from processors.core.drift import hashing_embedding; print(hashing_embedding('Stable across runs, really.').tobytes().hex())"
     out = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": s}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": s},
+        ).stdout
         for s in ("1", "2")
     }
     assert len(out) == 1
@@ -178,7 +192,11 @@ def test_openinference_embedding_and_retrieval() -> None:
 def test_empty_retrieval_and_configured_vector_key() -> None:
     empty = extract_signals({"openinference.span.kind": "RETRIEVER"})
     assert empty.retrieval_documents == 0 and empty.retrieval_empty is True and empty.retrieval_score_mean is None
-    options = SignalOptions(embedding_vector_keys=("app.query_embedding",), embedding_model_keys=("app.embedding_model",))
-    vector, model = span_embedding({"app.query_embedding": json.dumps([1.0, 2.0]), "app.embedding_model": "e5"}, options)
+    options = SignalOptions(
+        embedding_vector_keys=("app.query_embedding",), embedding_model_keys=("app.embedding_model",)
+    )
+    vector, model = span_embedding(
+        {"app.query_embedding": json.dumps([1.0, 2.0]), "app.embedding_model": "e5"}, options
+    )
     assert vector is not None and vector.tolist() == [1.0, 2.0] and model == "e5"
     assert span_embedding({"embedding.embeddings.0.embedding.vector": "not json"})[0] is None

@@ -77,7 +77,11 @@ def test_psi_bins_are_fixed_on_reference() -> None:
     ref = np.arange(100.0)
     far = np.full(50, 1000.0)  # everything above the last reference edge: top bin only
     r_top = 0.1
-    expected = (1e-4 - r_top) * 0 + sum((0.1 - 1e-4) * np.log(0.1 / 1e-4) for _ in range(9)) + (r_top - 1.0) * np.log(r_top / 1.0)
+    expected = (
+        (1e-4 - r_top) * 0
+        + sum((0.1 - 1e-4) * np.log(0.1 / 1e-4) for _ in range(9))
+        + (r_top - 1.0) * np.log(r_top / 1.0)
+    )
     assert psi(ref, far, bins=10).value == pytest.approx(expected, rel=1e-12)
 
 

@@ -18,6 +18,7 @@ from processors.core.drift.stream import DriftStageConfig, DriftTracker
 def _iso(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
+
 WINDOW = 60
 T0 = 1_764_000_000 // WINDOW * WINDOW  # a window boundary, in seconds
 _ids = itertools.count()  # every synthetic call is a distinct span, as real ones are
@@ -41,8 +42,15 @@ def _answer(words: int, rng: np.random.Generator, refusal: bool = False) -> str:
     return json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}])
 
 
-def _calls(rng: np.random.Generator, start_s: float, n: int, version: str, words: float, model: str = "m1",
-           prompt: str = "answer") -> list[dict]:
+def _calls(
+    rng: np.random.Generator,
+    start_s: float,
+    n: int,
+    version: str,
+    words: float,
+    model: str = "m1",
+    prompt: str = "answer",
+) -> list[dict]:
     ids = [next(_ids) for _ in range(n)]
     return [
         {
@@ -62,7 +70,9 @@ def _calls(rng: np.random.Generator, start_s: float, n: int, version: str, words
 
 
 def _tracker(clock: Clock, **overrides) -> DriftTracker:
-    return DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=400, **overrides), clock=clock)
+    return DriftTracker(
+        DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=400, **overrides), clock=clock
+    )
 
 
 def _rows(table) -> list[dict]:
@@ -83,12 +93,21 @@ def test_version_switch_gives_change_event_and_drift_against_previous_version() 
     clock = Clock()
     tracker = _tracker(clock)
     for w in range(5):
-        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 300, "v3", 40, model="m2", prompt="other"))  # another key, unchanged
-        tracker.add("bot", _calls(rng, T0 + w * WINDOW, 300, "v3" if w < 3 else "v4", 40 if w < 3 else 100))  # v4: longer answers
-    tracker.add("bot", _calls(rng, T0 + 5 * WINDOW + 10, 5, "v4", 100) + _calls(rng, T0 + 5 * WINDOW + 10, 5, "v3", 40, "m2", "other"))
+        tracker.add(
+            "bot", _calls(rng, T0 + w * WINDOW, 300, "v3", 40, model="m2", prompt="other")
+        )  # another key, unchanged
+        tracker.add(
+            "bot", _calls(rng, T0 + w * WINDOW, 300, "v3" if w < 3 else "v4", 40 if w < 3 else 100)
+        )  # v4: longer answers
+    tracker.add(
+        "bot",
+        _calls(rng, T0 + 5 * WINDOW + 10, 5, "v4", 100) + _calls(rng, T0 + 5 * WINDOW + 10, 5, "v3", 40, "m2", "other"),
+    )
     drift, changes = tracker.close()
     first_v4 = T0 + 3 * WINDOW  # the first v4 call of the stream
-    assert [(e[1], e[2], e[3], e[4], e[6]) for e in zip(*changes.columns, strict=True)] == [("bot", "prompt_version", "v3", "v4", "answer")]
+    assert [(e[1], e[2], e[3], e[4], e[6]) for e in zip(*changes.columns, strict=True)] == [
+        ("bot", "prompt_version", "v3", "v4", "answer")
+    ]
     assert changes.columns[0] == [first_v4 * 10**9]
     tracker.add("bot", _calls(rng, T0 + 5 * WINDOW + 20, 5, "v3", 40))  # back to v3: seen before, not new
     assert len(tracker.close()[1]) == 0
@@ -97,7 +116,9 @@ def test_version_switch_gives_change_event_and_drift_against_previous_version() 
     v4 = [r for r in rows if r["prompt_version"] == "v4"]
     assert v4 and any(r["drifted"] for r in v4 if r["signal"] == "answer_length")
     first = [r for r in v4 if r["window_start"] == first_v4 * 1000]
-    assert first and all(r["reference"] == f"previous version v3: window {_iso(T0 + 2 * WINDOW)}..{_iso(first_v4)}" for r in first)
+    assert first and all(
+        r["reference"] == f"previous version v3: window {_iso(T0 + 2 * WINDOW)}..{_iso(first_v4)}" for r in first
+    )
     assert {r["n_cur"] for r in v4 if r["signal"] == "answer_length"} == {300}
     # The first window of a key with no history and no previous version has no reference: no rows.
     assert not [r for r in rows if r["model"] == "m2" and r["window_start"] == T0 * 1000]
@@ -122,7 +143,9 @@ def test_same_distribution_does_not_drift_and_reference_is_own_history() -> None
 def test_late_calls_are_counted_and_idle_clock_closes_windows() -> None:
     rng = np.random.default_rng(3)
     clock = Clock()
-    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=30, reservoir_size=100), clock=clock)
+    tracker = DriftTracker(
+        DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=30, reservoir_size=100), clock=clock
+    )
     tracker.add("bot", _calls(rng, T0, 50, "v1", 20))
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 50, "v1", 20))
     before = tracker.calls_seen
@@ -137,7 +160,9 @@ def test_late_calls_are_counted_and_idle_clock_closes_windows() -> None:
 def test_memory_is_bounded_per_key_and_in_key_count() -> None:
     rng = np.random.default_rng(4)
     clock = Clock()
-    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=50, max_keys=3), clock=clock)
+    tracker = DriftTracker(
+        DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=50, max_keys=3), clock=clock
+    )
     for k in range(5):
         tracker.add("bot", _calls(rng, T0, 500, f"v{k}", 10))
     assert tracker.live_keys == 3 and tracker.evicted_keys == 2
@@ -169,7 +194,10 @@ def test_pinned_window_becomes_the_reference() -> None:
 def test_history_is_trimmed_to_twice_the_reservoir() -> None:
     rng = np.random.default_rng(7)
     clock = Clock()
-    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=100, history_windows=8), clock=clock)
+    tracker = DriftTracker(
+        DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, reservoir_size=100, history_windows=8),
+        clock=clock,
+    )
     rows = []
     for w in range(12):
         tracker.add("bot", _calls(rng, T0 + w * WINDOW, 150, "v1", 20))
@@ -223,7 +251,9 @@ def test_an_openinference_answer_reaches_the_drift_signals() -> None:
         "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": answer,
         "llm.finish_reason": "length",
     }  # fmt: skip
-    span = SpanView("ab" * 16, "cd" * 8, "", "ChatCompletion", 1, T0 * 10**9, T0 * 10**9 + 1, 0, "", attrs, {"service.name": "bot"})
+    span = SpanView(
+        "ab" * 16, "cd" * 8, "", "ChatCompletion", 1, T0 * 10**9, T0 * 10**9 + 1, 0, "", attrs, {"service.name": "bot"}
+    )
     call = normalize_call(span)
     assert call is not None and call.status == "ok"
     [(_, value)] = DriftSender(WINDOW, sample_size=10, max_windows=8).payloads([call], [span])
@@ -242,15 +272,22 @@ def test_sieved_records_give_the_tracker_the_same_windows_as_every_call() -> Non
     from processors.core.records import LLMCall, SpanView
 
     rng = np.random.default_rng(11)
-    everything = [c for v, words in (("v1", 20), ("v2", 60)) for w in range(2) for c in _calls(rng, T0 + w * WINDOW, 3000, v, words)]
+    everything = [
+        c
+        for v, words in (("v1", 20), ("v2", 60))
+        for w in range(2)
+        for c in _calls(rng, T0 + w * WINDOW, 3000, v, words)
+    ]
     order = rng.permutation(len(everything))
     calls = [everything[i] for i in order]
-    config = DriftStageConfig(window_s=WINDOW, lateness_s=10 * WINDOW, idle_close_s=1e9, reservoir_size=400)  # shuffled: nothing late
+    config = DriftStageConfig(
+        window_s=WINDOW, lateness_s=10 * WINDOW, idle_close_s=1e9, reservoir_size=400
+    )  # shuffled: nothing late
     direct, sieved = DriftTracker(config, clock=Clock()), DriftTracker(config, clock=Clock())
     senders = [DriftSender(WINDOW, sample_size=400, max_windows=8) for _ in range(2)]
     sent = 0
     for start in range(0, len(calls), 500):  # batches, alternating between the two workers
-        batch = calls[start:start + 500]
+        batch = calls[start : start + 500]
         direct.add("bot", batch)
         llm_calls = [LLMCall(ts_ns=c["ts_ns"], trace_id=c["trace_id"], span_id=c["span_id"], service="bot", response_model=c["model"],
                              prompt_name=c["prompt_name"], prompt_version=c["prompt_version"], output_tokens=c["output_tokens"],
@@ -267,7 +304,9 @@ def test_sieved_records_give_the_tracker_the_same_windows_as_every_call() -> Non
         a, b = direct._keys.get(key), sieved._keys.get(key)
         assert a is not None and b is not None
         assert a.open[start].seen == b.open[start].seen == 3000
-        assert sorted(c.output_tokens for c in a.open[start].sample.items) == sorted(c.output_tokens for c in b.open[start].sample.items)
+        assert sorted(c.output_tokens for c in a.open[start].sample.items) == sorted(
+            c.output_tokens for c in b.open[start].sample.items
+        )
         assert sorted(a.open[start].sample._items) == sorted(b.open[start].sample._items)  # the same calls, by priority
     assert direct.calls_seen == sieved.calls_seen == len(calls)
     a_changes, b_changes = direct.close()[1], sieved.close()[1]
@@ -300,7 +339,9 @@ def test_an_older_version_is_never_compared_with_its_successor() -> None:
     first, _ = tracker.close()
     tracker.add("bot", _calls(rng, T0 + 4 * WINDOW, 1, "v3", 40))  # then v3's
     second, _ = tracker.close()
-    rows = [dict(zip(d.column_names, row, strict=True)) for d in (first, second) for row in zip(*d.columns, strict=True)]
+    rows = [
+        dict(zip(d.column_names, row, strict=True)) for d in (first, second) for row in zip(*d.columns, strict=True)
+    ]
     assert_judged_against_the_past(rows)
     references = {(r["prompt_version"], r["window_start"] // 1000 - T0, r["reference"].split(":")[0]) for r in rows}
     # v4's first window has no past of its own and v3's only past window is too small: no verdict, rather
@@ -315,7 +356,9 @@ def test_a_reference_never_comes_from_a_window_that_ends_after_the_judged_one_op
     only for a later window (a backfill); v4's windows must not use it."""
     rng = np.random.default_rng(12)
     clock = Clock()
-    tracker = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=30, reservoir_size=400), clock=clock)
+    tracker = DriftTracker(
+        DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=30, reservoir_size=400), clock=clock
+    )
     tracker.add("bot", _calls(rng, T0 + 3 * WINDOW, 300, "v3", 40))  # first sighting of v3, event time later
     clock.now += 60
     rows = _rows(tracker.close()[0])  # idle: v3's window 3 closes, a candidate reference for v4 from now on
@@ -331,7 +374,9 @@ def test_a_reference_never_comes_from_a_window_that_ends_after_the_judged_one_op
 def test_key_fields_are_configurable() -> None:
     rng = np.random.default_rng(10)
     clock = Clock()
-    coarse = DriftTracker(DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, key_fields=("model",)), clock=clock)
+    coarse = DriftTracker(
+        DriftStageConfig(window_s=WINDOW, lateness_s=5, idle_close_s=1e9, key_fields=("model",)), clock=clock
+    )
     for w in range(6):
         coarse.add("bot", _calls(rng, T0 + w * WINDOW, 50, "v1" if w < 3 else "v2", 20))
     coarse.add("bot", _calls(rng, T0 + 6 * WINDOW + 10, 1, "v2", 20))

@@ -84,7 +84,18 @@ class Case:
 
 
 def _up(data_dir: Path, http: int, grpc: int, sql: int, *extra: str) -> list[str]:
-    return ["up", "--data-dir", str(data_dir), "--otlp-http-port", str(http), "--otlp-grpc-port", str(grpc), "--sql-port", str(sql), *extra]
+    return [
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--otlp-http-port",
+        str(http),
+        "--otlp-grpc-port",
+        str(grpc),
+        "--sql-port",
+        str(sql),
+        *extra,
+    ]
 
 
 def case_ports_in_use(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
@@ -95,7 +106,11 @@ def case_ports_in_use(tmp_path: Path, store: Path, listener: Callable[[], int]) 
 
 def case_only_sql_port_taken(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     sql = listener()
-    return Case(_up(tmp_path / "d", free_port(), free_port(), sql), 1, f"port {sql} (SQL endpoint) is in use: stop the other process or pass --sql-port")
+    return Case(
+        _up(tmp_path / "d", free_port(), free_port(), sql),
+        1,
+        f"port {sql} (SQL endpoint) is in use: stop the other process or pass --sql-port",
+    )
 
 
 def case_data_dir_not_writable(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
@@ -106,27 +121,45 @@ def case_data_dir_not_writable(tmp_path: Path, store: Path, listener: Callable[[
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: cannot make a directory unwritable")
         prefix = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
-    return Case(_up(data_dir, free_port(), free_port(), free_port()), 1, f"data dir {data_dir} is not writable by user", prefix)
+    return Case(
+        _up(data_dir, free_port(), free_port(), free_port()), 1, f"data dir {data_dir} is not writable by user", prefix
+    )
 
 
 def case_sql_syntax_error(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
-    return Case(["sql", "--data-dir", str(store), "SELECT model FROM llm_calls WHERE"], 2, "Code: 62. Syntax error: failed at position 34 (end of query)")
+    return Case(
+        ["sql", "--data-dir", str(store), "SELECT model FROM llm_calls WHERE"],
+        2,
+        "Code: 62. Syntax error: failed at position 34 (end of query)",
+    )
 
 
 def case_report_without_data(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
-    return Case(["report", "--data-dir", str(tmp_path / "nothing")], 1, f"no data in {tmp_path / 'nothing'} yet: start `llmops up`")
+    return Case(
+        ["report", "--data-dir", str(tmp_path / "nothing")],
+        1,
+        f"no data in {tmp_path / 'nothing'} yet: start `llmops up`",
+    )
 
 
 def case_invalid_pricing_yaml(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     bad = tmp_path / "prices.yaml"
     bad.write_text(_BAD_PRICING)
-    return Case(["pricing", "check", "my-model", "--pricing-file", str(bad)], 2, f"{bad}:5:1: while scanning a quoted scalar started at line 3, found unexpected end of stream")
+    return Case(
+        ["pricing", "check", "my-model", "--pricing-file", str(bad)],
+        2,
+        f"{bad}:5:1: while scanning a quoted scalar started at line 3, found unexpected end of stream",
+    )
 
 
 def case_invalid_pricing_yaml_at_up(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     bad = tmp_path / "prices.yaml"
     bad.write_text(_BAD_PRICING)
-    return Case(_up(tmp_path / "d", free_port(), free_port(), free_port(), "--pricing-file", str(bad)), 2, f"{bad}:5:1: while scanning a quoted scalar started at line 3, found unexpected end of stream")
+    return Case(
+        _up(tmp_path / "d", free_port(), free_port(), free_port(), "--pricing-file", str(bad)),
+        2,
+        f"{bad}:5:1: while scanning a quoted scalar started at line 3, found unexpected end of stream",
+    )
 
 
 def case_broken_pricing_snapshot(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
@@ -137,8 +170,26 @@ def case_broken_pricing_snapshot(tmp_path: Path, store: Path, listener: Callable
 
 
 def case_drift_pin_unknown_key(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
-    args = ["drift", "pin", "--data-dir", str(store), "--service", "support-bot", "--model", "gpt-4o", "--prompt-name", "answer", "--prompt-version", "v3"]
-    return Case(args, 1, "no drift key support-bot/gpt-4o/answer/v3 (service/model/prompt name/prompt version); nearest: " + "/".join(DRIFT_KEY))
+    args = [
+        "drift",
+        "pin",
+        "--data-dir",
+        str(store),
+        "--service",
+        "support-bot",
+        "--model",
+        "gpt-4o",
+        "--prompt-name",
+        "answer",
+        "--prompt-version",
+        "v3",
+    ]
+    return Case(
+        args,
+        1,
+        "no drift key support-bot/gpt-4o/answer/v3 (service/model/prompt name/prompt version); nearest: "
+        + "/".join(DRIFT_KEY),
+    )
 
 
 def case_drift_pin_unreachable_broker(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
@@ -151,7 +202,11 @@ def case_drift_pin_unreachable_broker(tmp_path: Path, store: Path, listener: Cal
 
 def case_loadgen_closed_port(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     port = free_port()
-    return Case(["loadgen", "--endpoint", f"http://127.0.0.1:{port}", "--count", "10"], 1, f"nothing accepts OTLP on 127.0.0.1:{port}")
+    return Case(
+        ["loadgen", "--endpoint", f"http://127.0.0.1:{port}", "--count", "10"],
+        1,
+        f"nothing accepts OTLP on 127.0.0.1:{port}",
+    )
 
 
 CASES = [
@@ -169,7 +224,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("make_case", CASES, ids=[c.__name__[len("case_"):] for c in CASES])
+@pytest.mark.parametrize("make_case", CASES, ids=[c.__name__[len("case_") :] for c in CASES])
 def test_one_line_on_stderr_and_the_exit_code(make_case, tmp_path: Path, store: Path, listener) -> None:
     case = make_case(tmp_path, store, listener)
     result = llmops(*case.args, prefix=case.prefix, timeout=case.timeout)
@@ -183,7 +238,13 @@ def test_one_line_on_stderr_and_the_exit_code(make_case, tmp_path: Path, store: 
 
 
 def test_second_up_on_a_data_dir_in_use_names_the_holder(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path)],
+        env=_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         result = llmops(*_up(tmp_path, free_port(), free_port(), free_port()))
@@ -205,7 +266,12 @@ def test_report_without_data_creates_nothing(tmp_path: Path) -> None:
 def test_sql_honours_a_trailing_format_clause(store: Path) -> None:
     result = llmops("sql", "--data-dir", str(store), "SELECT service, model FROM llm_drift FORMAT Vertical")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[:4] == ["Row 1:", "──────", f"service: {DRIFT_KEY[0]}", f"model:   {DRIFT_KEY[1]}"]
+    assert result.stdout.splitlines()[:4] == [
+        "Row 1:",
+        "──────",
+        f"service: {DRIFT_KEY[0]}",
+        f"model:   {DRIFT_KEY[1]}",
+    ]
 
 
 def test_debug_log_level_shows_the_traceback(tmp_path: Path) -> None:

@@ -28,8 +28,12 @@ from llmops.grafana_sync import DEFAULT_ROOT, GrafanaSyncError, add_cli, load_tr
 ROOT = Path(__file__).resolve().parents[1] / "dashboards"
 ADMIN, VIEWER = "admin-token", "viewer-token"
 ENV = {
-    "CLICKHOUSE_HOST": "clickhouse", "CLICKHOUSE_PORT": "9000", "CLICKHOUSE_PROTOCOL": "native",
-    "CLICKHOUSE_GRAFANA_USER": "grafana", "CLICKHOUSE_DATABASE": "llmops", "CLICKHOUSE_GRAFANA_PASSWORD": "s3cret",
+    "CLICKHOUSE_HOST": "clickhouse",
+    "CLICKHOUSE_PORT": "9000",
+    "CLICKHOUSE_PROTOCOL": "native",
+    "CLICKHOUSE_GRAFANA_USER": "grafana",
+    "CLICKHOUSE_DATABASE": "llmops",
+    "CLICKHOUSE_GRAFANA_PASSWORD": "s3cret",
     "LLMOPS_ALERT_WEBHOOK_URL": "https://hooks.example.test/llmops",
 }
 
@@ -54,7 +58,9 @@ class FakeGrafana:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     intervals: dict[tuple[str, str], int] = field(default_factory=dict)
     contact_points: dict[str, dict[str, Any]] = field(default_factory=dict)
-    policy: dict[str, Any] = field(default_factory=lambda: {"receiver": "grafana-default-email", "group_by": ["grafana_folder", "alertname"]})
+    policy: dict[str, Any] = field(
+        default_factory=lambda: {"receiver": "grafana-default-email", "group_by": ["grafana_folder", "alertname"]}
+    )
     requests: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -74,7 +80,19 @@ class FakeGrafana:
             raise Invalid("dashboard id must be null and its folder must exist")
 
     def check_rule(self, body: Any) -> None:
-        _require(body, "uid", "title", "condition", "data", "folderUID", "ruleGroup", "noDataState", "execErrState", "for", "orgID")
+        _require(
+            body,
+            "uid",
+            "title",
+            "condition",
+            "data",
+            "folderUID",
+            "ruleGroup",
+            "noDataState",
+            "execErrState",
+            "for",
+            "orgID",
+        )
         if body["folderUID"] not in self.folders:
             raise Invalid(f"folder {body['folderUID']} does not exist")
         refs = set()
@@ -135,7 +153,9 @@ def _app(state: FakeGrafana) -> web.Application:
     @routes.get("/api/datasources/uid/{uid}")
     async def get_ds(request: web.Request) -> web.Response:
         ds = state.datasources.get(request.match_info["uid"])
-        return found(None if ds is None else {k: v for k, v in ds.items() if k != "secureJsonData"} | {"id": 1, "orgId": 1})
+        return found(
+            None if ds is None else {k: v for k, v in ds.items() if k != "secureJsonData"} | {"id": 1, "orgId": 1}
+        )
 
     @routes.post("/api/datasources")
     async def post_ds(request: web.Request) -> web.Response:
@@ -179,8 +199,10 @@ def _app(state: FakeGrafana) -> web.Application:
         state.check_dashboard(body)
         uid = body["dashboard"]["uid"]
         version = state.dashboards.get(uid, {}).get("dashboard", {}).get("version", 0) + 1
-        state.dashboards[uid] = {"dashboard": {**body["dashboard"], "id": 7, "version": version},
-                                 "meta": {"folderUid": body["folderUid"], "provisioned": False}}
+        state.dashboards[uid] = {
+            "dashboard": {**body["dashboard"], "id": 7, "version": version},
+            "meta": {"folderUid": body["folderUid"], "provisioned": False},
+        }
         return web.json_response({"status": "success", "uid": uid, "version": version})
 
     @routes.get("/api/v1/provisioning/alert-rules/{uid}")
@@ -191,7 +213,12 @@ def _app(state: FakeGrafana) -> web.Application:
     async def post_rule(request: web.Request) -> web.Response:
         body = await request.json()
         state.check_rule(body)
-        state.rules[body["uid"]] = {**body, "id": len(state.rules) + 1, "provenance": "api", "updated": "2026-03-02T10:00:00Z"}
+        state.rules[body["uid"]] = {
+            **body,
+            "id": len(state.rules) + 1,
+            "provenance": "api",
+            "updated": "2026-03-02T10:00:00Z",
+        }
         state.intervals.setdefault((body["folderUID"], body["ruleGroup"]), 60)
         return web.json_response(state.rules[body["uid"]], status=201)
 
@@ -208,7 +235,9 @@ def _app(state: FakeGrafana) -> web.Application:
         if key not in state.intervals:
             return found(None)
         rules = [r for r in state.rules.values() if (r["folderUID"], r["ruleGroup"]) == key]
-        return web.json_response({"title": key[1], "folderUid": key[0], "interval": state.intervals[key], "rules": rules})
+        return web.json_response(
+            {"title": key[1], "folderUid": key[0], "interval": state.intervals[key], "rules": rules}
+        )
 
     @routes.put("/api/v1/provisioning/folder/{folder}/rule-groups/{group}")
     async def put_group(request: web.Request) -> web.Response:
@@ -291,7 +320,9 @@ def test_first_sync_creates_everything_in_the_shapes_grafana_takes(grafana: tupl
     assert writes.count(("POST", "/api/datasources")) == 1
     assert writes.count(("POST", "/api/folders")) == 1
     assert writes.count(("POST", "/api/dashboards/db")) == len(list((ROOT / "json").glob("*.json"))) == 4
-    rules = [r for g in yaml.safe_load((ROOT / "provisioning/alerting/rules.yaml").read_text())["groups"] for r in g["rules"]]
+    rules = [
+        r for g in yaml.safe_load((ROOT / "provisioning/alerting/rules.yaml").read_text())["groups"] for r in g["rules"]
+    ]
     assert writes.count(("POST", "/api/v1/provisioning/alert-rules")) == len(rules)
     assert writes.count(("POST", "/api/v1/provisioning/contact-points")) == 1
     assert writes.count(("PUT", "/api/v1/provisioning/policies")) == 1
@@ -342,7 +373,10 @@ def test_drift_in_grafana_is_put_back_and_only_that(grafana: tuple[str, FakeGraf
     state.requests.clear()
     report = _sync(url)
     assert sorted((c.kind, c.name) for c in report.writes) == [
-        ("alert-rule", "llmops-dead-letters"), ("dashboard", "llmops-latency"), ("rule-group", "llmops-quality")]
+        ("alert-rule", "llmops-dead-letters"),
+        ("dashboard", "llmops-latency"),
+        ("rule-group", "llmops-quality"),
+    ]
     assert state.dashboards["llmops-latency"]["dashboard"]["title"] == "LLMOps / Latency"
     assert state.rules["llmops-dead-letters"]["for"] == "0s" and state.intervals[("llmops", "llmops-quality")] == 60
 
@@ -370,7 +404,9 @@ def test_unset_environment_variables_are_named() -> None:
         load_tree(ROOT, env)
 
 
-def test_cli_dry_run(grafana: tuple[str, FakeGrafana], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_dry_run(
+    grafana: tuple[str, FakeGrafana], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, state = grafana
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
@@ -391,15 +427,27 @@ def test_the_tree_is_what_file_provisioning_reads() -> None:
     tree = load_tree(ROOT, ENV)
     assert [d["uid"] for d in tree.datasources] == ["llmops-clickhouse"]
     assert (tree.folder_uid, tree.folder_title) == ("llmops", "LLMOps")
-    assert sorted(d["uid"] for d in tree.dashboards) == ["llmops-latency", "llmops-pipeline", "llmops-quality", "llmops-spend"]
+    assert sorted(d["uid"] for d in tree.dashboards) == [
+        "llmops-latency",
+        "llmops-pipeline",
+        "llmops-quality",
+        "llmops-spend",
+    ]
     assert {g["title"]: g["interval"] for g in tree.rule_groups} == {
-        "llmops-spend": 60, "llmops-latency": 60, "llmops-quality": 60, "llmops-pipeline": 60}
+        "llmops-spend": 60,
+        "llmops-latency": 60,
+        "llmops-quality": 60,
+        "llmops-pipeline": 60,
+    }
     assert tree.policy is not None
     assert copy.deepcopy(tree.policy)["receiver"] == "llmops-oncall"
 
 
 def test_cli_points_the_data_source_at_the_running_up(
-    grafana: tuple[str, FakeGrafana], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    grafana: tuple[str, FakeGrafana],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 17 §6: one command for a local Grafana next to `llmops up`: no CLICKHOUSE_* variables, no webhook."""
     from llmops.config import Settings
@@ -414,7 +462,12 @@ def test_cli_points_the_data_source_at_the_running_up(
     args = parser.parse_args(["grafana", "sync", "--url", url, "--token", ADMIN, "--data-dir", str(tmp_path)])
     assert run_command(args) == 0, capsys.readouterr().err
     json_data = state.datasources["llmops-clickhouse"]["jsonData"]
-    assert (json_data["host"], json_data["port"], json_data["protocol"], json_data["defaultDatabase"]) == ("127.0.0.1", "18123", "http", "llmops")
+    assert (json_data["host"], json_data["port"], json_data["protocol"], json_data["defaultDatabase"]) == (
+        "127.0.0.1",
+        "18123",
+        "http",
+        "llmops",
+    )
     assert state.contact_points == {} and len(state.dashboards) == 4 and state.rules
     out = capsys.readouterr().out
     assert "http://127.0.0.1:18123" in out and "set LLMOPS_ALERT_WEBHOOK_URL" in out

@@ -26,7 +26,12 @@ def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     """`lint-imports` on the packages under `tree`, with the contracts of `tree`/pyproject.toml."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     return subprocess.run(
-        [sys.executable, "-c", _LINT, "--no-cache", "--no-logo"], cwd=tree, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _LINT, "--no-cache", "--no-logo"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -68,15 +73,31 @@ def _copy_tree(tmp_path: Path) -> Path:
 
 BAD_IMPORTS = {
     # A lazy import inside a function: the core reaching up into the application.
-    "core imports the application": ("processors/core/sketch.py", "def _bad() -> None:\n    from llmops.config import Settings  # noqa: F401\n", "layers"),
+    "core imports the application": (
+        "processors/core/sketch.py",
+        "def _bad() -> None:\n    from llmops.config import Settings  # noqa: F401\n",
+        "layers",
+    ),
     # One adapter importing another.
-    "adapter imports an adapter": ("collector/lag.py", "from sinks.clickhouse.errors import SinkError  # noqa: F401\n", "layers"),
+    "adapter imports an adapter": (
+        "collector/lag.py",
+        "from sinks.clickhouse.errors import SinkError  # noqa: F401\n",
+        "layers",
+    ),
     # An adapter importing the application (what collector.service did with llmops.config).
-    "adapter imports the application": ("sinks/clickhouse/writer.py", "from llmops.config import Settings  # noqa: F401\n", "layers"),
+    "adapter imports the application": (
+        "sinks/clickhouse/writer.py",
+        "from llmops.config import Settings  # noqa: F401\n",
+        "layers",
+    ),
     # The core doing network I/O.
     "core opens a socket": ("processors/core/records.py", "import socket  # noqa: F401\n", "core-pure"),
     # Two sibling modules importing each other.
-    "a cycle in the core": ("processors/core/records.py", "def _bad() -> None:\n    from processors.core import rows  # noqa: F401\n", "no-cycles"),
+    "a cycle in the core": (
+        "processors/core/records.py",
+        "def _bad() -> None:\n    from processors.core import rows  # noqa: F401\n",
+        "no-cycles",
+    ),
 }
 
 

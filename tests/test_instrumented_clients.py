@@ -38,12 +38,21 @@ CHAT_USAGE = {
     "completion_tokens": 300,
     "total_tokens": 1500,
     "prompt_tokens_details": {"cached_tokens": 1000, "audio_tokens": 0},
-    "completion_tokens_details": {"reasoning_tokens": 50, "audio_tokens": 0,
-                                  "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 50,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
 }
 ANTHROPIC_MODEL = "claude-sonnet-4-20250514"
 # Anthropic's API: input_tokens EXCLUDES cache reads and writes.
-ANTHROPIC_USAGE = {"input_tokens": 50, "cache_creation_input_tokens": 2000, "cache_read_input_tokens": 3000, "output_tokens": 700}
+ANTHROPIC_USAGE = {
+    "input_tokens": 50,
+    "cache_creation_input_tokens": 2000,
+    "cache_read_input_tokens": 3000,
+    "output_tokens": 700,
+}
 
 # Hand computations (list prices: gpt-4o 2.50 / cached 1.25 / 10.00; Sonnet 4 3 / write 3.75 / read 0.30 / 15).
 GPT4O_FULL = (200 * Decimal("2.50") + 1000 * Decimal("1.25") + 300 * Decimal("10.00")) / M  # cache seen
@@ -54,18 +63,37 @@ SONNET = (50 * Decimal(3) + 2000 * Decimal("3.75") + 3000 * Decimal("0.30") + 70
 async def _chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     if not body.get("stream"):
-        return web.json_response({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": OPENAI_MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": CHAT_USAGE, "system_fingerprint": "fp_1",
-        })
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": OPENAI_MODEL,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Hello there"},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": CHAT_USAGE,
+                "system_fingerprint": "fp_1",
+            }
+        )
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
-    base = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": OPENAI_MODEL,
-            "system_fingerprint": "fp_1"}
+    base = {
+        "id": "chatcmpl-2",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": OPENAI_MODEL,
+        "system_fingerprint": "fp_1",
+    }
     chunks = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
-    chunks += [dict(base, choices=[{"index": 0, "delta": {"content": w}, "finish_reason": None}]) for w in ("Hello", " there")]
+    chunks += [
+        dict(base, choices=[{"index": 0, "delta": {"content": w}, "finish_reason": None}]) for w in ("Hello", " there")
+    ]
     chunks.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
     chunks.append(dict(base, choices=[], usage=CHAT_USAGE))
     for chunk in chunks:
@@ -77,11 +105,18 @@ async def _chat(request: web.Request) -> web.StreamResponse:
 
 async def _messages(request: web.Request) -> web.Response:
     await request.json()
-    return web.json_response({
-        "id": "msg_1", "type": "message", "role": "assistant", "model": ANTHROPIC_MODEL,
-        "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": ANTHROPIC_USAGE,
-    })
+    return web.json_response(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": ANTHROPIC_MODEL,
+            "content": [{"type": "text", "text": "Hi"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": ANTHROPIC_USAGE,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,15 +147,20 @@ def catalog() -> Pricer:
 @pytest.fixture
 def tracing() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "chat-api", "team": "search",
-                                                        "deployment.environment.name": "prod"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "chat-api", "team": "search", "deployment.environment.name": "prod"})
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
     provider.shutdown()
 
 
 def _calls(exporter: InMemorySpanExporter, scope: str, catalog: Pricer) -> list[LLMCall]:
-    spans = [s for s in exporter.get_finished_spans() if s.instrumentation_scope is not None and s.instrumentation_scope.name == scope]
+    spans = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.instrumentation_scope is not None and s.instrumentation_scope.name == scope
+    ]
     assert spans, f"no spans from {scope}"
     payload = encode_spans(spans).SerializeToString()
     decoded = decode_request(payload)
@@ -136,14 +176,20 @@ def _calls(exporter: InMemorySpanExporter, scope: str, catalog: Pricer) -> list[
 def _openai_round(port: int) -> None:
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="test", max_retries=0)
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     for _ in stream:
         pass
     client.close()
 
 
-def _check_openai(calls: list[LLMCall], convention: str, expected_costs: list[Decimal], cache: list[int], reasoning: list[int]) -> None:
+def _check_openai(
+    calls: list[LLMCall], convention: str, expected_costs: list[Decimal], cache: list[int], reasoning: list[int]
+) -> None:
     assert len(calls) == 2
     for call, cost, cached, reasoned in zip(calls, expected_costs, cache, reasoning, strict=True):
         assert call.convention == convention
@@ -207,7 +253,9 @@ def test_openllmetry_openai(server_port: int, tracing, catalog: Pricer) -> None:
         ("openinference.instrumentation.anthropic", "openinference.instrumentation.anthropic", "openinference"),
     ],
 )
-def test_anthropic_cache_writes(server_port: int, tracing, catalog: Pricer, module: str, scope: str, convention: str) -> None:
+def test_anthropic_cache_writes(
+    server_port: int, tracing, catalog: Pricer, module: str, scope: str, convention: str
+) -> None:
     import importlib
 
     provider, exporter = tracing

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,23 @@ EPS = 1e-9
 
 
 def call(ts_ns: int, duration_ms: float, ttft_ms: float | None = None, output_tokens: int = 0, **key: str) -> LLMCall:
-    fields: dict[str, Any] = {"service": "chat-api", "environment": "prod", "provider": "openai", "request_model": "gpt-4o", "operation": "chat"}
+    fields: dict[str, Any] = {
+        "service": "chat-api",
+        "environment": "prod",
+        "provider": "openai",
+        "request_model": "gpt-4o",
+        "operation": "chat",
+    }
     fields.update(key)
-    return LLMCall(ts_ns=ts_ns, trace_id="t", span_id="s", duration_ms=duration_ms, ttft_ms=ttft_ms, output_tokens=output_tokens, **fields)
+    return LLMCall(
+        ts_ns=ts_ns,
+        trace_id="t",
+        span_id="s",
+        duration_ms=duration_ms,
+        ttft_ms=ttft_ms,
+        output_tokens=output_tokens,
+        **fields,
+    )
 
 
 def as_records(rows: LatencyRows) -> list[dict[str, Any]]:
@@ -97,7 +111,11 @@ def test_metrics_by_hand() -> None:
         assert r["sketch_gamma"] == gamma_for(0.01)
         assert sum(r["sketch"].values()) == r["count"]
         assert {k: r[k] for k in KEY_COLUMNS} == {
-            "service": "chat-api", "environment": "prod", "provider": "openai", "model": "gpt-4o", "request_model": "gpt-4o",
+            "service": "chat-api",
+            "environment": "prod",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "request_model": "gpt-4o",
             "operation": "chat",
         }
 
@@ -173,7 +191,14 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Clien
     tokens = rng.integers(0, 400, size=n)
     duration = ttft + tokens * rng.lognormal(np.log(20), 0.3, n)
     calls = [
-        call(int(ts[i]), float(duration[i]), float(ttft[i]) if streamed[i] else None, int(tokens[i]), request_model=str(models[i]), service="merge-test")
+        call(
+            int(ts[i]),
+            float(duration[i]),
+            float(ttft[i]) if streamed[i] else None,
+            int(tokens[i]),
+            request_model=str(models[i]),
+            service="merge-test",
+        )
         for i in range(n)
     ]
     # arrival order is not event order: batches hold random mixes of windows (late data included)
@@ -224,7 +249,9 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Clien
 
 def test_insert_without_ingest_columns_uses_defaults(chdb_client: Client) -> None:
     insert(chdb_client, latency_rows([call(T0_NS, 42.0, service="defaults-test")]))
-    assert chdb_client.query("SELECT _ingest_source, _ingest_offset FROM llm_latency_1m WHERE service = 'defaults-test'").result_rows == [("", 0)]
+    assert chdb_client.query(
+        "SELECT _ingest_source, _ingest_offset FROM llm_latency_1m WHERE service = 'defaults-test'"
+    ).result_rows == [("", 0)]
 
 
 # ---------------------------------------------------------------- TTFT from spans
@@ -234,9 +261,18 @@ START = 1_767_225_600_000_000_000
 
 def span(attributes: Mapping[str, object] | None = None, events: list[SpanEvent] | None = None) -> SpanView:
     return SpanView(
-        trace_id="ab" * 16, span_id="cd" * 8, parent_span_id="", name="chat gpt-4o", kind=3,
-        start_ns=START, end_ns=START + 2_000_000_000, status_code=0, status_message="",
-        attributes=dict(attributes or {}), resource={}, events=list(events or []),
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+        parent_span_id="",
+        name="chat gpt-4o",
+        kind=3,
+        start_ns=START,
+        end_ns=START + 2_000_000_000,
+        status_code=0,
+        status_message="",
+        attributes=dict(attributes or {}),
+        resource={},
+        events=list(events or []),
     )
 
 
@@ -247,11 +283,15 @@ def test_ttft_from_semconv_attribute_in_seconds() -> None:
 
 
 def test_attribute_wins_over_events() -> None:
-    s = span({"gen_ai.response.time_to_first_chunk": 0.1}, [SpanEvent(START + 700_000_000, "First Token Stream Event", {})])
+    s = span(
+        {"gen_ai.response.time_to_first_chunk": 0.1}, [SpanEvent(START + 700_000_000, "First Token Stream Event", {})]
+    )
     assert ttft_ms_from_span(s) == 100.0
 
 
-@pytest.mark.parametrize("name", ["gen_ai.content.completion.chunk", "llm.content.completion.chunk", "First Token Stream Event"])
+@pytest.mark.parametrize(
+    "name", ["gen_ai.content.completion.chunk", "llm.content.completion.chunk", "First Token Stream Event"]
+)
 def test_ttft_from_first_chunk_event(name: str) -> None:
     events = [
         SpanEvent(START + 10_000_000, "gen_ai.client.inference.operation.details", {}),  # not a chunk
@@ -286,7 +326,10 @@ def test_ttft_absent_or_unreadable() -> None:
     assert ttft_ms_from_span(span({"gen_ai.response.time_to_first_chunk": float("nan")})) is None
     assert ttft_ms_from_span(span(events=[SpanEvent(0, "First Token Stream Event", {})])) is None
     # unreadable attribute falls through to the events
-    s = span({"gen_ai.response.time_to_first_chunk": "n/a"}, [SpanEvent(START + 2_000_000, "llm.content.completion.chunk", {})])
+    s = span(
+        {"gen_ai.response.time_to_first_chunk": "n/a"},
+        [SpanEvent(START + 2_000_000, "llm.content.completion.chunk", {})],
+    )
     assert ttft_ms_from_span(s) == 2.0
 
 

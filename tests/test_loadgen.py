@@ -142,7 +142,9 @@ def assert_summary_matches(summary: LoadgenSummary, spans: list[Got], count: int
 
 def canonical(spans: list[Got]) -> list[bytes]:
     """Spans with their resource, order-free, for exact comparison between runs."""
-    return sorted(json.dumps(g.resource, sort_keys=True).encode() + g.span.SerializeToString(deterministic=True) for g in spans)
+    return sorted(
+        json.dumps(g.resource, sort_keys=True).encode() + g.span.SerializeToString(deterministic=True) for g in spans
+    )
 
 
 def run(endpoint: str, **kw: Any) -> LoadgenSummary:
@@ -158,8 +160,14 @@ def test_http_sink_receives_exactly_what_the_summary_counts() -> None:
     with http_sink() as (endpoint, received):
         summary = run_loadgen(
             LoadgenOptions(
-                endpoint=endpoint, count=300, seed=7, compression="gzip", start_ns=START_NS, time_step_ns=1_000_000_000,
-                max_export_batch_size=64, max_queue_size=96,  # small queue: the generator must wait for room
+                endpoint=endpoint,
+                count=300,
+                seed=7,
+                compression="gzip",
+                start_ns=START_NS,
+                time_step_ns=1_000_000_000,
+                max_export_batch_size=64,
+                max_queue_size=96,  # small queue: the generator must wait for room
             ),
             progress=lambda sent, total: progress.append((sent, total)),
         )
@@ -183,7 +191,12 @@ def test_http_sink_receives_exactly_what_the_summary_counts() -> None:
         a = g.attrs
         parent = by_id[g.span.parent_span_id]
         assert parent.span.kind == Span.SPAN_KIND_SERVER and parent.span.trace_id == g.span.trace_id
-        assert parent.span.start_time_unix_nano < g.span.start_time_unix_nano < g.span.end_time_unix_nano < parent.span.end_time_unix_nano
+        assert (
+            parent.span.start_time_unix_nano
+            < g.span.start_time_unix_nano
+            < g.span.end_time_unix_nano
+            < parent.span.end_time_unix_nano
+        )
         assert g.span.kind == Span.SPAN_KIND_CLIENT
         assert g.span.name == f"{a['gen_ai.operation.name']} {a['gen_ai.request.model']}"
         assert {"service.name", "deployment.environment.name", "team"} <= g.resource.keys()
@@ -192,7 +205,10 @@ def test_http_sink_receives_exactly_what_the_summary_counts() -> None:
             assert a["error.type"] and "gen_ai.usage.input_tokens" not in a
             assert parent.span.status.code == Status.STATUS_CODE_ERROR
             continue
-        assert a.get("gen_ai.usage.cache_read.input_tokens", 0) + a.get("gen_ai.usage.cache_creation.input_tokens", 0) <= a["gen_ai.usage.input_tokens"]
+        assert (
+            a.get("gen_ai.usage.cache_read.input_tokens", 0) + a.get("gen_ai.usage.cache_creation.input_tokens", 0)
+            <= a["gen_ai.usage.input_tokens"]
+        )
         assert a.get("gen_ai.usage.reasoning.output_tokens", 0) <= a.get("gen_ai.usage.output_tokens", 0)
         if "gen_ai.response.time_to_first_chunk" in a:
             assert a.get("gen_ai.request.stream") is True
@@ -211,10 +227,20 @@ def test_http_sink_receives_exactly_what_the_summary_counts() -> None:
                 assert a["gen_ai.usage.output_tokens"] == a["gen_ai.request.max_tokens"]
 
     # every TTFT source and every kind of span shows up
-    total = UsageTotals(**{f: sum(getattr(t, f) for t in summary.by_model.values()) for f in UsageTotals.__dataclass_fields__})
+    total = UsageTotals(
+        **{f: sum(getattr(t, f) for t in summary.by_model.values()) for f in UsageTotals.__dataclass_fields__}
+    )
     assert total.ttft_attribute > 0 and total.ttft_event > 0 and total.errors > 0
     assert total.cache_read_tokens > 0 and total.cache_write_tokens > 0 and total.reasoning_tokens > 0
-    assert {"gpt-4o", "gpt-4o-mini", "o4-mini", "claude-sonnet-4", "gemini-2.5-flash", "acme-llama-ft-v3", "text-embedding-3-small"} <= summary.by_model.keys()
+    assert {
+        "gpt-4o",
+        "gpt-4o-mini",
+        "o4-mini",
+        "claude-sonnet-4",
+        "gemini-2.5-flash",
+        "acme-llama-ft-v3",
+        "text-embedding-3-small",
+    } <= summary.by_model.keys()
     assert any(g.span.name.startswith("search ") for g in spans)
     assert {a.attrs.get("gen_ai.response.model") for a in llm} >= {"claude-sonnet-4-20250514", "gpt-4o-2024-08-06"}
 
@@ -225,13 +251,22 @@ def test_http_sink_receives_exactly_what_the_summary_counts() -> None:
 
 def test_grpc_sink_receives_exactly_what_the_summary_counts() -> None:
     with grpc_sink() as (endpoint, received):
-        summary = run(endpoint, protocol="grpc", count=300, seed=11, max_export_batch_size=100, services=("checkout-assistant", "billing-api"))
+        summary = run(
+            endpoint,
+            protocol="grpc",
+            count=300,
+            seed=11,
+            max_export_batch_size=100,
+            services=("checkout-assistant", "billing-api"),
+        )
     spans = spans_of(received)
     assert_summary_matches(summary, spans, 300)
     # an unknown service name gets the generic profile
     teams = {g.resource["service.name"]: g.resource["team"] for g in spans}
     assert teams == {"checkout-assistant": "commerce", "billing-api": "platform"}
-    assert {g.attrs.get("gen_ai.prompt.name") for g in spans if g.is_llm and g.resource["service.name"] == "billing-api"} == {"billing-api-default"}
+    assert {
+        g.attrs.get("gen_ai.prompt.name") for g in spans if g.is_llm and g.resource["service.name"] == "billing-api"
+    } == {"billing-api-default"}
 
 
 def test_rate_mode_sends_rate_times_duration_calls() -> None:
@@ -302,13 +337,19 @@ def test_drift_switches_prompt_version_for_one_key_only() -> None:
         bad = 0
         for g in gs:
             (message,) = json.loads(g.attrs["gen_ai.output.messages"])
-            bad += message["finish_reason"] == "length" or message["parts"][0].get("content", "").startswith("I'm sorry")
+            bad += message["finish_reason"] == "length" or message["parts"][0].get("content", "").startswith(
+                "I'm sorry"
+            )
         return bad / len(gs)
 
     assert share_cut_or_refused(ok(after)) > share_cut_or_refused(ok(before)) + 0.1
 
     # token distributions: log(input tokens) of gpt-4o-mini is normal(log 1200, 1.0) as configured
-    logs = [math.log(g.attrs["gen_ai.usage.input_tokens"]) for g in ok(mixed_spans) if g.is_llm and g.attrs["gen_ai.request.model"] == "gpt-4o-mini"]
+    logs = [
+        math.log(g.attrs["gen_ai.usage.input_tokens"])
+        for g in ok(mixed_spans)
+        if g.is_llm and g.attrs["gen_ai.request.model"] == "gpt-4o-mini"
+    ]
     assert len(logs) > 80
     assert stats.kstest(logs, stats.norm(math.log(1200), 1.0).cdf).pvalue > 0.01
 

@@ -13,10 +13,20 @@ RESOURCE = {"service.name": "rag-api", "deployment.environment.name": "prod", "t
 
 
 def span(attributes: dict, resource: dict | None = None, status: int = 0, scope: str = "") -> SpanView:
-    return SpanView(trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331", parent_span_id="",
-                    name="chat", kind=3, start_ns=1_764_000_000_000_000_000, end_ns=1_764_000_001_250_000_000,
-                    status_code=status, status_message="", attributes=attributes,
-                    resource=RESOURCE if resource is None else resource, scope_name=scope)
+    return SpanView(
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        span_id="b7ad6b7169203331",
+        parent_span_id="",
+        name="chat",
+        kind=3,
+        start_ns=1_764_000_000_000_000_000,
+        end_ns=1_764_000_001_250_000_000,
+        status_code=status,
+        status_message="",
+        attributes=attributes,
+        resource=RESOURCE if resource is None else resource,
+        scope_name=scope,
+    )
 
 
 def llm_call(view: SpanView, options: NormalizeOptions | None = None) -> LLMCall:
@@ -27,19 +37,41 @@ def llm_call(view: SpanView, options: NormalizeOptions | None = None) -> LLMCall
 
 
 def test_otel_genai_current_names() -> None:
-    call = normalize_call(span({
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-        "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 1200,
-        "gen_ai.usage.output_tokens": 300, "gen_ai.usage.cache_read.input_tokens": 1000,
-        "gen_ai.usage.cache_creation.input_tokens": 0, "gen_ai.usage.reasoning.output_tokens": 50,
-        "gen_ai.response.finish_reasons": ["length", "stop"], "gen_ai.agent.name": "planner",
-        "gen_ai.prompt.name": "answer", "gen_ai.conversation.id": "conv-1", "gen_ai.usage.cost": 0.00475,
-    }))
+    call = normalize_call(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.response.model": "gpt-4o-2024-08-06",
+                "gen_ai.usage.input_tokens": 1200,
+                "gen_ai.usage.output_tokens": 300,
+                "gen_ai.usage.cache_read.input_tokens": 1000,
+                "gen_ai.usage.cache_creation.input_tokens": 0,
+                "gen_ai.usage.reasoning.output_tokens": 50,
+                "gen_ai.response.finish_reasons": ["length", "stop"],
+                "gen_ai.agent.name": "planner",
+                "gen_ai.prompt.name": "answer",
+                "gen_ai.conversation.id": "conv-1",
+                "gen_ai.usage.cost": 0.00475,
+            }
+        )
+    )
     assert call is not None
     assert (call.convention, call.provider, call.operation) == ("otel_genai", "openai", "chat")
     assert (call.request_model, call.response_model) == ("gpt-4o", "gpt-4o-2024-08-06")
-    assert (call.input_tokens, call.output_tokens, call.cache_read_tokens, call.reasoning_tokens) == (1200, 300, 1000, 50)
-    assert (call.agent, call.prompt_name, call.conversation_id, call.finish_reason) == ("planner", "answer", "conv-1", "length")
+    assert (call.input_tokens, call.output_tokens, call.cache_read_tokens, call.reasoning_tokens) == (
+        1200,
+        300,
+        1000,
+        50,
+    )
+    assert (call.agent, call.prompt_name, call.conversation_id, call.finish_reason) == (
+        "planner",
+        "answer",
+        "conv-1",
+        "length",
+    )
     assert (call.service, call.environment, call.team) == ("rag-api", "prod", "search")
     assert call.reported_cost == Decimal("0.00475")
     assert call.duration_ms == 1250.0 and call.ts_ns == 1_764_000_000_000_000_000
@@ -47,56 +79,116 @@ def test_otel_genai_current_names() -> None:
 
 
 def test_otel_genai_deprecated_names_and_error() -> None:
-    call = normalize_call(span({
-        "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.prompt_tokens": 10,
-        "gen_ai.usage.completion_tokens": 4, "error.type": "RateLimitError",
-    }, resource={"service.name": "old", "deployment.environment": "staging"}, status=2))
+    call = normalize_call(
+        span(
+            {
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.prompt_tokens": 10,
+                "gen_ai.usage.completion_tokens": 4,
+                "error.type": "RateLimitError",
+            },
+            resource={"service.name": "old", "deployment.environment": "staging"},
+            status=2,
+        )
+    )
     assert call is not None and call.convention == "otel_genai" and call.operation == "chat"
     assert (call.input_tokens, call.output_tokens) == (10, 4)
     assert (call.status, call.error_type, call.environment, call.team) == ("error", "RateLimitError", "staging", "")
 
 
 def test_openllmetry_legacy_names() -> None:
-    call = normalize_call(span({
-        "llm.request.type": "chat", "gen_ai.system": "Anthropic", "gen_ai.request.model": "claude-3-5-sonnet-20241022",
-        "gen_ai.response.model": "claude-3-5-sonnet-20241022", "gen_ai.usage.prompt_tokens": 5050,
-        "gen_ai.usage.completion_tokens": 700, "llm.usage.total_tokens": 5750,
-        "gen_ai.usage.cache_read_input_tokens": 3000, "gen_ai.usage.cache_creation_input_tokens": 2000,
-        "traceloop.workflow.name": "support-bot", "traceloop.association.properties.session_id": "s-9",
-        "gen_ai.completion.0.finish_reason": "end_turn",
-    }))
+    call = normalize_call(
+        span(
+            {
+                "llm.request.type": "chat",
+                "gen_ai.system": "Anthropic",
+                "gen_ai.request.model": "claude-3-5-sonnet-20241022",
+                "gen_ai.response.model": "claude-3-5-sonnet-20241022",
+                "gen_ai.usage.prompt_tokens": 5050,
+                "gen_ai.usage.completion_tokens": 700,
+                "llm.usage.total_tokens": 5750,
+                "gen_ai.usage.cache_read_input_tokens": 3000,
+                "gen_ai.usage.cache_creation_input_tokens": 2000,
+                "traceloop.workflow.name": "support-bot",
+                "traceloop.association.properties.session_id": "s-9",
+                "gen_ai.completion.0.finish_reason": "end_turn",
+            }
+        )
+    )
     assert call is not None and call.convention == "openllmetry" and call.provider == "anthropic"
-    assert (call.input_tokens, call.cache_read_tokens, call.cache_write_tokens, call.output_tokens) == (5050, 3000, 2000, 700)
+    assert (call.input_tokens, call.cache_read_tokens, call.cache_write_tokens, call.output_tokens) == (
+        5050,
+        3000,
+        2000,
+        700,
+    )
     assert (call.agent, call.conversation_id, call.finish_reason) == ("support-bot", "s-9", "end_turn")
 
 
 def test_openllmetry_embedding_and_reasoning_tokens() -> None:
-    call = normalize_call(span({
-        "llm.request.type": "embedding", "gen_ai.system": "openai", "gen_ai.request.model": "text-embedding-3-small",
-        "gen_ai.usage.prompt_tokens": 42, "gen_ai.usage.reasoning_tokens": 0,
-    }))
+    call = normalize_call(
+        span(
+            {
+                "llm.request.type": "embedding",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "text-embedding-3-small",
+                "gen_ai.usage.prompt_tokens": 42,
+                "gen_ai.usage.reasoning_tokens": 0,
+            }
+        )
+    )
     assert call is not None and call.operation == "embeddings" and call.input_tokens == 42
 
 
 def test_openinference_llm_span() -> None:
-    call = normalize_call(span({
-        "openinference.span.kind": "LLM", "llm.provider": "openai", "llm.system": "openai",
-        "llm.model_name": "gpt-4o-2024-08-06", "llm.token_count.prompt": 1200, "llm.token_count.completion": 300,
-        "llm.token_count.total": 1500, "llm.token_count.prompt_details.cache_read": 1000,
-        "llm.token_count.completion_details.reasoning": 50, "agent.name": "researcher", "session.id": "sess-1",
-        "llm.prompt_template.version": "v7", "llm.finish_reason": "stop", "llm.cost.total": "0.00475",
-    }))
+    call = normalize_call(
+        span(
+            {
+                "openinference.span.kind": "LLM",
+                "llm.provider": "openai",
+                "llm.system": "openai",
+                "llm.model_name": "gpt-4o-2024-08-06",
+                "llm.token_count.prompt": 1200,
+                "llm.token_count.completion": 300,
+                "llm.token_count.total": 1500,
+                "llm.token_count.prompt_details.cache_read": 1000,
+                "llm.token_count.completion_details.reasoning": 50,
+                "agent.name": "researcher",
+                "session.id": "sess-1",
+                "llm.prompt_template.version": "v7",
+                "llm.finish_reason": "stop",
+                "llm.cost.total": "0.00475",
+            }
+        )
+    )
     assert call is not None and call.convention == "openinference" and call.operation == "chat"
-    assert (call.input_tokens, call.output_tokens, call.cache_read_tokens, call.reasoning_tokens) == (1200, 300, 1000, 50)
-    assert (call.agent, call.conversation_id, call.prompt_version, call.finish_reason) == ("researcher", "sess-1", "v7", "stop")
+    assert (call.input_tokens, call.output_tokens, call.cache_read_tokens, call.reasoning_tokens) == (
+        1200,
+        300,
+        1000,
+        50,
+    )
+    assert (call.agent, call.conversation_id, call.prompt_version, call.finish_reason) == (
+        "researcher",
+        "sess-1",
+        "v7",
+        "stop",
+    )
     assert call.response_model == "gpt-4o-2024-08-06" and call.reported_cost == Decimal("0.00475")
 
 
 def test_anthropic_exclusive_input_is_made_inclusive() -> None:
     # An old instrumentation copying Anthropic's input_tokens (cache excluded): 50 < 3000 + 2000.
-    attrs = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude-sonnet-4-20250514",
-             "llm.token_count.prompt": 50, "llm.token_count.completion": 700,
-             "llm.token_count.prompt_details.cache_read": 3000, "llm.token_count.prompt_details.cache_write": 2000}
+    attrs = {
+        "openinference.span.kind": "LLM",
+        "llm.provider": "anthropic",
+        "llm.model_name": "claude-sonnet-4-20250514",
+        "llm.token_count.prompt": 50,
+        "llm.token_count.completion": 700,
+        "llm.token_count.prompt_details.cache_read": 3000,
+        "llm.token_count.prompt_details.cache_write": 2000,
+    }
     assert llm_call(span(attrs)).input_tokens == 5050
     # Not provable from the numbers, but the scope is configured as cache-exclusive.
     attrs["llm.token_count.prompt"] = 9000
@@ -106,8 +198,16 @@ def test_anthropic_exclusive_input_is_made_inclusive() -> None:
 
 
 def test_missing_input_derived_from_total() -> None:
-    call = llm_call(span({"openinference.span.kind": "LLM", "llm.model_name": "m",
-                                "llm.token_count.completion": 30, "llm.token_count.total": 100}))
+    call = llm_call(
+        span(
+            {
+                "openinference.span.kind": "LLM",
+                "llm.model_name": "m",
+                "llm.token_count.completion": 30,
+                "llm.token_count.total": 100,
+            }
+        )
+    )
     assert (call.input_tokens, call.output_tokens) == (70, 30)
 
 
@@ -128,9 +228,15 @@ def test_non_llm_spans_give_none(attributes: dict) -> None:
 
 
 def test_precedence_openinference_over_otel_and_configurable_team() -> None:
-    both = {"openinference.span.kind": "LLM", "llm.model_name": "oi-model", "gen_ai.operation.name": "chat",
-            "gen_ai.request.model": "otel-model", "llm.token_count.prompt": 7, "gen_ai.usage.input_tokens": 9,
-            "app.owner": "payments"}
+    both = {
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "oi-model",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "otel-model",
+        "llm.token_count.prompt": 7,
+        "gen_ai.usage.input_tokens": 9,
+        "app.owner": "payments",
+    }
     call = llm_call(span(both))
     assert call.convention == "openinference" and call.input_tokens == 7 and call.response_model == "oi-model"
     options = NormalizeOptions(team_span_keys=("app.owner",), team_resource_keys=())
@@ -139,9 +245,18 @@ def test_precedence_openinference_over_otel_and_configurable_team() -> None:
 
 
 def test_string_and_float_values_and_provider_aliases() -> None:
-    call = llm_call(span({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "AWS.Bedrock",
-                                "gen_ai.request.model": "m", "gen_ai.usage.input_tokens": "12",
-                                "gen_ai.usage.output_tokens": 3.0, "gen_ai.usage.cost": "not-a-number"}))
+    call = llm_call(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "AWS.Bedrock",
+                "gen_ai.request.model": "m",
+                "gen_ai.usage.input_tokens": "12",
+                "gen_ai.usage.output_tokens": 3.0,
+                "gen_ai.usage.cost": "not-a-number",
+            }
+        )
+    )
     assert (call.provider, call.input_tokens, call.output_tokens, call.reported_cost) == ("aws.bedrock", 12, 3, None)
     assert normalize_provider("mistralai") == "mistral_ai" and normalize_provider("Vertex_AI") == "gcp.vertex_ai"
 

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.integration
 
 def _send_with_sdk(exporter, service: str, n_requests: int, model: str) -> dict[str, dict]:
     """Each request: a SERVER span with one LLM CLIENT child. Returns expected LLM rows by span id."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service, "deployment.environment.name": "test", "team": "qa"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "deployment.environment.name": "test", "team": "qa"})
+    )
     provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=128, schedule_delay_millis=50))
     tracer = provider.get_tracer("e2e")
     expected: dict[str, dict] = {}
@@ -53,11 +55,25 @@ def _send_with_sdk(exporter, service: str, n_requests: int, model: str) -> dict[
 
 def _assert_exactly_once(stack, expected_llm: dict[str, dict], service: str) -> None:
     n_spans = 2 * len(expected_llm)
-    wait_until(lambda: stack.count(f"SELECT count() FROM otel_traces WHERE ServiceName = '{service}'") >= n_spans, 60, "spans stored")
-    wait_until(lambda: stack.count(f"SELECT count() FROM llm_calls WHERE service = '{service}'") >= len(expected_llm), 60, "calls")
+    wait_until(
+        lambda: stack.count(f"SELECT count() FROM otel_traces WHERE ServiceName = '{service}'") >= n_spans,
+        60,
+        "spans stored",
+    )
+    wait_until(
+        lambda: stack.count(f"SELECT count() FROM llm_calls WHERE service = '{service}'") >= len(expected_llm),
+        60,
+        "calls",
+    )
     client = stack.reader()
-    assert client.query(f"SELECT count(), uniqExact(SpanId) FROM otel_traces WHERE ServiceName = '{service}'").result_rows[0] == (n_spans, n_spans)
-    kinds = dict(client.query(f"SELECT SpanKind, count() FROM otel_traces WHERE ServiceName = '{service}' GROUP BY SpanKind").result_rows)
+    assert client.query(
+        f"SELECT count(), uniqExact(SpanId) FROM otel_traces WHERE ServiceName = '{service}'"
+    ).result_rows[0] == (n_spans, n_spans)
+    kinds = dict(
+        client.query(
+            f"SELECT SpanKind, count() FROM otel_traces WHERE ServiceName = '{service}' GROUP BY SpanKind"
+        ).result_rows
+    )
     assert kinds == {"SPAN_KIND_SERVER": len(expected_llm), "SPAN_KIND_CLIENT": len(expected_llm)}
     rows = client.query(
         "SELECT span_id, request_model, response_model, provider, operation, input_tokens, output_tokens, status, error_type,"
@@ -66,7 +82,12 @@ def _assert_exactly_once(stack, expected_llm: dict[str, dict], service: str) -> 
     assert len(rows) == len(expected_llm)
     for span_id, req, resp, provider, op, tin, tout, status, error_type, env, team, finish in rows:
         want = expected_llm[span_id]
-        assert (req, resp, provider, op) == (want["gen_ai.request.model"], want["gen_ai.response.model"], "openai", "chat")
+        assert (req, resp, provider, op) == (
+            want["gen_ai.request.model"],
+            want["gen_ai.response.model"],
+            "openai",
+            "chat",
+        )
         assert (tin, tout) == (want["gen_ai.usage.input_tokens"], want["gen_ai.usage.output_tokens"])
         assert status == ("error" if want["error"] else "ok")
         assert error_type == ("RateLimitError" if want["error"] else "")
@@ -87,8 +108,12 @@ def running(make_stack):
 
 
 def test_sdk_http_and_grpc_exporters_land_exactly_once(running) -> None:
-    http_expected = _send_with_sdk(HttpExporter(endpoint=f"{running.http_url}/v1/traces"), "svc-http", 300, "gpt-4o-mini")
-    grpc_expected = _send_with_sdk(GrpcExporter(endpoint=f"127.0.0.1:{running.grpc_port}", insecure=True), "svc-grpc", 300, "gpt-4o-mini")
+    http_expected = _send_with_sdk(
+        HttpExporter(endpoint=f"{running.http_url}/v1/traces"), "svc-http", 300, "gpt-4o-mini"
+    )
+    grpc_expected = _send_with_sdk(
+        GrpcExporter(endpoint=f"127.0.0.1:{running.grpc_port}", insecure=True), "svc-grpc", 300, "gpt-4o-mini"
+    )
     _assert_exactly_once(running, http_expected, "svc-http")
     _assert_exactly_once(running, grpc_expected, "svc-grpc")
 
@@ -123,10 +148,17 @@ def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running
     ok = requests.post(url, data=json.dumps(document), headers={"Content-Type": "application/json"}, timeout=10)
     assert ok.status_code == 200 and ok.headers["Content-Type"].startswith("application/json")
     proto = _request_with_spans("svc-gzip", 20).SerializeToString()
-    ok = requests.post(url, data=gzip.compress(proto), headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}, timeout=10)
+    ok = requests.post(
+        url,
+        data=gzip.compress(proto),
+        headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+        timeout=10,
+    )
     assert ok.status_code == 200
 
-    bad = requests.post(url, data=b"\x0a\xff\xff\xff\x0f garbage", headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+    bad = requests.post(
+        url, data=b"\x0a\xff\xff\xff\x0f garbage", headers={"Content-Type": "application/x-protobuf"}, timeout=10
+    )
     assert bad.status_code == 400
     bad = requests.post(url, data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10)
     assert bad.status_code == 400 and "JSON" in bad.json()["message"]
@@ -140,15 +172,30 @@ def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running
 
     # The stack still works after all that, and the bad span inside a good batch is an ingest error.
     mixed = _request_with_spans("svc-mixed", 10, bad_span_at=3).SerializeToString()
-    assert requests.post(url, data=mixed, headers={"Content-Type": "application/x-protobuf"}, timeout=10).status_code == 200
-    wait_until(lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-mixed'") == 9, 60, "mixed batch")
+    assert (
+        requests.post(url, data=mixed, headers={"Content-Type": "application/x-protobuf"}, timeout=10).status_code
+        == 200
+    )
+    wait_until(
+        lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-mixed'") == 9, 60, "mixed batch"
+    )
     # otel_traces is written while the other tables' rows are built: the error row follows shortly.
-    wait_until(lambda: running.count("SELECT count() FROM ingest_errors WHERE service = 'svc-mixed'") >= 1, 60, "mixed batch error")
+    wait_until(
+        lambda: running.count("SELECT count() FROM ingest_errors WHERE service = 'svc-mixed'") >= 1,
+        60,
+        "mixed batch error",
+    )
     assert running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-gzip'") == 20
     client = running.reader()
-    json_row = client.query("SELECT TraceId, SpanId, SpanKind, Duration, SpanAttributes['http.method'] FROM otel_traces WHERE ServiceName = 'svc-json'").result_rows
-    assert json_row == [("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "SPAN_KIND_SERVER", 500_000_000, "GET")]
-    errors = client.query("SELECT stage, reason, service, dead_lettered FROM ingest_errors WHERE service = 'svc-mixed'").result_rows
+    json_row = client.query(
+        "SELECT TraceId, SpanId, SpanKind, Duration, SpanAttributes['http.method'] FROM otel_traces WHERE ServiceName = 'svc-json'"
+    ).result_rows
+    assert json_row == [
+        ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "SPAN_KIND_SERVER", 500_000_000, "GET")
+    ]
+    errors = client.query(
+        "SELECT stage, reason, service, dead_lettered FROM ingest_errors WHERE service = 'svc-mixed'"
+    ).result_rows
     assert errors == [("span", "invalid span_id (need 8 non-zero bytes)", "svc-mixed", False)]
     client.close()
 
@@ -158,13 +205,28 @@ def test_poison_record_is_dead_lettered_and_processing_continues(running) -> Non
     producer.produce(running.topic, value=b"\xff\xfe this is not protobuf", partition=0)
     producer.produce(running.topic, value=_request_with_spans("svc-after-poison", 5).SerializeToString(), partition=0)
     assert producer.flush(10) == 0
-    wait_until(lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-after-poison'") == 5, 60, "spans after poison")
-    wait_until(lambda: running.count("SELECT count() FROM ingest_errors WHERE stage = 'decode'") >= 1, 60, "poison recorded")
+    wait_until(
+        lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-after-poison'") == 5,
+        60,
+        "spans after poison",
+    )
+    wait_until(
+        lambda: running.count("SELECT count() FROM ingest_errors WHERE stage = 'decode'") >= 1, 60, "poison recorded"
+    )
     client = running.reader()
-    rows = client.query("SELECT stage, kafka_partition, dead_lettered, payload_bytes FROM ingest_errors WHERE stage = 'decode'").result_rows
+    rows = client.query(
+        "SELECT stage, kafka_partition, dead_lettered, payload_bytes FROM ingest_errors WHERE stage = 'decode'"
+    ).result_rows
     assert rows == [("decode", 0, True, len(b"\xff\xfe this is not protobuf"))]
     client.close()
-    consumer = Consumer({"bootstrap.servers": running.bootstrap, "group.id": "dlq-check", "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": running.bootstrap,
+            "group.id": "dlq-check",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
     consumer.subscribe([running.dead_letter_topic])
     message = None
     deadline_polls = 100
@@ -178,7 +240,11 @@ def test_poison_record_is_dead_lettered_and_processing_continues(running) -> Non
     assert isinstance(raw_headers, list), raw_headers
     headers = dict(raw_headers)
     error = headers["llmops.error"]
-    assert headers["llmops.source.topic"] == running.topic.encode() and isinstance(error, bytes) and b"ExportTraceServiceRequest" in error
+    assert (
+        headers["llmops.source.topic"] == running.topic.encode()
+        and isinstance(error, bytes)
+        and b"ExportTraceServiceRequest" in error
+    )
 
 
 def test_record_clickhouse_refuses_is_bisected_out_and_dead_lettered(running) -> None:
@@ -187,22 +253,47 @@ def test_record_clickhouse_refuses_is_bisected_out_and_dead_lettered(running) ->
     The batch insert fails as bad data, is bisected down to that record, which goes to the dead-letter
     topic and to ingest_errors (stage 'sink'); its neighbours in the same partition are stored.
     """
-    refused = _request_with_spans("svc-refused", 2).SerializeToString() + b"\xa3\x01\x08\x01\xa4\x01"  # field 20 as a group
+    refused = (
+        _request_with_spans("svc-refused", 2).SerializeToString() + b"\xa3\x01\x08\x01\xa4\x01"
+    )  # field 20 as a group
     ExportTraceServiceRequest.FromString(refused)  # the worker's own parser accepts it
     producer = Producer({"bootstrap.servers": running.bootstrap})
-    for value in (_request_with_spans("svc-beside-refused", 3).SerializeToString(), refused,
-                  _request_with_spans("svc-beside-refused-2", 4).SerializeToString()):
+    for value in (
+        _request_with_spans("svc-beside-refused", 3).SerializeToString(),
+        refused,
+        _request_with_spans("svc-beside-refused-2", 4).SerializeToString(),
+    ):
         producer.produce(running.topic, value=value, partition=1)
     assert producer.flush(10) == 0
-    wait_until(lambda: running.count("SELECT count() FROM ingest_errors WHERE stage = 'sink'") == 1, 60, "refused record recorded")
-    wait_until(lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName LIKE 'svc-beside-refused%'") == 7, 60, "neighbours")
+    wait_until(
+        lambda: running.count("SELECT count() FROM ingest_errors WHERE stage = 'sink'") == 1,
+        60,
+        "refused record recorded",
+    )
+    wait_until(
+        lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName LIKE 'svc-beside-refused%'") == 7,
+        60,
+        "neighbours",
+    )
     assert running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-refused'") == 0
     client = running.reader()
     [(reason, partition, dead_lettered, size)] = client.query(
-        "SELECT reason, kafka_partition, dead_lettered, payload_bytes FROM ingest_errors WHERE stage = 'sink'").result_rows
+        "SELECT reason, kafka_partition, dead_lettered, payload_bytes FROM ingest_errors WHERE stage = 'sink'"
+    ).result_rows
     client.close()
-    assert reason.startswith("otel_traces: ") and "444" in reason and (partition, dead_lettered, size) == (1, True, len(refused))
-    consumer = Consumer({"bootstrap.servers": running.bootstrap, "group.id": "dlq-check-sink", "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    assert (
+        reason.startswith("otel_traces: ")
+        and "444" in reason
+        and (partition, dead_lettered, size) == (1, True, len(refused))
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": running.bootstrap,
+            "group.id": "dlq-check-sink",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
     consumer.subscribe([running.dead_letter_topic])
     values = []
     for _ in range(100):
@@ -225,9 +316,21 @@ def test_killed_worker_restarts_without_loss_or_duplicates(make_stack) -> None:
     wait_until(lambda: stack.count("SELECT count() FROM otel_traces") > 500, 60, "first rows")
     stack.stop_worker(kill=True)
     stack.start_worker()
-    wait_until(lambda: stack.count("SELECT count() FROM otel_traces") >= summary.spans_acknowledged, 120, "all spans after restart")
-    wait_until(lambda: stack.count("SELECT count() FROM llm_calls") >= summary.llm_spans_acknowledged, 60, "all calls after restart")
-    wait_until(lambda: stack.count("SELECT sum(calls) FROM llm_usage_1m") >= summary.llm_spans_acknowledged, 60, "all usage after restart")
+    wait_until(
+        lambda: stack.count("SELECT count() FROM otel_traces") >= summary.spans_acknowledged,
+        120,
+        "all spans after restart",
+    )
+    wait_until(
+        lambda: stack.count("SELECT count() FROM llm_calls") >= summary.llm_spans_acknowledged,
+        60,
+        "all calls after restart",
+    )
+    wait_until(
+        lambda: stack.count("SELECT sum(calls) FROM llm_usage_1m") >= summary.llm_spans_acknowledged,
+        60,
+        "all usage after restart",
+    )
     client = stack.reader()
     total, unique = client.query("SELECT count(), uniqExact(SpanId) FROM otel_traces").result_rows[0]
     assert total == unique == summary.spans_acknowledged
@@ -243,7 +346,9 @@ def test_sql_endpoint_speaks_clickhouse_http_and_refuses_writes(running) -> None
     base = f"http://127.0.0.1:{running.sql_port}/"
     answer = requests.get(base, params={"query": "SELECT 1 AS one, 'a' AS s FORMAT JSONEachRow"}, timeout=10)
     assert answer.status_code == 200 and answer.json() == {"one": 1, "s": "a"}
-    answer = requests.post(base, params={"default_format": "CSV"}, data="SELECT count() FROM llmops.otel_traces", timeout=10)
+    answer = requests.post(
+        base, params={"default_format": "CSV"}, data="SELECT count() FROM llmops.otel_traces", timeout=10
+    )
     assert answer.status_code == 200 and answer.text.strip().isdigit()
     answer = requests.get(base, params={"query": "SELECT {n:UInt8} + 1", "param_n": "41"}, timeout=10)
     assert answer.text.strip() == "42"

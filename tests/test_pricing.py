@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,8 +31,12 @@ OLD_CATALOG = Path(__file__).with_name("data") / "catalog_2026-11-26.yaml"
 # Pages (stored copies read through the search tool on 2026-12-02):
 ANTHROPIC = "platform.claude.com/docs/en/docs/about-claude/pricing (model pricing table)"
 PRIORITY = "openai.com/api-priority-processing/ (priority price table)"
-VERTEX_REGIONAL = "docs.claude.com/zh-CN/api/claude-on-vertex-ai (global: no premium; regional endpoints from Sonnet 4.5)"
-BEDROCK_REGIONAL = "clauder-navi.com/en/bedrock-claude-cost/ (Bedrock regional = global + 10%, from Sonnet/Haiku/Opus 4.5)"
+VERTEX_REGIONAL = (
+    "docs.claude.com/zh-CN/api/claude-on-vertex-ai (global: no premium; regional endpoints from Sonnet 4.5)"
+)
+BEDROCK_REGIONAL = (
+    "clauder-navi.com/en/bedrock-claude-cost/ (Bedrock regional = global + 10%, from Sonnet/Haiku/Opus 4.5)"
+)
 AZURE_DZ = "directionsonmicrosoft.com/?p=124071 (Data Zone = Global + 10%)"
 
 # Page prices, USD per 1M tokens: (input, 5m cache write, cache read, output).
@@ -70,55 +74,163 @@ GPT_PRIORITY = {
 }
 
 # (provider, request model, span attributes, page prices (input, cache write, cache read, output), source)
-TABLE: list[tuple[str, str, dict, tuple[str, str, str, str], str]] = [
-    ("anthropic", "claude-opus-4-6", {}, CLAUDE["opus-4.6"], ANTHROPIC),
-    ("anthropic", "claude-opus-4-5-20251101", {}, CLAUDE["opus-4.5"], ANTHROPIC),
-    ("anthropic", "claude-opus-4-1-20250805", {}, CLAUDE["opus-4.1"], ANTHROPIC),
-    ("anthropic", "claude-opus-4-20250514", {}, CLAUDE["opus-4"], ANTHROPIC),
-    ("anthropic", "claude-sonnet-4-6", {}, CLAUDE["sonnet-4.6"], ANTHROPIC),
-    ("anthropic", "claude-sonnet-4-5-20250929", {}, CLAUDE["sonnet-4.5"], ANTHROPIC),
-    ("anthropic", "claude-sonnet-4-20250514", {}, CLAUDE["sonnet-4"], ANTHROPIC),
-    ("anthropic", "claude-3-7-sonnet-20250219", {}, CLAUDE["sonnet-3.7"], ANTHROPIC),
-    ("anthropic", "claude-haiku-4-5-20251001", {}, CLAUDE["haiku-4.5"], ANTHROPIC),
-    ("anthropic", "claude-3-5-haiku-20241022", {}, CLAUDE["haiku-3.5"], ANTHROPIC),
-    ("anthropic", "claude-3-haiku-20240307", {}, CLAUDE["haiku-3"], ANTHROPIC),
-    # Bedrock: global profile at list price, in-region and geo profiles +10% (Sonnet/Haiku/Opus 4.5).
-    ("aws.bedrock", "global.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, CLAUDE["sonnet-4.5"], ANTHROPIC),
-    ("aws.bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, _plus10(CLAUDE["sonnet-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, _plus10(CLAUDE["sonnet-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "apac.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, _plus10(CLAUDE["sonnet-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "au.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, _plus10(CLAUDE["sonnet-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "jp.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, _plus10(CLAUDE["sonnet-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0",
-     {"server.address": "bedrock-runtime.eu-west-1.amazonaws.com"}, _plus10(CLAUDE["sonnet-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "global.anthropic.claude-haiku-4-5-20251001-v1:0", {}, CLAUDE["haiku-4.5"], ANTHROPIC),
-    ("aws.bedrock", "apac.anthropic.claude-haiku-4-5-20251001-v1:0", {}, _plus10(CLAUDE["haiku-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "us.anthropic.claude-haiku-4-5-20251001-v1:0", {}, _plus10(CLAUDE["haiku-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "global.anthropic.claude-opus-4-5-20251101-v1:0", {}, CLAUDE["opus-4.5"], ANTHROPIC),
-    ("aws.bedrock", "eu.anthropic.claude-opus-4-5-20251101-v1:0", {}, _plus10(CLAUDE["opus-4.5"]), BEDROCK_REGIONAL),
-    ("aws.bedrock", "au.anthropic.claude-opus-4-5-20251101-v1:0", {}, _plus10(CLAUDE["opus-4.5"]), BEDROCK_REGIONAL),
-    # Vertex AI: global endpoint at list price, regional endpoints +10%.
-    ("gcp.vertex_ai", "claude-sonnet-4-5@20250929", {"server.address": "aiplatform.googleapis.com"}, CLAUDE["sonnet-4.5"], VERTEX_REGIONAL),
-    ("gcp.vertex_ai", "claude-sonnet-4-5@20250929", {"server.address": "us-east5-aiplatform.googleapis.com"},
-     _plus10(CLAUDE["sonnet-4.5"]), VERTEX_REGIONAL),
-    ("gcp.vertex_ai", "projects/p/locations/europe-west1/publishers/anthropic/models/claude-haiku-4-5@20251001", {},
-     _plus10(CLAUDE["haiku-4.5"]), VERTEX_REGIONAL),
-    ("gcp.vertex_ai", "claude-opus-4-5@20251101", {"cloud.region": "us-east5"}, _plus10(CLAUDE["opus-4.5"]), VERTEX_REGIONAL),
-    ("gcp.vertex_ai", "claude-opus-4-5@20251101", {"server.address": "aiplatform.googleapis.com"}, CLAUDE["opus-4.5"], VERTEX_REGIONAL),
-    ("gcp.vertex_ai", "claude-haiku-4-5@20251001", {"server.address": "aiplatform.googleapis.com"}, CLAUDE["haiku-4.5"], VERTEX_REGIONAL),
-    ("gcp.vertex_ai", "claude-haiku-4-5@20251001", {"server.address": "asia-southeast1-aiplatform.googleapis.com"},
-     _plus10(CLAUDE["haiku-4.5"]), VERTEX_REGIONAL),
-    # Azure OpenAI data zones (LiteLLM ids): Global + 10%.
-    ("azure.ai.openai", "azure/eu/gpt-4o", {}, ("2.75", "2.75", "1.375", "11.00"), AZURE_DZ),
-    ("azure.ai.openai", "azure/us/gpt-4o-mini", {}, ("0.165", "0.165", "0.0825", "0.66"), AZURE_DZ),
-] + [
-    # OpenAI priority processing, as the response's service tier says.
-    ("openai", model, {"openai.response.service_tier": "priority"}, (p[0], p[0], p[1], p[2]), PRIORITY)
-    for model, p in GPT_PRIORITY.items()
-] + [
-    # The request asked for priority and the response does not say: the request's tier.
-    ("openai", "gpt-5-2025-08-07", {"openai.request.service_tier": "priority"}, ("2.50", "2.50", "0.250", "20.00"), PRIORITY),
-]
+TABLE: list[tuple[str, str, dict, tuple[str, str, str, str], str]] = (
+    [
+        ("anthropic", "claude-opus-4-6", {}, CLAUDE["opus-4.6"], ANTHROPIC),
+        ("anthropic", "claude-opus-4-5-20251101", {}, CLAUDE["opus-4.5"], ANTHROPIC),
+        ("anthropic", "claude-opus-4-1-20250805", {}, CLAUDE["opus-4.1"], ANTHROPIC),
+        ("anthropic", "claude-opus-4-20250514", {}, CLAUDE["opus-4"], ANTHROPIC),
+        ("anthropic", "claude-sonnet-4-6", {}, CLAUDE["sonnet-4.6"], ANTHROPIC),
+        ("anthropic", "claude-sonnet-4-5-20250929", {}, CLAUDE["sonnet-4.5"], ANTHROPIC),
+        ("anthropic", "claude-sonnet-4-20250514", {}, CLAUDE["sonnet-4"], ANTHROPIC),
+        ("anthropic", "claude-3-7-sonnet-20250219", {}, CLAUDE["sonnet-3.7"], ANTHROPIC),
+        ("anthropic", "claude-haiku-4-5-20251001", {}, CLAUDE["haiku-4.5"], ANTHROPIC),
+        ("anthropic", "claude-3-5-haiku-20241022", {}, CLAUDE["haiku-3.5"], ANTHROPIC),
+        ("anthropic", "claude-3-haiku-20240307", {}, CLAUDE["haiku-3"], ANTHROPIC),
+        # Bedrock: global profile at list price, in-region and geo profiles +10% (Sonnet/Haiku/Opus 4.5).
+        ("aws.bedrock", "global.anthropic.claude-sonnet-4-5-20250929-v1:0", {}, CLAUDE["sonnet-4.5"], ANTHROPIC),
+        (
+            "aws.bedrock",
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            {},
+            _plus10(CLAUDE["sonnet-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        (
+            "aws.bedrock",
+            "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            {},
+            _plus10(CLAUDE["sonnet-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        (
+            "aws.bedrock",
+            "apac.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            {},
+            _plus10(CLAUDE["sonnet-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        (
+            "aws.bedrock",
+            "au.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            {},
+            _plus10(CLAUDE["sonnet-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        (
+            "aws.bedrock",
+            "jp.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            {},
+            _plus10(CLAUDE["sonnet-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        (
+            "aws.bedrock",
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            {"server.address": "bedrock-runtime.eu-west-1.amazonaws.com"},
+            _plus10(CLAUDE["sonnet-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        ("aws.bedrock", "global.anthropic.claude-haiku-4-5-20251001-v1:0", {}, CLAUDE["haiku-4.5"], ANTHROPIC),
+        (
+            "aws.bedrock",
+            "apac.anthropic.claude-haiku-4-5-20251001-v1:0",
+            {},
+            _plus10(CLAUDE["haiku-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        (
+            "aws.bedrock",
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            {},
+            _plus10(CLAUDE["haiku-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        ("aws.bedrock", "global.anthropic.claude-opus-4-5-20251101-v1:0", {}, CLAUDE["opus-4.5"], ANTHROPIC),
+        (
+            "aws.bedrock",
+            "eu.anthropic.claude-opus-4-5-20251101-v1:0",
+            {},
+            _plus10(CLAUDE["opus-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        (
+            "aws.bedrock",
+            "au.anthropic.claude-opus-4-5-20251101-v1:0",
+            {},
+            _plus10(CLAUDE["opus-4.5"]),
+            BEDROCK_REGIONAL,
+        ),
+        # Vertex AI: global endpoint at list price, regional endpoints +10%.
+        (
+            "gcp.vertex_ai",
+            "claude-sonnet-4-5@20250929",
+            {"server.address": "aiplatform.googleapis.com"},
+            CLAUDE["sonnet-4.5"],
+            VERTEX_REGIONAL,
+        ),
+        (
+            "gcp.vertex_ai",
+            "claude-sonnet-4-5@20250929",
+            {"server.address": "us-east5-aiplatform.googleapis.com"},
+            _plus10(CLAUDE["sonnet-4.5"]),
+            VERTEX_REGIONAL,
+        ),
+        (
+            "gcp.vertex_ai",
+            "projects/p/locations/europe-west1/publishers/anthropic/models/claude-haiku-4-5@20251001",
+            {},
+            _plus10(CLAUDE["haiku-4.5"]),
+            VERTEX_REGIONAL,
+        ),
+        (
+            "gcp.vertex_ai",
+            "claude-opus-4-5@20251101",
+            {"cloud.region": "us-east5"},
+            _plus10(CLAUDE["opus-4.5"]),
+            VERTEX_REGIONAL,
+        ),
+        (
+            "gcp.vertex_ai",
+            "claude-opus-4-5@20251101",
+            {"server.address": "aiplatform.googleapis.com"},
+            CLAUDE["opus-4.5"],
+            VERTEX_REGIONAL,
+        ),
+        (
+            "gcp.vertex_ai",
+            "claude-haiku-4-5@20251001",
+            {"server.address": "aiplatform.googleapis.com"},
+            CLAUDE["haiku-4.5"],
+            VERTEX_REGIONAL,
+        ),
+        (
+            "gcp.vertex_ai",
+            "claude-haiku-4-5@20251001",
+            {"server.address": "asia-southeast1-aiplatform.googleapis.com"},
+            _plus10(CLAUDE["haiku-4.5"]),
+            VERTEX_REGIONAL,
+        ),
+        # Azure OpenAI data zones (LiteLLM ids): Global + 10%.
+        ("azure.ai.openai", "azure/eu/gpt-4o", {}, ("2.75", "2.75", "1.375", "11.00"), AZURE_DZ),
+        ("azure.ai.openai", "azure/us/gpt-4o-mini", {}, ("0.165", "0.165", "0.0825", "0.66"), AZURE_DZ),
+    ]
+    + [
+        # OpenAI priority processing, as the response's service tier says.
+        ("openai", model, {"openai.response.service_tier": "priority"}, (p[0], p[0], p[1], p[2]), PRIORITY)
+        for model, p in GPT_PRIORITY.items()
+    ]
+    + [
+        # The request asked for priority and the response does not say: the request's tier.
+        (
+            "openai",
+            "gpt-5-2025-08-07",
+            {"openai.request.service_tier": "priority"},
+            ("2.50", "2.50", "0.250", "20.00"),
+            PRIORITY,
+        ),
+    ]
+)
 
 # Token mix per row: input (cache included), output, cache read, cache write.
 MIXES = [(12_345, 678, 5_000, 1_200), (150_000, 4_321, 0, 0), (7, 3, 0, 0)]
@@ -126,8 +238,18 @@ MIXES = [(12_345, 678, 5_000, 1_200), (150_000, 4_321, 0, 0), (7, 3, 0, 0)]
 
 def _call(provider: str, model: str, mix: tuple[int, int, int, int], at_ns: int = AT_NS) -> LLMCall:
     inp, out, read, write = mix
-    return LLMCall(ts_ns=at_ns, trace_id="t", span_id="s", provider=provider, request_model=model, response_model=model,
-                   input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write)
+    return LLMCall(
+        ts_ns=at_ns,
+        trace_id="t",
+        span_id="s",
+        provider=provider,
+        request_model=model,
+        response_model=model,
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+    )
 
 
 def _expected(prices: tuple[str, str, str, str], mix: tuple[int, int, int, int]) -> Decimal:
@@ -147,7 +269,11 @@ def test_table_has_at_least_40_real_calls() -> None:
 
 
 @pytest.mark.parametrize("mix", MIXES, ids=["cached", "long", "tiny"])
-@pytest.mark.parametrize(("provider", "model", "attrs", "prices", "source"), TABLE, ids=[f"{r[0]}:{r[1]}:{sorted(r[2].values())}" for r in TABLE])
+@pytest.mark.parametrize(
+    ("provider", "model", "attrs", "prices", "source"),
+    TABLE,
+    ids=[f"{r[0]}:{r[1]}:{sorted(r[2].values())}" for r in TABLE],
+)
 def test_real_call_costs_match_the_page_to_the_picodollar(
     pricer: Pricer, provider: str, model: str, attrs: dict, prices: tuple, source: str, mix: tuple
 ) -> None:
@@ -230,19 +356,44 @@ def _user_file(tmp_path: Path, entries: list[dict], aliases: dict | None = None)
 
 
 def _entry(**kw: object) -> dict:
-    base: dict[str, object] = {"id": "x", "provider": "openai", "match": ["gpt-4o"], "effective_from": "2024-01-01", "input": "1", "output": "1",
-            "source": "our contract with the vendor, section 4", "checked": "2026-11-01"}
+    base: dict[str, object] = {
+        "id": "x",
+        "provider": "openai",
+        "match": ["gpt-4o"],
+        "effective_from": "2024-01-01",
+        "input": "1",
+        "output": "1",
+        "source": "our contract with the vendor, section 4",
+        "checked": "2026-11-01",
+    }
     base.update(kw)
     return base
 
 
 def test_user_file_overrides_the_base_and_the_project_entries(tmp_path: Path) -> None:
-    path = _user_file(tmp_path, [
-        _entry(id="acme/gpt-4o", match=["gpt-4o"], input="2.00", output="8.00"),
-        _entry(id="acme/azure-dz", provider="openai", platforms=["azure.ai.openai"], match=["gpt-4o"], input="2.10", output="8.40"),
-        _entry(id="acme/llama", provider="self", match=["my-selfhosted-llama"], input="0.05", output="0.05",
-               source="GPU cost: 2x H100 at our reserved rate / measured throughput"),
-    ], aliases={"prod-gpt4o-eastus": "gpt-4o"})
+    path = _user_file(
+        tmp_path,
+        [
+            _entry(id="acme/gpt-4o", match=["gpt-4o"], input="2.00", output="8.00"),
+            _entry(
+                id="acme/azure-dz",
+                provider="openai",
+                platforms=["azure.ai.openai"],
+                match=["gpt-4o"],
+                input="2.10",
+                output="8.40",
+            ),
+            _entry(
+                id="acme/llama",
+                provider="self",
+                match=["my-selfhosted-llama"],
+                input="0.05",
+                output="0.05",
+                source="GPU cost: 2x H100 at our reserved rate / measured throughput",
+            ),
+        ],
+        aliases={"prod-gpt4o-eastus": "gpt-4o"},
+    )
     pricer = Pricer.load(PricerSources(pricing_files=(path,)))
     mix = (1000, 100, 0, 0)
     base_call = _call("openai", "gpt-4o", mix)
@@ -260,22 +411,29 @@ def test_user_file_overrides_the_base_and_the_project_entries(tmp_path: Path) ->
     assert mine.pricing_source == "user" and mine.cost == Decimal(1100) * Decimal("0.05") / M
     # Without the file: the project entry for the data zone, the base for the rest.
     plain = Pricer.load(PricerSources())
-    for call, entry in ((_call("azure.ai.openai", "azure/eu/gpt-4o", mix), "azure-datazone:base:openai/gpt-4o"),
-                        (_call("openai", "gpt-4o", mix), "base:openai/gpt-4o")):
+    for call, entry in (
+        (_call("azure.ai.openai", "azure/eu/gpt-4o", mix), "azure-datazone:base:openai/gpt-4o"),
+        (_call("openai", "gpt-4o", mix), "base:openai/gpt-4o"),
+    ):
         plain.price(call, {}, {})
         assert call.pricing_entry == entry
 
 
 def test_a_dated_change_applies_only_from_its_date(tmp_path: Path) -> None:
-    path = _user_file(tmp_path, [
-        _entry(id="acme/old", effective_from="2024-01-01", effective_to="2026-11-10", input="2.00", output="8.00"),
-        _entry(id="acme/new", effective_from="2026-11-10", input="1.00", output="4.00"),
-    ])
+    path = _user_file(
+        tmp_path,
+        [
+            _entry(id="acme/old", effective_from="2024-01-01", effective_to="2026-11-10", input="2.00", output="8.00"),
+            _entry(id="acme/new", effective_from="2026-11-10", input="1.00", output="4.00"),
+        ],
+    )
     pricer = Pricer.load(PricerSources(pricing_files=(path,)))
+
     def cost(day: datetime) -> tuple[str, Decimal | None]:
         call = _call("openai", "gpt-4o", (1_000_000, 1_000_000, 0, 0), int(day.timestamp()) * 10**9)
         pricer.price(call, {}, {})
         return call.pricing_entry, call.cost
+
     assert cost(datetime(2026, 11, 9, 23, 59, 59, tzinfo=UTC)) == ("acme/old", Decimal(10))
     assert cost(datetime(2026, 11, 10, tzinfo=UTC)) == ("acme/new", Decimal(5))
     # Before the user's first entry: the base's price of that day.
@@ -303,31 +461,71 @@ def test_every_call_records_source_version_and_assumptions(pricer: Pricer) -> No
 
 def test_uplifts_are_exact_and_a_user_uplift_wins(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump({"uplifts": [{
-        "id": "acme-eu-deal", "platforms": ["azure.ai.openai"], "regions": ["azure:eu"], "base_entries": ["base:openai/gpt-4o"],
-        "multiplier": "21/20", "effective_from": "2025-01-01", "source": "our EA amendment 3", "checked": "2026-11-30"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "uplifts": [
+                    {
+                        "id": "acme-eu-deal",
+                        "platforms": ["azure.ai.openai"],
+                        "regions": ["azure:eu"],
+                        "base_entries": ["base:openai/gpt-4o"],
+                        "multiplier": "21/20",
+                        "effective_from": "2025-01-01",
+                        "source": "our EA amendment 3",
+                        "checked": "2026-11-30",
+                    }
+                ]
+            }
+        )
+    )
     pricer = Pricer.load(PricerSources(pricing_files=(path,)))
     call = _call("azure.ai.openai", "azure/eu/gpt-4o", (1_000_000, 1_000_000, 0, 0))
     pricer.price(call, {}, {})
     assert (call.pricing_source, call.pricing_entry) == ("user", "acme-eu-deal:base:openai/gpt-4o")
     assert call.cost == Decimal("2.625") + Decimal("10.50")
-    path.write_text(yaml.safe_dump({"uplifts": [{
-        "id": "x", "platforms": ["aws.bedrock"], "regions": ["aws:*"], "base_entries": ["*"], "multiplier": 1.1,
-        "effective_from": "2025-01-01", "source": "s", "checked": "2026-11-30"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "uplifts": [
+                    {
+                        "id": "x",
+                        "platforms": ["aws.bedrock"],
+                        "regions": ["aws:*"],
+                        "base_entries": ["*"],
+                        "multiplier": 1.1,
+                        "effective_from": "2025-01-01",
+                        "source": "s",
+                        "checked": "2026-11-30",
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(PricingError, match="multiplier"):
         PricingCatalog.load([path])
 
 
 def test_deployment_keys() -> None:
     assert deployment_of("aws.bedrock", "us-gov.anthropic.claude-3-5-sonnet-20240620-v1:0", {}, {}) == "aws:us-gov"
-    assert deployment_of("aws.bedrock", "anthropic.claude-3-haiku-20240307-v1:0", {}, {"cloud.region": "ap-south-1"}) == "aws:ap-south-1"
+    assert (
+        deployment_of("aws.bedrock", "anthropic.claude-3-haiku-20240307-v1:0", {}, {"cloud.region": "ap-south-1"})
+        == "aws:ap-south-1"
+    )
     assert deployment_of("azure.ai.openai", "azure/eu/gpt-4o", {}, {}) == "azure:eu"
     assert deployment_of("azure.ai.openai", "gpt-4o", {"cloud.region": "SwedenCentral"}, {}) == "azure:swedencentral"
-    assert deployment_of("gcp.vertex_ai", "gemini-2.5-pro", {"server.address": "us-central1-aiplatform.googleapis.com"}, {}) == "gcp:us-central1"
+    assert (
+        deployment_of(
+            "gcp.vertex_ai", "gemini-2.5-pro", {"server.address": "us-central1-aiplatform.googleapis.com"}, {}
+        )
+        == "gcp:us-central1"
+    )
     assert deployment_of("openai", "gpt-4o", {"cloud.region": "us"}, {}) == ""
 
 
-@pytest.mark.parametrize("model", ["ft:gpt-4o-mini-2024-07-18:acme::abc123", "my-selfhosted-llama", "acme-internal-model-7b", ""])
+@pytest.mark.parametrize(
+    "model", ["ft:gpt-4o-mini-2024-07-18:acme::abc123", "my-selfhosted-llama", "acme-internal-model-7b", ""]
+)
 def test_unknown_models_are_unpriced_not_zero(pricer: Pricer, model: str) -> None:
     call = _call("", model, (10, 5, 0, 0))
     pricer.price(call, {}, {})
@@ -369,7 +567,9 @@ def test_malformed_user_entries_fail_fast(tmp_path: Path, bad: dict, reason: str
 
 
 def test_compute_cost_reasoning_priced_separately(tmp_path: Path) -> None:
-    path = _user_file(tmp_path, [_entry(id="r", provider="p", match=["r"], input="1.000001", output="4", reasoning="2.5")])
+    path = _user_file(
+        tmp_path, [_entry(id="r", provider="p", match=["r"], input="1.000001", output="4", reasoning="2.5")]
+    )
     call = _call("p", "r", (3, 1000, 0, 0))
     call.reasoning_tokens = 400
     Pricer(PricingCatalog.load([path], include_default=False), None).price(call)
@@ -380,7 +580,10 @@ def test_compute_cost_reasoning_priced_separately(tmp_path: Path) -> None:
 
 def test_canonical_model() -> None:
     assert canonical_model("us.anthropic.claude-3-5-haiku-20241022-v1:0") == "claude-3-5-haiku-20241022"
-    assert canonical_model("projects/p/locations/us-east5/publishers/anthropic/models/claude-opus-4@20250514") == "claude-opus-4-20250514"
+    assert (
+        canonical_model("projects/p/locations/us-east5/publishers/anthropic/models/claude-opus-4@20250514")
+        == "claude-opus-4-20250514"
+    )
     assert canonical_model("OpenAI/GPT-4o") == "gpt-4o"
 
 
@@ -394,8 +597,16 @@ def test_a_changed_pricing_file_is_picked_up_and_logged(tmp_path: Path, caplog: 
     pricer.price(call, {}, {})
     assert call.cost == Decimal(2)
     assert not pricer.reload_if_changed()  # nothing changed
-    path.write_text(yaml.safe_dump({"entries": [_entry(id="acme/gpt-4o", input="1.50", output="8.00"),
-                                                _entry(id="acme/extra", match=["gpt-4o-mini"])]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "entries": [
+                    _entry(id="acme/gpt-4o", input="1.50", output="8.00"),
+                    _entry(id="acme/extra", match=["gpt-4o-mini"]),
+                ]
+            }
+        )
+    )
     os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
     with caplog.at_level(logging.WARNING, logger="processors.core.pricer"):
         assert pricer.reload_if_changed()
@@ -429,7 +640,9 @@ def test_a_snapshot_file_replaces_the_packaged_base(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("model", "standard"), [("gpt-5", ("1.25", "10.00")), ("gpt-4o", ("2.50", "10.00"))])
-def test_batch_tier_is_half_price_and_an_unknown_tier_day_is_flagged(pricer: Pricer, model: str, standard: tuple[str, str]) -> None:
+def test_batch_tier_is_half_price_and_an_unknown_tier_day_is_flagged(
+    pricer: Pricer, model: str, standard: tuple[str, str]
+) -> None:
     # "Batch API: Save 50% on inputs and outputs" (nicolalazzari.ai/articles/openai-api-pricing-explained-2026,
     # quoting developers.openai.com/api/docs/pricing; read 2026-12-02). Standard prices: chatgptpricing-akr.pages.dev/api-pricing
     # (GPT-5 $1.25/$10.00, GPT-4o $2.50/$10.00, batch half of each; source named there: developers.openai.com/api/docs/pricing).
@@ -446,7 +659,15 @@ def test_batch_tier_is_half_price_and_an_unknown_tier_day_is_flagged(pricer: Pri
 
 # -- the cache: a cached call is priced as an uncached one, and the cache stays bounded --------------------
 
-_COLUMNS = ("cost", "pricing_entry", "pricing_source", "pricing_version", "pricing_region", "service_tier", "pricing_assumption")
+_COLUMNS = (
+    "cost",
+    "pricing_entry",
+    "pricing_source",
+    "pricing_version",
+    "pricing_region",
+    "service_tier",
+    "pricing_assumption",
+)
 HAIKU_35 = "anthropic.claude-3-5-haiku-20241022-v1:0"
 EU_HOST = "bedrock-runtime.eu-west-1.amazonaws.com"
 # One (provider, model, day) each, priced under different span attributes and resources.
@@ -456,7 +677,12 @@ VARIANTS: list[tuple[str, str, dict[str, object], dict[str, object]]] = [
     ("aws.bedrock", HAIKU_35, {}, {"server.address": EU_HOST}),  # deployment_of falls back to the resource
     ("aws.bedrock", HAIKU_35, {}, {"cloud.region": "us-gov-west-1"}),
     ("aws.bedrock", HAIKU_35, {"server.address": ["not", "a", "host"]}, {}),  # unhashable: resolved, not cached
-    ("aws.bedrock", HAIKU_35, {"server.address": "bedrock-runtime." + "x" * 5_000 + ".amazonaws.com"}, {}),  # over the label bound
+    (
+        "aws.bedrock",
+        HAIKU_35,
+        {"server.address": "bedrock-runtime." + "x" * 5_000 + ".amazonaws.com"},
+        {},
+    ),  # over the label bound
     ("openai", "gpt-5", {}, {}),
     ("openai", "gpt-5", {"openai.response.service_tier": "flex"}, {}),
     ("openai", "gpt-5", {"openai.request.service_tier": "priority"}, {}),

@@ -24,9 +24,24 @@ DAY_NS = 86_400 * 10**9
 
 
 def _write_prices(path: Path, price: str) -> None:
-    path.write_text(yaml.safe_dump({"entries": [{
-        "id": "acme/llama-ft-v3", "provider": "acme.vllm", "match": [MODEL], "effective_from": "2020-01-01",
-        "input": price, "output": price, "source": "our GPU cost per token", "checked": "2026-11-30"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "entries": [
+                    {
+                        "id": "acme/llama-ft-v3",
+                        "provider": "acme.vllm",
+                        "match": [MODEL],
+                        "effective_from": "2020-01-01",
+                        "input": price,
+                        "output": price,
+                        "source": "our GPU cost per token",
+                        "checked": "2026-11-30",
+                    }
+                ]
+            }
+        )
+    )
 
 
 def test_a_changed_pricing_file_reprices_new_calls_in_the_running_worker(make_stack, tmp_path: Path) -> None:
@@ -38,7 +53,11 @@ def test_a_changed_pricing_file_reprices_new_calls_in_the_running_worker(make_st
     with log.open("w") as err:
         stack.worker = subprocess.Popen([sys.executable, "-m", "llmops", "worker"], env=stack.env(), stdout=subprocess.DEVNULL,
                                         stderr=err, stdin=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
-    wait_until(lambda: endpoint_alive("127.0.0.1", stack.sql_port) or stack.worker.poll() is not None, 90, "worker SQL endpoint")
+    wait_until(
+        lambda: endpoint_alive("127.0.0.1", stack.sql_port) or stack.worker.poll() is not None,
+        90,
+        "worker SQL endpoint",
+    )
     assert stack.worker.poll() is None, log.read_text()[-2000:]
     stack.start_receiver()
 
@@ -57,7 +76,8 @@ def test_a_changed_pricing_file_reprices_new_calls_in_the_running_worker(make_st
     try:
         rows = client.query(
             "SELECT toDate(ts) < today() AS before_edit, sum(input_tokens + output_tokens), sum(cost), countIf(cost IS NULL), count() "
-            f"FROM llm_calls WHERE model = '{MODEL}' GROUP BY before_edit ORDER BY before_edit DESC").result_rows
+            f"FROM llm_calls WHERE model = '{MODEL}' GROUP BY before_edit ORDER BY before_edit DESC"
+        ).result_rows
     finally:
         client.close()
     (old, old_tokens, old_cost, old_null, old_n), (new, new_tokens, new_cost, new_null, new_n) = rows

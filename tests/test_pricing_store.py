@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from llmops.broker import free_port
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
@@ -34,6 +33,7 @@ from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
+from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from tests.otlp_sink import otlp_http_sink
 from tests.pricing_snapshots import snapshot_json
 
@@ -59,10 +59,20 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
         for batch, seed in enumerate((21, 22, 23)):  # three batches: several partials per window and key
             bodies: list[bytes] = []
             with otlp_http_sink(bodies.append) as endpoint:
-                summary = run_loadgen(LoadgenOptions(endpoint=endpoint, count=150, seed=seed,
-                                                     start_ns=_ns(START + timedelta(seconds=40 * batch)), time_step_ns=800_000_000))
+                summary = run_loadgen(
+                    LoadgenOptions(
+                        endpoint=endpoint,
+                        count=150,
+                        seed=seed,
+                        start_ns=_ns(START + timedelta(seconds=40 * batch)),
+                        time_step_ns=800_000_000,
+                    )
+                )
             assert summary.complete and bodies
-            records = [SourceRecord("otlp_spans", batch % 2, offset + i, body, f"test/{batch % 2}") for i, body in enumerate(bodies)]
+            records = [
+                SourceRecord("otlp_spans", batch % 2, offset + i, body, f"test/{batch % 2}")
+                for i, body in enumerate(bodies)
+            ]
             offset += len(bodies)
             parsed, poison = parse_records(records)
             decoded = decode_parsed(parsed, stages)
@@ -82,13 +92,16 @@ def _totals_agree(client: Any) -> None:
     """Every total the dashboards read from llm_usage_1m equals the sum over llm_calls."""
     calls = client.query(
         "SELECT model, service, sum(ifNull(cost, 0)), countIf(cost IS NOT NULL), countIf(cost IS NULL) FROM llm_calls "
-        "GROUP BY model, service ORDER BY model, service").result_rows
+        "GROUP BY model, service ORDER BY model, service"
+    ).result_rows
     usage = client.query(
         "SELECT model, service, sum(cost), sum(priced_calls), sum(unpriced_calls) FROM llm_usage_1m "
-        "GROUP BY model, service ORDER BY model, service").result_rows
+        "GROUP BY model, service ORDER BY model, service"
+    ).result_rows
     totals = client.query(
         "SELECT model, service, sum(cost), sum(priced_calls), sum(unpriced_calls) FROM llm_usage_totals "
-        "GROUP BY model, service ORDER BY model, service").result_rows
+        "GROUP BY model, service ORDER BY model, service"
+    ).result_rows
     assert calls == usage == totals
     # And the spend dashboard's own panel queries, as Grafana expands them.
     spend = json.loads((ROOT / "dashboards" / "json" / "spend.json").read_text())
@@ -105,14 +118,33 @@ def _totals_agree(client: Any) -> None:
 
 
 def _snapshot(client: Any) -> list[tuple]:
-    return client.query("SELECT * FROM llm_usage_1m ORDER BY ALL").result_rows + client.query(
-        "SELECT trace_id, span_id, cost, pricing_entry, pricing_source FROM llm_calls ORDER BY trace_id, span_id").result_rows
+    return (
+        client.query("SELECT * FROM llm_usage_1m ORDER BY ALL").result_rows
+        + client.query(
+            "SELECT trace_id, span_id, cost, pricing_entry, pricing_source FROM llm_calls ORDER BY trace_id, span_id"
+        ).result_rows
+    )
 
 
 def _price_file(path: Path, price: str) -> Path:
-    path.write_text(yaml.safe_dump({"entries": [{
-        "id": "acme/llama-ft-v3", "provider": "acme.vllm", "match": [SELF_HOSTED], "effective_from": "2026-01-01",
-        "input": price, "output": price, "source": "our GPU cost: 4x L40S reserved, measured 2,400 tokens/s", "checked": "2026-11-30"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "entries": [
+                    {
+                        "id": "acme/llama-ft-v3",
+                        "provider": "acme.vllm",
+                        "match": [SELF_HOSTED],
+                        "effective_from": "2026-01-01",
+                        "input": price,
+                        "output": price,
+                        "source": "our GPU cost: 4x L40S reserved, measured 2,400 tokens/s",
+                        "checked": "2026-11-30",
+                    }
+                ]
+            }
+        )
+    )
     return path
 
 
@@ -131,7 +163,9 @@ def test_coverage_reports_shares_by_source_and_the_unpriced_models(store: tuple[
         pricing_coverage(settings, "last tuesday", as_json=False)
 
 
-def test_reprice_prices_null_calls_and_the_aggregates_follow_idempotently(store: tuple[Settings, Any], tmp_path: Path) -> None:
+def test_reprice_prices_null_calls_and_the_aggregates_follow_idempotently(
+    store: tuple[Settings, Any], tmp_path: Path
+) -> None:
     _settings, client = store
     nulls = _scalar(client, f"SELECT count() FROM llm_calls WHERE model = '{SELF_HOSTED}' AND cost IS NULL")
     assert nulls > 0
@@ -141,7 +175,10 @@ def test_reprice_prices_null_calls_and_the_aggregates_follow_idempotently(store:
     assert first.repriced == nulls and first.windows_fixed > 0
     assert _scalar(client, f"SELECT countIf(cost IS NULL) FROM llm_calls WHERE model = '{SELF_HOSTED}'") == 0
     tokens = _scalar(client, f"SELECT sum(input_tokens + output_tokens) FROM llm_calls WHERE model = '{SELF_HOSTED}'")
-    assert _scalar(client, f"SELECT sum(cost) FROM llm_calls WHERE model = '{SELF_HOSTED}'") == Decimal(tokens) * Decimal("0.20") / 10**6
+    assert (
+        _scalar(client, f"SELECT sum(cost) FROM llm_calls WHERE model = '{SELF_HOSTED}'")
+        == Decimal(tokens) * Decimal("0.20") / 10**6
+    )
     assert _scalar(client, f"SELECT any(pricing_source) FROM llm_calls WHERE model = '{SELF_HOSTED}'") == "user"
     _totals_agree(client)
     before = _snapshot(client)
@@ -158,8 +195,12 @@ def test_reprice_prices_null_calls_and_the_aggregates_follow_idempotently(store:
     assert reprice(client, corrected, START - timedelta(hours=1), model=SELF_HOSTED).repriced == 0
     assert _snapshot(client) == before
     # The fences the sink resumes from did not move.
-    fences = client.query("SELECT _ingest_source, max(_ingest_offset) FROM llm_usage_1m GROUP BY ALL ORDER BY ALL").result_rows
-    calls_fences = client.query("SELECT _ingest_source, max(_ingest_offset) FROM llm_calls GROUP BY ALL ORDER BY ALL").result_rows
+    fences = client.query(
+        "SELECT _ingest_source, max(_ingest_offset) FROM llm_usage_1m GROUP BY ALL ORDER BY ALL"
+    ).result_rows
+    calls_fences = client.query(
+        "SELECT _ingest_source, max(_ingest_offset) FROM llm_calls GROUP BY ALL ORDER BY ALL"
+    ).result_rows
     assert fences == calls_fences
 
 
@@ -217,16 +258,46 @@ def test_update_from_a_url_on_loopback_then_from_a_bad_file(tmp_path: Path) -> N
 
 def test_check_of_an_unpriced_model_says_how_to_price_it(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "llmops", "pricing", "check", "my-selfhosted-llama", "--provider", "ollama", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "llmops",
+            "pricing",
+            "check",
+            "my-selfhosted-llama",
+            "--provider",
+            "ollama",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
-    assert "unpriced" in out.stdout and "How to price it" in out.stdout and 'match: ["my-selfhosted-llama"]' in out.stdout
+    assert (
+        "unpriced" in out.stdout and "How to price it" in out.stdout and 'match: ["my-selfhosted-llama"]' in out.stdout
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("entries:\n  - id: x\n    input: 2.5\n")
     broken = subprocess.run(
-        [sys.executable, "-m", "llmops", "pricing", "check", "gpt-4o", "--pricing-file", str(bad), "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "llmops",
+            "pricing",
+            "check",
+            "gpt-4o",
+            "--pricing-file",
+            str(bad),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert broken.returncode != 0 and len(broken.stderr.strip().splitlines()) == 1, broken.stderr
     assert f"{bad}: entries.0." in broken.stderr and "Traceback" not in broken.stderr

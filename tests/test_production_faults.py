@@ -18,7 +18,15 @@ from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from tests.conftest import Stack, wait_until
 from tests.kafka_cluster import KafkaCluster
 from tests.otelcol_process import Collector
-from tests.production_path import START_NS, count_all, duplicate_origins, kafka_stack, more_worker, send, stored_span_ids
+from tests.production_path import (
+    START_NS,
+    count_all,
+    duplicate_origins,
+    kafka_stack,
+    more_worker,
+    send,
+    stored_span_ids,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.production_path]
 
@@ -102,11 +110,17 @@ def test_leader_killed_twice_then_rebalance_loses_and_duplicates_nothing(
             wait_until(lambda: _members(cluster, first.group_id) == 2, 180, "two workers assigned")
             _progress(workers, "spans stored after the leave")
         assert all(s.complete for s in stream.summaries), collector.log_tail()
-        wait_until(lambda: count_all(workers, "SELECT count() FROM otel_traces") >= stream.acknowledged, 180, "every span stored")
+        wait_until(
+            lambda: count_all(workers, "SELECT count() FROM otel_traces") >= stream.acknowledged,
+            180,
+            "every span stored",
+        )
         ids = stored_span_ids(workers)
         twice = {span for span, n in ids.items() if n > 1}
         # Which layer wrote a span twice: two Kafka records hold it (producer side) or one record was stored twice.
-        assert not twice, f"stored twice (span: records, rows): {duplicate_origins(cluster.bootstrap, TOPIC, workers, twice)}"
+        assert not twice, (
+            f"stored twice (span: records, rows): {duplicate_origins(cluster.bootstrap, TOPIC, workers, twice)}"
+        )
         assert sum(ids.values()) == stream.acknowledged and set(ids.values()) == {1}
         assert collector.metric("otelcol_exporter_send_failed_spans") == 0
     finally:
@@ -123,17 +137,27 @@ def test_kafka_down_30s_behind_the_collector(production_parts: None, tmp_path_fa
             stack.start_worker()
             collector.start()
             before = send(collector.http_url, 51, 40)
-            wait_until(lambda: stack.count("SELECT count() FROM otel_traces") == before.spans_acknowledged, 60, "spans before the outage")
+            wait_until(
+                lambda: stack.count("SELECT count() FROM otel_traces") == before.spans_acknowledged,
+                60,
+                "spans before the outage",
+            )
             (node,) = cluster.nodes
             cluster.stop_node(node)
             # Clients keep sending for 30 s while the broker is down; the collector accepts into its queue.
-            during = run_loadgen(LoadgenOptions(endpoint=collector.http_url, rate=8, duration_s=30, seed=52, start_ns=START_NS))
+            during = run_loadgen(
+                LoadgenOptions(endpoint=collector.http_url, rate=8, duration_s=30, seed=52, start_ns=START_NS)
+            )
             assert during.complete and during.spans_acknowledged > 0
             assert collector.metric("otelcol_exporter_queue_size") > 0, "spans wait in the collector's queue"
             cluster.restart(node)
             after = send(collector.http_url, 53, 40)
             total = before.spans_acknowledged + during.spans_acknowledged + after.spans_acknowledged
-            wait_until(lambda: stack.count("SELECT count() FROM otel_traces") >= total, 240, "every span stored after the outage")
+            wait_until(
+                lambda: stack.count("SELECT count() FROM otel_traces") >= total,
+                240,
+                "every span stored after the outage",
+            )
             ids = stored_span_ids([stack])
             assert sum(ids.values()) == total and set(ids.values()) == {1}
             assert collector.metric("otelcol_exporter_send_failed_spans") == 0

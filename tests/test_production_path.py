@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -68,13 +68,27 @@ def paths(apache_kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) 
         collector.start()
         sent = []
         for protocol, seed, count in TRAFFIC:
-            sent.append(send(collector.http_url if protocol != "grpc" else collector.grpc_endpoint, seed, count, protocol))
-            sent.append(send(builtin.http_url if protocol != "grpc" else f"127.0.0.1:{builtin.grpc_port}", seed, count, protocol))
+            sent.append(
+                send(collector.http_url if protocol != "grpc" else collector.grpc_endpoint, seed, count, protocol)
+            )
+            sent.append(
+                send(
+                    builtin.http_url if protocol != "grpc" else f"127.0.0.1:{builtin.grpc_port}", seed, count, protocol
+                )
+            )
         result = Paths(apache_kafka, collector, workers, builtin, sent)
-        wait_until(lambda: count_all(workers, "SELECT count() FROM otel_traces") >= result.spans, 120, "collector path stored")
-        wait_until(lambda: count_all(workers, "SELECT sum(calls) FROM llm_usage_1m") >= result.llm_spans, 60, "collector usage")
-        wait_until(lambda: builtin.count("SELECT count() FROM otel_traces") >= result.spans, 120, "receiver path stored")
-        wait_until(lambda: builtin.count("SELECT sum(calls) FROM llm_usage_1m") >= result.llm_spans, 60, "receiver usage")
+        wait_until(
+            lambda: count_all(workers, "SELECT count() FROM otel_traces") >= result.spans, 120, "collector path stored"
+        )
+        wait_until(
+            lambda: count_all(workers, "SELECT sum(calls) FROM llm_usage_1m") >= result.llm_spans, 60, "collector usage"
+        )
+        wait_until(
+            lambda: builtin.count("SELECT count() FROM otel_traces") >= result.spans, 120, "receiver path stored"
+        )
+        wait_until(
+            lambda: builtin.count("SELECT sum(calls) FROM llm_usage_1m") >= result.llm_spans, 60, "receiver usage"
+        )
         yield result
     finally:
         collector.stop()
@@ -87,8 +101,15 @@ def test_every_span_stored_once_by_two_workers(paths: Paths) -> None:
     assert sum(ids.values()) == paths.spans and set(ids.values()) == {1}
     # Both workers are members of the group, each with its share of the partitions (the collector's sticky
     # partitioner may still have put this little traffic on one worker's partitions).
-    group = paths.cluster.admin().describe_consumer_groups([paths.workers[0].group_id])[paths.workers[0].group_id].result(timeout=10)
-    shares = [{tp.partition for tp in member.assignment.topic_partitions if tp.topic == paths.workers[0].topic} for member in group.members]
+    group = (
+        paths.cluster.admin()
+        .describe_consumer_groups([paths.workers[0].group_id])[paths.workers[0].group_id]
+        .result(timeout=10)
+    )
+    shares = [
+        {tp.partition for tp in member.assignment.topic_partitions if tp.topic == paths.workers[0].topic}
+        for member in group.members
+    ]
     assert len(shares) == 2 and all(shares) and set.union(*shares) == {0, 1, 2, 3}
     assert count_all(paths.workers, "SELECT count() FROM llm_calls") == paths.llm_spans
     assert count_all(paths.workers, "SELECT count() FROM ingest_errors") == 0
@@ -127,7 +148,9 @@ def test_collector_and_receiver_records_decode_identically(paths: Paths) -> None
 
 def _decoded_spans(bootstrap: str, topic: str) -> dict[str, object]:
     """Every span of every record in `topic`, decoded by the workers' own decoder, by span id."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"decode-probe-{topic}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"decode-probe-{topic}", "enable.auto.commit": False}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}

@@ -55,7 +55,9 @@ def records_in(stack) -> int:
     for p in partitions:
         producer.produce(stack.topic, value=marker, partition=p)
     assert producer.flush(10) == 0
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"{stack.group_id}-count", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": stack.bootstrap, "group.id": f"{stack.group_id}-count", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(stack.topic, p, OFFSET_BEGINNING) for p in partitions])
     count, open_partitions = 0, set(partitions)
     try:
@@ -111,7 +113,9 @@ def test_request_with_a_span_too_big_for_a_record_is_refused_whole_and_stores_no
     body = _request("svc-oversize", 6, attr_bytes=40_000, big_span_bytes=200_000).SerializeToString()
     for _attempt in range(3):  # a client retrying: nothing may pile up
         refused = requests.post(f"{stack.http_url}/v1/traces", data=body, headers=_PROTO, timeout=20)
-        assert refused.status_code == 413 and "max_record_bytes" in status_pb2.Status.FromString(refused.content).message
+        assert (
+            refused.status_code == 413 and "max_record_bytes" in status_pb2.Status.FromString(refused.content).message
+        )
         error = _grpc_export(stack.grpc_port, body)
         assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert records_in(stack) == 0
@@ -124,7 +128,9 @@ def test_a_request_whose_records_overflow_the_producer_queue_is_still_queued_who
     """librdkafka's queue (1 MiB here) fills on the third of three 400 kB records: the request was admitted
     (nothing else in flight), so the third record waits for room instead of the request being refused
     with two records already queued, which the client's retry would store again."""
-    stack = make_stack(partitions=1, LLMOPS_RECEIVER__MAX_RECORD_BYTES="400000", LLMOPS_RECEIVER__PRODUCER_QUEUE_MAX_KBYTES="1024")
+    stack = make_stack(
+        partitions=1, LLMOPS_RECEIVER__MAX_RECORD_BYTES="400000", LLMOPS_RECEIVER__PRODUCER_QUEUE_MAX_KBYTES="1024"
+    )
     stack.start_receiver()
     body = _request("svc-queue", 3, attr_bytes=390_000).SerializeToString()
     response = requests.post(f"{stack.http_url}/v1/traces", data=body, headers=_PROTO, timeout=60)
@@ -160,13 +166,20 @@ _JSON_SPAN = ('{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8eff
     [
         ("JSON nested 300 levels", _nested_kvlist_json(300), {"Content-Type": "application/json"}, 400),
         ("random bytes as gzip", os.urandom(4096), {**_PROTO, "Content-Encoding": "gzip"}, 400),
-        ("truncated gzip", gzip.compress(_request("svc", 3).SerializeToString())[:-8], {**_PROTO, "Content-Encoding": "gzip"}, 400),
+        (
+            "truncated gzip",
+            gzip.compress(_request("svc", 3).SerializeToString())[:-8],
+            {**_PROTO, "Content-Encoding": "gzip"},
+            400,
+        ),
         ("unknown enum name", (_JSON_SPAN % '"SERVER?"').encode(), {"Content-Type": "application/json"}, 400),
         ("enum of the wrong type", (_JSON_SPAN % "[2]").encode(), {"Content-Type": "application/json"}, 400),
         ("unknown Content-Encoding", b"x", {**_PROTO, "Content-Encoding": "br"}, 415),
     ],
 )
-def test_bad_bodies_get_a_4xx_and_store_nothing(small_limits, case: str, body: bytes, headers: dict, status: int) -> None:
+def test_bad_bodies_get_a_4xx_and_store_nothing(
+    small_limits, case: str, body: bytes, headers: dict, status: int
+) -> None:
     before = records_in(small_limits)
     response = requests.post(f"{small_limits.http_url}/v1/traces", data=body, headers=headers, timeout=20)
     assert response.status_code == status, (case, response.status_code, response.text[:200])
@@ -188,7 +201,9 @@ def test_gzip_bomb_is_refused_without_inflating_it(small_limits) -> None:
     bomb = _gzip_bomb(1 << 30)  # 1 GiB of zeros in ~1 MB: fits the 4 MiB request limit only compressed
     assert len(bomb) < 4 * 1024 * 1024
     before = records_in(small_limits)
-    response = requests.post(f"{small_limits.http_url}/v1/traces", data=bomb, headers={**_PROTO, "Content-Encoding": "gzip"}, timeout=60)
+    response = requests.post(
+        f"{small_limits.http_url}/v1/traces", data=bomb, headers={**_PROTO, "Content-Encoding": "gzip"}, timeout=60
+    )
     assert response.status_code == 413
     assert records_in(small_limits) == before
     # Inflating it whole would have taken the receiver's peak RSS past 1 GiB.
@@ -222,7 +237,9 @@ def _commit_everything(stack) -> None:
 
 
 def test_lag_over_the_bound_refuses_with_retry_after_and_admits_after_catching_up(make_stack) -> None:
-    stack = make_stack(partitions=2, LLMOPS_RECEIVER__MAX_CONSUMER_LAG_RECORDS="3", LLMOPS_RECEIVER__LAG_CHECK_INTERVAL_S="0.1")
+    stack = make_stack(
+        partitions=2, LLMOPS_RECEIVER__MAX_CONSUMER_LAG_RECORDS="3", LLMOPS_RECEIVER__LAG_CHECK_INTERVAL_S="0.1"
+    )
     stack.start_receiver()  # no worker: nothing consumes, lag grows with every accepted request
     body = _request("svc-lag", 2).SerializeToString()
     statuses: list[int] = []
@@ -272,7 +289,13 @@ def test_lag_gate_reads_real_lag_and_admits_when_the_broker_is_gone() -> None:
             assert gate.over_bound() is None and gate.reading.error is not None
         finally:
             gate.stop()
-    never = LagGate(lambda: LagProbe(f"127.0.0.1:{free_port()}", "g", "t"), max_records=1, interval_s=0.1, timeout_s=0.3, stale_after_s=1)
+    never = LagGate(
+        lambda: LagProbe(f"127.0.0.1:{free_port()}", "g", "t"),
+        max_records=1,
+        interval_s=0.1,
+        timeout_s=0.3,
+        stale_after_s=1,
+    )
     never.start()
     try:
         wait_until(lambda: never.failures >= 1, 30, "a failed measurement")
@@ -320,10 +343,14 @@ def test_sdk_http_exporter_needs_the_token_over_tls(secured, monkeypatch) -> Non
     url = f"https://127.0.0.1:{secured.http_port}/v1/traces"
     spans = _spans("svc-tls-http", 4)
     before = records_in(secured)
-    good = HttpExporter(endpoint=url, certificate_file=str(secured.cert), headers={"Authorization": f"Bearer {_TOKEN}"}, timeout=20)
+    good = HttpExporter(
+        endpoint=url, certificate_file=str(secured.cert), headers={"Authorization": f"Bearer {_TOKEN}"}, timeout=20
+    )
     assert good.export(spans) == SpanExportResult.SUCCESS
     assert records_in(secured) == before + 1
-    wrong = HttpExporter(endpoint=url, certificate_file=str(secured.cert), headers={"Authorization": "Bearer guess"}, timeout=20)
+    wrong = HttpExporter(
+        endpoint=url, certificate_file=str(secured.cert), headers={"Authorization": "Bearer guess"}, timeout=20
+    )
     assert wrong.export(spans) == SpanExportResult.FAILURE
     anonymous = requests.post(url, data=b"", headers=_PROTO, verify=str(secured.cert), timeout=20)
     assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Bearer"
@@ -337,12 +364,19 @@ def test_sdk_grpc_exporter_needs_the_token_over_tls(secured) -> None:
     credentials = grpc.ssl_channel_credentials(root_certificates=secured.cert.read_bytes())
     spans = _spans("svc-tls-grpc", 4)
     before = records_in(secured)
-    good = GrpcExporter(endpoint=endpoint, credentials=credentials, headers={"authorization": f"Bearer {_TOKEN}"}, timeout=20)
+    good = GrpcExporter(
+        endpoint=endpoint, credentials=credentials, headers={"authorization": f"Bearer {_TOKEN}"}, timeout=20
+    )
     assert good.export(spans) == SpanExportResult.SUCCESS
     assert records_in(secured) == before + 1
-    wrong = GrpcExporter(endpoint=endpoint, credentials=credentials, headers={"authorization": "Bearer guess"}, timeout=20)
+    wrong = GrpcExporter(
+        endpoint=endpoint, credentials=credentials, headers={"authorization": "Bearer guess"}, timeout=20
+    )
     assert wrong.export(spans) == SpanExportResult.FAILURE
-    with grpc.secure_channel(f"127.0.0.1:{secured.grpc_port}", credentials) as channel, pytest.raises(grpc.RpcError) as failure:
+    with (
+        grpc.secure_channel(f"127.0.0.1:{secured.grpc_port}", credentials) as channel,
+        pytest.raises(grpc.RpcError) as failure,
+    ):
         channel.unary_unary(_EXPORT)(ExportTraceServiceRequest().SerializeToString(), timeout=20)
     assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert records_in(secured) == before + 1

@@ -17,7 +17,9 @@ def _modules_after_import(*modules: str) -> set[str]:
     """Module names loaded by a fresh interpreter that imports `modules` (as `llmops receive`/`worker` do)."""
     code = f"import json, sys\nfor m in {list(modules)!r}: __import__(m)\nprint(json.dumps(sorted(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     return set(json.loads(out))
 
 

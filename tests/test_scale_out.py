@@ -24,7 +24,9 @@ START_NS = 1_764_000_000_000_000_000  # fixed timeline: same seed and start give
 
 
 def _traffic(stack, seed: int, count: int):
-    summary = run_loadgen(LoadgenOptions(endpoint=stack.http_url, count=count, seed=seed, start_ns=START_NS, max_export_batch_size=64))
+    summary = run_loadgen(
+        LoadgenOptions(endpoint=stack.http_url, count=count, seed=seed, start_ns=START_NS, max_export_batch_size=64)
+    )
     assert summary.complete
     return summary
 
@@ -36,7 +38,11 @@ def _contents(stacks) -> tuple[Counter, Counter, dict]:
     for stack in stacks:
         client = stack.reader()
         spans.update(row[0] for row in client.query("SELECT SpanId FROM otel_traces").result_rows)
-        calls.update(client.query("SELECT span_id, model, input_tokens, output_tokens, toString(cost) FROM llm_calls").result_rows)
+        calls.update(
+            client.query(
+                "SELECT span_id, model, input_tokens, output_tokens, toString(cost) FROM llm_calls"
+            ).result_rows
+        )
         for key, n, cost in client.query(
             "SELECT (window_start, service, model, prompt_version), sum(calls), toString(sum(cost)) FROM llm_usage_1m GROUP BY 1"
         ).result_rows:
@@ -67,7 +73,9 @@ def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:
     assert sum(want_spans.values()) == sent and max(want_spans.values()) == 1
 
     first = make_stack(partitions=4, LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="4")
-    second = dataclasses.replace(first, data_dir=first.data_dir.with_name(first.data_dir.name + "-b"), sql_port=free_port())
+    second = dataclasses.replace(
+        first, data_dir=first.data_dir.with_name(first.data_dir.name + "-b"), sql_port=free_port()
+    )
     second.data_dir.mkdir()
     stacks = [first, second]
     try:
@@ -77,13 +85,19 @@ def test_two_workers_with_one_leaving_equal_one_worker(make_stack) -> None:
         _traffic(first, *PHASES[0])
         # Both workers share the partitions; once both have stored rows the second leaves
         # (graceful: it commits what it wrote) while the next phase streams in: a rebalance.
-        wait_until(lambda: all(s.count("SELECT count() FROM otel_traces") > 0 for s in stacks), 60, "both workers storing")
+        wait_until(
+            lambda: all(s.count("SELECT count() FROM otel_traces") > 0 for s in stacks), 60, "both workers storing"
+        )
         second.stop_worker()
         stored_by_second = second.count("SELECT count() FROM otel_traces")  # its store is final now
         _traffic(first, *PHASES[1])
         calls_by_second = second.count("SELECT sum(calls) FROM llm_usage_1m")
         wait_until(lambda: first.count("SELECT count() FROM otel_traces") + stored_by_second >= sent, 120, "all stored")
-        wait_until(lambda: first.count("SELECT sum(calls) FROM llm_usage_1m") + calls_by_second >= sent_calls, 60, "all usage stored")
+        wait_until(
+            lambda: first.count("SELECT sum(calls) FROM llm_usage_1m") + calls_by_second >= sent_calls,
+            60,
+            "all usage stored",
+        )
         got_spans, got_calls, got_usage = _contents(stacks)
     finally:
         second.stop_worker()
@@ -102,7 +116,9 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:
     revocation does, so without the fix this fails often, not always."""
     # No periodic commit during the test: only the commit at revocation covers what the first worker stored.
     first = make_stack(partitions=4, LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="2", LLMOPS_PROCESSOR__COMMIT_INTERVAL_S="600")
-    second = dataclasses.replace(first, data_dir=first.data_dir.with_name(first.data_dir.name + "-b"), sql_port=free_port())
+    second = dataclasses.replace(
+        first, data_dir=first.data_dir.with_name(first.data_dir.name + "-b"), sql_port=free_port()
+    )
     second.data_dir.mkdir()
     stacks = [first, second]
     summaries = []
@@ -122,9 +138,15 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:
         stream.join(timeout=120)
         (summary,) = summaries
         assert summary.complete
-        wait_until(lambda: _total(stacks, "SELECT count() FROM otel_traces") >= summary.spans_acknowledged, 120, "all stored")
+        wait_until(
+            lambda: _total(stacks, "SELECT count() FROM otel_traces") >= summary.spans_acknowledged, 120, "all stored"
+        )
         # otel_traces is written while the other tables' rows are built: wait for the last table too.
-        wait_until(lambda: _total(stacks, "SELECT sum(calls) FROM llm_usage_1m") >= summary.llm_spans_acknowledged, 60, "all usage stored")
+        wait_until(
+            lambda: _total(stacks, "SELECT sum(calls) FROM llm_usage_1m") >= summary.llm_spans_acknowledged,
+            60,
+            "all usage stored",
+        )
         spans, calls, _ = _contents(stacks)
         calls_stored = _total(stacks, "SELECT sum(calls) FROM llm_usage_1m")
     finally:

@@ -17,8 +17,6 @@ from sinks.clickhouse.errors import ErrorClass, FatalSinkError, PermanentSinkErr
 from sinks.clickhouse.writer import ClickHouseSink
 
 
-
-
 def _error(chdb_client: Client, sql: str) -> Exception:
     with pytest.raises(ClickHouseError) as caught:
         chdb_client.command(sql)
@@ -37,7 +35,9 @@ def test_configuration_errors_are_fatal(chdb_client: Client, sql: str) -> None:
     assert classify(_error(chdb_client, sql)) == ErrorClass.FATAL
 
 
-def test_a_missing_table_stops_the_write_without_retrying(chdb_client: Client, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_missing_table_stops_the_write_without_retrying(
+    chdb_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
     sink = ClickHouseSink(chdb_client, "llmops", retries=3)
     rows = TableRows("no_such_table", ["x"], [[1]])
     with caplog.at_level(logging.WARNING), pytest.raises(FatalSinkError):
@@ -45,7 +45,9 @@ def test_a_missing_table_stops_the_write_without_retrying(chdb_client: Client, c
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
-def test_records_the_protobuf_reader_refuses_are_permanent(chdb_client: Client, caplog: pytest.LogCaptureFixture) -> None:
+def test_records_the_protobuf_reader_refuses_are_permanent(
+    chdb_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
     sink = ClickHouseSink(chdb_client, "llmops", retries=3)
     records = OtlpRecords("otel_traces")
     # An unknown field encoded as a group: Python's OTLP parser skips it, ClickHouse's reader refuses it (444).

@@ -14,8 +14,6 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.migrations import apply_migrations
 from processors.core.latency import LatencyRows, metric_rows
 from processors.core.sketch import (
     GroupedSketches,
@@ -24,6 +22,8 @@ from processors.core.sketch import (
     bucket_values,
     gamma_for,
 )
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.migrations import apply_migrations
 
 QS = (0.5, 0.9, 0.95, 0.99, 0.999)
 N = 1_200_000
@@ -58,7 +58,9 @@ def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 def map_literal(sketch: Sketch) -> str:
     """A ``Map(Int32, UInt64)`` SQL literal of the sketch's buckets."""
-    return f"mapFromArrays(CAST({sketch.keys.tolist()} AS Array(Int32)), CAST({sketch.counts.tolist()} AS Array(UInt64)))"
+    return (
+        f"mapFromArrays(CAST({sketch.keys.tolist()} AS Array(Int32)), CAST({sketch.counts.tolist()} AS Array(UInt64)))"
+    )
 
 
 def insert(client: Client, rows: LatencyRows) -> None:
@@ -133,13 +135,21 @@ def test_quantiles_per_window_and_merged_in_clickhouse(ch: Client, dataset: tupl
     half = N // 2
     batches = [slice(0, half), slice(half, N)]
     for part in batches:
-        rows = metric_rows(T0 + 60 * windows[part], np.zeros(part.stop - part.start, np.int64), [("svc", "prod", "p", name, name, "chat")], metric, values[part])
+        rows = metric_rows(
+            T0 + 60 * windows[part],
+            np.zeros(part.stop - part.start, np.int64),
+            [("svc", "prod", "p", name, name, "chat")],
+            metric,
+            values[part],
+        )
         assert len(rows) == WINDOWS
         insert(ch, rows)
 
     # merged over all 60 windows, inside ClickHouse
     q_sql = ", ".join(f"sketch_quantile(sumMap(sketch), {q})" for q in QS)
-    merged = ch.query(f"SELECT {q_sql}, sum(count), count() FROM llm_latency_1m WHERE metric = %(m)s", parameters={"m": metric}).result_rows[0]
+    merged = ch.query(
+        f"SELECT {q_sql}, sum(count), count() FROM llm_latency_1m WHERE metric = %(m)s", parameters={"m": metric}
+    ).result_rows[0]
     assert merged[-2] == N and merged[-1] == 2 * WINDOWS
     truth = np.quantile(values, QS, method="lower")
     assert np.all(_rel_err(np.array(merged[: len(QS)]), truth) <= 0.01 + EPS), (merged, truth)
@@ -165,7 +175,9 @@ def test_sumMap_equals_python_merge_bucket_for_bucket(ch: Client) -> None:
     rng = np.random.default_rng(11)
     values = np.concatenate([rng.lognormal(3, 2, 5000), [-1.0, 0.0]])
     windows = rng.integers(0, 5, size=values.size)
-    rows = metric_rows(T0 + 60 * windows, np.zeros(values.size, np.int64), [("s", "e", "p", "m", "m", "o")], "test_buckets", values)
+    rows = metric_rows(
+        T0 + 60 * windows, np.zeros(values.size, np.int64), [("s", "e", "p", "m", "m", "o")], "test_buckets", values
+    )
     insert(ch, rows)
     buckets, nonpositive = ch.query(
         "SELECT sumMap(sketch), sum(nonpositive_count) FROM llm_latency_1m WHERE metric = 'test_buckets'"

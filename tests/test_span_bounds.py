@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from decimal import Decimal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -53,8 +53,18 @@ GOOD = {
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0, 0), (42, 42), (10**12, 10**12), (42.0, 42), ("42", 42), (" 42 ", 42), ("1e3", 1000), ("1.5e1", 15), ("0e999", 0),
-     ("120.000", 120)],
+    [
+        (0, 0),
+        (42, 42),
+        (10**12, 10**12),
+        (42.0, 42),
+        ("42", 42),
+        (" 42 ", 42),
+        ("1e3", 1000),
+        ("1.5e1", 15),
+        ("0e999", 0),
+        ("120.000", 120),
+    ],
 )
 def test_token_counts_in_range_are_read(value: Any, expected: int) -> None:
     assert token_count(value) == expected
@@ -62,8 +72,31 @@ def test_token_counts_in_range_are_read(value: Any, expected: int) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [-1, 10**12 + 1, 2**63 - 1, -(2**63), 1.5, math.nan, math.inf, -0.5, True, "1e30", "1e1000000", "-3", "12.5", "NaN",
-     "Infinity", "0x10", "1_000", "\u0663", "9" * 41, "", b"12", [1], {"a": 1}],
+    [
+        -1,
+        10**12 + 1,
+        2**63 - 1,
+        -(2**63),
+        1.5,
+        math.nan,
+        math.inf,
+        -0.5,
+        True,
+        "1e30",
+        "1e1000000",
+        "-3",
+        "12.5",
+        "NaN",
+        "Infinity",
+        "0x10",
+        "1_000",
+        "\u0663",
+        "9" * 41,
+        "",
+        b"12",
+        [1],
+        {"a": 1},
+    ],
 )
 def test_token_counts_out_of_range_or_not_integers_are_refused(value: Any) -> None:
     with pytest.raises(BadValue):
@@ -175,7 +208,9 @@ def test_a_poison_span_costs_only_its_own_call(chdb_client: Client, case: str) -
 
     assert _handle(chdb_client, request, offset=list(POISON).index(case)) == []
 
-    assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == (10 if in_traces else 9)
+    assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == (
+        10 if in_traces else 9
+    )
     calls = chdb_client.query("SELECT span_id, input_tokens, output_tokens, cost FROM llm_calls WHERE service = {s:String}",
                               parameters={"s": service}).result_rows  # fmt: skip
     assert len(calls) == 9 and bad_span_id not in {row[0] for row in calls}
@@ -188,7 +223,6 @@ def test_a_poison_span_costs_only_its_own_call(chdb_client: Client, case: str) -
     assert reason in recorded, recorded
     usage = _count(chdb_client, "SELECT sum(calls) FROM llm_usage_1m WHERE service = {s:String}", service)
     assert usage == 9
-
 
 
 def test_an_unforeseen_failure_in_one_span_costs_only_that_call(chdb_client: Client) -> None:
@@ -217,11 +251,14 @@ def test_an_unforeseen_failure_in_one_span_costs_only_that_call(chdb_client: Cli
 
     assert dead == []
     assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == 10
-    calls = chdb_client.query("SELECT span_id FROM llm_calls WHERE service = {s:String}", parameters={"s": service}).result_rows
+    calls = chdb_client.query(
+        "SELECT span_id FROM llm_calls WHERE service = {s:String}", parameters={"s": service}
+    ).result_rows
     assert len(calls) == 9 and bad_span_id not in {row[0] for row in calls}
     errors = chdb_client.query("SELECT span_id, reason FROM ingest_errors WHERE service = {s:String}",
                                parameters={"s": service}).result_rows  # fmt: skip
     assert [(span_id, "ZeroDivisionError" in reason) for span_id, reason in errors] == [(bad_span_id, True)]
+
 
 FIELD_LEVEL: dict[str, tuple[dict[str, Any], str, str]] = {
     # A first-chunk event outside the window: the call is stored, ttft_ms NULL.
@@ -242,7 +279,10 @@ def test_a_bad_optional_value_leaves_its_field_empty_with_the_reason(chdb_client
     fields, reason, condition = FIELD_LEVEL[case]
     service = f"field-{case}"
     # The good calls are streamed (a first chunk 0.4 s in) report a cost and an agent, so a NULL or empty value singles out the bad one.
-    good = {"attributes": {**GOOD, "gen_ai.usage.cost": "0.001", "gen_ai.agent.name": "helper"}, "events": [("gen_ai.content.completion.chunk", START + 4 * 10**8)]}
+    good = {
+        "attributes": {**GOOD, "gen_ai.usage.cost": "0.001", "gen_ai.agent.name": "helper"},
+        "events": [("gen_ai.content.completion.chunk", START + 4 * 10**8)],
+    }
     spans: list[dict[str, Any]] = [good for _ in range(4)]
     spans[1] = fields
     request = _request(service, spans)
@@ -251,11 +291,15 @@ def test_a_bad_optional_value_leaves_its_field_empty_with_the_reason(chdb_client
     assert _handle(chdb_client, request, offset=100 + list(FIELD_LEVEL).index(case)) == []
 
     assert _count(chdb_client, "SELECT count() FROM llm_calls WHERE service = {s:String}", service) == 4
-    assert _count(chdb_client, "SELECT count() FROM llm_calls WHERE service = {s:String} AND ttft_ms = 400", service) >= 3
+    assert (
+        _count(chdb_client, "SELECT count() FROM llm_calls WHERE service = {s:String} AND ttft_ms = 400", service) >= 3
+    )
     flagged = chdb_client.query(f"SELECT span_id FROM llm_calls WHERE service = {{s:String}} AND {condition}",
                                 parameters={"s": service}).result_rows  # fmt: skip
     assert flagged == [(bad_span_id,)]
-    errors = chdb_client.query("SELECT span_id, reason FROM ingest_errors WHERE service = {s:String}", parameters={"s": service}).result_rows
+    errors = chdb_client.query(
+        "SELECT span_id, reason FROM ingest_errors WHERE service = {s:String}", parameters={"s": service}
+    ).result_rows
     assert len(errors) == 1 and errors[0][0] == bad_span_id
     assert "llm call stored without a value" in errors[0][1] and reason in errors[0][1], errors[0][1]
 
@@ -272,7 +316,9 @@ def test_a_record_whose_spans_cover_more_than_100_partitions_is_stored(chdb_clie
     assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == 150
     assert _count(chdb_client, "SELECT count() FROM llm_calls WHERE service = {s:String}", service) == 150
     assert _count(chdb_client, "SELECT sum(calls) FROM llm_usage_1m WHERE service = {s:String}", service) == 150
-    assert _count(chdb_client, "SELECT uniqExact(toYYYYMM(ts)) FROM llm_calls WHERE service = {s:String}", service) > 100
+    assert (
+        _count(chdb_client, "SELECT uniqExact(toYYYYMM(ts)) FROM llm_calls WHERE service = {s:String}", service) > 100
+    )
 
 
 def test_otel_traces_and_the_worker_apply_the_same_time_window(chdb_client: Client) -> None:
@@ -322,7 +368,9 @@ _NUMERIC_TEXT = st.sampled_from([
     "1e30", "1e1000000", "1e-1000000", "-1", "NaN", "-inf", "Infinity", "12.5", "0x10", " 42 ", "1_000", "\u0663", "4.2e1",
     "99999999999999999999999999999999999999999", "0." + "0" * 50 + "1", "1e", ".", "+.5e3", "1e12", "1000000000001",
 ])  # fmt: skip
-_HUGE_TEXT = st.builds(lambda unit, n: unit * n, st.sampled_from(["9", "a", "[", "{\"a\":", " "]), st.integers(1_000, 300_000))
+_HUGE_TEXT = st.builds(
+    lambda unit, n: unit * n, st.sampled_from(["9", "a", "[", '{"a":', " "]), st.integers(1_000, 300_000)
+)
 _SCALARS = st.one_of(
     st.text(max_size=30), _NUMERIC_TEXT, _HUGE_TEXT,
     st.integers(-(2**63), 2**63 - 1), st.sampled_from([-(2**63), 2**63 - 1, 0, 10**12, 10**12 + 1, -1]),
@@ -394,7 +442,9 @@ _STAGES = build_call_stages(Settings())
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(records=st.lists(st.lists(st.one_of(st.just({}), _SPAN), min_size=1, max_size=6), min_size=1, max_size=3))
-def test_arbitrary_values_in_every_attribute_read(records: list[list[dict[str, Any]]], monkeypatch_decimal: list[int]) -> None:
+def test_arbitrary_values_in_every_attribute_read(
+    records: list[list[dict[str, Any]]], monkeypatch_decimal: list[int]
+) -> None:
     """No exception escapes the worker's pure step; every good call is stored; every span that is
     no stored call but should be one is in ingest_errors; numeric parsers never see more than
     `MAX_NUMBER_CHARS` characters (the per-span work bound: everything else a span costs is
@@ -407,7 +457,13 @@ def test_arbitrary_values_in_every_attribute_read(records: list[list[dict[str, A
 
     tables = {rows.table: rows for rows in prepared.tables}
     calls = tables["llm_calls"]
-    stored = dict(zip(calls.column("span_id"), zip(calls.column("input_tokens"), calls.column("output_tokens"), calls.column("ts"), strict=True), strict=True))
+    stored = dict(
+        zip(
+            calls.column("span_id"),
+            zip(calls.column("input_tokens"), calls.column("output_tokens"), calls.column("ts"), strict=True),
+            strict=True,
+        )
+    )
     errors = tables["ingest_errors"]
     reasons: dict[str, list[str]] = {}
     for span_id, reason in zip(errors.column("span_id"), errors.column("reason"), strict=True):
@@ -432,13 +488,43 @@ def test_arbitrary_values_in_every_attribute_read(records: list[list[dict[str, A
                 if end and not bounds.TIME_MIN_NS <= end < bounds.TIME_MAX_NS:
                     assert span_id not in stored and any("end_time_unix_nano" in r for r in refused)
                     continue
-                chosen = next((fields["fuzz"].get(k, GOOD.get(k)) for k in TOKEN_KEYS if fields["fuzz"].get(k, GOOD.get(k)) not in (None, "")), None)
+                chosen = next(
+                    (
+                        fields["fuzz"].get(k, GOOD.get(k))
+                        for k in TOKEN_KEYS
+                        if fields["fuzz"].get(k, GOOD.get(k)) not in (None, "")
+                    ),
+                    None,
+                )
                 if _token_ok(chosen) is False:
-                    assert span_id not in stored and any("gen_ai.usage.input_tokens" in r or "gen_ai.usage.prompt_tokens" in r for r in refused)
-    for row in zip(*(calls.column(name) for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "ts")), strict=True):
-        assert all(0 <= n <= 3 * bounds.MAX_TOKENS for n in row[:4]) and bounds.TIME_MIN_NS <= row[4] < bounds.TIME_MAX_NS
-    for name in ("service", "model", "request_model", "pricing_region", "service_tier", "response_model", "agent", "prompt_name", "prompt_version", "finish_reason",
-                 "conversation_id", "team", "environment"):
+                    assert span_id not in stored and any(
+                        "gen_ai.usage.input_tokens" in r or "gen_ai.usage.prompt_tokens" in r for r in refused
+                    )
+    for row in zip(
+        *(
+            calls.column(name)
+            for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "ts")
+        ),
+        strict=True,
+    ):
+        assert (
+            all(0 <= n <= 3 * bounds.MAX_TOKENS for n in row[:4]) and bounds.TIME_MIN_NS <= row[4] < bounds.TIME_MAX_NS
+        )
+    for name in (
+        "service",
+        "model",
+        "request_model",
+        "pricing_region",
+        "service_tier",
+        "response_model",
+        "agent",
+        "prompt_name",
+        "prompt_version",
+        "finish_reason",
+        "conversation_id",
+        "team",
+        "environment",
+    ):
         assert all(len(value) <= bounds.MAX_LABEL_CHARS for value in calls.column(name))  # fmt: skip
     for cost in (*calls.column("cost"), *calls.column("reported_cost")):
         assert cost is None or (cost.is_finite() and 0 <= cost < 10**15)

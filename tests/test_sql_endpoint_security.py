@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from tests.grafana_macros import render_alert_query, render_panel_query
 from llmops.broker import free_port
 from llmops.sql_endpoint import SqlEndpoint
 from llmops.sql_engine import QueryLimits, SqlEngine, engine_path
 from llmops.sql_guard import QueryRefused
 from sinks.clickhouse.client import connect
 from tests.conftest import wait_until
-from datetime import UTC
+from tests.grafana_macros import render_alert_query, render_panel_query
 
 SECRET = "TOPSECRET-4f1c"
-LIMITS = QueryLimits(max_execution_time_s=2.0, max_result_rows=5_000, max_result_bytes=4 * 1024 * 1024, max_memory_usage=256 * 1024 * 1024)
-SLOW_SQL = "SELECT count() FROM system.functions AS a, system.functions AS b, system.functions AS c, system.functions AS d"
+LIMITS = QueryLimits(
+    max_execution_time_s=2.0,
+    max_result_rows=5_000,
+    max_result_bytes=4 * 1024 * 1024,
+    max_memory_usage=256 * 1024 * 1024,
+)
+SLOW_SQL = (
+    "SELECT count() FROM system.functions AS a, system.functions AS b, system.functions AS c, system.functions AS d"
+)
 
 
 class Listener:
@@ -108,7 +115,9 @@ def _raw_readonly_handle(store: dict[str, Any]) -> Any:
     """A chDB handle with readonly=1 and no guard: what the endpoint had before."""
     handle = chdb.connect(engine_path(store["dsn"]))
     handle.query("USE llmops", "TSV")
-    handle.query("SET http_max_tries = 1", "TSV")  # a refused url() connection fails at once instead of retrying for 30 s
+    handle.query(
+        "SET http_max_tries = 1", "TSV"
+    )  # a refused url() connection fails at once instead of retrying for 30 s
     handle.query("SET readonly = 1", "TSV")
     return handle
 
@@ -166,7 +175,9 @@ ESCAPE_NAMES = list(_escapes(Path("/x"), 1))
 
 
 @pytest.mark.parametrize("name", ESCAPE_NAMES)
-def test_guard_refuses_every_escape_of_the_issue(store: dict[str, Any], listener: Listener, in_files_dir: Path, name: str) -> None:
+def test_guard_refuses_every_escape_of_the_issue(
+    store: dict[str, Any], listener: Listener, in_files_dir: Path, name: str
+) -> None:
     sql = _escapes(in_files_dir, listener.port)[name]
     before = listener.accepted
     with pytest.raises(QueryRefused):
@@ -175,7 +186,9 @@ def test_guard_refuses_every_escape_of_the_issue(store: dict[str, Any], listener
     assert listener.accepted == before
 
 
-def test_the_escapes_work_on_a_readonly_handle_without_the_guard(store: dict[str, Any], listener: Listener, tmp_path: Path) -> None:
+def test_the_escapes_work_on_a_readonly_handle_without_the_guard(
+    store: dict[str, Any], listener: Listener, tmp_path: Path
+) -> None:
     """Why the guard exists: readonly=1 alone lets each of these through."""
     handle = _raw_readonly_handle(store)
     try:
@@ -183,7 +196,9 @@ def test_the_escapes_work_on_a_readonly_handle_without_the_guard(store: dict[str
         assert (tmp_path / "o.txt").read_text() == "x"
         assert handle.query("DESCRIBE file('/etc/passwd', 'TSVWithNames')", "TSV").bytes()
         before = listener.accepted
-        with pytest.raises(Exception, match=r"^Code: \d+\. DB::Exception"):  # chDB raises chdb._exceptions.ChdbError, not chdb.ChdbError
+        with pytest.raises(
+            Exception, match=r"^Code: \d+\. DB::Exception"
+        ):  # chDB raises chdb._exceptions.ChdbError, not chdb.ChdbError
             handle.query(f"DESCRIBE url('http://127.0.0.1:{listener.port}/x', 'TSV')", "TSV")
         wait_until(lambda: listener.accepted > before, 10, "the url() connection")
         assert SECRET.encode() in handle.query("SELECT s FROM default.secret", "TSV").bytes()
@@ -200,7 +215,10 @@ def test_user_files_path_does_not_bound_file_in_chdb(store: dict[str, Any]) -> N
     whatever user_files_path says, so the guard is what keeps file() out."""
     handle = _raw_readonly_handle(store)
     try:
-        assert handle.query("SELECT value FROM system.server_settings WHERE name = 'user_files_path'", "TSV").bytes() != b"/etc/\n"
+        assert (
+            handle.query("SELECT value FROM system.server_settings WHERE name = 'user_files_path'", "TSV").bytes()
+            != b"/etc/\n"
+        )
         assert handle.query("DESCRIBE file('/etc/hostname', 'TSV')", "TSV").bytes()
     finally:
         handle.close()
@@ -210,8 +228,14 @@ def test_a_failed_query_leaves_nothing_for_the_next(store: dict[str, Any]) -> No
     """chDB hands a failed query's partial output to the next query on the same connection (about 4 times
     in 5 for the UNION below), so this repeats: one leak in 20 rounds fails the test."""
     for _ in range(20):
-        for failing in ("SELECT 'LEAK'; SELECT throwIf(1)", "SELECT 'LEAK' UNION ALL SELECT toString(throwIf(1))", "SELECT throwIf(1)"):
-            with pytest.raises(Exception, match=r"^Code: \d+\. DB::Exception"):  # the engine's error or the guard's refusal, both in ClickHouse's form
+        for failing in (
+            "SELECT 'LEAK'; SELECT throwIf(1)",
+            "SELECT 'LEAK' UNION ALL SELECT toString(throwIf(1))",
+            "SELECT throwIf(1)",
+        ):
+            with pytest.raises(
+                Exception, match=r"^Code: \d+\. DB::Exception"
+            ):  # the engine's error or the guard's refusal, both in ClickHouse's form
                 _check(store, failing)
             assert _check(store, "SELECT 1") == (b"1\n", "TabSeparated")
 
@@ -223,7 +247,9 @@ def test_a_failed_query_leaves_nothing_for_the_next_request_in_its_slot(store: d
     async def rounds() -> list[bytes]:
         answers = []
         for _ in range(20):
-            with pytest.raises(Exception, match=r"^Code: \d+\. DB::Exception"):  # the engine's error or the guard's refusal, both in ClickHouse's form
+            with pytest.raises(
+                Exception, match=r"^Code: \d+\. DB::Exception"
+            ):  # the engine's error or the guard's refusal, both in ClickHouse's form
                 await engine.execute("SELECT 'LEAK' UNION ALL SELECT toString(throwIf(1))", "TabSeparated", {})
             answers.append((await engine.execute("SELECT 1", "TabSeparated", {}))[0])
         return answers
@@ -271,23 +297,33 @@ def test_query_parameters_and_format_clause(store: dict[str, Any]) -> None:
 
 
 def test_every_dashboard_and_alert_query_passes_the_guard(store: dict[str, Any]) -> None:
-    from tests.test_dashboard_queries import PANEL_QUERIES, RANGE_W1, RULES, W1_END, _load_dashboards, _variables
     from tests.grafana_macros import TimeRange
+    from tests.test_dashboard_queries import PANEL_QUERIES, RANGE_W1, RULES, W1_END, _load_dashboards, _variables
 
     queries = [render_panel_query(sql, _variables(), RANGE_W1) for _, _, sql in PANEL_QUERIES]
     for dash in _load_dashboards():
-        queries += [render_panel_query(var["query"]["rawSql"], _variables(), RANGE_W1) for var in dash["templating"]["list"]]
-        queries += [render_panel_query(a["target"]["rawSql"], _variables(), RANGE_W1) for a in dash["annotations"]["list"] if "target" in a]
+        queries += [
+            render_panel_query(var["query"]["rawSql"], _variables(), RANGE_W1) for var in dash["templating"]["list"]
+        ]
+        queries += [
+            render_panel_query(a["target"]["rawSql"], _variables(), RANGE_W1)
+            for a in dash["annotations"]["list"]
+            if "target" in a
+        ]
     for rule in RULES:
         node = next(n for n in rule["data"] if n["refId"] == "A")
         window = node["relativeTimeRange"]
-        queries.append(render_alert_query(node["model"]["rawSql"], TimeRange.relative(W1_END, window["from"], window["to"])))
+        queries.append(
+            render_alert_query(node["model"]["rawSql"], TimeRange.relative(W1_END, window["from"], window["to"]))
+        )
     engine: SqlEngine = store["engine"]
     assert engine.guard is not None and len(queries) > 20
     handle = chdb.connect(engine_path(store["dsn"]))
     try:
         for sql in queries:
-            checked = engine.guard.check(sql, lambda text, params: handle.query(text, "TSVRaw", params=dict(params)).bytes())
+            checked = engine.guard.check(
+                sql, lambda text, params: handle.query(text, "TSVRaw", params=dict(params)).bytes()
+            )
             assert checked.kind == "select"
     finally:
         handle.close()
@@ -344,20 +380,37 @@ def _escape_query(draw: st.DrawFn, files: Path, port: int) -> str:
     sql = draw(st.sampled_from(contexts))
     if kind == "outfile":
         target = draw(st.sampled_from([f"{files}/out.txt", "out.txt", "./sub/out.txt"]))
-        sql = f"{sql}{w()}{k('INTO')}{w()}{k('OUTFILE')}{w()}'{target}'" + draw(st.sampled_from(["", f" {k('TRUNCATE')}", f" {k('APPEND')}"]))
+        sql = f"{sql}{w()}{k('INTO')}{w()}{k('OUTFILE')}{w()}'{target}'" + draw(
+            st.sampled_from(["", f" {k('TRUNCATE')}", f" {k('APPEND')}"])
+        )
     if kind == "settings":
-        name = draw(st.sampled_from(["max_execution_time", "readonly", "max_result_rows", "max_memory_usage", "allow_python_table_function"]))
+        name = draw(
+            st.sampled_from(
+                ["max_execution_time", "readonly", "max_result_rows", "max_memory_usage", "allow_python_table_function"]
+            )
+        )
         sql = f"{sql}{w()}{k('SETTINGS')}{w()}{name}{w()}={w()}0"
     if kind == "multi":
-        sql = draw(st.sampled_from([f"{k('SELECT')} '/*';{w()}{sql};{w()}{k('SELECT')} '*/'", f"{sql};{w()}{k('SELECT')} * {k('FROM')} default.secret"]))
+        sql = draw(
+            st.sampled_from(
+                [
+                    f"{k('SELECT')} '/*';{w()}{sql};{w()}{k('SELECT')} '*/'",
+                    f"{sql};{w()}{k('SELECT')} * {k('FROM')} default.secret",
+                ]
+            )
+        )
     if draw(st.booleans()):
         sql += f"{w()}{k('FORMAT')}{w()}" + draw(st.sampled_from(["TSV", "JSONEachRow", "CSV", "Pretty"]))
     return sql + draw(st.sampled_from(["", ";", " ;", "\n"]))
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
-def test_no_variant_writes_connects_or_reads_another_database(store: dict[str, Any], listener: Listener, in_files_dir: Path, data: st.DataObject) -> None:
+def test_no_variant_writes_connects_or_reads_another_database(
+    store: dict[str, Any], listener: Listener, in_files_dir: Path, data: st.DataObject
+) -> None:
     sql = data.draw(_escape_query(in_files_dir, listener.port), label="sql")
     before = listener.accepted
     cwd_before = sorted(os.listdir(os.getcwd()))
@@ -376,10 +429,17 @@ def test_no_variant_writes_connects_or_reads_another_database(store: dict[str, A
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ws=st.lists(_WS, min_size=6, max_size=6), case=st.lists(st.booleans(), min_size=6, max_size=6), quote=st.sampled_from(["", "`", '"']))
+@given(
+    ws=st.lists(_WS, min_size=6, max_size=6),
+    case=st.lists(st.booleans(), min_size=6, max_size=6),
+    quote=st.sampled_from(["", "`", '"']),
+)
 def test_benign_variants_stay_allowed(store: dict[str, Any], ws: list[str], case: list[bool], quote: str) -> None:
     """The same mutations on a query of the pipeline's own tables: still allowed, same answer."""
-    words = [w.upper() if up else w.lower() for w, up in zip(["SELECT", "FROM", "WHERE", "IN", "SELECT", "FROM"], case, strict=True)]
+    words = [
+        w.upper() if up else w.lower()
+        for w, up in zip(["SELECT", "FROM", "WHERE", "IN", "SELECT", "FROM"], case, strict=True)
+    ]
     table = f"{quote}llmops{quote}.{quote}t{quote}"
     sql = f"{words[0]}{ws[0]}count(){ws[1]}{words[1]}{ws[2]}{table}{ws[3]}{words[2]} a {words[3]}{ws[4]}({words[4]} a {words[5]}{ws[5]}{table} WHERE a < 10)"
     assert _check(store, sql) == (b"10\n", "TabSeparated")
@@ -412,10 +472,20 @@ def served(store: dict[str, Any]) -> Iterator[Served]:
     server.close()
 
 
-def test_http_refuses_the_escapes_with_clickhouse_errors(served: Served, listener: Listener, in_files_dir: Path) -> None:
+def test_http_refuses_the_escapes_with_clickhouse_errors(
+    served: Served, listener: Listener, in_files_dir: Path
+) -> None:
     escapes = _escapes(in_files_dir, listener.port)
     before = listener.accepted
-    for name in ("outfile, two spaces", "outfile, relative", "describe file", "describe url", "comment trick", "default", "information_schema"):
+    for name in (
+        "outfile, two spaces",
+        "outfile, relative",
+        "describe file",
+        "describe url",
+        "comment trick",
+        "default",
+        "information_schema",
+    ):
         answer = requests.post(served.url, data=escapes[name], timeout=30)
         assert answer.status_code in (400, 403), name
         assert answer.text.startswith("Code: ") and answer.headers["X-ClickHouse-Exception-Code"].isdigit(), name
@@ -431,7 +501,9 @@ def test_http_refuses_the_escapes_with_clickhouse_errors(served: Served, listene
 
 
 def test_http_speaks_clickhouse_to_clickhouse_connect(served: Served) -> None:
-    client = clickhouse_connect.get_client(host="127.0.0.1", port=served.endpoint.port, database="llmops", compress=False, autogenerate_session_id=False)
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1", port=served.endpoint.port, database="llmops", compress=False, autogenerate_session_id=False
+    )
     try:
         assert client.query("SELECT count() FROM t").result_rows == [(100,)]
         assert client.query("SELECT a FROM t WHERE a = {a:UInt64}", parameters={"a": 3}).result_rows == [(3,)]
@@ -453,13 +525,23 @@ def test_http_huge_results_are_refused(served: Served) -> None:
 def _running(store: dict[str, Any], marker: str) -> int:
     handle = chdb.connect(engine_path(store["dsn"]))
     try:
-        return int(handle.query(f"SELECT count() FROM system.processes WHERE query LIKE '%{marker}%' AND query NOT LIKE '%system.processes%'", "TSV").bytes())
+        return int(
+            handle.query(
+                f"SELECT count() FROM system.processes WHERE query LIKE '%{marker}%' AND query NOT LIKE '%system.processes%'",
+                "TSV",
+            ).bytes()
+        )
     finally:
         handle.close()
 
 
 def test_a_slow_query_ends_at_its_limit_and_others_are_answered_or_refused_meanwhile(store: dict[str, Any]) -> None:
-    limits = QueryLimits(max_execution_time_s=6.0, max_result_rows=5_000, max_result_bytes=4 * 1024 * 1024, max_memory_usage=256 * 1024 * 1024)
+    limits = QueryLimits(
+        max_execution_time_s=6.0,
+        max_result_rows=5_000,
+        max_result_bytes=4 * 1024 * 1024,
+        max_memory_usage=256 * 1024 * 1024,
+    )
     server = Served(store["dsn"], limits=limits, max_concurrent_queries=2, max_queued_queries=0, queue_timeout_s=1.0)
     answers: dict[str, requests.Response] = {}
 
@@ -502,9 +584,14 @@ def test_http_credentials_when_configured(store: dict[str, Any]) -> None:
             answer = requests.get(server.url, params={**query, **params}, headers=headers, timeout=30)
             assert answer.status_code == 401 and "(AUTHENTICATION_FAILED)" in answer.text, (headers, params)
         assert requests.get(server.url, params=query, auth=("grafana", "s3cret"), timeout=30).text == "1\n"
-        ok = requests.get(server.url, params=query, headers={"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "s3cret"}, timeout=30)
+        ok = requests.get(
+            server.url, params=query, headers={"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "s3cret"}, timeout=30
+        )
         assert ok.text == "1\n"
-        assert requests.get(server.url, params={**query, "user": "grafana", "password": "s3cret"}, timeout=30).text == "1\n"
+        assert (
+            requests.get(server.url, params={**query, "user": "grafana", "password": "s3cret"}, timeout=30).text
+            == "1\n"
+        )
         client = clickhouse_connect.get_client(host="127.0.0.1", port=server.endpoint.port, username="grafana", password="s3cret",
                                                database="llmops", compress=False, autogenerate_session_id=False)  # fmt: skip
         assert client.query("SELECT count() FROM t").result_rows == [(100,)]
@@ -547,7 +634,9 @@ def test_llmops_sql_uses_the_same_guard_without_a_worker(tmp_path: Path) -> None
     """No endpoint serves the store: the command opens it and applies the same checks (own process, own store)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     store = tmp_path / "data"
-    setup = "from sinks.clickhouse.client import connect; connect('chdb://%s', 'llmops', create_database=True)" % (store / "clickhouse")
+    setup = "from sinks.clickhouse.client import connect; connect('chdb://%s', 'llmops', create_database=True)" % (
+        store / "clickhouse"
+    )
     subprocess.run([sys.executable, "-c", setup], check=True, env=env, cwd=tmp_path, capture_output=True)
     flags = ["--data-dir", str(store), "--sql-port", str(free_port())]
     run = lambda sql: subprocess.run([sys.executable, "-m", "llmops", "sql", sql, *flags, "--format", "TSV"],  # noqa: E731
@@ -555,7 +644,9 @@ def test_llmops_sql_uses_the_same_guard_without_a_worker(tmp_path: Path) -> None
     ok = run("SELECT 40 + 2")
     assert ok.returncode == 0 and ok.stdout == "42\n", ok.stderr
     refused = run("SELECT 'x' INTO  OUTFILE 'written.txt'")
-    assert refused.returncode == 2 and "INTO OUTFILE" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert (
+        refused.returncode == 2 and "INTO OUTFILE" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "written.txt").exists() and not (store / "written.txt").exists()
 
 
@@ -568,9 +659,17 @@ def test_readers_reach_an_endpoint_with_credentials_and_tls(
     from llmops.store import open_reader
 
     cert, key = _self_signed(tmp_path)
-    server = Served(store["dsn"], limits=LIMITS, user="reader", password=SecretStr("pw"), tls_cert_file=cert, tls_key_file=key)
+    server = Served(
+        store["dsn"], limits=LIMITS, user="reader", password=SecretStr("pw"), tls_cert_file=cert, tls_key_file=key
+    )
     try:
-        sql = {"port": server.endpoint.port, "user": "reader", "password": "pw", "tls_cert_file": cert, "tls_key_file": key}
+        sql = {
+            "port": server.endpoint.port,
+            "user": "reader",
+            "password": "pw",
+            "tls_cert_file": cert,
+            "tls_key_file": key,
+        }
         settings = Settings(data_dir=store["root"], sql=sql)
         assert open_reader(settings).query("SELECT count() FROM t").result_rows == [(100,)]
         monkeypatch.setenv("LLMOPS_DATA_DIR", str(store["root"]))
@@ -599,8 +698,16 @@ CLICKHOUSE_GO_HELLO = "SELECT displayName(), version(), revision(), timezone()"
 def _clickhouse_go_request(url: str, sql: str, **settings: str) -> requests.Response:
     from urllib.parse import urlencode
 
-    params = {"client_protocol_version": str(CLICKHOUSE_GO_REVISION), "database": "llmops", "default_format": "Native", **settings}
-    headers = {"Accept-Encoding": "gzip", "User-Agent": "clickhouse-go/2.40.1 (lv:go/1.24.4; os:linux) grafana/12.1.0 clickhouse-datasource/4.10.0"}
+    params = {
+        "client_protocol_version": str(CLICKHOUSE_GO_REVISION),
+        "database": "llmops",
+        "default_format": "Native",
+        **settings,
+    }
+    headers = {
+        "Accept-Encoding": "gzip",
+        "User-Agent": "clickhouse-go/2.40.1 (lv:go/1.24.4; os:linux) grafana/12.1.0 clickhouse-datasource/4.10.0",
+    }
     return requests.post(f"{url}?{urlencode(sorted(params.items()))}", data=sql.encode(), headers=headers, timeout=60)
 
 
@@ -675,8 +782,8 @@ def panel(store: dict[str, Any]) -> str:
     """The pipeline's tables with a few calls, and a dashboard panel query over them as Grafana renders it."""
     from datetime import datetime, timedelta
 
-    from tests.grafana_macros import ALL, TimeRange, Variable
     from sinks.clickhouse.migrations import apply_migrations
+    from tests.grafana_macros import ALL, TimeRange, Variable
     from tests.test_dashboard_queries import PANEL_QUERIES
 
     writer = connect(store["dsn"], "llmops")
@@ -706,7 +813,9 @@ def test_clickhouse_go_hello_and_a_dashboard_panel_answer_as_grafana_reads_them(
     assert answer.headers["X-ClickHouse-Query-Id"] == "c5b4a1f0-grafana"
     assert "Content-Encoding" not in answer.headers  # gzip only with enable_http_compression=1, as ClickHouse
     names, rows = _GoNative(answer.content).rows()
-    expected = requests.post(served.url, params={"default_format": "JSONCompact"}, data=panel.encode(), timeout=30).json()
+    expected = requests.post(
+        served.url, params={"default_format": "JSONCompact"}, data=panel.encode(), timeout=30
+    ).json()
     assert names == [c["name"] for c in expected["meta"]] == ["time", "service", "calls_per_s"]
     assert [(service, rate) for _, service, rate in rows] == [(service, rate) for _, service, rate in expected["data"]]
     assert len(rows) > 2 and sum(rate for _, _, rate in rows) * 60 == pytest.approx(40)
@@ -721,7 +830,9 @@ def test_http_compression_when_asked_and_refused_encodings(served: Served) -> No
                            headers={"Accept-Encoding": encoding}, timeout=30, stream=True).raw  # fmt: skip
         assert raw.headers["Content-Encoding"] == encoding
         assert inflate(raw.read(decode_content=False)).split() == [str(n).encode() for n in range(100)]
-    answer = requests.post(served.url, data=gzip_module.compress(b"SELECT 1"), headers={"Content-Encoding": "gzip"}, timeout=30)
+    answer = requests.post(
+        served.url, data=gzip_module.compress(b"SELECT 1"), headers={"Content-Encoding": "gzip"}, timeout=30
+    )
     assert answer.status_code == 400 and "Content-Encoding gzip" in answer.text
     answer = requests.get(served.url, params={"query": "SELECT 1", "compress": "1"}, timeout=30)
     assert answer.status_code == 400 and "enable_http_compression" in answer.text
@@ -729,18 +840,27 @@ def test_http_compression_when_asked_and_refused_encodings(served: Served) -> No
 
 def test_url_settings_lower_the_limits_and_never_raise_them(served: Served) -> None:
     rows = {"query": "SELECT n FROM llmops.big"}  # 20,000 rows; the endpoint's cap is 5,000
-    for raise_it in ({"max_result_rows": "1000000"}, {"max_result_rows": "1000000", "max_result_bytes": "1000000000000"}):
+    for raise_it in (
+        {"max_result_rows": "1000000"},
+        {"max_result_rows": "1000000", "max_result_bytes": "1000000000000"},
+    ):
         answer = requests.get(served.url, params={**rows, **raise_it}, timeout=30)
         assert answer.status_code == 500 and "(TOO_MANY_ROWS_OR_BYTES)" in answer.text, raise_it
     answer = requests.get(served.url, params={"query": SLOW_SQL, "max_execution_time": "3600"}, timeout=60)
-    assert answer.status_code == 500 and "(TIMEOUT_EXCEEDED)" in answer.text and "maximum: 2" in answer.text  # the 2 s cap
+    assert (
+        answer.status_code == 500 and "(TIMEOUT_EXCEEDED)" in answer.text and "maximum: 2" in answer.text
+    )  # the 2 s cap
     # Lower than the cap: applied by the engine.
     assert requests.get(served.url, params={"query": "SELECT a FROM t"}, timeout=30).status_code == 200
     answer = requests.get(served.url, params={"query": "SELECT a FROM t", "max_result_rows": "10"}, timeout=30)
     assert answer.status_code == 500 and "(TOO_MANY_ROWS_OR_BYTES)" in answer.text
     answer = requests.get(served.url, params={"query": SLOW_SQL, "max_execution_time": "0.2"}, timeout=60)
     assert answer.status_code == 500 and "(TIMEOUT_EXCEEDED)" in answer.text and "maximum: 200.000 ms" in answer.text
-    for bad, status in (({"max_execution_time": "0"}, 403), ({"max_memory_usage": "-1"}, 403), ({"max_result_rows": "many"}, 400)):
+    for bad, status in (
+        ({"max_execution_time": "0"}, 403),
+        ({"max_memory_usage": "-1"}, 403),
+        ({"max_result_rows": "many"}, 400),
+    ):
         assert requests.get(served.url, params={"query": "SELECT 1", **bad}, timeout=30).status_code == status, bad
     assert requests.get(served.url, params={"query": "SELECT 1"}, timeout=30).text == "1\n"
 

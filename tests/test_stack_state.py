@@ -42,7 +42,9 @@ def _env() -> dict[str, str]:
 
 
 def llmops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llmops", *args], env=_env(), capture_output=True, text=True, timeout=120, cwd="/")
+    return subprocess.run(
+        [sys.executable, "-m", "llmops", *args], env=_env(), capture_output=True, text=True, timeout=120, cwd="/"
+    )
 
 
 @dataclass
@@ -75,7 +77,11 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     reader = threading.Thread(target=stack.read_all, daemon=True)
     reader.start()
     try:
-        wait_until(lambda: any("Ctrl-C to stop" in line for line in stack.lines) or stack.proc.poll() is not None, 120, "the banner")
+        wait_until(
+            lambda: any("Ctrl-C to stop" in line for line in stack.lines) or stack.proc.poll() is not None,
+            120,
+            "the banner",
+        )
         assert stack.proc.poll() is None, (data_dir.parent / "up.stderr").read_text()
         summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{stack.http}", count=400, seed=17))
         assert summary.complete
@@ -132,8 +138,10 @@ def test_a_stack_file_pointing_at_another_stacks_port_is_refused(up: Up, tmp_pat
     result = llmops("report", "--data-dir", str(other))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        (f"llmops report: the SQL endpoint on 127.0.0.1:{up.sql} serves another store than data dir {other}: "
-        "another llmops took the port; stop it and restart `llmops up`")
+        (
+            f"llmops report: the SQL endpoint on 127.0.0.1:{up.sql} serves another store than data dir {other}: "
+            "another llmops took the port; stop it and restart `llmops up`"
+        )
     ]
 
 
@@ -146,7 +154,12 @@ def test_budgets_uses_the_running_stacks_budgets_file(up: Up) -> None:
 def _drift_keys(up: Up) -> list[tuple[str, ...]]:
     client = _sql_client(up)
     try:
-        return [tuple(r) for r in client.query("SELECT DISTINCT service, model, prompt_name, prompt_version FROM llm_drift").result_rows]
+        return [
+            tuple(r)
+            for r in client.query(
+                "SELECT DISTINCT service, model, prompt_name, prompt_version FROM llm_drift"
+            ).result_rows
+        ]
     finally:
         client.close()
 
@@ -162,7 +175,20 @@ def test_drift_pin_needs_no_kafka_flag_while_up_runs(up: Up) -> None:
     up.calls_sent += summary.llm_spans_acknowledged
     wait_until(lambda: bool(_drift_keys(up)), 120, "a closed drift window")
     service, model, name, version = _drift_keys(up)[0]
-    pin = ["drift", "pin", "--data-dir", str(up.data_dir), "--service", service, "--model", model, "--prompt-name", name, "--prompt-version", version]
+    pin = [
+        "drift",
+        "pin",
+        "--data-dir",
+        str(up.data_dir),
+        "--service",
+        service,
+        "--model",
+        model,
+        "--prompt-name",
+        name,
+        "--prompt-version",
+        version,
+    ]
     result = llmops(*pin)  # no --kafka: the stack file names the broker
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"pinned the current reference of {service}/{model}/{name}/{version}"
@@ -172,7 +198,16 @@ def test_live_view_prints_one_line_per_interval_when_not_a_terminal(up: Up) -> N
     wait_until(lambda: any(line.startswith("[") and "calls/s=" in line and "top=[" in line and "top=[-]" not in line for line in up.lines),
                60, "a live line with the stored calls")  # fmt: skip
     live = [line for line in up.lines if "calls/s=" in line]
-    for key in ("spans/s=", "cost_last_min=$", "cost_today=$", "ttft_p95=", "error_rate=", "unpriced=", "drifted_keys=", "ingest_errors="):
+    for key in (
+        "spans/s=",
+        "cost_last_min=$",
+        "cost_today=$",
+        "ttft_p95=",
+        "error_rate=",
+        "unpriced=",
+        "drifted_keys=",
+        "ingest_errors=",
+    ):
         assert key in live[-1], live[-1]
 
 
@@ -184,7 +219,9 @@ def test_render_shows_the_stores_numbers(up: Up) -> None:
         top_model, top_cost = client.query(
             "SELECT model, toString(sum(cost)) FROM llm_calls WHERE ts >= toStartOfDay(now()) GROUP BY model ORDER BY sum(cost) DESC LIMIT 1"
         ).result_rows[0]
-        today = Decimal(client.query("SELECT toString(sum(cost)) FROM llm_calls WHERE ts >= toStartOfDay(now())").result_rows[0][0])
+        today = Decimal(
+            client.query("SELECT toString(sum(cost)) FROM llm_calls WHERE ts >= toStartOfDay(now())").result_rows[0][0]
+        )
     finally:
         client.close()
     assert snapshot.cost_today == today

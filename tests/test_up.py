@@ -21,8 +21,23 @@ pytestmark = pytest.mark.integration
 def test_up_serves_and_stops_gracefully_keeping_what_it_accepted(tmp_path) -> None:
     http, grpc_port, sql = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
-    flags = ["--data-dir", str(tmp_path), "--otlp-http-port", str(http), "--otlp-grpc-port", str(grpc_port), "--sql-port", str(sql)]
-    up = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    flags = [
+        "--data-dir",
+        str(tmp_path),
+        "--otlp-http-port",
+        str(http),
+        "--otlp-grpc-port",
+        str(grpc_port),
+        "--sql-port",
+        str(sql),
+    ]
+    up = subprocess.Popen(
+        [sys.executable, "-m", "llmops", "up", *flags],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert up.stdout is not None
         lines = []

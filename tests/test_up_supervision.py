@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-
 from llmops.broker import free_port
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from llmops.supervisor import Backoff, RestartPolicy, rss_mib
@@ -35,7 +34,16 @@ class Up:
         self.http, grpc_port, self.sql = ports
         self.data_dir = data_dir
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")} | env_overrides
-        flags = ["--data-dir", str(data_dir), "--otlp-http-port", str(self.http), "--otlp-grpc-port", str(grpc_port), "--sql-port", str(self.sql)]
+        flags = [
+            "--data-dir",
+            str(data_dir),
+            "--otlp-http-port",
+            str(self.http),
+            "--otlp-grpc-port",
+            str(grpc_port),
+            "--sql-port",
+            str(self.sql),
+        ]
         self.proc = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
         self.lines: list[str] = []
@@ -121,7 +129,11 @@ def test_a_worker_killed_under_traffic_is_restarted_and_every_acknowledged_span_
         options = LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=12000, seed=14, stop_on_failure=False)
         sender = threading.Thread(target=lambda: result.append(run_loadgen(options)))
         sender.start()
-        wait_until(lambda: (up.children() and _stored_while_running(up) > 0) or not sender.is_alive(), 120, "first spans stored")
+        wait_until(
+            lambda: (up.children() and _stored_while_running(up) > 0) or not sender.is_alive(),
+            120,
+            "first spans stored",
+        )
         os.kill(worker, signal.SIGKILL)
         sender.join(timeout=600)
         wait_until(lambda: "worker restarted" in up.output(), 60, "the worker restarted")

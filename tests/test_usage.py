@@ -34,8 +34,19 @@ call_strategy = st.builds(
 
 
 def _key(call: LLMCall) -> tuple:
-    return ((call.ts_ns // 60_000_000_000) * 60, call.service, call.environment, call.team, call.provider,
-            call.response_model or call.request_model, call.request_model or call.response_model, call.operation, call.agent, call.prompt_name, call.prompt_version)
+    return (
+        (call.ts_ns // 60_000_000_000) * 60,
+        call.service,
+        call.environment,
+        call.team,
+        call.provider,
+        call.response_model or call.request_model,
+        call.request_model or call.response_model,
+        call.operation,
+        call.agent,
+        call.prompt_name,
+        call.prompt_version,
+    )
 
 
 def _reference(calls: list[LLMCall]) -> dict[tuple, tuple]:
@@ -63,9 +74,20 @@ def _sum_rows(rows_list: list[tuple[dict, list]]) -> dict[tuple, tuple]:
         assert names == list(USAGE_COLUMNS)
         for i in range(len(data["calls"])):
             acc = out[tuple(data[k][i] for k in USAGE_KEY_COLUMNS)]
-            for j, name in enumerate(["calls", "errors", "input_tokens", "output_tokens", "unpriced_calls",
-                                      "cache_read_tokens", "cost", "reported_cost",
-                                      "unpriced_input_tokens", "unpriced_output_tokens"]):
+            for j, name in enumerate(
+                [
+                    "calls",
+                    "errors",
+                    "input_tokens",
+                    "output_tokens",
+                    "unpriced_calls",
+                    "cache_read_tokens",
+                    "cost",
+                    "reported_cost",
+                    "unpriced_input_tokens",
+                    "unpriced_output_tokens",
+                ]
+            ):
                 acc[j] += data[name][i]
     return {k: tuple(v) for k, v in out.items()}
 
@@ -107,12 +129,35 @@ def test_restart_with_offset_fence_never_loses_or_double_counts(calls: list[LLMC
 
 
 def test_partial_rows_by_hand() -> None:
-    a = LLMCall(ts_ns=T0 + 1, trace_id="t", span_id="1", service="s", response_model="m", input_tokens=10,
-                output_tokens=2, cost=Decimal("0.000000000001"))
-    b = LLMCall(ts_ns=T0 + 59 * 10**9, trace_id="t", span_id="2", service="s", response_model="m", input_tokens=5,
-                status="error", cost=None)
-    c = LLMCall(ts_ns=T0 + 61 * 10**9, trace_id="t", span_id="3", service="s", response_model="m", input_tokens=1,
-                cost=Decimal("0.5"))
+    a = LLMCall(
+        ts_ns=T0 + 1,
+        trace_id="t",
+        span_id="1",
+        service="s",
+        response_model="m",
+        input_tokens=10,
+        output_tokens=2,
+        cost=Decimal("0.000000000001"),
+    )
+    b = LLMCall(
+        ts_ns=T0 + 59 * 10**9,
+        trace_id="t",
+        span_id="2",
+        service="s",
+        response_model="m",
+        input_tokens=5,
+        status="error",
+        cost=None,
+    )
+    c = LLMCall(
+        ts_ns=T0 + 61 * 10**9,
+        trace_id="t",
+        span_id="3",
+        service="s",
+        response_model="m",
+        input_tokens=1,
+        cost=Decimal("0.5"),
+    )
     window = (T0 // 60_000_000_000) * 60
     partials = usage_partials([a, b, c])
     assert sorted(k.window_start for k in partials) == [window, window + 60]

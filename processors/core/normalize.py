@@ -39,13 +39,23 @@ Spans that are not LLM calls (tools, agents, workflows, HTTP, DB …) give None.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
-from collections.abc import Mapping
 
-from processors.core.bounds import MAX_LABEL_CHARS, MAX_TOKENS, TIME_MAX_NS, TIME_MIN_NS, BadValue, amount, label, show, token_count
+from processors.core.bounds import (
+    MAX_LABEL_CHARS,
+    MAX_TOKENS,
+    TIME_MAX_NS,
+    TIME_MIN_NS,
+    BadValue,
+    amount,
+    label,
+    show,
+    token_count,
+)
 from processors.core.records import LLMCall, SpanView
 
 __all__ = [
@@ -181,14 +191,27 @@ class _Keys:
 
 
 _FIELDS: Final = (
-    "provider", "request_model", "response_model", "input_tokens", "output_tokens", "total_tokens",
-    "cache_read", "cache_write", "reasoning", "finish_reasons", "agent", "conversation", "reported_cost",
+    "provider",
+    "request_model",
+    "response_model",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read",
+    "cache_write",
+    "reasoning",
+    "finish_reasons",
+    "agent",
+    "conversation",
+    "reported_cost",
 )
 
 
 # Positions of the token counts in `_FIELDS`, in the order normalize_call reads them.
-_TOKEN_INDEXES: Final = tuple(_FIELDS.index(name) for name in
-                              ("input_tokens", "output_tokens", "total_tokens", "cache_read", "cache_write", "reasoning"))
+_TOKEN_INDEXES: Final = tuple(
+    _FIELDS.index(name)
+    for name in ("input_tokens", "output_tokens", "total_tokens", "cache_read", "cache_write", "reasoning")
+)
 
 _COST_KEYS: Final = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.usage.cost_usd", "llm.usage.cost")
 
@@ -302,7 +325,9 @@ def _lookup_all(attrs: Mapping[str, Any], ordered: tuple[tuple[str, ...], ...]) 
     return out
 
 
-def _label(value: Any, what: str, problems: list[str], attrs: Mapping[str, Any] | None = None, keys: tuple[str, ...] = ()) -> str:
+def _label(
+    value: Any, what: str, problems: list[str], attrs: Mapping[str, Any] | None = None, keys: tuple[str, ...] = ()
+) -> str:
     """A dimension's text; a value that is no name or too long leaves it empty, with the reason
     (naming the attribute among `keys` of `attrs` that supplied it, when given)."""
     if value is None:
@@ -322,7 +347,7 @@ def _first_str(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     value = _first(attrs, keys)
     if value is None:
         return ""
-    return value if isinstance(value, str) else str(value)[:MAX_LABEL_CHARS + 1]
+    return value if isinstance(value, str) else str(value)[: MAX_LABEL_CHARS + 1]
 
 
 def _tokens(value: Any) -> int:
@@ -407,8 +432,12 @@ def _input_excludes_cache(span: SpanView, provider: str, options: NormalizeOptio
 
 
 def _dimension(
-    attrs: Mapping[str, Any], resource: Mapping[str, Any], span_keys: tuple[str, ...], resource_keys: tuple[str, ...],
-    what: str, problems: list[str],
+    attrs: Mapping[str, Any],
+    resource: Mapping[str, Any],
+    span_keys: tuple[str, ...],
+    resource_keys: tuple[str, ...],
+    what: str,
+    problems: list[str],
 ) -> str:
     value = _label(_first(attrs, span_keys), what, problems, attrs, span_keys) if span_keys else ""
     if not value and resource_keys:
@@ -442,8 +471,21 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
     resource = span.resource
     ordered = _ORDERED[convention]
     values = _lookup_all(attrs, ordered)
-    (provider_raw, request_model, response_model, input_raw, output_raw, total_raw, cache_read_raw,
-     cache_write_raw, reasoning_raw, finish_raw, agent, conversation, cost_raw) = values
+    (
+        provider_raw,
+        request_model,
+        response_model,
+        input_raw,
+        output_raw,
+        total_raw,
+        cache_read_raw,
+        cache_write_raw,
+        reasoning_raw,
+        finish_raw,
+        agent,
+        conversation,
+        cost_raw,
+    ) = values
     problems: list[str] = []
     provider_text = _label(provider_raw, "provider", problems, attrs, keys.provider)
     provider = normalize_provider(provider_text) if isinstance(provider_raw, str) else ""
@@ -468,7 +510,9 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         output_tokens += reasoning  # reasoning reported apart from output: fold it in
 
     status_error = span.status_code == _ERROR
-    error_type = _label(_first(attrs, ("error.type",)), "error type", problems, attrs, ("error.type",)) if status_error else ""
+    error_type = (
+        _label(_first(attrs, ("error.type",)), "error type", problems, attrs, ("error.type",)) if status_error else ""
+    )
     if status_error and not error_type:
         error_type = "_OTHER"
 
@@ -480,25 +524,56 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         ts_ns=span.start_ns,
         trace_id=span.trace_id,
         span_id=span.span_id,
-        service=(service if type(service) is str and len(service) <= MAX_LABEL_CHARS
-                 else _label(service, "service", problems, resource, ("service.name",))),
-        environment=(environment if type(environment) is str and len(environment) <= MAX_LABEL_CHARS
-                     else _label(environment, "environment", problems, resource, ("deployment.environment.name", "deployment.environment"))),
+        service=(
+            service
+            if type(service) is str and len(service) <= MAX_LABEL_CHARS
+            else _label(service, "service", problems, resource, ("service.name",))
+        ),
+        environment=(
+            environment
+            if type(environment) is str and len(environment) <= MAX_LABEL_CHARS
+            else _label(
+                environment,
+                "environment",
+                problems,
+                resource,
+                ("deployment.environment.name", "deployment.environment"),
+            )
+        ),
         team=_dimension(attrs, resource, opts.team_span_keys, opts.team_resource_keys, "team", problems),
         provider=provider,
-        request_model=(request_model if type(request_model) is str and len(request_model) <= MAX_LABEL_CHARS
-                       else _label(request_model, "request model", problems, attrs, keys.request_model)),
-        response_model=(response_model if type(response_model) is str and len(response_model) <= MAX_LABEL_CHARS
-                        else _label(response_model, "response model", problems, attrs, keys.response_model)),
-        operation=_label(operation, "operation", problems, attrs, keys.operation),
-        prompt_name=_dimension(attrs, resource, opts.prompt_name_span_keys, opts.prompt_name_resource_keys, "prompt name", problems),
-        prompt_version=_dimension(
-            attrs, resource, opts.prompt_version_span_keys, opts.prompt_version_resource_keys, "prompt version", problems
+        request_model=(
+            request_model
+            if type(request_model) is str and len(request_model) <= MAX_LABEL_CHARS
+            else _label(request_model, "request model", problems, attrs, keys.request_model)
         ),
-        agent=(agent if type(agent) is str and len(agent) <= MAX_LABEL_CHARS
-               else _label(agent, "agent", problems, attrs, keys.agent)),
-        conversation_id=(conversation if type(conversation) is str and len(conversation) <= MAX_LABEL_CHARS
-                         else _label(conversation, "conversation id", problems, attrs, keys.conversation)),
+        response_model=(
+            response_model
+            if type(response_model) is str and len(response_model) <= MAX_LABEL_CHARS
+            else _label(response_model, "response model", problems, attrs, keys.response_model)
+        ),
+        operation=_label(operation, "operation", problems, attrs, keys.operation),
+        prompt_name=_dimension(
+            attrs, resource, opts.prompt_name_span_keys, opts.prompt_name_resource_keys, "prompt name", problems
+        ),
+        prompt_version=_dimension(
+            attrs,
+            resource,
+            opts.prompt_version_span_keys,
+            opts.prompt_version_resource_keys,
+            "prompt version",
+            problems,
+        ),
+        agent=(
+            agent
+            if type(agent) is str and len(agent) <= MAX_LABEL_CHARS
+            else _label(agent, "agent", problems, attrs, keys.agent)
+        ),
+        conversation_id=(
+            conversation
+            if type(conversation) is str and len(conversation) <= MAX_LABEL_CHARS
+            else _label(conversation, "conversation id", problems, attrs, keys.conversation)
+        ),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=cache_read,

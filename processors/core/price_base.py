@@ -187,7 +187,9 @@ class BaseSnapshot:
         return holder.id
 
     @staticmethod
-    def rates(match: BaseMatch, at: datetime, context: dict[str, str]) -> tuple[BaseRates, tuple[tuple[int, BaseRates], ...]] | None:
+    def rates(
+        match: BaseMatch, at: datetime, context: dict[str, str]
+    ) -> tuple[BaseRates, tuple[tuple[int, BaseRates], ...]] | None:
         """Rates of `match` at `at` under `context` (service_tier / processing); None if it has no token price."""
         prices = match.model.get_prices(at, context if (context and match.own_model) else None)
         fields = {
@@ -199,7 +201,9 @@ class BaseSnapshot:
         }
         if fields["input"] is None and fields["output"] is None:
             return None  # priced per request, image, audio second...: not something token counts can pay for
-        thresholds = sorted({t.start for v in fields.values() if isinstance(v, gp.TieredPrices) for t in v.tiers}, reverse=True)
+        thresholds = sorted(
+            {t.start for v in fields.values() if isinstance(v, gp.TieredPrices) for t in v.tiers}, reverse=True
+        )
         base = _rates_at(fields, None)
         return base, tuple((t, _rates_at(fields, t)) for t in thresholds)
 

@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -116,8 +116,12 @@ def _scaled(rates: BaseRates, factor: Fraction) -> BaseRates:
         return round(exact)  # Fraction rounds half to even
 
     return BaseRates(
-        input=scale(rates.input) or 0, output=scale(rates.output) or 0, cache_read=scale(rates.cache_read) or 0,
-        cache_write=scale(rates.cache_write) or 0, reasoning=scale(rates.reasoning), rounded=rounded,
+        input=scale(rates.input) or 0,
+        output=scale(rates.output) or 0,
+        cache_read=scale(rates.cache_read) or 0,
+        cache_write=scale(rates.cache_write) or 0,
+        reasoning=scale(rates.reasoning),
+        rounded=rounded,
     )
 
 
@@ -199,15 +203,28 @@ class Pricer:
             if found.tier:
                 values: tuple = (get(_TIER_0), get(_TIER_1), get(_TIER_2), get(_TIER_3))
             else:  # deployment_of reads these from the span, else from its resource
-                values = (get("server.address"), get("cloud.region"), res.get("server.address"), res.get("cloud.region"))
+                values = (
+                    get("server.address"),
+                    get("cloud.region"),
+                    res.get("server.address"),
+                    res.get("cloud.region"),
+                )
             kept: tuple | None = values
             try:
                 outcome = found.outcomes.get(values)
             except TypeError:  # an unhashable attribute value (a list): resolved, not kept
                 outcome, kept = None, None
             found = outcome if outcome is not None else self._variant_seen(found, kept, call, attrs, res)
-        (call.pricing_region, call.service_tier, call.pricing_version, call.pricing_entry, call.pricing_source,
-         call.pricing_assumption, rates, tiers) = found
+        (
+            call.pricing_region,
+            call.service_tier,
+            call.pricing_version,
+            call.pricing_entry,
+            call.pricing_source,
+            call.pricing_assumption,
+            rates,
+            tiers,
+        ) = found
         if rates is None:
             call.cost = None
             return
@@ -217,7 +234,14 @@ class Pricer:
                 if input_tokens > threshold:
                     rates = tier_rates
                     break
-        pico = cost_pico(rates, input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens)  # type: ignore[arg-type]
+        pico = cost_pico(
+            rates,
+            input_tokens,
+            call.output_tokens,
+            call.cache_read_tokens,
+            call.cache_write_tokens,
+            call.reasoning_tokens,
+        )  # type: ignore[arg-type]
         call.cost = _PICO_USD * pico  # exact: an int times 1E-12 (what Decimal(pico).scaleb(-12) gives, in one step)
 
     def _first_seen(self, key: tuple, call: LLMCall, attrs: dict, res: dict) -> _Outcome | _ByAttributes:
@@ -229,7 +253,9 @@ class Pricer:
         self._remember(self._cache, key, found)
         return found
 
-    def _variant_seen(self, table: _ByAttributes, values: tuple | None, call: LLMCall, attrs: dict, res: dict) -> _Outcome:
+    def _variant_seen(
+        self, table: _ByAttributes, values: tuple | None, call: LLMCall, attrs: dict, res: dict
+    ) -> _Outcome:
         found = self._outcome(call, attrs, res)
         # Only short strings are kept as keys: anything else is resolved again each time.
         if values is not None and all(v is None or (v.__class__ is str and len(v) <= MAX_LABEL_CHARS) for v in values):
@@ -267,7 +293,16 @@ class Pricer:
     def _outcome_of(self, region: str, tier: str, resolution: Resolution | None) -> _Outcome:
         if resolution is None:
             return (region, tier, self._version, "", "", "", None, ())
-        return (region, tier, self._version, resolution.entry, resolution.source, resolution.assumption, resolution.base, resolution.tiers)
+        return (
+            region,
+            tier,
+            self._version,
+            resolution.entry,
+            resolution.source,
+            resolution.assumption,
+            resolution.base,
+            resolution.tiers,
+        )
 
     def price_stored(self, call: LLMCall, region: str, tier: str) -> None:
         """Price a call read back from llm_calls, whose deployment key and tier were stored with it."""
@@ -276,7 +311,13 @@ class Pricer:
         self._priced(call, _EMPTY, _EMPTY, self._outcome_of(region, tier, resolution))
 
     def resolve(
-        self, provider: str, models: Sequence[str], region: str = "", tier: str = "", known_tier: bool = True, at_ns: int = 0
+        self,
+        provider: str,
+        models: Sequence[str],
+        region: str = "",
+        tier: str = "",
+        known_tier: bool = True,
+        at_ns: int = 0,
     ) -> Resolution | None:
         """The layer and entry that price the first of `models` that any layer prices (uncached)."""
         notes: list[str] = []
@@ -346,7 +387,8 @@ class Pricer:
         if not match.own_model:
             return False
         return any(
-            all(context.get(k) == v for k, v in variant.when.items()) and (variant.constraint is None or variant.constraint.active(at))
+            all(context.get(k) == v for k, v in variant.when.items())
+            and (variant.constraint is None or variant.constraint.active(at))
             for variant in match.model.price_variants or ()
         )
 
@@ -390,7 +432,10 @@ def _entry_fingerprint(catalog: PricingCatalog) -> dict[str, str]:
 
 
 def describe_changes(
-    old_catalog: PricingCatalog, old_base: BaseSnapshot | None, new_catalog: PricingCatalog, new_base: BaseSnapshot | None
+    old_catalog: PricingCatalog,
+    old_base: BaseSnapshot | None,
+    new_catalog: PricingCatalog,
+    new_base: BaseSnapshot | None,
 ) -> list[str]:
     """Human-readable list of what a reload changed: entries added, removed, changed; base version."""
     before, after = _entry_fingerprint(old_catalog), _entry_fingerprint(new_catalog)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, UTC
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from fractions import Fraction
@@ -45,8 +45,8 @@ from typing import Annotated, Any, Final
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from processors.core.normalize import normalize_provider
 from processors.core.errors import PermanentError
+from processors.core.normalize import normalize_provider
 
 __all__ = [
     "PricingError",
@@ -176,7 +176,7 @@ class Uplift(BaseModel):
     @classmethod
     def _exact_multiplier(cls, value: str) -> str:
         if not isinstance(value, str) or not _MULTIPLIER_RE.match(value.strip()):
-            raise ValueError(f"multiplier {value!r}: need a quoted decimal (\"1.1\") or fraction (\"12/11\")")
+            raise ValueError(f'multiplier {value!r}: need a quoted decimal ("1.1") or fraction ("12/11")')
         return value.strip()
 
     @field_validator("platforms")
@@ -250,7 +250,9 @@ class _Rule:
     to_ns: int
     base: _Rates
     tiers: tuple[tuple[int, _Rates], ...]
-    rank: tuple[int, ...]  # (user file index, platform-, region-, tier-specific, -order); the pattern's rank goes before -order
+    rank: tuple[
+        int, ...
+    ]  # (user file index, platform-, region-, tier-specific, -order); the pattern's rank goes before -order
     user: bool
 
     def rates_for(self, input_tokens: int) -> _Rates:
@@ -291,7 +293,9 @@ def canonical_model(model: str) -> str:
     return name
 
 
-def cost_pico(rates: _Rates, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int, reasoning: int) -> int:
+def cost_pico(
+    rates: _Rates, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int, reasoning: int
+) -> int:
     uncached = input_tokens - cache_read - cache_write
     if uncached < 0:
         uncached = 0
@@ -321,7 +325,13 @@ def _compile(entry: PriceEntry, user: bool, order: int) -> _Rule:
         to_ns=_day_ns(entry.effective_to) if entry.effective_to else _FAR_FUTURE_NS,
         base=base,
         tiers=tiers,
-        rank=(1 if user else 0, 1 if entry.platforms else 0, 1 if entry.regions else 0, 1 if entry.service_tiers else 0, -order),
+        rank=(
+            1 if user else 0,
+            1 if entry.platforms else 0,
+            1 if entry.regions else 0,
+            1 if entry.service_tiers else 0,
+            -order,
+        ),
         user=user,
     )
 
@@ -423,9 +433,7 @@ class PricingCatalog:
                 # Later files rank above earlier ones: fold the file index into the user flag.
                 rule = _compile(entry, user=user, order=order)
                 rank = (index + 1 if user else 0, *rule.rank[1:])
-                rules.append(
-                    _Rule(rule.entry, rule.from_ns, rule.to_ns, rule.base, rule.tiers, rank, user)
-                )
+                rules.append(_Rule(rule.entry, rule.from_ns, rule.to_ns, rule.base, rule.tiers, rank, user))
                 order += 1
         return cls(rules=rules, aliases=aliases, version=version, uplifts=uplifts)
 
@@ -519,9 +527,12 @@ class PricingCatalog:
             elif not rule.from_ns <= at_ns < rule.to_ns:
                 why = f"not used: effective {entry.effective_from} .. {entry.effective_to or 'now'}"
             elif chosen is not None and rule is chosen:
-                why = "CHOSEN: " + ("user file, " if rule.user else "project catalog, ") + (
-                    "platform-specific, " if entry.platforms else ""
-                ) + ("exact id" if _pattern_rank(pattern)[0] else "glob pattern")
+                why = (
+                    "CHOSEN: "
+                    + ("user file, " if rule.user else "project catalog, ")
+                    + ("platform-specific, " if entry.platforms else "")
+                    + ("exact id" if _pattern_rank(pattern)[0] else "glob pattern")
+                )
             else:
                 why = "not used: outranked by " + (chosen.entry.id if chosen else "?")
             matched.append((entry.id, pattern, why))

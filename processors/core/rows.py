@@ -74,4 +74,6 @@ def call_rows(calls: Sequence[LLMCall]) -> TableRows:
     if not calls:
         return TableRows("llm_calls", list(LLM_CALLS_COLUMNS))
     # One tuple per call, transposed: both loops run in C.
-    return TableRows("llm_calls", list(LLM_CALLS_COLUMNS), [list(column) for column in zip(*map(_CALL_FIELDS, calls), strict=True)])
+    return TableRows(
+        "llm_calls", list(LLM_CALLS_COLUMNS), [list(column) for column in zip(*map(_CALL_FIELDS, calls), strict=True)]
+    )

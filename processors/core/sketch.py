@@ -28,12 +28,12 @@ clickhouse-connect inserts directly. Int32, not Int16: keys of tiny or huge doub
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-import itertools
 
 __all__ = [
     "DEFAULT_RELATIVE_ACCURACY",
@@ -86,7 +86,9 @@ def _reduce_codes(codes: NDArray[np.int64], counts: NDArray[np.uint64]) -> tuple
     return codes_sorted[starts], np.add.reduceat(counts[order], starts).astype(np.uint64)
 
 
-def _count_codes(groups: NDArray[np.int64], keys: NDArray[np.int64], n_groups: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint64]]:
+def _count_codes(
+    groups: NDArray[np.int64], keys: NDArray[np.int64], n_groups: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint64]]:
     """Count (group, key) pairs; result sorted by group then key.
 
     Uses a dense ``bincount`` when the (group x key-range) grid is small compared with the
@@ -105,7 +107,9 @@ def _count_codes(groups: NDArray[np.int64], keys: NDArray[np.int64], n_groups: i
     return codes >> 32, (codes & _KEY_MASK) - _KEY_BIAS, counts.astype(np.uint64)
 
 
-def _lower_rank_indices(cum: NDArray[np.uint64], base: NDArray[np.uint64], n: NDArray[np.uint64], qs: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+def _lower_rank_indices(
+    cum: NDArray[np.uint64], base: NDArray[np.uint64], n: NDArray[np.uint64], qs: NDArray[np.float64]
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """Index into ``cum`` of the bucket holding rank ``floor(q * (n - 1))`` for each group and q.
 
     ``cum`` is the running count over all groups' buckets, ``base`` the running count before
@@ -238,7 +242,15 @@ class GroupedSketches:
         return cls._from_sorted(gamma, n, groups, keys, counts, nonpositive)
 
     @classmethod
-    def _from_sorted(cls, gamma: float, n_groups: int, groups: NDArray[np.int64], keys: NDArray[np.int64], counts: NDArray[np.uint64], nonpositive: NDArray[np.uint64]) -> GroupedSketches:
+    def _from_sorted(
+        cls,
+        gamma: float,
+        n_groups: int,
+        groups: NDArray[np.int64],
+        keys: NDArray[np.int64],
+        counts: NDArray[np.uint64],
+        nonpositive: NDArray[np.uint64],
+    ) -> GroupedSketches:
         offsets = np.zeros(n_groups + 1, dtype=np.int64)
         np.cumsum(np.bincount(groups, minlength=n_groups), out=offsets[1:])
         return cls(gamma, offsets, keys.astype(np.int32), counts, nonpositive)
@@ -253,22 +265,28 @@ class GroupedSketches:
 
     def sketch(self, group: int) -> Sketch:
         lo, hi = int(self.offsets[group]), int(self.offsets[group + 1])
-        return Sketch(self.gamma, self.keys[lo:hi].copy(), self.counts[lo:hi].copy(), int(self.nonpositive_counts[group]))
+        return Sketch(
+            self.gamma, self.keys[lo:hi].copy(), self.counts[lo:hi].copy(), int(self.nonpositive_counts[group])
+        )
 
     def merge(self, other: GroupedSketches) -> GroupedSketches:
         """Group-wise, bucket-wise sum; group g of the result merges group g of both."""
         if not math.isclose(self.gamma, other.gamma, rel_tol=1e-12):
             raise ValueError(f"cannot merge sketches with different gamma ({self.gamma} vs {other.gamma})")
         n = max(self.n_groups, other.n_groups)
-        codes = np.concatenate((
-            (self.group_of_bucket << 32) | (self.keys.astype(np.int64) + _KEY_BIAS),
-            (other.group_of_bucket << 32) | (other.keys.astype(np.int64) + _KEY_BIAS),
-        ))
+        codes = np.concatenate(
+            (
+                (self.group_of_bucket << 32) | (self.keys.astype(np.int64) + _KEY_BIAS),
+                (other.group_of_bucket << 32) | (other.keys.astype(np.int64) + _KEY_BIAS),
+            )
+        )
         codes, counts = _reduce_codes(codes, np.concatenate((self.counts, other.counts)))
         nonpositive = np.zeros(n, dtype=np.uint64)
         nonpositive[: self.n_groups] += self.nonpositive_counts
         nonpositive[: other.n_groups] += other.nonpositive_counts
-        return GroupedSketches._from_sorted(self.gamma, n, codes >> 32, (codes & _KEY_MASK) - _KEY_BIAS, counts, nonpositive)
+        return GroupedSketches._from_sorted(
+            self.gamma, n, codes >> 32, (codes & _KEY_MASK) - _KEY_BIAS, counts, nonpositive
+        )
 
     def quantiles(self, qs: ArrayLike) -> NDArray[np.float64]:
         """Array (n_groups, len(qs)) of estimates; NaN rows for groups without bucketed values."""

@@ -136,7 +136,9 @@ class ClickHouseSink:
             return found
         described = self._retrying(
             lambda: self._client.create_insert_context(
-                f"`{self._database}`.`{table}`", list(column_names), column_oriented=True,
+                f"`{self._database}`.`{table}`",
+                list(column_names),
+                column_oriented=True,
                 # Tables are partitioned by event time: a batch of calls spread over more than 100
                 # months must still be stored (refusing it would retry until the worker gives up).
                 settings={"throw_on_max_partitions_per_insert_block": 0},
@@ -153,7 +155,9 @@ class ClickHouseSink:
         data = frame_records(records.values, records.sources, records.offsets)
         settings = {**insert_settings(), "insert_deduplication_token": token}
         self._retrying(
-            lambda: self._client.raw_insert(f"`{self._database}`.`{INGEST_TABLE}`", None, data, settings=settings, fmt="Protobuf")
+            lambda: self._client.raw_insert(
+                f"`{self._database}`.`{INGEST_TABLE}`", None, data, settings=settings, fmt="Protobuf"
+            )
         )
         self._advance(records)
         self.rows_written[records.table] = self.rows_written.get(records.table, 0) + len(records)

@@ -29,6 +29,7 @@ L2-normalised: cheap, deterministic and model-free; it moves when vocabulary and
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import zlib
@@ -41,7 +42,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processors.core.bounds import MAX_JSON_CHARS, MAX_VECTOR_LEN, BadValue, label, number
-import itertools
 
 __all__ = [
     "DEFAULT_REFUSAL_PATTERNS",
@@ -57,8 +57,10 @@ __all__ = [
 
 DEFAULT_REFUSAL_PATTERNS: Final[tuple[str, ...]] = (
     r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I (?:can't|cannot|can not|won't|will not|am unable|'m unable|am not able|'m not able)",
-    (r"\bI (?:can't|cannot|can not|won't|will not|am unable to|'m unable to|am not able to|'m not able to) "
-    r"(?:help|assist|comply|provide|do that|fulfil|fulfill|answer|share|support|engage)"),
+    (
+        r"\bI (?:can't|cannot|can not|won't|will not|am unable to|'m unable to|am not able to|'m not able to) "
+        r"(?:help|assist|comply|provide|do that|fulfil|fulfill|answer|share|support|engage)"
+    ),
     r"\bI must (?:decline|refuse)\b",
     r"\bas an AI(?: language model)?\b",
     r"\bI'm not (?:allowed|permitted) to\b",
@@ -216,7 +218,12 @@ def finish_reason(attrs: Mapping[str, Any]) -> str:
         reason = _normalize_finish(message.get("finish_reason"))
         if reason:
             return reason
-    for key in ("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason", "gen_ai.completion.0.finish_reason", "llm.finish_reason"):
+    for key in (
+        "gen_ai.response.finish_reasons",
+        "gen_ai.response.finish_reason",
+        "gen_ai.completion.0.finish_reason",
+        "llm.finish_reason",
+    ):
         reason = _normalize_finish(attrs.get(key))
         if reason:
             return reason
@@ -243,7 +250,9 @@ def hashing_embedding(text: str, dim: int = 384, max_chars: int = 20_000) -> NDA
     features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
     if not features:
         return np.zeros(dim, dtype=np.float32)
-    hashes = _fmix64(np.fromiter((zlib.crc32(f.encode("utf-8")) for f in features), dtype=np.uint64, count=len(features)))
+    hashes = _fmix64(
+        np.fromiter((zlib.crc32(f.encode("utf-8")) for f in features), dtype=np.uint64, count=len(features))
+    )
     buckets = (hashes % np.uint64(dim)).astype(np.int64)
     signs = np.where((hashes >> np.uint64(63)) == 0, 1.0, -1.0)
     vector = np.bincount(buckets, weights=signs, minlength=dim)
@@ -283,7 +292,9 @@ def _name(value: Any) -> str:
         return ""
 
 
-def span_embedding(attrs: Mapping[str, Any], options: SignalOptions | None = None) -> tuple[NDArray[np.float32] | None, str]:
+def span_embedding(
+    attrs: Mapping[str, Any], options: SignalOptions | None = None
+) -> tuple[NDArray[np.float32] | None, str]:
     """(first embedding vector carried by the span, embedding model name)."""
     opts = options or _DEFAULT_OPTIONS
     model = next((_name(attrs[k]) for k in opts.embedding_model_keys if attrs.get(k) not in (None, "")), "")
@@ -300,7 +311,12 @@ def _retrieval(attrs: Mapping[str, Any]) -> tuple[int | None, bool | None, float
     for i in range(_MAX_INDEXED):
         prefix = f"retrieval.documents.{i}.document."
         score = attrs.get(prefix + "score")
-        if score is None and attrs.get(prefix + "id") is None and attrs.get(prefix + "content") is None and attrs.get(prefix + "metadata") is None:
+        if (
+            score is None
+            and attrs.get(prefix + "id") is None
+            and attrs.get(prefix + "content") is None
+            and attrs.get(prefix + "metadata") is None
+        ):
             break
         count += 1
         if type(score) is float or type(score) is int:

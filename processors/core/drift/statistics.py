@@ -184,7 +184,9 @@ def ks_test(reference: ArrayLike, current: ArrayLike, *, signal: str = "", alpha
     return DriftResult(signal, "ks", float(res.statistic), p, alpha, p < alpha, ref.size, cur.size)
 
 
-def wasserstein_norm(reference: ArrayLike, current: ArrayLike, *, signal: str = "", threshold: float = 0.1) -> DriftResult:
+def wasserstein_norm(
+    reference: ArrayLike, current: ArrayLike, *, signal: str = "", threshold: float = 0.1
+) -> DriftResult:
     """Wasserstein-1 distance divided by the reference standard deviation.
 
     Same definition as Evidently's ``wasserstein`` stattest
@@ -253,7 +255,9 @@ def chi2_test(reference: ArrayLike, current: ArrayLike, *, signal: str = "", alp
     return DriftResult(signal, "chi2", float(res.statistic), p, alpha, p < alpha, n_ref, n_cur)
 
 
-def jensen_shannon(reference: ArrayLike, current: ArrayLike, *, signal: str = "", threshold: float = 0.1) -> DriftResult:
+def jensen_shannon(
+    reference: ArrayLike, current: ArrayLike, *, signal: str = "", threshold: float = 0.1
+) -> DriftResult:
     """Jensen-Shannon distance (square root of the divergence), base 2, between category shares."""
     table, n_ref, n_cur = _contingency(reference, current)
     value = float(distance.jensenshannon(table[0], table[1], base=2.0))
@@ -277,7 +281,9 @@ def cosine_centroid_distance(
     ref, cur = _matrix(reference), _matrix(current)
     a, b = ref.mean(axis=0), cur.mean(axis=0)
     value = 0.0 if not (np.any(a) and np.any(b)) else float(distance.cosine(a, b))
-    return DriftResult(signal, "cosine_centroid_distance", value, None, threshold, value >= threshold, ref.shape[0], cur.shape[0])
+    return DriftResult(
+        signal, "cosine_centroid_distance", value, None, threshold, value >= threshold, ref.shape[0], cur.shape[0]
+    )
 
 
 def _rbf_pooled_kernel(pooled: FloatArray) -> FloatArray:
@@ -389,7 +395,9 @@ def drifted_component_share(
     k = ref.shape[1]
     p_values = _ks_asymp_columns(ref, cur)
     value = float(np.count_nonzero(p_values < alpha / k)) / k
-    return DriftResult(signal, "drifted_component_share", value, None, threshold, value >= threshold, ref.shape[0], cur.shape[0])
+    return DriftResult(
+        signal, "drifted_component_share", value, None, threshold, value >= threshold, ref.shape[0], cur.shape[0]
+    )
 
 
 def _mahalanobis_sq(cov: FloatArray, delta: FloatArray, cap: int) -> tuple[float, int]:
@@ -400,7 +408,11 @@ def _mahalanobis_sq(cov: FloatArray, delta: FloatArray, cap: int) -> tuple[float
             factor = linalg.cho_factor(cov, check_finite=False)
             solved = linalg.cho_solve(factor, delta, check_finite=False)
             d2 = float(delta @ solved)
-            if np.isfinite(d2) and d2 >= 0.0 and float(np.min(np.diag(factor[0]))) > 1e-6 * float(np.max(np.diag(factor[0]))):
+            if (
+                np.isfinite(d2)
+                and d2 >= 0.0
+                and float(np.min(np.diag(factor[0]))) > 1e-6 * float(np.max(np.diag(factor[0])))
+            ):
                 return d2, d
         except linalg.LinAlgError:
             pass
@@ -477,7 +489,11 @@ def decide_window(results: Sequence[DriftResult], config: DriftConfig) -> list[D
     signal has an effect size over threshold, and an effect size drifts only if its signal has a
     rejecting test.
     """
-    tested = [(i, r.p_value) for i, r in enumerate(results) if r.p_value is not None and r.statistic in P_VALUE_THRESHOLD_STATISTICS]
+    tested = [
+        (i, r.p_value)
+        for i, r in enumerate(results)
+        if r.p_value is not None and r.statistic in P_VALUE_THRESHOLD_STATISTICS
+    ]
     with_p = [i for i, _ in tested]
     adjusted = holm_adjust([p for _, p in tested])
     adj_by_index = dict(zip(with_p, adjusted.tolist(), strict=True))
@@ -508,7 +524,9 @@ def _scalar_results(name: str, ref: FloatArray, cur: FloatArray, config: DriftCo
     ]
 
 
-def _embedding_results(name: str, ref: FloatArray, cur: FloatArray, config: DriftConfig, rng: np.random.Generator) -> list[DriftResult]:
+def _embedding_results(
+    name: str, ref: FloatArray, cur: FloatArray, config: DriftConfig, rng: np.random.Generator
+) -> list[DriftResult]:
     hotelling, mahalanobis = hotelling_test(
         ref,
         cur,
@@ -541,7 +559,9 @@ def _embedding_results(name: str, ref: FloatArray, cur: FloatArray, config: Drif
     ]
 
 
-def evaluate_window(reference: WindowSample, current: WindowSample, config: DriftConfig | None = None) -> list[DriftResult]:
+def evaluate_window(
+    reference: WindowSample, current: WindowSample, config: DriftConfig | None = None
+) -> list[DriftResult]:
     """All statistics of every signal present on both sides with enough values, decided as a family.
 
     Signals are compared when both sides have at least ``config.min_samples`` values.
