@@ -37,8 +37,12 @@ def unique_values_payload(spans: int) -> list[bytes]:
         span = scope.spans.add(
             trace_id=(n + 1).to_bytes(16, "big"), span_id=(n + 1).to_bytes(8, "big"), start_time_unix_nano=1
         )
-        for key, value in (("gen_ai.operation.name", AnyValue(string_value="chat")), ("gen_ai.response.id", AnyValue(string_value=f"chatcmpl-{uuid.uuid4().hex[:24]}")),
-                           ("gen_ai.usage.input_tokens", AnyValue(int_value=1000 + n)), ("gen_ai.usage.output_tokens", AnyValue(int_value=50 + n))):  # fmt: skip
+        for key, value in (
+            ("gen_ai.operation.name", AnyValue(string_value="chat")),
+            ("gen_ai.response.id", AnyValue(string_value=f"chatcmpl-{uuid.uuid4().hex[:24]}")),
+            ("gen_ai.usage.input_tokens", AnyValue(int_value=1000 + n)),
+            ("gen_ai.usage.output_tokens", AnyValue(int_value=50 + n)),
+        ):
             span.attributes.add(key=key).value.CopyFrom(value)
     return [request.SerializeToString()]
 
@@ -82,8 +86,10 @@ def measure(name: str, bodies: list[bytes], repeat: int) -> None:
     before = best_of(repeat, lambda: [attributes_dict(a) for a in full_attrs])
     after = best_of(repeat, cached)
     distinct = len({b for a in raw_attrs for b in a})
-    print(f"{name}: {len(keep):,} LLM spans, {attributes:,} attributes, {distinct:,} distinct encodings "
-          f"(hit rate at most {1 - distinct / attributes:.0%}; cache holds {len(caches[-1]):,})")  # fmt: skip
+    print(
+        f"{name}: {len(keep):,} LLM spans, {attributes:,} attributes, {distinct:,} distinct encodings "
+        f"(hit rate at most {1 - distinct / attributes:.0%}; cache holds {len(caches[-1]):,})"
+    )
     print(f"  attributes_dict on parsed KeyValues  {1e6 * before / attributes:6.2f} µs/attribute")
     print(f"  KeyValueCache on wire bytes          {1e6 * after / attributes:6.2f} µs/attribute")
 

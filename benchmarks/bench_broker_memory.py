@@ -102,8 +102,14 @@ def main() -> None:
         "--sql-port",
         str(sql),
     ]
-    up = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, start_new_session=True)  # fmt: skip
+    up = subprocess.Popen(
+        [sys.executable, "-m", "llmops", "up", *flags],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert up.stdout is not None
     for line in up.stdout:
         if "Ctrl-C to stop" in line:
@@ -130,8 +136,9 @@ def main() -> None:
 
     before = sample()
     senders = [
-        subprocess.Popen([sys.executable, "-m", "llmops", "loadgen", "--endpoint", f"http://127.0.0.1:{http}", "--count", str(args.count),
-                          "--seed", str(seed), "--json", "--quiet"], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-m", "llmops", "loadgen", "--endpoint", f"http://127.0.0.1:{http}",
+                          "--count", str(args.count), "--seed", str(seed), "--json", "--quiet"],
+                         env=env, stdout=subprocess.PIPE, text=True)
         for seed in range(args.senders)
     ]  # fmt: skip
     flood_start = time.monotonic()

@@ -41,9 +41,20 @@ def main() -> None:
             for i in range(args.calls):
                 text = " ".join(rng.choice(words, size=int(rng.integers(20, 200))))
                 message = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": text}]}])
-                calls.append({"ts_ns": int((t0 + w * WINDOW + i * WINDOW / args.calls) * 1e9), "span_id": f"{i:016x}", "trace_id": f"{w:016x}{k:016x}",
-                              "model": "m", "prompt_name": f"p{k}", "prompt_version": "v1", "output_tokens": 100,
-                              "ttft_ms": 300.0, "finish_reason": "stop", "attributes": {"gen_ai.output.messages": message}})  # fmt: skip
+                calls.append(
+                    {
+                        "ts_ns": int((t0 + w * WINDOW + i * WINDOW / args.calls) * 1e9),
+                        "span_id": f"{i:016x}",
+                        "trace_id": f"{w:016x}{k:016x}",
+                        "model": "m",
+                        "prompt_name": f"p{k}",
+                        "prompt_version": "v1",
+                        "output_tokens": 100,
+                        "ttft_ms": 300.0,
+                        "finish_reason": "stop",
+                        "attributes": {"gen_ai.output.messages": message},
+                    }
+                )
             tracker.add("svc", calls)
         tracker.close()
         print(f"window {w + 1}/{args.windows} done", file=sys.stderr)

@@ -48,8 +48,16 @@ from collector.lag import LagProbe  # noqa: E402
 __all__ = ["main"]
 
 
-async def _sender(session: aiohttp.ClientSession, url: str, bodies: list[bytes], spans: list[int], start: int, stop_at: float,
-                  outcome: Counter, honor_retry_after: bool) -> None:  # fmt: skip
+async def _sender(
+    session: aiohttp.ClientSession,
+    url: str,
+    bodies: list[bytes],
+    spans: list[int],
+    start: int,
+    stop_at: float,
+    outcome: Counter,
+    honor_retry_after: bool,
+) -> None:
     i = start
     headers = {"Content-Type": "application/x-protobuf"}
     while time.monotonic() < stop_at:
@@ -84,8 +92,13 @@ async def _sample(
             lag: int | None = await asyncio.to_thread(probe.measure, 5.0)
         except Exception:  # noqa: BLE001 - a failed sample is recorded as unknown
             lag = None
-        samples.append({"t_s": round(time.monotonic() - t0, 2), "lag_records": lag,
-                        **{f"{name}_rss_mib": round(_rss_mib(pid), 1) for name, pid in pids.items()}})  # fmt: skip
+        samples.append(
+            {
+                "t_s": round(time.monotonic() - t0, 2),
+                "lag_records": lag,
+                **{f"{name}_rss_mib": round(_rss_mib(pid), 1) for name, pid in pids.items()},
+            }
+        )
         try:
             await asyncio.wait_for(until.wait(), 0.5)
         except TimeoutError:
@@ -115,8 +128,12 @@ async def run(args: argparse.Namespace, stack: LiveStack, bodies: list[bytes], s
         stop_sampling = asyncio.Event()
         sampler = asyncio.create_task(_sample(probe, pids, samples, t0, stop_sampling))
         stop_at = t0 + args.duration
-        await asyncio.gather(*(_sender(session, stack.traces_url, bodies, spans, k * 7, stop_at, outcome, not args.no_retry_after)
-                               for k in range(args.senders)))  # fmt: skip
+        await asyncio.gather(
+            *(
+                _sender(session, stack.traces_url, bodies, spans, k * 7, stop_at, outcome, not args.no_retry_after)
+                for k in range(args.senders)
+            )
+        )
         sent_s = time.monotonic() - t0
         lag_at_stop = await asyncio.to_thread(probe.measure, 5.0)
         drain_deadline = time.monotonic() + args.drain_timeout
@@ -169,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     spans = [args.spans_per_request] * len(bodies)
     spans[-1] = _made - args.spans_per_request * (len(bodies) - 1)
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as data_dir:
-        stack = LiveStack(Path(data_dir), args.partitions, args.batch_max_records,
-                          extra_env={"LLMOPS_RECEIVER__MAX_CONSUMER_LAG_RECORDS": str(args.max_lag)})  # fmt: skip
+        stack = LiveStack(
+            Path(data_dir),
+            args.partitions,
+            args.batch_max_records,
+            extra_env={"LLMOPS_RECEIVER__MAX_CONSUMER_LAG_RECORDS": str(args.max_lag)},
+        )
         stack.start()
         try:
             result = asyncio.run(run(args, stack, bodies, spans))

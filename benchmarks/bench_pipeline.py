@@ -332,8 +332,16 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, result: S
             raise RuntimeError(f"receiver answered {response.status}")
 
 
-async def run_live(stack: LiveStack, bodies: Sequence[bytes], spans_per_body: Sequence[int], warmup: bytes, warmup_spans: int,
-                   llm_calls: int, senders: int, progress: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+async def run_live(
+    stack: LiveStack,
+    bodies: Sequence[bytes],
+    spans_per_body: Sequence[int],
+    warmup: bytes,
+    warmup_spans: int,
+    llm_calls: int,
+    senders: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     """Warm up, then replay `bodies`; returns client-side and end-to-end timings plus /proc figures."""
     total = sum(spans_per_body)
     timeout = aiohttp.ClientTimeout(total=120)
@@ -649,8 +657,13 @@ def main(argv: list[str] | None = None) -> int:
     for body in bodies:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
-        llm_spans += sum(1 for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
-                         if any(kv.key == "gen_ai.operation.name" for kv in s.attributes))  # fmt: skip
+        llm_spans += sum(
+            1
+            for rs in request.resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+            if any(kv.key == "gen_ai.operation.name" for kv in s.attributes)
+        )
     wire = sum(len(b) for b in bodies)
     say(f"payload: {spans:,} spans, {len(bodies):,} requests, {wire / spans:.0f} B/span")
 

@@ -68,13 +68,31 @@ def shape_pairs(n: int, seed: int) -> Pairs:
     for i in range(n):
         provider, model, extra = rng.choice(CALLS)
         start = day0 + rng.randrange(3 * 86_400) * 10**9
-        attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": model,
-                 "gen_ai.response.model": model, "gen_ai.usage.input_tokens": rng.randint(100, 20_000),
-                 "gen_ai.usage.output_tokens": rng.randint(10, 2_000), "gen_ai.usage.cache_read.input_tokens": rng.randint(0, 90),
-                 **extra}  # fmt: skip
-        spans.append(SpanView(trace_id="0af7651916cd43dd8448eb211c80319c", span_id=f"{i + 1:016x}", parent_span_id="", name="chat",
-                              kind=3, start_ns=start, end_ns=start + 10**9, status_code=0, status_message="", attributes=attrs,
-                              resource=resource))  # fmt: skip
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "gen_ai.response.model": model,
+            "gen_ai.usage.input_tokens": rng.randint(100, 20_000),
+            "gen_ai.usage.output_tokens": rng.randint(10, 2_000),
+            "gen_ai.usage.cache_read.input_tokens": rng.randint(0, 90),
+            **extra,
+        }
+        spans.append(
+            SpanView(
+                trace_id="0af7651916cd43dd8448eb211c80319c",
+                span_id=f"{i + 1:016x}",
+                parent_span_id="",
+                name="chat",
+                kind=3,
+                start_ns=start,
+                end_ns=start + 10**9,
+                status_code=0,
+                status_message="",
+                attributes=attrs,
+                resource=resource,
+            )
+        )
     return _normalised(spans)
 
 
@@ -167,17 +185,26 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    result: dict[str, object] = {"code": code, "commit": commit, "repeat": args.repeat,
-                                 "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
+    result: dict[str, object] = {
+        "code": code,
+        "commit": commit,
+        "repeat": args.repeat,
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+    }
     for name, pairs in mixes.items():
         enrich = worker_enricher()
         priced = cpu_per_call(enrich, pairs, args.repeat)
         noop = cpu_per_call(_noop, pairs, args.repeat)
         stage = stage_per_call(enrich, pairs, args.repeat)
         normalize = stage_per_call(_noop, pairs, args.repeat)
-        result[name] = {"calls": len(pairs), "priced": sum(call.cost is not None for _, call in pairs),
-                        "enrich_us": round(priced * 1e6, 3), "noop_us": round(noop * 1e6, 3),
-                        "stage_us": round(stage * 1e6, 3), "normalize_us": round(normalize * 1e6, 3)}  # fmt: skip
+        result[name] = {
+            "calls": len(pairs),
+            "priced": sum(call.cost is not None for _, call in pairs),
+            "enrich_us": round(priced * 1e6, 3),
+            "noop_us": round(noop * 1e6, 3),
+            "stage_us": round(stage * 1e6, 3),
+            "normalize_us": round(normalize * 1e6, 3),
+        }
     result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     text = json.dumps(result, indent=2)
     print(text)

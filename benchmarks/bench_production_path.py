@@ -123,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for body in bodies:
         request = ExportTraceServiceRequest.FromString(body)
-        llm_spans += sum(1 for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
-                         if any(kv.key == "gen_ai.operation.name" for kv in s.attributes))  # fmt: skip
+        llm_spans += sum(
+            1
+            for rs in request.resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+            if any(kv.key == "gen_ai.operation.name" for kv in s.attributes)
+        )
     say(f"payload: {spans:,} spans in {len(bodies):,} requests")
     work = Path(tempfile.mkdtemp(prefix="llmops-bench-prod-"))
     results: dict[str, Any] = {}

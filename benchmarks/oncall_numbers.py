@@ -66,8 +66,16 @@ def _old_tracker_class(ref: str) -> Any:
 
 def _traffic(minutes: float, scenario: str) -> list[bytes]:
     with collecting_otlp_sink() as (url, bodies):
-        summary = run_loadgen(LoadgenOptions(endpoint=url, count=int(minutes * 60 * RATE), seed=1, start_ns=START_NS,
-                                             time_step_ns=int(1e9 / RATE), scenario=scenario))  # fmt: skip
+        summary = run_loadgen(
+            LoadgenOptions(
+                endpoint=url,
+                count=int(minutes * 60 * RATE),
+                seed=1,
+                start_ns=START_NS,
+                time_step_ns=int(1e9 / RATE),
+                scenario=scenario,
+            )
+        )
     assert summary.complete
     _traffic.summary = summary  # type: ignore[attr-defined]
     return bodies

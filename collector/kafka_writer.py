@@ -36,8 +36,16 @@ class DeliveryFailed(RetryableError):
 
 
 class KafkaWriter:
-    def __init__(self, bootstrap: str, topic: str, *, queue_max_kbytes: int, linger_ms: float,
-                 max_record_bytes: int, delivery_timeout_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        queue_max_kbytes: int,
+        linger_ms: float,
+        max_record_bytes: int,
+        delivery_timeout_s: float,
+    ) -> None:
         self._topic = topic
         self._delivery_timeout_s = delivery_timeout_s
         self._producer = Producer(

@@ -57,8 +57,15 @@ class LagReading:
 class LagGate:
     """Caches the worker group's lag; `over_bound()` is what the request path asks."""
 
-    def __init__(self, probe_factory: Callable[[], _Probe], *, max_records: int, interval_s: float,
-                 timeout_s: float, stale_after_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        probe_factory: Callable[[], _Probe],
+        *,
+        max_records: int,
+        interval_s: float,
+        timeout_s: float,
+        stale_after_s: float,
+    ) -> None:
         self._probe_factory = probe_factory
         self.max_records = max_records
         self._interval_s = interval_s

@@ -310,8 +310,14 @@ async def _abort_retryable(context: grpc.aio.ServicerContext, message: str, retr
 
 def _status_response(status: int, message: str, content_type: str, retry_after: int | None = None) -> web.Response:
     """OTLP/HTTP error body: a google.rpc.Status in the request's encoding."""
-    code = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED, 413: code_pb2.RESOURCE_EXHAUSTED,
-            415: code_pb2.INVALID_ARGUMENT, 429: code_pb2.UNAVAILABLE, 503: code_pb2.UNAVAILABLE}.get(status, code_pb2.UNKNOWN)  # fmt: skip
+    code = {
+        400: code_pb2.INVALID_ARGUMENT,
+        401: code_pb2.UNAUTHENTICATED,
+        413: code_pb2.RESOURCE_EXHAUSTED,
+        415: code_pb2.INVALID_ARGUMENT,
+        429: code_pb2.UNAVAILABLE,
+        503: code_pb2.UNAVAILABLE,
+    }.get(status, code_pb2.UNKNOWN)
     body = status_pb2.Status(code=code, message=message)
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     if content_type == _PROTOBUF:

@@ -27,8 +27,15 @@ class DemoTraffic(threading.Thread):
         seed = 0
         while not self._halt.is_set():
             try:
-                run_loadgen(LoadgenOptions(endpoint=self._endpoint, rate=self._rate, duration_s=self._chunk_s, seed=seed,
-                                           start_ns=time.time_ns()))  # fmt: skip
+                run_loadgen(
+                    LoadgenOptions(
+                        endpoint=self._endpoint,
+                        rate=self._rate,
+                        duration_s=self._chunk_s,
+                        seed=seed,
+                        start_ns=time.time_ns(),
+                    )
+                )
             except Exception as exc:  # demo traffic is best effort; the stack keeps running
                 log.warning("demo traffic failed: %s", exc)
                 self._halt.wait(2)

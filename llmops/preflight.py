@@ -66,8 +66,10 @@ def check_data_dir(settings: Settings) -> DataDirLock:
     except OSError as exc:
         raise UserError(_not_writable(data_dir, exc)) from exc
     if not os.access(data_dir, os.W_OK | os.X_OK):
-        raise UserError(f"data dir {data_dir} is not writable by user {getpass.getuser()} (needs write and execute permission): "
-                        f"fix its permissions or pass another --data-dir")  # fmt: skip
+        raise UserError(
+            f"data dir {data_dir} is not writable by user {getpass.getuser()} (needs write and execute permission): "
+            f"fix its permissions or pass another --data-dir"
+        )
     try:
         lock = DataDirLock(data_dir).acquire()
     except PermissionError as exc:

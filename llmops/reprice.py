@@ -93,11 +93,18 @@ def _reprice_rows(pricer: Pricer, rows: list[dict[str, Any]]) -> tuple[list[list
     before = after = Decimal(0)
     for row in rows:
         call = LLMCall(
-            ts_ns=int(row["ts_ns"]), trace_id=row["trace_id"], span_id=row["span_id"], provider=row["provider"],
-            request_model=row["request_model"], response_model=row["response_model"],
-            input_tokens=row["input_tokens"], output_tokens=row["output_tokens"], cache_read_tokens=row["cache_read_tokens"],
-            cache_write_tokens=row["cache_write_tokens"], reasoning_tokens=row["reasoning_tokens"],
-        )  # fmt: skip
+            ts_ns=int(row["ts_ns"]),
+            trace_id=row["trace_id"],
+            span_id=row["span_id"],
+            provider=row["provider"],
+            request_model=row["request_model"],
+            response_model=row["response_model"],
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cache_read_tokens=row["cache_read_tokens"],
+            cache_write_tokens=row["cache_write_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+        )
         pricer.price_stored(call, row["pricing_region"], row["service_tier"])
         new = (call.cost, call.pricing_entry, call.pricing_source, call.pricing_version, call.pricing_assumption)
         old = tuple(row[name] for name in _PRICING)
@@ -119,11 +126,12 @@ def _join_table(client: Client, name: str, columns: str, keys: tuple[str, ...]) 
 
 def _update_calls(client: Client, changed: list[list[Any]], since: datetime) -> None:
     table = _join_table(
-        client, "_reprice_calls",
+        client,
+        "_reprice_calls",
         "trace_id String, span_id String, present UInt8, cost Nullable(Decimal(38, 12)), pricing_entry String, "
         "pricing_source String, pricing_version String, pricing_assumption String",
         ("trace_id", "span_id"),
-    )  # fmt: skip
+    )
     try:
         join_name = table.replace("`", "")
         client.insert(
@@ -133,10 +141,13 @@ def _update_calls(client: Client, changed: list[list[Any]], since: datetime) -> 
         )
         sets = ", ".join(f"{c} = joinGet('{join_name}', '{c}', trace_id, span_id)" for c in _PRICING)
         # A Join table cannot be scanned (IN (SELECT ...)): membership is joinGet's `present` flag.
-        _mutate(client, "llm_calls",
-                f"ALTER TABLE llm_calls UPDATE {sets} WHERE ts >= {{since:DateTime64(9, 'UTC')}} "
-                f"AND joinGet('{join_name}', 'present', trace_id, span_id) = 1 SETTINGS mutations_sync = 2",
-                {"since": since})  # fmt: skip
+        _mutate(
+            client,
+            "llm_calls",
+            f"ALTER TABLE llm_calls UPDATE {sets} WHERE ts >= {{since:DateTime64(9, 'UTC')}} "
+            f"AND joinGet('{join_name}', 'present', trace_id, span_id) = 1 SETTINGS mutations_sync = 2",
+            {"since": since},
+        )
     finally:
         client.command(f"DROP TABLE IF EXISTS {table}")
 
@@ -157,14 +168,16 @@ def _truth_and_stored(
         f"SELECT toStartOfMinute(ts) AS window_start, {', '.join(_GROUP[1:])}, countIf(cost IS NOT NULL) AS priced, "
         f"countIf(cost IS NULL) AS unpriced, sum(ifNull(cost, toDecimal128(0, 12))) AS cost_sum FROM llm_calls "
         f"WHERE ts >= toStartOfMinute({{since:DateTime64(9, 'UTC')}}){model_filter} GROUP BY {keys}",
-        since, model,
-    )  # fmt: skip
+        since,
+        model,
+    )
     stored = _group_sums(
         client,
         f"SELECT {keys}, sum(priced_calls), sum(unpriced_calls), sum(cost), max(_ingest_offset) FROM llm_usage_1m "
         f"WHERE window_start >= toStartOfMinute({{since:DateTime64(9, 'UTC')}}){model_filter} GROUP BY {keys}",
-        since, model,
-    )  # fmt: skip
+        since,
+        model,
+    )
     return truth, stored
 
 
@@ -204,10 +217,13 @@ def _reconcile_usage(client: Client, since: datetime, model: str | None) -> int:
                 ("unpriced_calls", "toUInt64(0)"),
             )
         )
-        _mutate(client, "llm_usage_1m",
-                f"ALTER TABLE llm_usage_1m UPDATE {sets} WHERE window_start >= toStartOfMinute({{since:DateTime64(9, 'UTC')}}) "
-                f"AND joinGet('{join_name}', 'present', {key_args}) = 1 SETTINGS mutations_sync = 2",
-                {"since": since})  # fmt: skip
+        _mutate(
+            client,
+            "llm_usage_1m",
+            f"ALTER TABLE llm_usage_1m UPDATE {sets} WHERE window_start >= toStartOfMinute({{since:DateTime64(9, 'UTC')}}) "
+            f"AND joinGet('{join_name}', 'present', {key_args}) = 1 SETTINGS mutations_sync = 2",
+            {"since": since},
+        )
     finally:
         client.command(f"DROP TABLE IF EXISTS {table}")
     truth, stored = _truth_and_stored(client, since, model)

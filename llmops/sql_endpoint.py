@@ -124,11 +124,19 @@ class SqlEndpoint:
         sql = settings.sql
         limits = QueryLimits(sql.max_execution_time_s, sql.max_result_rows, sql.max_result_bytes, sql.max_memory_usage)
         return cls(
-            settings.clickhouse_dsn, settings.clickhouse.database, settings.receiver.listen, sql.port,
-            limits=limits, max_concurrent_queries=sql.max_concurrent_queries, max_queued_queries=sql.max_queued_queries,
-            queue_timeout_s=sql.queue_timeout_s, user=sql.user, password=sql.password,
-            tls_cert_file=sql.tls_cert_file, tls_key_file=sql.tls_key_file,
-        )  # fmt: skip
+            settings.clickhouse_dsn,
+            settings.clickhouse.database,
+            settings.receiver.listen,
+            sql.port,
+            limits=limits,
+            max_concurrent_queries=sql.max_concurrent_queries,
+            max_queued_queries=sql.max_queued_queries,
+            queue_timeout_s=sql.queue_timeout_s,
+            user=sql.user,
+            password=sql.password,
+            tls_cert_file=sql.tls_cert_file,
+            tls_key_file=sql.tls_key_file,
+        )
 
     async def start(self) -> None:
         self._engine.open()
@@ -197,8 +205,13 @@ class SqlEndpoint:
                 query_id,
             )
         if params.get("compress", "0") != "0":
-            return _error(36, "BAD_ARGUMENTS", "compress=1 (ClickHouse's block compression) is not served here: use HTTP compression "
-                          "(enable_http_compression=1 with Accept-Encoding: gzip)", query_id)  # fmt: skip
+            return _error(
+                36,
+                "BAD_ARGUMENTS",
+                "compress=1 (ClickHouse's block compression) is not served here: use HTTP compression "
+                "(enable_http_compression=1 with Accept-Encoding: gzip)",
+                query_id,
+            )
         if request.method == "POST" and request.can_read_body:
             posted = (await request.read()).decode("utf-8", errors="replace")
             sql = f"{sql}\n{posted}" if sql else posted

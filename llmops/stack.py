@@ -122,9 +122,13 @@ def run_stack(
         worker = Child("worker", lambda: spawn_component("worker", env, config_file, guarded=True))
         receiver = Child("receiver", lambda: spawn_component("receive", env, config_file, guarded=True))
         supervisor = Supervisor(
-            broker, worker, receiver, lambda: consumer_lag(bootstrap, settings.kafka.group_id, settings.kafka.topic),
-            broker_max_rss_mib=settings.kafka.embedded_max_rss_mib, create_topics=lambda: ensure_topics(bootstrap, settings.kafka),
-        )  # fmt: skip
+            broker,
+            worker,
+            receiver,
+            lambda: consumer_lag(bootstrap, settings.kafka.group_id, settings.kafka.topic),
+            broker_max_rss_mib=settings.kafka.embedded_max_rss_mib,
+            create_topics=lambda: ensure_topics(bootstrap, settings.kafka),
+        )
         worker_proc = worker.start()
         host = local_host(settings.receiver.listen)
         if settings.embedded_store and settings.sql.enabled:

@@ -79,9 +79,14 @@ def _endpoint_client(settings: Settings, host: str, port: int) -> Client:
         {"interface": "https", "ca_cert": str(sql.tls_cert_file)} if sql.tls_cert_file is not None else {}
     )
     return clickhouse_connect.get_client(
-        host=host, port=port, database=settings.clickhouse.database, compress=False, autogenerate_session_id=False,
-        **credentials, **tls,
-    )  # fmt: skip
+        host=host,
+        port=port,
+        database=settings.clickhouse.database,
+        compress=False,
+        autogenerate_session_id=False,
+        **credentials,
+        **tls,
+    )
 
 
 def find_endpoint(settings: Settings) -> tuple[str, int] | None:

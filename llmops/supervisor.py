@@ -152,8 +152,12 @@ class Child:
             log.error(
                 "%s failed %d times in a row within %.0f s of starting; still restarting every %.0f s at most "
                 "(the broker keeps the records it holds): see the %s's log above for the cause",
-                self.name, self.backoff.failures, self.backoff.policy.healthy_after_s, self.backoff.policy.max_delay_s, self.name,
-            )  # fmt: skip
+                self.name,
+                self.backoff.failures,
+                self.backoff.policy.healthy_after_s,
+                self.backoff.policy.max_delay_s,
+                self.name,
+            )
         self.proc = None
         self._restart_at = now + delay
 
@@ -175,9 +179,18 @@ class Child:
 class Supervisor:
     """The running stack: an embedded broker (None with an external Kafka), the worker and the receiver."""
 
-    def __init__(self, broker: Broker | None, worker: Child, receiver: Child, lag: Callable[[], int],
-                 timeouts: StopTimeouts = StopTimeouts(), poll_s: float = 0.2, *,
-                 broker_max_rss_mib: int = 0, create_topics: Callable[[], Any] = lambda: None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        broker: Broker | None,
+        worker: Child,
+        receiver: Child,
+        lag: Callable[[], int],
+        timeouts: StopTimeouts = StopTimeouts(),
+        poll_s: float = 0.2,
+        *,
+        broker_max_rss_mib: int = 0,
+        create_topics: Callable[[], Any] = lambda: None,
+    ) -> None:
         """`broker_max_rss_mib` > 0: refresh the embedded broker when its memory passes it (see `refresh_broker`);
         `create_topics` then creates the topics on the fresh broker."""
         self.broker = broker
@@ -224,8 +237,11 @@ class Supervisor:
         """
         assert self.broker is not None
         started = time.monotonic()
-        log.warning("embedded broker holds %.0f MiB (limit %d): draining it and starting it afresh; OTLP is refused meanwhile",
-                    rss, self._broker_max_rss_mib)  # fmt: skip
+        log.warning(
+            "embedded broker holds %.0f MiB (limit %d): draining it and starting it afresh; OTLP is refused meanwhile",
+            rss,
+            self._broker_max_rss_mib,
+        )
         self.receiver.stop(self.timeouts.receiver_s)
         if not self._drain():
             self.receiver.start_unwatched()

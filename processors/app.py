@@ -143,9 +143,15 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         stats = handler.stats
         log.info(
             "worker stopping",
-            extra={"records": stats.records, "spans": stats.spans, "calls": stats.calls, "dead_lettered": stats.dead_lettered,
-                   "already_stored_records": stats.skipped_records, "rows_written": sink.rows_written},
-        )  # fmt: skip
+            extra={
+                "records": stats.records,
+                "spans": stats.spans,
+                "calls": stats.calls,
+                "dead_lettered": stats.dead_lettered,
+                "already_stored_records": stats.skipped_records,
+                "rows_written": sink.rows_written,
+            },
+        )
 
     # faust types a handler as (sender, *args, signal=..., **kwargs); it sends the partitions as the one positional argument.
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -187,10 +193,17 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
     from processors.drift.stage import DriftStage
 
     d = settings.drift
-    config = DriftStageConfig(window_s=d.window_s, lateness_s=d.lateness_s, idle_close_s=d.idle_close_s,
-                              reservoir_size=d.reservoir_size, max_keys=d.max_keys, history_windows=d.history_windows,
-                              key_fields=tuple(d.key_fields), change_persist_s=d.change_persist_s,
-                              change_min_share=d.change_min_share)  # fmt: skip
+    config = DriftStageConfig(
+        window_s=d.window_s,
+        lateness_s=d.lateness_s,
+        idle_close_s=d.idle_close_s,
+        reservoir_size=d.reservoir_size,
+        max_keys=d.max_keys,
+        history_windows=d.history_windows,
+        key_fields=tuple(d.key_fields),
+        change_persist_s=d.change_persist_s,
+        change_min_share=d.change_min_share,
+    )
     stage = DriftStage(DriftTracker(config), sink)
 
     @app.agent(drift_topic, name="drift_windows")

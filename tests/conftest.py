@@ -200,8 +200,10 @@ def _group_for_xdist(items: list[pytest.Item]) -> None:
     The production path runs three Kafka brokers (JVMs), the Collector and several workers: its two files share a
     group so they never run beside each other on two cores.
     """
-    groups = {item.nodeid: "production" if item.get_closest_marker("production_path") else item.nodeid.split("::", 1)[0]
-              for item in items}  # fmt: skip
+    groups = {
+        item.nodeid: "production" if item.get_closest_marker("production_path") else item.nodeid.split("::", 1)[0]
+        for item in items
+    }
     for item in items:
         item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
     rank = {group: index for index, group in enumerate(_HEAVY_FIRST)}

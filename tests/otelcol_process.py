@@ -60,18 +60,24 @@ class Collector:
 
     def _start_once(self, timeout_s: float) -> Collector:
         env = dict(os.environ)
-        env.update({
-            "KAFKA_BROKERS": self.brokers,
-            "OTLP_GRPC_PORT": str(self.grpc_port),
-            "OTLP_HTTP_PORT": str(self.http_port),
-            "OTELCOL_HEALTH_PORT": str(self.health_port),
-            "OTELCOL_METRICS_PORT": str(self.metrics_port),
-        })  # fmt: skip
+        env.update(
+            {
+                "KAFKA_BROKERS": self.brokers,
+                "OTLP_GRPC_PORT": str(self.grpc_port),
+                "OTLP_HTTP_PORT": str(self.http_port),
+                "OTELCOL_HEALTH_PORT": str(self.health_port),
+                "OTELCOL_METRICS_PORT": str(self.metrics_port),
+            }
+        )
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 [str(otelcol_binary()), f"--config={OTELCOL_YAML}"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         while not self._healthy():
             if self.process.poll() is not None:

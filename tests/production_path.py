@@ -42,10 +42,16 @@ def kafka_stack(cluster: KafkaCluster, tmp: pytest.TempPathFactory, topic: str, 
         group_id=f"llmops-{name}",
         broker_kind="kafka",
     )
-    ensure_topics(cluster.bootstrap, KafkaSettings(
-        topic=stack.topic, dead_letter_topic=stack.dead_letter_topic, drift_topic=stack.drift_topic,
-        partitions=partitions, replication_factor=cluster.replication_factor,
-    ))  # fmt: skip
+    ensure_topics(
+        cluster.bootstrap,
+        KafkaSettings(
+            topic=stack.topic,
+            dead_letter_topic=stack.dead_letter_topic,
+            drift_topic=stack.drift_topic,
+            partitions=partitions,
+            replication_factor=cluster.replication_factor,
+        ),
+    )
     return stack
 
 
@@ -57,9 +63,17 @@ def more_worker(stack: Stack, suffix: str) -> Stack:
 
 
 def send(endpoint: str, seed: int, count: int, protocol: str = "http/protobuf", **options: object) -> LoadgenSummary:
-    summary = run_loadgen(LoadgenOptions(
-        endpoint=endpoint, protocol=protocol, count=count, seed=seed, start_ns=START_NS, max_export_batch_size=64, **options
-    ))  # fmt: skip
+    summary = run_loadgen(
+        LoadgenOptions(
+            endpoint=endpoint,
+            protocol=protocol,
+            count=count,
+            seed=seed,
+            start_ns=START_NS,
+            max_export_batch_size=64,
+            **options,
+        )
+    )
     assert summary.complete, f"{summary.spans_acknowledged} of {summary.spans_sent} spans acknowledged"
     return summary
 
@@ -104,8 +118,14 @@ def duplicate_origins(
     from processors.core.decode import decode_request
 
     found: dict[str, dict[str, list]] = {span: {"records": [], "rows": []} for span in span_ids}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "log_level": 2})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"diag-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "log_level": 2,
+        }
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         ends = {}

@@ -24,8 +24,14 @@ def _record(offset: int, spans: int = 20) -> SourceRecord:
     rs.resource.attributes.add(key="service.name").value.string_value = "handler-test"
     scope = rs.scope_spans.add()
     for i in range(spans):
-        span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="chat gpt-4o-mini", kind=3,
-                               start_time_unix_nano=START + i, end_time_unix_nano=START + i + 10**9)  # fmt: skip
+        span = scope.spans.add(
+            trace_id=os.urandom(16),
+            span_id=os.urandom(8),
+            name="chat gpt-4o-mini",
+            kind=3,
+            start_time_unix_nano=START + i,
+            end_time_unix_nano=START + i + 10**9,
+        )
         for key, value in (
             ("gen_ai.operation.name", "chat"),
             ("gen_ai.provider.name", "openai"),

@@ -62,8 +62,14 @@ def loaded(stack):
 
 def _cli(stack, *args: str) -> str:
     env = stack.env()
-    out = subprocess.run([sys.executable, "-m", "llmops", *args, "--sql-port", str(stack.sql_port), "--data-dir", str(stack.data_dir)],
-                         env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "llmops", *args, "--sql-port", str(stack.sql_port), "--data-dir", str(stack.data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return out.stdout
 
 
@@ -159,8 +165,13 @@ def test_ttft_sources_and_sketch_percentiles(stack) -> None:
     for i, ttft in enumerate(ttft_ms):
         start = base + i * 1_000_000
         ttft_ns = round(ttft * 1_000_000)
-        attrs: dict[str, AttributeValue] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-                 "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 40}  # fmt: skip
+        attrs: dict[str, AttributeValue] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 50,
+            "gen_ai.usage.output_tokens": 40,
+        }
         if i % 3 == 0:
             attrs["gen_ai.response.time_to_first_chunk"] = ttft / 1000.0
         span = tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes=attrs, start_time=start)
@@ -172,8 +183,16 @@ def test_ttft_sources_and_sketch_percentiles(stack) -> None:
         span.end(end_time=start + ttft_ns + 400_000_000)
         expected[format(span.get_span_context().span_id, "016x")] = ttft
     for j in range(50):  # not streamed: no TTFT, never the duration
-        span = tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT, start_time=base + j, attributes={
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"})  # fmt: skip
+        span = tracer.start_span(
+            "chat gpt-4o",
+            kind=SpanKind.CLIENT,
+            start_time=base + j,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o",
+            },
+        )
         span.end(end_time=base + j + 900_000_000)
         expected[format(span.get_span_context().span_id, "016x")] = None
     assert provider.force_flush(30_000)

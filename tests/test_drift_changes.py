@@ -21,8 +21,13 @@ from tests.test_drift_stream import assert_judged_against_the_past
 T0 = 1_764_000_000 // 900 * 900
 MINUTES = 30
 RATE = 2  # calls per second and service
-MODELS = (("gpt-4o-2024-08-06", 0.35), ("claude-sonnet-4-20250514", 0.25), ("gemini-2.5-flash", 0.2),
-          ("o4-mini-2025-04-16", 0.12), ("acme-llama-ft-v3", 0.08))  # fmt: skip
+MODELS = (
+    ("gpt-4o-2024-08-06", 0.35),
+    ("claude-sonnet-4-20250514", 0.25),
+    ("gemini-2.5-flash", 0.2),
+    ("o4-mini-2025-04-16", 0.12),
+    ("acme-llama-ft-v3", 0.08),
+)
 PROMPTS = (("answer", ("v2", "v3"), 0.7), ("summarize", ("v1",), 0.3))
 _ids = itertools.count()
 
@@ -37,9 +42,18 @@ class Clock:
 
 def _call(ts_ns: int, model: str, prompt: str, version: str) -> dict[str, Any]:
     i = next(_ids)
-    return {"ts_ns": ts_ns, "span_id": f"{i:016x}", "trace_id": f"{i:032x}", "model": model, "prompt_name": prompt,
-            "prompt_version": version, "output_tokens": 40, "ttft_ms": 300.0, "finish_reason": "stop",
-            "attributes": {"gen_ai.output.messages": "ok"}}  # fmt: skip
+    return {
+        "ts_ns": ts_ns,
+        "span_id": f"{i:016x}",
+        "trace_id": f"{i:032x}",
+        "model": model,
+        "prompt_name": prompt,
+        "prompt_version": version,
+        "output_tokens": 40,
+        "ttft_ms": 300.0,
+        "finish_reason": "stop",
+        "attributes": {"gen_ai.output.messages": "ok"},
+    }
 
 
 def _traffic(

@@ -32,8 +32,11 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
     stack.start_receiver()
     # 9,000 calls 20 ms apart: three 60 s windows; fewer than 1,000 calls per key and window,
     # so every reservoir holds its whole window and the statistics do not depend on arrival order.
-    summary = run_loadgen(LoadgenOptions(endpoint=stack.http_url, count=9000, seed=5, scenario="drift",
-                                         start_ns=START_NS, time_step_ns=20_000_000))  # fmt: skip
+    summary = run_loadgen(
+        LoadgenOptions(
+            endpoint=stack.http_url, count=9000, seed=5, scenario="drift", start_ns=START_NS, time_step_ns=20_000_000
+        )
+    )
     assert summary.complete and summary.drift is not None
     key = summary.drift
     wait_until(
@@ -42,8 +45,11 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
     # Windows close per key as their watermarks pass (idle close here): wait for the switched key's
     # verdict, not just for the first keys to close (the first window has no reference: no rows).
     wait_until(lambda: stack.count("SELECT uniqExact(window_start) FROM llm_drift") >= 2, 120, "drift windows closed")
-    wait_until(lambda: stack.count(f"SELECT count() FROM llm_drift WHERE drifted AND prompt_version = '{key.to_version}'") > 0,
-               120, "switched key evaluated")  # fmt: skip
+    wait_until(
+        lambda: stack.count(f"SELECT count() FROM llm_drift WHERE drifted AND prompt_version = '{key.to_version}'") > 0,
+        120,
+        "switched key evaluated",
+    )
     others = (
         f"SELECT count() FROM llm_drift WHERE NOT (service = '{key.service}' AND prompt_name = '{key.prompt_name}')"
     )
@@ -71,13 +77,21 @@ def test_prompt_switch_gives_change_event_and_drift_for_that_key_only(make_stack
     assert any(ref.startswith(f"previous version {key.from_version}") for *_, ref in drifted)
     signals = {row[0] for row in client.query("SELECT DISTINCT signal FROM llm_drift WHERE drifted").result_rows}
     assert "answer_length" in signals
-    untouched = client.query("SELECT count() FROM llm_drift WHERE NOT (service = {s:String} AND prompt_name = {p:String})",
-                             parameters={"s": key.service, "p": key.prompt_name}).result_rows[0][0]  # fmt: skip
+    untouched = client.query(
+        "SELECT count() FROM llm_drift WHERE NOT (service = {s:String} AND prompt_name = {p:String})",
+        parameters={"s": key.service, "p": key.prompt_name},
+    ).result_rows[0][0]
     assert untouched > 0  # the other keys were evaluated, and none of them drifted (above)
     client.close()
 
-    out = subprocess.run([sys.executable, "-m", "llmops", "report", "--json", "--sql-port", str(stack.sql_port)],
-                         env=stack.env(), capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "llmops", "report", "--json", "--sql-port", str(stack.sql_port)],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     report = json.loads(out)
     assert [e["new_value"] for e in report["change_events"] if e["kind"] == "prompt_version"] == [key.to_version]
     assert {row["prompt_version"] for row in report["drifted"]} == {key.to_version}

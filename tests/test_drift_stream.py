@@ -219,8 +219,15 @@ def _llm_spans(n: int, services: tuple[str, ...], text: str = "x" * 3000) -> tup
     for i in range(n):
         attrs = {"gen_ai.output.messages": text, "gen_ai.request.model": "m", "unrelated.attr": "dropped"}
         spans.append(SpanView(f"{i:032x}", f"{i:016x}", "", "chat m", 3, i, i + 1, 0, "", attrs, {"service.name": "s"}))
-        calls.append(LLMCall(ts_ns=T0 * 10**9 + i, trace_id=f"{i:032x}", span_id=f"{i:016x}", service=services[i % len(services)],
-                             response_model="m"))  # fmt: skip
+        calls.append(
+            LLMCall(
+                ts_ns=T0 * 10**9 + i,
+                trace_id=f"{i:032x}",
+                span_id=f"{i:016x}",
+                service=services[i % len(services)],
+                response_model="m",
+            )
+        )
     return calls, spans
 
 
@@ -246,11 +253,15 @@ def test_an_openinference_answer_reaches_the_drift_signals() -> None:
 
     answer = "I'm sorry, I can't help with that request."
     attrs = {
-        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
-        "llm.token_count.prompt": 12, "llm.token_count.completion": 9,
-        "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": answer,
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "gpt-4o-mini",
+        "llm.provider": "openai",
+        "llm.token_count.prompt": 12,
+        "llm.token_count.completion": 9,
+        "llm.output_messages.0.message.role": "assistant",
+        "llm.output_messages.0.message.content": answer,
         "llm.finish_reason": "length",
-    }  # fmt: skip
+    }
     span = SpanView(
         "ab" * 16, "cd" * 8, "", "ChatCompletion", 1, T0 * 10**9, T0 * 10**9 + 1, 0, "", attrs, {"service.name": "bot"}
     )
@@ -289,9 +300,21 @@ def test_sieved_records_give_the_tracker_the_same_windows_as_every_call() -> Non
     for start in range(0, len(calls), 500):  # batches, alternating between the two workers
         batch = calls[start : start + 500]
         direct.add("bot", batch)
-        llm_calls = [LLMCall(ts_ns=c["ts_ns"], trace_id=c["trace_id"], span_id=c["span_id"], service="bot", response_model=c["model"],
-                             prompt_name=c["prompt_name"], prompt_version=c["prompt_version"], output_tokens=c["output_tokens"],
-                             ttft_ms=c["ttft_ms"], finish_reason=c["finish_reason"]) for c in batch]  # fmt: skip
+        llm_calls = [
+            LLMCall(
+                ts_ns=c["ts_ns"],
+                trace_id=c["trace_id"],
+                span_id=c["span_id"],
+                service="bot",
+                response_model=c["model"],
+                prompt_name=c["prompt_name"],
+                prompt_version=c["prompt_version"],
+                output_tokens=c["output_tokens"],
+                ttft_ms=c["ttft_ms"],
+                finish_reason=c["finish_reason"],
+            )
+            for c in batch
+        ]
         spans = [SpanView(c["trace_id"], c["span_id"], "", "chat", 3, 0, 1, 0, "", c["attributes"], {}) for c in batch]
         for _, value in senders[(start // 500) % 2].payloads(llm_calls, spans):
             record = decode_payload(value)

@@ -100,8 +100,11 @@ def _up(data_dir: Path, http: int, grpc: int, sql: int, *extra: str) -> list[str
 
 def case_ports_in_use(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:
     http = listener()
-    return Case(_up(tmp_path / "d", http, free_port(), free_port()), 1,
-                f"port {http} (OTLP HTTP) is in use: stop the other process or pass --otlp-http-port")  # fmt: skip
+    return Case(
+        _up(tmp_path / "d", http, free_port(), free_port()),
+        1,
+        f"port {http} (OTLP HTTP) is in use: stop the other process or pass --otlp-http-port",
+    )
 
 
 def case_only_sql_port_taken(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:

@@ -364,8 +364,12 @@ def view_005(chdb_client: Client) -> str:
     last_wins = next(s for s in statements if "FUNCTION IF NOT EXISTS otlp_map_last_wins" in s)
     attributes = next(s for s in statements if "FUNCTION IF NOT EXISTS otlp_attributes" in s)
     view = next(s for s in statements if s.startswith("CREATE MATERIALIZED VIEW"))
-    for statement in (last_wins.replace("otlp_map_last_wins", "otlp_map_last_wins_005"),
-                      attributes.replace("otlp_map_last_wins", "otlp_map_last_wins_005").replace("otlp_attributes AS", "otlp_attributes_005 AS")):  # fmt: skip
+    for statement in (
+        last_wins.replace("otlp_map_last_wins", "otlp_map_last_wins_005"),
+        attributes.replace("otlp_map_last_wins", "otlp_map_last_wins_005").replace(
+            "otlp_attributes AS", "otlp_attributes_005 AS"
+        ),
+    ):
         chdb_client.command(statement)
     chdb_client.command("CREATE TABLE IF NOT EXISTS llmops.otlp_ingest_005 AS llmops.otlp_ingest")
     chdb_client.command("CREATE TABLE IF NOT EXISTS llmops.otel_traces_005 AS llmops.otel_traces")
@@ -379,8 +383,15 @@ def view_005(chdb_client: Client) -> str:
 
 
 _KEYS = st.sampled_from(["a", "b", "gen_ai.system", "dup", "x.y"])
-_ATTRS = st.lists(st.tuples(_KEYS, st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3), st.dictionaries(st.sampled_from("pq"), _SCALARS, max_size=2))),
-                  max_size=6)  # fmt: skip
+_ATTRS = st.lists(
+    st.tuples(
+        _KEYS,
+        st.one_of(
+            _SCALARS, st.lists(_SCALARS, max_size=3), st.dictionaries(st.sampled_from("pq"), _SCALARS, max_size=2)
+        ),
+    ),
+    max_size=6,
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -47,12 +47,23 @@ def _write_prices(path: Path, price: str) -> None:
 def test_a_changed_pricing_file_reprices_new_calls_in_the_running_worker(make_stack, tmp_path: Path) -> None:
     prices = tmp_path / "prices.yaml"
     _write_prices(prices, "0.20")
-    stack = make_stack(partitions=1, LLMOPS_PROCESSOR__PRICING_FILE=str(prices), LLMOPS_PROCESSOR__PRICING_RELOAD_S="0.2",
-                       LLMOPS_DRIFT__ENABLED="false")  # fmt: skip
+    stack = make_stack(
+        partitions=1,
+        LLMOPS_PROCESSOR__PRICING_FILE=str(prices),
+        LLMOPS_PROCESSOR__PRICING_RELOAD_S="0.2",
+        LLMOPS_DRIFT__ENABLED="false",
+    )
     log = tmp_path / "worker.log"
     with log.open("w") as err:
-        stack.worker = subprocess.Popen([sys.executable, "-m", "llmops", "worker"], env=stack.env(), stdout=subprocess.DEVNULL,
-                                        stderr=err, stdin=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
+        stack.worker = subprocess.Popen(
+            [sys.executable, "-m", "llmops", "worker"],
+            env=stack.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
     wait_until(
         lambda: endpoint_alive("127.0.0.1", stack.sql_port) or stack.worker.poll() is not None,
         90,

@@ -47,10 +47,19 @@ class Stream:
         seed = 1000
         while not self._stop.is_set():
             seed += 1
-            self.summaries.append(run_loadgen(LoadgenOptions(
-                endpoint=self.endpoint, rate=10, duration_s=2, seed=seed, start_ns=START_NS, max_export_batch_size=32,
-                stop_on_failure=False,
-            )))  # fmt: skip
+            self.summaries.append(
+                run_loadgen(
+                    LoadgenOptions(
+                        endpoint=self.endpoint,
+                        rate=10,
+                        duration_s=2,
+                        seed=seed,
+                        start_ns=START_NS,
+                        max_export_batch_size=32,
+                        stop_on_failure=False,
+                    )
+                )
+            )
 
     def __enter__(self) -> Stream:
         self._thread.start()

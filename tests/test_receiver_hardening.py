@@ -157,8 +157,10 @@ def _gzip_bomb(inflated_bytes: int) -> bytes:
     return b"".join(deflater.compress(zeros) for _ in range(inflated_bytes >> 20)) + deflater.flush()
 
 
-_JSON_SPAN = ('{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c",'
-              ' "spanId": "eee19b7ec3c1b174", "name": "s", "kind": %s, "futureField": {"ignored": [1]}}]}]}]}')  # fmt: skip
+_JSON_SPAN = (
+    '{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c",'
+    ' "spanId": "eee19b7ec3c1b174", "name": "s", "kind": %s, "futureField": {"ignored": [1]}}]}]}]}'
+)
 
 
 @pytest.mark.parametrize(
@@ -185,8 +187,12 @@ def test_bad_bodies_get_a_4xx_and_store_nothing(
     assert response.status_code == status, (case, response.status_code, response.text[:200])
     assert records_in(small_limits) == before
     # The valid twin of the enum cases is accepted: unknown *fields* are still ignored, as OTLP/JSON requires.
-    valid = requests.post(f"{small_limits.http_url}/v1/traces", data=(_JSON_SPAN % "2").encode(),
-                          headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    valid = requests.post(
+        f"{small_limits.http_url}/v1/traces",
+        data=(_JSON_SPAN % "2").encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=20,
+    )
     assert valid.status_code == 200 and records_in(small_limits) == before + 1
 
 
@@ -213,8 +219,10 @@ def test_gzip_bomb_is_refused_without_inflating_it(small_limits) -> None:
 def test_huge_content_length_is_refused_from_the_header(small_limits) -> None:
     """The body is never sent: the answer must come from the header alone (a wait would hang the test)."""
     with socket.create_connection(("127.0.0.1", small_limits.http_port), timeout=20) as sock:
-        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                     b"Content-Length: 10737418240\r\n\r\n" + b"\0" * 1000)  # fmt: skip
+        sock.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 10737418240\r\n\r\n" + b"\0" * 1000
+        )
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413")
 
@@ -265,8 +273,11 @@ def test_lag_over_the_bound_refuses_with_retry_after_and_admits_after_catching_u
     assert records_in(stack) == stored
 
     _commit_everything(stack)
-    wait_until(lambda: requests.post(f"{stack.http_url}/v1/traces", data=body, headers=_PROTO, timeout=20).status_code == 200,
-               60, "admitted again once the group caught up")  # fmt: skip
+    wait_until(
+        lambda: requests.post(f"{stack.http_url}/v1/traces", data=body, headers=_PROTO, timeout=20).status_code == 200,
+        60,
+        "admitted again once the group caught up",
+    )
     assert _grpc_export(stack.grpc_port, body) is None
 
 
@@ -279,8 +290,13 @@ def test_lag_gate_reads_real_lag_and_admits_when_the_broker_is_gone() -> None:
         for _ in range(5):  # one record per batch: Tansu's high watermark counts a batch's base offset only
             producer.produce("gate_spans", value=b"x")
             assert producer.flush(10) == 0
-        gate = LagGate(lambda: LagProbe(broker.bootstrap, "gate-group", "gate_spans"), max_records=2,
-                       interval_s=0.1, timeout_s=0.5, stale_after_s=1.5)  # fmt: skip
+        gate = LagGate(
+            lambda: LagProbe(broker.bootstrap, "gate-group", "gate_spans"),
+            max_records=2,
+            interval_s=0.1,
+            timeout_s=0.5,
+            stale_after_s=1.5,
+        )
         gate.start()
         try:
             wait_until(lambda: gate.over_bound() == 5, 30, "lag of 5 measured")
@@ -318,8 +334,12 @@ def secured(make_stack, tmp_path_factory):
          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    stack = make_stack(partitions=1, LLMOPS_RECEIVER__BEARER_TOKENS=f'["other-token", "{_TOKEN}"]',
-                       LLMOPS_RECEIVER__TLS_CERT_FILE=str(cert), LLMOPS_RECEIVER__TLS_KEY_FILE=str(key))  # fmt: skip
+    stack = make_stack(
+        partitions=1,
+        LLMOPS_RECEIVER__BEARER_TOKENS=f'["other-token", "{_TOKEN}"]',
+        LLMOPS_RECEIVER__TLS_CERT_FILE=str(cert),
+        LLMOPS_RECEIVER__TLS_KEY_FILE=str(key),
+    )
     stack.start_receiver()
     stack.cert = cert
     return stack

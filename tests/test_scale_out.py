@@ -123,11 +123,20 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:
     stacks = [first, second]
     summaries = []
     stream = threading.Thread(
-        target=lambda: summaries.append(run_loadgen(LoadgenOptions(
-            endpoint=first.http_url, rate=15, duration_s=30, seed=23, start_ns=START_NS, max_export_batch_size=16,
-        ))),
+        target=lambda: summaries.append(
+            run_loadgen(
+                LoadgenOptions(
+                    endpoint=first.http_url,
+                    rate=15,
+                    duration_s=30,
+                    seed=23,
+                    start_ns=START_NS,
+                    max_export_batch_size=16,
+                )
+            )
+        ),
         daemon=True,
-    )  # fmt: skip
+    )
     try:
         first.start_worker()
         first.start_receiver()

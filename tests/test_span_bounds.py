@@ -154,8 +154,14 @@ def _request(service: str, spans: list[dict[str, Any]]) -> ExportTraceServiceReq
     for fields in spans:
         trace_id, span_id = _span_ids()
         start = fields.get("start", START)
-        span = scope.spans.add(trace_id=trace_id, span_id=span_id, name="chat", kind=3, start_time_unix_nano=start,
-                               end_time_unix_nano=fields.get("end", START + 2 * 10**9))  # fmt: skip
+        span = scope.spans.add(
+            trace_id=trace_id,
+            span_id=span_id,
+            name="chat",
+            kind=3,
+            start_time_unix_nano=start,
+            end_time_unix_nano=fields.get("end", START + 2 * 10**9),
+        )
         for key, value in fields.get("attributes", GOOD).items():
             set_any_value(span.attributes.add(key=key).value, value)
         for name, time_ns in fields.get("events", ()):
@@ -183,15 +189,32 @@ POISON: dict[str, tuple[dict[str, Any], str, bool]] = {
     "start 2**63": ({"start": 2**63}, "start_time_unix_nano ~2**63 outside 2000-01-01..2200-01-01", False),
     "start 2**64-1": ({"start": 2**64 - 1}, "start_time_unix_nano", False),
     "end 2**64-1": ({"end": 2**64 - 1}, "llm call not stored: end_time_unix_nano", True),
-    "input '1e30'": ({"attributes": {**GOOD, "gen_ai.usage.input_tokens": "1e30"}},
-                     "llm call not stored: gen_ai.usage.input_tokens: token count '1e30'", True),
-    "input '1e1000000'": ({"attributes": {**GOOD, "gen_ai.usage.input_tokens": "1e1000000"}},
-                          "llm call not stored: gen_ai.usage.input_tokens: token count '1e1000000'", True),
-    "output nan": ({"attributes": {**GOOD, "gen_ai.usage.output_tokens": math.nan}}, "gen_ai.usage.output_tokens", True),
-    "cache read -1": ({"attributes": {**GOOD, "gen_ai.usage.cache_read.input_tokens": -1}},
-                      "gen_ai.usage.cache_read.input_tokens: token count -1 outside 0..10**12", True),
-    "total as bytes": ({"attributes": {**GOOD, "gen_ai.usage.total_tokens": b"\x01"}}, "gen_ai.usage.total_tokens", True),
-}  # fmt: skip
+    "input '1e30'": (
+        {"attributes": {**GOOD, "gen_ai.usage.input_tokens": "1e30"}},
+        "llm call not stored: gen_ai.usage.input_tokens: token count '1e30'",
+        True,
+    ),
+    "input '1e1000000'": (
+        {"attributes": {**GOOD, "gen_ai.usage.input_tokens": "1e1000000"}},
+        "llm call not stored: gen_ai.usage.input_tokens: token count '1e1000000'",
+        True,
+    ),
+    "output nan": (
+        {"attributes": {**GOOD, "gen_ai.usage.output_tokens": math.nan}},
+        "gen_ai.usage.output_tokens",
+        True,
+    ),
+    "cache read -1": (
+        {"attributes": {**GOOD, "gen_ai.usage.cache_read.input_tokens": -1}},
+        "gen_ai.usage.cache_read.input_tokens: token count -1 outside 0..10**12",
+        True,
+    ),
+    "total as bytes": (
+        {"attributes": {**GOOD, "gen_ai.usage.total_tokens": b"\x01"}},
+        "gen_ai.usage.total_tokens",
+        True,
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(POISON))
@@ -211,12 +234,16 @@ def test_a_poison_span_costs_only_its_own_call(chdb_client: Client, case: str) -
     assert _count(chdb_client, "SELECT count() FROM otel_traces WHERE ServiceName = {s:String}", service) == (
         10 if in_traces else 9
     )
-    calls = chdb_client.query("SELECT span_id, input_tokens, output_tokens, cost FROM llm_calls WHERE service = {s:String}",
-                              parameters={"s": service}).result_rows  # fmt: skip
+    calls = chdb_client.query(
+        "SELECT span_id, input_tokens, output_tokens, cost FROM llm_calls WHERE service = {s:String}",
+        parameters={"s": service},
+    ).result_rows
     assert len(calls) == 9 and bad_span_id not in {row[0] for row in calls}
     assert all(row[1:3] == (100, 20) and row[3] is not None and row[3] > 0 for row in calls)
-    errors = chdb_client.query("SELECT stage, span_id, reason, dead_lettered FROM ingest_errors WHERE service = {s:String}",
-                               parameters={"s": service}).result_rows  # fmt: skip
+    errors = chdb_client.query(
+        "SELECT stage, span_id, reason, dead_lettered FROM ingest_errors WHERE service = {s:String}",
+        parameters={"s": service},
+    ).result_rows
     assert len(errors) == 1
     stage, span_id, recorded, dead_lettered = errors[0]
     assert (stage, span_id, dead_lettered) == ("span", bad_span_id, False)
@@ -255,8 +282,9 @@ def test_an_unforeseen_failure_in_one_span_costs_only_that_call(chdb_client: Cli
         "SELECT span_id FROM llm_calls WHERE service = {s:String}", parameters={"s": service}
     ).result_rows
     assert len(calls) == 9 and bad_span_id not in {row[0] for row in calls}
-    errors = chdb_client.query("SELECT span_id, reason FROM ingest_errors WHERE service = {s:String}",
-                               parameters={"s": service}).result_rows  # fmt: skip
+    errors = chdb_client.query(
+        "SELECT span_id, reason FROM ingest_errors WHERE service = {s:String}", parameters={"s": service}
+    ).result_rows
     assert [(span_id, "ZeroDivisionError" in reason) for span_id, reason in errors] == [(bad_span_id, True)]
 
 
@@ -265,13 +293,23 @@ FIELD_LEVEL: dict[str, tuple[dict[str, Any], str, str]] = {
     "event time 2**64-1": ({"events": [("gen_ai.content.completion.chunk", 2**64 - 1)]}, "ttft_ms", "ttft_ms IS NULL"),
     "ttft inf": ({"attributes": {**GOOD, TTFT_ATTRIBUTE: math.inf}}, TTFT_ATTRIBUTE, "ttft_ms IS NULL"),
     "ttft '1e400'": ({"attributes": {**GOOD, TTFT_ATTRIBUTE: "1e400"}}, TTFT_ATTRIBUTE, "ttft_ms IS NULL"),
-    "reported cost 'inf'": ({"attributes": {**GOOD, "gen_ai.usage.cost": "inf"}}, "reported_cost left NULL",
-                            "reported_cost IS NULL AND cost IS NOT NULL"),
+    "reported cost 'inf'": (
+        {"attributes": {**GOOD, "gen_ai.usage.cost": "inf"}},
+        "reported_cost left NULL",
+        "reported_cost IS NULL AND cost IS NOT NULL",
+    ),
     # A model name too long to be a name: stored empty, so unpriced (cost NULL), never mispriced.
-    "model 10k chars": ({"attributes": {**GOOD, "gen_ai.request.model": "gpt-4o-mini" + "x" * 10_000}},
-                        "gen_ai.request.model: request model longer than 256 characters", "model = '' AND cost IS NULL"),
-    "agent as kvlist": ({"attributes": {**GOOD, "gen_ai.agent.name": {"a": 1}}}, "gen_ai.agent.name: agent of type dict", "agent = ''"),
-}  # fmt: skip
+    "model 10k chars": (
+        {"attributes": {**GOOD, "gen_ai.request.model": "gpt-4o-mini" + "x" * 10_000}},
+        "gen_ai.request.model: request model longer than 256 characters",
+        "model = '' AND cost IS NULL",
+    ),
+    "agent as kvlist": (
+        {"attributes": {**GOOD, "gen_ai.agent.name": {"a": 1}}},
+        "gen_ai.agent.name: agent of type dict",
+        "agent = ''",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(FIELD_LEVEL))
@@ -294,8 +332,9 @@ def test_a_bad_optional_value_leaves_its_field_empty_with_the_reason(chdb_client
     assert (
         _count(chdb_client, "SELECT count() FROM llm_calls WHERE service = {s:String} AND ttft_ms = 400", service) >= 3
     )
-    flagged = chdb_client.query(f"SELECT span_id FROM llm_calls WHERE service = {{s:String}} AND {condition}",
-                                parameters={"s": service}).result_rows  # fmt: skip
+    flagged = chdb_client.query(
+        f"SELECT span_id FROM llm_calls WHERE service = {{s:String}} AND {condition}", parameters={"s": service}
+    ).result_rows
     assert flagged == [(bad_span_id,)]
     errors = chdb_client.query(
         "SELECT span_id, reason FROM ingest_errors WHERE service = {s:String}", parameters={"s": service}
@@ -329,8 +368,10 @@ def test_otel_traces_and_the_worker_apply_the_same_time_window(chdb_client: Clie
     decoded = decode_request(request.SerializeToString())
     assert decoded.span_count == 2 and len(decoded.problems) == 4
     assert _handle(chdb_client, request, offset=201) == []
-    stored = chdb_client.query("SELECT toUnixTimestamp64Nano(Timestamp), Duration FROM otel_traces WHERE ServiceName = {s:String} ORDER BY 1",
-                               parameters={"s": service}).result_rows  # fmt: skip
+    stored = chdb_client.query(
+        "SELECT toUnixTimestamp64Nano(Timestamp), Duration FROM otel_traces WHERE ServiceName = {s:String} ORDER BY 1",
+        parameters={"s": service},
+    ).result_rows
     assert stored == [(bounds.TIME_MIN_NS, 0), (bounds.TIME_MAX_NS - 1, 0)]
     assert _count(chdb_client, "SELECT count() FROM ingest_errors WHERE service = {s:String}", service) == 4
 
@@ -347,36 +388,43 @@ def _read_attributes() -> list[str]:
     keys |= {"openinference.span.kind", "traceloop.span.kind", "error.type", "llm.request.type", TTFT_ATTRIBUTE}
     signals = SignalOptions()
     keys |= {
-        "gen_ai.output.messages", "llm.output_messages.0.message.content", "llm.output_messages.1.message.content", "output.value",
-        "gen_ai.completion.0.content", "gen_ai.completion.0.finish_reason", "llm.finish_reason", "gen_ai.response.finish_reasons",
-        "embedding.embeddings.0.embedding.vector", *signals.embedding_model_keys,
-        "retrieval.documents.0.document.score", "retrieval.documents.1.document.score", "retrieval.documents.0.document.id",
+        "gen_ai.output.messages", "llm.output_messages.0.message.content", "llm.output_messages.1.message.content",
+        "output.value", "gen_ai.completion.0.content", "gen_ai.completion.0.finish_reason", "llm.finish_reason",
+        "gen_ai.response.finish_reasons", "embedding.embeddings.0.embedding.vector", *signals.embedding_model_keys,
+        "retrieval.documents.0.document.score", "retrieval.documents.1.document.score",
+        "retrieval.documents.0.document.id",
     }  # fmt: skip
     keys |= {*deployment.TIER_ATTRIBUTES, "cloud.region", "server.address"}  # what pricing reads
     return sorted(keys)
 
 
 READ_KEYS = _read_attributes()
-RESOURCE_KEYS = ["service.name", "deployment.environment.name", "deployment.environment", "team", "team.name", "llmops.team",
-                 "llmops.prompt.version", "cloud.region", "server.address"]  # fmt: skip
+RESOURCE_KEYS = ["service.name", "deployment.environment.name", "deployment.environment", "team", "team.name",
+                 "llmops.team", "llmops.prompt.version", "cloud.region", "server.address"]  # fmt: skip
 # Detection decides whether a span is an LLM call at all; a fuzzed one may make it none.
-DETECTION_KEYS = {*normalize_module.LLM_MARKER_KEYS, "openinference.span.kind", "traceloop.span.kind", "gen_ai.operation.name",
-                  "llm.request.type", "gen_ai.request.model", "gen_ai.response.model"}  # fmt: skip
+DETECTION_KEYS = {*normalize_module.LLM_MARKER_KEYS, "openinference.span.kind", "traceloop.span.kind",
+                  "gen_ai.operation.name", "llm.request.type", "gen_ai.request.model", "gen_ai.response.model"}  # fmt: skip
 TOKEN_KEYS = {key: i for i, key in enumerate(normalize_module._OTEL_KEYS.input_tokens)}
 
 _NUMERIC_TEXT = st.sampled_from([
-    "1e30", "1e1000000", "1e-1000000", "-1", "NaN", "-inf", "Infinity", "12.5", "0x10", " 42 ", "1_000", "\u0663", "4.2e1",
-    "99999999999999999999999999999999999999999", "0." + "0" * 50 + "1", "1e", ".", "+.5e3", "1e12", "1000000000001",
+    "1e30", "1e1000000", "1e-1000000", "-1", "NaN", "-inf", "Infinity", "12.5", "0x10", " 42 ", "1_000", "\u0663",
+    "4.2e1", "99999999999999999999999999999999999999999", "0." + "0" * 50 + "1", "1e", ".", "+.5e3", "1e12",
+    "1000000000001",
 ])  # fmt: skip
 _HUGE_TEXT = st.builds(
     lambda unit, n: unit * n, st.sampled_from(["9", "a", "[", '{"a":', " "]), st.integers(1_000, 300_000)
 )
 _SCALARS = st.one_of(
-    st.text(max_size=30), _NUMERIC_TEXT, _HUGE_TEXT,
-    st.integers(-(2**63), 2**63 - 1), st.sampled_from([-(2**63), 2**63 - 1, 0, 10**12, 10**12 + 1, -1]),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0, 5e-324]),
-    st.booleans(), st.binary(max_size=40),
-)  # fmt: skip
+    st.text(max_size=30),
+    _NUMERIC_TEXT,
+    _HUGE_TEXT,
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([-(2**63), 2**63 - 1, 0, 10**12, 10**12 + 1, -1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0, 5e-324]),
+    st.booleans(),
+    st.binary(max_size=40),
+)
 _VALUES = st.recursive(
     _SCALARS,
     lambda inner: st.one_of(
@@ -386,8 +434,10 @@ _VALUES = st.recursive(
     ),
     max_leaves=8,
 )
-_TIMES = st.one_of(st.sampled_from([START, 0, 1, 2**63, 2**64 - 1, bounds.TIME_MAX_NS, bounds.TIME_MIN_NS - 1]),
-                   st.integers(0, 2**64 - 1))  # fmt: skip
+_TIMES = st.one_of(
+    st.sampled_from([START, 0, 1, 2**63, 2**64 - 1, bounds.TIME_MAX_NS, bounds.TIME_MIN_NS - 1]),
+    st.integers(0, 2**64 - 1),
+)
 _SPAN = st.fixed_dictionaries(
     {"fuzz": st.dictionaries(st.sampled_from(READ_KEYS), _VALUES, max_size=4)},
     optional={
@@ -427,9 +477,14 @@ def _record(offset: int, spans: list[dict[str, Any]]) -> tuple[SourceRecord, lis
             set_any_value(rs.resource.attributes.add(key=key).value, value)
         trace_id, span_id = _span_ids()
         ids.append(span_id.hex())
-        span = rs.scope_spans.add().spans.add(trace_id=trace_id, span_id=span_id, name="chat", kind=3,
-                                              start_time_unix_nano=fields.get("start", START),
-                                              end_time_unix_nano=fields.get("end", START + 10**9))  # fmt: skip
+        span = rs.scope_spans.add().spans.add(
+            trace_id=trace_id,
+            span_id=span_id,
+            name="chat",
+            kind=3,
+            start_time_unix_nano=fields.get("start", START),
+            end_time_unix_nano=fields.get("end", START + 10**9),
+        )
         for key, value in {**GOOD, **fields.get("fuzz", {})}.items():
             set_any_value(span.attributes.add(key=key).value, value)
         for name, time_ns in fields.get("events", ()):
@@ -525,7 +580,7 @@ def test_arbitrary_values_in_every_attribute_read(
         "team",
         "environment",
     ):
-        assert all(len(value) <= bounds.MAX_LABEL_CHARS for value in calls.column(name))  # fmt: skip
+        assert all(len(value) <= bounds.MAX_LABEL_CHARS for value in calls.column(name))
     for cost in (*calls.column("cost"), *calls.column("reported_cost")):
         assert cost is None or (cost.is_finite() and 0 <= cost < 10**15)
     for ttft in calls.column("ttft_ms"):

@@ -45,8 +45,14 @@ def test_poison_spans_among_good_ones_leave_the_worker_up_and_the_good_calls_sto
     )
     assert response.status_code == 200
 
-    wait_until(lambda: stack.count("SELECT count() FROM llm_calls WHERE service = 'after-poison-e2e'") == 3
-               or stack.worker.poll() is not None, 90, "the record after the poison one")  # fmt: skip
+    wait_until(
+        lambda: (
+            stack.count("SELECT count() FROM llm_calls WHERE service = 'after-poison-e2e'") == 3
+            or stack.worker.poll() is not None
+        ),
+        90,
+        "the record after the poison one",
+    )
     assert stack.worker.poll() is None, "the worker exited"
     wait_until(
         lambda: stack.count(f"SELECT count() FROM ingest_errors WHERE service = '{service}'") == 6, 60, "ingest errors"

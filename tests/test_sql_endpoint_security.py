@@ -333,13 +333,27 @@ def test_every_dashboard_and_alert_query_passes_the_guard(store: dict[str, Any])
 
 
 _WS = st.sampled_from([" ", "  ", "\t", "\n", "\r\n", " /* x */ ", "/**/", " -- c\n", "\n\t "])
-_FUNCTIONS = ["file('{files}/f.tsv', 'TSV', 'a String')", "url('http://127.0.0.1:{port}/x', 'TSV', 'a String')",
-              "s3('http://127.0.0.1:{port}/b/k.tsv', 'TSV', 'a String')", "remote('127.0.0.1:{port}', system.one)",
-              "remoteSecure('127.0.0.1:{port}', system.one)", "mysql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
-              "postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')", "urlCluster('default', 'http://127.0.0.1:{port}/x')",
-              "merge('default', '.*')", "view(SELECT * FROM default.secret)"]  # fmt: skip
-_FORBIDDEN_TABLES = [("default", "secret"), ("other", "data"), ("system", "parts"), ("information_schema", "tables"),
-                     ("INFORMATION_SCHEMA", "TABLES"), ("system", "zookeeper"), ("system", "processes")]  # fmt: skip
+_FUNCTIONS = [
+    "file('{files}/f.tsv', 'TSV', 'a String')",
+    "url('http://127.0.0.1:{port}/x', 'TSV', 'a String')",
+    "s3('http://127.0.0.1:{port}/b/k.tsv', 'TSV', 'a String')",
+    "remote('127.0.0.1:{port}', system.one)",
+    "remoteSecure('127.0.0.1:{port}', system.one)",
+    "mysql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
+    "postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
+    "urlCluster('default', 'http://127.0.0.1:{port}/x')",
+    "merge('default', '.*')",
+    "view(SELECT * FROM default.secret)",
+]
+_FORBIDDEN_TABLES = [
+    ("default", "secret"),
+    ("other", "data"),
+    ("system", "parts"),
+    ("information_schema", "tables"),
+    ("INFORMATION_SCHEMA", "TABLES"),
+    ("system", "zookeeper"),
+    ("system", "processes"),
+]
 
 
 @st.composite
@@ -578,9 +592,12 @@ def test_http_credentials_when_configured(store: dict[str, Any]) -> None:
     server = Served(store["dsn"], limits=LIMITS, user="grafana", password=SecretStr("s3cret"))
     try:
         query = {"query": "SELECT 1"}
-        for headers, params in (({}, {}), ({"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "wrong"}, {}),
-                                ({}, {"user": "default", "password": "s3cret"}),
-                                ({"Authorization": "Basic " + base64.b64encode(b"grafana:nope").decode()}, {})):  # fmt: skip
+        for headers, params in (
+            ({}, {}),
+            ({"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "wrong"}, {}),
+            ({}, {"user": "default", "password": "s3cret"}),
+            ({"Authorization": "Basic " + base64.b64encode(b"grafana:nope").decode()}, {}),
+        ):
             answer = requests.get(server.url, params={**query, **params}, headers=headers, timeout=30)
             assert answer.status_code == 401 and "(AUTHENTICATION_FAILED)" in answer.text, (headers, params)
         assert requests.get(server.url, params=query, auth=("grafana", "s3cret"), timeout=30).text == "1\n"
@@ -592,8 +609,15 @@ def test_http_credentials_when_configured(store: dict[str, Any]) -> None:
             requests.get(server.url, params={**query, "user": "grafana", "password": "s3cret"}, timeout=30).text
             == "1\n"
         )
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=server.endpoint.port, username="grafana", password="s3cret",
-                                               database="llmops", compress=False, autogenerate_session_id=False)  # fmt: skip
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1",
+            port=server.endpoint.port,
+            username="grafana",
+            password="s3cret",
+            database="llmops",
+            compress=False,
+            autogenerate_session_id=False,
+        )
         assert client.query("SELECT count() FROM t").result_rows == [(100,)]
         client.close()
         assert requests.get(server.url + "ping", timeout=30).text == "Ok.\n"
@@ -619,8 +643,15 @@ def test_http_over_tls(store: dict[str, Any], tmp_path: Path) -> None:
         assert requests.get(server.url, params={"query": "SELECT 1"}, verify=str(cert), timeout=30).text == "1\n"
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(server.url.replace("https://", "http://"), params={"query": "SELECT 1"}, timeout=30)
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=server.endpoint.port, interface="https", ca_cert=str(cert),
-                                               database="llmops", compress=False, autogenerate_session_id=False)  # fmt: skip
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1",
+            port=server.endpoint.port,
+            interface="https",
+            ca_cert=str(cert),
+            database="llmops",
+            compress=False,
+            autogenerate_session_id=False,
+        )
         assert client.query("SELECT count() FROM t").result_rows == [(100,)]
         # (not client.close(): clickhouse-connect 1.12's HTTPS pool close fails on urllib3-future's pool type)
     finally:
@@ -639,8 +670,11 @@ def test_llmops_sql_uses_the_same_guard_without_a_worker(tmp_path: Path) -> None
     )
     subprocess.run([sys.executable, "-c", setup], check=True, env=env, cwd=tmp_path, capture_output=True)
     flags = ["--data-dir", str(store), "--sql-port", str(free_port())]
-    run = lambda sql: subprocess.run([sys.executable, "-m", "llmops", "sql", sql, *flags, "--format", "TSV"],  # noqa: E731
-                                     env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    def run(sql: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "llmops", "sql", sql, *flags, "--format", "TSV"]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
     ok = run("SELECT 40 + 2")
     assert ok.returncode == 0 and ok.stdout == "42\n", ok.stderr
     refused = run("SELECT 'x' INTO  OUTFILE 'written.txt'")
@@ -826,8 +860,13 @@ def test_http_compression_when_asked_and_refused_encodings(served: Served) -> No
     import zlib
 
     for encoding, inflate in (("gzip", gzip_module.decompress), ("deflate", zlib.decompress)):
-        raw = requests.get(served.url, params={"query": "SELECT a FROM t ORDER BY a", "enable_http_compression": "1"},
-                           headers={"Accept-Encoding": encoding}, timeout=30, stream=True).raw  # fmt: skip
+        raw = requests.get(
+            served.url,
+            params={"query": "SELECT a FROM t ORDER BY a", "enable_http_compression": "1"},
+            headers={"Accept-Encoding": encoding},
+            timeout=30,
+            stream=True,
+        ).raw
         assert raw.headers["Content-Encoding"] == encoding
         assert inflate(raw.read(decode_content=False)).split() == [str(n).encode() for n in range(100)]
     answer = requests.post(

@@ -71,7 +71,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     budgets.write_text(BUDGETS)
     stack = Up(None, data_dir, free_port(), free_port(), free_port(), budgets)  # type: ignore[arg-type]
     argv = [sys.executable, "-m", "llmops", "up", "--data-dir", str(data_dir), "--otlp-http-port", str(stack.http),
-            "--otlp-grpc-port", str(stack.grpc), "--sql-port", str(stack.sql), "--budgets-file", str(budgets), "--live-interval", "0.5"]  # fmt: skip
+            "--otlp-grpc-port", str(stack.grpc), "--sql-port", str(stack.sql), "--budgets-file", str(budgets),
+            "--live-interval", "0.5"]  # fmt: skip
     stderr = (data_dir.parent / "up.stderr").open("w")
     stack.proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=stderr, text=True, cwd="/")
     reader = threading.Thread(target=stack.read_all, daemon=True)
@@ -169,8 +170,16 @@ def test_drift_pin_needs_no_kafka_flag_while_up_runs(up: Up) -> None:
     # A service of its own: the fixture's calls put the default services' drift watermarks at now, which would
     # make these older calls late (dropped from the samples) and leave only a window that closes at wall-clock time.
     count = 2000
-    summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=count, scenario="drift", seed=5,
-                                         services=("drift-pin",), time_step_ns=4 * 900 * 10**9 // count))  # fmt: skip
+    summary = run_loadgen(
+        LoadgenOptions(
+            endpoint=f"http://127.0.0.1:{up.http}",
+            count=count,
+            scenario="drift",
+            seed=5,
+            services=("drift-pin",),
+            time_step_ns=4 * 900 * 10**9 // count,
+        )
+    )
     assert summary.complete
     up.calls_sent += summary.llm_spans_acknowledged
     wait_until(lambda: bool(_drift_keys(up)), 120, "a closed drift window")
@@ -195,8 +204,14 @@ def test_drift_pin_needs_no_kafka_flag_while_up_runs(up: Up) -> None:
 
 
 def test_live_view_prints_one_line_per_interval_when_not_a_terminal(up: Up) -> None:
-    wait_until(lambda: any(line.startswith("[") and "calls/s=" in line and "top=[" in line and "top=[-]" not in line for line in up.lines),
-               60, "a live line with the stored calls")  # fmt: skip
+    wait_until(
+        lambda: any(
+            line.startswith("[") and "calls/s=" in line and "top=[" in line and "top=[-]" not in line
+            for line in up.lines
+        ),
+        60,
+        "a live line with the stored calls",
+    )
     live = [line for line in up.lines if "calls/s=" in line]
     for key in (
         "spans/s=",

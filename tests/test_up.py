@@ -55,8 +55,14 @@ def test_up_serves_and_stops_gracefully_keeping_what_it_accepted(tmp_path) -> No
         if up.poll() is None:
             up.kill()
     # After the stack stopped, report opens the store itself.
-    out = subprocess.run([sys.executable, "-m", "llmops", "report", "--json", *flags[:2], "--sql-port", str(sql)],
-                         env=env, capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "llmops", "report", "--json", *flags[:2], "--sql-port", str(sql)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     totals = json.loads(out)["totals"]
     assert totals["spans"] == summary.spans_acknowledged and totals["llm_calls"] == summary.llm_spans_acknowledged
     wait_until(lambda: not endpoint_alive("127.0.0.1", sql), 5, "endpoint closed")

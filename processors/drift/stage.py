@@ -83,7 +83,11 @@ class DriftStage:
         if counts != self._reported:
             log.warning(
                 "drift stage dropped state or calls",
-                extra={"evicted_keys_total": counts[0], "late_calls_total": counts[1], "live_keys": self.tracker.live_keys,
-                       "max_keys": self.tracker.config.max_keys},
-            )  # fmt: skip
+                extra={
+                    "evicted_keys_total": counts[0],
+                    "late_calls_total": counts[1],
+                    "live_keys": self.tracker.live_keys,
+                    "max_keys": self.tracker.config.max_keys,
+                },
+            )
             self._reported = counts
