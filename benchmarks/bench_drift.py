@@ -124,7 +124,8 @@ def bench_memory(capacity: int) -> None:
         r.offer(call_priority("trace", str(i)), i)
     took = time.perf_counter() - start
     print(
-        f"  call_priority + offer(): {offered / took / 1e6:.2f} M calls/s on one core ({offered:,} offers, {capacity} kept)"
+        f"  call_priority + offer(): {offered / took / 1e6:.2f} M calls/s on one core "
+        f"({offered:,} offers, {capacity} kept)"
     )
 
 

@@ -61,7 +61,8 @@ def main() -> None:
     current = tracemalloc.get_traced_memory()[0] - base
     print(f"live keys {tracker.live_keys}, reservoir {tracker.config.reservoir_size}, windows {args.windows}")
     print(
-        f"python heap for drift state: {current / 2**20:.1f} MiB = {current / tracker.live_keys / 2**20:.2f} MiB per live key"
+        f"python heap for drift state: {current / 2**20:.1f} MiB = "
+        f"{current / tracker.live_keys / 2**20:.2f} MiB per live key"
     )
 
 

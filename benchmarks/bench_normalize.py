@@ -166,7 +166,8 @@ def main() -> None:
         best_cpu = min(best_cpu, time.process_time() - start_cpu)
     print(f"spans={len(spans)} llm_calls={calls} best_of={args.repeat} wall={best:.3f}s cpu={best_cpu:.3f}s")
     print(
-        f"normalize+cost (CPU time): {calls / best_cpu:,.0f} calls/s  ({len(spans) / best_cpu:,.0f} spans/s incl. 40% non-LLM)"
+        f"normalize+cost (CPU time): {calls / best_cpu:,.0f} calls/s  "
+        f"({len(spans) / best_cpu:,.0f} spans/s incl. 40% non-LLM)"
     )
     print(f"normalize+cost (wall):     {calls / best:,.0f} calls/s")
 

@@ -270,7 +270,8 @@ class LiveStack:
         wait_for_line(self.receiver, "receiver ready", 60)
 
     def _spawn(self, command: str) -> subprocess.Popen[str]:
-        """`python -m llmops <command>` as `llmops up` starts it; from --code-root when given (sys.path[0] is the cwd)."""
+        """`python -m llmops <command>` as `llmops up` starts it; from --code-root when given
+        (sys.path[0] is the cwd)."""
         code_root = self.extra_env.get("PYTHONPATH", "").split(os.pathsep)[0]
         if code_root and Path(code_root, "llmops").is_dir():
             cwd = os.getcwd()
@@ -551,7 +552,8 @@ def _table(result: dict[str, Any]) -> str:
     lines = [
         (
             f"payload: {result['payload']['spans']:,} spans in {result['payload']['requests']:,} requests, "
-            f"{result['payload']['bytes_per_span']:.0f} B/span on the wire, {result['payload']['llm_spans']:,} LLM calls"
+            f"{result['payload']['bytes_per_span']:.0f} B/span on the wire, "
+            f"{result['payload']['llm_spans']:,} LLM calls"
         ),
         (
             f"load average before/after: {live['loadavg_before'][0]:.2f} / {live['loadavg_after'][0]:.2f}; "
@@ -565,20 +567,34 @@ def _table(result: dict[str, Any]) -> str:
             f"{live['accept_requests_per_s']:,.0f} req/s, {live['accept_mb_per_s']:.0f} MB/s)"
         ),
         f"{'protobuf ParseFromString (ceiling)':<44}{ceiling['spans_per_s']:>12,.0f} sp/s  in-process",
-        f"{'decode_request (parse, check, flatten LLM spans)':<44}{replay['spans_per_s']['decode']:>12,.0f} sp/s  in-process",
-        f"{'parse + decode_parsed (normalise + enrich)':<44}{replay['spans_per_s']['decode_normalise']:>12,.0f} sp/s  in-process",
-        f"{'build_tables (llm_calls rows + aggregates)':<44}{replay['spans_per_s']['build_tables']:>12,.0f} sp/s  in-process",
         (
-            f"{'drift payloads (tally + sieve + encode)':<44}{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process"
+            f"{'decode_request (parse, check, flatten LLM spans)':<44}"
+            f"{replay['spans_per_s']['decode']:>12,.0f} sp/s  in-process"
+        ),
+        (
+            f"{'parse + decode_parsed (normalise + enrich)':<44}"
+            f"{replay['spans_per_s']['decode_normalise']:>12,.0f} sp/s  in-process"
+        ),
+        (
+            f"{'build_tables (llm_calls rows + aggregates)':<44}"
+            f"{replay['spans_per_s']['build_tables']:>12,.0f} sp/s  in-process"
+        ),
+        (
+            f"{'drift payloads (tally + sieve + encode)':<44}"
+            f"{replay['spans_per_s']['drift_payloads']:>12,.0f} sp/s  in-process"
             f" ({replay['drift_calls_sent']:,} of {replay['drift_calls_tallied']:,} calls sent)"
         ),
     ]
     for table, rate in replay["insert_rows_per_s"].items():
         lines.append(
-            f"{'ClickHouse insert ' + table:<44}{rate:>12,.0f} rows/s in-process ({replay['insert_rows'][table]:,} rows)"
+            f"{'ClickHouse insert ' + table:<44}{rate:>12,.0f} rows/s in-process "
+            f"({replay['insert_rows'][table]:,} rows)"
         )
     lines += [
-        f"{'worker stages serially (sum of the above)':<44}{replay['serial_worker_spans_per_s']:>12,.0f} sp/s  in-process",
+        (
+            f"{'worker stages serially (sum of the above)':<44}"
+            f"{replay['serial_worker_spans_per_s']:>12,.0f} sp/s  in-process"
+        ),
         "",
         (
             f"end to end / ceiling: {result['e2e_over_ceiling']:.3f}   target 30,000 sp/s: "
@@ -593,8 +609,9 @@ def _table(result: dict[str, Any]) -> str:
         + f"  (wall {live['e2e_s']:.1f} s)",
         "worker CPU seconds by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in live["worker_cpu_s_by_thread"].items()),
         (
-            f"request latency p50 {live['request_latency_ms']['p50']:.0f} ms, p99 {live['request_latency_ms']['p99']:.0f} ms; "
-            f"429/503 retries {live['http_retries']}; stored llm_calls {live['stored_llm_calls']:,} (replay found {replay['llm_calls']:,})"
+            f"request latency p50 {live['request_latency_ms']['p50']:.0f} ms, "
+            f"p99 {live['request_latency_ms']['p99']:.0f} ms; 429/503 retries {live['http_retries']}; "
+            f"stored llm_calls {live['stored_llm_calls']:,} (replay found {replay['llm_calls']:,})"
         ),
     ]
     return "\n".join(lines)

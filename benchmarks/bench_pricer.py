@@ -23,7 +23,8 @@ the core layer runs its own copy of this script).
 CPU time on a shared machine moves by more than the trees differ; instructions do not. With
 `--passes N` the script only runs N enrich passes over the mixes (no timing), so the difference of
 
-    valgrind --tool=cachegrind --cache-sim=no <python> benchmarks/bench_pricer.py --spans 0 --shape-calls 2000 --passes 50
+    valgrind --tool=cachegrind --cache-sim=no <python> benchmarks/bench_pricer.py \\
+        --spans 0 --shape-calls 2000 --passes 50
     (and --passes 0)
 
 in instructions (`I refs`), divided by 50 x 2000, is the instructions per priced call.

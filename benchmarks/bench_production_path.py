@@ -47,7 +47,8 @@ __all__ = ["main"]
 
 @dataclass
 class KafkaLiveStack(LiveStack):
-    """bench_pipeline's LiveStack on one Apache Kafka node; with `collector`, the Collector replaces `llmops receive`."""
+    """bench_pipeline's LiveStack on one Apache Kafka node; with `collector`, the Collector replaces
+    `llmops receive`."""
 
     use_collector: bool = False
     cluster: KafkaCluster | None = None

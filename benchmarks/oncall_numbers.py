@@ -157,7 +157,8 @@ def main() -> None:
         switch = [e for e in new if e[2] == "prompt_version"]
         for e in switch:
             print(
-                f"switch event {e[3]} -> {e[4]}: {(e[0] - summary.drift.switch_time_ns) / 1e9:+.3f} s from the first call on {e[4]}"
+                f"switch event {e[3]} -> {e[4]}: {(e[0] - summary.drift.switch_time_ns) / 1e9:+.3f} s "
+                f"from the first call on {e[4]}"
             )
 
 

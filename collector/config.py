@@ -21,7 +21,8 @@ BROKER_KIND_TIMEOUTS: dict[str, tuple[float, float]] = {"tansu": (6.0, 1.0), "ka
 class KafkaSettings(ConfigSection):
     bootstrap: str | None = Field(
         None,
-        description="Kafka bootstrap servers host:port[,host:port]. Unset: `llmops up` starts the embedded Tansu broker.",
+        description="Kafka bootstrap servers host:port[,host:port]. "
+        "Unset: `llmops up` starts the embedded Tansu broker.",
     )
     topic: str = Field("otlp_spans", description="Topic holding OTLP trace batches (otlp_proto encoding).")
     dead_letter_topic: str = Field(
@@ -56,8 +57,9 @@ class KafkaSettings(ConfigSection):
     embedded_max_rss_mib: int = Field(
         2048,
         ge=0,
-        description="`llmops up` only: when the embedded broker's memory passes this (MiB), the stack drains it and starts "
-        "it afresh, refusing OTLP for those seconds (Tansu's memory storage never frees a record). 0 = never.",
+        description="`llmops up` only: when the embedded broker's memory passes this (MiB), the stack drains it "
+        "and starts it afresh, refusing OTLP for those seconds (Tansu's memory storage never frees a record). "
+        "0 = never.",
     )
 
     @model_validator(mode="after")
@@ -93,7 +95,8 @@ class ReceiverSettings(ConfigSection):
     max_record_bytes: int = Field(
         900_000,
         ge=10_000,
-        description="Largest Kafka record written; bigger requests are split by resource/scope/span (Kafka's default message.max.bytes is 1 MB).",
+        description="Largest Kafka record written; bigger requests are split by resource/scope/span "
+        "(Kafka's default message.max.bytes is 1 MB).",
     )
     producer_queue_max_kbytes: int = Field(
         262_144, ge=1024, description="Producer buffer; when full the receiver answers 429 / UNAVAILABLE."
@@ -116,7 +119,8 @@ class ReceiverSettings(ConfigSection):
     lag_stale_after_s: float = Field(
         10.0,
         gt=0,
-        description="A lag measurement older than this is unknown; unknown lag admits requests (the producer queue still bounds them).",
+        description="A lag measurement older than this is unknown; unknown lag admits requests "
+        "(the producer queue still bounds them).",
     )
     bearer_tokens: list[SecretStr] = Field(
         [],

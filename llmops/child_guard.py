@@ -1,4 +1,6 @@
-"""Run a program that dies with its supervisor and leaves stopping to it: `python -m llmops.child_guard PPID -- ARGV...`.
+"""Run a program that dies with its supervisor and leaves stopping to it.
+
+Usage: `python -m llmops.child_guard PPID -- ARGV...`.
 
 Why a launcher and not `preexec_fn`: the supervisor has threads (librdkafka's,
 output readers), and code run between fork and exec in a threaded process can

@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["mixed", "drift"],
         default="mixed",
         help="mixed: steady traffic. drift: one key switches prompt version halfway and its answers change; "
-        "the calls span 4 drift windows of event time (drift.window_s) ending now, so `llmops report` shows the result.",
+        "the calls span 4 drift windows of event time (drift.window_s) ending now, "
+        "so `llmops report` shows the result.",
     )
     loadgen.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     loadgen.add_argument("--quiet", action="store_true", help="No progress bar.")
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--budgets",
         type=Path,
         default=None,
-        help="Budgets YAML (default: the running stack's, else LLMOPS_PROCESSOR__BUDGETS_FILE); format in docs/budgets.md.",
+        help="Budgets YAML (default: the running stack's, else LLMOPS_PROCESSOR__BUDGETS_FILE); "
+        "format in docs/budgets.md.",
     )
     budgets.add_argument("--json", action="store_true", help="Print JSON.")
 
@@ -195,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(sql, _READER)
     sql.add_argument(
         "query",
-        help="One SELECT, SHOW, DESCRIBE TABLE, EXISTS or EXPLAIN statement on the llmops database; a trailing FORMAT clause beats --format.",
+        help="One SELECT, SHOW, DESCRIBE TABLE, EXISTS or EXPLAIN statement on the llmops database; "
+        "a trailing FORMAT clause beats --format.",
     )
     sql.add_argument(
         "--format", default="PrettyCompactMonoBlock", help="ClickHouse output format (default PrettyCompactMonoBlock)."

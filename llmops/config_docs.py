@@ -30,7 +30,10 @@ def render_reference() -> str:
         "# Configuration reference",
         "",
         "Generated from `llmops/config.py` (`llmops config docs`); a test keeps this file in step.",
-        "Precedence: command-line flags > environment variables > TOML file (`--config` or `LLMOPS_CONFIG`) > defaults.",
+        (
+            "Precedence: command-line flags > environment variables > TOML file (`--config` or `LLMOPS_CONFIG`) "
+            "> defaults."
+        ),
         "In TOML, a dotted key `kafka.bootstrap` is `bootstrap` under `[kafka]`. Unknown keys are errors.",
         "",
         "| key | environment variable | default | meaning |",

@@ -21,7 +21,10 @@ from llmops.store import close_reader, open_reader
 __all__ = ["drift_pin", "DELIVERY_TIMEOUT_S"]
 
 DELIVERY_TIMEOUT_S = 4.0
-_KEYS_SQL = "SELECT DISTINCT service, model, prompt_name, prompt_version FROM llm_drift ORDER BY service, model, prompt_name, prompt_version"
+_KEYS_SQL = (
+    "SELECT DISTINCT service, model, prompt_name, prompt_version FROM llm_drift "
+    "ORDER BY service, model, prompt_name, prompt_version"
+)
 
 
 def _render(key: tuple[str, ...]) -> str:
@@ -44,7 +47,8 @@ def drift_pin(
     if key not in keys:
         if not keys:
             raise UserError(
-                f"no drift key has a closed window in {settings.data_dir} yet: keys appear when their first drift window closes"
+                f"no drift key has a closed window in {settings.data_dir} yet: "
+                "keys appear when their first drift window closes"
             )
         nearest = difflib.get_close_matches(_render(key), [_render(k) for k in keys], n=3, cutoff=0.0)
         raise UserError(
@@ -91,5 +95,6 @@ def _send(bootstrap: str, topic: str, key: tuple[str, str, str, str], debug: boo
     if remaining or failures:
         reason = failures[0] if failures else "no answer"
         raise UserError(
-            f"Kafka at {bootstrap} did not acknowledge the pin within {DELIVERY_TIMEOUT_S:.0f} s ({reason}): is the broker running? check --kafka"
+            f"Kafka at {bootstrap} did not acknowledge the pin within {DELIVERY_TIMEOUT_S:.0f} s ({reason}): "
+            "is the broker running? check --kafka"
         )

@@ -31,5 +31,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--data-dir",
         type=Path,
         default=Path(".llmops"),
-        help="With CLICKHOUSE_HOST unset, the data source points at the SQL endpoint of the `llmops up` running on this data dir [default .llmops].",
+        help="With CLICKHOUSE_HOST unset, the data source points at the SQL endpoint of the `llmops up` "
+        "running on this data dir [default .llmops].",
     )

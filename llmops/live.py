@@ -209,8 +209,9 @@ def plain_line(snapshot: Snapshot) -> str:
     return (
         f"[{time.strftime('%H:%M:%S')}] spans/s={snapshot.spans_per_s:.0f} calls/s={snapshot.calls_per_s:.1f} "
         f"cost_last_min={_usd(snapshot.cost_last_minute)} cost_today={_usd(snapshot.cost_today)} "
-        f"ttft_p95={_ttft(snapshot.ttft_p95_ms)} error_rate={snapshot.error_rate:.1%} unpriced={snapshot.unpriced_calls} "
-        f"drifted_keys={snapshot.drifted_keys} ingest_errors={snapshot.ingest_errors} top=[{top}]"
+        f"ttft_p95={_ttft(snapshot.ttft_p95_ms)} error_rate={snapshot.error_rate:.1%} "
+        f"unpriced={snapshot.unpriced_calls} drifted_keys={snapshot.drifted_keys} "
+        f"ingest_errors={snapshot.ingest_errors} top=[{top}]"
     )
 
 

@@ -893,7 +893,10 @@ def render_summary(summary: LoadgenSummary) -> str:
             f"{summary.spans_acknowledged:,} acknowledged, {summary.spans_failed:,} failed "
             f"in {summary.elapsed_s:.2f} s ({rate:,.0f} calls/s) -> {summary.protocol} {summary.endpoint}"
         ),
-        f"event time {_iso(summary.first_call_ns)} .. {_iso(summary.last_call_ns)}, scenario {summary.scenario}, seed {summary.seed}",
+        (
+            f"event time {_iso(summary.first_call_ns)} .. {_iso(summary.last_call_ns)}, "
+            f"scenario {summary.scenario}, seed {summary.seed}"
+        ),
         "",
         *_table("model", summary.by_model),
         "",

@@ -57,7 +57,8 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
 
 
 def _check_listening(endpoint: str, protocol: str) -> None:
-    """Refuse at once, in one line, when nothing listens where the spans would go (the exporter would retry for minutes)."""
+    """Refuse at once, in one line, when nothing listens where the spans would go
+    (the exporter would retry for minutes)."""
     parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (4317 if protocol == "grpc" else 4318)
@@ -66,5 +67,6 @@ def _check_listening(endpoint: str, protocol: str) -> None:
     except OSError as exc:
         flag = "--otlp-grpc-port" if protocol == "grpc" else "--otlp-http-port"
         raise UserError(
-            f"nothing accepts OTLP on {host}:{port} ({exc.strerror or exc}): start `llmops up` (its {flag}) or pass --endpoint"
+            f"nothing accepts OTLP on {host}:{port} ({exc.strerror or exc}): "
+            f"start `llmops up` (its {flag}) or pass --endpoint"
         ) from exc

@@ -78,7 +78,8 @@ def check_data_dir(settings: Settings) -> DataDirLock:
     if store.exists() and not os.access(store, os.W_OK | os.X_OK):
         lock.release()
         raise UserError(
-            f"store directory {store} is not writable by user {getpass.getuser()}: fix its permissions or pass another --data-dir"
+            f"store directory {store} is not writable by user {getpass.getuser()}: "
+            "fix its permissions or pass another --data-dir"
         )
     return lock
 
@@ -86,7 +87,10 @@ def check_data_dir(settings: Settings) -> DataDirLock:
 def _not_writable(data_dir: Path, exc: OSError) -> str:
     reason = exc.strerror or str(exc)
     where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != data_dir else ""
-    return f"cannot create or write data dir {data_dir}{where}: {reason} for user {getpass.getuser()}: fix its permissions or pass another --data-dir"
+    return (
+        f"cannot create or write data dir {data_dir}{where}: {reason} for user {getpass.getuser()}: "
+        "fix its permissions or pass another --data-dir"
+    )
 
 
 def check_pricing_file(settings: Settings) -> None:

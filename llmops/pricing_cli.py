@@ -102,7 +102,8 @@ def add_pricing_parser(commands: Any, add_flags: Callable[..., None], common: li
     coverage.add_argument("--json", action="store_true", help="Print JSON.")
     update = sub.add_parser(
         "update",
-        help="Refresh the base price snapshot from a genai-prices data JSON file or URL (explicit; workers never fetch).",
+        help="Refresh the base price snapshot from a genai-prices data JSON file or URL "
+        "(explicit; workers never fetch).",
     )
     add_flags(update, files)
     update.add_argument("--from", dest="source", required=True, help="Path or http(s) URL of a genai-prices data.json.")
@@ -228,7 +229,10 @@ def pricing_coverage(settings: Settings, since: str, as_json: bool) -> str:
         )
     if not calls:
         return "no calls stored yet"
-    head = f"{summary['priced_calls_pct']}% of {calls} calls and {summary['priced_tokens_pct']}% of {tokens} tokens are priced\n\n"
+    head = (
+        f"{summary['priced_calls_pct']}% of {calls} calls and {summary['priced_tokens_pct']}% of {tokens} tokens "
+        "are priced\n\n"
+    )
     out = head + render_table("Calls by provider and price source", sources)
     if models:
         out += (
@@ -308,8 +312,8 @@ def pricing_update(settings: Settings, source: str, timeout: float = 30.0) -> st
     finally:
         tmp.unlink(missing_ok=True)
     return (
-        f"base prices {new.version} ({new.model_count()} models) written to {target}; running workers pick it up by themselves\n"
-        + ("; ".join(changes) if changes else "no price changed")
+        f"base prices {new.version} ({new.model_count()} models) written to {target}; "
+        "running workers pick it up by themselves\n" + ("; ".join(changes) if changes else "no price changed")
     )
 
 
@@ -329,7 +333,7 @@ def budgets_report(settings: Settings, budgets_file: Path | None, as_json: bool)
     ]
     for s in statuses:
         lines.append(
-            f"{s.budget_id:<20} {s.scope_kind + '=' + s.scope_value:<26} {s.period:<6} {s.spend:>14.4f} {s.amount:>12.2f} "
-            f"{s.fraction:>6.1%} {s.projected:>14.4f}  {s.status}"
+            f"{s.budget_id:<20} {s.scope_kind + '=' + s.scope_value:<26} {s.period:<6} "
+            f"{s.spend:>14.4f} {s.amount:>12.2f} {s.fraction:>6.1%} {s.projected:>14.4f}  {s.status}"
         )
     return "\n".join(lines)

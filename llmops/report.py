@@ -27,7 +27,8 @@ REPORT_QUERIES: dict[str, str] = {
             (SELECT if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) FROM llm_calls) AS cost_usd,
             (SELECT countIf(cost IS NOT NULL) FROM llm_calls) AS priced_calls,
             (SELECT countIf(cost IS NULL) FROM llm_calls) AS unpriced_calls,
-            (SELECT sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) FROM llm_calls) AS unpriced_tokens,
+            (SELECT sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) FROM llm_calls)
+                AS unpriced_tokens,
             (SELECT count() FROM ingest_errors) AS ingest_errors,
             (SELECT countIf(dead_lettered) FROM ingest_errors) AS dead_lettered
     """,
@@ -40,20 +41,24 @@ REPORT_QUERIES: dict[str, str] = {
         SELECT provider, model, count() AS calls, countIf(status = 'error') AS errors,
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                sum(cache_read_tokens) AS cache_read_tokens, sum(reasoning_tokens) AS reasoning_tokens,
-               if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd, countIf(cost IS NULL) AS unpriced_calls,
+               if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd,
+               countIf(cost IS NULL) AS unpriced_calls,
                sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens,
                if(countIf(reported_cost IS NOT NULL) = 0, NULL, toString(sum(reported_cost))) AS reported_cost_usd
         FROM llm_calls GROUP BY provider, model ORDER BY calls DESC, model
     """,
     "by_team": """
         SELECT team, count() AS calls, if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd,
-               countIf(cost IS NULL) AS unpriced_calls, sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens
+               countIf(cost IS NULL) AS unpriced_calls,
+               sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens
         FROM llm_calls GROUP BY team ORDER BY calls DESC, team
     """,
     "by_service": """
         SELECT service, environment, team, count() AS calls, sum(input_tokens) AS input_tokens,
-               sum(output_tokens) AS output_tokens, if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd,
-               countIf(cost IS NULL) AS unpriced_calls, sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens
+               sum(output_tokens) AS output_tokens,
+               if(countIf(cost IS NOT NULL) = 0, NULL, toString(sum(cost))) AS cost_usd,
+               countIf(cost IS NULL) AS unpriced_calls,
+               sumIf(llm_calls.input_tokens + llm_calls.output_tokens, llm_calls.cost IS NULL) AS unpriced_tokens
         FROM llm_calls GROUP BY service, environment, team ORDER BY calls DESC, service
     """,
     # Percentiles come from the per-window sketches merged in ClickHouse (1% relative accuracy);
@@ -65,9 +70,12 @@ REPORT_QUERIES: dict[str, str] = {
                round(sketch_quantile(sumMapIf(sketch, metric = 'duration_ms'), 0.95), 1) AS p95_duration_ms,
                round(sketch_quantile(sumMapIf(sketch, metric = 'duration_ms'), 0.99), 1) AS p99_duration_ms,
                sumIf(count, metric = 'ttft_ms') AS streamed,
-               if(streamed = 0, NULL, round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.50), 1)) AS p50_ttft_ms,
-               if(streamed = 0, NULL, round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.95), 1)) AS p95_ttft_ms,
-               if(streamed = 0, NULL, round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.99), 1)) AS p99_ttft_ms
+               if(streamed = 0, NULL,
+                  round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.50), 1)) AS p50_ttft_ms,
+               if(streamed = 0, NULL,
+                  round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.95), 1)) AS p95_ttft_ms,
+               if(streamed = 0, NULL,
+                  round(sketch_quantile(sumMapIf(sketch, metric = 'ttft_ms'), 0.99), 1)) AS p99_ttft_ms
         FROM llm_latency_1m GROUP BY request_model ORDER BY calls DESC, request_model
     """,
     "drifted": """

@@ -220,7 +220,8 @@ def _reconcile_usage(client: Client, since: datetime, model: str | None) -> int:
         _mutate(
             client,
             "llm_usage_1m",
-            f"ALTER TABLE llm_usage_1m UPDATE {sets} WHERE window_start >= toStartOfMinute({{since:DateTime64(9, 'UTC')}}) "
+            f"ALTER TABLE llm_usage_1m UPDATE {sets} "
+            f"WHERE window_start >= toStartOfMinute({{since:DateTime64(9, 'UTC')}}) "
             f"AND joinGet('{join_name}', 'present', {key_args}) = 1 SETTINGS mutations_sync = 2",
             {"since": since},
         )

@@ -1,4 +1,5 @@
-"""`llmops sql "…"`: one read-only query on the data dir's store, checked by the same guard and limits as the SQL endpoint.
+"""`llmops sql "…"`: one read-only query on the data dir's store, checked by the same guard and limits as the
+SQL endpoint.
 
 While the data dir's stack (or a worker) serves the embedded store, the query
 goes to its endpoint (which checks it); llmops.store finds that endpoint and
@@ -49,7 +50,8 @@ def run_sql(settings: Settings, query: str, fmt: str) -> str:
 
 
 def _run_on_store(settings: Settings, query: str, fmt: str) -> bytes:
-    """No endpoint serves the store: open it here with the endpoint's engine (guard and limits); it reads a FORMAT clause itself."""
+    """No endpoint serves the store: open it here with the endpoint's engine (guard and limits);
+    it reads a FORMAT clause itself."""
     require_store(settings)
     sql = settings.sql
     limits = QueryLimits(sql.max_execution_time_s, sql.max_result_rows, sql.max_result_bytes, sql.max_memory_usage)

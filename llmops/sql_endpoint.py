@@ -166,7 +166,8 @@ class SqlEndpoint:
         return web.Response(text="Ok.\n", headers={STORE_ID_HEADER: self._store_id})
 
     def _authorised(self, request: web.Request) -> bool:
-        """Credentials as ClickHouse takes them: basic auth, X-ClickHouse-User/Key headers, or user/password parameters."""
+        """Credentials as ClickHouse takes them: basic auth, X-ClickHouse-User/Key headers,
+        or user/password parameters."""
         if self._password is None:
             return True
         user = request.headers.get("X-ClickHouse-User") or request.query.get("user")

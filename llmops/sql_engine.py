@@ -158,7 +158,8 @@ class SqlEngine:
     # -- one query ----------------------------------------------------------------
 
     def run(self, handle: Any, sql: str, default_format: str, parameters: Mapping[str, str]) -> tuple[bytes, str]:
-        """Check `sql` on `handle` and run its canonical text there. Blocking; raises QueryRefused or the engine's error."""
+        """Check `sql` on `handle` and run its canonical text there. Blocking; raises QueryRefused
+        or the engine's error."""
         assert self.guard is not None, "open() first"
         checked: CheckedQuery = self.guard.check(
             sql, lambda text, params: handle.query(text, "TSVRaw", params=dict(params)).bytes()
@@ -188,7 +189,8 @@ class SqlEngine:
     async def execute(
         self, sql: str, default_format: str, parameters: Mapping[str, str], limits: QueryLimits | None = None
     ) -> tuple[bytes, str]:
-        """Run `sql` in a slot; `limits` (from `self.limits.tightened`) other than the engine's own run it on a fresh handle."""
+        """Run `sql` in a slot; `limits` (from `self.limits.tightened`) other than the engine's own
+        run it on a fresh handle."""
         slot = [await self._acquire()]
         free = self._free
         assert free is not None and self._threads is not None

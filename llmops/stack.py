@@ -141,7 +141,8 @@ def run_stack(
         ready = wait_for_line(receiver.start(), "receiver ready", 60)
         print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)
         print(
-            f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})"
+            f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  "
+            f"OTLP HTTP http://{host}:{settings.receiver.http_port}/v1/traces  ({ready})"
         )
         if settings.embedded_store:
             scheme = "https" if settings.sql.tls_cert_file else "http"

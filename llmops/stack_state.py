@@ -149,7 +149,8 @@ class DataDirLock:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise UserError(
-                f"data dir {self.data_dir} is in use by another llmops (pid {holder}): stop it, or pass another --data-dir"
+                f"data dir {self.data_dir} is in use by another llmops (pid {holder}): "
+                "stop it, or pass another --data-dir"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

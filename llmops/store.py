@@ -104,13 +104,14 @@ def find_endpoint(settings: Settings) -> tuple[str, int] | None:
             )
         if served_store(stack.host, stack.sql_port, tls_ca=tls_ca) != expected:
             raise UserError(
-                f"the SQL endpoint on {stack.host}:{stack.sql_port} serves another store than data dir {settings.data_dir}: "
-                f"another llmops took the port; stop it and restart `llmops up`"
+                f"the SQL endpoint on {stack.host}:{stack.sql_port} serves another store than "
+                f"data dir {settings.data_dir}: another llmops took the port; stop it and restart `llmops up`"
             )
         return stack.host, stack.sql_port
     host = local_host(settings.receiver.listen)
     if served_store(host, settings.sql.port, tls_ca=tls_ca) == expected:
-        # A worker started on its own (`llmops worker`) writes no stack file: its endpoint is used if it serves this store.
+        # A worker started on its own (`llmops worker`) writes no stack file: its endpoint is used
+        # if it serves this store.
         return host, settings.sql.port
     return None
 
@@ -133,7 +134,8 @@ def close_reader(client: Client) -> None:
 
 
 def open_reader(settings: Settings) -> Client:
-    """A read-only client on the store of `settings.data_dir` (or the configured server); UserError when there is none."""
+    """A read-only client on the store of `settings.data_dir` (or the configured server);
+    UserError when there is none."""
     if not settings.embedded_store:
         return connect(settings.clickhouse_dsn, settings.clickhouse.database)
     endpoint = find_endpoint(settings)
@@ -148,6 +150,7 @@ def open_reader(settings: Settings) -> Client:
                 f"no data in {settings.data_dir} yet: start `llmops up` (or pass the --data-dir it uses)"
             ) from exc
         raise UserError(
-            f"cannot open the store in {expected}: {clickhouse_message(exc)} (is another process using data dir {settings.data_dir}?)"
+            f"cannot open the store in {expected}: {clickhouse_message(exc)} "
+            f"(is another process using data dir {settings.data_dir}?)"
         ) from exc
     return client
