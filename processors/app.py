@@ -153,7 +153,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             },
         )
 
-    # faust types a handler as (sender, *args, signal=..., **kwargs); it sends the partitions as the one positional argument.
+    # faust types a handler as (sender, *args, signal=..., **kwargs); it sends the partitions as the one
+    # positional argument.
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         sink.forget_fences()
@@ -165,9 +166,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
         faust 0.15.3 drops its acknowledgement bookkeeping of revoked partitions (Consumer.on_partitions_revoked)
         before its own commit at revocation, so what it acknowledged since its last commit
-        (`processor.commit_interval_s`) may stay uncommitted, and the next owner reads it again. The fences skip it in a store the workers share; a
-        store of its own stored it a second time (one chDB per worker: tests/test_production_faults.py). The signal
-        is sent after faust waited for every batch in progress to be written (`stream_wait_empty`).
+        (`processor.commit_interval_s`) may stay uncommitted, and the next owner reads it again. The fences skip it
+        in a store the workers share; a store of its own stored it a second time (one chDB per worker:
+        tests/test_production_faults.py). The signal is sent after faust waited for every batch in progress to be
+        written (`stream_wait_empty`).
         """
         offsets = {tp: written.pop(tp) for tp in revoked if tp in written}
         if not offsets:

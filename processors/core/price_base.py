@@ -93,7 +93,8 @@ def snapshot_bytes_version(data: bytes) -> str:
 
 
 def load_snapshot_file(path: Path) -> tuple[list[gp.Provider], str]:
-    """Providers from a genai-prices data JSON (the format of its `prices/data.json`); raise ValueError if it is not one."""
+    """Providers from a genai-prices data JSON (the format of its `prices/data.json`);
+    raise ValueError if it is not one."""
     data = path.read_bytes()
     try:
         raw = json.loads(data)

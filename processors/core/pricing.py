@@ -127,7 +127,8 @@ class PriceEntry(BaseModel):
     checked: date
     # Why this entry exists beside the base price database (required in the project's own catalog).
     reason: str = ""
-    # Only for calls whose deployment key (processors.core.deployment: "aws:us-gov", "azure:eu", ...) matches a glob here.
+    # Only for calls whose deployment key (processors.core.deployment: "aws:us-gov", "azure:eu", ...)
+    # matches a glob here.
     regions: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
     # Only for calls whose service tier (OpenAI service_tier: default, flex, priority, batch) is listed here.
     service_tiers: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
@@ -487,7 +488,8 @@ class PricingCatalog:
         return result
 
     def rule(self, model: str, provider: str, at_ns: int, region: str = "", tier: str = "") -> _Rule | None:
-        """The compiled rule pricing `model` (called through `provider`, deployment `region`, service `tier`) at `at_ns`, or None."""
+        """The compiled rule pricing `model` (called through `provider`, deployment `region`, service `tier`)
+        at `at_ns`, or None."""
         if not model:
             return None
         for rule in self._matching(model, provider):
@@ -523,7 +525,10 @@ class PricingCatalog:
             if entry.platforms and platform not in entry.platforms:
                 why = f"not used: only for platforms {entry.platforms}"
             elif not _applies(entry, region, tier):
-                why = f"not used: only for regions {entry.regions or 'any'} / service tiers {entry.service_tiers or 'any'}"
+                why = (
+                    f"not used: only for regions {entry.regions or 'any'} / "
+                    f"service tiers {entry.service_tiers or 'any'}"
+                )
             elif not rule.from_ns <= at_ns < rule.to_ns:
                 why = f"not used: effective {entry.effective_from} .. {entry.effective_to or 'now'}"
             elif chosen is not None and rule is chosen:

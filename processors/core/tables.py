@@ -41,7 +41,8 @@ class TableRows:
 
 @dataclass(slots=True)
 class OtlpRecords:
-    """Kafka records bound for `table`, which ClickHouse fills from their raw OTLP bytes (sinks/clickhouse/otlp_ingest.py)."""
+    """Kafka records bound for `table`, which ClickHouse fills from their raw OTLP bytes
+    (sinks/clickhouse/otlp_ingest.py)."""
 
     table: str
     values: list[bytes] = field(default_factory=list)

@@ -22,7 +22,8 @@ class DriftSettings(ConfigSection):
     max_keys: int = Field(
         128,
         ge=1,
-        description="Live drift keys kept; least recently used are evicted (counted). Memory: about 8 MiB per key at reservoir_size 1000.",
+        description="Live drift keys kept; least recently used are evicted (counted). "
+        "Memory: about 8 MiB per key at reservoir_size 1000.",
     )
     history_windows: int = Field(
         96, ge=1, description="Closed windows per key merged into its reference (96 x 15 min = 24 h)."
@@ -34,13 +35,15 @@ class DriftSettings(ConfigSection):
     change_persist_s: float = Field(
         120.0,
         gt=0,
-        description="A new model, prompt version or embedding model is a change event once it kept change_min_share of its key's calls this long (event time).",
+        description="A new model, prompt version or embedding model is a change event once it kept "
+        "change_min_share of its key's calls this long (event time).",
     )
     change_min_share: float = Field(
         0.1,
         gt=0,
         le=1,
-        description="Share of a key's calls (service and prompt name) that makes a value part of its traffic: new values below it are a mix, not a change.",
+        description="Share of a key's calls (service and prompt name) that makes a value part of its traffic: "
+        "new values below it are a mix, not a change.",
     )
 
     @field_validator("key_fields")

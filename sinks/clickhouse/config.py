@@ -12,7 +12,8 @@ __all__ = ["ClickHouseSettings"]
 class ClickHouseSettings(ConfigSection):
     dsn: str | None = Field(
         None,
-        description="clickhouse-connect DSN, e.g. http://user:pass@host:8123. Unset: embedded chDB under <data_dir>/clickhouse.",
+        description="clickhouse-connect DSN, e.g. http://user:pass@host:8123. "
+        "Unset: embedded chDB under <data_dir>/clickhouse.",
     )
     database: str = Field("llmops", description="Database holding the pipeline's tables.")
     insert_retries: int = Field(8, ge=0, description="Retries of a transient insert failure before the worker stops.")

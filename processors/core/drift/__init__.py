@@ -1,4 +1,5 @@
-"""Drift statistics, per-call drift signals, bounded reservoirs and the window tracker (pure functions and data structures)."""
+"""Drift statistics, per-call drift signals, bounded reservoirs and the window tracker
+(pure functions and data structures)."""
 
 from processors.core.drift.sampling import BottomK, KeyRegistry, PrioritySieve, call_priority
 from processors.core.drift.signals import CallSignals, SignalOptions, extract_signals, hashing_embedding, output_text

@@ -56,7 +56,10 @@ __all__ = [
 ]
 
 DEFAULT_REFUSAL_PATTERNS: Final[tuple[str, ...]] = (
-    r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I (?:can't|cannot|can not|won't|will not|am unable|'m unable|am not able|'m not able)",
+    (
+        r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I "
+        r"(?:can't|cannot|can not|won't|will not|am unable|'m unable|am not able|'m not able)"
+    ),
     (
         r"\bI (?:can't|cannot|can not|won't|will not|am unable to|'m unable to|am not able to|'m not able to) "
         r"(?:help|assist|comply|provide|do that|fulfil|fulfill|answer|share|support|engage)"

@@ -16,7 +16,8 @@ Statistics per signal kind (names are the ``statistic`` column of ``llm_drift``)
   applies to the p-value), ``mahalanobis_centroid_distance`` (its bias-corrected effect size),
   ``mmd2_rbf`` (unbiased MMD^2, RBF kernel, median heuristic; effect size, with its permutation
   p-value reported but left out of the decision: with P permutations it cannot go below
-  ``1/(P+1)``, far above the per-test levels of step 1 below), ``cosine_centroid_distance`` and ``drifted_component_share`` (effect sizes).
+  ``1/(P+1)``, far above the per-test levels of step 1 below), ``cosine_centroid_distance`` and
+  ``drifted_component_share`` (effect sizes).
 
 Why Hotelling next to MMD: a centroid shift of ``0.5 * sigma`` along a random unit direction of a
 384-dim space moves each coordinate by ``0.5 * sigma / sqrt(384) ~ 0.026 sigma``. Euclidean
