@@ -109,7 +109,8 @@ class Stack:
         self.stop_worker()
 
     def reader(self):
-        """clickhouse-connect's HTTP client against the worker's read-only endpoint, or the store itself once the worker stopped."""
+        """clickhouse-connect's HTTP client against the worker's read-only endpoint, or the store itself once the
+        worker stopped."""
         if self.worker is None:
             from sinks.clickhouse.client import connect
 
@@ -233,7 +234,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def production_parts() -> None:
-    """Build the collector and fetch Kafka's jars (cached after the first run); skip in one line where Go or Java is missing."""
+    """Build the collector and fetch Kafka's jars (cached after the first run); skip in one line where Go or Java
+    is missing."""
     try:
         otelcol_binary()
         kafka_classpath()

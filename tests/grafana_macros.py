@@ -252,7 +252,10 @@ def _time_interval(r: TimeRange, args: Sequence[str]) -> str:
 
 
 def _time_interval_ms(r: TimeRange, args: Sequence[str]) -> str:
-    return f"toStartOfInterval(toDateTime64({_one('timeInterval_ms', args)}, 3), INTERVAL {_interval_millis(r)} millisecond)"
+    return (
+        f"toStartOfInterval(toDateTime64({_one('timeInterval_ms', args)}, 3), "
+        f"INTERVAL {_interval_millis(r)} millisecond)"
+    )
 
 
 MacroFunc = Callable[[TimeRange, Sequence[str]], str]

@@ -23,7 +23,8 @@ def _errors(source: str, offsets: range, service: str = "svc") -> TableRows:
 
 def _stored(client: Client, source: str) -> Sequence[Sequence[Any]]:
     return client.query(
-        "SELECT kafka_offset, stage, service, toTypeName(service) FROM llmops.ingest_errors WHERE _ingest_source = {s:String} ORDER BY kafka_offset",
+        "SELECT kafka_offset, stage, service, toTypeName(service) FROM llmops.ingest_errors "
+        "WHERE _ingest_source = {s:String} ORDER BY kafka_offset",
         parameters={"s": source},
     ).result_rows
 

@@ -122,7 +122,8 @@ def _contract_tables(ch: Client) -> list[str]:
     return [
         r[0]
         for r in ch.query(
-            "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree' AND name != 'schema_migrations' ORDER BY name",
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree' "
+            "AND name != 'schema_migrations' ORDER BY name",
             parameters={"db": DB},
         ).result_rows
     ]
@@ -190,7 +191,8 @@ def test_cluster_ddl_covers_every_object_of_the_single_node_migrations(client: C
     views = [
         r[0]
         for r in client.query(
-            "SELECT name FROM system.tables WHERE database = {db:String} AND engine IN ('View', 'MaterializedView', 'Null')",
+            "SELECT name FROM system.tables "
+            "WHERE database = {db:String} AND engine IN ('View', 'MaterializedView', 'Null')",
             parameters={"db": DB},
         ).result_rows
     ]
@@ -230,7 +232,8 @@ def test_local_tables_match_the_single_node_tables(client: Client, cluster_db: s
         query = (
             "SELECT engine, partition_key, sorting_key, primary_key, "
             "(SELECT groupArray((name, type_full, expr, granularity)) FROM system.data_skipping_indices "
-            " WHERE database = {db:String} AND table = {t:String}) FROM system.tables WHERE database = {db:String} AND name = {t:String}"
+            " WHERE database = {db:String} AND table = {t:String}) "
+            "FROM system.tables WHERE database = {db:String} AND name = {t:String}"
         )
         single = client.query(query, parameters={"db": DB, "t": table}).result_rows[0]
         local = client.query(query, parameters={"db": cluster_db, "t": f"{table}_local"}).result_rows[0]

@@ -99,12 +99,12 @@ def test_cost_is_exact_and_windows_sum_to_calls(stack, loaded) -> None:
     assert "acme-llama-ft-v3" in _cli(stack, "pricing", "unpriced")
     # Additive windows: sums over llm_usage_1m equal sums over llm_calls, to the last decimal.
     per_call = client.query(
-        "SELECT count(), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(reasoning_tokens), toString(sum(cost)), "
-        "countIf(cost IS NULL) FROM llm_calls"
+        "SELECT count(), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(reasoning_tokens), "
+        "toString(sum(cost)), countIf(cost IS NULL) FROM llm_calls"
     ).result_rows[0]
     windows = client.query(
-        "SELECT sum(calls), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(reasoning_tokens), toString(sum(cost)), "
-        "sum(unpriced_calls) FROM llm_usage_1m"
+        "SELECT sum(calls), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(reasoning_tokens), "
+        "toString(sum(cost)), sum(unpriced_calls) FROM llm_usage_1m"
     ).result_rows[0]
     assert per_call[:5] == windows[:5] and Decimal(per_call[5]) == Decimal(windows[5]) and per_call[6] == windows[6]
     assert per_call[0] == loaded.llm_spans_acknowledged
@@ -136,10 +136,12 @@ def test_worker_writes_budget_status(stack, loaded) -> None:
     )
     client = stack.reader()
     (status_day,) = client.query(
-        "SELECT status FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'day' ORDER BY computed_at DESC LIMIT 1"
+        "SELECT status FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'day' "
+        "ORDER BY computed_at DESC LIMIT 1"
     ).result_rows[0]
     spend, computed_at = client.query(
-        "SELECT toString(spend), computed_at FROM budget_status FINAL WHERE budget_id = 'commerce-tight' AND period = 'month' ORDER BY computed_at DESC LIMIT 1"
+        "SELECT toString(spend), computed_at FROM budget_status FINAL "
+        "WHERE budget_id = 'commerce-tight' AND period = 'month' ORDER BY computed_at DESC LIMIT 1"
     ).result_rows[0]
     start, _ = period_bounds("month", computed_at.replace(tzinfo=UTC))
     expected = client.query(
@@ -214,7 +216,8 @@ def test_ttft_sources_and_sketch_percentiles(stack) -> None:
             assert stored[span_id] == pytest.approx(want, rel=1e-9, abs=1e-6)
     for q in (0.5, 0.9, 0.95, 0.99):
         got = client.query(
-            "SELECT sketch_quantile(sumMap(sketch), {q:Float64}) FROM llm_latency_1m WHERE service = 'ttft-probe' AND metric = 'ttft_ms'",
+            "SELECT sketch_quantile(sumMap(sketch), {q:Float64}) FROM llm_latency_1m "
+            "WHERE service = 'ttft-probe' AND metric = 'ttft_ms'",
             parameters={"q": q},
         ).result_rows[0][0]
         reference = float(np.quantile(ttft_ms, q, method="lower"))

@@ -529,8 +529,8 @@ def test_latency_panel_percentiles_come_from_merged_sketches(dash_store: Any) ->
         values = [
             v
             for (v,) in dash_store.query(
-                "SELECT ttft_ms FROM llm_calls WHERE request_model = {m:String} AND provider = {p:String} AND ttft_ms IS NOT NULL "
-                "AND toDate(ts) = '2026-03-02'",
+                "SELECT ttft_ms FROM llm_calls WHERE request_model = {m:String} AND provider = {p:String} "
+                "AND ttft_ms IS NOT NULL AND toDate(ts) = '2026-03-02'",
                 parameters={"m": row["request_model"], "p": row["provider"]},
             ).result_rows
         ]
@@ -580,7 +580,8 @@ def _group_interval(uid: str) -> str:
     return next(g["interval"] for g in groups if any(r["uid"] == uid for r in g["rules"]))
 
 
-# uid -> (end of the firing history, expected Alerting instances as label tuples, label names, end of the quiet history).
+# uid -> (end of the firing history, expected Alerting instances as label tuples, label names,
+#         end of the quiet history).
 # Each rule is evaluated every group interval over the `for` duration plus 10 minutes before each end.
 SCENARIOS: dict[str, tuple[datetime, set[tuple[str, ...]], tuple[str, ...], datetime]] = {
     "llmops-budget-exceeded": (

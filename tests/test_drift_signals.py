@@ -147,7 +147,10 @@ def test_hashing_embedding_matches_hand_computation() -> None:
 
 def test_hashing_embedding_is_stable_across_processes() -> None:
     # Python's own hash() is salted per process; ours must not be.
-    code = "from processors.core.drift import hashing_embedding; print(hashing_embedding('Stable across runs, really.').tobytes().hex())"
+    code = (
+        "from processors.core.drift import hashing_embedding; "
+        "print(hashing_embedding('Stable across runs, really.').tobytes().hex())"
+    )
     out = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -36,7 +36,10 @@ client.command(
     parameters=dict(zip("smpv", sys.argv[2:])),
 )
 """
-_HOLD_LOCK = "import sys; from pathlib import Path; from llmops.stack_state import DataDirLock; DataDirLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); sys.stdin.read()"
+_HOLD_LOCK = (
+    "import sys; from pathlib import Path; from llmops.stack_state import DataDirLock; "
+    "DataDirLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); sys.stdin.read()"
+)
 _BAD_PRICING = 'entries:\n  - id: my-model\n    input: "0.50\n    output: 1.5\n'
 
 
@@ -252,7 +255,10 @@ def test_second_up_on_a_data_dir_in_use_names_the_holder(tmp_path: Path) -> None
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         result = llmops(*_up(tmp_path, free_port(), free_port(), free_port()))
         assert result.stderr.splitlines() == [
-            f"llmops up: data dir {tmp_path} is in use by another llmops (pid {holder.pid}): stop it, or pass another --data-dir"
+            (
+                f"llmops up: data dir {tmp_path} is in use by another llmops (pid {holder.pid}): "
+                "stop it, or pass another --data-dir"
+            )
         ]
         assert result.returncode == 1
     finally:

@@ -19,7 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("llmops", "collector", "processors", "sinks")
-_LINT = "import sys; from importlinter.cli import lint_imports_command; sys.argv[0] = 'lint-imports'; sys.exit(lint_imports_command())"
+_LINT = (
+    "import sys; from importlinter.cli import lint_imports_command; "
+    "sys.argv[0] = 'lint-imports'; sys.exit(lint_imports_command())"
+)
 
 
 def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:

@@ -208,7 +208,8 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Clien
 
     whole = latency_rows(calls)
     merged = chdb_client.query(
-        "SELECT metric, model, toUnixTimestamp(window_start), sum(count), min(min), max(max), sumMap(sketch), sum(nonpositive_count), count()"
+        "SELECT metric, model, toUnixTimestamp(window_start), sum(count), min(min), max(max), sumMap(sketch),"
+        " sum(nonpositive_count), count()"
         " FROM llm_latency_1m WHERE service = 'merge-test'"
         " GROUP BY metric, model, window_start"
     ).result_rows
@@ -224,7 +225,8 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Clien
 
     # quantiles over the whole hour and per model, merged inside ClickHouse, against numpy
     got = chdb_client.query(
-        "SELECT model, sketch_quantile(sumMap(sketch), 0.5), sketch_quantile(sumMap(sketch), 0.95), sketch_quantile(sumMap(sketch), 0.99)"
+        "SELECT model, sketch_quantile(sumMap(sketch), 0.5), sketch_quantile(sumMap(sketch), 0.95),"
+        " sketch_quantile(sumMap(sketch), 0.99)"
         " FROM llm_latency_1m WHERE service = 'merge-test' AND metric = 'ttft_ms'"
         " AND window_start >= %(lo)s AND window_start < %(hi)s GROUP BY model ORDER BY model",
         parameters={"lo": datetime(2026, 1, 1, tzinfo=UTC), "hi": datetime(2026, 1, 1, 1, tzinfo=UTC)},
@@ -236,7 +238,8 @@ def test_partial_rows_from_several_batches_merge_to_the_whole(chdb_client: Clien
 
     # the parametrised view gives the same, per key, over the first 30 minutes only
     view = chdb_client.query(
-        "SELECT model, samples, p50, p99 FROM llm_latency_merged(from_ts = '2026-01-01 00:00:00', to_ts = '2026-01-01 00:30:00')"
+        "SELECT model, samples, p50, p99"
+        " FROM llm_latency_merged(from_ts = '2026-01-01 00:00:00', to_ts = '2026-01-01 00:30:00')"
         " WHERE service = 'merge-test' AND metric = 'duration_ms' ORDER BY model"
     ).result_rows
     first_half = ts < T0_NS + 30 * MINUTE_NS

@@ -181,8 +181,8 @@ def test_span_fields_resource_scope_events_and_links(chdb_client: Client) -> Non
     _write(chdb_client, request)
 
     rows = chdb_client.query(
-        "SELECT toUnixTimestamp64Nano(Timestamp), TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, "
-        "ResourceAttributes, ScopeName, ScopeVersion, Duration, StatusCode, StatusMessage, "
+        "SELECT toUnixTimestamp64Nano(Timestamp), TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, "
+        "ServiceName, ResourceAttributes, ScopeName, ScopeVersion, Duration, StatusCode, StatusMessage, "
         "arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp), Events.Name, Events.Attributes, "
         "Links.TraceId, Links.SpanId, Links.TraceState, Links.Attributes, _ingest_source, _ingest_offset "
         "FROM otel_traces WHERE ServiceName LIKE 'svc-fields%' ORDER BY SpanName"
@@ -246,7 +246,8 @@ def test_attributes_of_several_events_and_links_stay_with_their_owner(chdb_clien
     rows = {
         row[0]: row[1:]
         for row in chdb_client.query(
-            "SELECT SpanName, SpanAttributes, Events.Name, Events.Attributes, Links.Attributes FROM otel_traces WHERE ServiceName = 'svc-slices'"
+            "SELECT SpanName, SpanAttributes, Events.Name, Events.Attributes, Links.Attributes FROM otel_traces "
+            "WHERE ServiceName = 'svc-slices'"
         ).result_rows
     }
     assert rows["sliced"] == (

@@ -76,7 +76,8 @@ def _assert_exactly_once(stack, expected_llm: dict[str, dict], service: str) -> 
     )
     assert kinds == {"SPAN_KIND_SERVER": len(expected_llm), "SPAN_KIND_CLIENT": len(expected_llm)}
     rows = client.query(
-        "SELECT span_id, request_model, response_model, provider, operation, input_tokens, output_tokens, status, error_type,"
+        "SELECT span_id, request_model, response_model, provider, operation, input_tokens, output_tokens, status,"
+        " error_type,"
         f" environment, team, finish_reason FROM llm_calls WHERE service = '{service}'"
     ).result_rows
     assert len(rows) == len(expected_llm)
@@ -93,7 +94,8 @@ def _assert_exactly_once(stack, expected_llm: dict[str, dict], service: str) -> 
         assert error_type == ("RateLimitError" if want["error"] else "")
         assert (env, team, finish) == ("test", "qa", "stop")
     attrs = client.query(
-        f"SELECT SpanAttributes['gen_ai.usage.input_tokens'], ResourceAttributes['team'] FROM otel_traces WHERE SpanKind = 'SPAN_KIND_CLIENT' AND ServiceName = '{service}' LIMIT 1"
+        "SELECT SpanAttributes['gen_ai.usage.input_tokens'], ResourceAttributes['team'] FROM otel_traces "
+        f"WHERE SpanKind = 'SPAN_KIND_CLIENT' AND ServiceName = '{service}' LIMIT 1"
     ).result_rows[0]
     assert attrs[0].isdigit() and attrs[1] == "qa"
     client.close()
@@ -188,7 +190,8 @@ def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running
     assert running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-gzip'") == 20
     client = running.reader()
     json_row = client.query(
-        "SELECT TraceId, SpanId, SpanKind, Duration, SpanAttributes['http.method'] FROM otel_traces WHERE ServiceName = 'svc-json'"
+        "SELECT TraceId, SpanId, SpanKind, Duration, SpanAttributes['http.method'] FROM otel_traces "
+        "WHERE ServiceName = 'svc-json'"
     ).result_rows
     assert json_row == [
         ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "SPAN_KIND_SERVER", 500_000_000, "GET")

@@ -644,8 +644,9 @@ def test_batch_tier_is_half_price_and_an_unknown_tier_day_is_flagged(
     pricer: Pricer, model: str, standard: tuple[str, str]
 ) -> None:
     # "Batch API: Save 50% on inputs and outputs" (nicolalazzari.ai/articles/openai-api-pricing-explained-2026,
-    # quoting developers.openai.com/api/docs/pricing; read 2026-12-02). Standard prices: chatgptpricing-akr.pages.dev/api-pricing
-    # (GPT-5 $1.25/$10.00, GPT-4o $2.50/$10.00, batch half of each; source named there: developers.openai.com/api/docs/pricing).
+    # quoting developers.openai.com/api/docs/pricing; read 2026-12-02).
+    # Standard prices: chatgptpricing-akr.pages.dev/api-pricing (GPT-5 $1.25/$10.00, GPT-4o $2.50/$10.00,
+    # batch half of each; source named there: developers.openai.com/api/docs/pricing).
     mix = (20_000, 3_000, 0, 0)
     call = _call("openai", model, mix)
     pricer.price(call, {"openai.response.service_tier": "batch"}, {})

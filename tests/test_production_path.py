@@ -124,7 +124,10 @@ def test_collector_path_stores_what_the_builtin_receiver_path_stores(paths: Path
     assert any(row[19] is not None for row in calls), "some calls carry a TTFT"
     traces = stored_rows(paths.workers, f"SELECT {TRACE_COLUMNS} FROM otel_traces")
     assert traces == stored_rows([paths.builtin], f"SELECT {TRACE_COLUMNS} FROM otel_traces")
-    usage = "SELECT window_start, service, model, sum(calls), sum(input_tokens), toString(sum(cost)) FROM llm_usage_1m GROUP BY ALL"
+    usage = (
+        "SELECT window_start, service, model, sum(calls), sum(input_tokens), toString(sum(cost)) "
+        "FROM llm_usage_1m GROUP BY ALL"
+    )
     # The two workers' partials add up per window and key to the single worker's.
     assert _sum_partials(stored_rows(paths.workers, usage)) == _sum_partials(stored_rows([paths.builtin], usage))
 

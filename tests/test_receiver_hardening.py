@@ -147,7 +147,10 @@ def small_limits(make_stack):
 
 def _nested_kvlist_json(depth: int) -> bytes:
     value = '{"kvlistValue": {"values": [{"key": "k", "value": ' * depth + '{"stringValue": "x"}' + "}]}}" * depth
-    span = '{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "deep", "attributes": [{"key": "a", "value": %s}]}'
+    span = (
+        '{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "deep", '
+        '"attributes": [{"key": "a", "value": %s}]}'
+    )
     return ('{"resourceSpans": [{"scopeSpans": [{"spans": [' + span % value + "]}]}]}").encode()
 
 
@@ -331,7 +334,8 @@ def secured(make_stack, tmp_path_factory):
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
     stack = make_stack(
@@ -357,7 +361,8 @@ def _spans(service: str, n: int):
 
 
 def test_sdk_http_exporter_needs_the_token_over_tls(secured, monkeypatch) -> None:
-    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own `verify` (the exporter's certificate_file).
+    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own `verify`
+    # (the exporter's certificate_file).
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     url = f"https://127.0.0.1:{secured.http_port}/v1/traces"

@@ -44,7 +44,8 @@ def _contents(stacks) -> tuple[Counter, Counter, dict]:
             ).result_rows
         )
         for key, n, cost in client.query(
-            "SELECT (window_start, service, model, prompt_version), sum(calls), toString(sum(cost)) FROM llm_usage_1m GROUP BY 1"
+            "SELECT (window_start, service, model, prompt_version), sum(calls), toString(sum(cost)) "
+            "FROM llm_usage_1m GROUP BY 1"
         ).result_rows:
             prev = usage.get(key, (0, Decimal(0)))
             usage[key] = (prev[0] + n, prev[1] + Decimal(cost))

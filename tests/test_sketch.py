@@ -159,7 +159,8 @@ def test_quantiles_per_window_and_merged_in_clickhouse(ch: Client, dataset: tupl
 
     # inside every single window (SQL merges that window's two partial rows)
     per_window = ch.query(
-        f"SELECT toUnixTimestamp(window_start), {q_sql} FROM llm_latency_1m WHERE metric = %(m)s GROUP BY window_start ORDER BY window_start",
+        f"SELECT toUnixTimestamp(window_start), {q_sql} FROM llm_latency_1m WHERE metric = %(m)s "
+        "GROUP BY window_start ORDER BY window_start",
         parameters={"m": metric},
     ).result_rows
     assert len(per_window) == WINDOWS

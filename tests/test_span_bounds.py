@@ -316,7 +316,8 @@ FIELD_LEVEL: dict[str, tuple[dict[str, Any], str, str]] = {
 def test_a_bad_optional_value_leaves_its_field_empty_with_the_reason(chdb_client: Client, case: str) -> None:
     fields, reason, condition = FIELD_LEVEL[case]
     service = f"field-{case}"
-    # The good calls are streamed (a first chunk 0.4 s in) report a cost and an agent, so a NULL or empty value singles out the bad one.
+    # The good calls are streamed (a first chunk 0.4 s in) report a cost and an agent, so a NULL or empty value
+    # singles out the bad one.
     good = {
         "attributes": {**GOOD, "gen_ai.usage.cost": "0.001", "gen_ai.agent.name": "helper"},
         "events": [("gen_ai.content.completion.chunk", START + 4 * 10**8)],
@@ -403,7 +404,8 @@ RESOURCE_KEYS = ["service.name", "deployment.environment.name", "deployment.envi
                  "llmops.team", "llmops.prompt.version", "cloud.region", "server.address"]  # fmt: skip
 # Detection decides whether a span is an LLM call at all; a fuzzed one may make it none.
 DETECTION_KEYS = {*normalize_module.LLM_MARKER_KEYS, "openinference.span.kind", "traceloop.span.kind",
-                  "gen_ai.operation.name", "llm.request.type", "gen_ai.request.model", "gen_ai.response.model"}  # fmt: skip
+                  "gen_ai.operation.name", "llm.request.type",
+                  "gen_ai.request.model", "gen_ai.response.model"}  # fmt: skip
 TOKEN_KEYS = {key: i for i, key in enumerate(normalize_module._OTEL_KEYS.input_tokens)}
 
 _NUMERIC_TEXT = st.sampled_from([

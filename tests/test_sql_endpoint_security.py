@@ -266,7 +266,9 @@ ALLOWED = {
     "SHOW TABLES": b"big\nt\n",
     'SHOW TABLES FROM "llmops"': b"big\nt\n",
     'DESC TABLE "llmops"."t"': b"a\tUInt64",
-    "SELECT name, type, table FROM system.columns WHERE database IN ('llmops') AND table = 't' ORDER BY name": b"a\tUInt64\tt\ns\tString\tt\n",
+    (
+        "SELECT name, type, table FROM system.columns WHERE database IN ('llmops') AND table = 't' ORDER BY name"
+    ): b"a\tUInt64\tt\ns\tString\tt\n",
     "SELECT name, is_aggregate FROM system.functions WHERE name = 'quantile'": b"quantile\t1\n",
     "SELECT version()": b"26.",
     # clickhouse-connect's handshake and plain analytics.
@@ -274,7 +276,9 @@ ALLOWED = {
     "SELECT timezone(), currentDatabase()": b"\tllmops\n",
     "WITH x AS (SELECT a FROM t WHERE a < 3) SELECT sum(a) FROM x": b"3\n",
     # ORDER BY binds to the last SELECT of a UNION, so the parts come in any order: sort outside it.
-    "SELECT a FROM (SELECT a FROM llmops.t WHERE a < 2 UNION ALL SELECT a FROM t WHERE a = 99) ORDER BY a": b"0\n1\n99\n",
+    (
+        "SELECT a FROM (SELECT a FROM llmops.t WHERE a < 2 UNION ALL SELECT a FROM t WHERE a = 99) ORDER BY a"
+    ): b"0\n1\n99\n",
     "SELECT count() FROM (SELECT * FROM (SELECT a FROM t WHERE a IN (SELECT a FROM llmops.t WHERE a > 97)))": b"2\n",
     "SELECT a FROM t WHERE a = 5 FORMAT JSONEachRow": b'{"a":5}\n',
     "select   /* hi */ a from t where a = 7 -- bye": b"7\n",
@@ -455,7 +459,10 @@ def test_benign_variants_stay_allowed(store: dict[str, Any], ws: list[str], case
         for w, up in zip(["SELECT", "FROM", "WHERE", "IN", "SELECT", "FROM"], case, strict=True)
     ]
     table = f"{quote}llmops{quote}.{quote}t{quote}"
-    sql = f"{words[0]}{ws[0]}count(){ws[1]}{words[1]}{ws[2]}{table}{ws[3]}{words[2]} a {words[3]}{ws[4]}({words[4]} a {words[5]}{ws[5]}{table} WHERE a < 10)"
+    sql = (
+        f"{words[0]}{ws[0]}count(){ws[1]}{words[1]}{ws[2]}{table}{ws[3]}{words[2]} a {words[3]}{ws[4]}"
+        f"({words[4]} a {words[5]}{ws[5]}{table} WHERE a < 10)"
+    )
     assert _check(store, sql) == (b"10\n", "TabSeparated")
 
 
@@ -541,7 +548,8 @@ def _running(store: dict[str, Any], marker: str) -> int:
     try:
         return int(
             handle.query(
-                f"SELECT count() FROM system.processes WHERE query LIKE '%{marker}%' AND query NOT LIKE '%system.processes%'",
+                f"SELECT count() FROM system.processes WHERE query LIKE '%{marker}%' "
+                "AND query NOT LIKE '%system.processes%'",
                 "TSV",
             ).bytes()
         )
@@ -687,7 +695,8 @@ def test_llmops_sql_uses_the_same_guard_without_a_worker(tmp_path: Path) -> None
 def test_readers_reach_an_endpoint_with_credentials_and_tls(
     store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`llmops report`/`sql` (open_reader, the `llmops sql` command) use the configured credentials and trust the configured certificate."""
+    """`llmops report`/`sql` (open_reader, the `llmops sql` command) use the configured credentials and trust the
+    configured certificate."""
     from llmops.cli import main
     from llmops.config import Settings
     from llmops.store import open_reader
@@ -718,7 +727,7 @@ def test_readers_reach_an_endpoint_with_credentials_and_tls(
         server.close()
 
 
-# ----------------------------------------------------------------------------- Grafana's plugin (clickhouse-go over HTTP)
+# ------------------------------------------------------------------- Grafana's plugin (clickhouse-go over HTTP)
 
 # What clickhouse-go v2 (conn_http.go, conn_http_query.go, context.go) sends for a query, as Grafana's ClickHouse
 # plugin (pkg/plugin/driver.go: protocol http, compression GZIP, query timeout 60 s) configures it: a POST whose body
@@ -825,7 +834,8 @@ def panel(store: dict[str, Any]) -> str:
         apply_migrations(writer, "llmops")
         writer.command(
             "INSERT INTO llm_calls (ts, trace_id, span_id, service, model, request_model) SELECT "
-            "toDateTime64('2026-11-02 10:00:00', 9, 'UTC') + toIntervalSecond(number * 7), lower(hex(number)), lower(hex(number)), "
+            "toDateTime64('2026-11-02 10:00:00', 9, 'UTC') + toIntervalSecond(number * 7), "
+            "lower(hex(number)), lower(hex(number)), "
             "['bot', 'search'][number % 2 + 1], 'gpt-4o-mini', 'gpt-4o-mini' FROM numbers(40)"
         )
     finally:
@@ -910,11 +920,15 @@ def test_native_layout_for_a_client_revision_covers_the_pipeline_types(store: di
 
     sql = (
         "SELECT number AS n, toString(number) AS s, toLowCardinality(toString(number % 7)) AS lc,"
-        " if(number % 3 = 0, NULL, toLowCardinality(toNullable(toString(number % 5)))) AS lcn, toNullable(number % 3) AS nn,"
+        " if(number % 3 = 0, NULL, toLowCardinality(toNullable(toString(number % 5)))) AS lcn,"
+        " toNullable(number % 3) AS nn,"
         " toDecimal128(number, 9) AS d, toDateTime64(number, 9, 'UTC') AS ts, toFixedString('ab', 2) AS fs,"
-        " range(number % 4) AS arr, map('k', toString(number)) AS m, tuple(number, 'x') AS tup, CAST((1, 'y') AS Tuple(a UInt8, b String)) AS named,"
-        " [toLowCardinality(toString(number % 2))] AS alc, toUUID('00000000-0000-0000-0000-000000000001') AS u, toDate(number) AS day,"
-        " CAST(number % 2 AS Enum8('a' = 0, 'b' = 1)) AS e, toIPv4(number) AS ip, number % 2 = 1 AS flag FROM numbers(150000)"
+        " range(number % 4) AS arr, map('k', toString(number)) AS m, tuple(number, 'x') AS tup,"
+        " CAST((1, 'y') AS Tuple(a UInt8, b String)) AS named,"
+        " [toLowCardinality(toString(number % 2))] AS alc, toUUID('00000000-0000-0000-0000-000000000001') AS u,"
+        " toDate(number) AS day,"
+        " CAST(number % 2 AS Enum8('a' = 0, 'b' = 1)) AS e, toIPv4(number) AS ip, number % 2 = 1 AS flag"
+        " FROM numbers(150000)"
     )
     handle = chdb.connect(engine_path(store["dsn"]))
     try:

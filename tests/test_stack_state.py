@@ -232,7 +232,8 @@ def test_render_shows_the_stores_numbers(up: Up) -> None:
     try:
         snapshot = read_snapshot(client)
         top_model, top_cost = client.query(
-            "SELECT model, toString(sum(cost)) FROM llm_calls WHERE ts >= toStartOfDay(now()) GROUP BY model ORDER BY sum(cost) DESC LIMIT 1"
+            "SELECT model, toString(sum(cost)) FROM llm_calls WHERE ts >= toStartOfDay(now()) "
+            "GROUP BY model ORDER BY sum(cost) DESC LIMIT 1"
         ).result_rows[0]
         today = Decimal(
             client.query("SELECT toString(sum(cost)) FROM llm_calls WHERE ts >= toStartOfDay(now())").result_rows[0][0]
