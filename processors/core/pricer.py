@@ -235,13 +235,13 @@ class Pricer:
                     rates = tier_rates
                     break
         pico = cost_pico(
-            rates,
+            rates,  # type: ignore[arg-type]
             input_tokens,
             call.output_tokens,
             call.cache_read_tokens,
             call.cache_write_tokens,
             call.reasoning_tokens,
-        )  # type: ignore[arg-type]
+        )
         call.cost = _PICO_USD * pico  # exact: an int times 1E-12 (what Decimal(pico).scaleb(-12) gives, in one step)
 
     def _first_seen(self, key: tuple, call: LLMCall, attrs: dict, res: dict) -> _Outcome | _ByAttributes:
