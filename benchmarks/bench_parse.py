@@ -56,9 +56,15 @@ def _modules() -> tuple[Any, Any, Any]:
 def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
     """In the child: best-of-`repeat` CPU seconds of each step over all records."""
     from llmops.config import Settings
+
     decode_request, pipeline, prepare_module = _modules()
     ParsedRecord, SourceRecord, decode_parsed, may_be_llm_call, parse_records = (
-        pipeline.ParsedRecord, pipeline.SourceRecord, pipeline.decode_parsed, pipeline.may_be_llm_call, pipeline.parse_records)
+        pipeline.ParsedRecord,
+        pipeline.SourceRecord,
+        pipeline.decode_parsed,
+        pipeline.may_be_llm_call,
+        pipeline.parse_records,
+    )
     from processors.stages import build_call_stages
 
     gc.set_threshold(100_000, 50, 100)  # as processors/worker.py sets them
@@ -66,8 +72,13 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
     settings = Settings()
     stages = build_call_stages(settings)
     size = settings.processor.batch_max_records
-    batches = [[SourceRecord("otlp_spans", 0, start + i, body, "bench/0") for i, body in enumerate(bodies[start:start + size])]
-               for start in range(0, len(bodies), size)]  # fmt: skip
+    batches = [
+        [
+            SourceRecord("otlp_spans", 0, start + i, body, "bench/0")
+            for i, body in enumerate(bodies[start : start + size])
+        ]
+        for start in range(0, len(bodies), size)
+    ]
 
     def parse() -> None:
         for records in batches:
@@ -106,6 +117,7 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
 def replay(bodies_file: Path, records: int, passes: int) -> None:
     """In a child under valgrind: the `prepare` step on the first `records` records, once warm, then `passes` times."""
     from llmops.config import Settings
+
     _, pipeline, prepare_module = _modules()
     SourceRecord, parse_records = pipeline.SourceRecord, pipeline.parse_records
     from processors.stages import build_call_stages
@@ -115,8 +127,13 @@ def replay(bodies_file: Path, records: int, passes: int) -> None:
     settings = Settings()
     stages = build_call_stages(settings)
     size = settings.processor.batch_max_records
-    batches = [[SourceRecord("otlp_spans", 0, start + i, body, "bench/0") for i, body in enumerate(bodies[start:start + size])]
-               for start in range(0, len(bodies), size)]  # fmt: skip
+    batches = [
+        [
+            SourceRecord("otlp_spans", 0, start + i, body, "bench/0")
+            for i, body in enumerate(bodies[start : start + size])
+        ]
+        for start in range(0, len(bodies), size)
+    ]
 
     def prepare() -> None:
         for batch in batches:
@@ -137,7 +154,9 @@ def _loadavg() -> list[float]:
 
 
 def _commit(tree: Path) -> str:
-    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() or "unknown"
 
 
@@ -150,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed passes per child; the fastest counts (default 5)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument("--save-records", type=Path, default=None, help="capture loadgen records into this file and stop")
+    parser.add_argument(
+        "--save-records", type=Path, default=None, help="capture loadgen records into this file and stop"
+    )
     parser.add_argument("--replay", type=Path, default=None, help="run `prepare` on saved records (for valgrind)")
     parser.add_argument("--records", type=int, default=16, help="with --replay: records to use (default 16)")
     parser.add_argument("--passes", type=int, default=2, help="with --replay: passes after the warm one (default 2)")
@@ -183,15 +204,33 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
-                done = subprocess.run([sys.executable, str(HERE / "bench_parse.py"), "--measure", str(bodies_file), "--repeat", str(args.repeat)],
-                                      env=env, cwd=tree, capture_output=True, text=True, check=True)  # fmt: skip
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        str(HERE / "bench_parse.py"),
+                        "--measure",
+                        str(bodies_file),
+                        "--repeat",
+                        str(args.repeat),
+                    ],
+                    env=env,
+                    cwd=tree,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 for step, seconds in json.loads(done.stdout.splitlines()[-1]).items():
                     best[name][step] = min(best[name].get(step, float("inf")), seconds)
     result: dict[str, Any] = {
         "benchmark": "bench_parse",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
-        "payload": {"records": len(bodies), "spans": spans, "bytes": sum(len(b) for b in bodies), "spans_per_record": args.spans_per_record},
+        "payload": {
+            "records": len(bodies),
+            "spans": spans,
+            "bytes": sum(len(b) for b in bodies),
+            "spans_per_record": args.spans_per_record,
+        },
         "rounds": args.rounds,
         "repeat": args.repeat,
         "trees": {name: {"path": str(tree), "commit": _commit(Path(tree))} for name, tree in trees.items()},

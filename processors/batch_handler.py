@@ -21,10 +21,11 @@ import asyncio
 import hashlib
 import logging
 import time
-from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
+from processors.core.drift.wire import DriftSender
 from processors.core.pipeline import (
     CallStages,
     DecodedRecord,
@@ -34,7 +35,6 @@ from processors.core.pipeline import (
     poison_rows,
     traces_batch,
 )
-from processors.core.drift.wire import DriftSender
 from processors.core.prepare import PreparedBatch, prepare_records
 from processors.core.tables import OtlpRecords, TableRows
 from sinks.clickhouse.errors import PermanentSinkError
@@ -112,7 +112,11 @@ class BatchHandler:
         # otel_traces needs only the raw bytes: ClickHouse flattens them (C++, GIL released)
         # while the other tables are written.
         traces = asyncio.ensure_future(
-            self._insert(traces_batch(decoded, fences["otel_traces"]), decoded, lambda part: [traces_batch(part, fences["otel_traces"])])
+            self._insert(
+                traces_batch(decoded, fences["otel_traces"]),
+                decoded,
+                lambda part: [traces_batch(part, fences["otel_traces"])],
+            )
         )
         try:
             if self._publish_drift is not None and prepared.drift:
@@ -129,7 +133,9 @@ class BatchHandler:
         self.stats.calls += prepared.calls
         self.stats.skipped_records += prepared.skipped_records
 
-    def _rebuild(self, part: Sequence[DecodedRecord], *, table: str, fences: dict[str, dict[str, int]]) -> list[TableRows | OtlpRecords]:
+    def _rebuild(
+        self, part: Sequence[DecodedRecord], *, table: str, fences: dict[str, dict[str, int]]
+    ) -> list[TableRows | OtlpRecords]:
         """Rows of `table` for some of the batch's records: bisecting an insert ClickHouse refused."""
         return build_tables(part, fences, self._stages, only=table)
 
@@ -155,7 +161,11 @@ class BatchHandler:
         rows = _unstored(poison_rows(poison, int(time.time() * 1000), stage="sink"), fence)
         await asyncio.to_thread(self._sink.write, rows, _token("ingest_errors", [p.record for p in poison], "sink"))
         self.stats.dead_lettered += len(poison)
-        log.warning("dead-lettered %d record(s) rejected by ClickHouse", len(poison), extra={"table": table, "reason": reason[:200]})
+        log.warning(
+            "dead-lettered %d record(s) rejected by ClickHouse",
+            len(poison),
+            extra={"table": table, "reason": reason[:200]},
+        )
 
 
 def _unstored(rows: TableRows, fence: dict[str, int]) -> TableRows:

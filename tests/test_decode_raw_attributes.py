@@ -19,7 +19,13 @@ from tests.otlp_values_build import any_value_of, set_any_value
 START = 1_764_000_000_000_000_000
 MARKERS = sorted(LLM_MARKER_KEYS)
 
-scalars = st.one_of(st.text(max_size=12), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.booleans(), st.binary(max_size=6))
+scalars = st.one_of(
+    st.text(max_size=12),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.binary(max_size=6),
+)
 values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=4), scalars, max_size=3))
 keys = st.one_of(st.sampled_from([*MARKERS, "gen_ai.request.model", "http.route", "k"]), st.text(max_size=10))
 
@@ -28,7 +34,9 @@ def _request(spans: list[list[tuple[str, Any]]]) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for n, attributes in enumerate(spans, start=1):
-        span = scope.spans.add(trace_id=n.to_bytes(16, "big"), span_id=n.to_bytes(8, "big"), name="op", start_time_unix_nano=START)
+        span = scope.spans.add(
+            trace_id=n.to_bytes(16, "big"), span_id=n.to_bytes(8, "big"), name="op", start_time_unix_nano=START
+        )
         for key, value in attributes:
             set_any_value(span.attributes.add(key=key).value, value)
     return request

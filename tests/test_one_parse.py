@@ -38,7 +38,11 @@ def _request(service: str, llm_spans: int, other_spans: int) -> ExportTraceServi
                                start_time_unix_nano=START + n, end_time_unix_nano=START + n + 10**9)  # fmt: skip
         span.attributes.add(key="http.route").value.string_value = "/chat"
         if n < llm_spans:
-            for key, value in (("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", "openai"), ("gen_ai.request.model", "gpt-4o-mini")):
+            for key, value in (
+                ("gen_ai.operation.name", "chat"),
+                ("gen_ai.provider.name", "openai"),
+                ("gen_ai.request.model", "gpt-4o-mini"),
+            ):
                 span.attributes.add(key=key).value.string_value = value
             span.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 100 + n
             span.attributes.add(key="gen_ai.usage.output_tokens").value.int_value = 20
@@ -67,7 +71,9 @@ def parses() -> Iterator[Counter[bytes]]:
             cls.FromString = original
 
 
-def test_each_record_is_parsed_once_through_the_handler_and_its_bisect(chdb_client: Client, parses: Counter[bytes]) -> None:
+def test_each_record_is_parsed_once_through_the_handler_and_its_bisect(
+    chdb_client: Client, parses: Counter[bytes]
+) -> None:
     # Python's parser keeps an unknown *group* field; ClickHouse's Protobuf reader refuses it (code 444),
     # so the otel_traces insert of this batch fails and is bisected down to that record.
     refused = _request("one-parse-refused", 2, 1).SerializeToString() + b"\xa3\x01\x08\x01\xa4\x01"

@@ -108,7 +108,7 @@ def test_any_batch_split_arrival_and_replay_gives_the_totals_of_one_fold(
     position = committed = 0
     while position < len(log):
         size = data.draw(st.integers(1, len(log) - position))
-        batches.append(log[position:position + size])
+        batches.append(log[position : position + size])
         if data.draw(st.booleans()):  # crash after storing, before committing: the consumer reads again
             position = committed = data.draw(st.integers(committed, position))
         else:

@@ -22,13 +22,21 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from processors.core.bounds import MAX_LABEL_CHARS, TIME_MAX_NS, TIME_MIN_NS, show
+from processors.core.errors import PermanentError
 from processors.core.otlp_schema import RAW_PACKAGE_PREFIX, RawAttributesRequest
 from processors.core.otlp_values import KeyValueCache, attributes_dict
-from processors.core.errors import PermanentError
 from processors.core.records import SpanEvent, SpanLink, SpanView
 
-__all__ = ["MalformedPayload", "SpanProblem", "DecodedRequest", "AttributeMarkers", "decode_request", "parse_request", "parse_record",
-           "span_problem"]
+__all__ = [
+    "MalformedPayload",
+    "SpanProblem",
+    "DecodedRequest",
+    "AttributeMarkers",
+    "decode_request",
+    "parse_request",
+    "parse_record",
+    "span_problem",
+]
 
 # Shared by every decode in the process: the attribute encodings seen so far.
 _SPAN_ATTRIBUTES = KeyValueCache()
@@ -87,7 +95,9 @@ def _parse(message_class: Any, payload: bytes | bytearray | memoryview) -> Any:
         return message_class.FromString(payload)
     except DecodeError as exc:
         # The schema copy's package is an implementation detail: name the OTLP message.
-        raise MalformedPayload(f"not an OTLP ExportTraceServiceRequest: {str(exc).replace(RAW_PACKAGE_PREFIX, '')}") from exc
+        raise MalformedPayload(
+            f"not an OTLP ExportTraceServiceRequest: {str(exc).replace(RAW_PACKAGE_PREFIX, '')}"
+        ) from exc
 
 
 def parse_request(payload: bytes | bytearray | memoryview) -> ExportTraceServiceRequest:
@@ -162,7 +172,14 @@ def decode_request(payload: bytes | Any, keep: AttributeMarkers | None = None) -
                     if resource is None:
                         resource = attributes_dict(resource_spans.resource.attributes)
                     if problem is not None:
-                        decoded.problems.append(SpanProblem(problem, str(resource.get("service.name", ""))[:MAX_LABEL_CHARS], trace_id.hex(), span_id.hex()))
+                        decoded.problems.append(
+                            SpanProblem(
+                                problem,
+                                str(resource.get("service.name", ""))[:MAX_LABEL_CHARS],
+                                trace_id.hex(),
+                                span_id.hex(),
+                            )
+                        )
                         continue
                     spans_out.append(_span_view(span, resource, scope.name, scope.version))
     except DecodeError as exc:
@@ -186,11 +203,16 @@ def _span_view(span: Any, resource: dict[str, Any], scope_name: str, scope_versi
         status_message=span.status.message,
         attributes=_SPAN_ATTRIBUTES.attributes(span.attributes),
         resource=resource,
-        events=[SpanEvent(event.time_unix_nano, event.name, attributes_dict(event.attributes)) for event in events] if events else [],
+        events=[SpanEvent(event.time_unix_nano, event.name, attributes_dict(event.attributes)) for event in events]
+        if events
+        else [],
         scope_name=scope_name,
         scope_version=scope_version,
         trace_state=span.trace_state,
-        links=[SpanLink(link.trace_id.hex(), link.span_id.hex(), link.trace_state, attributes_dict(link.attributes)) for link in links]
+        links=[
+            SpanLink(link.trace_id.hex(), link.span_id.hex(), link.trace_state, attributes_dict(link.attributes))
+            for link in links
+        ]
         if links
         else [],
     )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -87,11 +87,21 @@ LATENCY_COLUMNS: tuple[str, ...] = (
 # How partial rows of one key merge (migration 003: readers take sum, min, max, sumMap of the
 # sketch; the quantile columns describe their own row only).
 _MERGE: dict[str, Merge] = {
-    "window_start": "key", **dict.fromkeys(KEY_COLUMNS, "key"), "metric": "key",
-    "count": "sum", "sum": "sum", "min": "min", "max": "max",
-    "p50": "partial", "p90": "partial", "p95": "partial", "p99": "partial",
-    "nonpositive_count": "sum", "sketch_gamma": "any", "sketch": "sum_map",
-}  # fmt: skip
+    "window_start": "key",
+    **dict.fromkeys(KEY_COLUMNS, "key"),
+    "metric": "key",
+    "count": "sum",
+    "sum": "sum",
+    "min": "min",
+    "max": "max",
+    "p50": "partial",
+    "p90": "partial",
+    "p95": "partial",
+    "p99": "partial",
+    "nonpositive_count": "sum",
+    "sketch_gamma": "any",
+    "sketch": "sum_map",
+}
 LATENCY_TABLE = TableSpec("llm_latency_1m", tuple(ColumnSpec(name, _MERGE[name]) for name in LATENCY_COLUMNS))
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -239,20 +249,26 @@ class LatencySignal:
             return acc
         key_index = acc.keys
         key_ids = np.fromiter(
-            (key_index.setdefault((c.service, c.environment, c.provider, c.model,
-                                   c.request_model or c.response_model, c.operation), len(key_index))
-             for c in calls),
+            (
+                key_index.setdefault(
+                    (c.service, c.environment, c.provider, c.model, c.request_model or c.response_model, c.operation),
+                    len(key_index),
+                )
+                for c in calls
+            ),
             dtype=np.int64,
             count=n,
         )
-        acc.chunks.append((
-            self.window.starts_s(np.fromiter((c.ts_ns for c in calls), dtype=np.int64, count=n)),
-            key_ids,
-            np.fromiter((c.duration_ms for c in calls), dtype=np.float64, count=n),
-            np.fromiter((c.ttft_ms is not None for c in calls), dtype=np.bool_, count=n),
-            np.fromiter((0.0 if c.ttft_ms is None else c.ttft_ms for c in calls), dtype=np.float64, count=n),
-            np.fromiter((c.output_tokens for c in calls), dtype=np.int64, count=n),
-        ))
+        acc.chunks.append(
+            (
+                self.window.starts_s(np.fromiter((c.ts_ns for c in calls), dtype=np.int64, count=n)),
+                key_ids,
+                np.fromiter((c.duration_ms for c in calls), dtype=np.float64, count=n),
+                np.fromiter((c.ttft_ms is not None for c in calls), dtype=np.bool_, count=n),
+                np.fromiter((0.0 if c.ttft_ms is None else c.ttft_ms for c in calls), dtype=np.float64, count=n),
+                np.fromiter((c.output_tokens for c in calls), dtype=np.int64, count=n),
+            )
+        )
         return acc
 
     def block(self, acc: LatencyInput) -> LatencyRows:
@@ -267,11 +283,13 @@ class LatencySignal:
         accuracy = self.relative_accuracy
         has_tokens = streamed & (output_tokens > 0)
         tpot = (duration[has_tokens] - ttft[has_tokens]) / output_tokens[has_tokens]
-        return LatencyRows.concat([
-            metric_rows(windows[streamed], key_ids[streamed], keys, METRIC_TTFT, ttft[streamed], accuracy),
-            metric_rows(windows, key_ids, keys, METRIC_DURATION, duration, accuracy),
-            metric_rows(windows[has_tokens], key_ids[has_tokens], keys, METRIC_TPOT, tpot, accuracy),
-        ])
+        return LatencyRows.concat(
+            [
+                metric_rows(windows[streamed], key_ids[streamed], keys, METRIC_TTFT, ttft[streamed], accuracy),
+                metric_rows(windows, key_ids, keys, METRIC_DURATION, duration, accuracy),
+                metric_rows(windows[has_tokens], key_ids[has_tokens], keys, METRIC_TPOT, tpot, accuracy),
+            ]
+        )
 
     def rows(self, acc: LatencyInput) -> TableRows:
         block = self.block(acc)
@@ -326,7 +344,9 @@ def _timestamp_ns(value: AttrValue) -> int | None:
     return value
 
 
-def ttft_ms_from_span(span: SpanView, extra_attributes: Sequence[str] = (), problems: list[str] | None = None) -> float | None:
+def ttft_ms_from_span(
+    span: SpanView, extra_attributes: Sequence[str] = (), problems: list[str] | None = None
+) -> float | None:
     """Time to first token in ms, or None when the span shows no streaming.
 
     Precedence: (1) attribute ``gen_ai.response.time_to_first_chunk`` (seconds, within a day
@@ -349,7 +369,10 @@ def ttft_ms_from_span(span: SpanView, extra_attributes: Sequence[str] = (), prob
         first = min(chunk_times)
         if not time_in_range(first):  # the earliest is unusable: skip every time outside the window
             if problems is not None:
-                problems.append(f"first-chunk event time_unix_nano {show(first)} outside 2000-01-01..2200-01-01: ttft_ms not read from it")
+                problems.append(
+                    f"first-chunk event time_unix_nano {show(first)} outside 2000-01-01..2200-01-01: "
+                    "ttft_ms not read from it"
+                )
             chunk_times = [t for t in chunk_times if time_in_range(t)]
             first = min(chunk_times) if chunk_times else 0
         if chunk_times:
@@ -360,5 +383,7 @@ def ttft_ms_from_span(span: SpanView, extra_attributes: Sequence[str] = (), prob
         if started is not None:
             return (started - span.start_ns) / 1e6
         if value is not None and problems is not None:
-            problems.append(f"{name}: {show(value)} is no timestamp in 2000-01-01..2200-01-01: ttft_ms not read from it")
+            problems.append(
+                f"{name}: {show(value)} is no timestamp in 2000-01-01..2200-01-01: ttft_ms not read from it"
+            )
     return None

@@ -26,7 +26,13 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-__all__ = ["RAW_PACKAGE_PREFIX", "RawAttributesRequest", "AttributeAtSpanDepth", "AT_SPAN_DEPTH_HEAD", "AT_SPAN_DEPTH_TAIL"]
+__all__ = [
+    "RAW_PACKAGE_PREFIX",
+    "RawAttributesRequest",
+    "AttributeAtSpanDepth",
+    "AT_SPAN_DEPTH_HEAD",
+    "AT_SPAN_DEPTH_TAIL",
+]
 
 _PREFIX = "llmops.raw_attributes"
 # What the copy's full names start with (its messages are `<this><OTLP full name>`).
@@ -64,7 +70,9 @@ def _add_attribute_at_span_depth(pool: descriptor_pool.DescriptorPool) -> None:
     """AttributeAtSpanDepth { group G = 1 { group G = 1 { group G = 1 { repeated KeyValue attributes = 9 } } } }."""
     field_type = descriptor_pb2.FieldDescriptorProto
     common = f"{_PREFIX}/{common_pb2.DESCRIPTOR.name}"
-    proto = descriptor_pb2.FileDescriptorProto(name=f"{_PREFIX}/at_span_depth.proto", package=_PREFIX, syntax="proto2", dependency=[common])
+    proto = descriptor_pb2.FileDescriptorProto(
+        name=f"{_PREFIX}/at_span_depth.proto", package=_PREFIX, syntax="proto2", dependency=[common]
+    )
     inner = descriptor_pb2.DescriptorProto(name="G")
     inner.field.add(name="attributes", number=9, label=field_type.LABEL_REPEATED, type=field_type.TYPE_MESSAGE,
                     type_name=f".{_PREFIX}.{common_pb2.KeyValue.DESCRIPTOR.full_name}")  # fmt: skip
@@ -72,7 +80,9 @@ def _add_attribute_at_span_depth(pool: descriptor_pool.DescriptorPool) -> None:
     parent, path = message, f".{_PREFIX}.AttributeAtSpanDepth"
     for level in range(3):
         path += ".G"
-        parent.field.add(name="g", number=1, label=field_type.LABEL_OPTIONAL, type=field_type.TYPE_GROUP, type_name=path)
+        parent.field.add(
+            name="g", number=1, label=field_type.LABEL_OPTIONAL, type=field_type.TYPE_GROUP, type_name=path
+        )
         nested = inner if level == 2 else descriptor_pb2.DescriptorProto(name="G")
         parent.nested_type.append(nested)
         parent = parent.nested_type[-1]

@@ -157,7 +157,9 @@ def _parse_as_span_attribute(raw: bytes) -> Any:
     """
     if len(raw) <= _SHALLOW_BYTES:
         return KeyValue.FromString(raw)
-    return AttributeAtSpanDepth.FromString(b"".join((AT_SPAN_DEPTH_HEAD, _varint(len(raw)), raw, AT_SPAN_DEPTH_TAIL))).g.g.g.attributes[0]
+    return AttributeAtSpanDepth.FromString(
+        b"".join((AT_SPAN_DEPTH_HEAD, _varint(len(raw)), raw, AT_SPAN_DEPTH_TAIL))
+    ).g.g.g.attributes[0]
 
 
 def _immutable_list(value: Any) -> tuple[Any, ...] | None:

@@ -93,7 +93,7 @@ CallEnricher = Callable[[SpanView, LLMCall], None]
 
 @dataclass(slots=True)
 class CallStages:
-    """What turns a span into a priced, timed LLM call, and the per-window signals (processors/core/signal.py) of the calls."""
+    """What turns a span into a priced, timed LLM call, and the calls' per-window signals (core/signal.py)."""
 
     normalize_options: NormalizeOptions = field(default_factory=NormalizeOptions)
     enrichers: list[CallEnricher] = field(default_factory=list)
@@ -104,7 +104,9 @@ class CallStages:
         """Every table a batch writes (each with its own fence)."""
         return ["otel_traces", "llm_calls", "ingest_errors", *(signal.table.name for signal in self.signals)]
 
-    def calls_from(self, spans: Sequence[SpanView], problems: list[SpanProblem] | None = None) -> tuple[list[LLMCall], list[SpanView]]:
+    def calls_from(
+        self, spans: Sequence[SpanView], problems: list[SpanProblem] | None = None
+    ) -> tuple[list[LLMCall], list[SpanView]]:
         """The LLM calls among `spans`, with the span each came from.
 
         A span whose values `normalize_call` refuses (bad token count, time outside the window)
@@ -132,10 +134,14 @@ class CallStages:
                 # and its otel_traces rows are stored as usual.
                 log.debug("span %s: unexpected failure while normalising", span.span_id, exc_info=True)
                 if problems is not None:
-                    problems.append(_span_problem(span, f"llm call not stored: internal error {type(exc).__name__}: {exc}"[:1000]))
+                    problems.append(
+                        _span_problem(span, f"llm call not stored: internal error {type(exc).__name__}: {exc}"[:1000])
+                    )
                 continue
             if call.problems and problems is not None:
-                problems.extend(_span_problem(span, f"llm call stored without a value: {reason}") for reason in call.problems)
+                problems.extend(
+                    _span_problem(span, f"llm call stored without a value: {reason}") for reason in call.problems
+                )
             calls.append(call)
             sources.append(span)
         return calls, sources
@@ -143,7 +149,9 @@ class CallStages:
 
 def _span_problem(span: SpanView, reason: str) -> SpanProblem:
     service = span.resource.get("service.name")
-    return SpanProblem(reason, service if type(service) is str and len(service) <= MAX_LABEL_CHARS else "", span.trace_id, span.span_id)
+    return SpanProblem(
+        reason, service if type(service) is str and len(service) <= MAX_LABEL_CHARS else "", span.trace_id, span.span_id
+    )
 
 
 # Whether a RawAttributesRequest Span carries an attribute without which `normalize_call` gives None.
@@ -215,8 +223,19 @@ def problem_rows(kept: Sequence[DecodedRecord], now_ms: int) -> tuple[TableRows,
     for item in kept:
         record = item.record
         for problem in item.problems:
-            values = [now_ms, "span", problem.reason, problem.service, problem.trace_id, problem.span_id,
-                      record.topic, record.partition, record.offset, 0, False]
+            values = [
+                now_ms,
+                "span",
+                problem.reason,
+                problem.service,
+                problem.trace_id,
+                problem.span_id,
+                record.topic,
+                record.partition,
+                record.offset,
+                0,
+                False,
+            ]
             for column, value in zip(rows.columns, values, strict=True):
                 column.append(value)
         counts.append(len(item.problems))
@@ -228,7 +247,19 @@ def poison_rows(poison: Sequence[Poison], now_ms: int, stage: str = "decode") ->
     rows = TableRows("ingest_errors", list(INGEST_ERRORS_COLUMNS))
     for item in poison:
         record = item.record
-        values = [now_ms, stage, item.reason, "", "", "", record.topic, record.partition, record.offset, len(record.value), True]
+        values = [
+            now_ms,
+            stage,
+            item.reason,
+            "",
+            "",
+            "",
+            record.topic,
+            record.partition,
+            record.offset,
+            len(record.value),
+            True,
+        ]
         for column, value in zip(rows.columns, values, strict=True):
             column.append(value)
     return _tag(rows, [p.record.source for p in poison], [p.record.offset for p in poison])

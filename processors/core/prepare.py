@@ -14,7 +14,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from processors.core.drift.wire import DriftSender
-from processors.core.pipeline import CallStages, DecodedRecord, ParsedRecord, Poison, SourceRecord, build_tables, decode_parsed_record, parse_record_once
+from processors.core.pipeline import (
+    CallStages,
+    DecodedRecord,
+    ParsedRecord,
+    Poison,
+    SourceRecord,
+    build_tables,
+    decode_parsed_record,
+    parse_record_once,
+)
 from processors.core.tables import TableRows
 
 __all__ = ["PreparedBatch", "prepare_batch", "prepare_records"]
@@ -36,7 +45,9 @@ class PreparedBatch:
     skipped_records: int  # already stored in every table (redelivery)
 
 
-def prepare_batch(parsed: Iterable[ParsedRecord], fences: Fences, stages: CallStages, drift_sender: DriftSender | None) -> PreparedBatch:
+def prepare_batch(
+    parsed: Iterable[ParsedRecord], fences: Fences, stages: CallStages, drift_sender: DriftSender | None
+) -> PreparedBatch:
     """Decode parsed records into the rows of every table but otel_traces, and drift records.
 
     Record by record: a record's spans (attribute dicts, answer texts) are dropped once its calls
@@ -53,9 +64,13 @@ def prepare_batch(parsed: Iterable[ParsedRecord], fences: Fences, stages: CallSt
         record.call_spans = []
         decoded.append(record)
     drift = drift_sender.take() if drift_sender is not None else []
-    skipped = sum(1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables))
+    skipped = sum(
+        1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables)
+    )
     rows = [r for r in build_tables(decoded, fences, stages, skip=("otel_traces",)) if isinstance(r, TableRows)]
-    return PreparedBatch(decoded, rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped)
+    return PreparedBatch(
+        decoded, rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped
+    )
 
 
 def prepare_records(records: Sequence[SourceRecord], fences: Fences, stages: CallStages,

@@ -124,7 +124,6 @@ USAGE_VALUE_COLUMNS: Final = (*_INT_FIELDS[:11], "cost", "reported_cost_calls", 
 USAGE_COLUMNS: Final = (*USAGE_KEY_COLUMNS, *USAGE_VALUE_COLUMNS)
 
 
-
 class UsageSignal:
     """The `llm_usage_1m` signal (processors/core/signal.py): one `UsagePartial` per 1-minute window and key."""
 

@@ -114,13 +114,27 @@ class ChangeDetector:
     def evicted_keys(self) -> int:
         return self._slots.evicted
 
-    def observe(self, service: str, prompt_name: str, kind: str, value: str, count: int, first_ns: int, max_ns: int,
-                trace_id: str, span_id: str, model: str, now: float) -> None:
+    def observe(
+        self,
+        service: str,
+        prompt_name: str,
+        kind: str,
+        value: str,
+        count: int,
+        first_ns: int,
+        max_ns: int,
+        trace_id: str,
+        span_id: str,
+        model: str,
+        now: float,
+    ) -> None:
         """`count` calls of one bucket with `value`, the earliest at `first_ns` (with its ids)."""
         if not value or count <= 0:
             return
         cap_ns = int(now * _NS)
-        slot, _ = self._slots.get_or_create((service, prompt_name, kind), lambda: _Slot(start_ns=first_ns, last_wall=now))
+        slot, _ = self._slots.get_or_create(
+            (service, prompt_name, kind), lambda: _Slot(start_ns=first_ns, last_wall=now)
+        )
         slot.start_ns = min(slot.start_ns, first_ns)
         slot.max_ns = max(slot.max_ns, min(max_ns, cap_ns))  # a clock running ahead must not decide early
         slot.last_wall = now
@@ -137,7 +151,9 @@ class ChangeDetector:
         seen = slot.candidates.get(value)
         if seen is None:
             seen = _Value(first_ns, max_ns, trace_id, span_id, model)
-            in_reference = (first_ns - slot.start_ns < self.config.persist_s * _NS) or slot.calls - count < self.config.baseline_calls
+            in_reference = (
+                first_ns - slot.start_ns < self.config.persist_s * _NS
+            ) or slot.calls - count < self.config.baseline_calls
             (slot.values if in_reference else slot.candidates)[value] = seen
             return
         if first_ns < seen.first_ns:
@@ -162,19 +178,50 @@ class ChangeDetector:
                     old = self._replaced(slot, seen)
                     seen.reported = True
                     slot.values[value] = seen
-                    events.append(ChangeEvent(seen.first_ns, service, kind, old, value, seen.model, prompt_name, seen.trace_id, seen.span_id))
+                    events.append(
+                        ChangeEvent(
+                            seen.first_ns,
+                            service,
+                            kind,
+                            old,
+                            value,
+                            seen.model,
+                            prompt_name,
+                            seen.trace_id,
+                            seen.span_id,
+                        )
+                    )
             for value, known in sorted(slot.values.items(), key=lambda item: item[1].last_ns):
-                if known.stopped or known.returned or mark < known.last_ns + persist_ns or not self._silent(slot, value, known):
+                if (
+                    known.stopped
+                    or known.returned
+                    or mark < known.last_ns + persist_ns
+                    or not self._silent(slot, value, known)
+                ):
                     continue
                 if any(abs(c.first_ns - known.last_ns) <= persist_ns for c in slot.candidates.values()):
                     continue  # a new value under watch may have replaced it: one switch event, decided with it
                 known.stopped = True
                 successor = self._successor(slot, value, known)
                 if successor is None:
-                    events.append(ChangeEvent(known.last_ns, service, kind, value, "", known.model, prompt_name, "", ""))
+                    events.append(
+                        ChangeEvent(known.last_ns, service, kind, value, "", known.model, prompt_name, "", "")
+                    )
                 else:
                     new_value, new = successor
-                    events.append(ChangeEvent(new.first_ns, service, kind, value, new_value, new.model, prompt_name, new.trace_id, new.span_id))
+                    events.append(
+                        ChangeEvent(
+                            new.first_ns,
+                            service,
+                            kind,
+                            value,
+                            new_value,
+                            new.model,
+                            prompt_name,
+                            new.trace_id,
+                            new.span_id,
+                        )
+                    )
             self._forget(slot)
         return sorted(events)
 
@@ -226,7 +273,12 @@ class ChangeDetector:
         window = int(self.config.persist_s * _NS)
         best: tuple[str, _Value] | None = None
         for other, seen in slot.values.items():
-            if other == value or seen.reported or seen.first_ns <= known.first_ns or seen.first_ns - slot.start_ns < self._first_bucket_ns():
+            if (
+                other == value
+                or seen.reported
+                or seen.first_ns <= known.first_ns
+                or seen.first_ns - slot.start_ns < self._first_bucket_ns()
+            ):
                 continue
             if abs(seen.first_ns - known.last_ns) <= window and (best is None or seen.first_ns < best[1].first_ns):
                 best = (other, seen)

@@ -45,7 +45,13 @@ import numpy as np
 from processors.core.drift.changes import ChangeConfig, ChangeDetector
 from processors.core.drift.sampling import BottomK, KeyRegistry, call_priority
 from processors.core.drift.signals import CallSignals, SignalOptions, extract_signals
-from processors.core.drift.statistics import DriftConfig, DriftResult, WindowSample, control_across_keys, evaluate_window
+from processors.core.drift.statistics import (
+    DriftConfig,
+    DriftResult,
+    WindowSample,
+    control_across_keys,
+    evaluate_window,
+)
 from processors.core.drift.wire import EMBEDDING_MODEL_ATTRIBUTE, Tally, tally_calls, tally_resolution_s
 from processors.core.tables import TableRows
 from processors.core.window import Window
@@ -53,9 +59,23 @@ from processors.core.window import Window
 __all__ = ["DriftKey", "DriftStageConfig", "DriftTracker", "DRIFT_COLUMNS", "CHANGE_COLUMNS", "KEY_FIELDS"]
 
 DRIFT_COLUMNS = [
-    "window_start", "window_end", "service", "model", "prompt_name", "prompt_version", "signal", "statistic",
-    "value", "p_value", "threshold", "drifted", "n_ref", "n_cur", "reference", "reference_end",
-]  # fmt: skip
+    "window_start",
+    "window_end",
+    "service",
+    "model",
+    "prompt_name",
+    "prompt_version",
+    "signal",
+    "statistic",
+    "value",
+    "p_value",
+    "threshold",
+    "drifted",
+    "n_ref",
+    "n_cur",
+    "reference",
+    "reference_end",
+]
 CHANGE_COLUMNS = ["ts", "service", "kind", "old_value", "new_value", "model", "prompt_name", "trace_id", "span_id"]
 
 
@@ -92,9 +112,14 @@ class DriftStageConfig:
 
     def change_config(self) -> ChangeConfig:
         """The change detector's settings: lateness, idleness and the reference period are the drift stage's."""
-        return ChangeConfig(persist_s=self.change_persist_s, min_share=self.change_min_share, lateness_s=self.lateness_s,
-                            idle_s=self.idle_close_s, reference_s=float(self.history_windows * self.window_s),
-                            bucket_s=tally_resolution_s(self.window_s))  # fmt: skip
+        return ChangeConfig(
+            persist_s=self.change_persist_s,
+            min_share=self.change_min_share,
+            lateness_s=self.lateness_s,
+            idle_s=self.idle_close_s,
+            reference_s=float(self.history_windows * self.window_s),
+            bucket_s=tally_resolution_s(self.window_s),
+        )
 
 
 class _RawCall(NamedTuple):
@@ -150,7 +175,9 @@ class DriftTracker:
         # lineage (service, model, prompt) -> version -> order of first sighting: which version replaced which
         self._versions: KeyRegistry[tuple[str, str, str], dict[str, int]] = KeyRegistry(self.config.max_lineages)
         # lineage -> (version, window end s, sample) of its last closed window
-        self._last_closed: KeyRegistry[tuple[str, str, str], tuple[str, int, list[_Sampled]]] = KeyRegistry(self.config.max_lineages)
+        self._last_closed: KeyRegistry[tuple[str, str, str], tuple[str, int, list[_Sampled]]] = KeyRegistry(
+            self.config.max_lineages
+        )
         self._pinned: dict[DriftKey, tuple[list[_Sampled], int]] = {}
         self._changes = ChangeDetector(self.config.change_config())
         self.calls_seen = 0
@@ -177,9 +204,21 @@ class DriftTracker:
         """
         window = self._window
         if tallies is None:
-            tallies = tally_calls(((c["ts_ns"], c["model"], c["prompt_name"], c["prompt_version"],
-                                    str(c["attributes"].get(EMBEDDING_MODEL_ATTRIBUTE, "")), c.get("trace_id", ""),
-                                    c.get("span_id", "")) for c in calls), self._tally_bucket)  # fmt: skip
+            tallies = tally_calls(
+                (
+                    (
+                        c["ts_ns"],
+                        c["model"],
+                        c["prompt_name"],
+                        c["prompt_version"],
+                        str(c["attributes"].get(EMBEDDING_MODEL_ATTRIBUTE, "")),
+                        c.get("trace_id", ""),
+                        c.get("span_id", ""),
+                    )
+                    for c in calls
+                ),
+                self._tally_bucket,
+            )
         now = self._clock()
         for tally in tallies:
             self.calls_seen += tally.call_count
@@ -187,7 +226,9 @@ class DriftTracker:
             key = self._key(service, tally.model, tally.prompt_name, tally.prompt_version)
             ts_s = tally.max_ts_ns / 1e9
             start = window.start_s(tally.max_ts_ns)
-            state, _evicted = self._keys.get_or_create(key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=now))
+            state, _evicted = self._keys.get_or_create(
+                key, lambda: _KeyState(max_event_s=float("-inf"), last_event_wall=now)
+            )
             if window.closed(start, self._watermark(state)):
                 self.late_calls += tally.call_count
                 continue
@@ -205,14 +246,23 @@ class DriftTracker:
                 continue
             priority = call.get("priority") or call_priority(call.get("trace_id", ""), call.get("span_id", ""))
             if opened.sample.admits(priority):
-                opened.sample.offer(priority, _RawCall(call["attributes"], call.get("finish_reason") or "",
-                                                       int(call["output_tokens"]), call.get("ttft_ms")))  # fmt: skip
+                opened.sample.offer(
+                    priority,
+                    _RawCall(
+                        call["attributes"],
+                        call.get("finish_reason") or "",
+                        int(call["output_tokens"]),
+                        call.get("ttft_ms"),
+                    ),
+                )
 
     def _key(self, service: str, model: str, prompt_name: str, prompt_version: str) -> DriftKey:
         """The window key: the service, and of model, prompt and version those `key_fields` name."""
         fields = self.config.key_fields
         values = (model, prompt_name, prompt_version)
-        return DriftKey(service, *(value if name in fields else "" for name, value in zip(KEY_FIELDS, values, strict=True)))
+        return DriftKey(
+            service, *(value if name in fields else "" for name, value in zip(KEY_FIELDS, values, strict=True))
+        )
 
     def _sample(self, call: _RawCall) -> _Sampled:
         """Signal extraction (the answer embedding included), for calls a closing window kept."""
@@ -226,10 +276,24 @@ class DriftTracker:
 
     def _note_changes(self, service: str, tally: Tally, now: float) -> None:
         """Feed the change detector (key: service and prompt name) and remember the order versions appeared in."""
-        for kind, value in (("prompt_version", tally.prompt_version), ("response_model", tally.model),
-                            ("embedding_model", tally.embedding_model)):  # fmt: skip
-            self._changes.observe(service, tally.prompt_name, kind, value, tally.call_count, tally.first_ts_ns, tally.max_ts_ns,
-                                  tally.first_trace_id, tally.first_span_id, tally.model, now)  # fmt: skip
+        for kind, value in (
+            ("prompt_version", tally.prompt_version),
+            ("response_model", tally.model),
+            ("embedding_model", tally.embedding_model),
+        ):
+            self._changes.observe(
+                service,
+                tally.prompt_name,
+                kind,
+                value,
+                tally.call_count,
+                tally.first_ts_ns,
+                tally.max_ts_ns,
+                tally.first_trace_id,
+                tally.first_span_id,
+                tally.model,
+                now,
+            )
         if tally.prompt_version:
             order, _ = self._versions.get_or_create((service, tally.model, tally.prompt_name), dict)
             order.setdefault(tally.prompt_version, len(order))
@@ -262,7 +326,10 @@ class DriftTracker:
             if reference and items:  # reference_end <= start: `_reference` only chooses the past
                 assert reference_end is not None, "a reference sample has an end"
                 sample_ref, sample_cur = _window_sample(reference), _window_sample(items)
-                results[(key, start)] = (evaluate_window(sample_ref, sample_cur, self.config.statistics), (description, reference_end))
+                results[(key, start)] = (
+                    evaluate_window(sample_ref, sample_cur, self.config.statistics),
+                    (description, reference_end),
+                )
             self._remember(state, _Closed(start, current.seen, items))
             self._last_closed.pop(key.lineage)
             last: tuple[str, int, list[_Sampled]] = (key.prompt_version, start + window, items)
@@ -274,11 +341,28 @@ class DriftTracker:
             for key, decided in controlled.items():
                 description, reference_end = results[(key, start)][1]
                 for result in decided:
-                    for column, item in zip(rows.columns, (start * 1000, (start + window) * 1000, key.service, key.model,
-                                                           key.prompt_name, key.prompt_version, result.signal, result.statistic,
-                                                           float(result.value), result.p_value, float(result.threshold),
-                                                           bool(result.drifted), result.n_ref, result.n_cur, description,
-                                                           reference_end * 1000), strict=True):  # fmt: skip
+                    for column, item in zip(
+                        rows.columns,
+                        (
+                            start * 1000,
+                            (start + window) * 1000,
+                            key.service,
+                            key.model,
+                            key.prompt_name,
+                            key.prompt_version,
+                            result.signal,
+                            result.statistic,
+                            float(result.value),
+                            result.p_value,
+                            float(result.threshold),
+                            bool(result.drifted),
+                            result.n_ref,
+                            result.n_cur,
+                            description,
+                            reference_end * 1000,
+                        ),
+                        strict=True,
+                    ):
                         column.append(item)
         changes = TableRows("change_events", list(CHANGE_COLUMNS))
         for event in self._changes.decide(self._clock()):
@@ -319,7 +403,11 @@ class DriftTracker:
         enough = sum(w.seen for w in history) >= self.config.statistics.min_samples
         if history and (enough or not self._previous_version(key, start)[0]):
             first, last = history[0].start, history[-1].start + window
-            return self._merge_history(history), f"own history: {len(history)} window(s) {_iso(first)}..{_iso(last)}", last
+            return (
+                self._merge_history(history),
+                f"own history: {len(history)} window(s) {_iso(first)}..{_iso(last)}",
+                last,
+            )
         return self._previous_version(key, start)
 
     def _previous_version(self, key: DriftKey, start: int) -> tuple[list[_Sampled] | None, str, int | None]:
@@ -346,7 +434,11 @@ class DriftTracker:
         if best is None:
             previous = self._last_closed.get(key.lineage)  # the sibling key itself may have been evicted
             if previous is not None and order.get(previous[0], mine) < mine and previous[1] <= start and previous[2]:
-                return previous[2], f"previous version {previous[0]}: window {_iso(previous[1] - window)}..{_iso(previous[1])}", previous[1]
+                return (
+                    previous[2],
+                    f"previous version {previous[0]}: window {_iso(previous[1] - window)}..{_iso(previous[1])}",
+                    previous[1],
+                )
             return None, "", None
         end, version, items = best
         sample = [self._sample(item) if isinstance(item, _RawCall) else item for item in items]
@@ -368,7 +460,9 @@ def _window_sample(items: Sequence[_Sampled]) -> WindowSample:
     categoricals = {
         "finish_reason": np.array([s.signals.finish_reason or "none" for s in items]),
         "refusal": np.array([str(s.signals.refusal).lower() for s in items if s.signals.refusal is not None]),
-        "retrieval_empty": np.array([str(s.signals.retrieval_empty).lower() for s in items if s.signals.retrieval_empty is not None]),
+        "retrieval_empty": np.array(
+            [str(s.signals.retrieval_empty).lower() for s in items if s.signals.retrieval_empty is not None]
+        ),
     }
     return WindowSample(
         answer_embeddings=np.vstack(answers) if answers else None,

@@ -28,8 +28,14 @@ from processors.core.records import LLMCall, SpanView
 from processors.core.window import Window
 
 __all__ = [
-    "DRIFT_ATTRIBUTE_PREFIXES", "DriftSender", "Tally", "decode_payload", "pin_payload", "tally_calls", "tally_resolution_s",
-]  # fmt: skip
+    "DRIFT_ATTRIBUTE_PREFIXES",
+    "DriftSender",
+    "Tally",
+    "decode_payload",
+    "pin_payload",
+    "tally_calls",
+    "tally_resolution_s",
+]
 
 # What `processors.core.drift.signals` reads, in every convention it knows (OTel GenAI, OpenInference, OpenLLMetry).
 DRIFT_ATTRIBUTE_PREFIXES = (
@@ -182,7 +188,9 @@ class DriftSender:
         self._tally_inputs, self._items = {}, {}
         return records
 
-    def payloads(self, calls: Sequence[LLMCall], spans: Sequence[SpanView], max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
+    def payloads(
+        self, calls: Sequence[LLMCall], spans: Sequence[SpanView], max_bytes: int = 500_000
+    ) -> list[tuple[str, bytes]]:
         """`add` then `take`: the records for one batch of calls."""
         self.add(calls, spans)
         return self.take(max_bytes)
