@@ -139,6 +139,7 @@ def run_stack(
                 worker_proc,
             )
         ready = wait_for_line(receiver.start(), "receiver ready", 60)
+        stack_state.publish(settings, bootstrap, host)  # before the banner: whoever reads the banner finds the file
         print(f"llmops up: kafka={bootstrap} store={settings.clickhouse_dsn}", flush=True)
         print(
             f"  OTLP gRPC {host}:{settings.receiver.grpc_port}  "
@@ -155,7 +156,6 @@ def run_stack(
 
             demo_thread = DemoTraffic(settings, host, demo_rate, stop)
             demo_thread.start()
-        stack_state.publish(settings, bootstrap, host)
         view = LiveView(settings, stop, live_interval)
         view.start()
         while not stop.wait(0.5):
