@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from llmops.config import Settings
 from llmops.live import SUMMARY_QUERY, summary_line
 from llmops.report import MISSING, build_report, render_report
+from processors.core.drift.stream import DRIFT_COLUMNS
 from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, parse_records
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
@@ -294,24 +295,7 @@ def test_report_prints_missing_values_and_sensible_precision(store: Any) -> None
                 T0,
             ]
         ],
-        column_names=[
-            "window_start",
-            "window_end",
-            "service",
-            "model",
-            "prompt_name",
-            "prompt_version",
-            "signal",
-            "statistic",
-            "value",
-            "p_value",
-            "threshold",
-            "drifted",
-            "n_ref",
-            "n_cur",
-            "reference",
-            "reference_end",
-        ],
+        column_names=DRIFT_COLUMNS,
     )
     text = render_report(build_report(store))
     assert "nan" not in text.lower() and "None" not in text
