@@ -102,6 +102,7 @@ def test_leader_killed_twice_then_rebalance_loses_and_duplicates_nothing(
         with Stream(collector.http_url) as stream:
             _progress(workers[:2], "first spans stored")
             for round_ in (1, 2):
+                wait_until(lambda: cluster.partition_leader(TOPIC, 0) >= 0, 60, "a known leader")
                 leader = cluster.node(cluster.partition_leader(TOPIC, 0))
                 cluster.kill(leader)
 
