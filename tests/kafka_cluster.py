@@ -266,7 +266,13 @@ class KafkaCluster:
     def _format(self, node: KafkaNode) -> None:
         done = subprocess.run(
             self._java(
-                node, "kafka.tools.StorageTool", "format", "--cluster-id", self.cluster_id, "--config", str(node.config)
+                # One argument, "--cluster-id=…": a random id may begin with "-", which argparse would take for a flag.
+                node,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={self.cluster_id}",
+                "--config",
+                str(node.config),
             ),
             capture_output=True,
             text=True,
