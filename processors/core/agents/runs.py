@@ -1,0 +1,259 @@
+"""Agent runs on the stream: a trace's spans in, one `agent_runs` row out when the run is over.
+
+A pure state machine the agent-run stage feeds (no I/O, the clock injected). The stage routes
+spans by trace id to a keyed topic, so every span of a trace arrives through one source
+(partition), in any order and split over any number of records. Per source:
+
+- the **watermark** is the newest span end seen, capped at the wall clock, minus `lateness_s`;
+  after `idle_close_s` without records the wall clock minus the lateness advances it, so a quiet
+  source still closes its runs;
+- a run **closes** when the watermark passes its newest span end plus `gap_s` (inactivity gap);
+  its row is then built from its spans, deduplicated by span id, so the row depends on the set
+  of spans and not on their order or split;
+- **restarts**: `committable(source)` is the lowest offset of a record holding a span of a run
+  still open. The stage acknowledges records up to it only after the closed runs' rows are
+  written, so a restart replays every record of every open run. A replay also rebuilds part of
+  runs closed before the crash; their rows carry `spans` as the table's version
+  (ReplacingMergeTree), and since the rows of a run are computed from subsets of one span set,
+  the complete row (most spans) is the one kept: no span counted twice, none lost.
+
+Memory is bounded: at most `max_open_runs` open runs (the least recently active is closed early,
+marked `truncated`, counted) and `max_spans_per_run` spans per run (further spans of that run are
+counted in `spans_over_limit` and left out; the row is marked `truncated`).
+A span of a run closed in this process (remembered for the last `max_open_runs` runs) is late:
+counted and left out, as the lateness setting promises.
+
+Runaway findings (`runaway.py`) are checked as spans arrive: a finding is emitted the first time
+its threshold is crossed and again, final, when the run closes (same key, more spans: replaces).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from processors.core.agents.runaway import Finding, RunawayRules, RunTally, findings
+from processors.core.agents.spans import RunSpan
+from processors.core.window import NS_PER_S
+
+__all__ = ["AgentRun", "RunAssembler", "RunSettings", "run_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    gap_s: float = 120.0
+    lateness_s: float = 60.0
+    idle_close_s: float = 300.0
+    max_open_runs: int = 10_000
+    max_spans_per_run: int = 2_000
+    rules: RunawayRules = field(default_factory=RunawayRules)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRun:
+    """One `agent_runs` row (columns `AGENT_RUN_COLUMNS` in `rows.py`)."""
+
+    trace_id: str
+    service: str
+    root_agent: str
+    start_ns: int
+    end_ns: int
+    spans: int
+    agent_invocations: int
+    llm_calls: int
+    tool_calls: int
+    tool_calls_by_name: dict[str, int]
+    mcp_tool_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal | None  # sum over priced calls; None when no call was priced
+    unpriced_calls: int
+    errors: int
+    models: int
+    agent_depth: int
+    truncated: bool
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+def _agent_depth(spans: dict[str, RunSpan], ordered: list[RunSpan]) -> tuple[int, str]:
+    """(deepest nesting of agent spans, name of the outermost agent) through the known parent links.
+
+    A parent id that is not in the run ends the walk (the nesting counted is then a lower bound); so
+    does one that leads back into the walk (bad data). Spans are visited in `ordered` order, so even
+    a cycle gives the same answer for every arrival order."""
+    depth_of: dict[str, int] = {}
+    for span in ordered:
+        chain: list[str] = []
+        seen: set[str] = set()
+        current = span.span_id
+        while current in spans and current not in depth_of and current not in seen:
+            chain.append(current)
+            seen.add(current)
+            current = spans[current].parent_span_id
+        known = depth_of.get(current, 0)
+        for sid in reversed(chain):
+            known += spans[sid].role == "agent"
+            depth_of[sid] = known
+    agents = [s for s in ordered if s.role == "agent"]
+    deepest = max((depth_of[s.span_id] for s in agents), default=0)
+    root = next((s.name for s in agents if depth_of[s.span_id] == 1), "")
+    return deepest, root
+
+
+def run_of(trace_id: str, spans: dict[str, RunSpan], truncated: bool = False) -> AgentRun:
+    """The row of a run from its spans (any order; one per span id)."""
+    ordered = sorted(spans.values(), key=RunSpan.order_key)
+    top = next((s for s in ordered if s.parent_span_id not in spans), ordered[0])
+    tools: dict[str, int] = {}
+    models: set[str] = set()
+    llm = [s for s in ordered if s.role == "llm"]
+    priced = [s.cost for s in llm if s.cost is not None]
+    for span in ordered:
+        if span.role == "tool":
+            tools[span.name] = tools.get(span.name, 0) + 1
+    for span in llm:
+        models.add(span.name)
+    depth, root_agent = _agent_depth(spans, ordered)
+    return AgentRun(
+        trace_id=trace_id,
+        service=top.service,
+        root_agent=root_agent,
+        start_ns=min(s.start_ns for s in ordered),
+        end_ns=max(s.end_ns for s in ordered),
+        spans=len(ordered),
+        agent_invocations=sum(s.role == "agent" for s in ordered),
+        llm_calls=len(llm),
+        tool_calls=sum(tools.values()),
+        tool_calls_by_name=tools,
+        mcp_tool_calls=sum(s.mcp for s in ordered if s.role == "tool"),
+        input_tokens=sum(s.input_tokens for s in llm),
+        output_tokens=sum(s.output_tokens for s in llm),
+        cost=sum(priced, Decimal(0)) if priced else None,
+        unpriced_calls=len(llm) - len(priced),
+        errors=sum(s.error for s in ordered),
+        models=len(models),
+        agent_depth=depth,
+        truncated=truncated,
+    )
+
+
+@dataclass(slots=True)
+class _OpenRun:
+    trace_id: str
+    source: str
+    first_offset: int
+    last_end_ns: int = 0
+    spans: dict[str, RunSpan] = field(default_factory=dict)
+    reported: set[tuple[str, str]] = field(default_factory=set)  # findings already emitted while open
+    tally: RunTally = field(default_factory=RunTally)
+    over_limit: int = 0
+
+
+@dataclass(slots=True)
+class _Source:
+    newest_end_ns: int = 0
+    watermark_ns: int = 0
+    last_arrival_ns: int = 0
+
+
+@dataclass(slots=True)
+class Closed:
+    """What `add` and `close` produce for the sink: finished runs and runaway findings."""
+
+    runs: list[AgentRun] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+class RunAssembler:
+    """Open runs per trace; see the module docstring for when a run closes and what a restart replays."""
+
+    def __init__(self, settings: RunSettings | None = None) -> None:
+        self.settings = settings or RunSettings()
+        self._open: OrderedDict[str, _OpenRun] = OrderedDict()  # least recently active first
+        self._closed: OrderedDict[str, None] = OrderedDict()  # recently closed trace ids (late spans)
+        self._sources: dict[str, _Source] = {}
+        self.late_spans = 0
+        self.evicted_runs = 0
+        self.spans_over_limit = 0
+        self.duplicate_spans = 0
+
+    @property
+    def open_runs(self) -> int:
+        return len(self._open)
+
+    def add(self, source: str, offset: int, spans: Iterable[RunSpan], now_ns: int) -> Closed:
+        """Spans of one record (`offset` in `source`), read at wall time `now_ns`."""
+        out = Closed()
+        state = self._sources.setdefault(source, _Source())
+        state.last_arrival_ns = now_ns
+        limit = self.settings.max_spans_per_run
+        for span in spans:
+            if span.trace_id in self._closed:
+                self.late_spans += 1
+                continue
+            run = self._open.get(span.trace_id)
+            if run is None:
+                if len(self._open) >= self.settings.max_open_runs:
+                    self.evicted_runs += 1
+                    _, oldest = self._open.popitem(last=False)
+                    self._finish(oldest, out, truncated=True)
+                run = self._open[span.trace_id] = _OpenRun(span.trace_id, source, offset)
+            else:
+                self._open.move_to_end(span.trace_id)
+                run.first_offset = min(run.first_offset, offset)
+            known = run.spans.get(span.span_id)
+            if known is not None:
+                self.duplicate_spans += 1
+                if span.order_key() >= known.order_key():
+                    continue
+            elif len(run.spans) >= limit:
+                run.over_limit += 1
+                self.spans_over_limit += 1
+                continue
+            run.spans[span.span_id] = span
+            run.last_end_ns = max(run.last_end_ns, span.end_ns)
+            state.newest_end_ns = max(state.newest_end_ns, span.end_ns)
+            if known is None and run.tally.add(span, self.settings.rules):
+                for finding in findings(run.trace_id, run.spans, self.settings.rules, final=False):
+                    key = (finding.kind, finding.subject)
+                    if key not in run.reported:
+                        run.reported.add(key)
+                        out.findings.append(finding)
+        return out
+
+    def close(self, now_ns: int) -> Closed:
+        """Close every run its source's watermark has passed by the inactivity gap."""
+        out = Closed()
+        lateness = int(self.settings.lateness_s * NS_PER_S)
+        idle = int(self.settings.idle_close_s * NS_PER_S)
+        gap = int(self.settings.gap_s * NS_PER_S)
+        for state in self._sources.values():
+            mark = min(state.newest_end_ns, now_ns) - lateness
+            if now_ns - state.last_arrival_ns >= idle:
+                mark = max(mark, now_ns - lateness)
+            state.watermark_ns = max(state.watermark_ns, mark)
+        due = [run for run in self._open.values() if run.last_end_ns + gap < self._sources[run.source].watermark_ns]
+        for run in due:
+            del self._open[run.trace_id]
+            self._finish(run, out, truncated=run.over_limit > 0)
+        return out
+
+    def committable(self, source: str, next_offset: int) -> int:
+        """The offset `source` may be committed at: its lowest record holding a span of an open run,
+        else `next_offset` (the one after the newest record read)."""
+        firsts = [run.first_offset for run in self._open.values() if run.source == source]
+        return min([next_offset, *firsts])
+
+    def _finish(self, run: _OpenRun, out: Closed, truncated: bool) -> None:
+        self._closed[run.trace_id] = None
+        while len(self._closed) > self.settings.max_open_runs:
+            self._closed.popitem(last=False)
+        if not run.spans:
+            return
+        out.runs.append(run_of(run.trace_id, run.spans, truncated=truncated))
+        out.findings.extend(findings(run.trace_id, run.spans, self.settings.rules, final=True))

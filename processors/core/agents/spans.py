@@ -1,0 +1,161 @@
+"""What one span is to an agent run: its role (agent, tool, LLM call, ...) and the few values a run adds up.
+
+The three conventions the pipeline reads name the same things differently:
+
+| role | OTel GenAI `gen_ai.operation.name` | OpenInference `openinference.span.kind` | `traceloop.span.kind` |
+|---|---|---|---|
+| agent | `invoke_agent`, `create_agent` | `AGENT` | `agent` |
+| tool | `execute_tool` (MCP: `mcp.method.name` = `tools/call`) | `TOOL` | `tool` |
+| chain | — | `CHAIN` | `workflow`, `task` |
+| evaluator | — | `EVALUATOR` | — |
+| llm | an LLMCall from `normalize.normalize_call` (model calls of any convention) | | |
+
+A `RunSpan` keeps only what the run's row and the runaway rules read, so an open run costs a few
+hundred bytes per span (`tests/test_agent_runs.py` states the bound). Tool arguments are kept as a
+digest of their canonical JSON: identical arguments written with different key order or spacing
+are the same call, and the arguments themselves (user data, unbounded) are never held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Final
+
+from processors.core.bounds import MAX_JSON_CHARS, MAX_LABEL_CHARS
+from processors.core.records import LLMCall, SpanView
+
+__all__ = ["ROLES", "RunSpan", "args_digest", "run_span", "span_role"]
+
+ROLES: Final = ("agent", "tool", "llm", "chain", "evaluator")
+
+_OTEL_ROLES: Final = {"invoke_agent": "agent", "create_agent": "agent", "execute_tool": "tool"}
+_OPENINFERENCE_ROLES: Final = {"AGENT": "agent", "TOOL": "tool", "CHAIN": "chain", "EVALUATOR": "evaluator"}
+_TRACELOOP_ROLES: Final = {"agent": "agent", "tool": "tool", "workflow": "chain", "task": "chain"}
+
+_AGENT_NAME_KEYS: Final = ("gen_ai.agent.name", "agent.name", "traceloop.entity.name", "graph.node.name")
+_TOOL_NAME_KEYS: Final = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
+_TOOL_ARGS_KEYS: Final = ("gen_ai.tool.call.arguments", "tool.parameters", "input.value", "traceloop.entity.input")
+_MCP_TOOL_CALL: Final = "tools/call"
+_STATUS_ERROR: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpan:
+    """One span of a run, as much as the run's row and the runaway rules need."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    role: str  # one of ROLES
+    service: str
+    name: str  # agent or tool name; the billed model for an LLM call
+    start_ns: int
+    end_ns: int
+    error: bool
+    tool_args: str = ""  # digest of the canonical arguments; "" when the span does not carry them
+    mcp: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal | None = None  # an LLM call's exact cost; None when unpriced or not an LLM call
+
+    def order_key(self) -> tuple[Any, ...]:
+        """A total order on span contents: of two copies of one span id, the run keeps the smaller."""
+        return (
+            self.start_ns,
+            self.end_ns,
+            self.role,
+            self.name,
+            self.parent_span_id,
+            self.service,
+            self.tool_args,
+            self.error,
+            self.mcp,
+            self.input_tokens,
+            self.output_tokens,
+            str(self.cost),
+        )
+
+
+def span_role(attributes: dict[str, Any]) -> str | None:
+    """The span's role in a run from its convention's own marker; None for a span no convention names."""
+    kind = attributes.get("openinference.span.kind")
+    if isinstance(kind, str):
+        return _OPENINFERENCE_ROLES.get(kind.upper())
+    kind = attributes.get("traceloop.span.kind")
+    if isinstance(kind, str):
+        return _TRACELOOP_ROLES.get(kind.lower())
+    operation = attributes.get("gen_ai.operation.name")
+    if isinstance(operation, str) and operation in _OTEL_ROLES:
+        return _OTEL_ROLES[operation]
+    if attributes.get("mcp.method.name") == _MCP_TOOL_CALL:
+        return "tool"
+    return None
+
+
+def args_digest(value: Any) -> str:
+    """A digest of a tool call's arguments, equal for equal arguments however they were spelled."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        if len(value) > MAX_JSON_CHARS:
+            text = value  # too long to parse within the bound: digest the text as written
+        else:
+            try:
+                text = json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            except (ValueError, RecursionError):
+                text = value
+    else:
+        text = repr(value)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def _label(attributes: dict[str, Any], keys: tuple[str, ...]) -> str:
+    for key in keys:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            return value[:MAX_LABEL_CHARS]
+    return ""
+
+
+def _service(span: SpanView) -> str:
+    service = span.resource.get("service.name")
+    return service[:MAX_LABEL_CHARS] if isinstance(service, str) else ""
+
+
+def run_span(span: SpanView, call: LLMCall | None = None) -> RunSpan | None:
+    """The span's part in its trace's run: an LLM call (given `call`, its normalised form) or a span a
+    convention marks as an agent, tool, chain or evaluator; None for any other span."""
+    if not span.trace_id or not span.span_id:
+        return None
+    attributes = span.attributes
+    base = RunSpan(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        role="",
+        service=_service(span),
+        name="",
+        start_ns=span.start_ns,
+        end_ns=max(span.end_ns, span.start_ns),
+        error=span.status_code == _STATUS_ERROR,
+    )
+    if call is not None:
+        return replace(
+            base,
+            role="llm",
+            name=call.model[:MAX_LABEL_CHARS],
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cost=call.cost,
+        )
+    role = span_role(attributes)
+    if role is None:
+        return None
+    if role == "tool":
+        mcp = attributes.get("mcp.method.name") == _MCP_TOOL_CALL or attributes.get("gen_ai.tool.type") == "mcp"
+        args = next((attributes[key] for key in _TOOL_ARGS_KEYS if key in attributes), None)
+        return replace(base, role=role, name=_label(attributes, _TOOL_NAME_KEYS), tool_args=args_digest(args), mcp=mcp)
+    return replace(base, role=role, name=_label(attributes, _AGENT_NAME_KEYS))
