@@ -30,10 +30,24 @@ class BrokerStartError(LlmopsError, RuntimeError):
     pass
 
 
+_handed_out: set[tuple[str, int]] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port free now that this process has not handed out before.
+
+    The kernel may return a port it just returned to an earlier caller whose
+    child has not bound it yet; two children then race for one port.
+    """
+    with _handed_out_lock:
+        while True:
+            with socket.socket() as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+            if (host, port) not in _handed_out:
+                _handed_out.add((host, port))
+                return port
 
 
 class EmbeddedBroker:

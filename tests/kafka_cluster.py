@@ -202,9 +202,9 @@ class KafkaCluster:
         """
         try:
             metadata = self.admin().list_topics(topic, timeout=10)
-        except KafkaException:
+            return metadata.topics[topic].partitions[partition].leader
+        except (KafkaException, KeyError):  # KeyError: the answering broker does not know the topic yet
             return -1
-        return metadata.topics[topic].partitions[partition].leader
 
     def in_sync_replicas(self, topic: str, partition: int = 0) -> list[int]:
         metadata = self.admin().list_topics(topic, timeout=10)

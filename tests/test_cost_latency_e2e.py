@@ -57,6 +57,15 @@ def loaded(stack):
         90,
         "calls",
     )
+    # The usage partials are written after llm_calls in the same batch: wait for them too.
+    wait_until(
+        lambda: (
+            stack.count("SELECT sum(calls) FROM llm_usage_1m WHERE service != 'ttft-probe'")
+            == summary.llm_spans_acknowledged
+        ),
+        90,
+        "usage partials",
+    )
     return summary
 
 

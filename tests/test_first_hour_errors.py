@@ -203,7 +203,7 @@ def case_drift_pin_unreachable_broker(tmp_path: Path, store: Path, listener: Cal
     args = ["drift", "pin", "--data-dir", str(store), "--kafka", f"127.0.0.1:{free_port()}",
             "--service", service, "--model", model, "--prompt-name", name, "--prompt-version", version]  # fmt: skip
     # The guard is the subprocess timeout: a pin that hangs fails the test instead of the suite.
-    return Case(args, 1, "did not acknowledge the pin within 4 s", timeout=30)
+    return Case(args, 1, "did not acknowledge the pin within 4 s", timeout=90)
 
 
 def case_loadgen_closed_port(tmp_path: Path, store: Path, listener: Callable[[], int]) -> Case:

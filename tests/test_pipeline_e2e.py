@@ -187,6 +187,12 @@ def test_json_gzip_accepted_and_bad_requests_rejected_without_disturbing(running
         60,
         "mixed batch error",
     )
+    wait_until(
+        lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-gzip'") >= 20, 60, "gzip spans"
+    )
+    wait_until(
+        lambda: running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-json'") >= 1, 60, "json span"
+    )
     assert running.count("SELECT count() FROM otel_traces WHERE ServiceName = 'svc-gzip'") == 20
     client = running.reader()
     json_row = client.query(

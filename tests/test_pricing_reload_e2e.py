@@ -86,7 +86,9 @@ def test_a_changed_pricing_file_reprices_new_calls_in_the_running_worker(make_st
     client = stack.reader()
     try:
         rows = client.query(
-            "SELECT toDate(ts) < today() AS before_edit, sum(input_tokens + output_tokens), sum(cost), "
+            # The cut is the start of the day the test began, not today(): a run across midnight moves today().
+            f"SELECT toUnixTimestamp64Nano(ts) < {yesterday + DAY_NS} AS before_edit, "
+            "sum(input_tokens + output_tokens), sum(cost), "
             "countIf(cost IS NULL), count() "
             f"FROM llm_calls WHERE model = '{MODEL}' GROUP BY before_edit ORDER BY before_edit DESC"
         ).result_rows

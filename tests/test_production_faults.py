@@ -11,6 +11,7 @@ count() = uniqExact(SpanId) = spans the SDK exported, over the stores of every w
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -80,8 +81,22 @@ def _progress(stacks: list[Stack], what: str) -> None:
     wait_until(lambda: count_all(stacks, "SELECT count() FROM otel_traces") > before, 120, what)
 
 
+def _known_leader(cluster: KafkaCluster, timeout_s: float = 60) -> int:
+    """The partition's leader, from the read that found it: a second read could see an election (-1)."""
+    deadline = time.monotonic() + timeout_s
+    while (leader := cluster.partition_leader(TOPIC, 0)) < 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for a known leader")
+        time.sleep(0.1)
+    return leader
+
+
 def _members(cluster: KafkaCluster, group_id: str) -> int:
-    group = cluster.admin().describe_consumer_groups([group_id])[group_id].result(timeout=10)
+    """Members holding partitions, or -1 while the group cannot be described (its coordinator just moved)."""
+    try:
+        group = cluster.admin().describe_consumer_groups([group_id])[group_id].result(timeout=10)
+    except Exception:
+        return -1
     return sum(1 for member in group.members if member.assignment.topic_partitions)
 
 
@@ -102,8 +117,7 @@ def test_leader_killed_twice_then_rebalance_loses_and_duplicates_nothing(
         with Stream(collector.http_url) as stream:
             _progress(workers[:2], "first spans stored")
             for round_ in (1, 2):
-                wait_until(lambda: cluster.partition_leader(TOPIC, 0) >= 0, 60, "a known leader")
-                leader = cluster.node(cluster.partition_leader(TOPIC, 0))
+                leader = cluster.node(_known_leader(cluster))
                 cluster.kill(leader)
 
                 def leader_moved(old: int = leader.node_id) -> bool:

@@ -101,18 +101,27 @@ def test_every_span_stored_once_by_two_workers(paths: Paths) -> None:
     assert sum(ids.values()) == paths.spans and set(ids.values()) == {1}
     # Both workers are members of the group, each with its share of the partitions (the collector's sticky
     # partitioner may still have put this little traffic on one worker's partitions).
-    group = (
-        paths.cluster.admin()
-        .describe_consumer_groups([paths.workers[0].group_id])[paths.workers[0].group_id]
-        .result(timeout=10)
-    )
-    shares = [
-        {tp.partition for tp in member.assignment.topic_partitions if tp.topic == paths.workers[0].topic}
-        for member in group.members
-    ]
-    assert len(shares) == 2 and all(shares) and set.union(*shares) == {0, 1, 2, 3}
+    # Polled: right after a rebalance the group can be mid-sync, or its coordinator not answer at once.
+    seen: list[list[set[int]] | None] = []
+    wait_until(lambda: _two_members_share_all_partitions(seen, paths), 60, "two workers sharing the four partitions")
     assert count_all(paths.workers, "SELECT count() FROM llm_calls") == paths.llm_spans
     assert count_all(paths.workers, "SELECT count() FROM ingest_errors") == 0
+
+
+def _two_members_share_all_partitions(seen: list[list[set[int]] | None], paths: Paths) -> bool:
+    """Each member's partitions of the topic, appended to `seen` (None while the group cannot be described)."""
+    worker = paths.workers[0]
+    try:
+        group = paths.cluster.admin().describe_consumer_groups([worker.group_id])[worker.group_id].result(timeout=10)
+    except Exception:
+        seen.append(None)
+        return False
+    shares = [
+        {tp.partition for tp in member.assignment.topic_partitions if tp.topic == worker.topic}
+        for member in group.members
+    ]
+    seen.append(shares)
+    return len(shares) == 2 and all(shares) and set.union(*shares) == {0, 1, 2, 3}
 
 
 def test_collector_path_stores_what_the_builtin_receiver_path_stores(paths: Paths) -> None:

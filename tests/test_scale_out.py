@@ -116,7 +116,14 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:
     that the periodic commit does not cover them first; timing decides whether a batch in progress at the
     revocation does, so without the fix this fails often, not always."""
     # No periodic commit during the test: only the commit at revocation covers what the first worker stored.
-    first = make_stack(partitions=4, LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="2", LLMOPS_PROCESSOR__COMMIT_INTERVAL_S="600")
+    # Batches of 2 records make the workers slow on purpose; the receiver's lag bound (500 records) is lifted
+    # so that a loaded machine's lag is not refused as overload: every span of the stream must arrive.
+    first = make_stack(
+        partitions=4,
+        LLMOPS_PROCESSOR__BATCH_MAX_RECORDS="2",
+        LLMOPS_PROCESSOR__COMMIT_INTERVAL_S="600",
+        LLMOPS_RECEIVER__MAX_CONSUMER_LAG_RECORDS="1000000",
+    )
     second = dataclasses.replace(
         first, data_dir=first.data_dir.with_name(first.data_dir.name + "-b"), sql_port=free_port()
     )
@@ -129,7 +136,9 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:
                 LoadgenOptions(
                     endpoint=first.http_url,
                     rate=15,
-                    duration_s=30,
+                    # Long enough that the second worker's join (a rebalance, slow on a loaded machine)
+                    # happens while spans still flow to the partitions it takes over.
+                    duration_s=60,
                     seed=23,
                     start_ns=START_NS,
                     max_export_batch_size=16,
@@ -145,7 +154,7 @@ def test_a_worker_joining_mid_stream_stores_nothing_twice(make_stack) -> None:
         wait_until(lambda: first.count("SELECT count() FROM otel_traces") > 0, 60, "first worker storing")
         second.start_worker()  # joins the group mid-stream: two of the four partitions move to it
         wait_until(lambda: second.count("SELECT count() FROM otel_traces") > 0, 120, "second worker storing")
-        stream.join(timeout=120)
+        stream.join(timeout=180)
         (summary,) = summaries
         assert summary.complete
         wait_until(

@@ -57,6 +57,11 @@ def test_poison_spans_among_good_ones_leave_the_worker_up_and_the_good_calls_sto
     wait_until(
         lambda: stack.count(f"SELECT count() FROM ingest_errors WHERE service = '{service}'") == 6, 60, "ingest errors"
     )
+    # Each table of a batch is its own insert: wait for the spans and the calls too before reading them.
+    wait_until(
+        lambda: stack.count(f"SELECT count() FROM otel_traces WHERE ServiceName = '{service}'") >= 11, 60, "spans"
+    )
+    wait_until(lambda: stack.count(f"SELECT count() FROM llm_calls WHERE service = '{service}'") >= 7, 60, "calls")
 
     client = stack.reader()
     try:

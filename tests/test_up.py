@@ -46,7 +46,7 @@ def test_up_serves_and_stops_gracefully_keeping_what_it_accepted(tmp_path) -> No
             if "Ctrl-C to stop" in line:
                 break
         assert any(f"http://127.0.0.1:{http}/v1/traces" in line for line in lines), lines
-        assert endpoint_alive("127.0.0.1", sql)
+        wait_until(lambda: endpoint_alive("127.0.0.1", sql), 30, "the SQL endpoint")
         summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{http}", count=3000, seed=3))
         assert summary.complete
         up.send_signal(signal.SIGINT)  # right away: the drain, not a wait, must bring every span in

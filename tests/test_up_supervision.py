@@ -150,9 +150,16 @@ def test_a_worker_killed_under_traffic_is_restarted_and_every_acknowledged_span_
     finally:
         if up.proc.poll() is None:
             os.killpg(up.proc.pid, signal.SIGKILL)
-    summary = result[0]
+    _assert_acknowledged_stored_once(up, result[0])
+
+
+def _assert_acknowledged_stored_once(up: Up, summary: LoadgenSummary) -> None:
+    """No span twice and none acknowledged lost. A span may be stored without its acknowledgement: the
+    receiver produced it but the client's export timed out, or the response was cut by the stop."""
     assert summary.spans_acknowledged > 0
-    assert up.stored() == (summary.spans_acknowledged, summary.spans_acknowledged), up.output()
+    rows, distinct = up.stored()
+    assert rows == distinct, up.output()
+    assert summary.spans_acknowledged <= distinct <= summary.spans_sent, (summary, distinct, up.output())
 
 
 def _stored_while_running(up: Up) -> int:
@@ -198,9 +205,7 @@ def test_sigterm_to_every_process_at_once_stops_in_order_and_keeps_what_was_ackn
     assert up.wait() == 0, up.output()
     sender.join(timeout=120)
     wait_until(lambda: not any(_alive(pid) for pid in children), 30, "children gone")
-    summary = result[0]
-    assert summary.spans_acknowledged > 0
-    assert up.stored() == (summary.spans_acknowledged, summary.spans_acknowledged), up.output()
+    _assert_acknowledged_stored_once(up, result[0])
 
 
 def test_the_embedded_broker_is_refreshed_past_its_memory_limit_and_nothing_acknowledged_is_lost(tmp_path) -> None:
