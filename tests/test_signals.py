@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import math
+import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -13,24 +16,48 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmops.config import Settings
+from processors.batch_handler import BatchHandler
+from processors.core.pipeline import Poison, SourceRecord
 from processors.core.records import LLMCall
 from processors.core.registry import SIGNALS
 from processors.core.signal import ColumnSpec, Signal, TableSpec, signal_rows
 from processors.core.tables import TableRows
 from processors.core.window import Window
 from processors.stages import build_call_stages
+from sinks.clickhouse.ddl import (
+    BY_PARTITION,
+    CLUSTER_MACRO,
+    render_all,
+    render_retention,
+    script,
+    signal_table_template,
+)
+from sinks.clickhouse.migrations import apply_migrations
+from sinks.clickhouse.writer import ClickHouseSink
 from tests.signal_harness import Record, merged, rows_of, run
+from tests.test_cluster_ddl import _single_node
 
 T0 = 1_764_000_000 * 10**9
 
 
 class ErrorsSignal:
-    """A signal that ships nowhere: calls and failed calls per 10-second window and provider."""
+    """A signal that ships nowhere: calls and failed calls per 10-second window and provider.
 
-    table = TableSpec("test_errors_10s", (ColumnSpec("window_start", "key"), ColumnSpec("provider", "key"),
-                                          ColumnSpec("calls", "sum"), ColumnSpec("errors", "sum")))  # fmt: skip
+    Its spec types every column, so it is the table's only declaration: no migration creates it."""
+
+    table = TableSpec(
+        "test_errors_10s",
+        (
+            ColumnSpec("window_start", "key", "DateTime('UTC')"),
+            ColumnSpec("provider", "key", "LowCardinality(String)"),
+            ColumnSpec("calls", "sum", "UInt64"),
+            ColumnSpec("errors", "sum", "UInt64"),
+        ),
+        retention_days=30,
+    )
     window = Window(10)
 
     def new(self) -> dict[tuple[int, str], list[int]]:
@@ -163,6 +190,10 @@ def test_table_specs_refuse_what_cannot_be_merged() -> None:
         TableSpec("t", (ColumnSpec("a", "key"), ColumnSpec("b", "avg")))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no key"):
         TableSpec("t", (ColumnSpec("a", "sum"),))
+    with pytest.raises(ValueError, match="every column a type"):
+        TableSpec("t", (ColumnSpec("w", "key", "DateTime"), ColumnSpec("n", "sum")))
+    with pytest.raises(ValueError, match="DateTime key column"):
+        TableSpec("t", (ColumnSpec("k", "key", "String"), ColumnSpec("n", "sum", "UInt64")))
 
 
 _SIMPLE = re.compile(r"^SimpleAggregateFunction\((\w+), ")
@@ -181,3 +212,107 @@ def test_every_registered_signal_writes_its_migrated_table(chdb_client: Client) 
             engine_merge = _SIMPLE.match(kind)
             if engine_merge is not None:
                 assert column.merge == engine_merge.group(1), (signal.table.name, column.name, kind)
+
+
+# -- a signal's table from its spec: the one file and the one registry line are all a new signal needs --------
+
+
+@pytest.fixture(scope="module")
+def created(chdb_client: Client) -> list[str]:
+    """The module's store migrated with the test signal registered: what the runner applied for it."""
+    return apply_migrations(chdb_client, "llmops", signals=REGISTERED)
+
+
+def test_the_runner_creates_a_spec_declared_table_once(chdb_client: Client, created: list[str]) -> None:
+    assert created == ["signal table test_errors_10s"]  # the shipped tables were migrated by the fixture already
+    assert apply_migrations(chdb_client, "llmops", signals=REGISTERED) == []
+    stored = chdb_client.query(
+        "SELECT name, type FROM system.columns WHERE database = 'llmops' AND table = 'test_errors_10s' "
+        "ORDER BY position"
+    ).result_rows
+    assert stored == [
+        ("window_start", "DateTime('UTC')"),
+        ("provider", "LowCardinality(String)"),
+        ("calls", "SimpleAggregateFunction(sum, UInt64)"),
+        ("errors", "SimpleAggregateFunction(sum, UInt64)"),
+        ("_ingest_source", "LowCardinality(String)"),
+        ("_ingest_offset", "SimpleAggregateFunction(max, UInt64)"),
+    ]
+    keys = chdb_client.query(
+        "SELECT sorting_key, partition_key FROM system.tables WHERE database = 'llmops' AND name = 'test_errors_10s'"
+    ).result_rows
+    assert keys == [("window_start, provider, _ingest_source", "toYYYYMM(window_start)")]
+
+
+def _error_request(offset: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for n in range(4):
+        start = T0 + offset * 10**10 + n  # one 10-second window per record
+        span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="chat", kind=3,
+                               start_time_unix_nano=start, end_time_unix_nano=start + 10**9)  # fmt: skip
+        span.status.code = 2 if n == 0 else 1
+        for key, value in (("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", "openai"),
+                           ("gen_ai.request.model", "gpt-4o-mini")):  # fmt: skip
+            span.attributes.add(key=key).value.string_value = value
+    return request.SerializeToString()
+
+
+def test_the_worker_path_writes_a_new_signal_into_its_spec_table_once(chdb_client: Client, created: list[str]) -> None:
+    """The batch handler with the test signal registered: its rows land in the table its spec declared, and a
+    batch read again after a crash (same records) adds nothing."""
+    stages = dataclasses.replace(build_call_stages(Settings()), signals=REGISTERED)
+    handler = BatchHandler(ClickHouseSink(chdb_client, "llmops"), stages, _no_dead_letter)
+    records = [SourceRecord("otlp_spans", 0, offset, _error_request(offset), "signal-spec/0") for offset in range(3)]
+    asyncio.run(handler.handle(records[:2]))
+    asyncio.run(handler.handle(records))  # records 0 and 1 again: the table's fence skips them
+    chdb_client.command("OPTIMIZE TABLE llmops.test_errors_10s FINAL")  # the engine merges as the spec said
+    stored = chdb_client.query(
+        "SELECT window_start, provider, calls, errors, _ingest_offset FROM llmops.test_errors_10s "
+        "WHERE _ingest_source = 'signal-spec/0' ORDER BY window_start"
+    ).result_rows
+    start = T0 // 10**9
+    assert [(int(w.timestamp()) - start, p, c, e, o) for w, p, c, e, o in stored] == [
+        (0, "openai", 4, 1, 1),  # records 0 and 1 (one window each), tagged with the first batch's highest offset
+        (10, "openai", 4, 1, 1),
+        (20, "openai", 4, 1, 2),
+    ]
+
+
+async def _no_dead_letter(item: Poison) -> None:
+    raise AssertionError(f"dead-lettered: {item}")
+
+
+def test_the_cluster_rendering_of_a_spec_table_matches_the_single_node_table(chdb_client: Client, created) -> None:
+    rendered = dict(render_all(CLUSTER_MACRO, signals=REGISTERED))
+    local, distributed = rendered["signal table test_errors_10s"]
+    assert (
+        "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/test_errors_10s_local'" in local
+    )
+    assert distributed.endswith(f"test_errors_10s_local, {BY_PARTITION})")
+    chdb_client.command("CREATE DATABASE IF NOT EXISTS signal_cluster_check")
+    chdb_client.command(_single_node(local).replace("IF NOT EXISTS ", "IF NOT EXISTS signal_cluster_check.", 1))
+    columns = (
+        "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String} ORDER BY position"
+    )
+    assert chdb_client.query(
+        columns, parameters={"d": "signal_cluster_check", "t": "test_errors_10s_local"}
+    ).result_rows == (chdb_client.query(columns, parameters={"d": "llmops", "t": "test_errors_10s"}).result_rows)
+    # `llmops migrate --print` prints it with the rest.
+    assert "CREATE TABLE IF NOT EXISTS test_errors_10s\n" in script(signals=REGISTERED)
+
+
+def test_a_spec_table_gets_its_retention(chdb_client: Client, created: list[str]) -> None:
+    ((_, (statement,)),) = [item for item in render_retention(None, REGISTERED) if "test_errors_10s" in item[0]]
+    assert statement == "ALTER TABLE test_errors_10s\n    MODIFY TTL toDateTime(window_start) + INTERVAL 30 DAY"
+    chdb_client.command(statement.replace("test_errors_10s", "llmops.test_errors_10s", 1))
+    engine = chdb_client.query(
+        "SELECT engine_full FROM system.tables WHERE database = 'llmops' AND name = 'test_errors_10s'"
+    ).result_rows[0][0]
+    assert "TTL toDateTime(window_start) + toIntervalDay(30)" in engine
+
+
+def test_a_spec_with_a_name_that_is_not_an_identifier_is_refused() -> None:
+    spec = TableSpec("bad-name", (ColumnSpec("w", "key", "DateTime"), ColumnSpec("n", "sum", "UInt64")))
+    with pytest.raises(ValueError, match="identifiers"):
+        signal_table_template(spec)

@@ -1,7 +1,8 @@
 """The per-window signals the worker runs on every batch, in the order their tables are written.
 
-A new signal is one module implementing processors/core/signal.py's contract, its migration, and one
-line here (processors/README.md, "Adding a signal").
+A new signal is one module implementing processors/core/signal.py's contract, with a table spec that
+types its columns (the migration runner creates the table from it), and one line here
+(processors/README.md, "Adding a signal").
 """
 
 from __future__ import annotations

@@ -42,15 +42,24 @@ _MERGES = frozenset(get_args(Merge))
 class ColumnSpec:
     name: str
     merge: Merge
+    # The ClickHouse type of the column's values (`UInt64`, `LowCardinality(String)`, `DateTime('UTC')`):
+    # given for every column, the sink creates the table from the spec (sinks/clickhouse/ddl.py); "" for
+    # a table a numbered migration creates.
+    type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     """A signal's table as the worker writes it: columns in the table's order, without the sink's
-    delivery columns (`_ingest_source`, `_ingest_offset`). A test checks them against the migrated table."""
+    delivery columns (`_ingest_source`, `_ingest_offset`). A test checks them against the migrated table.
+
+    With a type on every column the spec is the table's only declaration: the migration runner creates it
+    (single node or cluster) and `llmops migrate --print --retention` gives it `retention_days`.
+    """
 
     name: str
     columns: tuple[ColumnSpec, ...]
+    retention_days: int | None = None  # the optional TTL on the window column, for a table created from the spec
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -61,6 +70,21 @@ class TableSpec:
             raise ValueError(f"{self.name}: columns {bad} declare no known merge")
         if not any(c.merge == "key" for c in self.columns):
             raise ValueError(f"{self.name}: no key column")
+        typed = [bool(c.type) for c in self.columns]
+        if any(typed) and not all(typed):
+            raise ValueError(f"{self.name}: give every column a type (the spec creates the table) or none")
+        if self.declares_table and self.window_column is None:
+            raise ValueError(f"{self.name}: a table created from its spec needs a DateTime key column (its window)")
+
+    @property
+    def declares_table(self) -> bool:
+        """Whether the spec is the table's declaration (every column typed) rather than a migration."""
+        return all(c.type for c in self.columns)
+
+    @property
+    def window_column(self) -> str | None:
+        """The first key column of a DateTime type: the window start, which partitions the table and expires it."""
+        return next((c.name for c in self.columns if c.merge == "key" and c.type.startswith("DateTime")), None)
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -17,17 +17,24 @@ What a template may use (nothing else varies between the two renderings):
   On a cluster it runs on `name_local`, and its column clauses also on the Distributed `name`.
 - `{{ on_cluster }}`: after the object name of views, functions and other statements ('' on one node).
 - `by_partition`: the sharding key of fenced tables (the Kafka partition of `_ingest_source`).
+
+A per-window signal whose `TableSpec` types every column needs no migration: its table is rendered
+from the spec (`signal_table_template`) through the same `table()` macro, after the migrations.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from processors.core.registry import SIGNALS
+from processors.core.signal import Signal, TableSpec
 
 __all__ = [
     "BY_PARTITION",
@@ -38,7 +45,10 @@ __all__ = [
     "render_all",
     "render_retention",
     "script",
+    "render_signal_table",
     "schema_migrations_ddl",
+    "signal_table_template",
+    "signal_tables",
     "split_statements",
 ]
 
@@ -56,6 +66,9 @@ _COLUMN_CLAUSE = re.compile(r"^ +(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b
 _RETENTION = "ttl.sql"  # in schemas/retention: optional, applied by an operator, never by the runner
 # A migration is NNN_name.sql; other files there (macros.sql) are only imported by migrations.
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# How each merge of processors/core/signal.py is stored: the SimpleAggregateFunction background merges apply.
+_STORED_MERGE = {"sum": "sum", "min": "min", "max": "max", "any": "any", "sum_map": "sumMap"}
 
 
 def migrations_directory() -> Path:
@@ -149,6 +162,54 @@ def _environment(directory: Path, flavour: _Flavour) -> Environment:
     return env
 
 
+def signal_tables(signals: Sequence[Signal[Any]] = SIGNALS) -> list[TableSpec]:
+    """The tables the registry's signals declare themselves (every column typed), in registry order."""
+    return [signal.table for signal in signals if signal.table.declares_table]
+
+
+def signal_table_template(spec: TableSpec) -> str:
+    """The DDL template of a table declared by its signal's spec, as a migration would write it.
+
+    An AggregatingMergeTree: key columns as they are, value columns as SimpleAggregateFunction of their
+    merge (so background merges apply the spec's merge rules), the sink's delivery columns with
+    max(_ingest_offset); partitioned by month of the window, ordered by the key and `_ingest_source`.
+    """
+    names = [spec.name, *spec.column_names]
+    bad = [name for name in names if not _IDENTIFIER.match(name)]
+    if bad:
+        raise ValueError(f"table {spec.name}: {bad} are not plain lower-case identifiers")
+    columns = "".join(f"    {c.name} {_stored_type(c.merge, c.type)},\n" for c in spec.columns)
+    order = ", ".join([*spec.key, "_ingest_source"])
+    return (
+        '{% from "macros.sql" import delivery_columns %}\n'
+        f'{{% call table("{spec.name}", shard_by=by_partition) %}}\n'
+        f"(\n{columns}"
+        '    {{ delivery_columns(offset="SimpleAggregateFunction(max, UInt64)") }}\n'
+        ")\n"
+        "ENGINE = AggregatingMergeTree\n"
+        f"PARTITION BY toYYYYMM({spec.window_column})\n"
+        f"ORDER BY ({order})\n"
+        "SETTINGS non_replicated_deduplication_window = 1000{% endcall %};\n"
+    )
+
+
+def _stored_type(merge: str, value_type: str) -> str:
+    stored = _STORED_MERGE.get(merge)
+    return value_type if stored is None else f"SimpleAggregateFunction({stored}, {value_type})"
+
+
+def _signal_retention_template(spec: TableSpec) -> str:
+    return (
+        f'{{% call alter_table("{spec.name}") %}}\n'
+        f"    MODIFY TTL toDateTime({spec.window_column}) + INTERVAL {spec.retention_days} DAY{{% endcall %}};\n"
+    )
+
+
+def render_signal_table(spec: TableSpec) -> str:
+    """The single-node text of a spec-declared table: what the migration runner applies."""
+    return _environment(migrations_directory(), _Flavour(None)).from_string(signal_table_template(spec)).render()
+
+
 def render(name: str, directory: Path | None = None) -> str:
     """The single-node text of one migration template: exactly what the runner applies and checksums."""
     directory = directory or migrations_directory()
@@ -180,8 +241,11 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
-def render_all(cluster: str | None = None, directory: Path | None = None) -> list[tuple[str, list[str]]]:
-    """Every migration rendered in order, for one server (`cluster` None) or a cluster: [(file, statements)].
+def render_all(
+    cluster: str | None = None, directory: Path | None = None, signals: Sequence[Signal[Any]] = SIGNALS
+) -> list[tuple[str, list[str]]]:
+    """Every migration rendered in order, then the spec-declared signal tables, for one server (`cluster`
+    None) or a cluster: [(file or 'signal table NAME', statements)].
 
     Led by schema_migrations. One flavour renders all files, so an ALTER in a later migration knows
     which tables have a Distributed twin.
@@ -192,20 +256,32 @@ def render_all(cluster: str | None = None, directory: Path | None = None) -> lis
     rendered = [("schema_migrations", [schema_migrations_ddl(cluster=cluster)])]
     for name in migration_names(directory):
         rendered.append((name, split_statements(env.get_template(name).render())))
+    for spec in signal_tables(signals):
+        statements = split_statements(env.from_string(signal_table_template(spec)).render())
+        rendered.append((f"signal table {spec.name}", statements))
     return rendered
 
 
-def render_retention(cluster: str | None = None) -> list[tuple[str, list[str]]]:
-    """The optional TTLs of schemas/retention/ttl.sql, on the tables (or `_local` tables) the migrations create."""
+def render_retention(
+    cluster: str | None = None, signals: Sequence[Signal[Any]] = SIGNALS
+) -> list[tuple[str, list[str]]]:
+    """The optional TTLs of schemas/retention/ttl.sql, on the tables (or `_local` tables) the migrations create,
+    and those of spec-declared signal tables with `retention_days`."""
     flavour = _Flavour(cluster)
     env = _environment(migrations_directory(), flavour)
     for name in migration_names():
         env.get_template(name).render()  # the flavour learns which tables are stored
-    return [(_RETENTION, split_statements(env.get_template(_RETENTION).render()))]
+    rendered = [(_RETENTION, split_statements(env.get_template(_RETENTION).render()))]
+    for spec in signal_tables(signals):
+        env.from_string(signal_table_template(spec)).render()
+        if spec.retention_days is not None:
+            ttl = split_statements(env.from_string(_signal_retention_template(spec)).render())
+            rendered.append((f"signal table {spec.name}", ttl))
+    return rendered
 
 
-def script(cluster: str | None = None, *, retention: bool = False) -> str:
+def script(cluster: str | None = None, *, retention: bool = False, signals: Sequence[Signal[Any]] = SIGNALS) -> str:
     """The rendered DDL (or TTLs) as one script for `clickhouse-client --multiquery`, a comment naming each file."""
-    rendered = render_retention(cluster) if retention else render_all(cluster)
+    rendered = render_retention(cluster, signals) if retention else render_all(cluster, signals=signals)
     parts = [f"-- {name}\n" + "".join(f"{statement};\n\n" for statement in statements) for name, statements in rendered]
     return "".join(parts).rstrip("\n") + "\n"
