@@ -137,7 +137,7 @@ class BatchHandler:
         self, part: Sequence[DecodedRecord], *, table: str, fences: dict[str, dict[str, int]]
     ) -> list[TableRows | OtlpRecords]:
         """Rows of `table` for some of the batch's records: bisecting an insert ClickHouse refused."""
-        return build_tables(part, fences, self._stages, only=table)
+        return build_tables(part, fences, self._stages, tables=(table,))
 
     async def _insert(self, rows: TableRows | OtlpRecords, items: Sequence[DecodedRecord], rebuild: Rebuild) -> None:
         """Write `rows` (built from `items`); if ClickHouse refuses the data, bisect to the records it refuses."""

@@ -24,7 +24,6 @@ from processors.core.tables import TableRows
 __all__ = ["MemorySink", "Record", "merged", "rows_of", "run"]
 
 _DELIVERY = ("_ingest_source", "_ingest_offset")
-_NOT_SIGNALS = ("otel_traces", "llm_calls", "ingest_errors")
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,9 @@ def run(signals: Sequence[Signal[Any]], batches: Iterable[Sequence[Record]],
         for r in batch:
             record = SourceRecord("spans", int(r.source.rsplit("/", 1)[-1]), r.offset, b"", r.source)
             decoded.append(DecodedRecord(record, 0, list(r.calls), []))
-        fences = {table: sink.fences(table) for table in stages.tables if table not in _NOT_SIGNALS}
-        for rows in build_tables(decoded, fences, stages, now_ms=0, skip=_NOT_SIGNALS):
+        tables = [signal.table.name for signal in stages.signals]
+        fences = {table: sink.fences(table) for table in tables}
+        for rows in build_tables(decoded, fences, stages, now_ms=0, tables=tables):
             assert isinstance(rows, TableRows)
             sink.write(rows)
     return sink

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,10 +270,10 @@ def build_tables(
     fences: Mapping[str, Mapping[str, int]],
     stages: CallStages,
     now_ms: int | None = None,
-    only: str | None = None,
-    skip: tuple[str, ...] = (),
+    tables: Collection[str] | None = None,
 ) -> list[TableRows | OtlpRecords]:
-    """One batch per table (or just `only`; never those in `skip`) from the records each table has not stored yet."""
+    """One batch per table of `tables` (default: every table of `stages.tables`) from the records each table
+    has not stored yet."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out: list[TableRows | OtlpRecords] = []
 
@@ -282,7 +282,7 @@ def build_tables(
         return [d for d in decoded if d.record.offset > fence.get(d.record.source, -1)]
 
     def wanted(table: str) -> bool:
-        return (only is None or only == table) and table not in skip
+        return tables is None or table in tables
 
     if wanted("otel_traces"):
         out.append(traces_batch(decoded, fences.get("otel_traces", {})))

@@ -67,7 +67,9 @@ def prepare_batch(
     skipped = sum(
         1 for d in decoded if all(d.record.offset <= fences.get(t, {}).get(d.record.source, -1) for t in stages.tables)
     )
-    rows = [r for r in build_tables(decoded, fences, stages, skip=("otel_traces",)) if isinstance(r, TableRows)]
+    # otel_traces is not built here: ClickHouse builds it from the raw records (pipeline.traces_batch).
+    row_tables = [table for table in stages.tables if table != "otel_traces"]
+    rows = [r for r in build_tables(decoded, fences, stages, tables=row_tables) if isinstance(r, TableRows)]
     return PreparedBatch(
         decoded, rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped
     )
