@@ -13,21 +13,21 @@ time, as the drift worker sees them. Printed:
 - the "Error rate by model" numbers the old panel showed (grouped by billed model) and the new
   panel's (by requested model), for gpt-4o;
 - change events per hour with this tree's tracker and, with --old-ref, the tracker of that commit
-  (its processors/core/drift/stream.py, loaded beside this one);
+  (its whole drift path, in a child process on that commit's files: `drift_replay.py`);
 - for `--scenario drift`, how far the switch's event is from the first call with the new version.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import re
+import os
+import pickle
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from benchmarks.drift_replay import OLD_TREE_CHILD, drift_events
 from llmops.config import Settings
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.core.drift.stream import DriftStageConfig, DriftTracker
@@ -43,25 +43,22 @@ RATE = 20.0
 START_NS = 1_764_000_000 // 900 * 900 * 10**9
 
 
-def _old_tracker_class(ref: str) -> Any:
-    shown = subprocess.run(["git", "show", f"{ref}:processors/core/drift/stream.py"], capture_output=True, text=True)
-    if shown.returncode != 0:  # a commit before the core layer: the tracker was processors/drift/stream.py
-        shown = subprocess.run(
-            ["git", "show", f"{ref}:processors/drift/stream.py"], capture_output=True, text=True, check=True
-        )
-        # Its imports named the modules by their old paths; the same modules live under processors.core now.
-        shown.stdout = re.sub(r"\bprocessors\.(?!core\.)", "processors.core.", shown.stdout).replace(
-            "sinks.clickhouse.batches", "processors.core.tables"
-        )
-    source = shown.stdout
-    path = Path(tempfile.mkdtemp()) / "old_drift_stream.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_drift_stream", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["old_drift_stream"] = module
-    spec.loader.exec_module(module)
-    return module
+def _old_tree_events(ref: str, bodies: list[bytes]) -> list[str]:
+    """Change events of the same traffic through the drift path of commit `ref` (a tree from before the core
+    layer), run in a child process on that commit's files."""
+    tree = Path(tempfile.mkdtemp(prefix="oncall-old-"))
+    archive = subprocess.run(["git", "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    payload = tree / "bodies.pickle"
+    payload.write_bytes(pickle.dumps((bodies, START_NS)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(Path(__file__).parent)])}
+    # cwd: `python -c` puts the working directory first on sys.path, which must not be this tree.
+    out = subprocess.run(
+        [sys.executable, "-c", OLD_TREE_CHILD, str(payload)], env=env, cwd=tree, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the drift path of {ref} failed:\n{out.stderr}")
+    return out.stdout.splitlines()
 
 
 def _traffic(minutes: float, scenario: str) -> list[bytes]:
@@ -79,35 +76,6 @@ def _traffic(minutes: float, scenario: str) -> list[bytes]:
     assert summary.complete
     _traffic.summary = summary  # type: ignore[attr-defined]
     return bodies
-
-
-def _drift_events(decoded: list[Any], make_tracker: Any) -> list[tuple]:
-    """Drift records in 2-s batches of event time; the wall clock 2 s behind the newest call."""
-    clock = [START_NS / 1e9]
-    tracker = make_tracker(lambda: clock[0])
-    sender = DriftSender(900, sample_size=1000, max_windows=8)
-    pairs = sorted(
-        ((c, s) for r in decoded for c, s in zip(r.calls, r.call_spans, strict=True)), key=lambda p: p[0].ts_ns
-    )
-    events: list[tuple] = []
-    batch_ns = 2 * 10**9
-    i = 0
-    while i < len(pairs):
-        end = pairs[i][0].ts_ns // batch_ns * batch_ns + batch_ns
-        j = i
-        while j < len(pairs) and pairs[j][0].ts_ns < end:
-            j += 1
-        calls, spans = zip(*pairs[i:j], strict=True)
-        for _, value in sender.payloads(list(calls), list(spans)):
-            record = decode_payload(value)
-            tracker.add(record.service, record.calls, record.tallies)
-        clock[0] = end / 1e9 + 2
-        _, changes = tracker.close()
-        events += list(zip(*changes.columns, strict=True))
-        i = j
-    clock[0] += 3600
-    events += list(zip(*tracker.close()[1].columns, strict=True))
-    return events
 
 
 def main() -> None:
@@ -141,17 +109,16 @@ def main() -> None:
         print(f"  {model:<22} {e:>5,} of {n:>6,} failed ({e / n:.1%})")
     hours = args.minutes / 60
     config = DriftStageConfig(window_s=900, lateness_s=60, idle_close_s=30)
-    new = _drift_events(decoded, lambda clock: DriftTracker(config, clock=clock))
+    sender = DriftSender(900, sample_size=1000, max_windows=8)
+    new = drift_events(decoded, START_NS, sender, decode_payload, lambda clock: DriftTracker(config, clock=clock))
     print(f"change events, this tree: {len(new)} ({len(new) / hours:.1f} per hour)")
     for e in new[:10]:
         print("   ", e[:7])
     if args.old_ref:
-        old_module = _old_tracker_class(args.old_ref)
-        old_config = old_module.DriftStageConfig(window_s=900, lateness_s=60, idle_close_s=30)
-        old = _drift_events(decoded, lambda clock: old_module.DriftTracker(old_config, clock=clock))
+        old = _old_tree_events(args.old_ref, bodies)
         print(f"change events, {args.old_ref[:8]}: {len(old)} ({len(old) / hours:.1f} per hour)")
-        for e in old[:10]:
-            print("   ", e[:7])
+        for line in old[:10]:
+            print("   ", line)
     summary = _traffic.summary  # type: ignore[attr-defined]
     if summary.drift is not None:
         switch = [e for e in new if e[2] == "prompt_version"]
