@@ -7,16 +7,22 @@ into their own topic and worker: what both paths store, and the Kafka records bo
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from llmops.loadgen import LoadgenSummary
+from llmops.broker import free_port
+from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from processors.core.decode import decode_request
 from tests.conftest import Stack, wait_until
 from tests.kafka_cluster import KafkaCluster
@@ -183,3 +189,60 @@ def _decoded_spans(bootstrap: str, topic: str) -> dict[str, object]:
         return spans
     finally:
         consumer.close()
+
+
+def test_up_with_kafka_runs_its_worker_and_receiver_on_apache_kafka(paths: Paths, tmp_path) -> None:
+    """`llmops up --kafka` against Apache Kafka: no embedded broker, the children get the Apache Kafka consumer
+    timeouts (broker kind `kafka`), and every span acknowledged before Ctrl-C is stored."""
+    http, grpc_port, sql = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+    env |= {
+        "LLMOPS_KAFKA__TOPIC": "otlp_spans_up",
+        "LLMOPS_KAFKA__DEAD_LETTER_TOPIC": "otlp_spans_up_dlq",
+        "LLMOPS_KAFKA__DRIFT_TOPIC": "llm_drift_signals_up",
+        "LLMOPS_KAFKA__GROUP_ID": "llmops-up",
+    }
+    flags = ["--data-dir", str(tmp_path), "--kafka", paths.cluster.bootstrap, "--otlp-http-port", str(http),
+             "--otlp-grpc-port", str(grpc_port), "--sql-port", str(sql)]  # fmt: skip
+    up = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert up.stdout is not None
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        assert any(f"kafka={paths.cluster.bootstrap} " in line for line in lines), lines
+        children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
+        kinds = {}
+        for pid in children:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = dict(
+                item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+            )
+            kinds[next(a.decode() for a in argv if a in (b"worker", b"receive"))] = environ["LLMOPS_KAFKA__BROKER_KIND"]
+        assert kinds == {"worker": "kafka", "receive": "kafka"}  # no embedded broker among the children
+        summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{http}", count=400, seed=43))
+        assert summary.complete
+        wait_until(
+            lambda: _count(sql, "SELECT count() FROM otel_traces") == summary.spans_acknowledged, 120, "spans stored"
+        )
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=180) == 0, "".join(lines) + up.stdout.read()
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def _count(port: int, sql: str) -> int:
+    import clickhouse_connect
+
+    try:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=port, database="llmops", compress=False)
+    except Exception:
+        return -1
+    try:
+        return int(client.query(sql).result_rows[0][0])
+    finally:
+        client.close()
