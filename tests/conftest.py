@@ -39,6 +39,23 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def read_until_banner(proc: subprocess.Popen[str]) -> list[str]:
+    """The lines `llmops up` prints up to its banner's last line (it is ready then); all of them if it exits first.
+    `output_after` gives the rest once it has exited."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C to stop" in line:
+            break
+    return lines
+
+
+def output_after(proc: subprocess.Popen[str], lines: list[str]) -> str:
+    """Everything `proc` printed: `lines` read before and the rest of its output."""
+    return "".join(lines) + (proc.stdout.read() if proc.stdout is not None else "")
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker("127.0.0.1") as running:

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 from llmops.broker import free_port
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from processors.core.decode import decode_request
-from tests.conftest import Stack, wait_until
+from tests.conftest import Stack, output_after, read_until_banner, wait_until
 from tests.kafka_cluster import KafkaCluster
 from tests.otelcol_process import Collector
 from tests.production_path import count_all, kafka_stack, more_worker, send, stored_rows, stored_span_ids
@@ -207,12 +207,7 @@ def test_up_with_kafka_runs_its_worker_and_receiver_on_apache_kafka(paths: Paths
     up = subprocess.Popen([sys.executable, "-m", "llmops", "up", *flags], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        assert up.stdout is not None
-        lines = []
-        for line in up.stdout:
-            lines.append(line)
-            if "Ctrl-C to stop" in line:
-                break
+        lines = read_until_banner(up)
         assert any(f"kafka={paths.cluster.bootstrap} " in line for line in lines), lines
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
         kinds = {}
@@ -229,7 +224,7 @@ def test_up_with_kafka_runs_its_worker_and_receiver_on_apache_kafka(paths: Paths
             lambda: _count(sql, "SELECT count() FROM otel_traces") == summary.spans_acknowledged, 120, "spans stored"
         )
         up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=180) == 0, "".join(lines) + up.stdout.read()
+        assert up.wait(timeout=180) == 0, output_after(up, lines)
     finally:
         if up.poll() is None:
             up.kill()

@@ -13,7 +13,7 @@ import pytest
 from llmops.broker import free_port
 from llmops.loadgen import LoadgenOptions, run_loadgen
 from llmops.store import endpoint_alive
-from tests.conftest import wait_until
+from tests.conftest import output_after, read_until_banner, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +39,13 @@ def test_up_serves_and_stops_gracefully_keeping_what_it_accepted(tmp_path) -> No
         text=True,
     )
     try:
-        assert up.stdout is not None
-        lines = []
-        for line in up.stdout:
-            lines.append(line)
-            if "Ctrl-C to stop" in line:
-                break
+        lines = read_until_banner(up)
         assert any(f"http://127.0.0.1:{http}/v1/traces" in line for line in lines), lines
         wait_until(lambda: endpoint_alive("127.0.0.1", sql), 30, "the SQL endpoint")
         summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{http}", count=3000, seed=3))
         assert summary.complete
         up.send_signal(signal.SIGINT)  # right away: the drain, not a wait, must bring every span in
-        assert up.wait(timeout=180) == 0, "".join(lines) + up.stdout.read()
+        assert up.wait(timeout=180) == 0, output_after(up, lines)
     finally:
         if up.poll() is None:
             up.kill()
