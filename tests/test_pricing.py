@@ -459,6 +459,27 @@ def test_every_call_records_source_version_and_assumptions(pricer: Pricer) -> No
     assert gov.cost == Decimal("3.60") + Decimal("18.00")  # 1.2 x list (LiteLLM's GovCloud price; see the catalog)
 
 
+def test_a_claude_cache_write_says_it_was_priced_at_the_5_minute_rate(pricer: Pricer) -> None:
+    """Spans carry one cache-write count and no TTL: the 5-minute price applies and the call records it."""
+    write = _call("anthropic", "claude-sonnet-4-5-20250929", (100_000, 0, 0, 100_000))
+    pricer.price(write, {}, {})
+    assert write.pricing_assumption == "cache writes at the 5-minute price (the span does not say 1-hour)"
+    # All input tokens were cache writes (below the 200k long-context threshold): the 5-minute rate.
+    assert write.cost == Decimal(CLAUDE["sonnet-4.5"][1]) * 100_000 / M
+    for call in (
+        _call("anthropic", "claude-sonnet-4-5-20250929", (1_000_000, 0, 0, 0)),  # no cache write
+        _call("openai", "gpt-4o-2024-08-06", (1_000_000, 0, 0, 1_000)),  # no TTL-priced cache writes
+    ):
+        pricer.price(call, {"openai.response.service_tier": "default"}, {})
+        assert "5-minute" not in call.pricing_assumption, call
+    bedrock = _call("aws.bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0", (100, 10, 0, 50))
+    pricer.price(bedrock, {}, {})
+    assert bedrock.pricing_assumption.endswith("; cache writes at the 5-minute price (the span does not say 1-hour)")
+    again = _call("anthropic", "claude-sonnet-4-5-20250929", (100_000, 0, 0, 100_000))
+    pricer.price(again, {}, {})  # from the cache: the note is not appended twice
+    assert again.pricing_assumption == write.pricing_assumption
+
+
 def test_uplifts_are_exact_and_a_user_uplift_wins(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text(

@@ -55,6 +55,9 @@ _CACHE_MAX: Final = 10_000
 # Cost = integer pico-USD times this (processors.core.pricing).
 _PICO_USD: Final = Decimal("1E-12")
 _EMPTY: Final[dict] = {}
+# Anthropic prices a cache write by its TTL (5 minutes: 1.25x input, 1 hour: 2x); spans carry one
+# cache-write count and no TTL, so writes are priced at the 5-minute rate and the call says so.
+_CACHE_TTL_NOTE: Final = "cache writes at the 5-minute price (the span does not say 1-hour)"
 
 _REGION_PROVIDERS: Final = {
     "aws.bedrock": "region not on span: in-region list price",
@@ -228,6 +231,9 @@ class Pricer:
         if rates is None:
             call.cost = None
             return
+        if call.cache_write_tokens and "claude" in (call.response_model or call.request_model).lower():
+            note = call.pricing_assumption
+            call.pricing_assumption = f"{note}; {_CACHE_TTL_NOTE}" if note else _CACHE_TTL_NOTE
         input_tokens = call.input_tokens
         if tiers:
             for threshold, tier_rates in tiers:  # highest first
