@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from processors.core.bounds import MAX_VECTOR_LEN
+from processors.core.bounds import MAX_VECTOR_LEN, OverLimit
 from processors.core.decode import decode_request, parse_record, parse_request
 from processors.core.normalize import LLM_MARKER_KEYS
 from processors.core.otlp_values import KeyValueCache, attributes_dict
@@ -108,19 +108,20 @@ def test_a_malformed_attribute_makes_the_record_poison() -> None:
     assert [p.record.offset for p in poison] == [7] and "not an OTLP" in poison[0].reason
 
 
-def test_arrays_and_maps_longer_than_any_reader_accepts_read_as_absent() -> None:
+def test_arrays_and_maps_longer_than_any_reader_accepts_are_not_decoded() -> None:
     """An array or kvlist of more than MAX_VECTOR_LEN values in all (nested ones counted) is not turned into
-    Python objects (~0.5 µs each): it reads as absent, through both decoders; one at the limit is kept."""
+    Python objects (~0.5 µs each): both decoders give `OverLimit`, which readers refuse as bytes; one at the
+    limit is decoded."""
     at_limit = [0.5] * MAX_VECTOR_LEN
+    nested_at_limit = [[1.0] * (MAX_VECTOR_LEN // 2 - 1), [2.0] * (MAX_VECTOR_LEN // 2 - 1)]
     cases = {
-        "vector": ([0.5] * (MAX_VECTOR_LEN + 1), None),
-        "nested": ([[1.0] * 10_000, [2.0] * 10_000], None),
-        "map": ({f"k{i}": i for i in range(MAX_VECTOR_LEN + 1)}, None),
+        "vector": ([0.5] * (MAX_VECTOR_LEN + 1), OverLimit()),
+        "nested": ([[1.0] * 10_000, [2.0] * 10_000], OverLimit()),
+        "map": ({f"k{i}": i for i in range(MAX_VECTOR_LEN + 1)}, OverLimit()),
         "at_limit": (at_limit, at_limit),
-        "nested_at_limit": ([[1.0] * (MAX_VECTOR_LEN // 2 - 1), [2.0] * (MAX_VECTOR_LEN // 2 - 1)], ...),
+        "nested_at_limit": (nested_at_limit, nested_at_limit),
     }
     for key, (value, expected) in cases.items():
         kv = KeyValue(key=key, value=any_value_of(value))
-        want = value if expected is ... else expected
-        assert attributes_dict([kv]) == {key: want}, key
-        assert KeyValueCache().attributes([kv.SerializeToString()]) == {key: want}, key
+        for decoded in (attributes_dict([kv]), KeyValueCache().attributes([kv.SerializeToString()])):
+            assert decoded == {key: expected} and type(decoded[key]) is type(expected), key

@@ -214,6 +214,11 @@ POISON: dict[str, tuple[dict[str, Any], str, bool]] = {
         "gen_ai.usage.total_tokens",
         True,
     ),
+    "input as 20,000 numbers": (  # not decoded: over the array bound (processors/core/otlp_values.py)
+        {"attributes": {**GOOD, "gen_ai.usage.input_tokens": [1] * 20_000}},
+        "gen_ai.usage.input_tokens: token count of type OverLimit (<array or kvlist of more than 16384 values>)",
+        True,
+    ),
 }
 
 

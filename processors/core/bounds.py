@@ -27,6 +27,7 @@ __all__ = [
     "MAX_NUMBER_CHARS",
     "MAX_LABEL_CHARS",
     "MAX_VECTOR_LEN",
+    "OverLimit",
     "MAX_JSON_CHARS",
     "MAX_COST_USD",
     "MAX_TTFT_S",
@@ -73,11 +74,25 @@ class BadValue(PermanentError, ValueError):
     """A span value outside its bound, or not of a usable type; the message says which and why."""
 
 
+class OverLimit(bytes):
+    """What the decoder gives for an array or kvlist of more than MAX_VECTOR_LEN values in all.
+
+    No reader accepts one, and decoding its values would cost about half a microsecond each. It is a
+    (empty) bytes object, so every reader refuses it as it refuses bytes: a token count given as one
+    is an `ingest_errors` row, a vector given as one is no vector.
+    """
+
+    def __repr__(self) -> str:
+        return f"<array or kvlist of more than {MAX_VECTOR_LEN} values>"
+
+
 def show(value: Any, limit: int = 40) -> str:
     """A short, safe rendering of a value for an error message (never the whole of a huge value)."""
     if isinstance(value, str):
         text = value if len(value) <= limit else value[:limit] + f"…({len(value)} chars)"
         return repr(text)
+    if isinstance(value, OverLimit):
+        return repr(value)
     if isinstance(value, (bytes, bytearray)):
         return f"bytes[{len(value)}]"
     if isinstance(value, list):

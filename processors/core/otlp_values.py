@@ -12,15 +12,15 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from processors.core.bounds import MAX_VECTOR_LEN
+from processors.core.bounds import MAX_VECTOR_LEN, OverLimit
 from processors.core.otlp_schema import AT_SPAN_DEPTH_HEAD, AT_SPAN_DEPTH_TAIL, AttributeAtSpanDepth
 
 __all__ = ["any_value", "attributes_dict", "KeyValueCache"]
 
 
 def any_value(value: Any) -> Any:
-    """Decode one opentelemetry.proto.common.v1.AnyValue into a Python value (None for an array or kvlist
-    holding more than MAX_VECTOR_LEN values in all)."""
+    """Decode one opentelemetry.proto.common.v1.AnyValue into a Python value (`OverLimit` for an array or
+    kvlist holding more than MAX_VECTOR_LEN values in all)."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -34,7 +34,7 @@ def any_value(value: Any) -> Any:
         try:
             return _composite(value, kind, [MAX_VECTOR_LEN])
         except _TooLong:
-            return None
+            return _OVER_LIMIT
     if kind == "bytes_value":
         return value.bytes_value
     return None
@@ -44,12 +44,15 @@ class _TooLong(Exception):
     pass
 
 
+_OVER_LIMIT = OverLimit()
+
+
 def _composite(value: Any, kind: str, budget: list[int]) -> list[Any] | dict[str, Any]:
     """An array or kvlist of at most MAX_VECTOR_LEN values in all, nested ones included.
 
     No reader accepts more (the longest is an embedding vector), and turning each value into a Python
     object costs about half a microsecond: a 1 MB record of 100,000 doubles would cost 50 ms. A longer
-    one reads as absent, checked on its length before any value is decoded.
+    one reads as `OverLimit`, checked on its length before any value is decoded.
     """
     items = value.array_value.values if kind == "array_value" else value.kvlist_value.values
     budget[0] -= len(items)
