@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from processors.core.agents.runaway import Finding, RunawayRules, findings
 from processors.core.agents.runs import AgentRun, RunAssembler, RunSettings, run_of
 from processors.core.agents.spans import RunSpan, args_digest, run_span, span_role
+from processors.core.agents.wire import MalformedRunRecord, decode_run_spans, encode_run_spans
 from processors.core.records import LLMCall, SpanView
 
 S = 10**9
@@ -358,3 +359,64 @@ def test_a_span_sent_twice_is_one_span() -> None:
     closed = assembler.close(T0 + 10**6 * S)
     assert reported == [] and closed.findings == [] and [r.tool_calls for r in closed.runs] == [1]
     assert assembler.duplicate_spans == 4
+
+
+# -- the keyed agent-span topic's records (processors/core/agents/wire.py) -----------------------------------------
+
+names = st.text(max_size=20)
+wire_spans = st.builds(
+    RunSpan,
+    trace_id=st.sampled_from(["t1", "t2", "t3"]),
+    span_id=st.text(min_size=1, max_size=16),
+    parent_span_id=names,
+    role=st.sampled_from(["agent", "tool", "llm", "chain", "evaluator"]),
+    service=names,
+    name=names,
+    start_ns=st.integers(0, 2**63 - 1),
+    end_ns=st.integers(0, 2**63 - 1),
+    error=st.booleans(),
+    tool_args=names,
+    mcp=st.booleans(),
+    input_tokens=st.integers(0, 10**12),
+    output_tokens=st.integers(0, 10**12),
+    cost=st.one_of(st.none(), st.integers(0, 10**20).map(lambda n: Decimal(n).scaleb(-12))),
+)
+
+
+def _wire_order(span: RunSpan) -> tuple:
+    return (span.trace_id, span.span_id, *span.order_key())
+
+
+@settings(max_examples=150, deadline=None)
+@given(spans=st.lists(wire_spans, max_size=40), max_bytes=st.sampled_from([200, 2_000, 500_000]))
+def test_records_carry_every_span_exactly_keyed_by_trace_and_under_the_size(
+    spans: list[RunSpan], max_bytes: int
+) -> None:
+    records = encode_run_spans(spans, max_bytes)
+    decoded = [(key, span) for key, value in records for span in decode_run_spans(value)]
+    assert sorted((s for _, s in decoded), key=_wire_order) == sorted(spans, key=_wire_order)
+    assert all(key == span.trace_id for key, span in decoded)  # keyed by the trace of every span it holds
+    assert all(len(value) <= max_bytes or len(decode_run_spans(value)) == 1 for _, value in records)
+    assert all(decode_run_spans(value) for _, value in records)  # no empty record
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"not json",
+        b"[]",
+        b'{"spans": []}',
+        b'{"trace_id": "t", "spans": {}}',
+        b'{"trace_id": "t", "spans": [[1, 2]]}',
+        b'{"trace_id": "t", "spans": [["s", "", "robot", "svc", "n", 1, 2, false, "", false, 0, 0, null]]}',
+        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", -1, 2, false, "", false, 0, 0, null]]}',
+        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", 1, 2, 0, "", false, 0, 0, null]]}',
+        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", 1, 2, false, "", false, 0, 0, "NaN"]]}',
+        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", 1, 2, false, "", false, 0, 0, "1e"]]}',
+        b'{"trace_id": "t", "spans": [["", "", "llm", "svc", "n", 1, 2, false, "", false, 0, 0, null]]}',
+        b"{" + b" " * 1_000_001 + b"}",
+    ],
+)
+def test_a_record_no_worker_wrote_is_refused_with_what_is_wrong(value: bytes) -> None:
+    with pytest.raises(MalformedRunRecord, match="agent"):
+        decode_run_spans(value)
