@@ -18,9 +18,9 @@ from processors.core.otlp_schema import AT_SPAN_DEPTH_HEAD, AT_SPAN_DEPTH_TAIL, 
 __all__ = ["any_value", "attributes_dict", "KeyValueCache"]
 
 
-def any_value(value: Any) -> Any:
+def any_value(value: Any, budget: list[int] | None = None) -> Any:
     """Decode one opentelemetry.proto.common.v1.AnyValue into a Python value (`OverLimit` for an array or
-    kvlist holding more than MAX_VECTOR_LEN values in all)."""
+    kvlist holding more than MAX_VECTOR_LEN values in all; `budget` is what nested ones have left)."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -31,6 +31,8 @@ def any_value(value: Any) -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "array_value" or kind == "kvlist_value":
+        if budget is not None:
+            return _composite(value, kind, budget)
         try:
             return _composite(value, kind, [MAX_VECTOR_LEN])
         except _TooLong:
@@ -59,15 +61,8 @@ def _composite(value: Any, kind: str, budget: list[int]) -> list[Any] | dict[str
     if budget[0] < 0:
         raise _TooLong
     if kind == "array_value":
-        return [_element(item, budget) for item in items]
-    return {kv.key: _element(kv.value, budget) for kv in items}
-
-
-def _element(value: Any, budget: list[int]) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "array_value" or kind == "kvlist_value":
-        return _composite(value, kind, budget)
-    return any_value(value)
+        return [any_value(item, budget) for item in items]
+    return {kv.key: any_value(kv.value, budget) for kv in items}
 
 
 def attributes_dict(key_values: Iterable[Any]) -> dict[str, Any]:
