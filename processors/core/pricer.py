@@ -231,7 +231,7 @@ class Pricer:
         if rates is None:
             call.cost = None
             return
-        if call.cache_write_tokens and "claude" in (call.response_model or call.request_model).lower():
+        if call.cache_write_tokens and "claude" in call.model.lower():
             note = call.pricing_assumption
             call.pricing_assumption = f"{note}; {_CACHE_TTL_NOTE}" if note else _CACHE_TTL_NOTE
         input_tokens = call.input_tokens
