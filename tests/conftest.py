@@ -39,6 +39,21 @@ def wait_until(
         time.sleep(interval_s)
 
 
+STORED_SPANS = "SELECT count() FROM otel_traces"
+
+
+def endpoint_count(port: int, sql: str) -> int:
+    """The first value of `sql` on a running SQL endpoint at 127.0.0.1:`port`; 0 while it does not answer yet."""
+    try:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=port, database="llmops", compress=False)
+    except Exception:
+        return 0
+    try:
+        return int(client.query(sql).result_rows[0][0])
+    finally:
+        client.close()
+
+
 def read_until_banner(proc: subprocess.Popen[str]) -> list[str]:
     """The lines `llmops up` prints up to its banner's last line (it is ready then); all of them if it exits first.
     `output_after` gives the rest once it has exited."""

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 from llmops.broker import free_port
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from processors.core.decode import decode_request
-from tests.conftest import Stack, output_after, read_until_banner, wait_until
+from tests.conftest import STORED_SPANS, Stack, endpoint_count, output_after, read_until_banner, wait_until
 from tests.kafka_cluster import KafkaCluster
 from tests.otelcol_process import Collector
 from tests.production_path import count_all, kafka_stack, more_worker, send, stored_rows, stored_span_ids
@@ -220,24 +220,9 @@ def test_up_with_kafka_runs_its_worker_and_receiver_on_apache_kafka(paths: Paths
         assert kinds == {"worker": "kafka", "receive": "kafka"}  # no embedded broker among the children
         summary = run_loadgen(LoadgenOptions(endpoint=f"http://127.0.0.1:{http}", count=400, seed=43))
         assert summary.complete
-        wait_until(
-            lambda: _count(sql, "SELECT count() FROM otel_traces") == summary.spans_acknowledged, 120, "spans stored"
-        )
+        wait_until(lambda: endpoint_count(sql, STORED_SPANS) == summary.spans_acknowledged, 120, "spans stored")
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=180) == 0, output_after(up, lines)
     finally:
         if up.poll() is None:
             up.kill()
-
-
-def _count(port: int, sql: str) -> int:
-    import clickhouse_connect
-
-    try:
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=port, database="llmops", compress=False)
-    except Exception:
-        return -1
-    try:
-        return int(client.query(sql).result_rows[0][0])
-    finally:
-        client.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from llmops.broker import free_port
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, run_loadgen
 from llmops.supervisor import Backoff, RestartPolicy, rss_mib
-from tests.conftest import wait_until
+from tests.conftest import STORED_SPANS, endpoint_count, wait_until
 
 STOP_BOUND_S = 300  # generous: StopTimeouts().total_s is 235 s; a clean stop takes seconds
 
@@ -136,7 +136,7 @@ def test_a_worker_killed_under_traffic_is_restarted_and_every_acknowledged_span_
         sender = threading.Thread(target=lambda: result.append(run_loadgen(options)))
         sender.start()
         wait_until(
-            lambda: (up.children() and _stored_while_running(up) > 0) or not sender.is_alive(),
+            lambda: (up.children() and endpoint_count(up.sql, STORED_SPANS) > 0) or not sender.is_alive(),
             120,
             "first spans stored",
         )
@@ -162,19 +162,6 @@ def _assert_acknowledged_stored_once(up: Up, summary: LoadgenSummary) -> None:
     assert summary.spans_acknowledged <= distinct <= summary.spans_sent, (summary, distinct, up.output())
 
 
-def _stored_while_running(up: Up) -> int:
-    import clickhouse_connect
-
-    try:
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=up.sql, database="llmops", compress=False)
-    except Exception:
-        return 0
-    try:
-        return int(client.query("SELECT count() FROM otel_traces").result_rows[0][0])
-    finally:
-        client.close()
-
-
 def test_sigkill_of_up_leaves_no_child_and_a_second_up_starts_on_the_same_ports(tmp_path) -> None:
     ports = _ports()
     up = Up(tmp_path / "first", ports)
@@ -196,7 +183,7 @@ def test_sigterm_to_every_process_at_once_stops_in_order_and_keeps_what_was_ackn
     options = LoadgenOptions(endpoint=f"http://127.0.0.1:{up.http}", count=30000, seed=15, export_timeout_s=5)
     sender = threading.Thread(target=lambda: result.append(run_loadgen(options)))
     sender.start()
-    wait_until(lambda: _stored_while_running(up) > 0 or not sender.is_alive(), 120, "first spans stored")
+    wait_until(lambda: endpoint_count(up.sql, STORED_SPANS) > 0 or not sender.is_alive(), 120, "first spans stored")
     children = up.children()
     assert len(children) == 3, children
     os.killpg(up.proc.pid, signal.SIGTERM)
