@@ -29,7 +29,7 @@ its threshold is crossed and again, final, when the run closes (same key, more s
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -109,15 +109,9 @@ def run_of(trace_id: str, spans: dict[str, RunSpan], truncated: bool = False) ->
     """The row of a run from its spans (any order; one per span id)."""
     ordered = sorted(spans.values(), key=RunSpan.order_key)
     top = next((s for s in ordered if s.parent_span_id not in spans), ordered[0])
-    tools: dict[str, int] = {}
-    models: set[str] = set()
     llm = [s for s in ordered if s.role == "llm"]
     priced = [s.cost for s in llm if s.cost is not None]
-    for span in ordered:
-        if span.role == "tool":
-            tools[span.name] = tools.get(span.name, 0) + 1
-    for span in llm:
-        models.add(span.name)
+    tools = dict(Counter(s.name for s in ordered if s.role == "tool"))
     depth, root_agent = _agent_depth(spans, ordered)
     return AgentRun(
         trace_id=trace_id,
@@ -136,7 +130,7 @@ def run_of(trace_id: str, spans: dict[str, RunSpan], truncated: bool = False) ->
         cost=sum(priced, Decimal(0)) if priced else None,
         unpriced_calls=len(llm) - len(priced),
         errors=sum(s.error for s in ordered),
-        models=len(models),
+        models=len({s.name for s in llm}),
         agent_depth=depth,
         truncated=truncated,
     )
