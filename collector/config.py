@@ -31,6 +31,10 @@ class KafkaSettings(ConfigSection):
     drift_topic: str = Field(
         "llm_drift_signals", description="Keyed topic (by service) carrying drift signals to the drift stage."
     )
+    agent_topic: str = Field(
+        "agent_spans",
+        description="Keyed topic (by trace id) carrying agent, tool and LLM spans to the agent-run stage.",
+    )
     partitions: int = Field(4, ge=1, description="Partitions for topics the pipeline creates.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for topics the pipeline creates.")
     group_id: str = Field("llmops-processors", description="Consumer group of the processor workers.")

@@ -1,7 +1,7 @@
 """One typed settings model for every command, composed of the components' own config models.
 
 Each component owns its section: collector/config.py (`receiver`, `kafka`),
-processors/config.py (`processor`), processors/drift/config.py (`drift`),
+processors/config.py (`processor`), processors/drift/config.py (`drift`), processors/agents/config.py (`agents`),
 sinks/clickhouse/config.py (`clickhouse`); the SQL endpoint's (`sql`) is here.
 
 Precedence: command-line flags > LLMOPS_* environment variables > TOML file
@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from collector.config import KafkaSettings, ReceiverSettings
+from processors.agents.config import AgentSettings
 from processors.config import ProcessorSettings
 from processors.core.config import ConfigSection
 from processors.drift.config import DriftSettings
@@ -95,6 +96,7 @@ class Settings(BaseSettings):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     sql: SqlEndpointSettings = Field(default_factory=SqlEndpointSettings)
 

@@ -12,12 +12,12 @@ __all__ = ["ensure_topics", "consumer_lag"]
 
 
 def ensure_topics(bootstrap: str, kafka: KafkaSettings, timeout_s: float = 15.0) -> list[str]:
-    """Create otlp_spans, the dead-letter and the drift topics if missing; returns the ones created."""
+    """Create otlp_spans, the dead-letter, drift and agent-span topics if missing; returns the ones created."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(name, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor)
-        for name in (kafka.topic, kafka.dead_letter_topic, kafka.drift_topic)
+        for name in (kafka.topic, kafka.dead_letter_topic, kafka.drift_topic, kafka.agent_topic)
         if name not in existing
     ]
     created = []

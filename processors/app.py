@@ -88,8 +88,19 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     d = settings.drift
     # Remembers what it sent for two windows per live key: enough to filter, bounded in memory.
     sender = DriftSender(d.window_s, d.reservoir_size, max_windows=2 * d.max_keys)
+    agent_topic = app.topic(kafka.agent_topic, value_serializer="raw", key_serializer="raw")
+
+    async def publish_agent_spans(payloads: list[tuple[str, bytes]]) -> None:
+        futures = [await agent_topic.send(key=trace_id.encode(), value=value) for trace_id, value in payloads]
+        for fut in futures:
+            await fut
+
     handler = BatchHandler(
-        sink, build_call_stages(settings), dead_letter, (sender, publish_drift) if d.enabled else None
+        sink,
+        build_call_stages(settings),
+        dead_letter,
+        (sender, publish_drift) if d.enabled else None,
+        publish_agent_spans if settings.agents.enabled else None,
     )
     spans_topic = app.topic(kafka.topic, value_serializer="raw", key_serializer="raw")
 
@@ -134,6 +145,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     if settings.drift.enabled:
         _add_drift_stage(app, settings, drift_topic, sink)
+
+    if settings.agents.enabled:
+        _add_agent_run_stage(app, settings, bootstrap, sink)
 
     if settings.processor.budgets_file is not None:
         _add_budget_timer(app, settings, client, sink)
@@ -224,6 +238,41 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
             await stage.flush()
         except SinkError as exc:
             _die(f"drift rows could not be written: {exc}")
+
+
+def _add_agent_run_stage(app: faust.App, settings: Settings, bootstrap: str, sink: ClickHouseSink) -> None:
+    """Third stage: agent spans arrive keyed by trace id; its own consumer commits only what no open run needs."""
+    import threading
+
+    from processors.agents.stage import AgentRunStage
+
+    kafka = settings.kafka
+    stage = AgentRunStage(
+        settings.agents.run_settings(),
+        sink,
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{kafka.group_id}-agent-runs",
+            "session.timeout.ms": int(kafka.consumer_session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(kafka.consumer_heartbeat_interval_s * 1000),
+        },
+        kafka.agent_topic,
+        batch_max_records=settings.agents.batch_max_records,
+    )
+    stop = threading.Event()
+
+    @app.task
+    async def _agent_runs() -> None:
+        try:
+            await asyncio.to_thread(stage.run, stop)
+        except SinkError as exc:
+            _die(f"agent runs could not be written, exiting without committing: {exc}")
+        except Exception as exc:
+            _die(f"agent-run stage failed, exiting without committing: {exc!r}")
+
+    @app.on_before_shutdown.connect
+    async def _stop_agent_runs(*_: Any, **__: Any) -> None:
+        stop.set()
 
 
 def _add_budget_timer(app: faust.App, settings: Settings, client: Any, sink: ClickHouseSink) -> None:

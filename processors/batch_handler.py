@@ -3,7 +3,7 @@
 1. `prepare`: read fences -> processors/core/prepare.py parses each record once and turns
    its LLM spans into rows and drift records (Python, holds the GIL) -> dead-letter poison.
 2. `write`: insert otel_traces from the raw bytes (ClickHouse flattens them)
-   while publishing drift records and inserting the other tables.
+   while publishing drift and agent-span records and inserting the other tables.
 
 The agent runs one batch's `write` while it prepares the next, and acknowledges
 a batch only after its `write` returned, so offsets are committed only after
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # Sends one record to the dead-letter topic and returns once Kafka acknowledged it.
 DeadLetter = Callable[[Poison], Awaitable[None]]
-# Sends keyed records (key, value) to the drift topic and returns once Kafka acknowledged them.
+# Sends keyed records (key, value) to a topic (drift, agent spans) and returns once Kafka acknowledged them.
 Publish = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
 # Rebuilds a table's batch for some of the batch's records.
 Rebuild = Callable[[Sequence[DecodedRecord]], list[TableRows | OtlpRecords]]
@@ -80,13 +80,20 @@ def _token(table: str, records: Sequence[SourceRecord], stage: str = "") -> str:
 
 
 class BatchHandler:
-    def __init__(self, sink: ClickHouseSink, stages: CallStages, dead_letter: DeadLetter,
-                 drift: tuple[DriftSender, Publish] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sink: ClickHouseSink,
+        stages: CallStages,
+        dead_letter: DeadLetter,
+        drift: tuple[DriftSender, Publish] | None = None,
+        agent_spans: Publish | None = None,
+    ) -> None:
         self._sink = sink
         self._stages = stages
         self._dead_letter = dead_letter
         self._drift_sender: DriftSender | None = drift[0] if drift is not None else None
         self._publish_drift: Publish | None = drift[1] if drift is not None else None
+        self._publish_agent_spans = agent_spans
         self.stats = HandlerStats()
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
@@ -122,6 +129,8 @@ class BatchHandler:
             if self._publish_drift is not None and prepared.drift:
                 # Before llm_calls is written, so before the acknowledgement: at least once into the drift stage.
                 await self._publish_drift(prepared.drift)
+            if self._publish_agent_spans is not None and prepared.agent_spans:
+                await self._publish_agent_spans(prepared.agent_spans)  # likewise: at least once into the stage
             for rows in prepared.tables:
                 if rows.table == "ingest_errors" and batch.poison:
                     rows.extend(_unstored(poison_rows(batch.poison, int(time.time() * 1000)), fences["ingest_errors"]))

@@ -34,4 +34,5 @@ def build_call_stages(settings: Settings) -> CallStages:
         normalize_options=NormalizeOptions(),
         enrichers=[_set_ttft, pricer.enrich],
         signals=SIGNALS,
+        agent_runs=settings.agents.enabled,
     )

@@ -84,10 +84,10 @@ def test_tool_arguments_are_compared_as_json_values() -> None:
 
 def test_llm_span_takes_tokens_and_cost_from_its_call() -> None:
     call = LLMCall(ts_ns=T0, trace_id="ab" * 16, span_id="cd" * 8, request_model="gpt-4o", input_tokens=10,
-                   output_tokens=4, cost=Decimal("0.000065"))  # fmt: skip
+                   output_tokens=4, cost=Decimal("0.000065"), user_id="u-7", conversation_id="c-1")  # fmt: skip
     span = run_span(_view({"gen_ai.operation.name": "chat"}, status_code=2), call)
-    assert span == RunSpan("ab" * 16, "cd" * 8, "", "llm", "svc", "gpt-4o", T0, T0 + S, True, "", False, 10, 4,
-                           Decimal("0.000065"))  # fmt: skip
+    assert span == RunSpan("ab" * 16, "cd" * 8, "", "llm", "svc", "gpt-4o", T0, T0 + S, True, "", False, "u-7", "c-1",
+                           10, 4, Decimal("0.000065"))  # fmt: skip
 
 
 def _span(sid: str, parent: str, role: str, name: str, start_s: float, end_s: float, **kw) -> RunSpan:
@@ -98,18 +98,42 @@ def _span(sid: str, parent: str, role: str, name: str, start_s: float, end_s: fl
 def test_one_run_row_by_hand() -> None:
     spans = [
         _span("a", "", "agent", "triage", 0, 20),
-        _span("l1", "a", "llm", "gpt-4o", 0.1, 1, input_tokens=100, output_tokens=10, cost=Decimal("0.00035")),
+        _span(
+            "l1",
+            "a",
+            "llm",
+            "gpt-4o",
+            0.1,
+            1,
+            input_tokens=100,
+            output_tokens=10,
+            cost=Decimal("0.00035"),
+            conversation_id="conv-1",
+        ),
         _span("c", "a", "chain", "route", 1, 15),
         _span("b", "c", "agent", "refunds", 1.5, 14),  # nested through a chain span: depth 2
         _span("t1", "b", "tool", "lookup", 2, 3, tool_args=args_digest('{"id": 7}')),
         _span("t2", "b", "tool", "lookup", 3, 4, tool_args=args_digest('{"id": 8}'), error=True),
         _span("m", "b", "tool", "fs.read", 4, 5, mcp=True),
         _span("l2", "b", "llm", "llama-ft", 5, 6, input_tokens=50, output_tokens=5),  # unpriced
-        _span("l3", "b", "llm", "gpt-4o", 6, 7, input_tokens=20, output_tokens=2, cost=Decimal("0.00007")),
+        _span(
+            "l3",
+            "b",
+            "llm",
+            "gpt-4o",
+            6,
+            7,
+            input_tokens=20,
+            output_tokens=2,
+            cost=Decimal("0.00007"),
+            user_id="u-42",
+            conversation_id="conv-2",
+        ),
     ]
     run = run_of("t1", {s.span_id: s for s in reversed(spans)})
     assert run == AgentRun(
-        trace_id="t1", service="shop", root_agent="triage", start_ns=T0, end_ns=T0 + 20 * S, spans=9,
+        trace_id="t1", service="shop", root_agent="triage", user_id="u-42", conversation_id="conv-1", start_ns=T0,
+        end_ns=T0 + 20 * S, spans=9,
         agent_invocations=2, llm_calls=3, tool_calls=3, tool_calls_by_name={"lookup": 2, "fs.read": 1},
         mcp_tool_calls=1, input_tokens=170, output_tokens=17, cost=Decimal("0.00042"), unpriced_calls=1, errors=1,
         models=2, agent_depth=2, truncated=False,
@@ -147,7 +171,7 @@ def test_runaway_findings_by_hand() -> None:
     # Spent in the repetition: the LLM calls that started between the first and the last repeated call.
     assert (loop.input_tokens, loop.output_tokens, loop.cost) == (2000, 20, Decimal("0.012"))
     assert found["llm_calls"].count == 3 and found["cost"].cost == Decimal("0.013")
-    assert all(f.spans == 9 and f.final for f in found.values())
+    assert all(f.spans == 9 and f.final and f.root_agent == "poller" for f in found.values())
     calm = {k: v for k, v in spans.items() if k in {"a", "t1", "t2", "u1", "d1"}}
     assert [f.kind for f in findings("t1", calm, replace(rules, max_duration_s=100), final=True)] == []
 

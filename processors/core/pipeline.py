@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.core.agents.spans import AGENT_MARKER_KEYS, RunSpan, run_span
 from processors.core.bounds import MAX_LABEL_CHARS, BadValue
 from processors.core.decode import AttributeMarkers, MalformedPayload, SpanProblem, decode_request
 from processors.core.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
@@ -79,6 +80,7 @@ class DecodedRecord:
     calls: list[LLMCall]
     problems: list[SpanProblem]
     call_spans: list[SpanView] = field(default_factory=list)  # call_spans[i] is the span of calls[i]
+    run_spans: list[RunSpan] = field(default_factory=list)  # the record's spans with a part in an agent run
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class CallStages:
     normalize_options: NormalizeOptions = field(default_factory=NormalizeOptions)
     enrichers: list[CallEnricher] = field(default_factory=list)
     signals: Sequence[Signal[Any]] = ()
+    agent_runs: bool = False  # also give each record's agent, tool and LLM spans as RunSpans
 
     @property
     def tables(self) -> list[str]:
@@ -154,8 +157,9 @@ def _span_problem(span: SpanView, reason: str) -> SpanProblem:
     )
 
 
-# Whether a RawAttributesRequest Span carries an attribute without which `normalize_call` gives None.
-may_be_llm_call = AttributeMarkers(LLM_MARKER_KEYS)
+# Whether a RawAttributesRequest Span carries an attribute without which `normalize_call` gives None
+# and `run_span` gives None: only such spans become SpanViews.
+may_be_llm_call = AttributeMarkers(LLM_MARKER_KEYS | AGENT_MARKER_KEYS)
 
 
 def parse_record_once(record: SourceRecord) -> ParsedRecord | Poison:
@@ -184,7 +188,14 @@ def decode_parsed_record(item: ParsedRecord, stages: CallStages) -> DecodedRecor
     """Turn one record's LLM spans into calls; a span normalising refuses adds to its problems."""
     problems = list(item.problems)
     calls, call_spans = stages.calls_from(item.spans, problems)
-    return DecodedRecord(item.record, item.span_count, calls, problems, call_spans)
+    decoded = DecodedRecord(item.record, item.span_count, calls, problems, call_spans)
+    if stages.agent_runs:
+        call_of = {id(span): call for span, call in zip(call_spans, calls, strict=True)}
+        for span in item.spans:
+            part = run_span(span, call_of.get(id(span)))
+            if part is not None:
+                decoded.run_spans.append(part)
+    return decoded
 
 
 def decode_parsed(parsed: Sequence[ParsedRecord], stages: CallStages) -> list[DecodedRecord]:

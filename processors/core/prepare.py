@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from processors.core.agents.wire import encode_run_spans
 from processors.core.drift.wire import DriftSender
 from processors.core.pipeline import (
     CallStages,
@@ -40,6 +41,7 @@ class PreparedBatch:
     decoded: list[DecodedRecord]
     tables: list[TableRows]
     drift: list[tuple[str, bytes]]  # (service, record) for the drift topic
+    agent_spans: list[tuple[str, bytes]]  # (trace id, record) for the agent-span topic
     spans: int
     calls: int
     skipped_records: int  # already stored in every table (redelivery)
@@ -55,13 +57,18 @@ def prepare_batch(
     """
     llm_fence = fences.get("llm_calls", {})
     decoded = []
+    run_spans = []
     for item in parsed:
         record = decode_parsed_record(item, stages)
         item.release()
-        # Calls whose llm_calls rows are not stored yet: the drift stage sees each call at least once.
-        if drift_sender is not None and record.record.offset > llm_fence.get(record.record.source, -1):
-            drift_sender.add(record.calls, record.call_spans)
+        # Records whose llm_calls rows are not stored yet: the drift and agent-run stages see each call
+        # at least once (the agent-run stage counts a span once however often it arrives).
+        if record.record.offset > llm_fence.get(record.record.source, -1):
+            if drift_sender is not None:
+                drift_sender.add(record.calls, record.call_spans)
+            run_spans.extend(record.run_spans)
         record.call_spans = []
+        record.run_spans = []
         decoded.append(record)
     drift = drift_sender.take() if drift_sender is not None else []
     skipped = sum(
@@ -71,7 +78,13 @@ def prepare_batch(
     row_tables = [table for table in stages.tables if table != "otel_traces"]
     rows = [r for r in build_tables(decoded, fences, stages, tables=row_tables) if isinstance(r, TableRows)]
     return PreparedBatch(
-        decoded, rows, drift, sum(d.span_count for d in decoded), sum(len(d.calls) for d in decoded), skipped
+        decoded,
+        rows,
+        drift,
+        encode_run_spans(run_spans),
+        sum(d.span_count for d in decoded),
+        sum(len(d.calls) for d in decoded),
+        skipped,
     )
 
 

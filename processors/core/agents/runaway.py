@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from processors.core.agents.spans import RunSpan
+from processors.core.agents.spans import RunSpan, agent_tree
 from processors.core.window import NS_PER_S
 
 __all__ = ["FINDING_KINDS", "Finding", "RunawayRules", "findings"]
@@ -44,6 +44,7 @@ class Finding:
     kind: str  # one of FINDING_KINDS
     subject: str  # tool_loop: "<tool> <args digest>"; else ""
     service: str
+    root_agent: str
     count: int  # repetitions, LLM calls; 0 for cost and duration
     threshold: str
     first_ns: int  # the repetition's (or run's) first start
@@ -74,11 +75,16 @@ def findings(trace_id: str, spans: Mapping[str, RunSpan], rules: RunawayRules, f
     start = ordered[0].start_ns
     end = max(s.end_ns for s in ordered)
     service = next((s.service for s in ordered if s.parent_span_id not in spans), ordered[0].service)
+    root_agent = agent_tree(spans, ordered)[1]
     out: list[Finding] = []
 
     def add(kind: str, subject: str, count: int, threshold: str, first: int, last: int, where: str) -> None:
         tin, tout, cost = _spent(ordered, first, last)
-        out.append(Finding(trace_id, kind, subject, where, count, threshold, first, last, tin, tout, cost, n, final))
+        out.append(
+            Finding(
+                trace_id, kind, subject, where, root_agent, count, threshold, first, last, tin, tout, cost, n, final
+            )
+        )
 
     repeats: dict[tuple[str, str], list[RunSpan]] = {}
     for span in ordered:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from processors.core.agents.runaway import Finding, RunawayRules, RunTally, findings
-from processors.core.agents.spans import RunSpan
+from processors.core.agents.spans import RunSpan, agent_tree
 from processors.core.window import NS_PER_S
 
 __all__ = ["AgentRun", "RunAssembler", "RunSettings", "run_of"]
@@ -58,6 +58,8 @@ class AgentRun:
     trace_id: str
     service: str
     root_agent: str
+    user_id: str  # the first (in span order) of the run's LLM calls that names one
+    conversation_id: str
     start_ns: int
     end_ns: int
     spans: int
@@ -80,31 +82,6 @@ class AgentRun:
         return (self.end_ns - self.start_ns) / 1e6
 
 
-def _agent_depth(spans: dict[str, RunSpan], ordered: list[RunSpan]) -> tuple[int, str]:
-    """(deepest nesting of agent spans, name of the outermost agent) through the known parent links.
-
-    A parent id that is not in the run ends the walk (the nesting counted is then a lower bound); so
-    does one that leads back into the walk (bad data). Spans are visited in `ordered` order, so even
-    a cycle gives the same answer for every arrival order."""
-    depth_of: dict[str, int] = {}
-    for span in ordered:
-        chain: list[str] = []
-        seen: set[str] = set()
-        current = span.span_id
-        while current in spans and current not in depth_of and current not in seen:
-            chain.append(current)
-            seen.add(current)
-            current = spans[current].parent_span_id
-        known = depth_of.get(current, 0)
-        for sid in reversed(chain):
-            known += spans[sid].role == "agent"
-            depth_of[sid] = known
-    agents = [s for s in ordered if s.role == "agent"]
-    deepest = max((depth_of[s.span_id] for s in agents), default=0)
-    root = next((s.name for s in agents if depth_of[s.span_id] == 1), "")
-    return deepest, root
-
-
 def run_of(trace_id: str, spans: dict[str, RunSpan], truncated: bool = False) -> AgentRun:
     """The row of a run from its spans (any order; one per span id)."""
     ordered = sorted(spans.values(), key=RunSpan.order_key)
@@ -112,11 +89,13 @@ def run_of(trace_id: str, spans: dict[str, RunSpan], truncated: bool = False) ->
     llm = [s for s in ordered if s.role == "llm"]
     priced = [s.cost for s in llm if s.cost is not None]
     tools = dict(Counter(s.name for s in ordered if s.role == "tool"))
-    depth, root_agent = _agent_depth(spans, ordered)
+    depth, root_agent = agent_tree(spans, ordered)
     return AgentRun(
         trace_id=trace_id,
         service=top.service,
         root_agent=root_agent,
+        user_id=next((s.user_id for s in llm if s.user_id), ""),
+        conversation_id=next((s.conversation_id for s in llm if s.conversation_id), ""),
         start_ns=min(s.start_ns for s in ordered),
         end_ns=max(s.end_ns for s in ordered),
         spans=len(ordered),
@@ -161,6 +140,8 @@ class Closed:
 
     runs: list[AgentRun] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # trace id -> (source, offset of the run's first record) of every run above: where its rows came from.
+    origins: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class RunAssembler:
@@ -218,6 +199,7 @@ class RunAssembler:
                     if key not in run.reported:
                         run.reported.add(key)
                         out.findings.append(finding)
+                        out.origins[run.trace_id] = (run.source, run.first_offset)
         return out
 
     def close(self, now_ns: int) -> Closed:
@@ -243,6 +225,15 @@ class RunAssembler:
         firsts = [run.first_offset for run in self._open.values() if run.source == source]
         return min([next_offset, *firsts])
 
+    def drop_source(self, source: str) -> int:
+        """Forget the open runs of a source this process no longer reads (a rebalance moved it away): the
+        next owner replays their records from the offset `committable` gave. Returns how many were open."""
+        dropped = [trace_id for trace_id, run in self._open.items() if run.source == source]
+        for trace_id in dropped:
+            del self._open[trace_id]
+        self._sources.pop(source, None)
+        return len(dropped)
+
     def _finish(self, run: _OpenRun, out: Closed, truncated: bool) -> None:
         self._closed[run.trace_id] = None
         while len(self._closed) > self.settings.max_open_runs:
@@ -250,4 +241,5 @@ class RunAssembler:
         if not run.spans:
             return
         out.runs.append(run_of(run.trace_id, run.spans, truncated=truncated))
+        out.origins[run.trace_id] = (run.source, run.first_offset)
         out.findings.extend(findings(run.trace_id, run.spans, self.settings.rules, final=True))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Final
@@ -27,7 +28,7 @@ from typing import Any, Final
 from processors.core.bounds import MAX_JSON_CHARS, MAX_LABEL_CHARS
 from processors.core.records import LLMCall, SpanView
 
-__all__ = ["ROLES", "RunSpan", "args_digest", "run_span", "span_role"]
+__all__ = ["AGENT_MARKER_KEYS", "ROLES", "RunSpan", "agent_tree", "args_digest", "run_span", "span_role"]
 
 ROLES: Final = ("agent", "tool", "llm", "chain", "evaluator")
 
@@ -39,6 +40,11 @@ _AGENT_NAME_KEYS: Final = ("gen_ai.agent.name", "agent.name", "traceloop.entity.
 _TOOL_NAME_KEYS: Final = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
 _TOOL_ARGS_KEYS: Final = ("gen_ai.tool.call.arguments", "tool.parameters", "input.value", "traceloop.entity.input")
 _MCP_TOOL_CALL: Final = "tools/call"
+# A span without any of these attribute keys has no role in a run (unless it is an LLM call): the worker's
+# decode step builds SpanViews only for spans carrying one of them or an LLM marker.
+AGENT_MARKER_KEYS: Final = frozenset(
+    ("gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "mcp.method.name")
+)
 _STATUS_ERROR: Final = 2
 
 
@@ -57,6 +63,8 @@ class RunSpan:
     error: bool
     tool_args: str = ""  # digest of the canonical arguments; "" when the span does not carry them
     mcp: bool = False
+    user_id: str = ""  # an LLM call's user and conversation, as llm_calls has them
+    conversation_id: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
     cost: Decimal | None = None  # an LLM call's exact cost; None when unpriced or not an LLM call
@@ -73,6 +81,8 @@ class RunSpan:
             self.tool_args,
             self.error,
             self.mcp,
+            self.user_id,
+            self.conversation_id,
             self.input_tokens,
             self.output_tokens,
             str(self.cost),
@@ -147,6 +157,8 @@ def run_span(span: SpanView, call: LLMCall | None = None) -> RunSpan | None:
             base,
             role="llm",
             name=call.model[:MAX_LABEL_CHARS],
+            user_id=call.user_id,
+            conversation_id=call.conversation_id,
             input_tokens=call.input_tokens,
             output_tokens=call.output_tokens,
             cost=call.cost,
@@ -159,3 +171,28 @@ def run_span(span: SpanView, call: LLMCall | None = None) -> RunSpan | None:
         args = next((attributes[key] for key in _TOOL_ARGS_KEYS if key in attributes), None)
         return replace(base, role=role, name=_label(attributes, _TOOL_NAME_KEYS), tool_args=args_digest(args), mcp=mcp)
     return replace(base, role=role, name=_label(attributes, _AGENT_NAME_KEYS))
+
+
+def agent_tree(spans: Mapping[str, RunSpan], ordered: Sequence[RunSpan]) -> tuple[int, str]:
+    """(deepest nesting of agent spans, name of the outermost agent) through the known parent links.
+
+    A parent id that is not in the run ends the walk (the nesting counted is then a lower bound); so
+    does one that leads back into the walk (bad data). Spans are visited in `ordered` order, so even
+    a cycle gives the same answer for every arrival order."""
+    depth_of: dict[str, int] = {}
+    for span in ordered:
+        chain: list[str] = []
+        seen: set[str] = set()
+        current = span.span_id
+        while current in spans and current not in depth_of and current not in seen:
+            chain.append(current)
+            seen.add(current)
+            current = spans[current].parent_span_id
+        known = depth_of.get(current, 0)
+        for sid in reversed(chain):
+            known += spans[sid].role == "agent"
+            depth_of[sid] = known
+    agents = [s for s in ordered if s.role == "agent"]
+    deepest = max((depth_of[s.span_id] for s in agents), default=0)
+    root = next((s.name for s in agents if depth_of[s.span_id] == 1), "")
+    return deepest, root

@@ -24,7 +24,7 @@ MAX_RECORD_BYTES: Final = 500_000
 # RunSpan's fields in record order: a span is a JSON array, about half the bytes of an object.
 _FIELDS: Final = (
     "span_id", "parent_span_id", "role", "service", "name", "start_ns", "end_ns", "error", "tool_args", "mcp",
-    "input_tokens", "output_tokens", "cost",
+    "user_id", "conversation_id", "input_tokens", "output_tokens", "cost",
 )  # fmt: skip
 _INTS: Final = frozenset({"start_ns", "end_ns", "input_tokens", "output_tokens"})
 _BOOLS: Final = frozenset({"error", "mcp"})

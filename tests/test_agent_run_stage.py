@@ -1,0 +1,181 @@
+"""The agent-run stage on a real broker and a real chDB store: commits, replays and the table's versions.
+
+What the core's property tests (tests/test_agent_runs.py) cannot show: that the offsets the stage
+commits through Kafka really make a restarted stage rebuild every open run whole, and that the rows
+a replay writes again (whole or in part) leave exactly one complete row per run once ClickHouse
+reads the table with FINAL.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from collector.config import KafkaSettings
+from llmops.broker import EmbeddedBroker
+from llmops.topics import ensure_topics
+from processors.agents.stage import AgentRunStage
+from processors.core.agents.runaway import RunawayRules
+from processors.core.agents.runs import RunSettings, run_of
+from processors.core.agents.spans import RunSpan, args_digest
+from processors.core.agents.wire import encode_run_spans
+from sinks.clickhouse.writer import ClickHouseSink
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+S = 10**9
+T0 = 1_790_000_000 * S  # 2026-09-21: in the past, so the watermark follows the spans and not the clock
+SETTINGS = RunSettings(gap_s=60, lateness_s=0, idle_close_s=10**6, rules=RunawayRules(loop_repeats=3))
+
+
+def _run(trace: str, start_s: int, tools: int, same_args: bool = False) -> list[RunSpan]:
+    """An agent with `tools` tool calls and an LLM call after each, all within a few seconds of `start_s`."""
+    root = RunSpan(trace, "root", "", "agent", "svc", "planner", T0 + start_s * S, T0 + (start_s + 3 * tools + 1) * S,
+                   False)  # fmt: skip
+    spans = [root]
+    for i in range(tools):
+        at = T0 + (start_s + 3 * i) * S
+        args = args_digest('{"q": "same"}' if same_args else f'{{"q": {i}}}')
+        spans.append(RunSpan(trace, f"t{i}", "root", "tool", "svc", "search", at, at + S, False, args))
+        spans.append(RunSpan(trace, f"l{i}", "root", "llm", "svc", "gpt-4o", at + S, at + 2 * S, False,
+                             input_tokens=100, output_tokens=10, cost=Decimal("0.00035")))  # fmt: skip
+    return spans
+
+
+@pytest.fixture
+def topic(broker: EmbeddedBroker) -> str:
+    name = f"agent_spans_{uuid.uuid4().hex[:8]}"
+    names = {"topic": f"{name}_spans", "dead_letter_topic": f"{name}_dlq", "drift_topic": f"{name}_drift"}
+    ensure_topics(broker.bootstrap, KafkaSettings(**names, agent_topic=name, partitions=1))
+    return name
+
+
+def _produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> tuple[int, int]:
+    """(offset of the first record, offset after the last), from the broker's delivery reports."""
+    producer = Producer({"bootstrap.servers": bootstrap})
+    offsets: list[int] = []
+    for key, value in records:
+        producer.produce(
+            topic, key=key.encode(), value=value, on_delivery=lambda err, msg: offsets.append(msg.offset())
+        )
+    assert producer.flush(30) == 0 and len(offsets) == len(records)
+    return min(offsets), max(offsets) + 1
+
+
+def _split(spans: list[RunSpan], parts: int) -> list[tuple[str, bytes]]:
+    """The spans of one run over `parts` records, in reverse order (arrival order must not matter)."""
+    chunks = [spans[i::parts] for i in range(parts)]
+    return [record for chunk in reversed(chunks) for record in encode_run_spans(chunk)]
+
+
+class _Running:
+    """A stage reading in a thread; `stop` waits for it to leave the group (its commits are done by then)."""
+
+    def __init__(self, stage: AgentRunStage) -> None:
+        self.stage = stage
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=stage.run, args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+
+
+@pytest.fixture
+def stages(broker: EmbeddedBroker, chdb_client, topic: str) -> Iterator:
+    running: list[_Running] = []
+
+    def start(group: str = "runs") -> _Running:
+        config = {"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-{group}",
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}  # fmt: skip
+        started = _Running(AgentRunStage(SETTINGS, ClickHouseSink(chdb_client, "llmops"), config, topic))
+        running.append(started)
+        return started
+
+    yield start
+    for item in running:
+        if item._thread.is_alive():
+            item.stop()
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        (tp,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return tp.offset
+    finally:
+        consumer.close()
+
+
+def _commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def _rows(client, sql: str, traces: list[str]) -> list[tuple]:
+    return client.query(sql, parameters={"traces": traces}).result_rows
+
+
+def test_a_restart_rebuilds_open_runs_whole_and_replays_leave_one_complete_row(
+    broker: EmbeddedBroker, chdb_client, topic: str, stages
+) -> None:
+    bootstrap = broker.bootstrap
+    suffix = topic[-8:]
+    a, b, c = (f"{name}-{suffix}" for name in "abc")
+    run_a, run_b, run_c = _run(a, 0, 4, same_args=True), _run(b, 500, 6), _run(c, 2000, 1)
+    traces = [a, b, c]
+    by_trace = "SELECT trace_id, spans, tool_calls, llm_calls, cost FROM agent_runs FINAL WHERE trace_id IN {traces:Array(String)} ORDER BY trace_id"  # noqa: E501
+
+    # Run A whole, and the first half of run B: B's spans end 500 s after A's, past A's 60 s gap.
+    _produce(bootstrap, topic, _split(run_a, 3))
+    first_of_b, end = _produce(bootstrap, topic, _split(run_b[: len(run_b) // 2], 2))
+    first = stages()
+    wait_until(lambda: first.stage.next_offsets.get(0) == end and first.stage.runs_written == 1, 60, "run A written")
+    first.stop()  # B is open: the commit must stop at B's first record
+    assert _committed(bootstrap, f"{topic}-runs", topic) == first_of_b
+    assert _rows(chdb_client, by_trace, traces) == [(a, 9, 4, 4, Decimal("0.0014"))]
+    # Run A's loop was reported: the same search arguments 4 times, over the threshold of 3.
+    loops = "SELECT trace_id, kind, count, final FROM agent_anomalies FINAL WHERE trace_id IN {traces:Array(String)}"
+    assert _rows(chdb_client, loops, traces) == [(a, "tool_loop", 4, True)]
+
+    # The rest of B and a later run C: a new stage in the same group replays B's first half from the commit.
+    second_half_of_b, end = _produce(bootstrap, topic, _split(run_b[len(run_b) // 2 :], 2) + _split(run_c, 1))
+    second = stages()
+    wait_until(lambda: second.stage.next_offsets.get(0) == end and second.stage.runs_written == 1, 60, "run B written")
+    second.stop()
+    expected_b = run_of(b, {s.span_id: s for s in run_b})
+    assert _rows(chdb_client, by_trace, traces) == [
+        (a, 9, 4, 4, Decimal("0.0014")),
+        (b, expected_b.spans, 6, 6, expected_b.cost),
+    ]
+
+    # A crash after writing and before committing replays everything again (a group that never committed),
+    # and one whose commit was older than it should be rebuilds only part of B (its second half): still one
+    # row per run, the complete one.
+    _, end = _produce(bootstrap, topic, _split(_run(f"late-{suffix}", 4000, 1), 1))
+    replay = stages(group="replay")
+    wait_until(lambda: replay.stage.next_offsets.get(0) == end and replay.stage.runs_written == 3, 60, "replay")
+    replay.stop()
+    _commit(bootstrap, f"{topic}-partial", topic, second_half_of_b)
+    partial = stages(group="partial")
+    wait_until(lambda: partial.stage.next_offsets.get(0) == end and partial.stage.runs_written == 2, 60, "partial")
+    partial.stop()
+    stored = "SELECT trace_id, count() FROM agent_runs WHERE trace_id IN {traces:Array(String)} GROUP BY trace_id ORDER BY trace_id"  # noqa: E501
+    assert dict(_rows(chdb_client, stored, traces)) == {a: 2, b: 3, c: 2}  # the replays did write again ...
+    assert _rows(chdb_client, by_trace, traces) == [  # ... and FINAL keeps the complete row of each run
+        (a, 9, 4, 4, Decimal("0.0014")),
+        (b, expected_b.spans, 6, 6, expected_b.cost),
+        (c, 3, 1, 1, Decimal("0.00035")),
+    ]
+    assert _rows(chdb_client, loops, traces) == [(a, "tool_loop", 4, True)]
