@@ -10,6 +10,12 @@ The three conventions the pipeline reads name the same things differently:
 | evaluator | — | `EVALUATOR` | — |
 | llm | an LLMCall from `normalize.normalize_call` (model calls of any convention) | | |
 
+A tool span that carries no tool name is named by its span name: OpenInference's OpenAI Agents
+instrumentation writes a handoff as a TOOL span named `handoff to <agent>` with no `tool.name`.
+The same instrumentation opens each SDK trace (a workflow, which may run several agents) as an
+AGENT span named after the workflow with no `agent.name`; that span is a chain here, so it is not
+counted as an agent invocation nor taken for the root agent (`run_span`).
+
 A `RunSpan` keeps only what the run's row and the runaway rules read, so an open run costs a few
 hundred bytes per span (`tests/test_agent_runs.py` states the bound). Tool arguments are kept as a
 digest of their canonical JSON: identical arguments written with different key order or spacing
@@ -39,6 +45,9 @@ _AGENT_NAME_KEYS: Final = ("gen_ai.agent.name", "agent.name", "traceloop.entity.
 _TOOL_NAME_KEYS: Final = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
 _TOOL_ARGS_KEYS: Final = ("gen_ai.tool.call.arguments", "tool.parameters", "input.value", "traceloop.entity.input")
 _MCP_TOOL_CALL: Final = "tools/call"
+# openinference-instrumentation-openai-agents (2.6.0, `_processor.py`, `on_trace_start`): the SDK's trace,
+# a workflow, as an AGENT span with no `agent.name`; the SDK's agents are its spans that carry `agent.name`.
+_OPENAI_AGENTS_SCOPE: Final = "openinference.instrumentation.openai_agents"
 _STATUS_ERROR: Final = 2
 
 
@@ -157,5 +166,9 @@ def run_span(span: SpanView, call: LLMCall | None = None) -> RunSpan | None:
     if role == "tool":
         mcp = attributes.get("mcp.method.name") == _MCP_TOOL_CALL or attributes.get("gen_ai.tool.type") == "mcp"
         args = next((attributes[key] for key in _TOOL_ARGS_KEYS if key in attributes), None)
-        return replace(base, role=role, name=_label(attributes, _TOOL_NAME_KEYS), tool_args=args_digest(args), mcp=mcp)
-    return replace(base, role=role, name=_label(attributes, _AGENT_NAME_KEYS))
+        name = _label(attributes, _TOOL_NAME_KEYS) or span.name[:MAX_LABEL_CHARS]
+        return replace(base, role=role, name=name, tool_args=args_digest(args), mcp=mcp)
+    name = _label(attributes, _AGENT_NAME_KEYS)
+    if role == "agent" and not name and span.scope_name == _OPENAI_AGENTS_SCOPE:
+        role = "chain"  # the OpenAI Agents SDK's workflow, not an agent (see _OPENAI_AGENTS_SCOPE)
+    return replace(base, role=role, name=name)
