@@ -93,6 +93,12 @@ def test_openai_agents_sdk_workflow_and_handoff_spans() -> None:
     # Another instrumentation's nameless AGENT span stays an agent.
     other = run_span(_view({"openinference.span.kind": "AGENT"}, scope_name="openinference.instrumentation.langchain"))
     assert other is not None and other.role == "agent"
+    # A tool span's arguments are its `input.value`; `tool.parameters` is the tool's schema, the same for every call.
+    schema = '{"properties": {"city": {"type": "string"}}, "required": ["city"]}'
+    tool = {"openinference.span.kind": "TOOL", "tool.name": "weather", "tool.parameters": schema}
+    paris, rome = (run_span(_view({**tool, "input.value": json.dumps({"city": c})})) for c in ("paris", "rome"))
+    assert paris is not None and rome is not None and paris.tool_args != rome.tool_args
+    assert paris.tool_args == args_digest('{"city": "paris"}')
     hand = run_span(_view({"openinference.span.kind": "TOOL", "input.value": "triage"}, name="handoff to refunds"))
     assert hand is not None and (hand.role, hand.name) == ("tool", "handoff to refunds")
 

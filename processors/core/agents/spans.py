@@ -43,7 +43,9 @@ _TRACELOOP_ROLES: Final = {"agent": "agent", "tool": "tool", "workflow": "chain"
 
 _AGENT_NAME_KEYS: Final = ("gen_ai.agent.name", "agent.name", "traceloop.entity.name", "graph.node.name")
 _TOOL_NAME_KEYS: Final = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
-_TOOL_ARGS_KEYS: Final = ("gen_ai.tool.call.arguments", "tool.parameters", "input.value", "traceloop.entity.input")
+# OpenInference writes a tool call's arguments to `input.value`; its `tool.parameters` is the tool's JSON schema
+# (the same for every call: read as arguments, every repeated tool would look like a loop).
+_TOOL_ARGS_KEYS: Final = ("gen_ai.tool.call.arguments", "input.value", "traceloop.entity.input")
 _MCP_TOOL_CALL: Final = "tools/call"
 # openinference-instrumentation-openai-agents (2.6.0, `_processor.py`, `on_trace_start`): the SDK's trace,
 # a workflow, as an AGENT span with no `agent.name`; the SDK's agents are its spans that carry `agent.name`.
