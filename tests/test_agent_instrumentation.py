@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from processors.core.agents.runs import AgentRun, run_of
-from processors.core.agents.spans import RunSpan, run_span
+from processors.core.agents.spans import RunSpan, args_digest, run_span
 from processors.core.decode import decode_request
 from processors.core.normalize import normalize_call
 from processors.core.pipeline import may_be_llm_call
@@ -57,7 +57,11 @@ class Call:
 # Agents are told apart by their instructions, which are their names.
 SCRIPT: dict[str, list[list[Call] | str]] = {
     "concierge": [
-        [Call("get_weather", {"city": "Paris"}), Call("currency_desk", {"input": "10 EUR in USD"})],
+        [
+            Call("get_weather", {"city": "Paris"}),
+            Call("get_weather", {"city": "Rome"}),  # one tool, two different calls: two different digests
+            Call("currency_desk", {"input": "10 EUR in USD"}),
+        ],
         [Call("transfer_to_billing", {})],
     ],
     "currency_agent": [[Call("convert", {"amount": 10, "currency": "EUR"})], "10 EUR is 11 USD."],
@@ -72,7 +76,7 @@ class StandIn:
     api: str  # "responses" or "chat_completions"
     turns: dict[str, int] = field(default_factory=dict)
     usages: list[tuple[int, int]] = field(default_factory=list)  # (input, output) tokens per request
-    tool_calls: list[str] = field(default_factory=list)
+    tool_calls: list[Call] = field(default_factory=list)
 
     def answer(self, agent: str) -> tuple[list[Call] | str, int, int]:
         turn = self.turns.get(agent, 0)
@@ -82,7 +86,7 @@ class StandIn:
         self.usages.append(usage)
         reply = SCRIPT[agent][turn]
         if isinstance(reply, list):
-            self.tool_calls += [c.tool for c in reply]
+            self.tool_calls += reply
         return reply, *usage
 
 
@@ -281,7 +285,7 @@ def test_openai_agents_sdk_runs(stand_in: tuple[StandIn, int], exporter: InMemor
     # The script was played through: every agent took every turn, every function tool the model called ran.
     assert served.turns == {agent: len(turns) for agent, turns in SCRIPT.items()}
     handoffs = {"transfer_to_billing": "billing"}
-    assert Counter(ran) == Counter(t for t in served.tool_calls if t not in handoffs and t != "currency_desk")
+    assert Counter(ran) == Counter(c.tool for c in served.tool_calls if c.tool not in {*handoffs, "currency_desk"})
 
     runs = _run_spans(exporter, catalog, keep_all=True)
     assert len(runs) == 1  # the workflow, nested agent included, is one trace: one run
@@ -292,7 +296,9 @@ def test_openai_agents_sdk_runs(stand_in: tuple[StandIn, int], exporter: InMemor
     assert Counter((s.input_tokens, s.output_tokens) for s in llm) == Counter(served.usages)
     assert {s.name for s in llm} == {MODEL}
     # A handoff is a TOOL span in OpenInference, without a tool name: it is counted under its span name.
-    expected_tools = Counter(f"handoff to {handoffs[t]}" if t in handoffs else t for t in served.tool_calls)
+    expected_tools = Counter(
+        f"handoff to {handoffs[c.tool]}" if c.tool in handoffs else c.tool for c in served.tool_calls
+    )
     finished = exporter.get_finished_spans()
     expected_cost = sum(((i * INPUT_PRICE + o * OUTPUT_PRICE) / M for i, o in served.usages), Decimal(0))
     assert run == AgentRun(
@@ -318,6 +324,11 @@ def test_openai_agents_sdk_runs(stand_in: tuple[StandIn, int], exporter: InMemor
         truncated=False,
     )
     assert sorted(s.name for s in spans.values() if s.role == "agent") == sorted(SCRIPT)
+    # Each tool span keeps the digest of the arguments the model sent (what the tool-loop rule compares), not of
+    # the tool's schema (OpenInference `tool.parameters`), which is the same for every call of a tool.
+    sent = [(c.tool, args_digest(json.dumps(c.arguments))) for c in served.tool_calls if c.tool not in handoffs]
+    called = [(s.name, s.tool_args) for s in spans.values() if s.role == "tool" and s.name in dict(sent)]
+    assert Counter(called) == Counter(sent)
 
     # The worker decodes only spans with a marker key (`may_be_llm_call`): it keeps every span of this run.
     assert _run_spans(exporter, catalog, keep_all=False) == runs
