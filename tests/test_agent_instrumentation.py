@@ -2,13 +2,14 @@
 
 The OpenAI Agents SDK (`openai-agents`) runs a real agent workflow against a stand-in OpenAI
 server on 127.0.0.1, traced by OpenInference's instrumentation for it
-(`openinference-instrumentation-openai-agents`): a `concierge` agent calls a function tool and a
-nested agent as a tool (`currency_agent`, with its own tool), then hands off to a `billing` agent,
-which calls a tool and answers. The server plays a fixed script per agent and records what it
-served. The spans go through the OTLP wire format and the pipeline's decoder, normaliser and pricer,
-become run spans, and the run's row is compared with what the server served: LLM calls, tool
-calls, tokens and a hand-computed cost. Both model APIs the SDK speaks are run (Responses, its
-default, and Chat Completions): their LLM spans differ.
+(`openinference-instrumentation-openai-agents`): a `concierge` agent calls a function tool twice
+and a nested agent as a tool (`currency_agent`, with its own tool), then hands off to a `billing`
+agent, which calls a tool and answers. The server plays a fixed script per agent and records what
+it served. The spans go through the OTLP wire format and the pipeline's decoder, normaliser and
+pricer, become run spans, and the run's row is compared with what the server served: LLM calls,
+tool calls and their arguments, tokens and a hand-computed cost. The worker's decode filter keeps
+every one of these spans. Both model APIs the SDK speaks are run (Responses, its default, and Chat
+Completions): their LLM spans differ.
 """
 
 from __future__ import annotations
