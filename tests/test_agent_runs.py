@@ -82,6 +82,27 @@ def test_tool_arguments_are_compared_as_json_values() -> None:
     assert run_span(_view({"gen_ai.operation.name": "invoke_agent"}, trace_id="")) is None
 
 
+def test_openai_agents_sdk_workflow_and_handoff_spans() -> None:
+    """OpenInference's OpenAI Agents instrumentation: the SDK's trace is an AGENT span without an agent
+    name (a workflow: a chain here), a handoff a TOOL span without a tool name (named by its span)."""
+    scope = "openinference.instrumentation.openai_agents"
+    workflow = run_span(_view({"openinference.span.kind": "AGENT"}, name="Agent workflow", scope_name=scope))
+    assert workflow is not None and (workflow.role, workflow.name) == ("chain", "")
+    agent = run_span(_view({"openinference.span.kind": "AGENT", "agent.name": "triage"}, scope_name=scope))
+    assert agent is not None and (agent.role, agent.name) == ("agent", "triage")
+    # Another instrumentation's nameless AGENT span stays an agent.
+    other = run_span(_view({"openinference.span.kind": "AGENT"}, scope_name="openinference.instrumentation.langchain"))
+    assert other is not None and other.role == "agent"
+    # A tool span's arguments are its `input.value`; `tool.parameters` is the tool's schema, the same for every call.
+    schema = '{"properties": {"city": {"type": "string"}}, "required": ["city"]}'
+    tool = {"openinference.span.kind": "TOOL", "tool.name": "weather", "tool.parameters": schema}
+    paris, rome = (run_span(_view({**tool, "input.value": json.dumps({"city": c})})) for c in ("paris", "rome"))
+    assert paris is not None and rome is not None and paris.tool_args != rome.tool_args
+    assert paris.tool_args == args_digest('{"city": "paris"}')
+    hand = run_span(_view({"openinference.span.kind": "TOOL", "input.value": "triage"}, name="handoff to refunds"))
+    assert hand is not None and (hand.role, hand.name) == ("tool", "handoff to refunds")
+
+
 def test_llm_span_takes_tokens_and_cost_from_its_call() -> None:
     call = LLMCall(ts_ns=T0, trace_id="ab" * 16, span_id="cd" * 8, request_model="gpt-4o", input_tokens=10,
                    output_tokens=4, cost=Decimal("0.000065"), user_id="u-7", conversation_id="c-1")  # fmt: skip

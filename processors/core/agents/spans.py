@@ -10,6 +10,12 @@ The three conventions the pipeline reads name the same things differently:
 | evaluator | — | `EVALUATOR` | — |
 | llm | an LLMCall from `normalize.normalize_call` (model calls of any convention) | | |
 
+A tool span that carries no tool name is named by its span name: OpenInference's OpenAI Agents
+instrumentation writes a handoff as a TOOL span named `handoff to <agent>` with no `tool.name`.
+The same instrumentation opens each SDK trace (a workflow, which may run several agents) as an
+AGENT span named after the workflow with no `agent.name`; that span is a chain here, so it is not
+counted as an agent invocation nor taken for the root agent (`run_span`).
+
 A `RunSpan` keeps only what the run's row and the runaway rules read, so an open run costs a few
 hundred bytes per span (`tests/test_agent_runs.py` states the bound). Tool arguments are kept as a
 digest of their canonical JSON: identical arguments written with different key order or spacing
@@ -38,13 +44,18 @@ _TRACELOOP_ROLES: Final = {"agent": "agent", "tool": "tool", "workflow": "chain"
 
 _AGENT_NAME_KEYS: Final = ("gen_ai.agent.name", "agent.name", "traceloop.entity.name", "graph.node.name")
 _TOOL_NAME_KEYS: Final = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
-_TOOL_ARGS_KEYS: Final = ("gen_ai.tool.call.arguments", "tool.parameters", "input.value", "traceloop.entity.input")
+# OpenInference writes a tool call's arguments to `input.value`; its `tool.parameters` is the tool's JSON schema
+# (the same for every call: read as arguments, every repeated tool would look like a loop).
+_TOOL_ARGS_KEYS: Final = ("gen_ai.tool.call.arguments", "input.value", "traceloop.entity.input")
 _MCP_TOOL_CALL: Final = "tools/call"
 # A span without any of these attribute keys has no role in a run (unless it is an LLM call): the worker's
 # decode step builds SpanViews only for spans carrying one of them or an LLM marker.
 AGENT_MARKER_KEYS: Final = frozenset(
     ("gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "mcp.method.name")
 )
+# openinference-instrumentation-openai-agents (2.6.0, `_processor.py`, `on_trace_start`): the SDK's trace,
+# a workflow, as an AGENT span with no `agent.name`; the SDK's agents are its spans that carry `agent.name`.
+_OPENAI_AGENTS_SCOPE: Final = "openinference.instrumentation.openai_agents"
 _STATUS_ERROR: Final = 2
 
 
@@ -169,8 +180,12 @@ def run_span(span: SpanView, call: LLMCall | None = None) -> RunSpan | None:
     if role == "tool":
         mcp = attributes.get("mcp.method.name") == _MCP_TOOL_CALL or attributes.get("gen_ai.tool.type") == "mcp"
         args = next((attributes[key] for key in _TOOL_ARGS_KEYS if key in attributes), None)
-        return replace(base, role=role, name=_label(attributes, _TOOL_NAME_KEYS), tool_args=args_digest(args), mcp=mcp)
-    return replace(base, role=role, name=_label(attributes, _AGENT_NAME_KEYS))
+        name = _label(attributes, _TOOL_NAME_KEYS) or span.name[:MAX_LABEL_CHARS]
+        return replace(base, role=role, name=name, tool_args=args_digest(args), mcp=mcp)
+    name = _label(attributes, _AGENT_NAME_KEYS)
+    if role == "agent" and not name and span.scope_name == _OPENAI_AGENTS_SCOPE:
+        role = "chain"  # the OpenAI Agents SDK's workflow, not an agent (see _OPENAI_AGENTS_SCOPE)
+    return replace(base, role=role, name=name)
 
 
 def agent_tree(spans: Mapping[str, RunSpan], ordered: Sequence[RunSpan]) -> tuple[int, str]:
