@@ -37,6 +37,7 @@ FALLBACK_DEFAULTS = {
     "topic": "otlp_spans",
     "dead_letter_topic": "otlp_spans_dlq",
     "drift_topic": "llm_drift_signals",
+    "agent_topic": "agent_spans",
     "group_id": "llmops-processors",
     "partitions": 4,
     "database": "llmops",
@@ -252,6 +253,7 @@ def defaults(clean_env: pytest.MonkeyPatch) -> dict[str, Any]:
         "topic": settings.kafka.topic,
         "dead_letter_topic": settings.kafka.dead_letter_topic,
         "drift_topic": settings.kafka.drift_topic,
+        "agent_topic": settings.kafka.agent_topic,
         "group_id": settings.kafka.group_id,
         "partitions": settings.kafka.partitions,
         "database": settings.clickhouse.database,
@@ -367,6 +369,7 @@ def test_names_agree_across_files(
     assert init_env["SPANS_TOPIC"] == exporter["traces"]["topic"] == defaults["topic"]
     assert init_env["DLQ_TOPIC"] == defaults["dead_letter_topic"]
     assert init_env["DRIFT_TOPIC"] == defaults["drift_topic"]
+    assert init_env["AGENT_TOPIC"] == defaults["agent_topic"]
     assert exporter["traces"]["encoding"] == "otlp_proto"
     assert int(init_env["PARTITIONS"]) == int(example_env["LLMOPS_KAFKA__PARTITIONS"]) == defaults["partitions"]
     assert worker_env.get("LLMOPS_KAFKA__GROUP_ID", defaults["group_id"]) == defaults["group_id"]
