@@ -396,6 +396,18 @@ def test_a_run_stays_open_through_a_pause_shorter_than_the_gap() -> None:
     assert run.spans == 2 and run.end_ns == T0 + 91 * S
 
 
+def test_close_all_writes_open_runs_as_far_as_they_got_and_drop_source_forgets_them() -> None:
+    assembler = RunAssembler(RunSettings(gap_s=120, lateness_s=10))
+    assembler.add("p0", 7, [_span("a", "", "agent", "a", 0, 1)], T0 + S)
+    assembler.add("p1", 3, [replace(_span("x", "", "agent", "x", 0, 1), trace_id="t2")], T0 + S)
+    assembler.add("p0", 8, [_span("b", "a", "tool", "slow", 1, 2)], T0 + 2 * S)
+    assert assembler.committable("p0", 9) == 7 and assembler.committable("p1", 4) == 3
+    assert assembler.drop_source("p1") == 1 and assembler.committable("p1", 4) == 4
+    closed = assembler.close_all()
+    assert [(r.trace_id, r.spans) for r in closed.runs] == [("t1", 2)] and closed.origins == {"t1": ("p0", 7)}
+    assert assembler.open_runs == 0
+
+
 def test_a_span_sent_twice_is_one_span() -> None:
     """An exporter's retry repeats spans: one tool call delivered five times is neither five calls nor a loop."""
     assembler = RunAssembler(RunSettings(rules=RunawayRules(loop_repeats=3)))

@@ -75,6 +75,7 @@ class AgentRunStage:
         )
         self._next: dict[int, int] = {}  # partition -> offset after the newest record read
         self._committed: dict[int, int] = {}
+        self._stopping = False
         self.malformed = 0
         self.rows_rejected = 0
         self.runs_written = 0
@@ -91,6 +92,11 @@ class AgentRunStage:
         try:
             while not stop.is_set():
                 self.step(self._consumer.consume(self._batch, timeout=_POLL_TIMEOUT_S))
+            # A clean stop writes the open runs as far as they got, without committing them: Kafka replays
+            # them whole to the next owner (whose complete rows replace these), and when the stack's embedded
+            # memory broker stops with us, these rows are all that is left of them.
+            self._stopping = True  # the consumer's close revokes the partitions: nothing more may be committed
+            self._write(self.assembler.close_all(), self._clock() // 1_000_000)
         finally:
             self._consumer.close()
 
@@ -159,6 +165,8 @@ class AgentRunStage:
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what may be committed of the partitions given up, then forget their open runs."""
         mine = [tp.partition for tp in partitions if tp.partition in self._next]
+        if self._stopping:
+            return
         try:
             self._commit(mine)
         except KafkaException as exc:  # the group moved on: the next owner replays from the older commit

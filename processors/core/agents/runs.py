@@ -219,6 +219,15 @@ class RunAssembler:
             self._finish(run, out, truncated=run.over_limit > 0)
         return out
 
+    def close_all(self) -> Closed:
+        """Close every open run now, over the spans it has (a stage that stops). Its commits stay where
+        `committable` put them, so a broker that keeps the records replays these runs whole later."""
+        out = Closed()
+        while self._open:
+            _, run = self._open.popitem(last=False)
+            self._finish(run, out, truncated=run.over_limit > 0)
+        return out
+
     def committable(self, source: str, next_offset: int) -> int:
         """The offset `source` may be committed at: its lowest record holding a span of an open run,
         else `next_offset` (the one after the newest record read)."""
