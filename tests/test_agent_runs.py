@@ -396,6 +396,21 @@ def test_a_run_stays_open_through_a_pause_shorter_than_the_gap() -> None:
     assert run.spans == 2 and run.end_ns == T0 + 91 * S
 
 
+def test_a_trace_of_llm_calls_only_closes_after_the_short_gap() -> None:
+    """A plain request's calls close after `calls_gap_s`; a run with an agent waits the full gap."""
+    assembler = RunAssembler(RunSettings(gap_s=120, calls_gap_s=5, lateness_s=0))
+    assembler.add("p0", 0, [replace(_span("c", "x", "llm", "gpt-4o", 0, 1), trace_id="calls")], T0)
+    assembler.add("p0", 1, [_span("a", "", "agent", "a", 0, 1)], T0)
+    assembler.add("p0", 2, [replace(_span("o", "", "llm", "gpt-4o", 0, 10), trace_id="other")], T0 + 10 * S)
+    assert [r.trace_id for r in assembler.close(T0 + 10 * S).runs] == ["calls"]  # 1 + 5 < 10 < 1 + 120
+    assert assembler.committable("p0", 3) == 1  # the agent run's record is the first still needed
+    # A tool span turns a run of calls into an agent run: it waits the full gap from then on.
+    assembler.add("p0", 3, [replace(_span("c2", "", "llm", "gpt-4o", 10, 11), trace_id="mixed")], T0 + 11 * S)
+    assembler.add("p0", 4, [replace(_span("t", "c2", "tool", "search", 11, 12), trace_id="mixed")], T0 + 12 * S)
+    assembler.add("p0", 5, [replace(_span("o2", "", "llm", "gpt-4o", 30, 40), trace_id="later")], T0 + 40 * S)
+    assert [r.trace_id for r in assembler.close(T0 + 40 * S).runs] == ["other"]
+
+
 def test_close_all_writes_open_runs_as_far_as_they_got_and_drop_source_forgets_them() -> None:
     assembler = RunAssembler(RunSettings(gap_s=120, lateness_s=10))
     assembler.add("p0", 7, [_span("a", "", "agent", "a", 0, 1)], T0 + S)

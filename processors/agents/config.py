@@ -18,19 +18,31 @@ class AgentSettings(ConfigSection):
         True, description="Assemble agent runs (spans re-keyed by trace id through Kafka) and flag runaway agents."
     )
     gap_s: float = Field(
-        120.0, gt=0, description="A run is over when none of its spans ended for this long (event time)."
+        120.0,
+        gt=0,
+        description="A run with an agent, tool or step span is over when none of its spans ended for this long "
+        "(event time).",
+    )
+    calls_gap_s: float = Field(
+        10.0,
+        gt=0,
+        description="The same for a trace of LLM calls only (no agent, tool or step span): its calls follow each "
+        "other within a request.",
     )
     lateness_s: float = Field(
-        60.0, ge=0, description="The watermark trails the newest span end by this much; later spans are counted late."
+        10.0,
+        ge=0,
+        description="The watermark trails the newest span end by this much; spans of a run closed before they "
+        "arrived are counted late and left out.",
     )
     idle_close_s: float = Field(
         30.0, gt=0, description="With no agent spans for this long, wall-clock time advances the watermark."
     )
     max_open_runs: int = Field(
-        10_000,
+        50_000,
         ge=1,
         description="Open runs kept per worker; past it the least recently active is closed early (marked "
-        "truncated, counted). Memory: about 9 KB per open run of 16 spans.",
+        "truncated, counted). Memory: about 9 KB per open run of 16 spans, 1.5 KB for a single LLM call.",
     )
     max_spans_per_run: int = Field(
         2_000, ge=1, description="Spans kept per run; further ones are counted and left out (the run is truncated)."
@@ -48,6 +60,7 @@ class AgentSettings(ConfigSection):
     def run_settings(self) -> RunSettings:
         return RunSettings(
             gap_s=self.gap_s,
+            calls_gap_s=self.calls_gap_s,
             lateness_s=self.lateness_s,
             idle_close_s=self.idle_close_s,
             max_open_runs=self.max_open_runs,

@@ -7,9 +7,11 @@ spans by trace id to a keyed topic, so every span of a trace arrives through one
 - the **watermark** is the newest span end seen, capped at the wall clock, minus `lateness_s`;
   after `idle_close_s` without records the wall clock minus the lateness advances it, so a quiet
   source still closes its runs;
-- a run **closes** when the watermark passes its newest span end plus `gap_s` (inactivity gap);
-  its row is then built from its spans, deduplicated by span id, so the row depends on the set
-  of spans and not on their order or split;
+- a run **closes** when the watermark passes its newest span end plus its inactivity gap: `gap_s`
+  for a run with an agent, tool or step span (an agent may wait minutes on a tool), `calls_gap_s`
+  for a trace of LLM calls only (a request's calls follow each other within seconds; holding them
+  for the agents' gap would fill memory at high volume); its row is then built from its spans,
+  deduplicated by span id, so the row depends on the set of spans and not on their order or split;
 - **restarts**: `committable(source)` is the lowest offset of a record holding a span of a run
   still open. The stage acknowledges records up to it only after the closed runs' rows are
   written, so a restart replays every record of every open run. A replay also rebuilds part of
@@ -29,10 +31,12 @@ its threshold is crossed and again, final, when the run closes (same key, more s
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Final
 
 from processors.core.agents.runaway import Finding, RunawayRules, RunTally, findings
 from processors.core.agents.spans import RunSpan, agent_tree
@@ -40,13 +44,16 @@ from processors.core.window import NS_PER_S
 
 __all__ = ["AgentRun", "RunAssembler", "RunSettings", "run_of"]
 
+_AGENTIC: Final = frozenset(("agent", "tool", "chain"))
+
 
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     gap_s: float = 120.0
-    lateness_s: float = 60.0
+    calls_gap_s: float = 10.0  # the gap of a run without agent, tool or step spans (LLM calls only)
+    lateness_s: float = 10.0
     idle_close_s: float = 300.0
-    max_open_runs: int = 10_000
+    max_open_runs: int = 50_000
     max_spans_per_run: int = 2_000
     rules: RunawayRules = field(default_factory=RunawayRules)
 
@@ -121,6 +128,7 @@ class _OpenRun:
     source: str
     first_offset: int
     last_end_ns: int = 0
+    agentic: bool = False  # holds an agent, tool or step span: closes after `gap_s`, else after `calls_gap_s`
     spans: dict[str, RunSpan] = field(default_factory=dict)
     reported: set[tuple[str, str]] = field(default_factory=set)  # findings already emitted while open
     tally: RunTally = field(default_factory=RunTally)
@@ -132,6 +140,11 @@ class _Source:
     newest_end_ns: int = 0
     watermark_ns: int = 0
     last_arrival_ns: int = 0
+    # Min-heaps with lazy deletion (an entry is stale once its run closed or its value moved): when each open
+    # run of the source is due to close, and the offsets of their first records. Both keep `close` and
+    # `committable` logarithmic in the number of open runs, which high-volume traffic makes large.
+    due: list[tuple[int, str]] = field(default_factory=list)
+    firsts: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -178,9 +191,12 @@ class RunAssembler:
                     _, oldest = self._open.popitem(last=False)
                     self._finish(oldest, out, truncated=True)
                 run = self._open[span.trace_id] = _OpenRun(span.trace_id, source, offset)
+                heapq.heappush(state.firsts, (offset, span.trace_id))
             else:
                 self._open.move_to_end(span.trace_id)
-                run.first_offset = min(run.first_offset, offset)
+                if offset < run.first_offset:
+                    run.first_offset = offset
+                    heapq.heappush(self._sources[run.source].firsts, (offset, span.trace_id))
             known = run.spans.get(span.span_id)
             if known is not None:
                 self.duplicate_spans += 1
@@ -191,7 +207,11 @@ class RunAssembler:
                 self.spans_over_limit += 1
                 continue
             run.spans[span.span_id] = span
+            due_before = self._due_ns(run)
             run.last_end_ns = max(run.last_end_ns, span.end_ns)
+            run.agentic = run.agentic or span.role in _AGENTIC
+            if known is None or self._due_ns(run) != due_before:
+                heapq.heappush(self._sources[run.source].due, (self._due_ns(run), run.trace_id))
             state.newest_end_ns = max(state.newest_end_ns, span.end_ns)
             if known is None and run.tally.add(span, self.settings.rules):
                 for finding in findings(run.trace_id, run.spans, self.settings.rules, final=False):
@@ -207,17 +227,36 @@ class RunAssembler:
         out = Closed()
         lateness = int(self.settings.lateness_s * NS_PER_S)
         idle = int(self.settings.idle_close_s * NS_PER_S)
-        gap = int(self.settings.gap_s * NS_PER_S)
         for state in self._sources.values():
             mark = min(state.newest_end_ns, now_ns) - lateness
             if now_ns - state.last_arrival_ns >= idle:
                 mark = max(mark, now_ns - lateness)
             state.watermark_ns = max(state.watermark_ns, mark)
-        due = [run for run in self._open.values() if run.last_end_ns + gap < self._sources[run.source].watermark_ns]
-        for run in due:
-            del self._open[run.trace_id]
-            self._finish(run, out, truncated=run.over_limit > 0)
+        for name, state in self._sources.items():
+            while state.due and state.due[0][0] < state.watermark_ns:
+                deadline, trace_id = heapq.heappop(state.due)
+                run = self._open.get(trace_id)
+                if run is None or self._due_ns(run) != deadline:
+                    continue  # stale: closed already, or due later (a newer entry holds its deadline)
+                del self._open[trace_id]
+                self._finish(run, out, truncated=run.over_limit > 0)
+            self._compact(name, state)
         return out
+
+    def _due_ns(self, run: _OpenRun) -> int:
+        """When the run is over: its newest span end plus its gap (event time)."""
+        gap = self.settings.gap_s if run.agentic else self.settings.calls_gap_s
+        return run.last_end_ns + int(gap * NS_PER_S)
+
+    def _compact(self, name: str, state: _Source) -> None:
+        """Rebuild a source's heaps once stale entries outnumber live ones (amortised O(1) per span)."""
+        if len(state.due) + len(state.firsts) <= 8 * len(self._open) + 128:
+            return
+        mine = [run for run in self._open.values() if run.source == name]
+        state.due = [(self._due_ns(run), run.trace_id) for run in mine]
+        state.firsts = [(run.first_offset, run.trace_id) for run in mine]
+        heapq.heapify(state.due)
+        heapq.heapify(state.firsts)
 
     def close_all(self) -> Closed:
         """Close every open run now, over the spans it has (a stage that stops). Its commits stay where
@@ -231,8 +270,17 @@ class RunAssembler:
     def committable(self, source: str, next_offset: int) -> int:
         """The offset `source` may be committed at: its lowest record holding a span of an open run,
         else `next_offset` (the one after the newest record read)."""
-        firsts = [run.first_offset for run in self._open.values() if run.source == source]
-        return min([next_offset, *firsts])
+        state = self._sources.get(source)
+        if state is None:
+            return next_offset
+        firsts = state.firsts
+        while firsts:
+            offset, trace_id = firsts[0]
+            run = self._open.get(trace_id)
+            if run is not None and run.source == source and run.first_offset == offset:
+                return min(offset, next_offset)
+            heapq.heappop(firsts)  # stale: the run closed, or an earlier record of it came later
+        return next_offset
 
     def drop_source(self, source: str) -> int:
         """Forget the open runs of a source this process no longer reads (a rebalance moved it away): the
