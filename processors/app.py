@@ -20,8 +20,10 @@ from datetime import UTC
 from typing import Any, NoReturn
 
 import faust
+from confluent_kafka import KafkaException
 
 from llmops.config import Settings
+from llmops.errors import UserError
 from processors.batch_handler import BatchHandler, ReadyBatch
 from processors.batching import take_batches
 from processors.core.drift.wire import DriftSender
@@ -90,14 +92,15 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     sender = DriftSender(d.window_s, d.reservoir_size, max_windows=2 * d.max_keys)
     agent_topic = app.topic(kafka.agent_topic, value_serializer="raw", key_serializer="raw")
 
-    async def publish_agent_spans(payloads: list[tuple[str, bytes]]) -> None:
-        futures = [await agent_topic.send(key=trace_id.encode(), value=value) for trace_id, value in payloads]
+    async def publish_agent_spans(payloads: list[tuple[int, bytes]]) -> None:
+        futures = [await agent_topic.send(value=value, partition=partition) for partition, value in payloads]
         for fut in futures:
             await fut
 
+    agent_partitions = _agent_partitions(topic_ids, settings)
     handler = BatchHandler(
         sink,
-        build_call_stages(settings),
+        build_call_stages(settings, agent_partitions),
         dead_letter,
         (sender, publish_drift) if d.enabled else None,
         publish_agent_spans if settings.agents.enabled else None,
@@ -238,6 +241,20 @@ def _add_drift_stage(app: faust.App, settings: Settings, drift_topic: Any, sink:
             await stage.flush()
         except SinkError as exc:
             _die(f"drift rows could not be written: {exc}")
+
+
+def _agent_partitions(topic_ids: TopicIds, settings: Settings) -> int:
+    """The agent-span topic's partition count (0 when agent runs are off); fail fast when it is missing."""
+    if not settings.agents.enabled:
+        return 0
+    topic = settings.kafka.agent_topic
+    try:
+        return topic_ids.partitions(topic)
+    except KafkaException as exc:
+        raise UserError(
+            f"the agent-span topic {topic!r} cannot be read ({exc.args[0]}): create it (docker-compose's kafka-init "
+            "and `llmops up` do) or set LLMOPS_AGENTS__ENABLED=false"
+        ) from None
 
 
 def _add_agent_run_stage(app: faust.App, settings: Settings, bootstrap: str, sink: ClickHouseSink) -> None:

@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 
 # Sends one record to the dead-letter topic and returns once Kafka acknowledged it.
 DeadLetter = Callable[[Poison], Awaitable[None]]
-# Sends keyed records (key, value) to a topic (drift, agent spans) and returns once Kafka acknowledged them.
+# Sends keyed records (key, value) to the drift topic and returns once Kafka acknowledged them.
 Publish = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
+# Sends records (partition, value) to the agent-span topic and returns once Kafka acknowledged them.
+PublishToPartitions = Callable[[list[tuple[int, bytes]]], Awaitable[None]]
 # Rebuilds a table's batch for some of the batch's records.
 Rebuild = Callable[[Sequence[DecodedRecord]], list[TableRows | OtlpRecords]]
 
@@ -86,7 +88,7 @@ class BatchHandler:
         stages: CallStages,
         dead_letter: DeadLetter,
         drift: tuple[DriftSender, Publish] | None = None,
-        agent_spans: Publish | None = None,
+        agent_spans: PublishToPartitions | None = None,
     ) -> None:
         self._sink = sink
         self._stages = stages

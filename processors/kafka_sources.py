@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from confluent_kafka import TopicCollection
+from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
 __all__ = ["TopicIds"]
@@ -36,6 +36,13 @@ class TopicIds:
         with self._lock:
             self._ids[topic] = topic_id
         return topic_id
+
+    def partitions(self, topic: str) -> int:
+        """The topic's partition count now (a keyed producer that picks partitions itself needs it)."""
+        metadata = self._admin.list_topics(topic, timeout=self._timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        return len(metadata.partitions)
 
     def forget(self) -> None:
         """Call on partition assignment: the topic may have been re-created."""

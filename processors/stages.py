@@ -28,11 +28,12 @@ def build_pricer(settings: Settings) -> Pricer:
     return Pricer.load(pricer_sources(settings), reload_interval_s=settings.processor.pricing_reload_s)
 
 
-def build_call_stages(settings: Settings) -> CallStages:
+def build_call_stages(settings: Settings, agent_partitions: int = 0) -> CallStages:
+    """The stages of `settings`; `agent_partitions` is the agent-span topic's partition count (0: agent runs off)."""
     pricer = build_pricer(settings)
     return CallStages(
         normalize_options=NormalizeOptions(),
         enrichers=[_set_ttft, pricer.enrich],
         signals=SIGNALS,
-        agent_runs=settings.agents.enabled,
+        agent_partitions=agent_partitions if settings.agents.enabled else 0,
     )

@@ -73,7 +73,7 @@ def _produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> tu
 def _split(spans: list[RunSpan], parts: int) -> list[tuple[str, bytes]]:
     """The spans of one run over `parts` records, in reverse order (arrival order must not matter)."""
     chunks = [spans[i::parts] for i in range(parts)]
-    return [record for chunk in reversed(chunks) for record in encode_run_spans(chunk)]
+    return [(spans[0].trace_id, record) for chunk in reversed(chunks) for _, record in encode_run_spans(chunk, 1)]
 
 
 class _Running:

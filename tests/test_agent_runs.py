@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from processors.core.agents.runaway import Finding, RunawayRules, findings
 from processors.core.agents.runs import AgentRun, RunAssembler, RunSettings, run_of
 from processors.core.agents.spans import RunSpan, args_digest, run_span, span_role
-from processors.core.agents.wire import MalformedRunRecord, decode_run_spans, encode_run_spans
+from processors.core.agents.wire import MalformedRunRecord, decode_run_spans, encode_run_spans, partition_of
 from processors.core.records import LLMCall, SpanView
 
 S = 10**9
@@ -460,16 +460,25 @@ def _wire_order(span: RunSpan) -> tuple:
 
 
 @settings(max_examples=150, deadline=None)
-@given(spans=st.lists(wire_spans, max_size=40), max_bytes=st.sampled_from([200, 2_000, 500_000]))
-def test_records_carry_every_span_exactly_keyed_by_trace_and_under_the_size(
-    spans: list[RunSpan], max_bytes: int
+@given(
+    spans=st.lists(wire_spans, max_size=40),
+    partitions=st.integers(1, 6),
+    max_bytes=st.sampled_from([200, 2_000, 500_000]),
+)
+def test_records_carry_every_span_exactly_partitioned_by_trace_and_under_the_size(
+    spans: list[RunSpan], partitions: int, max_bytes: int
 ) -> None:
-    records = encode_run_spans(spans, max_bytes)
-    decoded = [(key, span) for key, value in records for span in decode_run_spans(value)]
+    records = encode_run_spans(spans, partitions, max_bytes)
+    decoded = [(partition, span) for partition, value in records for span in decode_run_spans(value)]
     assert sorted((s for _, s in decoded), key=_wire_order) == sorted(spans, key=_wire_order)
-    assert all(key == span.trace_id for key, span in decoded)  # keyed by the trace of every span it holds
+    # Every span of a trace in the one partition its trace id gives, whatever batch it was encoded in.
+    assert all(partition == partition_of(span.trace_id, partitions) for partition, span in decoded)
+    assert all(0 <= partition < partitions for partition, _ in records)
     assert all(len(value) <= max_bytes or len(decode_run_spans(value)) == 1 for _, value in records)
     assert all(decode_run_spans(value) for _, value in records)  # no empty record
+
+
+_ROW = '"t", "s", "", "llm", "svc", "n", 1, 2, false, "", false, "", "", 0, 0, null'
 
 
 @pytest.mark.parametrize(
@@ -477,18 +486,20 @@ def test_records_carry_every_span_exactly_keyed_by_trace_and_under_the_size(
     [
         b"not json",
         b"[]",
-        b'{"spans": []}',
-        b'{"trace_id": "t", "spans": {}}',
-        b'{"trace_id": "t", "spans": [[1, 2]]}',
-        b'{"trace_id": "t", "spans": [["s", "", "robot", "svc", "n", 1, 2, false, "", false, 0, 0, null]]}',
-        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", -1, 2, false, "", false, 0, 0, null]]}',
-        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", 1, 2, 0, "", false, 0, 0, null]]}',
-        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", 1, 2, false, "", false, 0, 0, "NaN"]]}',
-        b'{"trace_id": "t", "spans": [["s", "", "llm", "svc", "n", 1, 2, false, "", false, 0, 0, "1e"]]}',
-        b'{"trace_id": "t", "spans": [["", "", "llm", "svc", "n", 1, 2, false, "", false, 0, 0, null]]}',
+        b'{"trace_id": "t"}',
+        b'{"spans": {}}',
+        b'{"spans": [[1, 2]]}',
+        ('{"spans": [[' + _ROW.replace('"llm"', '"robot"') + "]]}").encode(),
+        ('{"spans": [[' + _ROW.replace("1, 2,", "-1, 2,") + "]]}").encode(),
+        ('{"spans": [[' + _ROW.replace("2, false,", "2, 0,") + "]]}").encode(),
+        ('{"spans": [[' + _ROW.replace("null", '"NaN"') + "]]}").encode(),
+        ('{"spans": [[' + _ROW.replace("null", '"1e"') + "]]}").encode(),
+        ('{"spans": [[' + _ROW.replace('"s"', '""') + "]]}").encode(),
+        ('{"spans": [[' + _ROW.replace('"t"', '""', 1) + "]]}").encode(),
         b"{" + b" " * 1_000_001 + b"}",
     ],
 )
 def test_a_record_no_worker_wrote_is_refused_with_what_is_wrong(value: bytes) -> None:
+    assert len(decode_run_spans(('{"spans": [[' + _ROW + "]]}").encode())) == 1  # each case differs from a good row
     with pytest.raises(MalformedRunRecord, match="agent"):
         decode_run_spans(value)

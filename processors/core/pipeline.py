@@ -100,7 +100,9 @@ class CallStages:
     normalize_options: NormalizeOptions = field(default_factory=NormalizeOptions)
     enrichers: list[CallEnricher] = field(default_factory=list)
     signals: Sequence[Signal[Any]] = ()
-    agent_runs: bool = False  # also give each record's agent, tool and LLM spans as RunSpans
+    # Partitions of the agent-span topic: each record's agent, tool and LLM spans also become RunSpans for it
+    # (`agents/wire.py`); 0 when agent runs are off.
+    agent_partitions: int = 0
 
     @property
     def tables(self) -> list[str]:
@@ -189,7 +191,7 @@ def decode_parsed_record(item: ParsedRecord, stages: CallStages) -> DecodedRecor
     problems = list(item.problems)
     calls, call_spans = stages.calls_from(item.spans, problems)
     decoded = DecodedRecord(item.record, item.span_count, calls, problems, call_spans)
-    if stages.agent_runs:
+    if stages.agent_partitions:
         call_of = {id(span): call for span, call in zip(call_spans, calls, strict=True)}
         for span in item.spans:
             part = run_span(span, call_of.get(id(span)))

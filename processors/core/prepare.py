@@ -41,7 +41,7 @@ class PreparedBatch:
     decoded: list[DecodedRecord]
     tables: list[TableRows]
     drift: list[tuple[str, bytes]]  # (service, record) for the drift topic
-    agent_spans: list[tuple[str, bytes]]  # (trace id, record) for the agent-span topic
+    agent_spans: list[tuple[int, bytes]]  # (partition, record) for the agent-span topic
     spans: int
     calls: int
     skipped_records: int  # already stored in every table (redelivery)
@@ -81,7 +81,7 @@ def prepare_batch(
         decoded,
         rows,
         drift,
-        encode_run_spans(run_spans),
+        encode_run_spans(run_spans, stages.agent_partitions) if run_spans else [],
         sum(d.span_count for d in decoded),
         sum(len(d.calls) for d in decoded),
         skipped,

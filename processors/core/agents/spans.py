@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
@@ -151,41 +151,31 @@ def run_span(span: SpanView, call: LLMCall | None = None) -> RunSpan | None:
     convention marks as an agent, tool, chain or evaluator; None for any other span."""
     if not span.trace_id or not span.span_id:
         return None
-    attributes = span.attributes
-    base = RunSpan(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        role="",
-        service=_service(span),
-        name="",
-        start_ns=span.start_ns,
-        end_ns=max(span.end_ns, span.start_ns),
-        error=span.status_code == _STATUS_ERROR,
-    )
+    end_ns = max(span.end_ns, span.start_ns)
+    error = span.status_code == _STATUS_ERROR
     if call is not None:
-        return replace(
-            base,
-            role="llm",
-            name=call.model[:MAX_LABEL_CHARS],
-            user_id=call.user_id,
-            conversation_id=call.conversation_id,
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            cost=call.cost,
-        )
+        return RunSpan(
+            span.trace_id, span.span_id, span.parent_span_id, "llm", _service(span), call.model[:MAX_LABEL_CHARS],
+            span.start_ns, end_ns, error, user_id=call.user_id, conversation_id=call.conversation_id,
+            input_tokens=call.input_tokens, output_tokens=call.output_tokens, cost=call.cost,
+        )  # fmt: skip
+    attributes = span.attributes
     role = span_role(attributes)
     if role is None:
         return None
+    tool_args, mcp = "", False
     if role == "tool":
         mcp = attributes.get("mcp.method.name") == _MCP_TOOL_CALL or attributes.get("gen_ai.tool.type") == "mcp"
-        args = next((attributes[key] for key in _TOOL_ARGS_KEYS if key in attributes), None)
+        tool_args = args_digest(next((attributes[key] for key in _TOOL_ARGS_KEYS if key in attributes), None))
         name = _label(attributes, _TOOL_NAME_KEYS) or span.name[:MAX_LABEL_CHARS]
-        return replace(base, role=role, name=name, tool_args=args_digest(args), mcp=mcp)
-    name = _label(attributes, _AGENT_NAME_KEYS)
-    if role == "agent" and not name and span.scope_name == _OPENAI_AGENTS_SCOPE:
-        role = "chain"  # the OpenAI Agents SDK's workflow, not an agent (see _OPENAI_AGENTS_SCOPE)
-    return replace(base, role=role, name=name)
+    else:
+        name = _label(attributes, _AGENT_NAME_KEYS)
+        if role == "agent" and not name and span.scope_name == _OPENAI_AGENTS_SCOPE:
+            role = "chain"  # the OpenAI Agents SDK's workflow, not an agent (see _OPENAI_AGENTS_SCOPE)
+    return RunSpan(
+        span.trace_id, span.span_id, span.parent_span_id, role, _service(span), name, span.start_ns, end_ns, error,
+        tool_args, mcp,
+    )  # fmt: skip
 
 
 def agent_tree(spans: Mapping[str, RunSpan], ordered: Sequence[RunSpan]) -> tuple[int, str]:
