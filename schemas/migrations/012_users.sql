@@ -48,3 +48,7 @@ SELECT
     approx_top_sumStateIf(100)(conversation_id, toUInt64(least(ifNull(cost, 0), 18000000) * 1000000000000), conversation_id != '' AND cost IS NOT NULL) AS conversations
 FROM llm_calls
 GROUP BY window_start, service, environment, team;
+
+-- budget_status: budgets may now name one end user (scope `user`, spend summed from llm_calls.user_id).
+{% call alter_table("budget_status") %}
+    COMMENT COLUMN scope_kind 'team | environment | service | model | user'{% endcall %};
