@@ -36,6 +36,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,11 @@ T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 PICO = 10**12
 KINDS = ("users", "conversations")
 # (model, pico-USD per input token, per output token): USD per million tokens times 10**6.
-MODELS = (("gpt-4o-mini", 150_000, 600_000), ("gpt-4o", 2_500_000, 10_000_000), ("claude-sonnet-4", 3_000_000, 15_000_000))
+MODELS = (
+    ("gpt-4o-mini", 150_000, 600_000),
+    ("gpt-4o", 2_500_000, 10_000_000),
+    ("claude-sonnet-4", 3_000_000, 15_000_000),
+)
 
 
 def population(users: int, calls: int, hours: int, zipf: float, seed: int) -> list[LLMCall]:
@@ -224,14 +229,16 @@ PANEL_SQL = (
     "SELECT user_id, sum(cost) AS c FROM {db}.llm_calls WHERE user_id IN (SELECT arrayJoin(approx_top_sumMerge(100)"
     "(users)).item FROM {db}.llm_top_spenders_1h) GROUP BY user_id ORDER BY c DESC LIMIT 10"
 )
-EXACT_SQL = "SELECT user_id, sum(cost) AS c FROM {db}.llm_calls WHERE user_id != '' GROUP BY user_id ORDER BY c DESC LIMIT 10"
+EXACT_SQL = (
+    "SELECT user_id, sum(cost) AS c FROM {db}.llm_calls WHERE user_id != '' GROUP BY user_id ORDER BY c DESC LIMIT 10"
+)
 
 
 def panel_queries(client: Client, db: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, sql in (("candidates_then_exact", PANEL_SQL), ("exact_group_by", EXACT_SQL)):
         query = sql.format(db=db)
-        out[name] = 1e3 * median_seconds(lambda query=query: client.query(query), repeat=5, warmup=True)
+        out[name] = 1e3 * median_seconds(partial(client.query, query), repeat=5, warmup=True)
     panel = client.query(PANEL_SQL.format(db=db)).result_rows
     exact = client.query(EXACT_SQL.format(db=db)).result_rows
     out["same_top10"] = panel == exact
@@ -250,8 +257,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calls = population(args.users, args.calls, args.hours, args.zipf, args.seed)
     batches = [calls[i : i + args.batch] for i in range(0, len(calls), args.batch)]
     exact = exact_weights(calls)
-    print(f"population: {len(calls):,} calls, {len(exact['users']):,} users and {len(exact['conversations']):,} "
-          f"conversations with priced calls ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+    print(
+        f"population: {len(calls):,} calls, {len(exact['users']):,} users and {len(exact['conversations']):,} "
+        f"conversations with priced calls ({time.perf_counter() - began:.0f} s)",
+        file=sys.stderr,
+    )
 
     # (a) fold + rows on this thread, before chDB starts any thread of its own.
     fold_cpu = []
@@ -280,8 +290,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary_insert = []
     for rows in partials:
         wall, cpu = time.perf_counter(), time.process_time()
-        client.insert("with_view.top_spenders_signal", rows.columns, column_names=rows.column_names,
-                      column_oriented=True)
+        client.insert(
+            "with_view.top_spenders_signal", rows.columns, column_names=rows.column_names, column_oriented=True
+        )
         summary_insert.append((time.perf_counter() - wall, time.process_time() - cpu))
     for kind, column in (("users", "user_id"), ("conversations", "conversation_id")):
         client.command(
