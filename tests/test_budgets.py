@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from processors.budget_monitor import current_spend
+from processors.budget_monitor import current_spend, user_spend
 from processors.core.budgets import BudgetError, Period, budget_status, budget_status_rows, load_budgets, period_bounds
 from processors.core.records import LLMCall
+from processors.core.rows import call_rows
 from processors.core.usage import usage_rows
 
 FILE = """
@@ -127,6 +128,7 @@ def test_period_bounds_december() -> None:
         "budgets: [{id: a, scope: {team: x}, per_day: 5.0}]",  # float amount
         "budgets: [{id: a, scope: {team: x}}]",  # no amount
         "budgets: [{id: a, scope: {region: x}, per_day: '1'}]",  # unknown scope
+        "budgets: [{id: a, scope: {user: x, team: y}, per_day: '1'}]",  # two scopes, one a user
         "budgets: [{id: a, scope: {team: x, model: y}, per_day: '1'}]",  # two scopes
         "budgets: [{id: a, scope: {team: x}, per_day: '1', colour: red}]",  # unknown key
         "budgets: [{id: a, scope: {team: x}, per_day: '1'}, {id: a, scope: {team: y}, per_day: '1'}]",
@@ -137,3 +139,98 @@ def test_bad_files_fail(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(BudgetError):
         load_budgets(path)
+
+
+USER_BUDGETS = """
+budgets:
+  - id: alice
+    scope: {user: alice}
+    per_day: "1.00"
+    per_month: "20"
+  - id: bob
+    scope: {user: bob}
+    per_day: "1.00"
+  - id: carol
+    scope: {user: carol}
+    per_day: "5.00"
+  - id: dave
+    scope: {user: dave}
+    per_day: "1"
+    per_month: "3"
+  - id: search
+    scope: {team: search}
+    per_day: "100"
+"""
+
+
+def test_user_budgets_from_llm_calls(tmp_path: Path, chdb_client: Client) -> None:
+    """Per-user spend is summed from llm_calls (usage partials have no user): over, warn, ok, and a user
+    without calls; unpriced calls, other users, other months and calls after `now` add nothing."""
+    path = tmp_path / "users.yaml"
+    path.write_text(USER_BUDGETS)
+    budgets = load_budgets(path)
+    now = datetime(2026, 9, 10, 12, tzinfo=UTC)
+
+    def at(day: int, hour: int) -> int:
+        return int(datetime(2026, 9, day, hour, tzinfo=UTC).timestamp()) * 10**9
+
+    spent = [  # (user, when, cost)
+        ("alice", at(10, 1), Decimal("1.25")),
+        ("alice", at(10, 2), None),  # unpriced
+        ("alice", at(2, 9), Decimal("2")),  # this month, not today
+        ("alice", int(datetime(2026, 8, 31, 23, tzinfo=UTC).timestamp()) * 10**9, Decimal("50")),  # last month
+        ("alice", at(10, 13), Decimal("7")),  # after now
+        ("bob", at(10, 3), Decimal("0.85")),
+        ("carol", at(10, 4), Decimal("0.999999999999")),
+        ("carol", at(10, 4), Decimal("0.000000000001")),
+        ("", at(10, 5), Decimal("9")),  # no user
+        ("alice2", at(10, 5), Decimal("9")),
+    ]
+    calls = [
+        LLMCall(ts_ns=ts, trace_id="u" * 32, span_id=f"{i:016x}", team="search", user_id=user, cost=cost)
+        for i, (user, ts, cost) in enumerate(spent)
+    ]
+    rows = call_rows(calls)
+    rows.column_names.extend(["_ingest_source", "_ingest_offset"])
+    rows.columns.extend([["budgets/0"] * len(calls), list(range(len(calls)))])
+    chdb_client.insert(rows.table, rows.columns, column_names=rows.column_names, column_oriented=True)
+
+    def expected(user: str, since: datetime) -> Decimal:
+        start = int(since.timestamp()) * 10**9
+        end = int(now.timestamp()) * 10**9
+        return sum((c for u, ts, c in spent if u == user and c is not None and start <= ts <= end), Decimal(0))
+
+    day, month = datetime(2026, 9, 10, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)
+    spend = current_spend(chdb_client, budgets, now)
+    assert spend[("alice", "day")] == expected("alice", day) == Decimal("1.25")
+    assert spend[("alice", "month")] == expected("alice", month) == Decimal("3.25")
+    assert spend[("bob", "day")] == expected("bob", day)
+    assert spend[("carol", "day")] == expected("carol", day) == Decimal(1)
+    assert spend[("dave", "day")] == spend[("dave", "month")] == Decimal(0)
+    assert user_spend(chdb_client, {"dave", "erin"}, now) == {}
+    assert spend[("search", "day")] == Decimal(0)  # a team budget still reads llm_usage_1m (no rows that day)
+
+    statuses = budget_status(budgets, spend, now)
+    by_key = {(s.budget_id, s.period): s for s in statuses}
+    assert {key: s.status for key, s in by_key.items() if s.scope_kind == "user"} == {
+        ("alice", "day"): "exceeded",  # 1.25 >= 1
+        ("alice", "month"): "ok",  # 3.25 < 16, projected 3.25 / (9.5 / 30) = 10.26 < 20
+        ("bob", "day"): "warn",  # 0.85 >= 0.8 * 1
+        ("carol", "day"): "ok",  # 1 < 4, projected 2 < 5
+        ("dave", "day"): "ok",
+        ("dave", "month"): "ok",
+    }
+    assert by_key[("alice", "day")].scope_value == "alice"
+
+    status_rows = budget_status_rows(statuses)
+    status_rows.column_names.extend(["_ingest_source", "_ingest_offset"])
+    status_rows.columns.extend([[""] * len(statuses), [0] * len(statuses)])
+    chdb_client.insert(
+        "budget_status", status_rows.columns, column_names=status_rows.column_names, column_oriented=True
+    )
+    stored = chdb_client.query(
+        "SELECT budget_id, period, status, toString(spend) FROM budget_status FINAL WHERE scope_kind = 'user'"
+    ).result_rows
+    assert {(b, p): (st, Decimal(sp)) for b, p, st, sp in stored} == {
+        key: (s.status, s.spend) for key, s in by_key.items() if s.scope_kind == "user"
+    }

@@ -354,6 +354,7 @@ def test_single_node_retention_applies_to_the_real_tables(client: Client) -> Non
         "llm_latency_1m": "window_start + toIntervalDay(400)",
         "llm_drift": "toDateTime(window_start) + toIntervalDay(400)",
         "budget_status": "period_end + toIntervalDay(400)",
+        "llm_top_spenders_1h": "window_start + toIntervalDay(90)",
     }
     for statement in _retention(None):
         _run_in(client, DB, statement)
@@ -366,7 +367,7 @@ def test_single_node_retention_applies_to_the_real_tables(client: Client) -> Non
 
 def test_cluster_retention_names_the_local_tables_with_the_same_ttls(client: Client, cluster_db: str) -> None:
     single, cluster = _retention(None), _retention(CLUSTER_MACRO)
-    assert len(single) == 7
+    assert len(single) == 8
     assert [
         re.sub(r"^ALTER TABLE (\w+)_local ON CLUSTER '\{cluster\}'", r"ALTER TABLE \1", s) for s in cluster
     ] == single

@@ -31,6 +31,7 @@ from llmops.loadgen import LoadgenOptions, run_loadgen
 from processors.core.latency import metric_rows
 from processors.core.pipeline import SourceRecord, build_tables, decode_parsed, parse_records, poison_rows
 from processors.core.records import LLMCall
+from processors.core.rows import call_rows
 from processors.core.usage import usage_rows
 from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
@@ -156,6 +157,7 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
         "unpriced_calls",
         "unpriced_tokens",
     ],
+    ("llmops-spend", "Top spenders: users and conversations"): ["kind", "id", "calls", "cost_usd"],
     ("llmops-spend", "Unpriced calls"): ["time", "model", "unpriced_calls"],
     ("llmops-spend", "Unpriced models"): [
         "provider",
@@ -440,6 +442,40 @@ def _hand_made_rows(client: Any) -> None:
     client.insert("llm_usage_1m", usage.columns, column_names=usage.column_names, column_oriented=True)
 
 
+# Calls with users and conversations (loadgen sends none), through the sink into llm_calls and so into
+# llm_top_spenders_1h: window 1, one service of their own, 40 users with Zipf-like call counts, unpriced ones.
+USERS_SERVICE = "accounts-bot"
+
+
+def _user_calls() -> list[LLMCall]:
+    rng = np.random.default_rng(19)
+    users = rng.choice(40, size=600, p=(w := 1 / np.arange(1, 41) ** 1.3) / w.sum())
+    return [
+        LLMCall(
+            ts_ns=_ns(W1) + int(i * STEP.total_seconds() * 1e9 * W1_CALLS / 600),
+            trace_id=f"{0xACC0 + i:032x}",
+            span_id=f"{i:016x}",
+            service=USERS_SERVICE,
+            environment="production",
+            team="customer-care",
+            provider="openai",
+            request_model="gpt-4o-mini",
+            response_model="gpt-4o-mini-2024-07-18",
+            user_id=f"user-{user}",
+            conversation_id=f"conv-{user}-{i % 3}",
+            cost=None if i % 25 == 0 else Decimal(int(rng.integers(1, 10**9))).scaleb(-12),
+        )
+        for i, user in enumerate(users)
+    ]
+
+
+def _write_user_calls(feeder: _Feeder) -> None:
+    rows = call_rows(_user_calls())
+    rows.column_names.extend(["_ingest_source", "_ingest_offset"])
+    rows.columns.extend([["users/0"] * len(rows), [0] * len(rows)])
+    feeder._write(rows)
+
+
 @pytest.fixture(scope="module")
 def dash_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One chDB store for the module (a process opens one chDB path at a time)."""
@@ -451,6 +487,7 @@ def dash_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         feeder.loadgen(W2, W2_CALLS, seed=12, services=("checkout-assistant",))
         feeder.poison(W1 + timedelta(minutes=4), 15)
         _hand_made_rows(client)
+        _write_user_calls(feeder)
         yield client
     finally:
         client.close()
@@ -478,7 +515,7 @@ def _columns(client: Any, sql: str) -> list[tuple[str, str]]:
 
 def test_store_holds_both_windows_of_loadgen_traffic(dash_store: Any) -> None:
     rows = dash_store.query(
-        "SELECT toDate(ts) AS d, count(), uniqExact(service) FROM llm_calls GROUP BY d ORDER BY d"
+        "SELECT toDate(ts) AS d, count(), uniqExact(service) FROM llm_calls WHERE user_id = '' GROUP BY d ORDER BY d"
     ).result_rows
     assert [(r[1], r[2]) for r in rows] == [(W1_CALLS, 3), (W2_CALLS, 1)]
 
@@ -516,6 +553,28 @@ def test_selection_filters_what_the_panels_show(dash_store: Any) -> None:
         "SELECT sum(cost) FROM llm_calls WHERE service = 'support-bot' AND toDate(ts) = '2026-03-02'"
     ).result_rows[0][0]
     assert sum((Decimal(r[2]) for r in rows), Decimal(0)) == Decimal(expected)
+
+
+def test_top_spenders_panel_shows_the_heaviest_users_and_conversations_at_their_exact_cost(dash_store: Any) -> None:
+    """Users and conversations: the ten heaviest of the hand-made calls (summed here, in Decimal), in order,
+    each with its exact cost and call count; a team selection that excludes them empties the panel."""
+    sql = next(s for u, t, s in PANEL_QUERIES if (u, t) == ("llmops-spend", "Top spenders: users and conversations"))
+    rows = _run(dash_store, render_panel_query(sql, _variables(), RANGE_W1)).result_rows
+    calls = _user_calls()
+    for kind, field in (("user", "user_id"), ("conversation", "conversation_id")):
+        cost: dict[str, Decimal] = {}
+        count: dict[str, int] = {}
+        for call in calls:
+            key = getattr(call, field)
+            count[key] = count.get(key, 0) + 1
+            if call.cost is not None:
+                cost[key] = cost.get(key, Decimal(0)) + call.cost
+        expected = sorted(cost, key=lambda key: (-cost[key], key))[:10]
+        shown = [(r[1], r[2], Decimal(r[3])) for r in rows if r[0] == kind]
+        assert shown == [(key, count[key], cost[key]) for key in expected]
+    assert [r[0] for r in rows] == ["user"] * 10 + ["conversation"] * 10
+    elsewhere = render_panel_query(sql, _variables({"team": ("search",)}), RANGE_W1)
+    assert not _run(dash_store, elsewhere).result_rows
 
 
 def test_latency_panel_percentiles_come_from_merged_sketches(dash_store: Any) -> None:

@@ -26,22 +26,23 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "instrumenting.md"
 EXPECTED: dict[tuple[str, str], dict[str, Any]] = {
     ("support-bot", "gpt-4o-2024-08-06"): {
         "convention": "otel_genai", "environment": "prod", "team": "customer-care", "provider": "openai",
-        "operation": "chat", "agent": "triage", "conversation_id": "conv-42", "prompt_name": "answer-ticket",
-        "prompt_version": "v3", "request_model": "gpt-4o", "input_tokens": 1200, "cache_read_tokens": 1000,
-        "output_tokens": 300, "ttft_ms": 420.0, "finish_reason": "stop", "cost": None,
+        "operation": "chat", "agent": "triage", "conversation_id": "conv-42", "user_id": "user-7",
+        "prompt_name": "answer-ticket", "prompt_version": "v3", "request_model": "gpt-4o", "input_tokens": 1200,
+        "cache_read_tokens": 1000, "output_tokens": 300, "ttft_ms": 420.0, "finish_reason": "stop", "cost": None,
         "answer": "Your refund was issued today.",
     },
     ("research-agent", "claude-sonnet-4-20250514"): {
         "convention": "openllmetry", "environment": "staging", "team": "search", "provider": "anthropic",
-        "operation": "chat", "agent": "literature-review", "conversation_id": "session-9",
+        "operation": "chat", "agent": "literature-review", "conversation_id": "session-9", "user_id": "user-3",
         "prompt_name": "summarise-paper", "prompt_version": "7",
         "input_tokens": 5050, "cache_read_tokens": 3000, "cache_write_tokens": 2000, "output_tokens": 700,
         "ttft_ms": None, "cost": None, "answer": "The paper reports a 12% gain.",
     },
     ("docs-rag", "gpt-4o-mini-2024-07-18"): {
         "convention": "openinference", "environment": "prod", "team": "platform", "provider": "openai",
-        "operation": "chat", "agent": "doc-answerer", "conversation_id": "chat-311", "prompt_name": "rag-answer",
-        "prompt_version": "2024-11-02", "input_tokens": 800, "output_tokens": 120, "ttft_ms": None, "cost": None,
+        "operation": "chat", "agent": "doc-answerer", "conversation_id": "chat-311", "user_id": "user-12",
+        "prompt_name": "rag-answer", "prompt_version": "2024-11-02", "input_tokens": 800, "output_tokens": 120,
+        "ttft_ms": None, "cost": None,
         "answer": "Set LLMOPS_DATA_DIR to move the store.",
     },
     ("docs-rag", "text-embedding-3-small"): {

@@ -263,3 +263,46 @@ def test_string_and_float_values_and_provider_aliases() -> None:
 
 def test_openllmetry_propagated_workflow_name_alone_is_not_a_call() -> None:
     assert normalize_call(span({"traceloop.workflow.name": "wf", "http.request.method": "GET"})) is None
+
+
+_OTEL_CALL = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}
+_OPENLLMETRY_CALL = {"llm.request.type": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}
+_OPENINFERENCE_CALL = {"openinference.span.kind": "LLM", "llm.provider": "openai", "llm.model_name": "gpt-4o"}
+
+
+@pytest.mark.parametrize(
+    ("call_attributes", "user_attributes", "expected"),
+    [
+        (_OTEL_CALL, {"user.id": "u-1"}, "u-1"),
+        (_OTEL_CALL, {"enduser.id": "alice"}, "alice"),
+        (_OTEL_CALL, {"enduser.pseudo.id": "QdH5CAWJgqVT4rOr0qtumf"}, "QdH5CAWJgqVT4rOr0qtumf"),
+        (_OTEL_CALL, {"user.id": "u-1", "enduser.id": "alice"}, "u-1"),  # the current name first
+        (_OTEL_CALL, {"enduser.id": "", "enduser.pseudo.id": "p-2"}, "p-2"),  # an empty value is absent
+        (_OTEL_CALL, {"user.id": 42}, "42"),  # a scalar becomes its text
+        (_OPENLLMETRY_CALL, {"traceloop.association.properties.user_id": "u-7"}, "u-7"),
+        (_OPENLLMETRY_CALL, {"traceloop.association.properties.user_id": "u-7", "user.id": "u-8"}, "u-7"),
+        (_OPENLLMETRY_CALL, {"enduser.id": "bob"}, "bob"),
+        (_OPENINFERENCE_CALL, {"user.id": "9328ae73"}, "9328ae73"),
+        (_OPENINFERENCE_CALL, {}, ""),
+    ],
+)
+def test_user_id_per_convention(call_attributes: dict, user_attributes: dict, expected: str) -> None:
+    call = llm_call(span({**call_attributes, **user_attributes}))
+    assert call.user_id == expected and not call.problems
+
+
+def test_user_id_on_the_resource_only_is_not_read() -> None:
+    """A user is a property of a request, not of the process: only span attributes name it."""
+    assert llm_call(span(_OTEL_CALL, resource={**RESOURCE, "user.id": "daemon"})).user_id == ""
+
+
+@pytest.mark.parametrize("bad", ["u" * 257, ["a", "b"], b"\x00raw"])
+def test_a_bad_user_id_is_left_empty_with_the_reason(bad: object) -> None:
+    call = llm_call(span({**_OTEL_CALL, "user.id": bad, "gen_ai.conversation.id": "c-1"}))
+    assert call.user_id == "" and call.conversation_id == "c-1"
+    assert len(call.problems) == 1 and call.problems[0].startswith("user.id: ")
+    assert call.problems[0].endswith("user id left empty")
+
+
+def test_a_user_id_of_exactly_the_label_bound_is_kept() -> None:
+    assert llm_call(span({**_OTEL_CALL, "enduser.id": "u" * 256})).user_id == "u" * 256

@@ -584,6 +584,7 @@ def test_arbitrary_values_in_every_attribute_read(
         "prompt_version",
         "finish_reason",
         "conversation_id",
+        "user_id",
         "team",
         "environment",
     ):

@@ -49,7 +49,8 @@ MAX_TOKENS: Final = 10**12
 # and "1.5e3" fit, and Decimal/float on 40 characters costs microseconds whatever they say.
 MAX_NUMBER_CHARS: Final = 40
 # Names that become dimensions (LowCardinality columns, drift keys, Grafana legends):
-# model, provider, prompt, agent, team, service, environment, finish reason, conversation id.
+# model, provider, prompt, agent, team, service, environment, finish reason, conversation id,
+# user id.
 MAX_LABEL_CHARS: Final = 256
 # Embedding vectors: the largest common embedding models have 3-12k dimensions.
 MAX_VECTOR_LEN: Final = 16_384

@@ -4,10 +4,13 @@ File format (unknown keys are errors; amounts are quoted decimal strings, USD)::
 
     budgets:
       - id: search-team
-        scope: {team: search}          # exactly one of: team, environment, service, model
+        scope: {team: search}          # exactly one of: team, environment, service, model, user
         per_day: "50.00"               # optional
         per_month: "1200.00"           # optional (at least one of per_day / per_month)
         warn_fraction: "0.8"           # optional, default 0.8
+      - id: user-42
+        scope: {user: "42"}            # one end user (llm_calls.user_id: user.id, enduser.id, ...)
+        per_day: "2.00"
     projection_min_elapsed: "0.1"      # optional: projections warn only after this fraction of a period
 
 Periods are UTC calendar days and months. Status per budget and period:
@@ -16,6 +19,9 @@ when the projected end-of-period spend (spend / elapsed * period length, the cur
 burn rate) exceeds the amount once `projection_min_elapsed` of the period has
 passed (earlier projections extrapolate a handful of calls); ``ok`` otherwise.
 All money is Decimal; `fraction` is a float for display only.
+
+Spend of a `user` budget is summed from `llm_calls` (the usage partials have no user dimension: a row
+per user there is what the top-spenders state avoids); the other scopes from `llm_usage_1m`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "BudgetsFile",
     "BudgetStatus",
     "Period",
+    "ScopeKind",
     "BUDGET_STATUS_COLUMNS",
     "load_budgets",
     "period_bounds",
@@ -47,6 +54,7 @@ __all__ = [
 ]
 
 Period = Literal["day", "month"]
+ScopeKind = Literal["team", "environment", "service", "model", "user"]
 _Q12: Final = Decimal(1).scaleb(-12)
 BUDGET_STATUS_COLUMNS: Final = (
     "computed_at",
@@ -87,7 +95,7 @@ class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(min_length=1)]
-    scope: dict[Literal["team", "environment", "service", "model"], str] = Field(min_length=1, max_length=1)
+    scope: dict[ScopeKind, str] = Field(min_length=1, max_length=1)
     per_day: Money | None = None
     per_month: Money | None = None
     warn_fraction: Money = Decimal("0.8")

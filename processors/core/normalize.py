@@ -183,6 +183,7 @@ class _Keys:
     finish_reasons: tuple[str, ...]
     agent: tuple[str, ...]
     conversation: tuple[str, ...]
+    user: tuple[str, ...]
     reported_cost: tuple[str, ...]
 
     def ordered(self) -> tuple[tuple[str, ...], ...]:
@@ -203,6 +204,7 @@ _FIELDS: Final = (
     "finish_reasons",
     "agent",
     "conversation",
+    "user",
     "reported_cost",
 )
 
@@ -212,6 +214,13 @@ _TOKEN_INDEXES: Final = tuple(
     _FIELDS.index(name)
     for name in ("input_tokens", "output_tokens", "total_tokens", "cache_read", "cache_write", "reasoning")
 )
+
+# The end user a call was made for. OTel: `user.id` (user registry) and `enduser.id` (enduser registry;
+# deprecated in semconv 1.27 for `user.id`, listed again since), then the pseudonymous `enduser.pseudo.id`;
+# the GenAI conventions define no user attribute of their own. OpenInference: `user.id`. OpenLLMetry:
+# the association property `user_id` (`Traceloop.set_association_properties({"user_id": ...})`).
+_OPENLLMETRY_USER: Final = "traceloop.association.properties.user_id"
+_USER_KEYS: Final = ("user.id", "enduser.id", "enduser.pseudo.id", _OPENLLMETRY_USER)
 
 _COST_KEYS: Final = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.usage.cost_usd", "llm.usage.cost")
 
@@ -229,6 +238,7 @@ _OTEL_KEYS: Final = _Keys(
     finish_reasons=("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason"),
     agent=("gen_ai.agent.name", "agent.name"),
     conversation=("gen_ai.conversation.id", "session.id"),
+    user=_USER_KEYS,
     reported_cost=_COST_KEYS,
 )
 
@@ -251,6 +261,7 @@ _OPENLLMETRY_KEYS: Final = _Keys(
     ),
     agent=("gen_ai.agent.name", "traceloop.agent.name", "traceloop.entity.name", "traceloop.workflow.name"),
     conversation=("gen_ai.conversation.id", "traceloop.association.properties.session_id", "session.id"),
+    user=(_OPENLLMETRY_USER, *_USER_KEYS),
     reported_cost=_COST_KEYS,
 )
 
@@ -268,6 +279,7 @@ _OPENINFERENCE_KEYS: Final = _Keys(
     finish_reasons=("llm.finish_reason", "gen_ai.response.finish_reasons"),
     agent=("agent.name", "gen_ai.agent.name", "graph.node.name"),
     conversation=("session.id", "gen_ai.conversation.id"),
+    user=_USER_KEYS,
     reported_cost=("llm.cost.total", "gen_ai.usage.cost"),
 )
 
@@ -484,6 +496,7 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
         finish_raw,
         agent,
         conversation,
+        user,
         cost_raw,
     ) = values
     problems: list[str] = []
@@ -573,6 +586,11 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
             conversation
             if type(conversation) is str and len(conversation) <= MAX_LABEL_CHARS
             else _label(conversation, "conversation id", problems, attrs, keys.conversation)
+        ),
+        user_id=(
+            user
+            if type(user) is str and len(user) <= MAX_LABEL_CHARS
+            else _label(user, "user id", problems, attrs, keys.user)
         ),
         input_tokens=input_tokens,
         output_tokens=output_tokens,

@@ -70,7 +70,7 @@ class LLMCall:
     prompt_version: str = ""
     agent: str = ""
     conversation_id: str = ""
-    user_id: str = ""
+    user_id: str = ""  # the end user the call was made for (user.id, enduser.id, ...); "" when the span does not say
     input_tokens: int = 0  # includes cache reads and cache writes (OTel GenAI semantics)
     output_tokens: int = 0  # includes reasoning tokens
     cache_read_tokens: int = 0

@@ -30,6 +30,7 @@ LLM_CALLS_COLUMNS = [
     "prompt_version",
     "agent",
     "conversation_id",
+    "user_id",
     "input_tokens",
     "output_tokens",
     "cache_read_tokens",

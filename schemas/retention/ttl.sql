@@ -13,6 +13,10 @@
 {% call alter_table("llm_calls") %}
     MODIFY TTL toDate(ts) + INTERVAL 90 DAY{% endcall %};
 
+-- Top users and conversations per hour (012): as long as the calls whose exact cost the panel sums.
+{% call alter_table("llm_top_spenders_1h") %}
+    MODIFY TTL window_start + INTERVAL 90 DAY{% endcall %};
+
 -- Decode, span and sink errors: 30 days.
 {% call alter_table("ingest_errors") %}
     MODIFY TTL toDate(ts) + INTERVAL 30 DAY{% endcall %};
