@@ -1,7 +1,7 @@
 """Agent-run assembly (issue 19): spans/s on one core, memory per open run, and the commit-offset query.
 
-Measures the pure core only (`processors/core/agents/runs.py`); the stage that will feed it from a keyed
-topic is not built yet. Synthetic traces shaped like an agent run: a root agent, one nested agent, six
+Measures the pure core (`processors/core/agents/runs.py`, `wire.py`) that the agent-run stage runs.
+Synthetic traces shaped like an agent run: a root agent, one nested agent, six
 LLM calls with tokens and cost, eight tool calls over three tools (every tenth run loops: one tool six
 times with the same arguments), spans one second apart. Runs start every 50 ms of event time and their
 spans arrive in end-time order, grouped into records of 64 spans over 4 sources (a trace's spans on one
@@ -11,7 +11,9 @@ source, as a topic keyed by trace id gives).
 
 Printed and written as JSON: assembly rate (CPU seconds of this thread for `add` on every record and
 `close` after every 16 records), the runs and findings it closed, traced memory (tracemalloc) per open
-run and per span with `--open-runs` runs open, and the CPU time of one `committable` call with them open.
+run and per span with `--open-runs` runs open, and the CPU time of one `committable` call with them open;
+the same memory for runs of one LLM call (a plain request: most traces at high volume); and the record
+format's cost: encoding in the worker and decoding in the stage, per span.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks run a
 from processors.core.agents.runaway import RunawayRules
 from processors.core.agents.runs import RunAssembler, RunSettings
 from processors.core.agents.spans import RunSpan, args_digest
+from processors.core.agents.wire import decode_run_spans, encode_run_spans
 
 T0 = 1_764_000_000 * 10**9
 S = 10**9
@@ -160,6 +163,40 @@ def open_run_memory(open_runs: int, seed: int) -> dict[str, float]:
     }
 
 
+def single_call_memory(open_runs: int) -> dict[str, float]:
+    """Traced bytes per open run of one LLM call (trace ids and span ids as the decoder gives them)."""
+    assembler = RunAssembler(RunSettings(calls_gap_s=10**6, max_open_runs=open_runs + 1))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(open_runs):
+        span = RunSpan(f"{n:032x}", f"{n:016x}", f"{n + 1:016x}", "llm", "checkout", "gpt-4o-2024-08-06",
+                       T0 + n * S, T0 + n * S + S, False, user_id=f"user-{n % 5000}",
+                       input_tokens=1200, output_tokens=300, cost=Decimal("0.0044"))  # fmt: skip
+        assembler.add(f"agent_spans/{n % SOURCES}", n, [span], span.end_ns)
+    del span
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"open_runs": open_runs, "bytes_per_open_run": held / open_runs}
+
+
+def wire_cost(batch: list[tuple[str, int, list[RunSpan]]]) -> dict[str, float]:
+    """CPU per span to encode every span into agent-span records (4 partitions) and to decode them."""
+    spans = [span for _, _, record in batch for span in record]
+    started = time.thread_time()
+    records = encode_run_spans(spans, SOURCES)
+    encoded = time.thread_time() - started
+    started = time.thread_time()
+    decoded = sum(len(decode_run_spans(value)) for _, value in records)
+    decoding = time.thread_time() - started
+    assert decoded == len(spans)
+    return {
+        "spans": len(spans),
+        "bytes_per_span": sum(len(value) for _, value in records) / len(spans),
+        "encode_us_per_span": encoded / len(spans) * 1e6,
+        "decode_us_per_span": decoding / len(spans) * 1e6,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20_000, help="agent runs to assemble")
@@ -171,9 +208,12 @@ def main() -> None:
     batch = records(args.runs, args.seed)
     print("assembling ...", file=sys.stderr)
     a, m = assemble(batch), open_run_memory(args.open_runs, args.seed)
+    single, w = single_call_memory(10 * args.open_runs), wire_cost(batch)
     result = {
         "assembly": a,
         "memory": m,
+        "single_call_memory": single,
+        "wire": w,
         "command": " ".join(sys.argv),
         "started_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
     }
@@ -184,6 +224,14 @@ def main() -> None:
     print(
         f"memory: {m['bytes_per_open_run']:,.0f} bytes per open run ({m['bytes_per_span']:,.0f} per span) "
         f"with {m['open_runs']:,} open; committable {m['committable_ms']:.3f} ms"
+    )
+    print(
+        f"runs of one LLM call: {single['bytes_per_open_run']:,.0f} bytes per open run "
+        f"with {single['open_runs']:,} open"
+    )
+    print(
+        f"records: {w['bytes_per_span']:.0f} bytes per span; encode {w['encode_us_per_span']:.2f} us, "
+        f"decode {w['decode_us_per_span']:.2f} us per span"
     )
     if args.output:
         args.output.write_text(json.dumps(result, indent=1))
