@@ -137,18 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--count",
         type=int,
         default=None,
-        help="LLM calls to send as fast as possible (default 1000; 6000 for --scenario drift).",
+        help="LLM calls to send as fast as possible (default 1000; 6000 for --scenario drift); "
+        "agent runs for --scenario agents (default 100).",
     )
-    loadgen.add_argument("--rate", type=float, default=None, help="LLM calls per second (with --duration).")
+    loadgen.add_argument(
+        "--rate", type=float, default=None, help="LLM calls (agents: runs) per second (with --duration)."
+    )
     loadgen.add_argument("--duration", type=float, default=None, help="Seconds to run at --rate.")
     loadgen.add_argument("--seed", type=int, default=0, help="Random seed (same seed, same traffic).")
     loadgen.add_argument(
         "--scenario",
-        choices=["mixed", "drift"],
+        choices=["mixed", "drift", "agents"],
         default="mixed",
         help="mixed: steady traffic. drift: one key switches prompt version halfway and its answers change; "
         "the calls span 4 drift windows of event time (drift.window_s) ending now, "
-        "so `llmops report` shows the result.",
+        "so `llmops report` shows the result. agents: agent runs (nested agents, tools, MCP tools, loops, "
+        "runaway runs, evaluation events); prints the ground truth per run, loop and evaluator.",
+    )
+    loadgen.add_argument(
+        "--loop-repeats",
+        type=int,
+        default=None,
+        help="agents: a looping run calls one tool with the same arguments at least this often "
+        "(default: the runaway rule's, 5).",
     )
     loadgen.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     loadgen.add_argument("--quiet", action="store_true", help="No progress bar.")

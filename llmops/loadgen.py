@@ -7,6 +7,9 @@ need to know exactly what arrived, so downstream totals can be checked to the
 token. Every call is planned from (seed, call index) alone, so a seed fixes the
 traffic, ids included, and the drift scenario changes the drifted key only.
 
+The agents scenario (`loadgen_agents.py`) sends agent runs instead, and returns their ground
+truth (`loadgen_truth.py`) in the summary. The options and the SDK wiring are `loadgen_sdk.py`.
+
 The summary is counted from the spans the exporter acknowledged
 (`SpanExportResult.SUCCESS`), never from what was merely planned.
 """
@@ -18,25 +21,19 @@ import math
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Any
 
-import grpc
-import requests
 from opentelemetry import trace as trace_api
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
-from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmops.loadgen_agents import emit_run, plan_run
+from llmops.loadgen_sdk import DEFAULT_SERVICES, LoadgenOptions, PlannedIds, Senders, timeline
+from llmops.loadgen_truth import AgentTally, AgentTruth, render_truth
 
 __all__ = [
     "DEFAULT_SERVICES",
@@ -48,14 +45,10 @@ __all__ = [
     "render_summary",
 ]
 
-DEFAULT_SERVICES: tuple[str, ...] = ("checkout-assistant", "support-bot", "search-rag")
 LLM_OPERATIONS: frozenset[str] = frozenset({"chat", "text_completion", "embeddings"})
 CHUNK_EVENT = "gen_ai.content.completion.chunk"  # OpenLLMetry's streamed-chunk span event
 TTFT_ATTRIBUTE = "gen_ai.response.time_to_first_chunk"  # OTel GenAI, seconds
 
-_DEFAULT_COUNT = 1000
-_COUNT_MODE_STEP_NS = 10_000_000  # event-time spacing of calls in count mode when not given
-_LAG_NS = 60_000_000_000  # default timelines end this far behind the wall clock, so spans have ended
 _ERROR_SHARE = 0.02
 _ERROR_TYPES = (("RateLimitError", 0.5), ("InternalServerError", 0.3), ("APITimeoutError", 0.2))
 _REFUSAL = "I'm sorry, but I can't help with that request."
@@ -65,72 +58,6 @@ _WORDS = (
     "here is a summary of options available today you may also review settings and history"
 ).split()
 _TOKENS_PER_CONTENT_WORD = 13  # content is a scaled-down stand-in for the answer, keeping spans small
-
-
-class LoadgenOptions(BaseModel):
-    """What to send, where, and how fast. Count mode unless `rate` and `duration_s` are set."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    endpoint: str = Field(
-        "http://127.0.0.1:4318",
-        description="OTLP endpoint. HTTP: base URL (spans go to <endpoint>/v1/traces); gRPC: host:port or URL.",
-    )
-    protocol: Literal["http/protobuf", "grpc"] = Field("http/protobuf", description="OTLP transport.")
-    count: int | None = Field(
-        None, ge=1, description=f"LLM calls to send as fast as the exporter accepts (default {_DEFAULT_COUNT})."
-    )
-    rate: float | None = Field(None, gt=0, description="LLM calls per second (rate mode, with duration_s).")
-    duration_s: float | None = Field(None, gt=0, description="Length of a rate-mode run in seconds.")
-    seed: int = Field(0, description="Seed; the same seed and timeline give the same spans, ids included.")
-    scenario: Literal["mixed", "drift"] = Field(
-        "mixed",
-        description="mixed: steady traffic. drift: one key switches prompt version mid-run and its answers change.",
-    )
-    services: tuple[str, ...] = Field(
-        DEFAULT_SERVICES, min_length=1, description="Services to simulate (unknown names get a generic profile)."
-    )
-    environment: str = Field("production", description="deployment.environment.name of every service.")
-    max_export_batch_size: int = Field(512, ge=1, description="BatchSpanProcessor max_export_batch_size.")
-    max_queue_size: int = Field(
-        2048, ge=1, description="BatchSpanProcessor max_queue_size; the generator waits instead of overflowing it."
-    )
-    schedule_delay_ms: float = Field(50.0, gt=0, description="BatchSpanProcessor schedule delay.")
-    export_timeout_s: float = Field(10.0, gt=0, description="Exporter timeout per request, retries included.")
-    compression: Literal["none", "gzip"] = Field("none", description="Exporter compression.")
-    insecure: bool = Field(True, description="gRPC without TLS.")
-    stop_on_failure: bool = Field(
-        True, description="Stop generating once an export fails (the endpoint is down or refusing)."
-    )
-    start_ns: int | None = Field(
-        None,
-        ge=0,
-        description="Start time (Unix ns) of LLM call 0. Unset: the timeline ends about a minute before now.",
-    )
-    time_step_ns: int | None = Field(
-        None, ge=0, description="Event-time spacing of LLM call starts. Unset: 1/rate, or 10 ms in count mode."
-    )
-
-    @model_validator(mode="after")
-    def _check_mode(self) -> LoadgenOptions:
-        if (self.rate is None) != (self.duration_s is None):
-            raise ValueError("rate and duration_s go together")
-        if self.rate is not None and self.count is not None:
-            raise ValueError("give either count or rate + duration_s, not both")
-        if self.rate is not None and self.duration_s is not None and round(self.rate * self.duration_s) < 1:
-            raise ValueError("rate * duration_s must be at least one call")
-        if self.max_export_batch_size > self.max_queue_size:
-            raise ValueError("max_export_batch_size must not exceed max_queue_size")
-        if len(set(self.services)) != len(self.services):
-            raise ValueError("services must be unique")
-        return self
-
-    @property
-    def total_calls(self) -> int:
-        """LLM calls this run sends."""
-        if self.rate is not None and self.duration_s is not None:
-            return round(self.rate * self.duration_s)
-        return self.count or _DEFAULT_COUNT
 
 
 @dataclass(slots=True)
@@ -166,7 +93,10 @@ class DriftInfo:
 
 @dataclass(slots=True)
 class LoadgenSummary:
-    """What was sent and acknowledged. `by_model` is keyed by request model."""
+    """What was sent and acknowledged. `by_model` is keyed by request model.
+
+    In the agents scenario `calls_planned`/`calls_sent` count agent runs, `first_call_ns`/`last_call_ns`
+    are the starts of the first and last run, and `agents` holds the ground truth."""
 
     endpoint: str
     protocol: str
@@ -186,6 +116,7 @@ class LoadgenSummary:
     by_service: dict[str, UsageTotals] = field(default_factory=dict)
     spans_by_service: dict[str, int] = field(default_factory=dict)
     drift: DriftInfo | None = None
+    agents: AgentTruth | None = None
 
     @property
     def complete(self) -> bool:
@@ -193,10 +124,20 @@ class LoadgenSummary:
         return self.spans_acknowledged == self.spans_sent
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        out = asdict(self)
+        """Plain JSON-ready dict (exact amounts as decimal strings)."""
+        out = _jsonable(asdict(self))
         out["complete"] = self.complete
         return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- catalog
@@ -531,43 +472,6 @@ def _output_messages(rng: random.Random, finish_reason: str, refusal: bool, visi
 # --------------------------------------------------------------------------- SDK wiring
 
 
-class _PlannedIds(IdGenerator):
-    """Hands the SDK the ids planned for the current call, so the seed fixes every id."""
-
-    def __init__(self) -> None:
-        self._trace_id = 0
-        self._span_ids: list[int] = []
-
-    def load(self, trace_id: int, span_ids: Sequence[int]) -> None:
-        self._trace_id = trace_id
-        self._span_ids = list(reversed(span_ids))
-
-    def generate_trace_id(self) -> int:
-        return self._trace_id
-
-    def generate_span_id(self) -> int:
-        return self._span_ids.pop()
-
-
-class _Flow:
-    """Blocks the generator while a processor's queue is full: BatchSpanProcessor drops on overflow."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._queued = 0
-        self._cond = threading.Condition()
-
-    def reserve(self, spans: int) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._queued + spans <= self._capacity)
-            self._queued += spans
-
-    def taken(self, spans: int) -> None:
-        with self._cond:
-            self._queued -= spans
-            self._cond.notify_all()
-
-
 class _Tally:
     """Counts acknowledged spans from their own attributes (called from exporter threads)."""
 
@@ -614,53 +518,7 @@ def _add_call(totals: UsageTotals, span: ReadableSpan, attrs: Any) -> None:
     totals.reasoning_tokens += int(attrs.get("gen_ai.usage.reasoning.output_tokens", 0))
 
 
-class _AckingExporter(SpanExporter):
-    """Wraps the OTLP exporter: frees queue room and counts what the endpoint acknowledged."""
-
-    def __init__(self, inner: SpanExporter, flow: _Flow, tally: _Tally) -> None:
-        self._inner = inner
-        self._flow = flow
-        self._tally = tally
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._flow.taken(len(spans))
-        result = self._inner.export(spans)
-        self._tally.record(spans, result is SpanExportResult.SUCCESS)
-        return result
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-
-def _traces_url(endpoint: str) -> str:
-    base = endpoint if "://" in endpoint else f"http://{endpoint}"
-    return base if base.rstrip("/").endswith("/v1/traces") else base.rstrip("/") + "/v1/traces"
-
-
-def _make_exporter(options: LoadgenOptions) -> SpanExporter:
-    gzip = options.compression == "gzip"
-    if options.protocol == "grpc":
-        return GrpcSpanExporter(
-            endpoint=options.endpoint,
-            insecure=options.insecure,
-            timeout=options.export_timeout_s,
-            compression=grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
-            channel_options=(("grpc.enable_http_proxy", 0),),  # type: ignore[arg-type]
-        )
-    session = requests.Session()
-    session.trust_env = False  # the endpoint only: no proxy from the environment
-    return HttpSpanExporter(
-        endpoint=_traces_url(options.endpoint),
-        timeout=options.export_timeout_s,
-        compression=HttpCompression.Gzip if gzip else HttpCompression.NoCompression,
-        session=session,
-    )
-
-
-def _emit(call: _Call, tracer: trace_api.Tracer, ids: _PlannedIds, llm_start_ns: int) -> None:
+def _emit(call: _Call, tracer: trace_api.Tracer, ids: PlannedIds, llm_start_ns: int) -> None:
     """Create and end the request's spans with explicit timestamps."""
     route, model = call.route, call.route.model
     ids.load(call.trace_id, call.span_ids)
@@ -739,64 +597,23 @@ def _llm_attributes(call: _Call) -> dict[str, Any]:
 # --------------------------------------------------------------------------- run
 
 
-def _timeline(options: LoadgenOptions, total: int) -> tuple[int, int]:
-    if options.time_step_ns is not None:
-        step = options.time_step_ns
-    elif options.rate is not None:
-        step = round(1e9 / options.rate)
-    else:
-        step = _COUNT_MODE_STEP_NS
-    if options.start_ns is not None:
-        return options.start_ns, step
-    now = time.time_ns() - _LAG_NS
-    return (now if options.rate is not None else now - (total - 1) * step), step
-
-
 def run_loadgen(options: LoadgenOptions, progress: Callable[[int, int], None] | None = None) -> LoadgenSummary:
-    """Send the planned calls through one SDK TracerProvider per service; flush; count acknowledgements.
+    """Send the planned calls (agents scenario: runs) through one SDK TracerProvider per service; flush; count
+    acknowledgements.
 
-    LLM call i starts at start_ns + i * time_step_ns (event time). Rate mode paces
+    LLM call (run) i starts at start_ns + i * time_step_ns (event time). Rate mode paces
     call i at i / rate seconds on the monotonic clock; count mode waits only for
     queue room. `progress(sent, total)` is called about every 1% of calls.
     """
     total = options.total_calls
     services = [_service_profile(name) for name in options.services]
+    agents = options.scenario == "agents"
     drift = _drift_target(services, total) if options.scenario == "drift" else None
-    start_ns, step_ns = _timeline(options, total)
-    ids, tally = _PlannedIds(), _Tally()
-    providers: list[TracerProvider] = []
-    tracers: dict[str, trace_api.Tracer] = {}
-    flows: dict[str, _Flow] = {}
-    for service in services:
-        flows[service.name] = _Flow(options.max_queue_size)
-        provider = TracerProvider(
-            sampler=ALWAYS_ON,
-            resource=Resource.create(
-                {
-                    "service.name": service.name,
-                    "service.version": service.version,
-                    "service.instance.id": str(
-                        uuid.UUID(int=random.Random(f"{options.seed}:{service.name}").getrandbits(128), version=4)
-                    ),
-                    "deployment.environment.name": options.environment,
-                    "team": service.team,
-                }
-            ),
-            shutdown_on_exit=False,
-            id_generator=ids,
-        )
-        provider.add_span_processor(
-            BatchSpanProcessor(
-                _AckingExporter(_make_exporter(options), flows[service.name], tally),
-                max_queue_size=options.max_queue_size,
-                schedule_delay_millis=options.schedule_delay_ms,
-                max_export_batch_size=options.max_export_batch_size,
-                export_timeout_millis=options.export_timeout_s * 1000,
-            )
-        )
-        providers.append(provider)
-        tracers[service.name] = provider.get_tracer("llmops.loadgen")
-
+    start_ns, step_ns = timeline(options, total)
+    tally, agent_tally = _Tally(), AgentTally()
+    senders = Senders(
+        options, {s.name: (s.version, s.team) for s in services}, [tally, agent_tally] if agents else [tally]
+    )
     summary = LoadgenSummary(
         endpoint=options.endpoint,
         protocol=options.protocol,
@@ -817,28 +634,46 @@ def run_loadgen(options: LoadgenOptions, progress: Callable[[int, int], None] | 
                 delay = began + index / options.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            call = _plan_call(options.seed, index, services, drift)
-            flows[call.service.name].reserve(call.span_count)
-            _emit(call, tracers[call.service.name], ids, start_ns + index * step_ns)
+            if agents:
+                plan = plan_run(options.seed, index, options.services, options)
+                name = plan.run.service
+                sent = emit_run(
+                    plan,
+                    senders.tracers[name],
+                    senders.ids,
+                    senders.flows[name],
+                    start_ns + index * step_ns,
+                    agent_tally,
+                )
+            else:
+                call = _plan_call(options.seed, index, services, drift)
+                senders.flows[call.service.name].reserve(call.span_count)
+                _emit(call, senders.tracers[call.service.name], senders.ids, start_ns + index * step_ns)
+                sent = call.span_count
+                if call.drifted is not None:
+                    drift_seen["after" if call.drifted else "before"] += 1
+                    if call.drifted and drift_seen["index"] < 0:
+                        drift_seen["index"] = index
             summary.calls_sent += 1
-            summary.spans_sent += call.span_count
-            if call.drifted is not None:
-                drift_seen["after" if call.drifted else "before"] += 1
-                if call.drifted and drift_seen["index"] < 0:
-                    drift_seen["index"] = index
+            summary.spans_sent += sent
             if progress is not None and ((index + 1) % every == 0 or index + 1 == total):
                 progress(index + 1, total)
     finally:
-        for provider in providers:
-            provider.force_flush()
-            provider.shutdown()
+        senders.close()
     summary.elapsed_s = time.monotonic() - began
     summary.last_call_ns = start_ns + max(0, summary.calls_sent - 1) * step_ns
     summary.spans_acknowledged, summary.spans_failed = tally.acknowledged, tally.failed
-    summary.llm_spans_acknowledged = tally.llm_spans
-    summary.by_model = dict(sorted(tally.by_model.items()))
-    summary.by_service = dict(sorted(tally.by_service.items()))
     summary.spans_by_service = dict(sorted(tally.spans_by_service.items()))
+    if agents:
+        # Model calls of every convention (the span tally sees only OTel GenAI's gen_ai.operation.name).
+        summary.by_model = {k: UsageTotals(**v) for k, v in agent_tally.usage("model").items()}
+        summary.by_service = {k: UsageTotals(**v) for k, v in agent_tally.usage("service").items()}
+        summary.llm_spans_acknowledged = sum(t.calls for t in summary.by_model.values())
+        summary.agents = agent_tally.truth(options.loop_repeats, options.max_llm_calls, options.max_cost_usd)
+    else:
+        summary.llm_spans_acknowledged = tally.llm_spans
+        summary.by_model = dict(sorted(tally.by_model.items()))
+        summary.by_service = dict(sorted(tally.by_service.items()))
     if drift is not None:
         switch = drift_seen["index"]
         summary.drift = DriftInfo(
@@ -885,13 +720,15 @@ def _iso(ns: int) -> str:
 
 
 def render_summary(summary: LoadgenSummary) -> str:
-    """Compact text report: totals, a table per model and per service, and the drift, if any."""
+    """Compact text report: totals, a table per model and per service, and the agent runs' ground truth or the
+    drift, if any."""
     rate = summary.calls_sent / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    unit = ("agent runs", "runs") if summary.scenario == "agents" else ("LLM calls", "calls")
     lines = [
         (
-            f"{summary.calls_sent:,}/{summary.calls_planned:,} LLM calls, {summary.spans_sent:,} spans sent, "
+            f"{summary.calls_sent:,}/{summary.calls_planned:,} {unit[0]}, {summary.spans_sent:,} spans sent, "
             f"{summary.spans_acknowledged:,} acknowledged, {summary.spans_failed:,} failed "
-            f"in {summary.elapsed_s:.2f} s ({rate:,.0f} calls/s) -> {summary.protocol} {summary.endpoint}"
+            f"in {summary.elapsed_s:.2f} s ({rate:,.0f} {unit[1]}/s) -> {summary.protocol} {summary.endpoint}"
         ),
         (
             f"event time {_iso(summary.first_call_ns)} .. {_iso(summary.last_call_ns)}, "
@@ -902,6 +739,8 @@ def render_summary(summary: LoadgenSummary) -> str:
         "",
         *_table("service", summary.by_service),
     ]
+    if summary.agents is not None:
+        lines += ["", *render_truth(summary.agents)]
     if summary.drift is not None:
         d = summary.drift
         where = (

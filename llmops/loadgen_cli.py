@@ -18,6 +18,7 @@ from llmops.loadgen import LoadgenOptions, render_summary, run_loadgen
 __all__ = ["run_loadgen_command"]
 
 DRIFT_WINDOWS = 4
+AGENT_EXPORT_BATCH = 32  # small OTLP requests: a run's spans arrive in several of them, as from a busy app
 
 
 def run_loadgen_command(args: argparse.Namespace) -> int:
@@ -33,6 +34,11 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
             count = args.count or 6000
             window_s = load_settings({}, args.config).drift.window_s
             fields.update(count=count, time_step_ns=DRIFT_WINDOWS * window_s * 10**9 // count)
+    if args.scenario == "agents":
+        fields.update(max_export_batch_size=AGENT_EXPORT_BATCH, loop_repeats=args.loop_repeats)
+    elif args.loop_repeats is not None:
+        print("llmops loadgen: --loop-repeats goes with --scenario agents", file=sys.stderr)
+        return 2
     try:
         options = LoadgenOptions(**{k: v for k, v in fields.items() if v is not None})
     except ValueError as exc:
@@ -42,7 +48,16 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # The exporter logs every retry of every batch; the summary already counts what failed.
         logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
-    bar = None if args.quiet else tqdm(total=options.total_calls, unit="call", desc="loadgen", file=sys.stderr)
+    bar = (
+        None
+        if args.quiet
+        else tqdm(
+            total=options.total_calls,
+            unit="run" if args.scenario == "agents" else "call",
+            desc="loadgen",
+            file=sys.stderr,
+        )
+    )
 
     def progress(sent: int, total: int) -> None:
         if bar is not None:

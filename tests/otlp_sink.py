@@ -1,17 +1,19 @@
-"""A tiny OTLP/HTTP endpoint for tests that need what an exporter sent, without the pipeline."""
+"""Tiny OTLP endpoints (HTTP and gRPC) for tests that need what an exporter sent, without the pipeline."""
 
 from __future__ import annotations
 
 import gzip
 import threading
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-__all__ = ["collecting_otlp_sink", "otlp_http_sink"]
+__all__ = ["collecting_otlp_grpc_sink", "collecting_otlp_sink", "otlp_http_sink"]
 
 
 @contextmanager
@@ -62,3 +64,26 @@ def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
 
     with otlp_http_sink(keep) as url:
         yield url, bodies
+
+
+@contextmanager
+def collecting_otlp_grpc_sink() -> Iterator[tuple[str, list[bytes]]]:
+    """OTLP/gRPC endpoint on 127.0.0.1 that keeps every request, serialized, in arrival order:
+    yields (host:port, bodies)."""
+    bodies: list[bytes] = []
+    lock = threading.Lock()
+
+    class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (generated name)
+            with lock:
+                bodies.append(request.SerializeToString())
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", bodies
+    finally:
+        server.stop(0)

@@ -10,7 +10,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV_TOOLS = ("llmops.loadgen", "llmops.loadgen_cli", "llmops.demo", "tests", "benchmarks", "pytest", "hypothesis")
+DEV_TOOLS = (
+    "llmops.loadgen",
+    "llmops.loadgen_agents",
+    "llmops.loadgen_cli",
+    "llmops.loadgen_sdk",
+    "llmops.loadgen_truth",
+    "llmops.demo",
+    "tests",
+    "benchmarks",
+    "pytest",
+    "hypothesis",
+)
 
 
 def _modules_after_import(*modules: str) -> set[str]:
