@@ -265,15 +265,17 @@ class _Builder:
                 "gen_ai.agent.id": f"asst_{uuid.UUID(int=self.rng.getrandbits(128)).hex[:24]}",
             }
             name = f"invoke_agent {label}"
-        facts = SpanFacts(role=role, label=label, start_ns=self.t, end_ns=self.t, error=False, depth=depth)
-        index = self._add(parent, name, SpanKind.INTERNAL, 0, attrs, facts)
-        self.t = self.spans[index].start_ns + self.rng.randint(1, 5) * _MS
-        return index
+        start = self.t
+        facts = SpanFacts(role=role, label=label, start_ns=start, end_ns=start, error=False, depth=depth)
+        self.spans.append(PlannedSpan(self._ids(), parent, name, SpanKind.INTERNAL, start, start, attrs, "", facts))
+        self.t = start + self.rng.randint(1, 5) * _MS
+        return len(self.spans) - 1
 
     def close_span(self, index: int) -> None:
+        """End an open span after its last child; some agents get a task-completion evaluation."""
         span = self.spans[index]
         span.end_ns = max(self.t, span.start_ns + _MS)
-        evaluations = ()
+        evaluations: tuple[Evaluation, ...] = ()
         if span.facts.role == "agent" and self.rng.random() < 0.3:
             success = self.rng.random() < 0.8
             evaluations = (
@@ -284,16 +286,7 @@ class _Builder:
                     "The agent resolved the request." if success else "The agent gave up before resolving the request.",
                 ),
             )
-        facts = span.facts
-        span.facts = SpanFacts(
-            role=facts.role,
-            label=facts.label,
-            start_ns=span.start_ns,
-            end_ns=span.end_ns,
-            error=False,
-            depth=facts.depth,
-            evaluations=evaluations,
-        )
+        span.facts = replace(span.facts, end_ns=span.end_ns, evaluations=evaluations)
         self.t = span.end_ns + self.rng.randint(1, 10) * _MS
 
     def llm(self, parent: int, agent: _Agent, step: int, final: bool, input_tokens: int = 0) -> None:

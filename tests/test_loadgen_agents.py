@@ -317,4 +317,4 @@ def test_agent_options() -> None:
     with pytest.raises(ValidationError):
         LoadgenOptions(loop_repeats=1)
     with pytest.raises(ValidationError):
-        LoadgenOptions(scenario="swarm")  # type: ignore[arg-type]  # not a scenario, on purpose
+        LoadgenOptions(scenario="swarm")  # not a scenario
