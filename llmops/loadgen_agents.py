@@ -256,7 +256,11 @@ class _Builder:
             attrs |= {"openinference.span.kind": "AGENT", "agent.name": label}
             name = label
         elif convention == "openllmetry":
-            attrs |= {"traceloop.span.kind": "agent", "traceloop.entity.name": label}
+            attrs |= {
+                "traceloop.span.kind": "agent",
+                "traceloop.entity.name": label,
+                "traceloop.workflow.name": self.spans[0].facts.label,  # the workflow, as OpenLLMetry propagates it
+            }
             name = f"{label}.agent"
         else:
             attrs |= {

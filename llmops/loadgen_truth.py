@@ -6,7 +6,8 @@ emits; a fact counts once the exporter acknowledged its span (a failed export le
 LLM-call summary does). Costs come from `PRICES`, a table of the few models the scenario uses, not
 from the pipeline's pricer: `tests/test_loadgen_agents.py` checks the table against the pipeline's
 catalog at the run's time, so a price change there shows up as a failing test, not as a silently
-agreeing truth.
+agreeing truth. The tally keeps the facts of every acknowledged span until the summary is built (a few
+hundred bytes per span), which bounds a run of the scenario to millions of spans, not an endless one.
 """
 
 from __future__ import annotations
