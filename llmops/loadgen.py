@@ -31,7 +31,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from llmops.loadgen_agents import emit_run, plan_run
+from llmops.loadgen_agents import RunEmitter, plan_run
 from llmops.loadgen_sdk import DEFAULT_SERVICES, LoadgenOptions, PlannedIds, Senders, timeline
 from llmops.loadgen_truth import AgentTally, AgentTruth, render_truth
 
@@ -624,6 +624,7 @@ def run_loadgen(options: LoadgenOptions, progress: Callable[[int, int], None] | 
         time_step_ns=step_ns,
     )
     drift_seen = {"before": 0, "after": 0, "index": -1}
+    emitter = RunEmitter(senders.tracers, senders.flows, senders.ids, agent_tally)
     every = max(1, total // 100)
     began = time.monotonic()
     try:
@@ -635,16 +636,9 @@ def run_loadgen(options: LoadgenOptions, progress: Callable[[int, int], None] | 
                 if delay > 0:
                     time.sleep(delay)
             if agents:
-                plan = plan_run(options.seed, index, options.services, options)
-                name = plan.run.service
-                sent = emit_run(
-                    plan,
-                    senders.tracers[name],
-                    senders.ids,
-                    senders.flows[name],
-                    start_ns + index * step_ns,
-                    agent_tally,
-                )
+                run_start = start_ns + index * step_ns
+                emitter.end_until(run_start)  # what ended before this run starts leaves first
+                sent = emitter.start(plan_run(options.seed, index, options.services, options), run_start)
             else:
                 call = _plan_call(options.seed, index, services, drift)
                 senders.flows[call.service.name].reserve(call.span_count)
@@ -659,6 +653,7 @@ def run_loadgen(options: LoadgenOptions, progress: Callable[[int, int], None] | 
             if progress is not None and ((index + 1) % every == 0 or index + 1 == total):
                 progress(index + 1, total)
     finally:
+        emitter.end_until()
         senders.close()
     summary.elapsed_s = time.monotonic() - began
     summary.last_call_ns = start_ns + max(0, summary.calls_sent - 1) * step_ns

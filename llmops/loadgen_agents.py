@@ -22,19 +22,21 @@ than `max_llm_calls` model calls on a growing context); `costly` (a sub-agent re
 documents, over the default cost threshold). A plain run never repeats a call `loop_repeats`
 times and stays under `max_llm_calls`.
 
-Spans of a run are started parent first and ended in a shuffled order, so the BatchSpanProcessor
-exports them out of order and, with small batches, over several requests. What the run holds is
-recorded per span for the ground truth (`loadgen_truth.py`), counted once acknowledged.
+Spans are ended in event-time order across runs (`RunEmitter`), each up to 2 s late, so a run's
+spans leave the BatchSpanProcessor between other runs' spans, over several requests, children and
+parents in either order. What the run holds is recorded per span for the ground truth
+(`loadgen_truth.py`), counted once acknowledged.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import random
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -44,9 +46,19 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from llmops.loadgen_sdk import Flow, LoadgenOptions, PlannedIds
 from llmops.loadgen_truth import PRICES, AgentTally, Evaluation, RunFacts, SpanFacts
 
-__all__ = ["AgentApp", "RunPlan", "PlannedSpan", "agent_app", "plan_run", "emit_run", "EVALUATION_EVENT"]
+__all__ = [
+    "AgentApp",
+    "RunPlan",
+    "PlannedSpan",
+    "RunEmitter",
+    "agent_app",
+    "plan_run",
+    "EVALUATION_EVENT",
+    "EXPORT_JITTER_NS",
+]
 
 EVALUATION_EVENT: Final = "gen_ai.evaluation.result"
+EXPORT_JITTER_NS: Final = 2_000_000_000  # a span reaches the exporter up to this long after it ended
 _KINDS: Final = (("plain", 0.60), ("loop", 0.14), ("varied", 0.14), ("runaway", 0.06), ("costly", 0.06))
 _CONVENTIONS: Final = (("otel_genai", 0.7), ("openinference", 0.15), ("openllmetry", 0.15))
 _MS: Final = 1_000_000
@@ -195,11 +207,12 @@ class PlannedSpan:
 
 @dataclass(frozen=True, slots=True)
 class RunPlan:
-    """One run: its facts, its spans in start order (parents first), and the order they are ended in."""
+    """One run: its facts, its spans in start order (parents first), and when each is handed to the exporter
+    (its end plus a jitter of up to `EXPORT_JITTER_NS`, relative to the run's start)."""
 
     run: RunFacts
     spans: tuple[PlannedSpan, ...]
-    end_order: tuple[int, ...]
+    export_ns: tuple[int, ...]
 
 
 @dataclass(slots=True)
@@ -583,32 +596,56 @@ def plan_run(seed: int, index: int, services: Sequence[str], options: LoadgenOpt
     builder.agent(top, app, app.root, 1, max_depth, plan)
     if top >= 0:
         builder.close_span(top)
-    order = list(range(len(builder.spans)))
-    rng.shuffle(order)
-    return RunPlan(run, tuple(builder.spans), tuple(order))
+    export = tuple(s.end_ns + rng.randrange(EXPORT_JITTER_NS) for s in builder.spans)
+    return RunPlan(run, tuple(builder.spans), export)
 
 
-def emit_run(
-    plan: RunPlan, tracer: trace_api.Tracer, ids: PlannedIds, flow: Flow, start_ns: int, tally: AgentTally
-) -> int:
-    """Start the run's spans parent first at `start_ns` + their offsets, end them in the planned order; return the
-    number of spans. The tally learns each span's facts before any span is ended."""
-    tally.expect(plan.run, [(s.span_id, _at(s.facts, start_ns)) for s in plan.spans])
-    ids.load(plan.run.trace_id, [s.span_id for s in plan.spans])
-    live: list[trace_api.Span] = []
-    for s in plan.spans:
-        context = trace_api.set_span_in_context(live[s.parent]) if s.parent >= 0 else None
-        live.append(tracer.start_span(s.name, context, s.kind, s.attributes, start_time=start_ns + s.start_ns))
-    for i in plan.end_order:
-        s, span = plan.spans[i], live[i]
-        end = start_ns + s.end_ns
-        for e in s.facts.evaluations:
-            span.add_event(EVALUATION_EVENT, _event_attributes(e), timestamp=end)
-        if s.error_type:
-            span.set_status(Status(StatusCode.ERROR, s.error_type))
-        flow.reserve(1)
-        span.end(end_time=end)
-    return len(plan.spans)
+class RunEmitter:
+    """Ends the spans of every started run in the order of their export times, across runs.
+
+    An app's exporter sends a span when it ends, so a long run's spans reach the collector spread over
+    many requests, between other runs' spans, children before parents. Here each span is ended at its
+    end plus a jitter of up to `EXPORT_JITTER_NS` (as from several processes or exporters), so parents
+    and children also arrive in either order. Ending in event-time order across runs keeps the
+    traffic's disorder near the jitter however fast it is sent: a run is never closed by the pipeline
+    because another run, minutes of event time later, was sent before its own last spans."""
+
+    def __init__(
+        self, tracers: Mapping[str, trace_api.Tracer], flows: Mapping[str, Flow], ids: PlannedIds, tally: AgentTally
+    ) -> None:
+        self._tracers = tracers
+        self._flows = flows
+        self._ids = ids
+        self._tally = tally
+        self._due: list[tuple[int, int, trace_api.Span, PlannedSpan, int, str]] = []  # heap by export time
+        self._seq = 0
+
+    def start(self, plan: RunPlan, start_ns: int) -> int:
+        """Start the run's spans, parent first, at `start_ns` + their offsets; return the number of spans. The
+        tally learns each span's facts before any is ended."""
+        self._tally.expect(plan.run, [(s.span_id, _at(s.facts, start_ns)) for s in plan.spans])
+        self._ids.load(plan.run.trace_id, [s.span_id for s in plan.spans])
+        tracer, service = self._tracers[plan.run.service], plan.run.service
+        live: list[trace_api.Span] = []
+        for s, export in zip(plan.spans, plan.export_ns, strict=True):
+            context = trace_api.set_span_in_context(live[s.parent]) if s.parent >= 0 else None
+            span = tracer.start_span(s.name, context, s.kind, s.attributes, start_time=start_ns + s.start_ns)
+            live.append(span)
+            heapq.heappush(self._due, (start_ns + export, self._seq, span, s, start_ns, service))
+            self._seq += 1
+        return len(plan.spans)
+
+    def end_until(self, ns: int | None = None) -> None:
+        """End (hand to the exporter) every started span due at or before `ns`; all of them when None."""
+        while self._due and (ns is None or self._due[0][0] <= ns):
+            _, _, span, planned, start_ns, service = heapq.heappop(self._due)
+            end = start_ns + planned.end_ns
+            for e in planned.facts.evaluations:
+                span.add_event(EVALUATION_EVENT, _event_attributes(e), timestamp=end)
+            if planned.error_type:
+                span.set_status(Status(StatusCode.ERROR, planned.error_type))
+            self._flows[service].reserve(1)
+            span.end(end_time=end)
 
 
 def _at(facts: SpanFacts, start_ns: int) -> SpanFacts:
