@@ -427,6 +427,8 @@ EVALUATIONS = evaluation_results(W1)
 def _hand_made_rows(client: Any) -> None:
     _agent_and_evaluation_rows(client)
     # Budgets: window 1 has one exceeded budget and one whose burn rate overshoots; window 2 is fine.
+    # Users: in window 1 one user is over budget and another one's burn rate overshoots (user budgets have
+    # their own rule; the team-wide budget rules leave them out); window 2 is fine.
     at1, at2 = W1_END, W2_END
     _insert(
         client,
@@ -438,6 +440,10 @@ def _hand_made_rows(client: Any) -> None:
             _budget("commerce-daily", "team", "commerce", at2, "10", "1", "2.4", "ok"),
             _budget("care-daily", "team", "customer-care", at2, "50", "10", "24", "ok"),
             _budget("search-daily", "team", "search", at2, "100", "5", "12", "ok"),
+            _budget("user-u1042-daily", "user", "u-1042", at1, "5", "7.5", "18", "exceeded"),
+            _budget("user-u2001-daily", "user", "u-2001", at1, "5", "4.5", "40", "warn"),
+            _budget("user-u1042-daily", "user", "u-1042", at2, "5", "0.5", "1.2", "ok"),
+            _budget("user-u2001-daily", "user", "u-2001", at2, "5", "1", "2.4", "ok"),
         ],
     )
     # Drift: window 1 -- CHECKOUT drifted in its last window; SUPPORT drifted earlier but not in its last window.
@@ -781,9 +787,31 @@ SCENARIOS: dict[str, tuple[datetime, set[tuple[str, ...]], tuple[str, ...], date
         ("topic", "team", "severity"),
         W2 + timedelta(minutes=8),
     ),
+    "llmops-user-budget-exceeded": (
+        W1_END + timedelta(minutes=2),
+        {("user-u1042-daily", "u-1042", "warning")},
+        ("budget_id", "user_id", "severity"),
+        W2_END + timedelta(minutes=2),
+    ),
+    "llmops-evaluation-score-drop": (
+        W1 + timedelta(minutes=20),
+        {("support-bot", "helpfulness", "v3"), ("checkout-assistant", "helpfulness", "v8")},
+        ("service", "evaluator", "prompt_version"),
+        W2 + timedelta(minutes=20),
+    ),
+    "llmops-runaway-agent": (
+        W1 + timedelta(minutes=10),
+        {("support-bot", "tool_loop", "customer-care"), ("checkout-assistant", "cost", "commerce")},
+        ("service", "kind", "team"),
+        W2 + timedelta(minutes=10),
+    ),
 }
 # Rules whose quiet history holds the condition for less than `for`: Pending there, never Alerting.
-BLIPS = {"llmops-ttft-p95-slo": ("slow-svc", SLOW[4]), "llmops-error-rate": (FLAKY[0], FLAKY[2])}
+BLIPS = {
+    "llmops-ttft-p95-slo": ("slow-svc", SLOW[4]),
+    "llmops-error-rate": (FLAKY[0], FLAKY[2]),
+    "llmops-evaluation-score-drop": (KEYS["checkout_v7"].service, KEYS["checkout_v7"].model),
+}
 
 
 def _run_rule(client: Any, uid: str, end: datetime) -> RuleRun:
@@ -892,7 +920,7 @@ def test_alert_annotations_say_what_broke_how_much_where_and_link_the_panel(uid:
     summary = annotations["summary"]
     threshold = rule["data"][2]["model"]["conditions"][0]["evaluator"]["params"][0]
     assert "$values.B.Value" in summary and "threshold" in summary, summary
-    shown = {"0": "0", "1": "1", "0.05": "5 %", "600": "10m", "10": "10"}[str(threshold)]
+    shown = {"0": "0", "1": "1", "0.05": "5 %", "0.1": "0.1", "600": "10m", "10": "10"}[str(threshold)]
     assert shown in summary.split("threshold")[1], (uid, summary)
     if rule["for"] not in ("0s", 0):
         held = re.search(r"held for (\d+) min", summary)
@@ -908,7 +936,7 @@ def test_alert_annotations_say_what_broke_how_much_where_and_link_the_panel(uid:
     url = annotations["runbook_url"]
     span = rule["data"][0]["relativeTimeRange"]["from"]
     assert url.startswith(f"/d/{annotations['__dashboardUid__']}/") and f"viewPanel={annotations['__panelId__']}" in url
-    window = {600: "10m", 900: "15m", 3600: "1h", 7200: "2h", 21600: "6h"}[span]
+    window = {600: "10m", 900: "15m", 3600: "1h", 7200: "2h", 21600: "6h", 86400: "24h"}[span]
     assert f"from=now-{window}&to=now" in url
     dashboard = next(d for d in _load_dashboards() if d["uid"] == annotations["__dashboardUid__"])
     assert int(annotations["__panelId__"]) in {p["id"] for p in dashboard["panels"]}
@@ -1165,3 +1193,46 @@ def test_evaluation_panels_match_the_results(dash_store: Any) -> None:
         assert [row["mean_score"], row["p10"], row["p50"], row["p90"]] == pytest.approx(
             [float(np.mean(values)), *np.quantile(values, [0.1, 0.5, 0.9])], rel=1e-12
         )
+
+
+def test_score_drop_is_the_reference_mean_minus_the_last_15_minutes_mean(dash_store: Any) -> None:
+    """The rule's value per prompt version, from the results: reference = the evaluator, service and prompt
+    name (every model and version) in the 24 h before the last 15 minutes."""
+    at = SCENARIOS["llmops-evaluation-score-drop"][0]
+    values = {
+        (dict(k)["evaluator"], dict(k)["service"], dict(k)["prompt_version"]): v
+        for k, v in evaluate_once(dash_store, _rule("llmops-evaluation-score-drop"), at).values.items()
+    }
+    cut = at - timedelta(minutes=15)
+    expected = {}
+    for key in KEYS.values():
+        same_prompt = [
+            r
+            for r in EVALUATIONS
+            if r["score_value"] is not None
+            and (r["evaluator"], r["service"], r["prompt_name"]) == (key.evaluator, key.service, key.prompt_name)
+        ]
+        current = [
+            r["score_value"]
+            for r in same_prompt
+            if r["prompt_version"] == key.prompt_version and cut <= _minute(r["ts"]) <= at
+        ]
+        reference = [r["score_value"] for r in same_prompt if at - timedelta(hours=24) <= _minute(r["ts"]) < cut]
+        if len(current) >= 20 and len(reference) >= 20:
+            expected[(key.evaluator, key.service, key.prompt_version)] = float(np.mean(reference) - np.mean(current))
+    assert values == pytest.approx(expected, rel=1e-9)
+    # conciseness dropped most, with too few results to judge: no instance at all
+    assert len(values) == 4 and ("conciseness", "support-bot", "v3") not in values
+
+
+def test_runaway_value_is_the_runs_with_a_finding(dash_store: Any) -> None:
+    at = SCENARIOS["llmops-runaway-agent"][0]
+    values = {
+        (dict(k)["service"], dict(k)["kind"]): v
+        for k, v in evaluate_once(dash_store, _rule("llmops-runaway-agent"), at).values.items()
+    }
+    recent = {key: f for key, f in _final_findings().items() if at - timedelta(minutes=15) <= f["detected_at"] <= at}
+    expected: dict[tuple[str, str], set[str]] = {}
+    for (trace, kind, _), f in recent.items():
+        expected.setdefault((f["service"], kind), set()).add(trace)
+    assert values == {k: len(v) for k, v in expected.items()} and values[("support-bot", "tool_loop")] == 2

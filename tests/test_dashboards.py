@@ -245,7 +245,7 @@ def test_alert_rules_are_complete_and_backend_safe() -> None:
             sql = rule["data"][0]["model"]["rawSql"]
             assert "$__timeFilter(" in sql and "relativeTimeRange" in rule["data"][0]
             render_alert_query(sql, TimeRange.relative(datetime(2026, 1, 1, tzinfo=UTC), 600))
-    assert len(uids) == len(set(uids)) == 9
+    assert len(uids) == len(set(uids)) == 12
 
 
 def test_contact_points_and_policy_route_by_severity_and_team() -> None:

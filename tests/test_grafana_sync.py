@@ -359,7 +359,7 @@ def test_dry_run_reads_only_and_reports_what_would_change(grafana: tuple[str, Fa
     url, state = grafana
     report = _sync(url, dry_run=True)
     assert state.writes == [] and state.datasources == {} and state.dashboards == {}
-    assert sum(c.action == "create" for c in report.changes) == 1 + 1 + 5 + 9 + 1
+    assert sum(c.action == "create" for c in report.changes) == 1 + 1 + 5 + 12 + 1
     assert "would create: dashboard llmops-latency" in report.render()
     assert "dry run: nothing written" in report.render()
 
@@ -438,6 +438,7 @@ def test_the_tree_is_what_file_provisioning_reads() -> None:
         "llmops-spend": 60,
         "llmops-latency": 60,
         "llmops-quality": 60,
+        "llmops-agents": 60,
         "llmops-pipeline": 60,
     }
     assert tree.policy is not None
