@@ -37,6 +37,17 @@ from processors.stages import build_call_stages
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
+from tests.agent_eval_rows import (
+    EVALUATION_1M_STANDIN,
+    KEYS,
+    OPEN_RUN_TRACE,
+    agent_runs,
+    anomalies,
+    evaluation_results,
+    fill_evaluation_1m,
+    run_spans,
+    superseded_runs,
+)
 from tests.alert_eval import RuleRun, evaluate_once, parse_duration, run_rule
 from tests.grafana_macros import ALL, TimeRange, Variable, render_panel_query
 from tests.otlp_sink import collecting_otlp_sink
@@ -51,10 +62,47 @@ W1_CALLS, W2_CALLS = 400, 150
 STEP = timedelta(milliseconds=750)
 W1_END = W1 + W1_CALLS * STEP
 W2_END = W2 + W2_CALLS * STEP
+RUN_COLUMNS = [
+    "start_ts",
+    "service",
+    "root_agent",
+    "user_id",
+    "duration_ms",
+    "llm_calls",
+    "tool_calls",
+    "errors",
+    "cost_usd",
+    "unpriced_calls",
+    "trace_id",
+]
 SLOW = ("slow-svc", "production", "anthropic", "claude-sonnet-4-slow-2025", "claude-sonnet-4-slow", "chat")
 
 # Columns each panel must return, in order (what the panel's field overrides and legends rely on).
 EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
+    ("llmops-agents", "Cost per run p50 / p90 / p99"): ["time", "p50", "p90", "p99", "unpriced_runs"],
+    ("llmops-agents", "LLM calls and tool calls per run"): ["time", "llm_calls_per_run", "tool_calls_per_run"],
+    ("llmops-agents", "MCP share of tool calls"): ["time", "service", "mcp_share"],
+    ("llmops-agents", "Most expensive runs"): RUN_COLUMNS,
+    ("llmops-agents", "Newest runaway findings"): [
+        "detected_at",
+        "service",
+        "root_agent",
+        "kind",
+        "subject",
+        "count",
+        "threshold",
+        "first_ts",
+        "last_ts",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "final",
+        "trace_id",
+    ],
+    ("llmops-agents", "Runaway findings by kind"): ["time", "kind", "findings"],
+    ("llmops-agents", "Runs per minute by service and root agent"): ["time", "series", "runs_per_min"],
+    ("llmops-agents", "Slowest runs"): RUN_COLUMNS,
+    ("llmops-agents", "Tool calls by tool name"): ["time", "tool", "tool_calls"],
     ("llmops-latency", "Call rate by requested model"): ["time", "request_model", "calls_per_s"],
     ("llmops-latency", "Duration p50 / p95 / p99 by requested model"): ["time", "request_model", "p50", "p95", "p99"],
     ("llmops-latency", "Duration p95 by provider"): ["time", "provider", "p95"],
@@ -111,6 +159,21 @@ EXPECTED_COLUMNS: dict[tuple[str, str], list[str]] = {
     ("llmops-quality", "Drift effect sizes (value / threshold)"): ["time", "series", "value_over_threshold"],
     ("llmops-quality", "Drift test p-values (Holm-adjusted)"): ["time", "series", "p_value"],
     ("llmops-quality", "Drifted statistics per signal"): ["time", "signal", "drifted_statistics"],
+    ("llmops-quality", "Evaluation label shares"): ["time", "series", "share"],
+    ("llmops-quality", "Evaluation score mean by evaluator and prompt version"): ["time", "series", "mean_score"],
+    ("llmops-quality", "Evaluation score percentiles"): [
+        "evaluator",
+        "service",
+        "model",
+        "prompt_name",
+        "prompt_version",
+        "scored",
+        "mean_score",
+        "p10",
+        "p50",
+        "p90",
+    ],
+    ("llmops-quality", "Evaluations per evaluator"): ["time", "evaluator", "evaluations"],
     ("llmops-quality", "Finish-reason mix"): ["time", "finish_reason", "calls"],
     ("llmops-quality", "Refusal rate"): ["time", "service", "refusal_rate"],
     ("llmops-quality", "Retrieval score trend"): ["time", "service", "mean_score", "p10_score"],
@@ -341,8 +404,31 @@ CHECKOUT = ("checkout-assistant", "gpt-4o-mini-2024-07-18", "checkout-help", "v7
 SUPPORT = ("support-bot", "claude-sonnet-4-20250514", "support-answer", "v3")
 
 
+def _agent_and_evaluation_rows(client: Any) -> None:
+    """Agent runs (then rows of fewer spans that FINAL must drop), findings (early ones last, so FINAL must go
+    by version), spans of two runs, evaluation results and the stand-in llm_evaluation_1m filled from them."""
+    for table in ("agent_runs", "agent_anomalies"):  # keep replaced rows in their parts, as before a merge
+        client.command(f"SYSTEM STOP MERGES {table}")
+    _insert(client, "agent_runs", AGENT_RUNS)
+    _insert(client, "agent_runs", superseded_runs(AGENT_RUNS))
+    for finding in ANOMALIES[::-1]:
+        _insert(client, "agent_anomalies", [finding])
+    _insert(client, "otel_traces", run_spans(W1, AGENT_RUNS[0]))
+    _insert(client, "llm_evaluations", EVALUATIONS)
+    client.command(EVALUATION_1M_STANDIN)  # stands in for the spec-declared table until its migration is here
+    fill_evaluation_1m(client)
+
+
+AGENT_RUNS = agent_runs(W1)
+ANOMALIES = anomalies(W1, AGENT_RUNS)
+EVALUATIONS = evaluation_results(W1)
+
+
 def _hand_made_rows(client: Any) -> None:
+    _agent_and_evaluation_rows(client)
     # Budgets: window 1 has one exceeded budget and one whose burn rate overshoots; window 2 is fine.
+    # Users: in window 1 one user is over budget and another one's burn rate overshoots (user budgets have
+    # their own rule; the team-wide budget rules leave them out); window 2 is fine.
     at1, at2 = W1_END, W2_END
     _insert(
         client,
@@ -354,6 +440,10 @@ def _hand_made_rows(client: Any) -> None:
             _budget("commerce-daily", "team", "commerce", at2, "10", "1", "2.4", "ok"),
             _budget("care-daily", "team", "customer-care", at2, "50", "10", "24", "ok"),
             _budget("search-daily", "team", "search", at2, "100", "5", "12", "ok"),
+            _budget("user-u1042-daily", "user", "u-1042", at1, "5", "7.5", "18", "exceeded"),
+            _budget("user-u2001-daily", "user", "u-2001", at1, "5", "4.5", "40", "warn"),
+            _budget("user-u1042-daily", "user", "u-1042", at2, "5", "0.5", "1.2", "ok"),
+            _budget("user-u2001-daily", "user", "u-2001", at2, "5", "1", "2.4", "ok"),
         ],
     )
     # Drift: window 1 -- CHECKOUT drifted in its last window; SUPPORT drifted earlier but not in its last window.
@@ -697,9 +787,31 @@ SCENARIOS: dict[str, tuple[datetime, set[tuple[str, ...]], tuple[str, ...], date
         ("topic", "team", "severity"),
         W2 + timedelta(minutes=8),
     ),
+    "llmops-user-budget-exceeded": (
+        W1_END + timedelta(minutes=2),
+        {("user-u1042-daily", "u-1042", "warning")},
+        ("budget_id", "user_id", "severity"),
+        W2_END + timedelta(minutes=2),
+    ),
+    "llmops-evaluation-score-drop": (
+        W1 + timedelta(minutes=20),
+        {("support-bot", "helpfulness", "v3"), ("checkout-assistant", "helpfulness", "v8")},
+        ("service", "evaluator", "prompt_version"),
+        W2 + timedelta(minutes=20),
+    ),
+    "llmops-runaway-agent": (
+        W1 + timedelta(minutes=10),
+        {("support-bot", "tool_loop", "customer-care"), ("checkout-assistant", "cost", "commerce")},
+        ("service", "kind", "team"),
+        W2 + timedelta(minutes=10),
+    ),
 }
 # Rules whose quiet history holds the condition for less than `for`: Pending there, never Alerting.
-BLIPS = {"llmops-ttft-p95-slo": ("slow-svc", SLOW[4]), "llmops-error-rate": (FLAKY[0], FLAKY[2])}
+BLIPS = {
+    "llmops-ttft-p95-slo": ("slow-svc", SLOW[4]),
+    "llmops-error-rate": (FLAKY[0], FLAKY[2]),
+    "llmops-evaluation-score-drop": (KEYS["checkout_v7"].service, KEYS["checkout_v7"].model),
+}
 
 
 def _run_rule(client: Any, uid: str, end: datetime) -> RuleRun:
@@ -808,7 +920,7 @@ def test_alert_annotations_say_what_broke_how_much_where_and_link_the_panel(uid:
     summary = annotations["summary"]
     threshold = rule["data"][2]["model"]["conditions"][0]["evaluator"]["params"][0]
     assert "$values.B.Value" in summary and "threshold" in summary, summary
-    shown = {"0": "0", "1": "1", "0.05": "5 %", "600": "10m", "10": "10"}[str(threshold)]
+    shown = {"0": "0", "1": "1", "0.05": "5 %", "0.1": "0.1", "600": "10m", "10": "10"}[str(threshold)]
     assert shown in summary.split("threshold")[1], (uid, summary)
     if rule["for"] not in ("0s", 0):
         held = re.search(r"held for (\d+) min", summary)
@@ -824,7 +936,303 @@ def test_alert_annotations_say_what_broke_how_much_where_and_link_the_panel(uid:
     url = annotations["runbook_url"]
     span = rule["data"][0]["relativeTimeRange"]["from"]
     assert url.startswith(f"/d/{annotations['__dashboardUid__']}/") and f"viewPanel={annotations['__panelId__']}" in url
-    window = {600: "10m", 900: "15m", 3600: "1h", 7200: "2h", 21600: "6h"}[span]
+    window = {600: "10m", 900: "15m", 3600: "1h", 7200: "2h", 21600: "6h", 86400: "24h"}[span]
     assert f"from=now-{window}&to=now" in url
     dashboard = next(d for d in _load_dashboards() if d["uid"] == annotations["__dashboardUid__"])
     assert int(annotations["__panelId__"]) in {p["id"] for p in dashboard["panels"]}
+
+
+# ----------------------------------------------------------------------------- agents and evaluations
+# Expected values come from the hand-made lists (AGENT_RUNS, ANOMALIES, EVALUATIONS), never from the tables.
+
+
+def _panel(client: Any, uid: str, title: str, selection: Mapping[str, tuple[str, ...]] | None = None) -> list[Any]:
+    sql = next(s for u, t, s in PANEL_QUERIES if (u, t) == (uid, title))
+    return list(_run(client, render_panel_query(sql, _variables(selection), RANGE_W1)).named_results())
+
+
+def _minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _in_w1(t: datetime) -> bool:
+    return RANGE_W1.start <= t <= RANGE_W1.end
+
+
+def _series(run: dict[str, Any]) -> str:
+    return f"{run['service']} / {run['root_agent'] or '(no agent)'}"
+
+
+W1_RUNS = [r for r in AGENT_RUNS if _in_w1(r["start_ts"])]
+
+
+def test_agent_run_panels_count_each_run_once_from_its_complete_row(dash_store: Any) -> None:
+    """Runs per minute, calls per run, tool calls by name and the MCP share equal the complete runs' own
+    counts: the superseded rows of fewer spans (another minute, other counts) are not read."""
+    runs = {
+        (_utc(r["time"]), r["series"]): r["runs_per_min"]
+        for r in _panel(dash_store, "llmops-agents", "Runs per minute by service and root agent")
+    }
+    expected: dict[tuple[datetime, str], float] = {}
+    for run in W1_RUNS:
+        key = (_minute(run["start_ts"]), _series(run))
+        expected[key] = expected.get(key, 0) + 1.0
+    assert runs == expected and len({s for _, s in expected}) == 4
+
+    per_run = {
+        _utc(r["time"]): (r["llm_calls_per_run"], r["tool_calls_per_run"])
+        for r in _panel(dash_store, "llmops-agents", "LLM calls and tool calls per run")
+    }
+    minutes = sorted({_minute(r["start_ts"]) for r in W1_RUNS})
+    for minute in minutes:
+        of = [r for r in W1_RUNS if _minute(r["start_ts"]) == minute]
+        assert per_run[minute] == pytest.approx(
+            (np.mean([r["llm_calls"] for r in of]), np.mean([r["tool_calls"] for r in of])), rel=1e-12
+        )
+    assert set(per_run) == set(minutes)
+
+    tools = {
+        (_utc(r["time"]), r["tool"]): r["tool_calls"]
+        for r in _panel(dash_store, "llmops-agents", "Tool calls by tool name")
+    }
+    expected_tools: dict[tuple[datetime, str], int] = {}
+    for run in W1_RUNS:
+        for name, n in run["tool_calls_by_name"].items():
+            key = (_minute(run["start_ts"]), name)
+            expected_tools[key] = expected_tools.get(key, 0) + n
+    assert tools == expected_tools and "mcp.files/read" in {t for _, t in tools}
+
+    mcp = {
+        (_utc(r["time"]), r["service"]): r["mcp_share"]
+        for r in _panel(dash_store, "llmops-agents", "MCP share of tool calls")
+    }
+    for (minute, service), share in mcp.items():
+        of = [r for r in W1_RUNS if _minute(r["start_ts"]) == minute and r["service"] == service]
+        calls = sum(r["tool_calls"] for r in of)
+        assert share == (None if calls == 0 else pytest.approx(sum(r["mcp_tool_calls"] for r in of) / calls, rel=1e-12))
+    assert len(mcp) == len({(_minute(r["start_ts"]), r["service"]) for r in W1_RUNS})
+
+
+def test_cost_per_run_percentiles_are_numpys_over_the_exactly_priced_runs(dash_store: Any) -> None:
+    """p50/p90/p99 per minute: numpy's (linear) percentiles of the exact cost of runs without unpriced calls,
+    a run without LLM calls at $0; runs with unpriced calls are counted apart, never as $0."""
+    rows = {_utc(r["time"]): r for r in _panel(dash_store, "llmops-agents", "Cost per run p50 / p90 / p99")}
+    assert {r["cost"] is None and r["llm_calls"] == 0 for r in W1_RUNS} == {True, False}  # both cases are in the data
+    assert any(r["unpriced_calls"] and r["cost"] is not None for r in W1_RUNS)
+    assert any(r["unpriced_calls"] and r["cost"] is None for r in W1_RUNS)
+    for minute in sorted({_minute(r["start_ts"]) for r in W1_RUNS}):
+        of = [r for r in W1_RUNS if _minute(r["start_ts"]) == minute]
+        priced = [float(r["cost"] or 0) for r in of if r["unpriced_calls"] == 0]
+        row = rows.pop(minute)
+        assert row["unpriced_runs"] == len(of) - len(priced)
+        if not priced:
+            assert (row["p50"], row["p90"], row["p99"]) == (None, None, None)
+            continue
+        reference = np.quantile(priced, [0.5, 0.9, 0.99])
+        assert [row["p50"], row["p90"], row["p99"]] == pytest.approx(list(reference), rel=1e-12, abs=1e-15)
+    assert not rows
+
+
+def _ranked(key: Any) -> list[dict[str, Any]]:
+    return sorted(W1_RUNS, key=key)[:20]
+
+
+def test_slowest_and_most_expensive_runs_rank_complete_rows(dash_store: Any) -> None:
+    slowest = _panel(dash_store, "llmops-agents", "Slowest runs")
+    expected = _ranked(lambda r: (-r["duration_ms"], r["trace_id"]))
+    assert [(r["trace_id"], r["duration_ms"]) for r in slowest] == [(r["trace_id"], r["duration_ms"]) for r in expected]
+    costly = _panel(dash_store, "llmops-agents", "Most expensive runs")
+    expected = _ranked(lambda r: (r["cost"] is None, -(r["cost"] or 0), -r["unpriced_calls"], r["trace_id"]))
+    assert [(r["trace_id"], r["cost_usd"], r["unpriced_calls"]) for r in costly] == [
+        (r["trace_id"], r["cost"], r["unpriced_calls"]) for r in expected
+    ]
+    assert all(isinstance(r["cost_usd"], Decimal) for r in costly if r["cost_usd"] is not None)  # exact, not floats
+
+
+def _final_findings() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Each finding (run, kind, subject) at its highest version: what FINAL reads."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for f in ANOMALIES:
+        key = (f["trace_id"], f["kind"], f["subject"])
+        if key not in out or f["version"] > out[key]["version"]:
+            out[key] = f
+    return out
+
+
+def test_runaway_panels_show_each_finding_in_its_final_version(dash_store: Any) -> None:
+    final = _final_findings()
+    by_kind = {
+        (_utc(r["time"]), r["kind"]): r["findings"]
+        for r in _panel(dash_store, "llmops-agents", "Runaway findings by kind")
+    }
+    expected: dict[tuple[datetime, str], int] = {}
+    for f in final.values():
+        if _in_w1(f["first_ts"]):
+            key = (_minute(f["first_ts"]), f["kind"])
+            expected[key] = expected.get(key, 0) + 1
+    assert by_kind == expected
+    newest = _panel(dash_store, "llmops-agents", "Newest runaway findings")
+    shown = [f for f in final.values() if _in_w1(f["detected_at"])]
+    shown.sort(key=lambda f: (-f["detected_at"].timestamp(), f["trace_id"], f["kind"], f["subject"]))
+    assert [(r["trace_id"], r["kind"], r["subject"], r["count"], r["final"], r["cost_usd"]) for r in newest] == [
+        (f["trace_id"], f["kind"], f["subject"], f["count"], f["final"], f["cost"]) for f in shown
+    ]
+    assert [r["count"] for r in newest if r["subject"] == "search_docs 9f2c"] == [9]  # the final one, not the early 5
+
+
+def test_agent_panels_follow_the_service_selection(dash_store: Any) -> None:
+    rows = _panel(
+        dash_store, "llmops-agents", "Runs per minute by service and root agent", {"service": ("support-bot",)}
+    )
+    assert {r["series"] for r in rows} == {"support-bot / triage", "support-bot / refund-agent"}
+    assert sum(r["runs_per_min"] for r in rows) == sum(r["service"] == "support-bot" for r in W1_RUNS)
+    rows = _panel(dash_store, "llmops-agents", "Newest runaway findings", {"team": ("commerce",)})
+    assert {r["service"] for r in rows} == {"checkout-assistant"}
+
+
+def _trace_links() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for dash in _load_dashboards():
+        for panel in dash["panels"]:
+            for override in panel["fieldConfig"]["overrides"]:
+                for prop in override["properties"]:
+                    if prop["id"] == "links":
+                        out += [(panel["title"], link) for link in prop["value"]]
+    return out
+
+
+def test_trace_links_open_the_spans_of_the_run(dash_store: Any) -> None:
+    """The trace id of every run and finding table opens the run's spans in Grafana's trace view: the
+    link's query, with the clicked value in place, returns exactly the trace's spans (the HTTP span
+    around the run too) in the columns the trace view reads, also for a run still open."""
+    links = _trace_links()
+    assert {title for title, _ in links} == {"Newest runaway findings", "Slowest runs", "Most expensive runs"}
+    spans = run_spans(W1, AGENT_RUNS[0])
+    for _, link in links:
+        query = link["internal"]["query"]
+        for trace in (AGENT_RUNS[0]["trace_id"], OPEN_RUN_TRACE):
+            result = _run(dash_store, query["rawSql"].replace("${__value.raw}", trace))
+            assert list(result.column_names)[:7] == [
+                "traceID", "spanID", "parentSpanID", "serviceName", "operationName", "startTime", "duration",
+            ]  # fmt: skip
+            rows = list(result.named_results())
+            sent = [s for s in spans if s["TraceId"] == trace]
+            assert sorted(r["spanID"] for r in rows) == sorted(s["SpanId"] for s in sent)
+            by_id = {s["SpanId"]: s for s in sent}
+            for row in rows:
+                span = by_id[row["spanID"]]
+                assert row["parentSpanID"] == span["ParentSpanId"] and row["operationName"] == span["SpanName"]
+                assert row["startTime"] == pytest.approx(span["Timestamp"].timestamp() * 1000, abs=1e-3)
+                assert row["duration"] == pytest.approx(span["Duration"] / 1e6)
+                assert {t["key"]: t["value"] for t in row["tags"]} == span["SpanAttributes"]
+        assert not _run(dash_store, query["rawSql"].replace("${__value.raw}", "f" * 32)).result_rows
+
+
+def _eval_rows_in_w1() -> list[dict[str, Any]]:
+    return [r for r in EVALUATIONS if _in_w1(_minute(r["ts"]))]
+
+
+def _eval_series(r: dict[str, Any]) -> str:
+    return f"{r['evaluator']} / {r['service']} / {r['prompt_name']}@{r['prompt_version']}"
+
+
+def test_evaluation_panels_match_the_results(dash_store: Any) -> None:
+    """Mean score, count and label shares per minute from the stand-in llm_evaluation_1m (two partial rows
+    per minute and key), percentiles from llm_evaluations: all against the results themselves."""
+    results = _eval_rows_in_w1()
+    groups: dict[tuple[datetime, str], list[float]] = {}
+    for r in results:
+        if r["score_value"] is not None:
+            groups.setdefault((_minute(r["ts"]), _eval_series(r)), []).append(r["score_value"])
+    means = {
+        (_utc(r["time"]), r["series"]): r["mean_score"]
+        for r in _panel(dash_store, "llmops-quality", "Evaluation score mean by evaluator and prompt version")
+    }
+    assert means == pytest.approx({k: float(np.mean(v)) for k, v in groups.items()}, rel=1e-12)
+
+    counts: dict[tuple[datetime, str], int] = {}
+    labels: dict[tuple[datetime, str], dict[str, int]] = {}
+    for r in results:
+        key = (_minute(r["ts"]), r["evaluator"])
+        counts[key] = counts.get(key, 0) + 1
+        if r["score_label"]:
+            labels.setdefault(key, {}).setdefault(r["score_label"], 0)
+            labels[key][r["score_label"]] += 1
+    got = {
+        (_utc(r["time"]), r["evaluator"]): r["evaluations"]
+        for r in _panel(dash_store, "llmops-quality", "Evaluations per evaluator")
+    }
+    assert got == counts
+    shares = {
+        (_utc(r["time"]), r["series"]): r["share"]
+        for r in _panel(dash_store, "llmops-quality", "Evaluation label shares")
+    }
+    expected = {
+        (minute, f"{evaluator}: {label}"): n / sum(of.values())
+        for (minute, evaluator), of in labels.items()
+        for label, n in of.items()
+    }
+    assert shares == pytest.approx(expected, rel=1e-12) and any("unsupported" in s for _, s in shares)
+
+    table = _panel(dash_store, "llmops-quality", "Evaluation score percentiles")
+    scores: dict[tuple[str, ...], list[float]] = {}
+    for r in EVALUATIONS:
+        if r["score_value"] is not None and _in_w1(r["ts"]):
+            dims = (r["evaluator"], r["service"], r["model"], r["prompt_name"], r["prompt_version"])
+            scores.setdefault(dims, []).append(r["score_value"])
+    assert [
+        tuple(r[c] for c in ("evaluator", "service", "model", "prompt_name", "prompt_version")) for r in table
+    ] == sorted(scores)
+    for row in table:
+        values = scores[tuple(row[c] for c in ("evaluator", "service", "model", "prompt_name", "prompt_version"))]
+        assert row["scored"] == len(values)
+        assert [row["mean_score"], row["p10"], row["p50"], row["p90"]] == pytest.approx(
+            [float(np.mean(values)), *np.quantile(values, [0.1, 0.5, 0.9])], rel=1e-12
+        )
+
+
+def test_score_drop_is_the_reference_mean_minus_the_last_15_minutes_mean(dash_store: Any) -> None:
+    """The rule's value per prompt version, from the results: reference = the evaluator, service and prompt
+    name (every model and version) in the 24 h before the last 15 minutes."""
+    at = SCENARIOS["llmops-evaluation-score-drop"][0]
+    values = {
+        (dict(k)["evaluator"], dict(k)["service"], dict(k)["prompt_version"]): v
+        for k, v in evaluate_once(dash_store, _rule("llmops-evaluation-score-drop"), at).values.items()
+    }
+    cut = at - timedelta(minutes=15)
+    expected = {}
+    for key in KEYS.values():
+        same_prompt = [
+            r
+            for r in EVALUATIONS
+            if r["score_value"] is not None
+            and (r["evaluator"], r["service"], r["prompt_name"]) == (key.evaluator, key.service, key.prompt_name)
+        ]
+        current = [
+            r["score_value"]
+            for r in same_prompt
+            if r["prompt_version"] == key.prompt_version and cut <= _minute(r["ts"]) <= at
+        ]
+        reference = [r["score_value"] for r in same_prompt if at - timedelta(hours=24) <= _minute(r["ts"]) < cut]
+        if len(current) >= 20 and len(reference) >= 20:
+            expected[(key.evaluator, key.service, key.prompt_version)] = float(np.mean(reference) - np.mean(current))
+    assert values == pytest.approx(expected, rel=1e-9)
+    # conciseness dropped most, with too few results to judge: no instance at all
+    assert len(values) == 4 and ("conciseness", "support-bot", "v3") not in values
+
+
+def test_runaway_value_is_the_runs_with_a_finding(dash_store: Any) -> None:
+    at = SCENARIOS["llmops-runaway-agent"][0]
+    values = {
+        (dict(k)["service"], dict(k)["kind"]): v
+        for k, v in evaluate_once(dash_store, _rule("llmops-runaway-agent"), at).values.items()
+    }
+    recent = {key: f for key, f in _final_findings().items() if at - timedelta(minutes=15) <= f["detected_at"] <= at}
+    expected: dict[tuple[str, str], set[str]] = {}
+    for (trace, kind, _), f in recent.items():
+        expected.setdefault((f["service"], kind), set()).add(trace)
+    assert values == {k: len(v) for k, v in expected.items()} and values[("support-bot", "tool_loop")] == 2

@@ -62,11 +62,17 @@ def _alerting() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- files
 
 
-def test_every_file_parses_and_all_four_dashboards_exist() -> None:
+def test_every_file_parses_and_all_five_dashboards_exist() -> None:
     for path in YAML_FILES:
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
     titles = {d["title"] for d in _dashboards()}
-    assert titles == {"LLMOps / Spend", "LLMOps / Latency", "LLMOps / Quality and drift", "LLMOps / Pipeline health"}
+    assert titles == {
+        "LLMOps / Spend",
+        "LLMOps / Latency",
+        "LLMOps / Quality and drift",
+        "LLMOps / Pipeline health",
+        "LLMOps / Agents",
+    }
     assert {p.parent.name for p in YAML_FILES} == {"alerting", "dashboards", "datasources"}
 
 
@@ -165,6 +171,56 @@ def test_latency_percentiles_come_from_merged_sketches() -> None:
         assert "sketch_quantile(sumMap(sketch)" in sql and not re.search(r"\bavg\(p\d\d\)", sql)
 
 
+def _link_queries(dash: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (panel["title"], link)
+        for panel in dash["panels"]
+        for override in panel["fieldConfig"]["overrides"]
+        for prop in override["properties"]
+        if prop["id"] == "links"
+        for link in prop["value"]
+    ]
+
+
+def test_replacing_tables_are_read_with_final() -> None:
+    """agent_runs and agent_anomalies keep a run's rows of fewer spans until a merge (migration 010):
+    every panel, link and rule query reads them with FINAL."""
+    sqls = [sql for dash in _dashboards() for _, sql in _queries(dash)]
+    sqls += [link["internal"]["query"]["rawSql"] for dash in _dashboards() for _, link in _link_queries(dash)]
+    sqls += [rule["data"][0]["model"]["rawSql"] for group in _alerting()["groups"] for rule in group["rules"]]
+    reads = 0
+    for sql in sqls:
+        for match in re.finditer(r"\b(agent_runs|agent_anomalies)\b(\s+AS\s+\w+)?(\s+FINAL\b)?", sql):
+            assert match.group(3), sql[max(0, match.start() - 60) : match.end() + 60]
+            reads += 1
+    assert reads >= 12
+
+
+def test_trace_id_columns_link_to_the_trace_view() -> None:
+    """Every agents table shows trace_id with one internal link (the plugin's own kind of trace link): a
+    raw-SQL trace query (format 3) on the provisioned data source, with no macro or dashboard variable
+    (Grafana interpolates only the clicked value into a link's query)."""
+    (agents,) = [d for d in _dashboards() if d["uid"] == "llmops-agents"]
+    tables = {p["title"] for p in agents["panels"] if p["type"] == "table"}
+    links = _link_queries(agents)
+    assert {title for title, _ in links} == tables and len(links) == len(tables)
+    ds = _datasource()
+    for panel in agents["panels"]:
+        for override in panel["fieldConfig"]["overrides"]:
+            if any(prop["id"] == "links" for prop in override["properties"]):
+                assert override["matcher"] == {"id": "byName", "options": "trace_id"}
+                assert re.search(r"\btrace_id\s+FROM\b", panel["targets"][0]["rawSql"]), panel["title"]
+    for _, link in links:
+        internal = link["internal"]
+        query = internal["query"]
+        assert internal["datasourceUid"] == ds["uid"] and query["datasource"] == {"type": ds["type"], "uid": ds["uid"]}
+        assert (query["editorType"], query["queryType"], query["format"]) == ("sql", "traces", 3)
+        sql = query["rawSql"]
+        assert sql.count("${__value.raw}") == 1 and not re.search(r"\$__(?!value\.raw)", sql)
+        assert template_variable_names(sql.replace("${__value.raw}", "")) == set()
+        assert "FROM otel_traces WHERE TraceId = run_trace" in sql
+
+
 # ----------------------------------------------------------------------------- alerting
 
 
@@ -189,7 +245,7 @@ def test_alert_rules_are_complete_and_backend_safe() -> None:
             sql = rule["data"][0]["model"]["rawSql"]
             assert "$__timeFilter(" in sql and "relativeTimeRange" in rule["data"][0]
             render_alert_query(sql, TimeRange.relative(datetime(2026, 1, 1, tzinfo=UTC), 600))
-    assert len(uids) == len(set(uids)) == 9
+    assert len(uids) == len(set(uids)) == 12
 
 
 def test_contact_points_and_policy_route_by_severity_and_team() -> None:

@@ -319,14 +319,14 @@ def test_first_sync_creates_everything_in_the_shapes_grafana_takes(grafana: tupl
     writes = state.writes
     assert writes.count(("POST", "/api/datasources")) == 1
     assert writes.count(("POST", "/api/folders")) == 1
-    assert writes.count(("POST", "/api/dashboards/db")) == len(list((ROOT / "json").glob("*.json"))) == 4
+    assert writes.count(("POST", "/api/dashboards/db")) == len(list((ROOT / "json").glob("*.json"))) == 5
     rules = [
         r for g in yaml.safe_load((ROOT / "provisioning/alerting/rules.yaml").read_text())["groups"] for r in g["rules"]
     ]
     assert writes.count(("POST", "/api/v1/provisioning/alert-rules")) == len(rules)
     assert writes.count(("POST", "/api/v1/provisioning/contact-points")) == 1
     assert writes.count(("PUT", "/api/v1/provisioning/policies")) == 1
-    assert len(writes) == 1 + 1 + 4 + len(rules) + 1 + 1
+    assert len(writes) == 1 + 1 + 5 + len(rules) + 1 + 1
     assert {c.action for c in report.changes} == {"create", "update", "unchanged"}  # policy replaces the default tree
 
     # What Grafana now holds is what the files say, with file-provisioning interpolation applied.
@@ -359,7 +359,7 @@ def test_dry_run_reads_only_and_reports_what_would_change(grafana: tuple[str, Fa
     url, state = grafana
     report = _sync(url, dry_run=True)
     assert state.writes == [] and state.datasources == {} and state.dashboards == {}
-    assert sum(c.action == "create" for c in report.changes) == 1 + 1 + 4 + 9 + 1
+    assert sum(c.action == "create" for c in report.changes) == 1 + 1 + 5 + 12 + 1
     assert "would create: dashboard llmops-latency" in report.render()
     assert "dry run: nothing written" in report.render()
 
@@ -428,6 +428,7 @@ def test_the_tree_is_what_file_provisioning_reads() -> None:
     assert [d["uid"] for d in tree.datasources] == ["llmops-clickhouse"]
     assert (tree.folder_uid, tree.folder_title) == ("llmops", "LLMOps")
     assert sorted(d["uid"] for d in tree.dashboards) == [
+        "llmops-agents",
         "llmops-latency",
         "llmops-pipeline",
         "llmops-quality",
@@ -437,6 +438,7 @@ def test_the_tree_is_what_file_provisioning_reads() -> None:
         "llmops-spend": 60,
         "llmops-latency": 60,
         "llmops-quality": 60,
+        "llmops-agents": 60,
         "llmops-pipeline": 60,
     }
     assert tree.policy is not None
@@ -468,6 +470,6 @@ def test_cli_points_the_data_source_at_the_running_up(
         "http",
         "llmops",
     )
-    assert state.contact_points == {} and len(state.dashboards) == 4 and state.rules
+    assert state.contact_points == {} and len(state.dashboards) == 5 and state.rules
     out = capsys.readouterr().out
     assert "http://127.0.0.1:18123" in out and "set LLMOPS_ALERT_WEBHOOK_URL" in out
