@@ -70,8 +70,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # --------------------------------------------------------------------------- payloads
 
 
-def capture_loadgen(spans: int, seed: int) -> list[bytes]:
-    """Request bodies the OTel SDK exporter sends for about `spans` spans (2.9 spans per LLM call)."""
+def capture_loadgen(spans: int, seed: int, agent_runs: int = 0) -> list[bytes]:
+    """Request bodies the OTel SDK exporter sends for about `spans` spans (2.9 spans per LLM call), and for
+    `agent_runs` runs of the agents scenario (about 17.5 spans each) when asked."""
     bodies: list[bytes] = []
     response = ExportTraceServiceResponse().SerializeToString()
 
@@ -92,11 +93,10 @@ def capture_loadgen(spans: int, seed: int) -> list[bytes]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        run_loadgen(
-            LoadgenOptions(
-                endpoint=f"http://127.0.0.1:{server.server_address[1]}", count=max(1, spans * 10 // 29), seed=seed
-            )
-        )
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        run_loadgen(LoadgenOptions(endpoint=endpoint, count=max(1, spans * 10 // 29), seed=seed))
+        if agent_runs:
+            run_loadgen(LoadgenOptions(endpoint=endpoint, scenario="agents", count=agent_runs, seed=seed))
     finally:
         server.shutdown()
     return bodies
@@ -648,6 +648,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--base-spans", type=int, default=60_000, help="Spans captured from loadgen before replication."
     )
+    parser.add_argument(
+        "--agent-runs",
+        type=int,
+        default=0,
+        help="Also capture this many runs of `loadgen --scenario agents` (about 17.5 spans each) into the base.",
+    )
     parser.add_argument("--spans-per-request", type=int, default=512)
     parser.add_argument("--senders", type=int, default=8, help="Concurrent HTTP requests in flight.")
     parser.add_argument("--partitions", type=int, default=4)
@@ -691,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     say(f"capturing ~{args.base_spans:,} spans from llmops.loadgen (OTel SDK) ...")
-    captured = capture_loadgen(args.base_spans, args.seed)
+    captured = capture_loadgen(args.base_spans, args.seed, args.agent_runs)
     bodies, spans = build_payloads(captured, args.spans, args.spans_per_request)
     warmup, warmup_spans = build_payloads(captured, args.spans_per_request, args.spans_per_request, first_copy=0xFFFF)
     spans_per_body = [span_total([b]) for b in bodies]

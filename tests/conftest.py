@@ -87,6 +87,7 @@ class Stack:
     topic: str
     dead_letter_topic: str
     drift_topic: str
+    agent_topic: str
     group_id: str
     broker_kind: str = "tansu"  # the session broker fixture; the production-path tests pass "kafka"
     http_port: int = field(default_factory=free_port)
@@ -103,6 +104,7 @@ class Stack:
                 "LLMOPS_KAFKA__TOPIC": self.topic,
                 "LLMOPS_KAFKA__DEAD_LETTER_TOPIC": self.dead_letter_topic,
                 "LLMOPS_KAFKA__DRIFT_TOPIC": self.drift_topic,
+                "LLMOPS_KAFKA__AGENT_TOPIC": self.agent_topic,
                 "LLMOPS_KAFKA__GROUP_ID": self.group_id,
                 "LLMOPS_KAFKA__BROKER_KIND": self.broker_kind,
                 "LLMOPS_DATA_DIR": str(self.data_dir),
@@ -174,6 +176,7 @@ def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory)
             topic=f"otlp_spans_{name}",
             dead_letter_topic=f"otlp_spans_dlq_{name}",
             drift_topic=f"llm_drift_signals_{name}",
+            agent_topic=f"agent_spans_{name}",
             group_id=f"llmops-{name}",
         )
         ensure_topics(
@@ -182,6 +185,7 @@ def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory)
                 topic=stack.topic,
                 dead_letter_topic=stack.dead_letter_topic,
                 drift_topic=stack.drift_topic,
+                agent_topic=stack.agent_topic,
                 partitions=partitions,
             ),
         )

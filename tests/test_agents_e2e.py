@@ -15,14 +15,11 @@ issue's test asks; with lateness 1 s, runs close before their last spans arrive.
 from __future__ import annotations
 
 import time
-import uuid
 from decimal import Decimal
 
 import pytest
 
-from collector.config import KafkaSettings
 from llmops.loadgen import LoadgenOptions, run_loadgen
-from llmops.topics import ensure_topics
 from processors.core.agents.spans import args_digest
 from tests.conftest import wait_until
 
@@ -32,30 +29,13 @@ START_NS = (time.time_ns() // 10**9 - 7200) * 10**9  # two hours ago, on a secon
 RUNS = 40
 
 
-def _own_agent_topic(broker_bootstrap: str, stack) -> dict[str, str]:
-    """A keyed agent-span topic for this stack alone (the fixture's topics leave it at its shared default)."""
-    topic = f"agent_spans_{uuid.uuid4().hex[:8]}"
-    ensure_topics(
-        broker_bootstrap,
-        KafkaSettings(
-            topic=stack.topic,
-            dead_letter_topic=stack.dead_letter_topic,
-            drift_topic=stack.drift_topic,
-            agent_topic=topic,
-            partitions=2,
-        ),
-    )
-    return {"LLMOPS_KAFKA__AGENT_TOPIC": topic}
-
-
-def test_agent_runs_loops_and_evaluations_match_the_loadgen_truth(make_stack, broker) -> None:
+def test_agent_runs_loops_and_evaluations_match_the_loadgen_truth(make_stack) -> None:
     stack = make_stack(
         partitions=2,
         LLMOPS_AGENTS__GAP_S="2",
         LLMOPS_AGENTS__LATENESS_S="3600",
         LLMOPS_AGENTS__IDLE_CLOSE_S="8",
     )
-    stack.env_overrides.update(_own_agent_topic(broker.bootstrap, stack))
     stack.start_worker()
     stack.start_receiver()
     summary = run_loadgen(
