@@ -91,7 +91,7 @@ class AgentRun:
 
 def run_of(trace_id: str, spans: dict[str, RunSpan], truncated: bool = False) -> AgentRun:
     """The row of a run from its spans (any order; one per span id)."""
-    ordered = sorted(spans.values(), key=RunSpan.order_key)
+    ordered = sorted(spans.values(), key=RunSpan.order_key) if len(spans) > 1 else list(spans.values())
     top = next((s for s in ordered if s.parent_span_id not in spans), ordered[0])
     llm = [s for s in ordered if s.role == "llm"]
     priced = [s.cost for s in llm if s.cost is not None]
@@ -299,4 +299,7 @@ class RunAssembler:
             return
         out.runs.append(run_of(run.trace_id, run.spans, truncated=truncated))
         out.origins[run.trace_id] = (run.source, run.first_offset)
-        out.findings.extend(findings(run.trace_id, run.spans, self.settings.rules, final=True))
+        # A run of one span crossed every threshold it crosses when that span was added (`RunTally`): with
+        # none reported there is none to report (most runs at high volume are one LLM call).
+        if run.reported or len(run.spans) > 1:
+            out.findings.extend(findings(run.trace_id, run.spans, self.settings.rules, final=True))

@@ -184,6 +184,9 @@ def agent_tree(spans: Mapping[str, RunSpan], ordered: Sequence[RunSpan]) -> tupl
     A parent id that is not in the run ends the walk (the nesting counted is then a lower bound); so
     does one that leads back into the walk (bad data). Spans are visited in `ordered` order, so even
     a cycle gives the same answer for every arrival order."""
+    agents = [s for s in ordered if s.role == "agent"]
+    if not agents:
+        return 0, ""
     depth_of: dict[str, int] = {}
     for span in ordered:
         chain: list[str] = []
@@ -197,7 +200,6 @@ def agent_tree(spans: Mapping[str, RunSpan], ordered: Sequence[RunSpan]) -> tupl
         for sid in reversed(chain):
             known += spans[sid].role == "agent"
             depth_of[sid] = known
-    agents = [s for s in ordered if s.role == "agent"]
     deepest = max((depth_of[s.span_id] for s in agents), default=0)
     root = next((s.name for s in agents if depth_of[s.span_id] == 1), "")
     return deepest, root
