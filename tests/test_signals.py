@@ -172,7 +172,13 @@ def test_a_signal_defined_in_a_test_runs_beside_the_shipped_ones() -> None:
 def test_the_worker_runs_the_registry() -> None:
     stages = build_call_stages(Settings())
     assert tuple(stages.signals) == SIGNALS
-    assert stages.tables == ["otel_traces", "llm_calls", "ingest_errors", *(s.table.name for s in SIGNALS)]
+    assert stages.tables == [
+        "otel_traces",
+        "llm_calls",
+        "ingest_errors",
+        "llm_evaluations",
+        *(s.table.name for s in SIGNALS),
+    ]
 
 
 def test_rows_are_tagged_with_the_highest_offset_of_their_source() -> None:
