@@ -328,21 +328,23 @@ def test_migrate_print_renders_the_cluster_ddl_for_a_named_cluster(
 
 
 def test_a_template_that_breaks_the_rules_is_refused(tmp_path: Path) -> None:
-    """Refused when rendered (the runner fails at start), not when a cluster applies half of it."""
+    """Refused when rendered (the runner fails at start), not when a cluster applies half of it.
+
+    The directory holds only this template (no macros.sql), so no spec-declared signal table is rendered with it."""
     template = tmp_path / "001_a.sql"
     body = "\n(x UInt8)\nENGINE = MergeTree\nORDER BY x"
     template.write_text('{% call table("t", shard_by=by_partition) %}' + body + "{% endcall %};\n")
-    assert render_all(None, tmp_path)[1][1] == ["CREATE TABLE IF NOT EXISTS t" + body]
+    assert render_all(None, tmp_path, signals=())[1][1] == ["CREATE TABLE IF NOT EXISTS t" + body]
     template.write_text('{% call table("t") %}' + body + "{% endcall %};\n")
     for cluster in (None, CLUSTER_MACRO):
         with pytest.raises(ValueError, match="needs shard_by"):
-            render_all(cluster, tmp_path)
+            render_all(cluster, tmp_path, signals=())
     template.write_text('{% call alter_table("t") %}\n    ADD COLUMN y UInt8{% endcall %};\n')
     with pytest.raises(ValueError, match="not created by table"):
-        render_all(CLUSTER_MACRO, tmp_path)
+        render_all(CLUSTER_MACRO, tmp_path, signals=())
     template.write_text('{% call alter_table("t") %}\n    MODIFY ORDER BY (x,\n        y){% endcall %};\n')
     with pytest.raises(ValueError, match="one clause per line"):
-        render_all(None, tmp_path)
+        render_all(None, tmp_path, signals=())
 
 
 def test_single_node_retention_applies_to_the_real_tables(client: Client) -> None:
