@@ -56,7 +56,15 @@ _DISTRIBUTED = re.compile(
 )
 _CREATED = re.compile(r"^CREATE (TABLE|VIEW|MATERIALIZED VIEW|FUNCTION) IF NOT EXISTS (\w+)")
 # Tables whose sink inserts carry fences (_ingest_source = '<topic id>/<partition>').
-FENCED = {"otel_traces", "llm_calls", "ingest_errors", "llm_usage_1m", "llm_latency_1m"}
+FENCED = {
+    "otel_traces",
+    "llm_calls",
+    "ingest_errors",
+    "llm_usage_1m",
+    "llm_latency_1m",
+    "llm_evaluations",
+    "llm_evaluation_1m",
+}
 _DELIVERY = ("_ingest_source", "_ingest_offset")
 
 
