@@ -67,25 +67,28 @@ class AttributeMarkers:
     """Attribute keys (and event names) whose presence makes a span worth decoding.
 
     Keys are tested on a KeyValue's wire bytes. Encoders write a KeyValue's key first (field order):
-    tag 0x0a, length, name, so a prefix test finds it. A KeyValue encoded with its key not first is
-    searched whole for the names (a name inside a value is then a harmless yes). `events` names span
+    tag 0x0a, length, name, so the first 2 + length bytes are a marker's `prefixes` entry exactly when
+    the key is that marker: one set lookup (`heads`) per attribute, whatever the number of markers. A
+    KeyValue encoded with its key not first is searched whole for the names (a name inside a value is
+    then a harmless yes). `events` names span
     events that mark a span too (an evaluation result recorded on a span without a marker key): the
     parse gives events as messages, and a span without events costs one length test. Calling it on a
     RawAttributesRequest Span tells whether any of its attributes or events is a marker.
     """
 
-    __slots__ = ("events", "names", "prefixes")
+    __slots__ = ("events", "heads", "names", "prefixes")
 
     def __init__(self, keys: Iterable[str], events: Iterable[str] = ()) -> None:
         names = sorted(key.encode() for key in keys)
         if any(len(name) >= 128 for name in names):
             raise ValueError("marker keys must be shorter than 128 bytes (a one-byte length)")
         self.prefixes = tuple(b"\x0a" + bytes([len(name)]) + name for name in names)
+        self.heads = frozenset(self.prefixes)
         self.names = tuple(names)
         self.events = frozenset(events)
 
     def matches(self, encoded: bytes) -> bool:
-        if encoded.startswith(self.prefixes):
+        if _head(encoded) in self.heads:
             return True
         return not encoded.startswith(b"\x0a") and any(name in encoded for name in self.names)
 
@@ -98,6 +101,11 @@ class AttributeMarkers:
         return any(self.matches(encoded) for encoded in span.attributes) or (
             bool(self.events) and self.marks_events(span.events)
         )
+
+
+def _head(encoded: bytes) -> bytes:
+    """A KeyValue's tag, key length and key when its key comes first (else bytes that start no marker)."""
+    return encoded[: 2 + encoded[1]] if len(encoded) > 1 else encoded
 
 
 def _parse(message_class: Any, payload: bytes | bytearray | memoryview) -> Any:
@@ -149,7 +157,7 @@ def decode_request(payload: bytes | Any, keep: AttributeMarkers | None = None) -
     request = parse_record(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
     cache = _SPAN_ATTRIBUTES
     checked = cache.checked
-    prefixes = keep.prefixes if keep is not None else ()
+    heads = keep.heads if keep is not None else frozenset()
     marker_events = keep is not None and bool(keep.events)
     decoded = DecodedRequest()
     spans_out = decoded.spans
@@ -166,7 +174,9 @@ def decode_request(payload: bytes | Any, keep: AttributeMarkers | None = None) -
                     marked = keep is None
                     if not marked:
                         for raw in encoded:
-                            if raw.startswith(prefixes) or (not raw.startswith(b"\x0a") and keep.matches(raw)):  # type: ignore[union-attr]
+                            if (raw[: 2 + raw[1]] if len(raw) > 1 else raw) in heads or (
+                                not raw.startswith(b"\x0a") and keep.matches(raw)  # type: ignore[union-attr]
+                            ):
                                 marked = True
                                 break
                             if raw not in checked:

@@ -151,6 +151,8 @@ class EvaluationScoresSignal:
 
     def rows(self, acc: ScoresInput) -> TableRows:
         n = len(acc.partials)
+        if n == 0:  # most batches carry no results: no numpy passes for them
+            return TableRows(self.table.name, list(self.table.column_names))
         ids = np.asarray(acc.score_keys, dtype=np.int64)
         scores = np.asarray(acc.scores, dtype=np.float64)
         negative = scores < 0.0
@@ -158,9 +160,8 @@ class EvaluationScoresSignal:
         negative_maps = GroupedSketches.from_batch(ids[negative], -scores[negative], n, self.relative_accuracy)
         gamma = gamma_for(self.relative_accuracy)
         partials = acc.partials
-        key_columns = list(zip(*acc.keys, strict=True)) if n else [() for _ in EvaluationKey._fields]
         columns = [
-            *(list(column) for column in key_columns),
+            *(list(column) for column in zip(*acc.keys, strict=True)),
             [p.evaluations for p in partials],
             [p.scored for p in partials],
             [p.errors for p in partials],

@@ -71,6 +71,7 @@ __all__ = [
     "Evaluation",
     "EVALUATION_EVENT",
     "EVALUATION_MARKER_KEYS",
+    "EVALUATION_KEYS",
     "SOURCE_EVENT",
     "SOURCE_EVALUATOR_SPAN",
     "SOURCE_ATTRIBUTE",
@@ -134,26 +135,18 @@ _OPENINFERENCE_KEY: Final = re.compile(
     r"(?P<scope>trace\.|session\.)?(?P<plural>annotation|evaluation)s\.(?P<index>[0-9]{1,6})\."
     r"(?P=plural)\.(?P<field>name|score|label|explanation)"
 )
+# OpenInference feedback always has an index 0 with a name (an object without one is not read).
 _OPENINFERENCE_FIRST: Final = frozenset(
-    f"{scope}{plural}.0.{singular}.{field}"
-    for scope, plural, singular in _OPENINFERENCE
-    for field in ("name", "score", "label", "explanation")
+    f"{scope}{plural}.0.{singular}.name" for scope, plural, singular in _OPENINFERENCE
 )
 
 # Attribute keys of which a span carrying a result has at least one (besides `gen_ai.evaluation.result`
 # events and EVALUATOR spans, which the worker keeps anyway): the decode stage keeps spans with one.
-# OpenInference feedback always has an index 0 with a name.
-EVALUATION_MARKER_KEYS: Final = frozenset(
-    {
-        _EVENT_NAME,
-        _TRULENS_NAME,
-        _TRULENS_SCORE,
-        *(f"{scope}{plural}.0.{singular}.name" for scope, plural, singular in _OPENINFERENCE),
-    }
-)
-# Keys whose presence sends a span down the slow path (with EVALUATOR spans and evaluation events); the
-# fast path costs one set test and one lookup per span.
-_ANY_KEY: Final = frozenset({_EVENT_NAME, _TRULENS_TYPE, *_OPENINFERENCE_FIRST})
+EVALUATION_MARKER_KEYS: Final = frozenset({_EVENT_NAME, _TRULENS_NAME, _TRULENS_SCORE, *_OPENINFERENCE_FIRST})
+# A span without any of these keys and without a `gen_ai.evaluation.result` event carries no result: the
+# callers' fast path (`attrs.keys().isdisjoint(EVALUATION_KEYS)` looks up each of these in the span's
+# attributes, a dict view's isdisjoint running over the smaller set).
+EVALUATION_KEYS: Final = frozenset({_EVENT_NAME, _TRULENS_TYPE, _KIND, *_OPENINFERENCE_FIRST})
 
 # Dimensions of a span that is not an LLM call, in precedence order.
 _MODEL_KEYS: Final = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
@@ -201,10 +194,14 @@ def evaluations_of(span: SpanView, call: LLMCall | None, problems: list[str]) ->
     """
     events = span.events
     attrs = span.attributes
-    has_event = bool(events) and any(event.name == EVALUATION_EVENT for event in events)
-    evaluator_span = attrs.get(_KIND) == _EVALUATOR_KIND
-    if not has_event and not evaluator_span and _ANY_KEY.isdisjoint(attrs):
+    has_event = False
+    for event in events:
+        if event.name == EVALUATION_EVENT:
+            has_event = True
+            break
+    if not has_event and attrs.keys().isdisjoint(EVALUATION_KEYS):
         return []  # the common case: an LLM span without results
+    evaluator_span = attrs.get(_KIND) == _EVALUATOR_KIND
     raws: list[_Raw] = []
     source = SOURCE_ATTRIBUTE
     if has_event:
@@ -223,7 +220,7 @@ def evaluations_of(span: SpanView, call: LLMCall | None, problems: list[str]) ->
                     )
                 )
     first_attribute = len(raws)
-    if not _OPENINFERENCE_FIRST.isdisjoint(attrs):
+    if not attrs.keys().isdisjoint(_OPENINFERENCE_FIRST):
         raws.extend(_openinference(attrs, problems))
     if _EVENT_NAME in attrs:
         raws.append(

@@ -21,7 +21,13 @@ from typing import Any
 
 from processors.core.bounds import MAX_LABEL_CHARS, BadValue
 from processors.core.decode import AttributeMarkers, MalformedPayload, SpanProblem, decode_request
-from processors.core.evaluations import EVALUATION_EVENT, EVALUATION_MARKER_KEYS, Evaluation, evaluations_of
+from processors.core.evaluations import (
+    EVALUATION_EVENT,
+    EVALUATION_KEYS,
+    EVALUATION_MARKER_KEYS,
+    Evaluation,
+    evaluations_of,
+)
 from processors.core.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.core.records import LLMCall, SpanView
 from processors.core.rows import INGEST_ERRORS_COLUMNS, call_rows, evaluation_rows
@@ -167,6 +173,13 @@ class CallStages:
         of_span = {id(span): call for span, call in zip(call_spans, calls, strict=True)}
         out: list[Evaluation] = []
         for span in spans:
+            # `evaluations_of`'s own fast path, inline: most spans are LLM calls without results.
+            if span.attributes.keys().isdisjoint(EVALUATION_KEYS):
+                for event in span.events:
+                    if event.name == EVALUATION_EVENT:
+                        break
+                else:
+                    continue
             reasons: list[str] = []
             try:
                 out.extend(evaluations_of(span, of_span.get(id(span)), reasons))
