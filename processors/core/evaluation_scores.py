@@ -64,6 +64,7 @@ EVALUATION_SCORES_TABLE: Final = TableSpec(
         ColumnSpec("sketch", "sum_map", "Map(Int32, UInt64)"),
         ColumnSpec("negative_sketch", "sum_map", "Map(Int32, UInt64)"),
     ),
+    retention_days=400,  # as the other 1-minute tables (schemas/retention/ttl.sql)
 )
 
 
