@@ -20,7 +20,8 @@ The machine is shared, so the fastest pass of each tree counts; /proc/loadavg is
 
 CPU time on a shared machine moves by more than a few per cent between runs, so the same step can be
 counted in instructions instead (load does not move them): save the records once, then per tree run
-`prepare` on them `--passes` times after one warm pass under valgrind, minus the same with 0 passes:
+`prepare` on them `--passes` times after one warm pass under valgrind, minus the same with 0 passes
+(`--step parse`: only `parse_records`):
 
     .venv/bin/python benchmarks/bench_parse.py --save-records records.pickle
     PYTHONHASHSEED=0 PYTHONPATH=<tree> valgrind --tool=cachegrind --cache-sim=no .venv/bin/python \
@@ -114,8 +115,9 @@ def measure(bodies_file: Path, repeat: int) -> dict[str, float]:
     return out
 
 
-def replay(bodies_file: Path, records: int, passes: int) -> None:
-    """In a child under valgrind: the `prepare` step on the first `records` records, once warm, then `passes` times."""
+def replay(bodies_file: Path, records: int, passes: int, step: str = "prepare") -> None:
+    """In a child under valgrind: the `prepare` step (or only `parse`: `parse_records`) on the first `records`
+    records, once warm, then `passes` times."""
     from llmops.config import Settings
 
     _, pipeline, prepare_module = _modules()
@@ -137,7 +139,9 @@ def replay(bodies_file: Path, records: int, passes: int) -> None:
 
     def prepare() -> None:
         for batch in batches:
-            if hasattr(prepare_module, "prepare_records"):
+            if step == "parse":
+                parse_records(batch)
+            elif hasattr(prepare_module, "prepare_records"):
                 prepare_module.prepare_records(batch, {}, stages, None)
             else:
                 parsed, _ = parse_records(batch)
@@ -175,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=Path, default=None, help="run `prepare` on saved records (for valgrind)")
     parser.add_argument("--records", type=int, default=16, help="with --replay: records to use (default 16)")
     parser.add_argument("--passes", type=int, default=2, help="with --replay: passes after the warm one (default 2)")
+    parser.add_argument(
+        "--step", choices=("prepare", "parse"), default="prepare", help="with --replay: prepare (default) or parse"
+    )
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args(argv)
 
@@ -182,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.measure, args.repeat)))
         return 0
     if args.replay is not None:
-        replay(args.replay, args.records, args.passes)
+        replay(args.replay, args.records, args.passes, args.step)
         return 0
 
     trees = dict(item.split("=", 1) for item in args.tree)

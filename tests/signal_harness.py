@@ -1,4 +1,5 @@
-"""An in-memory harness for per-window signals: records of calls in, stored rows out, no broker, no ClickHouse.
+"""An in-memory harness for per-window signals: records of calls (and evaluations) in, stored rows out, no broker,
+no ClickHouse.
 
 In the spirit of Bytewax's TestingSource/TestingSink: `run` feeds batches of records through the
 worker's own row step (`processors.core.pipeline.build_tables`, which applies the signal contract),
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from processors.core.evaluations import Evaluation
 from processors.core.pipeline import CallStages, DecodedRecord, SourceRecord, build_tables
 from processors.core.records import LLMCall
 from processors.core.signal import Signal, TableSpec
@@ -28,11 +30,12 @@ _DELIVERY = ("_ingest_source", "_ingest_offset")
 
 @dataclass(frozen=True)
 class Record:
-    """One Kafka record's calls; `source` is '<topic id>/<partition>'."""
+    """One Kafka record's calls and evaluation results; `source` is '<topic id>/<partition>'."""
 
     source: str
     offset: int
     calls: Sequence[LLMCall]
+    evaluations: Sequence[Evaluation] = ()
 
 
 class MemorySink:
@@ -63,7 +66,7 @@ def run(signals: Sequence[Signal[Any]], batches: Iterable[Sequence[Record]],
         decoded = []
         for r in batch:
             record = SourceRecord("spans", int(r.source.rsplit("/", 1)[-1]), r.offset, b"", r.source)
-            decoded.append(DecodedRecord(record, 0, list(r.calls), []))
+            decoded.append(DecodedRecord(record, 0, list(r.calls), [], evaluations=list(r.evaluations)))
         tables = [signal.table.name for signal in stages.signals]
         fences = {table: sink.fences(table) for table in tables}
         for rows in build_tables(decoded, fences, stages, now_ms=0, tables=tables):
@@ -81,7 +84,8 @@ def _max(a: Any, b: Any) -> Any:
 
 
 def _nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+    """No value: NaN (a float column) or None (a Nullable one)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def merged(spec: TableSpec, rows: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:

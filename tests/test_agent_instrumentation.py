@@ -39,7 +39,7 @@ from processors.core.agents.runs import AgentRun, run_of
 from processors.core.agents.spans import RunSpan, args_digest, run_span
 from processors.core.decode import decode_request
 from processors.core.normalize import normalize_call
-from processors.core.pipeline import may_be_llm_call
+from processors.core.pipeline import worth_decoding
 from processors.core.pricer import Pricer, PricerSources
 
 MODEL = "gpt-4o-2024-08-06"
@@ -264,7 +264,7 @@ def _run_spans(memory: InMemorySpanExporter, catalog: Pricer, keep_all: bool) ->
     """The exported spans through OTLP, decoded (every span, or those the worker keeps), as run spans per trace."""
     finished = memory.get_finished_spans()
     payload = encode_spans(finished).SerializeToString()
-    decoded = decode_request(payload) if keep_all else decode_request(payload, keep=may_be_llm_call)
+    decoded = decode_request(payload) if keep_all else decode_request(payload, keep=worth_decoding)
     assert not decoded.problems
     if keep_all:
         assert len(decoded.spans) == len(finished)
@@ -333,5 +333,5 @@ def test_openai_agents_sdk_runs(stand_in: tuple[StandIn, int], exporter: InMemor
     called = [(s.name, s.tool_args) for s in spans.values() if s.role == "tool" and s.name in dict(sent)]
     assert Counter(called) == Counter(sent)
 
-    # The worker decodes only spans with a marker key (`may_be_llm_call`): it keeps every span of this run.
+    # The worker decodes only the spans `worth_decoding` marks: it keeps every span of this run.
     assert _run_spans(exporter, catalog, keep_all=False) == runs

@@ -56,7 +56,15 @@ _DISTRIBUTED = re.compile(
 )
 _CREATED = re.compile(r"^CREATE (TABLE|VIEW|MATERIALIZED VIEW|FUNCTION) IF NOT EXISTS (\w+)")
 # Tables whose sink inserts carry fences (_ingest_source = '<topic id>/<partition>').
-FENCED = {"otel_traces", "llm_calls", "ingest_errors", "llm_usage_1m", "llm_latency_1m"}
+FENCED = {
+    "otel_traces",
+    "llm_calls",
+    "ingest_errors",
+    "llm_usage_1m",
+    "llm_latency_1m",
+    "llm_evaluations",
+    "llm_evaluation_1m",
+}
 _DELIVERY = ("_ingest_source", "_ingest_offset")
 
 
@@ -328,33 +336,37 @@ def test_migrate_print_renders_the_cluster_ddl_for_a_named_cluster(
 
 
 def test_a_template_that_breaks_the_rules_is_refused(tmp_path: Path) -> None:
-    """Refused when rendered (the runner fails at start), not when a cluster applies half of it."""
+    """Refused when rendered (the runner fails at start), not when a cluster applies half of it.
+
+    The directory holds only this template (no macros.sql), so no spec-declared signal table is rendered with it."""
     template = tmp_path / "001_a.sql"
     body = "\n(x UInt8)\nENGINE = MergeTree\nORDER BY x"
     template.write_text('{% call table("t", shard_by=by_partition) %}' + body + "{% endcall %};\n")
-    assert render_all(None, tmp_path)[1][1] == ["CREATE TABLE IF NOT EXISTS t" + body]
+    assert render_all(None, tmp_path, signals=())[1][1] == ["CREATE TABLE IF NOT EXISTS t" + body]
     template.write_text('{% call table("t") %}' + body + "{% endcall %};\n")
     for cluster in (None, CLUSTER_MACRO):
         with pytest.raises(ValueError, match="needs shard_by"):
-            render_all(cluster, tmp_path)
+            render_all(cluster, tmp_path, signals=())
     template.write_text('{% call alter_table("t") %}\n    ADD COLUMN y UInt8{% endcall %};\n')
     with pytest.raises(ValueError, match="not created by table"):
-        render_all(CLUSTER_MACRO, tmp_path)
+        render_all(CLUSTER_MACRO, tmp_path, signals=())
     template.write_text('{% call alter_table("t") %}\n    MODIFY ORDER BY (x,\n        y){% endcall %};\n')
     with pytest.raises(ValueError, match="one clause per line"):
-        render_all(None, tmp_path)
+        render_all(None, tmp_path, signals=())
 
 
 def test_single_node_retention_applies_to_the_real_tables(client: Client) -> None:
     expected = {
         "otel_traces": "toDate(Timestamp) + toIntervalDay(14)",
         "llm_calls": "toDate(ts) + toIntervalDay(90)",
+        "llm_evaluations": "toDate(ts) + toIntervalDay(90)",
         "ingest_errors": "toDate(ts) + toIntervalDay(30)",
         "llm_usage_1m": "window_start + toIntervalDay(400)",
         "llm_latency_1m": "window_start + toIntervalDay(400)",
         "llm_drift": "toDateTime(window_start) + toIntervalDay(400)",
         "budget_status": "period_end + toIntervalDay(400)",
         "llm_top_spenders_1h": "window_start + toIntervalDay(90)",
+        "llm_evaluation_1m": "toDateTime(window_start) + toIntervalDay(400)",
     }
     for statement in _retention(None):
         _run_in(client, DB, statement)
@@ -367,7 +379,7 @@ def test_single_node_retention_applies_to_the_real_tables(client: Client) -> Non
 
 def test_cluster_retention_names_the_local_tables_with_the_same_ttls(client: Client, cluster_db: str) -> None:
     single, cluster = _retention(None), _retention(CLUSTER_MACRO)
-    assert len(single) == 8
+    assert len(single) == 10  # schemas/retention/ttl.sql's 9, and llm_evaluation_1m's from its spec
     assert [
         re.sub(r"^ALTER TABLE (\w+)_local ON CLUSTER '\{cluster\}'", r"ALTER TABLE \1", s) for s in cluster
     ] == single

@@ -20,10 +20,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from llmops.config import Settings
 from processors.batch_handler import BatchHandler
+from processors.core.evaluations import Evaluation
 from processors.core.pipeline import Poison, SourceRecord
 from processors.core.records import LLMCall
 from processors.core.registry import SIGNALS
-from processors.core.signal import ColumnSpec, Signal, TableSpec, signal_rows
+from processors.core.signal import ColumnSpec, Signal, TableSpec, signal_input, signal_rows
 from processors.core.tables import TableRows
 from processors.core.window import Window
 from processors.stages import build_call_stages
@@ -98,6 +99,24 @@ call_strategy = st.builds(
     status=st.sampled_from(["ok", "error"]),
 )
 
+evaluation_strategy = st.builds(
+    Evaluation,
+    ts_ns=st.integers(T0, T0 + 3 * 60 * 10**9),
+    trace_id=st.just("t"),
+    span_id=st.just("s"),
+    evaluator=st.sampled_from(["relevance", "toxicity"]),
+    score_value=st.one_of(st.none(), st.just(0.0), st.floats(-10, 10, allow_nan=False)),
+    score_label=st.sampled_from(["", "pass", "fail"]),
+    explanation=st.just(""),
+    error_type=st.sampled_from(["", "timeout"]),
+    service=st.sampled_from(["a", "b"]),
+    model=st.sampled_from(["", "gpt-4o"]),
+    prompt_name=st.just("p"),
+    prompt_version=st.sampled_from(["1", "2"]),
+    agent=st.just(""),
+    source=st.just("event"),
+)
+
 
 def _close(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
@@ -118,18 +137,19 @@ def _assert_same_totals(signal: Signal[Any], got: Merged, want: Merged) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(records=st.lists(st.tuples(st.sampled_from(["topic/0", "topic/1"]), st.lists(call_strategy, max_size=3)),
+@given(records=st.lists(st.tuples(st.sampled_from(["topic/0", "topic/1"]), st.lists(call_strategy, max_size=3),
+                                  st.lists(evaluation_strategy, max_size=3)),
                         max_size=25),
        data=st.data())  # fmt: skip
 def test_any_batch_split_arrival_and_replay_gives_the_totals_of_one_fold(
-    records: list[tuple[str, list[LLMCall]]], data: st.DataObject
+    records: list[tuple[str, list[LLMCall], list[Evaluation]]], data: st.DataObject
 ) -> None:
     """The contract's promise, for each registered signal: rows stored batch by batch, with crashes that
-    replay from the last commit, merge into what one fold of every call gives."""
+    replay from the last commit, merge into what one fold of every call (or evaluation) gives."""
     offsets: dict[str, int] = defaultdict(int)
     log = []
-    for source, calls in records:
-        log.append(Record(source, offsets[source], calls))
+    for source, calls, evaluations in records:
+        log.append(Record(source, offsets[source], calls, evaluations))
         offsets[source] += 1
     batches: list[list[Record]] = []
     position = committed = 0
@@ -141,9 +161,12 @@ def test_any_batch_split_arrival_and_replay_gives_the_totals_of_one_fold(
         else:
             position = committed = position + size
     sink = run(REGISTERED, batches)
-    every_call = [call for record in log for call in record.calls]
+    every: dict[str, list[Any]] = {
+        "calls": [call for record in log for call in record.calls],
+        "evaluations": [result for record in log for result in record.evaluations],
+    }
     for signal in REGISTERED:
-        whole = merged(signal.table, rows_of(signal_rows(signal, every_call)))
+        whole = merged(signal.table, rows_of(signal_rows(signal, every[signal_input(signal)])))
         _assert_same_totals(signal, merged(signal.table, sink.rows[signal.table.name]), whole)
 
 
@@ -172,12 +195,19 @@ def test_a_signal_defined_in_a_test_runs_beside_the_shipped_ones() -> None:
 def test_the_worker_runs_the_registry() -> None:
     stages = build_call_stages(Settings())
     assert tuple(stages.signals) == SIGNALS
-    assert stages.tables == ["otel_traces", "llm_calls", "ingest_errors", *(s.table.name for s in SIGNALS)]
+    assert stages.tables == [
+        "otel_traces",
+        "llm_calls",
+        "ingest_errors",
+        "llm_evaluations",
+        *(s.table.name for s in SIGNALS),
+    ]
 
 
 def test_rows_are_tagged_with_the_highest_offset_of_their_source() -> None:
     one = LLMCall(ts_ns=T0, trace_id="t", span_id="1", service="a")
-    log = [Record("topic/0", 3, [one]), Record("topic/0", 7, []), Record("topic/0", 5, [one])]
+    result = Evaluation(T0, "t", "1", "relevance", 0.5, "", "", "", "a", "", "", "", "", "event")
+    log = [Record("topic/0", 3, [one], [result]), Record("topic/0", 7, []), Record("topic/0", 5, [one], [result])]
     sink = run(SIGNALS, [log])
     for signal in SIGNALS:
         assert {r["_ingest_offset"] for r in sink.rows[signal.table.name]} == {7}, signal.table.name
@@ -211,7 +241,8 @@ def test_every_registered_signal_writes_its_migrated_table(chdb_client: Client) 
         for column, (_, kind) in zip(signal.table.columns, columns, strict=True):
             engine_merge = _SIMPLE.match(kind)
             if engine_merge is not None:
-                assert column.merge == engine_merge.group(1), (signal.table.name, column.name, kind)
+                stored_as = {"sum_map": "sumMap"}.get(column.merge, column.merge)  # the engine's function name
+                assert stored_as == engine_merge.group(1), (signal.table.name, column.name, kind)
 
 
 # -- a signal's table from its spec: the one file and the one registry line are all a new signal needs --------

@@ -31,6 +31,8 @@ __all__ = [
     "MAX_JSON_CHARS",
     "MAX_COST_USD",
     "MAX_TTFT_S",
+    "MAX_SCORE",
+    "MAX_EXPLANATION_CHARS",
     "TIME_MIN_NS",
     "TIME_MAX_NS",
     "token_count",
@@ -60,6 +62,11 @@ MAX_JSON_CHARS: Final = 1_048_576
 MAX_COST_USD: Final = Decimal(10**12)
 # Seconds to first token: a day is already nonsense for a single call.
 MAX_TTFT_S: Final = 86_400.0
+# Evaluation scores (Float64): any scale an evaluator uses (0..1, 1..10, log-probabilities) fits; a
+# score is not money, and its window sums are floats (llm_evaluation_1m's score_sum).
+MAX_SCORE: Final = 1e12
+# An evaluation's explanation (a judge's reasoning, free text): longer text is cut, with a reason.
+MAX_EXPLANATION_CHARS: Final = 8192
 # Event-time window: 2000-01-01T00:00:00Z .. 2200-01-01T00:00:00Z in Unix ns. Inside Int64,
 # UInt64 and DateTime64(9) (which ends in 2262), and wide enough for any real clock.
 TIME_MIN_NS: Final = 946_684_800 * 10**9

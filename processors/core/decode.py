@@ -9,7 +9,7 @@ span attributes stay wire bytes. One pass over its spans then gives all the work
 - the spans the bad-span rule refuses (`span_problem`), which become `ingest_errors` rows; the
   otel_traces view's WHERE clause applies the same rule (tests/test_bad_span_rule.py checks it);
 - the number of valid spans (the rows otel_traces gets from the record);
-- SpanViews for the valid spans carrying a marker attribute (`keep`), attributes from the cache.
+- SpanViews for the valid spans carrying a marker attribute or event (`keep`), attributes from the cache.
 """
 
 from __future__ import annotations
@@ -64,30 +64,48 @@ class DecodedRequest:
 
 
 class AttributeMarkers:
-    """Attribute keys whose presence makes a span worth decoding, tested on a KeyValue's wire bytes.
+    """Attribute keys (and event names) whose presence makes a span worth decoding.
 
-    Encoders write a KeyValue's key first (field order): tag 0x0a, length, name, so a prefix test
-    finds it. A KeyValue encoded with its key not first is searched whole for the names (a name
-    inside a value is then a harmless yes). Calling it on a RawAttributesRequest Span tells
-    whether any of its attributes is a marker.
+    Keys are tested on a KeyValue's wire bytes. Encoders write a KeyValue's key first (field order):
+    tag 0x0a, length, name, so the first 2 + length bytes are a marker's `prefixes` entry exactly when
+    the key is that marker: one set lookup (`heads`) per attribute, whatever the number of markers. A
+    KeyValue encoded with its key not first is searched whole for the names (a name inside a value is
+    then a harmless yes). `events` names span
+    events that mark a span too (an evaluation result recorded on a span without a marker key): the
+    parse gives events as messages, and a span without events costs one length test. Calling it on a
+    RawAttributesRequest Span tells whether any of its attributes or events is a marker.
     """
 
-    __slots__ = ("names", "prefixes")
+    __slots__ = ("events", "heads", "names", "prefixes")
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(self, keys: Iterable[str], events: Iterable[str] = ()) -> None:
         names = sorted(key.encode() for key in keys)
         if any(len(name) >= 128 for name in names):
             raise ValueError("marker keys must be shorter than 128 bytes (a one-byte length)")
         self.prefixes = tuple(b"\x0a" + bytes([len(name)]) + name for name in names)
+        self.heads = frozenset(self.prefixes)
         self.names = tuple(names)
+        self.events = frozenset(events)
 
     def matches(self, encoded: bytes) -> bool:
-        if encoded.startswith(self.prefixes):
+        if _head(encoded) in self.heads:
             return True
         return not encoded.startswith(b"\x0a") and any(name in encoded for name in self.names)
 
+    def marks_events(self, events: Any) -> bool:
+        """Whether a span's events (OTLP Span.Event messages) include a marker event."""
+        names = self.events
+        return any(event.name in names for event in events)
+
     def __call__(self, span: Any) -> bool:
-        return any(self.matches(encoded) for encoded in span.attributes)
+        return any(self.matches(encoded) for encoded in span.attributes) or (
+            bool(self.events) and self.marks_events(span.events)
+        )
+
+
+def _head(encoded: bytes) -> bytes:
+    """A KeyValue's tag, key length and key when its key comes first (else bytes that start no marker)."""
+    return encoded[: 2 + encoded[1]] if len(encoded) > 1 else encoded
 
 
 def _parse(message_class: Any, payload: bytes | bytearray | memoryview) -> Any:
@@ -139,7 +157,8 @@ def decode_request(payload: bytes | Any, keep: AttributeMarkers | None = None) -
     request = parse_record(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
     cache = _SPAN_ATTRIBUTES
     checked = cache.checked
-    prefixes = keep.prefixes if keep is not None else ()
+    heads = keep.heads if keep is not None else frozenset()
+    marker_events = keep is not None and bool(keep.events)
     decoded = DecodedRequest()
     spans_out = decoded.spans
     valid = 0
@@ -155,11 +174,15 @@ def decode_request(payload: bytes | Any, keep: AttributeMarkers | None = None) -
                     marked = keep is None
                     if not marked:
                         for raw in encoded:
-                            if raw.startswith(prefixes) or (not raw.startswith(b"\x0a") and keep.matches(raw)):  # type: ignore[union-attr]
+                            if (raw[: 2 + raw[1]] if len(raw) > 1 else raw) in heads or (
+                                not raw.startswith(b"\x0a") and keep.matches(raw)  # type: ignore[union-attr]
+                            ):
                                 marked = True
                                 break
                             if raw not in checked:
                                 cache.check(raw)
+                        if not marked and marker_events and span.events:
+                            marked = keep.marks_events(span.events)  # type: ignore[union-attr]
                     trace_id = span.trace_id
                     span_id = span.span_id
                     problem = span_problem(trace_id, span_id, span.start_time_unix_nano)

@@ -2,12 +2,12 @@
 
 `parse_records` parses each Kafka record once and reads from it, in one pass, all
 the worker needs (poison records are returned, not raised); `decode_parsed` turns
-the LLM spans into LLM calls. `build_tables` turns what is not yet stored
+the LLM spans into LLM calls and reads the evaluation results spans carry. `build_tables` turns what is not yet stored
 (offset above the table's fence) into one batch per table, each row tagged
 with its source and offset so the sink can guard against double counting.
 otel_traces is the exception to row building: its batch is the records' raw
 OTLP bytes, which ClickHouse flattens itself (sinks/clickhouse/otlp_ingest.py),
-so only spans that may be LLM calls become Python objects.
+so only spans that may be LLM calls or carry evaluation results become Python objects.
 Nothing here does I/O: the agent wires it to Kafka, the sink to ClickHouse.
 """
 
@@ -22,10 +22,17 @@ from typing import Any
 from processors.core.agents.spans import AGENT_MARKER_KEYS, RunSpan, run_span
 from processors.core.bounds import MAX_LABEL_CHARS, BadValue
 from processors.core.decode import AttributeMarkers, MalformedPayload, SpanProblem, decode_request
+from processors.core.evaluations import (
+    EVALUATION_EVENT,
+    EVALUATION_KEYS,
+    EVALUATION_MARKER_KEYS,
+    Evaluation,
+    evaluations_of,
+)
 from processors.core.normalize import LLM_MARKER_KEYS, NormalizeOptions, normalize_call
 from processors.core.records import LLMCall, SpanView
-from processors.core.rows import INGEST_ERRORS_COLUMNS, call_rows
-from processors.core.signal import Signal, signal_rows
+from processors.core.rows import INGEST_ERRORS_COLUMNS, call_rows, evaluation_rows
+from processors.core.signal import Signal, signal_input, signal_rows
 from processors.core.tables import OtlpRecords, TableRows
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,7 @@ __all__ = [
     "decode_parsed_record",
     "traces_batch",
     "may_be_llm_call",
+    "worth_decoding",
     "build_tables",
     "poison_rows",
 ]
@@ -81,6 +89,7 @@ class DecodedRecord:
     problems: list[SpanProblem]
     call_spans: list[SpanView] = field(default_factory=list)  # call_spans[i] is the span of calls[i]
     run_spans: list[RunSpan] = field(default_factory=list)  # the record's spans with a part in an agent run
+    evaluations: list[Evaluation] = field(default_factory=list)  # the results its spans carry (llm_evaluations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +116,13 @@ class CallStages:
     @property
     def tables(self) -> list[str]:
         """Every table a batch writes (each with its own fence)."""
-        return ["otel_traces", "llm_calls", "ingest_errors", *(signal.table.name for signal in self.signals)]
+        return [
+            "otel_traces",
+            "llm_calls",
+            "ingest_errors",
+            "llm_evaluations",
+            *(signal.table.name for signal in self.signals),
+        ]
 
     def calls_from(
         self, spans: Sequence[SpanView], problems: list[SpanProblem] | None = None
@@ -151,6 +166,35 @@ class CallStages:
             sources.append(span)
         return calls, sources
 
+    def evaluations_from(
+        self,
+        spans: Sequence[SpanView],
+        calls: Sequence[LLMCall],
+        call_spans: Sequence[SpanView],
+        problems: list[SpanProblem] | None = None,
+    ) -> list[Evaluation]:
+        """The evaluation results `spans` carry (`call_spans[i]` is the span of `calls[i]`, whose dimensions the
+        results on it take); each value stored without gives one entry in `problems`, as for calls."""
+        of_span = {id(span): call for span, call in zip(call_spans, calls, strict=True)}
+        out: list[Evaluation] = []
+        for span in spans:
+            # `evaluations_of`'s own fast path, inline: most spans are LLM calls without results.
+            if span.attributes.keys().isdisjoint(EVALUATION_KEYS):
+                for event in span.events:
+                    if event.name == EVALUATION_EVENT:
+                        break
+                else:
+                    continue
+            reasons: list[str] = []
+            try:
+                out.extend(evaluations_of(span, of_span.get(id(span)), reasons))
+            except Exception as exc:  # noqa: BLE001 - a bug met by one span costs its results, not the worker
+                log.debug("span %s: unexpected failure while reading evaluations", span.span_id, exc_info=True)
+                reasons.append(f"evaluations not stored: internal error {type(exc).__name__}: {exc}"[:1000])
+            if reasons and problems is not None:
+                problems.extend(_span_problem(span, f"evaluation: {reason}") for reason in reasons)
+        return out
+
 
 def _span_problem(span: SpanView, reason: str) -> SpanProblem:
     service = span.resource.get("service.name")
@@ -159,15 +203,20 @@ def _span_problem(span: SpanView, reason: str) -> SpanProblem:
     )
 
 
-# Whether a RawAttributesRequest Span carries an attribute without which `normalize_call` gives None
-# and `run_span` gives None: only such spans become SpanViews.
-may_be_llm_call = AttributeMarkers(LLM_MARKER_KEYS | AGENT_MARKER_KEYS)
+# Whether a RawAttributesRequest Span carries an attribute without which `normalize_call` gives None.
+may_be_llm_call = AttributeMarkers(LLM_MARKER_KEYS)
+# The spans the worker decodes: those, the ones without which `run_span` gives None (agent, tool and step
+# spans), and the ones without which `evaluations_of` gives nothing (OpenInference EVALUATOR spans carry
+# `openinference.span.kind`, one of the LLM markers).
+worth_decoding = AttributeMarkers(
+    LLM_MARKER_KEYS | AGENT_MARKER_KEYS | EVALUATION_MARKER_KEYS, events=(EVALUATION_EVENT,)
+)
 
 
 def parse_record_once(record: SourceRecord) -> ParsedRecord | Poison:
     """Parse one record, once (processors/decode.py); a record that is not OTLP is poison."""
     try:
-        request = decode_request(record.value, keep=may_be_llm_call)
+        request = decode_request(record.value, keep=worth_decoding)
     except MalformedPayload as exc:
         return Poison(record, str(exc))
     return ParsedRecord(record, request.span_count, request.problems, request.spans)
@@ -187,10 +236,12 @@ def parse_records(records: Sequence[SourceRecord]) -> tuple[list[ParsedRecord], 
 
 
 def decode_parsed_record(item: ParsedRecord, stages: CallStages) -> DecodedRecord:
-    """Turn one record's LLM spans into calls; a span normalising refuses adds to its problems."""
+    """Turn one record's LLM spans into calls and read its evaluation results; a span normalising refuses, and
+    each value a call or result is stored without, adds to its problems."""
     problems = list(item.problems)
     calls, call_spans = stages.calls_from(item.spans, problems)
-    decoded = DecodedRecord(item.record, item.span_count, calls, problems, call_spans)
+    evaluations = stages.evaluations_from(item.spans, calls, call_spans, problems)
+    decoded = DecodedRecord(item.record, item.span_count, calls, problems, call_spans, evaluations=evaluations)
     if stages.agent_partitions:
         call_of = {id(span): call for span, call in zip(call_spans, calls, strict=True)}
         for span in item.spans:
@@ -307,9 +358,13 @@ def build_tables(
         kept = unstored("ingest_errors")
         rows, counts = problem_rows(kept, now_ms)
         out.append(_per_record(kept, rows, counts))
+    if wanted("llm_evaluations"):
+        kept = unstored("llm_evaluations")
+        results = [result for item in kept for result in item.evaluations]
+        out.append(_per_record(kept, evaluation_rows(results), [len(item.evaluations) for item in kept]))
 
-    # The signal contract (processors/core/signal.py): once per source, on the calls of its records above
-    # the table's fence, rows tagged with the highest of those offsets.
+    # The signal contract (processors/core/signal.py): once per source, on the calls (or evaluations) of its
+    # records above the table's fence, rows tagged with the highest of those offsets.
     for signal in stages.signals:
         table = signal.table.name
         if not wanted(table):
@@ -319,7 +374,8 @@ def build_tables(
             by_source.setdefault(item.record.source, []).append(item)
         merged: TableRows | None = None
         for source, items in by_source.items():
-            rows = signal_rows(signal, [call for item in items for call in item.calls])
+            field_name = signal_input(signal)
+            rows = signal_rows(signal, [x for item in items for x in getattr(item, field_name)])
             top = max(item.record.offset for item in items)
             _tag(rows, [source] * len(rows), [top] * len(rows))
             if merged is None:

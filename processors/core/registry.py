@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from processors.core.evaluation_scores import EVALUATION_SCORES
 from processors.core.latency import LATENCY
 from processors.core.signal import Signal
 from processors.core.usage import USAGE
@@ -18,4 +19,5 @@ __all__ = ["SIGNALS"]
 SIGNALS: Final[tuple[Signal[Any], ...]] = (
     USAGE,
     LATENCY,
+    EVALUATION_SCORES,
 )

@@ -1,8 +1,9 @@
-"""The contract of a per-window signal: LLM calls in, additive rows of one table out.
+"""The contract of a per-window signal: LLM calls (or evaluation results) in, additive rows of one table out.
 
 A signal (usage, latency, ...) turns the calls of a batch into partial rows of one ClickHouse
-table, per event-time window and key. The worker runs every registered signal
-(processors/core/registry.py) the same way, in `signal_rows`:
+table, per event-time window and key. A signal whose class sets `input = "evaluations"` folds the
+batch's evaluation results (`processors.core.evaluations.Evaluation`) instead, under the same rules.
+The worker runs every registered signal (processors/core/registry.py) the same way, in `signal_rows`:
 
 - called once per source (Kafka partition) per batch, on the calls of that source's records
   the table has not stored yet (offset above the table's fence);
@@ -12,7 +13,7 @@ table, per event-time window and key. The worker runs every registered signal
   arrival order or worker, combine (by the table engine or by readers) into the totals of all
   their calls. Each value column declares how (`ColumnSpec.merge`), as the table's
   SimpleAggregateFunction types or its readers do;
-- no I/O, no clock: a signal reads only the calls (event time is `LLMCall.ts_ns`).
+- no I/O, no clock: a signal reads only the calls (event time is `LLMCall.ts_ns`, `Evaluation.ts_ns`).
 
 The shape follows Bytewax's aggregators: `new()` an empty accumulator, `fold(acc, calls)` adds
 calls, `rows(acc)` the table rows. `fold` takes a sequence (a source's calls of a batch), not one
@@ -23,12 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar, get_args
+from typing import Any, Final, Literal, Protocol, TypeVar, get_args
 
-from processors.core.records import LLMCall
 from processors.core.tables import TableRows
 
-__all__ = ["ColumnSpec", "Merge", "Signal", "TableSpec", "signal_rows"]
+__all__ = ["ColumnSpec", "Input", "Merge", "Signal", "TableSpec", "signal_input", "signal_rows"]
 
 # How partial rows of one key combine: "key" columns identify the row; "sum", "min", "max" and
 # "sum_map" (a Map whose values add per map key) are the additive ones; "any" must be equal on
@@ -98,9 +98,16 @@ class TableSpec:
 
 Acc = TypeVar("Acc")
 
+# What a signal folds: a `DecodedRecord` field (processors/core/pipeline.py), the calls unless it says otherwise.
+Input = Literal["calls", "evaluations"]
+_INPUTS: Final = frozenset(get_args(Input))
+
 
 class Signal(Protocol[Acc]):
-    """A per-window signal; see the module docstring for the rules the worker relies on."""
+    """A per-window signal; see the module docstring for the rules the worker relies on.
+
+    Optionally a class attribute `input` (`Input`): what `fold` takes, "calls" (`LLMCall`s) when absent.
+    """
 
     @property
     def table(self) -> TableSpec: ...
@@ -109,8 +116,8 @@ class Signal(Protocol[Acc]):
         """An empty accumulator."""
         ...
 
-    def fold(self, acc: Acc, calls: Sequence[LLMCall]) -> Acc:
-        """`acc` with `calls` added (may update `acc` in place and return it)."""
+    def fold(self, acc: Acc, calls: Sequence[Any]) -> Acc:
+        """`acc` with `calls` (or evaluations, by `input`) added (may update `acc` in place and return it)."""
         ...
 
     def rows(self, acc: Acc) -> TableRows:
@@ -118,6 +125,17 @@ class Signal(Protocol[Acc]):
         ...
 
 
-def signal_rows(signal: Signal[Acc], calls: Sequence[LLMCall]) -> TableRows:
-    """The rows one signal makes of one source's calls in a batch (the caller adds the delivery columns)."""
+def signal_input(signal: Signal[Any]) -> Input:
+    """What `signal` folds: "calls" or "evaluations" (its `input` attribute; calls when it has none)."""
+    value = getattr(signal, "input", "calls")
+    if value == "calls":
+        return "calls"
+    if value == "evaluations":
+        return "evaluations"
+    raise ValueError(f"{signal.table.name}: input {value!r} is none of {sorted(_INPUTS)}")
+
+
+def signal_rows(signal: Signal[Acc], calls: Sequence[Any]) -> TableRows:
+    """The rows one signal makes of one source's calls (or evaluations) in a batch (the caller adds the delivery
+    columns)."""
     return signal.rows(signal.fold(signal.new(), calls))

@@ -5,7 +5,7 @@
 -- source like llm_calls. The evaluated call's dimensions come from the span the result is attached
 -- to (its LLM call when it is one); empty when that span does not say.
 -- score_value NULL: the result carries only a label (or neither, with error_type set).
-{% call table("llm_evaluations", shard_by="cityHash64(trace_id)") %}
+{% call table("llm_evaluations", shard_by=by_partition) %}
 (
     ts DateTime64(9, 'UTC') COMMENT 'event time of the result (the evaluated span''s start when the result has none)',
     trace_id String CODEC(ZSTD(1)),

@@ -17,6 +17,10 @@
 {% call alter_table("llm_top_spenders_1h") %}
     MODIFY TTL window_start + INTERVAL 90 DAY{% endcall %};
 
+-- One row per evaluation result: 90 days, as the calls they judge.
+{% call alter_table("llm_evaluations") %}
+    MODIFY TTL toDate(ts) + INTERVAL 90 DAY{% endcall %};
+
 -- Decode, span and sink errors: 30 days.
 {% call alter_table("ingest_errors") %}
     MODIFY TTL toDate(ts) + INTERVAL 30 DAY{% endcall %};
