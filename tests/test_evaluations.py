@@ -23,10 +23,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 from opentelemetry.trace import Link, Status, StatusCode, format_span_id, format_trace_id
+from scipy import stats as scipy_stats
 
 from llmops.config import Settings
 from processors.core.bounds import MAX_EXPLANATION_CHARS, MAX_LABEL_CHARS, MAX_SCORE
 from processors.core.decode import decode_request
+from processors.core.drift.stream import DriftStageConfig, DriftTracker
+from processors.core.drift.wire import MAX_CALL_SCORES, DriftSender, call_scores, decode_payload
 from processors.core.evaluation_scores import EVALUATION_SCORES, EvaluationScoresSignal, score_quantiles
 from processors.core.evaluations import Evaluation, evaluations_of
 from processors.core.normalize import normalize_call
@@ -740,3 +743,88 @@ def test_sdk_spans_through_the_pipeline_into_chdb(chdb_client: Client, sdk_spans
         p50 = score_quantiles(row[13], row[14], row[12], [0.5])[0]
         truth = np.quantile(scores, 0.5, method="lower")
         assert abs(p50 - truth) <= DEFAULT_RELATIVE_ACCURACY * abs(truth)
+
+
+# -- evaluation scores as a drift signal -----------------------------------------------------------------
+
+
+def test_a_call_brings_the_drift_stage_only_the_scores_about_itself() -> None:
+    span = _view(
+        LLM_ATTRIBUTES,
+        [
+            _event({"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.5}),
+            _event({"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 1}),
+            _event({"gen_ai.evaluation.name": "tone", "gen_ai.evaluation.score.label": "polite"}),  # no score
+            _event({"gen_ai.evaluation.name": "toxicity", "gen_ai.evaluation.score.value": "NaN"}),  # bad: NULL
+        ],
+    )
+    call = normalize_call(span)
+    assert call is not None
+    assert call_scores(call, span) == {"relevance": [0.5, 1.0]}
+    linked = _view(LLM_ATTRIBUTES, span.events, links=[SpanLink("4bf92f3577b34da6a3ce929d0e0e4736", "53995c3f42cd8ad8",
+                                                               "", {})])  # fmt: skip
+    linked_call = normalize_call(linked)
+    assert linked_call is not None
+    assert call_scores(linked_call, linked) == {}  # the results are about the linked span, not this call
+    many = _view(LLM_ATTRIBUTES, [_event({"gen_ai.evaluation.name": "e", "gen_ai.evaluation.score.value": n})
+                                  for n in range(MAX_CALL_SCORES + 5)])  # fmt: skip
+    many_call = normalize_call(many)
+    assert many_call is not None
+    assert call_scores(many_call, many) == {"e": [float(n) for n in range(MAX_CALL_SCORES)]}
+
+
+def _scored_calls(start_s: int, scores: Sequence[float], version: str = "7") -> tuple[list[Any], list[SpanView]]:
+    calls, spans = [], []
+    for n, score in enumerate(scores):
+        span = _view(
+            {**LLM_ATTRIBUTES, "gen_ai.prompt.version": version},
+            [_event({"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": score},
+                    time_ns=start_s * 10**9 + n * 10**8 + 1)],
+        )  # fmt: skip
+        span.start_ns = span.end_ns = start_s * 10**9 + n * 10**8
+        span.span_id = f"{start_s % 10**8:08x}{n:08x}"
+        call = normalize_call(span)
+        assert call is not None
+        calls.append(call)
+        spans.append(span)
+    return calls, spans
+
+
+def test_the_drift_stage_tests_each_evaluators_scores_against_its_reference_with_scipys_ks() -> None:
+    """Scores from the worker's drift records (`DriftSender`, `decode_payload`) into the tracker: per key (here
+    two prompt versions), the window's `score:<evaluator>` against the key's previous window, D and p as scipy's
+    ks_2samp gives them; a shifted score distribution drifts, an unchanged one does not."""
+    window = 60
+    t0 = T0 // 10**9 // window * window
+    rng = np.random.default_rng(7)
+    samples = {
+        "7": (rng.normal(0.8, 0.1, 200).round(3), rng.normal(0.65, 0.1, 200).round(3)),  # scores dropped
+        "8": (rng.normal(0.8, 0.1, 150).round(3), rng.normal(0.8, 0.1, 250).round(3)),  # same distribution
+    }
+    sender = DriftSender(window, sample_size=400, max_windows=8)
+    tracker = DriftTracker(
+        DriftStageConfig(window_s=window, lateness_s=1, idle_close_s=1e9, reservoir_size=400),
+        clock=lambda: float(t0 + 100 * window),
+    )
+    for version, (before, after) in samples.items():
+        # The last batch moves the key's watermark past the judged window.
+        for start, scores in ((t0, before.tolist()), (t0 + window, after.tolist()), (t0 + 3 * window, [0.5])):
+            calls, spans = _scored_calls(start, scores, version)
+            for _, value in sender.payloads(calls, spans):
+                record = decode_payload(value)
+                tracker.add(record.service, record.calls, record.tallies)
+    drift, _ = tracker.close()
+    rows = [dict(zip(drift.column_names, row, strict=True)) for row in zip(*drift.columns, strict=True)]
+    for version, (before, after) in samples.items():
+        judged = [r for r in rows if r["window_start"] == (t0 + window) * 1000 and r["prompt_version"] == version]
+        # The window's tests: the scores' KS, output_tokens' KS and finish_reason's chi2 (both sides equal: p = 1).
+        assert {(r["signal"], r["statistic"]) for r in judged if r["p_value"] is not None} == {
+            ("score:relevance", "ks"), ("output_tokens", "ks"), ("finish_reason", "chi2")}  # fmt: skip
+        (ks,) = [r for r in judged if r["signal"] == "score:relevance" and r["statistic"] == "ks"]
+        reference = scipy_stats.ks_2samp(before, after)
+        assert (ks["service"], ks["model"], ks["prompt_name"]) == ("support-bot", "gpt-4o-2024-08-06", "triage")
+        assert (ks["n_ref"], ks["n_cur"]) == (before.size, after.size)
+        assert ks["value"] == pytest.approx(float(reference.statistic), rel=1e-12, abs=0)
+        # Holm over three p-values of which two are 1: the smallest is multiplied by 3.
+        assert ks["p_value"] == pytest.approx(min(1.0, 3 * float(reference.pvalue)), rel=1e-9, abs=0)
+        assert ks["drifted"] == (version == "7")

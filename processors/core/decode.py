@@ -70,10 +70,10 @@ class AttributeMarkers:
     tag 0x0a, length, name, so the first 2 + length bytes are a marker's `prefixes` entry exactly when
     the key is that marker: one set lookup (`heads`) per attribute, whatever the number of markers. A
     KeyValue encoded with its key not first is searched whole for the names (a name inside a value is
-    then a harmless yes). `events` names span
-    events that mark a span too (an evaluation result recorded on a span without a marker key): the
-    parse gives events as messages, and a span without events costs one length test. Calling it on a
-    RawAttributesRequest Span tells whether any of its attributes or events is a marker.
+    then a harmless yes). `events` names span events that mark a span too (an evaluation result
+    recorded on a span without a marker key): the parse gives events as messages, and a span no key
+    marked costs one `span.events` access. Calling it on a RawAttributesRequest Span tells whether any
+    of its attributes or events is a marker.
     """
 
     __slots__ = ("events", "heads", "names", "prefixes")

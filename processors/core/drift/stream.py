@@ -27,6 +27,10 @@ on every row, and the reference text names the exact windows):
    first seen before this one, so the dashboard can say "answers drifted after prompt
    v12". Without such a window there is no reference and no verdict.
 
+Evaluation scores: a sampled call brings the scores its span carries about it
+(`wire.call_scores`), and each evaluator is one more scalar signal of the key, ``score:<evaluator>``
+(its values: every score of the sampled calls), tested like the others (KS, Wasserstein, PSI).
+
 Change events come from `processors.core.drift.changes.ChangeDetector`, fed with the
 same tallies (a new value that persists, or one that carried the key and stops;
 stamped with the first call's event time).
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -129,6 +133,7 @@ class _RawCall(NamedTuple):
     finish_reason: str
     output_tokens: int
     ttft_ms: float | None
+    scores: Mapping[str, Sequence[float]] = {}  # evaluator -> the call's evaluation scores (read, never changed)
 
 
 @dataclass(slots=True)
@@ -136,6 +141,7 @@ class _Sampled:
     signals: CallSignals
     output_tokens: int
     ttft_ms: float | None
+    scores: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -253,6 +259,7 @@ class DriftTracker:
                         call.get("finish_reason") or "",
                         int(call["output_tokens"]),
                         call.get("ttft_ms"),
+                        call.get("scores") or {},
                     ),
                 )
 
@@ -272,7 +279,7 @@ class DriftTracker:
         signals = extract_signals(attributes, self.config.signals)
         if signals.answer_embedding is not None:
             signals = replace(signals, answer_embedding=signals.answer_embedding.astype(np.float16))
-        return _Sampled(signals, call.output_tokens, call.ttft_ms)
+        return _Sampled(signals, call.output_tokens, call.ttft_ms, call.scores)
 
     def _note_changes(self, service: str, tally: Tally, now: float) -> None:
         """Feed the change detector (key: service and prompt name) and remember the order versions appeared in."""
@@ -464,6 +471,10 @@ def _window_sample(items: Sequence[_Sampled]) -> WindowSample:
             [str(s.signals.retrieval_empty).lower() for s in items if s.signals.retrieval_empty is not None]
         ),
     }
+    scores: dict[str, list[float]] = {}
+    for s in items:
+        for evaluator, values in s.scores.items():
+            scores.setdefault(f"score:{evaluator}", []).extend(values)
     return WindowSample(
         answer_embeddings=np.vstack(answers) if answers else None,
         query_embeddings=np.vstack(vectors) if len({v.shape for v in vectors}) == 1 and vectors else None,
@@ -472,6 +483,7 @@ def _window_sample(items: Sequence[_Sampled]) -> WindowSample:
             "output_tokens": scalar(lambda s: s.output_tokens),
             "retrieval_score": scalar(lambda s: s.signals.retrieval_score_mean),
             "ttft_ms": scalar(lambda s: s.ttft_ms),
+            **{name: np.asarray(values, dtype=np.float64) for name, values in scores.items()},
         },
         categoricals={name: values for name, values in categoricals.items() if values.size},
     )

@@ -8,8 +8,10 @@ and model of that service, which change detection needs. A record holds:
   watermark). A tally is a few dozen bytes however many calls it stands for.
 - ``calls``: only the calls that can still be in their window's bottom-k sample
   (`processors.core.drift.sampling`), with their priority, and of each only what drift
-  reads: the key, a few scalars and the span attributes the signal extractor reads
-  (answer text, vectors, retrieval scores).
+  reads: the key, a few scalars, the span attributes the signal extractor reads
+  (answer text, vectors, retrieval scores) and the evaluation scores its span carries about
+  the call itself (``scores``: evaluator -> scores, at most `MAX_CALL_SCORES` in all; results
+  on other spans, such as a post-hoc evaluator span or an event on the parent, are not joined).
 
 `DriftSender` is the decoding worker's side; `decode_payload` the drift worker's.
 """
@@ -24,13 +26,16 @@ import orjson
 
 from processors.core.bounds import MAX_VECTOR_LEN, BadValue, label
 from processors.core.drift.sampling import PrioritySieve, call_priority
+from processors.core.evaluations import evaluations_of
 from processors.core.records import LLMCall, SpanView
 from processors.core.window import Window
 
 __all__ = [
     "DRIFT_ATTRIBUTE_PREFIXES",
+    "MAX_CALL_SCORES",
     "DriftSender",
     "Tally",
+    "call_scores",
     "decode_payload",
     "pin_payload",
     "tally_calls",
@@ -51,6 +56,7 @@ DRIFT_ATTRIBUTE_PREFIXES = (
 )
 EMBEDDING_MODEL_ATTRIBUTE = "embedding.model_name"
 _MAX_TEXT = 8192  # answer text beyond this adds nothing to the statistics but bytes to Kafka
+MAX_CALL_SCORES = 32  # evaluation scores a sampled call carries to the drift stage (its span's first ones)
 
 
 class Tally(NamedTuple):
@@ -107,6 +113,21 @@ def _drift_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
                 continue  # no signal reads bytes; a longer array is no embedding the signals accept
             out[key] = value
     return out
+
+
+def call_scores(call: LLMCall, span: SpanView) -> dict[str, list[float]]:
+    """Evaluator -> scores of the results `span` carries about the call itself (processors/core/evaluations.py),
+    at most MAX_CALL_SCORES in all; results without a score or an evaluator name are left out."""
+    scores: dict[str, list[float]] = {}
+    kept = 0
+    for result in evaluations_of(span, call, []):  # bad values are the worker's ingest_errors rows already
+        if result.score_value is None or not result.evaluator or result.span_id != call.span_id:
+            continue
+        scores.setdefault(result.evaluator, []).append(result.score_value)
+        kept += 1
+        if kept == MAX_CALL_SCORES:
+            break
+    return scores
 
 
 def _no_bytes(value: Any) -> None:
@@ -173,6 +194,9 @@ class DriftSender:
                 "finish_reason": call.finish_reason,
                 "attributes": _drift_attributes(span.attributes),
             }
+            scores = call_scores(call, span)
+            if scores:
+                item["scores"] = scores
             self._items.setdefault(service, []).append(orjson.dumps(item, default=_no_bytes))
 
     def take(self, max_bytes: int = 500_000) -> list[tuple[str, bytes]]:
