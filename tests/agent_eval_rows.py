@@ -10,10 +10,8 @@ Agent runs start in the first five minutes of each window. Evaluation results: a
 window every 10 minutes over the 12 hours before each window, then one window per minute for 20
 minutes in which some keys drop (window 1) or blip for one minute (window 2).
 
-`llm_evaluation_1m` is declared by another signal's spec (issue 19); until its migration is in this
-tree, `EVALUATION_1M_STANDIN` creates it with exactly the columns of its contract, and
-`fill_evaluation_1m` fills it from `llm_evaluations` in SQL. Both are no-ops on the real table's
-columns (CREATE ... IF NOT EXISTS; the sketch columns keep their defaults).
+`llm_evaluation_1m` rows are made from the same results by the table's own signal
+(`evaluation_1m_rows`), as the worker makes them.
 """
 
 from __future__ import annotations
@@ -25,16 +23,22 @@ from typing import Any
 
 import numpy as np
 
+from processors.core.evaluation_scores import EVALUATION_SCORES
+from processors.core.evaluations import Evaluation
+from processors.core.signal import signal_rows
+from processors.core.tables import TableRows
+
+EVALUATION_FIELDS = tuple(Evaluation.__dataclass_fields__)
+
 __all__ = [
     "AGENT_KINDS",
-    "EVALUATION_1M_STANDIN",
     "EvalKey",
     "KEYS",
     "OPEN_RUN_TRACE",
     "agent_runs",
     "anomalies",
     "evaluation_results",
-    "fill_evaluation_1m",
+    "evaluation_1m_rows",
     "run_spans",
     "superseded_runs",
 ]
@@ -313,38 +317,21 @@ def evaluation_results(w1: datetime) -> list[dict[str, Any]]:
     return out
 
 
-EVALUATION_1M_STANDIN = """
-CREATE TABLE IF NOT EXISTS llm_evaluation_1m
-(
-    window_start DateTime('UTC'),
-    evaluator LowCardinality(String),
-    service LowCardinality(String),
-    model LowCardinality(String),
-    prompt_name LowCardinality(String),
-    prompt_version LowCardinality(String),
-    evaluations SimpleAggregateFunction(sum, UInt64),
-    scored SimpleAggregateFunction(sum, UInt64),
-    score_sum SimpleAggregateFunction(sum, Float64),
-    score_min SimpleAggregateFunction(min, Float64),
-    score_max SimpleAggregateFunction(max, Float64),
-    labels SimpleAggregateFunction(sumMap, Map(String, UInt64)),
-    _ingest_source LowCardinality(String),
-    _ingest_offset SimpleAggregateFunction(max, UInt64)
-)
-ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMM(window_start)
-ORDER BY (window_start, evaluator, service, model, prompt_name, prompt_version, _ingest_source)
-"""
+def evaluation_1m_rows(evaluations: list[dict[str, Any]]) -> list[TableRows]:
+    """`llm_evaluation_1m` rows from the results, made by its signal (as the worker makes them) in two partial
+    batches from two sources, so the panels must sum partial rows."""
+    out = []
+    for half in (0, 1):
+        part = [row for i, row in enumerate(evaluations) if i % 2 == half]
+        results = [
+            Evaluation(**{k: row[k] for k in EVALUATION_FIELDS if k != "ts_ns"}, ts_ns=_ns(row["ts"])) for row in part
+        ]
+        rows = signal_rows(EVALUATION_SCORES, results)
+        rows.column_names += ["_ingest_source", "_ingest_offset"]
+        rows.columns += [[f"hand/{half}"] * len(rows), [len(part)] * len(rows)]
+        out.append(rows)
+    return out
 
 
-def fill_evaluation_1m(client: Any) -> None:
-    """One partial row per minute and key from llm_evaluations, split in two to check that readers sum."""
-    client.command(
-        "INSERT INTO llm_evaluation_1m (window_start, evaluator, service, model, prompt_name, prompt_version, "
-        "evaluations, scored, score_sum, score_min, score_max, labels, _ingest_source, _ingest_offset) "
-        "SELECT toStartOfMinute(ts), evaluator, service, model, prompt_name, prompt_version, count(), "
-        "count(score_value), sum(ifNull(score_value, 0)), min(score_value), max(score_value), "
-        "sumMapIf(map(score_label, toUInt64(1)), score_label != ''), concat('hand/', toString(_ingest_offset % 2)), "
-        "max(_ingest_offset) FROM llm_evaluations WHERE _ingest_source = 'hand/evaluations' "
-        "GROUP BY toStartOfMinute(ts), evaluator, service, model, prompt_name, prompt_version, _ingest_offset % 2"
-    )
+def _ns(ts: datetime) -> int:
+    return int(ts.timestamp()) * 10**9 + ts.microsecond * 1000

@@ -38,13 +38,12 @@ from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import apply_migrations
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.agent_eval_rows import (
-    EVALUATION_1M_STANDIN,
     KEYS,
     OPEN_RUN_TRACE,
     agent_runs,
     anomalies,
+    evaluation_1m_rows,
     evaluation_results,
-    fill_evaluation_1m,
     run_spans,
     superseded_runs,
 )
@@ -406,7 +405,7 @@ SUPPORT = ("support-bot", "claude-sonnet-4-20250514", "support-answer", "v3")
 
 def _agent_and_evaluation_rows(client: Any) -> None:
     """Agent runs (then rows of fewer spans that FINAL must drop), findings (early ones last, so FINAL must go
-    by version), spans of two runs, evaluation results and the stand-in llm_evaluation_1m filled from them."""
+    by version), spans of two runs, evaluation results and their llm_evaluation_1m rows from its signal."""
     for table in ("agent_runs", "agent_anomalies"):  # keep replaced rows in their parts, as before a merge
         client.command(f"SYSTEM STOP MERGES {table}")
     _insert(client, "agent_runs", AGENT_RUNS)
@@ -415,8 +414,9 @@ def _agent_and_evaluation_rows(client: Any) -> None:
         _insert(client, "agent_anomalies", [finding])
     _insert(client, "otel_traces", run_spans(W1, AGENT_RUNS[0]))
     _insert(client, "llm_evaluations", EVALUATIONS)
-    client.command(EVALUATION_1M_STANDIN)  # stands in for the spec-declared table until its migration is here
-    fill_evaluation_1m(client)
+    sink = ClickHouseSink(client, "llmops")
+    for rows in evaluation_1m_rows(EVALUATIONS):
+        sink.write(rows, f"evaluation-1m-{rows.columns[-2][0]}")
 
 
 AGENT_RUNS = agent_runs(W1)
@@ -1141,7 +1141,7 @@ def _eval_series(r: dict[str, Any]) -> str:
 
 
 def test_evaluation_panels_match_the_results(dash_store: Any) -> None:
-    """Mean score, count and label shares per minute from the stand-in llm_evaluation_1m (two partial rows
+    """Mean score, count and label shares per minute from llm_evaluation_1m (two partial rows
     per minute and key), percentiles from llm_evaluations: all against the results themselves."""
     results = _eval_rows_in_w1()
     groups: dict[tuple[datetime, str], list[float]] = {}
