@@ -334,19 +334,15 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, result: S
 
 
 def llm_span_count(bodies: list[bytes]) -> int:
-    """Spans the worker turns into llm_calls rows: those carrying the OTel GenAI operation name."""
-    total = 0
-    for body in bodies:
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        total += sum(
-            1
-            for rs in request.resource_spans
-            for ss in rs.scope_spans
-            for s in ss.spans
-            if any(kv.key == "gen_ai.operation.name" for kv in s.attributes)
-        )
-    return total
+    """Spans the worker turns into llm_calls rows, counted by the worker's own decode and normaliser (the
+    payload mixes conventions, and agent and tool spans carry GenAI attributes too): what the run waits for."""
+    from processors.core.pipeline import SourceRecord, decode_parsed, parse_records
+    from processors.stages import build_call_stages
+
+    stages = build_call_stages(Settings())
+    records = [SourceRecord("payload", 0, i, body, "payload/0") for i, body in enumerate(bodies)]
+    parsed, _ = parse_records(records)
+    return sum(len(record.calls) for record in decode_parsed(parsed, stages))
 
 
 async def run_live(
