@@ -52,9 +52,8 @@ def otlp_http_sink(on_body: Callable[[bytes], None], status: int = 200) -> Itera
         server.server_close()
 
 
-@contextmanager
-def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
-    """`otlp_http_sink` that keeps every accepted body, in arrival order: yields (base URL, bodies)."""
+def _kept() -> tuple[list[bytes], Callable[[bytes], None]]:
+    """A list, and a function the server threads call to append to it."""
     bodies: list[bytes] = []
     lock = threading.Lock()
 
@@ -62,6 +61,13 @@ def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
         with lock:
             bodies.append(body)
 
+    return bodies, keep
+
+
+@contextmanager
+def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
+    """`otlp_http_sink` that keeps every accepted body, in arrival order: yields (base URL, bodies)."""
+    bodies, keep = _kept()
     with otlp_http_sink(keep) as url:
         yield url, bodies
 
@@ -91,12 +97,6 @@ def otlp_grpc_sink(on_body: Callable[[bytes], None]) -> Iterator[str]:
 @contextmanager
 def collecting_otlp_grpc_sink() -> Iterator[tuple[str, list[bytes]]]:
     """`otlp_grpc_sink` that keeps every request, serialized, in arrival order: yields (host:port, bodies)."""
-    bodies: list[bytes] = []
-    lock = threading.Lock()
-
-    def keep(body: bytes) -> None:
-        with lock:
-            bodies.append(body)
-
+    bodies, keep = _kept()
     with otlp_grpc_sink(keep) as endpoint:
         yield endpoint, bodies
