@@ -364,61 +364,54 @@ class _Builder:
         self, agent: _Agent, model: _Model, error_type: str, tin: int, tout: int, cache_read: int, cache_write: int
     ) -> dict[str, Any]:
         convention = self.run.convention
-        ok = not error_type
         if convention == "openinference":
             attrs: dict[str, Any] = {
                 "openinference.span.kind": "LLM",
                 "llm.provider": model.provider,
                 "llm.system": model.provider,
-                "llm.model_name": model.response_model if ok else model.request_model,
+                "llm.model_name": model.request_model if error_type else model.response_model,
             }
-            if ok:
-                attrs |= {
-                    "llm.token_count.prompt": tin,
-                    "llm.token_count.completion": tout,
-                    "llm.token_count.total": tin + tout,
-                }
-                if cache_read:
-                    attrs["llm.token_count.prompt_details.cache_read"] = cache_read
-                if cache_write:
-                    attrs["llm.token_count.prompt_details.cache_write"] = cache_write
-            return attrs | ({"error.type": error_type} if error_type else {})
-        if convention == "openllmetry":
+            usage: dict[str, Any] = {
+                "llm.token_count.prompt": tin,
+                "llm.token_count.completion": tout,
+                "llm.token_count.total": tin + tout,
+            }
+            cache_keys = ("llm.token_count.prompt_details.cache_read", "llm.token_count.prompt_details.cache_write")
+        elif convention == "openllmetry":
             attrs = {
                 "llm.request.type": "chat",
                 "gen_ai.system": model.provider,
                 "gen_ai.request.model": model.request_model,
                 "traceloop.workflow.name": self.spans[0].facts.label,
             }
-            if ok:
-                attrs |= {
-                    "gen_ai.response.model": model.response_model,
-                    "gen_ai.usage.prompt_tokens": tin,
-                    "gen_ai.usage.completion_tokens": tout,
-                    "llm.usage.total_tokens": tin + tout,
-                }
-                if cache_read:
-                    attrs["gen_ai.usage.cache_read_input_tokens"] = cache_read
-                if cache_write:
-                    attrs["gen_ai.usage.cache_creation_input_tokens"] = cache_write
-            return attrs | ({"error.type": error_type} if error_type else {})
-        attrs = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": model.provider,
-            "gen_ai.request.model": model.request_model,
-            "gen_ai.agent.name": agent.name,
-        }
-        if ok:
-            attrs |= {
+            usage = {
+                "gen_ai.response.model": model.response_model,
+                "gen_ai.usage.prompt_tokens": tin,
+                "gen_ai.usage.completion_tokens": tout,
+                "llm.usage.total_tokens": tin + tout,
+            }
+            cache_keys = ("gen_ai.usage.cache_read_input_tokens", "gen_ai.usage.cache_creation_input_tokens")
+        else:
+            attrs = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": model.provider,
+                "gen_ai.request.model": model.request_model,
+                "gen_ai.agent.name": agent.name,
+            }
+            usage = {
                 "gen_ai.response.model": model.response_model,
                 "gen_ai.usage.input_tokens": tin,
                 "gen_ai.usage.output_tokens": tout,
             }
-            if cache_read:
-                attrs["gen_ai.usage.cache_read.input_tokens"] = cache_read
-            if cache_write:
-                attrs["gen_ai.usage.cache_creation.input_tokens"] = cache_write
-        return attrs | ({"error.type": error_type} if error_type else {})
+            cache_keys = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_creation.input_tokens")
+        if error_type:  # a failed call reports no usage
+            return attrs | {"error.type": error_type}
+        attrs |= usage
+        if cache_read:
+            attrs[cache_keys[0]] = cache_read
+        if cache_write:
+            attrs[cache_keys[1]] = cache_write
+        return attrs
 
     def _finish(self, model: _Model, final: bool, response_id: str) -> dict[str, Any]:
         reason = "stop" if final else "tool_calls"

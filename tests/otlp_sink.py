@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-__all__ = ["collecting_otlp_grpc_sink", "collecting_otlp_sink", "otlp_http_sink"]
+__all__ = ["collecting_otlp_grpc_sink", "collecting_otlp_sink", "otlp_grpc_sink", "otlp_http_sink"]
 
 
 @contextmanager
@@ -52,9 +52,8 @@ def otlp_http_sink(on_body: Callable[[bytes], None], status: int = 200) -> Itera
         server.server_close()
 
 
-@contextmanager
-def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
-    """`otlp_http_sink` that keeps every accepted body, in arrival order: yields (base URL, bodies)."""
+def _kept() -> tuple[list[bytes], Callable[[bytes], None]]:
+    """A list, and a function the server threads call to append to it."""
     bodies: list[bytes] = []
     lock = threading.Lock()
 
@@ -62,21 +61,27 @@ def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
         with lock:
             bodies.append(body)
 
+    return bodies, keep
+
+
+@contextmanager
+def collecting_otlp_sink() -> Iterator[tuple[str, list[bytes]]]:
+    """`otlp_http_sink` that keeps every accepted body, in arrival order: yields (base URL, bodies)."""
+    bodies, keep = _kept()
     with otlp_http_sink(keep) as url:
         yield url, bodies
 
 
 @contextmanager
-def collecting_otlp_grpc_sink() -> Iterator[tuple[str, list[bytes]]]:
-    """OTLP/gRPC endpoint on 127.0.0.1 that keeps every request, serialized, in arrival order:
-    yields (host:port, bodies)."""
-    bodies: list[bytes] = []
-    lock = threading.Lock()
+def otlp_grpc_sink(on_body: Callable[[bytes], None]) -> Iterator[str]:
+    """Serve OTLP/gRPC trace export on 127.0.0.1; each request, serialized, goes to `on_body`.
+
+    Yields host:port.
+    """
 
     class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (generated name)
-            with lock:
-                bodies.append(request.SerializeToString())
+            on_body(request.SerializeToString())
             return trace_service_pb2.ExportTraceServiceResponse()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -84,6 +89,14 @@ def collecting_otlp_grpc_sink() -> Iterator[tuple[str, list[bytes]]]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        yield f"127.0.0.1:{port}", bodies
+        yield f"127.0.0.1:{port}"
     finally:
         server.stop(0)
+
+
+@contextmanager
+def collecting_otlp_grpc_sink() -> Iterator[tuple[str, list[bytes]]]:
+    """`otlp_grpc_sink` that keeps every request, serialized, in arrival order: yields (host:port, bodies)."""
+    bodies, keep = _kept()
+    with otlp_grpc_sink(keep) as endpoint:
+        yield endpoint, bodies

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from processors.core.decode import decode_request
 from processors.core.normalize import normalize_call
 from processors.core.pipeline import worth_decoding
 from processors.core.pricer import Pricer, PricerSources
+from tests.stand_in_server import serve_app
 
 MODEL = "gpt-4o-2024-08-06"
 # gpt-4o list prices, USD per million tokens: input 2.50, output 10.00 (no cached input is served here).
@@ -174,19 +174,8 @@ def _serve(stand_in: StandIn) -> web.Application:
 @pytest.fixture(params=["responses", "chat_completions"])
 def stand_in(request: pytest.FixtureRequest) -> Iterator[tuple[StandIn, int]]:
     served = StandIn(api=request.param)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_serve(served))
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield served, port
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.run_until_complete(runner.cleanup())
-    loop.close()
+    with serve_app(_serve(served)) as port:
+        yield served, port
 
 
 @pytest.fixture(scope="module")

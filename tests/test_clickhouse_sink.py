@@ -38,6 +38,22 @@ def test_a_retried_insert_with_the_same_token_is_stored_once(chdb_client: Client
     assert sink.fences("ingest_errors", ["sink-retry/0"]) == {"sink-retry/0": 7}
 
 
+def test_a_content_token_names_the_rows_and_not_their_object(chdb_client: Client) -> None:
+    """TableRows.token (the stages' tokens): rows rebuilt alike share it, so their retried write is stored once;
+    other rows, or the same columns in another table, get another token."""
+    assert _errors("a/0", range(5)).token() == _errors("a/0", range(5)).token()
+    assert _errors("a/0", range(5)).token() != _errors("a/0", range(6)).token()
+    assert _errors("a/0", range(5)).token() != _errors("a/0", range(5), service="other").token()
+    renamed = _errors("a/0", range(5))
+    renamed.table = "ingest_errors_copy"
+    assert renamed.token() != _errors("a/0", range(5)).token()
+    sink = ClickHouseSink(chdb_client, "llmops")
+    for _ in range(2):
+        rows = _errors("sink-content-token/0", range(4))
+        sink.write(rows, rows.token())
+    assert [row[0] for row in _stored(chdb_client, "sink-content-token/0")] == list(range(4))
+
+
 def test_low_cardinality_columns_sent_as_strings_keep_their_values_and_type(chdb_client: Client) -> None:
     sink = ClickHouseSink(chdb_client, "llmops")
     sink.write(_errors("sink-lc/0", range(3), service="checkout-ü"), "ingest_errors:lc")

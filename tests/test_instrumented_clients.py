@@ -10,9 +10,7 @@ and compared with a hand computation of tokens and cost.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -30,6 +28,7 @@ from processors.core.decode import decode_request
 from processors.core.normalize import normalize_call
 from processors.core.pricer import Pricer, PricerSources
 from processors.core.records import LLMCall
+from tests.stand_in_server import serve_app
 
 M = Decimal(1_000_000)
 OPENAI_MODEL = "gpt-4o-2024-08-06"
@@ -121,22 +120,11 @@ async def _messages(request: web.Request) -> web.Response:
 
 @pytest.fixture(scope="module")
 def server_port() -> Iterator[int]:
-    loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/messages", _messages)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield port
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.run_until_complete(runner.cleanup())
-    loop.close()
+    with serve_app(app) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

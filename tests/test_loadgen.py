@@ -11,21 +11,19 @@ import math
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import ValidationError
 from scipy import stats
 
 from llmops.loadgen import LoadgenOptions, LoadgenSummary, UsageTotals, render_summary, run_loadgen
-from tests.otlp_sink import otlp_http_sink
+from tests.otlp_sink import otlp_grpc_sink, otlp_http_sink
 
 MINUTE_NS = 60_000_000_000
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z, a minute boundary
@@ -59,20 +57,8 @@ def http_sink(status: int = 200) -> Iterator[tuple[str, _Received]]:
 @contextmanager
 def grpc_sink() -> Iterator[tuple[str, _Received]]:
     received = _Received()
-
-    class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (generated name)
-            received.add(request.SerializeToString())
-            return trace_service_pb2.ExportTraceServiceResponse()
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}", received
-    finally:
-        server.stop(0)
+    with otlp_grpc_sink(received.add) as endpoint:
+        yield endpoint, received
 
 
 # --------------------------------------------------------------------------- decoding

@@ -17,7 +17,6 @@ their open runs (their next owner replays them).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -29,7 +28,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from processors.core.agents.rows import anomaly_rows, run_rows
 from processors.core.agents.runs import Closed, RunAssembler, RunSettings
 from processors.core.agents.wire import MalformedRunRecord, decode_run_spans
-from processors.core.tables import TableRows
 from sinks.clickhouse.errors import PermanentSinkError
 from sinks.clickhouse.writer import ClickHouseSink
 
@@ -38,14 +36,6 @@ __all__ = ["AgentRunStage"]
 log = logging.getLogger(__name__)
 
 _POLL_TIMEOUT_S = 0.5
-
-
-def _token(rows: TableRows) -> str:
-    """Same rows, same token: a retried insert is not stored twice."""
-    digest = hashlib.blake2b(digest_size=16)
-    for column in rows.columns:
-        digest.update(repr(column).encode())
-    return f"{rows.table}:{digest.hexdigest()}"
 
 
 class AgentRunStage:
@@ -135,7 +125,7 @@ class AgentRunStage:
             if not len(rows):
                 continue
             try:
-                self._sink.write(rows, _token(rows))
+                self._sink.write(rows, rows.token())
             except PermanentSinkError as exc:  # ClickHouse refuses these rows whatever we do: never retry them
                 self.rows_rejected += len(rows)
                 log.error("%d %s row(s) refused by ClickHouse and left out: %s", len(rows), rows.table, exc)

@@ -65,6 +65,7 @@ from processors.core.bounds import (
     show,
     time_in_range,
 )
+from processors.core.normalize import PROMPT_NAME_KEYS, PROMPT_VERSION_KEYS, first_value
 from processors.core.records import LLMCall, SpanLink, SpanView
 
 __all__ = [
@@ -150,18 +151,6 @@ EVALUATION_KEYS: Final = frozenset({_EVENT_NAME, _TRULENS_TYPE, _KIND, *_OPENINF
 
 # Dimensions of a span that is not an LLM call, in precedence order.
 _MODEL_KEYS: Final = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
-_PROMPT_NAME_KEYS: Final = (
-    "gen_ai.prompt.name",
-    "llm.prompt_template.name",
-    "traceloop.prompt.key",
-    "llmops.prompt.name",
-)
-_PROMPT_VERSION_KEYS: Final = (
-    "gen_ai.prompt.version",
-    "llm.prompt_template.version",
-    "traceloop.prompt.version",
-    "llmops.prompt.version",
-)
 _AGENT_KEYS: Final = ("gen_ai.agent.name", "agent.name")
 
 _HEX: Final = frozenset("0123456789abcdef")
@@ -382,19 +371,11 @@ def _dimensions(span: SpanView, call: LLMCall | None, problems: list[str]) -> tu
     attrs = span.attributes
     return (
         _name(span.resource.get("service.name"), "service.name", problems),
-        _name(_first(attrs, _MODEL_KEYS), "model", problems),
-        _name(_first(attrs, _PROMPT_NAME_KEYS), "prompt name", problems),
-        _name(_first(attrs, _PROMPT_VERSION_KEYS), "prompt version", problems),
-        _name(_first(attrs, _AGENT_KEYS), "agent", problems),
+        _name(first_value(attrs, _MODEL_KEYS), "model", problems),
+        _name(first_value(attrs, PROMPT_NAME_KEYS), "prompt name", problems),
+        _name(first_value(attrs, PROMPT_VERSION_KEYS), "prompt version", problems),
+        _name(first_value(attrs, _AGENT_KEYS), "agent", problems),
     )
-
-
-def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        value = attrs.get(key)
-        if value is not None and value != "":
-            return value
-    return None
 
 
 def _result(raw: _Raw, problems: list[str]) -> tuple[str, float | None, str, str, str] | None:

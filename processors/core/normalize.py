@@ -66,6 +66,9 @@ __all__ = [
     "CONVENTION_OTEL_GENAI",
     "CONVENTION_OPENLLMETRY",
     "CONVENTION_OPENINFERENCE",
+    "PROMPT_NAME_KEYS",
+    "PROMPT_VERSION_KEYS",
+    "first_value",
 ]
 
 CONVENTION_OTEL_GENAI: Final = "otel_genai"
@@ -73,6 +76,21 @@ CONVENTION_OPENLLMETRY: Final = "openllmetry"
 CONVENTION_OPENINFERENCE: Final = "openinference"
 
 _ERROR: Final = 2  # OTLP Status.StatusCode ERROR
+
+# Prompt name / version span attributes: the conventions' own names, then our own (the default
+# NormalizeOptions; evaluations.py reads a non-call span's prompt with them).
+PROMPT_NAME_KEYS: Final = (
+    "gen_ai.prompt.name",
+    "llm.prompt_template.name",
+    "traceloop.prompt.key",
+    "llmops.prompt.name",
+)
+PROMPT_VERSION_KEYS: Final = (
+    "gen_ai.prompt.version",
+    "llm.prompt_template.version",
+    "traceloop.prompt.version",
+    "llmops.prompt.version",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +105,9 @@ class NormalizeOptions:
     team_span_keys: tuple[str, ...] = ("llmops.team", "team")
     team_resource_keys: tuple[str, ...] = ("team", "team.name", "llmops.team")
     # Prompt name / version: the conventions' own names, then our own.
-    prompt_name_span_keys: tuple[str, ...] = (
-        "gen_ai.prompt.name",
-        "llm.prompt_template.name",
-        "traceloop.prompt.key",
-        "llmops.prompt.name",
-    )
+    prompt_name_span_keys: tuple[str, ...] = PROMPT_NAME_KEYS
     prompt_name_resource_keys: tuple[str, ...] = ()
-    prompt_version_span_keys: tuple[str, ...] = (
-        "gen_ai.prompt.version",
-        "llm.prompt_template.version",
-        "traceloop.prompt.version",
-        "llmops.prompt.version",
-    )
+    prompt_version_span_keys: tuple[str, ...] = PROMPT_VERSION_KEYS
     prompt_version_resource_keys: tuple[str, ...] = ("llmops.prompt.version",)
     # OTel GenAI operations that are model calls (agent/tool spans would double count tokens).
     llm_operations: frozenset[str] = frozenset(
@@ -312,7 +320,7 @@ _OPENLLMETRY_OPERATION: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 
-def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+def first_value(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     """First present, non-empty value among `keys`, else None."""
     for key in keys:
         value = attrs.get(key)
@@ -322,7 +330,7 @@ def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _lookup_all(attrs: Mapping[str, Any], ordered: tuple[tuple[str, ...], ...]) -> list[Any]:
-    """`_first` for every field in one call (per-span Python call overhead is the cost)."""
+    """`first_value` for every field in one call (per-span Python call overhead is the cost)."""
     get = attrs.get
     out: list[Any] = []
     append = out.append
@@ -356,7 +364,7 @@ def _label(
 
 def _first_str(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     """Text of the first present value among `keys` (detection only: compared, never stored)."""
-    value = _first(attrs, keys)
+    value = first_value(attrs, keys)
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)[: MAX_LABEL_CHARS + 1]
@@ -451,9 +459,9 @@ def _dimension(
     what: str,
     problems: list[str],
 ) -> str:
-    value = _label(_first(attrs, span_keys), what, problems, attrs, span_keys) if span_keys else ""
+    value = _label(first_value(attrs, span_keys), what, problems, attrs, span_keys) if span_keys else ""
     if not value and resource_keys:
-        value = _label(_first(resource, resource_keys), what, problems, resource, resource_keys)
+        value = _label(first_value(resource, resource_keys), what, problems, resource, resource_keys)
     return value
 
 
@@ -524,7 +532,9 @@ def normalize_call(span: SpanView, options: NormalizeOptions | None = None) -> L
 
     status_error = span.status_code == _ERROR
     error_type = (
-        _label(_first(attrs, ("error.type",)), "error type", problems, attrs, ("error.type",)) if status_error else ""
+        _label(first_value(attrs, ("error.type",)), "error type", problems, attrs, ("error.type",))
+        if status_error
+        else ""
     )
     if status_error and not error_type:
         error_type = "_OTHER"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,14 @@ class TableRows:
     def select(self, keep: list[int]) -> TableRows:
         """A copy holding only the rows at the given indexes."""
         return TableRows(self.table, list(self.column_names), [[col[i] for i in keep] for col in self.columns])
+
+    def token(self) -> str:
+        """An insert deduplication token from the rows' content: same rows, same token, so a retried
+        insert is not stored twice."""
+        digest = hashlib.blake2b(digest_size=16)
+        for column in self.columns:
+            digest.update(repr(column).encode())
+        return f"{self.table}:{digest.hexdigest()}"
 
 
 @dataclass(slots=True)

@@ -10,7 +10,6 @@ not stored twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -24,13 +23,6 @@ from sinks.clickhouse.writer import ClickHouseSink
 __all__ = ["DriftStage"]
 
 log = logging.getLogger(__name__)
-
-
-def _token(rows: TableRows) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for column in rows.columns:
-        digest.update(repr(column).encode())
-    return f"{rows.table}:{digest.hexdigest()}"
 
 
 class DriftStage:
@@ -74,7 +66,7 @@ class DriftStage:
             drift_rows, change_rows = await asyncio.to_thread(self._close)
             for rows in (change_rows, drift_rows):
                 if len(rows):
-                    await asyncio.to_thread(self._sink.write, rows, _token(rows))
+                    await asyncio.to_thread(self._sink.write, rows, rows.token())
             self._report_losses()
 
     def _report_losses(self) -> None:
