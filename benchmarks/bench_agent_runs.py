@@ -19,6 +19,7 @@ format's cost: encoding in the worker and decoding in the stage, per span.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import sys
@@ -204,6 +205,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
     args = parser.parse_args()
+    gc.set_threshold(100_000, 50, 100)  # the worker's thresholds (processors/worker.py), where the stage runs
     print(f"building {args.runs:,} runs ...", file=sys.stderr)
     batch = records(args.runs, args.seed)
     print("assembling ...", file=sys.stderr)

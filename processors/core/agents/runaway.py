@@ -36,7 +36,7 @@ class RunawayRules:
     max_duration_s: float = 900.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every span or run, and a frozen init costs ~8x
 class Finding:
     """One `agent_anomalies` row: what crossed which threshold in which run, and what it cost."""
 

@@ -58,7 +58,7 @@ class RunSettings:
     rules: RunawayRules = field(default_factory=RunawayRules)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every span or run, and a frozen init costs ~8x
 class AgentRun:
     """One `agent_runs` row (columns `AGENT_RUN_COLUMNS` in `rows.py`)."""
 
@@ -162,6 +162,8 @@ class RunAssembler:
 
     def __init__(self, settings: RunSettings | None = None) -> None:
         self.settings = settings or RunSettings()
+        self._gap_ns = int(self.settings.gap_s * NS_PER_S)
+        self._calls_gap_ns = int(self.settings.calls_gap_s * NS_PER_S)
         self._open: OrderedDict[str, _OpenRun] = OrderedDict()  # least recently active first
         self._closed: OrderedDict[str, None] = OrderedDict()  # recently closed trace ids (late spans)
         self._sources: dict[str, _Source] = {}
@@ -207,12 +209,18 @@ class RunAssembler:
                 self.spans_over_limit += 1
                 continue
             run.spans[span.span_id] = span
-            due_before = self._due_ns(run)
-            run.last_end_ns = max(run.last_end_ns, span.end_ns)
-            run.agentic = run.agentic or span.role in _AGENTIC
-            if known is None or self._due_ns(run) != due_before:
+            end = span.end_ns
+            # A run's close deadline moves only with its newest end or its kind; its heap entry is pushed
+            # then (a new run's first span always moves it from 0), so one live entry per run.
+            moved = end > run.last_end_ns
+            if moved:
+                run.last_end_ns = end
+            if not run.agentic and span.role in _AGENTIC:
+                run.agentic = moved = True
+            if moved:
                 heapq.heappush(self._sources[run.source].due, (self._due_ns(run), run.trace_id))
-            state.newest_end_ns = max(state.newest_end_ns, span.end_ns)
+            if end > state.newest_end_ns:
+                state.newest_end_ns = end
             if known is None and run.tally.add(span, self.settings.rules):
                 for finding in findings(run.trace_id, run.spans, self.settings.rules, final=False):
                     key = (finding.kind, finding.subject)
@@ -245,8 +253,7 @@ class RunAssembler:
 
     def _due_ns(self, run: _OpenRun) -> int:
         """When the run is over: its newest span end plus its gap (event time)."""
-        gap = self.settings.gap_s if run.agentic else self.settings.calls_gap_s
-        return run.last_end_ns + int(gap * NS_PER_S)
+        return run.last_end_ns + (self._gap_ns if run.agentic else self._calls_gap_ns)
 
     def _compact(self, name: str, state: _Source) -> None:
         """Rebuild a source's heaps once stale entries outnumber live ones (amortised O(1) per span)."""

@@ -56,11 +56,17 @@ def encode_run_spans(
     """(partition, record) pairs: the spans grouped by their trace's partition, each record under `max_bytes`
     (one span is far smaller)."""
     by_partition: dict[int, list[list[Any]]] = {}
+    partition_of_trace: dict[str, int] = {}
+    crc32 = zlib.crc32
     for span in spans:
         row = list(_ROW(span))
         if row[-1] is not None:
             row[-1] = str(row[-1])
-        by_partition.setdefault(partition_of(span.trace_id, partitions), []).append(row)
+        trace_id = row[0]
+        partition = partition_of_trace.get(trace_id)
+        if partition is None:  # partition_of, inline: the worker calls this for every LLM span
+            partition = partition_of_trace[trace_id] = crc32(trace_id.encode("utf-8", "surrogatepass")) % partitions
+        by_partition.setdefault(partition, []).append(row)
     records: list[tuple[int, bytes]] = []
     for partition, rows in sorted(by_partition.items()):
         records.extend((partition, record) for record in _records(rows, max_bytes))
@@ -68,12 +74,23 @@ def encode_run_spans(
 
 
 def _records(rows: list[list[Any]], max_bytes: int) -> list[bytes]:
-    """`rows` as one record, or halved until each part fits (one row always makes a record)."""
+    """`rows` in records under `max_bytes`: cut into as many even parts as their size needs, a part that is
+    still too big halved (one row always makes a record)."""
     record = orjson.dumps({"spans": rows})
     if len(record) <= max_bytes or len(rows) == 1:
         return [record]
-    half = len(rows) // 2
-    return _records(rows[:half], max_bytes) + _records(rows[half:], max_bytes)
+    parts = min(len(rows), -(-len(record) * 5 // (max_bytes * 4)))  # aim 20 % under the bound
+    size = -(-len(rows) // parts)
+    out: list[bytes] = []
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        encoded = orjson.dumps({"spans": part})
+        if len(encoded) <= max_bytes or len(part) == 1:
+            out.append(encoded)
+        else:
+            half = len(part) // 2
+            out += _records(part[:half], max_bytes) + _records(part[half:], max_bytes)
+    return out
 
 
 def decode_run_spans(value: bytes) -> list[RunSpan]:
