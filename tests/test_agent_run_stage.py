@@ -23,7 +23,7 @@ from processors.agents.stage import AgentRunStage
 from processors.core.agents.runaway import RunawayRules
 from processors.core.agents.runs import RunSettings, run_of
 from processors.core.agents.spans import RunSpan, args_digest
-from processors.core.agents.wire import encode_run_spans
+from processors.core.agents.wire import encode_run_spans, partition_of
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.conftest import wait_until
 
@@ -186,3 +186,58 @@ def test_a_restart_rebuilds_open_runs_whole_and_replays_leave_one_complete_row(
         (c, 3, 1, 1, Decimal("0.00035")),
     ]
     assert _rows(chdb_client, loops, traces) == [(a, "tool_loop", 4, True)]
+
+
+@pytest.fixture
+def two_partitions(broker: EmbeddedBroker) -> str:
+    name = f"agent_spans_{uuid.uuid4().hex[:8]}"
+    names = {"topic": f"{name}_spans", "dead_letter_topic": f"{name}_dlq", "drift_topic": f"{name}_drift"}
+    ensure_topics(broker.bootstrap, KafkaSettings(**names, agent_topic=name, partitions=2))
+    return name
+
+
+def _trace_on(partition: int, label: str) -> str:
+    """A trace id the agent-span records put on `partition` of 2."""
+    return next(t for i in range(100) if partition_of(t := f"{label}-{i}", 2) == partition)
+
+
+def _produce_partitioned(bootstrap: str, topic: str, spans: list[RunSpan]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition, value in encode_run_spans(spans, 2):
+        producer.produce(topic, value=value, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def test_a_rebalance_hands_open_runs_to_the_new_owner_whole(
+    broker: EmbeddedBroker, chdb_client, two_partitions: str
+) -> None:
+    """A second stage joins while both partitions hold open runs: the first commits what it may of the
+    partition it gives up and forgets its open run; the new owner replays that run from the commit, whole."""
+    topic, bootstrap = two_partitions, broker.bootstrap
+    a, b = _trace_on(0, f"a-{topic[-8:]}"), _trace_on(1, f"b-{topic[-8:]}")
+    run_a, run_b = _run(a, 0, 4), _run(b, 0, 6)
+    _produce_partitioned(bootstrap, topic, run_a[:4] + run_b[:6])  # first halves: both runs open
+
+    def stage() -> _Running:
+        config = {"bootstrap.servers": bootstrap, "group.id": f"{topic}-runs",
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}  # fmt: skip
+        return _Running(AgentRunStage(SETTINGS, ClickHouseSink(chdb_client, "llmops"), config, topic))
+
+    first = stage()
+    try:
+        wait_until(lambda: set(first.stage.next_offsets) == {0, 1}, 60, "the first stage reads both partitions")
+        second = stage()
+        try:
+            wait_until(lambda: len(second.stage.next_offsets) == 1, 60, "the second stage owns a partition")
+            assert len(first.stage.next_offsets) == 1 and first.stage.assembler.open_runs == 1
+            # The rest of both runs, and later runs on both partitions that close them.
+            later = [_run(_trace_on(p, f"later-{topic[-8:]}"), 1000, 1) for p in (0, 1)]
+            _produce_partitioned(bootstrap, topic, run_a[4:] + run_b[6:] + [s for run in later for s in run])
+            wait_until(lambda: first.stage.runs_written + second.stage.runs_written >= 2, 60, "runs A and B written")
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    rows = "SELECT trace_id, spans, tool_calls, cost FROM agent_runs FINAL WHERE trace_id IN {traces:Array(String)} ORDER BY trace_id"  # noqa: E501
+    expected = [run_of(t, {s.span_id: s for s in run}) for t, run in sorted([(a, run_a), (b, run_b)])]
+    assert _rows(chdb_client, rows, [a, b]) == [(r.trace_id, r.spans, r.tool_calls, r.cost) for r in expected]
