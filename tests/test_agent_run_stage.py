@@ -97,7 +97,7 @@ def stages(broker: EmbeddedBroker, chdb_client, topic: str) -> Iterator:
 
     def start(group: str = "runs") -> _Running:
         config = {"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-{group}",
-                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}  # fmt: skip
+                  "session.timeout.ms": 3000, "heartbeat.interval.ms": 500}  # fmt: skip
         started = _Running(AgentRunStage(SETTINGS, ClickHouseSink(chdb_client, "llmops"), config, topic))
         running.append(started)
         return started
@@ -220,7 +220,7 @@ def test_a_rebalance_hands_open_runs_to_the_new_owner_whole(
 
     def stage() -> _Running:
         config = {"bootstrap.servers": bootstrap, "group.id": f"{topic}-runs",
-                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}  # fmt: skip
+                  "session.timeout.ms": 3000, "heartbeat.interval.ms": 500}  # fmt: skip
         return _Running(AgentRunStage(SETTINGS, ClickHouseSink(chdb_client, "llmops"), config, topic))
 
     first = stage()

@@ -34,7 +34,7 @@ def test_agent_runs_loops_and_evaluations_match_the_loadgen_truth(make_stack) ->
         partitions=2,
         LLMOPS_AGENTS__GAP_S="2",
         LLMOPS_AGENTS__LATENESS_S="3600",
-        LLMOPS_AGENTS__IDLE_CLOSE_S="8",
+        LLMOPS_AGENTS__IDLE_CLOSE_S="4",
     )
     stack.start_worker()
     stack.start_receiver()
