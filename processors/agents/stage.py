@@ -111,8 +111,8 @@ class AgentRunStage:
                 self.malformed += 1
                 log.error("agent-span record %d/%d skipped: %s", partition, offset, exc)
                 continue
-            _merge(out, self.assembler.add(self._source(partition), offset, spans, now))
-        _merge(out, self.assembler.close(now))
+            out.extend(self.assembler.add(self._source(partition), offset, spans, now))
+        out.extend(self.assembler.close(now))
         self._write(out, now // 1_000_000)
         self._commit(list(self._next))
         self._report()
@@ -184,9 +184,3 @@ class AgentRunStage:
                 },
             )
             self._reported = counts
-
-
-def _merge(into: Closed, other: Closed) -> None:
-    into.runs.extend(other.runs)
-    into.findings.extend(other.findings)
-    into.origins.update(other.origins)

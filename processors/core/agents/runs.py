@@ -156,6 +156,11 @@ class Closed:
     # trace id -> (source, offset of the run's first record) of every run above: where its rows came from.
     origins: dict[str, tuple[str, int]] = field(default_factory=dict)
 
+    def extend(self, other: Closed) -> None:
+        self.runs.extend(other.runs)
+        self.findings.extend(other.findings)
+        self.origins.update(other.origins)
+
 
 class RunAssembler:
     """Open runs per trace; see the module docstring for when a run closes and what a restart replays."""

@@ -56,16 +56,15 @@ def encode_run_spans(
     """(partition, record) pairs: the spans grouped by their trace's partition, each record under `max_bytes`
     (one span is far smaller)."""
     by_partition: dict[int, list[list[Any]]] = {}
-    partition_of_trace: dict[str, int] = {}
-    crc32 = zlib.crc32
+    partition_of_trace: dict[str, int] = {}  # the spans of a trace come together: one hash per trace
     for span in spans:
         row = list(_ROW(span))
         if row[-1] is not None:
             row[-1] = str(row[-1])
         trace_id = row[0]
         partition = partition_of_trace.get(trace_id)
-        if partition is None:  # partition_of, inline: the worker calls this for every LLM span
-            partition = partition_of_trace[trace_id] = crc32(trace_id.encode("utf-8", "surrogatepass")) % partitions
+        if partition is None:
+            partition = partition_of_trace[trace_id] = partition_of(trace_id, partitions)
         by_partition.setdefault(partition, []).append(row)
     records: list[tuple[int, bytes]] = []
     for partition, rows in sorted(by_partition.items()):
